@@ -1,0 +1,174 @@
+//! Business days. A merchant closes its books per calendar day in its own time zone: a sale
+//! at 22:30 in São Paulo on the 23rd belongs to the 23rd even though it is already the 24th in
+//! UTC.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// A rejected date or time zone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    #[error("`{0}` is not a valid date (expected YYYY-MM-DD)")]
+    InvalidDate(String),
+    #[error("`{0}` is not a known IANA time zone (for example America/Sao_Paulo)")]
+    UnknownTimeZone(String),
+}
+
+/// A calendar day in a merchant's time zone, the unit of the daily consolidation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BusinessDate(NaiveDate);
+
+impl BusinessDate {
+    /// Earliest business date we accept: nobody backdates a cash-flow entry before 1970, and
+    /// the bound keeps every date inside what every storage backend represents.
+    pub const MIN: BusinessDate = BusinessDate(NaiveDate::from_ymd_opt(1970, 1, 1).unwrap());
+    /// Latest business date we accept.
+    pub const MAX: BusinessDate = BusinessDate(NaiveDate::from_ymd_opt(9999, 12, 31).unwrap());
+
+    /// Parses exactly `YYYY-MM-DD`.
+    pub fn parse(text: &str) -> Result<Self, CalendarError> {
+        let invalid = || CalendarError::InvalidDate(text.chars().take(32).collect());
+        if text.len() != 10 {
+            return Err(invalid());
+        }
+        let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
+        Self::from_naive(date).ok_or_else(invalid)
+    }
+
+    /// Wraps a date within [`BusinessDate::MIN`]..=[`BusinessDate::MAX`].
+    pub fn from_naive(date: NaiveDate) -> Option<Self> {
+        let d = BusinessDate(date);
+        (Self::MIN <= d && d <= Self::MAX).then_some(d)
+    }
+
+    /// The business date of an instant in a time zone.
+    pub fn of(instant: DateTime<Utc>, tz: MerchantTimeZone) -> Self {
+        BusinessDate(instant.with_timezone(&tz.0).date_naive())
+    }
+
+    /// The underlying calendar date.
+    pub fn naive(&self) -> NaiveDate {
+        self.0
+    }
+
+    /// The next day, if any.
+    pub fn succ(&self) -> Option<Self> {
+        self.0.checked_add_days(Days::new(1)).and_then(Self::from_naive)
+    }
+
+    /// The previous day, if any.
+    pub fn pred(&self) -> Option<Self> {
+        self.0.checked_sub_days(Days::new(1)).and_then(Self::from_naive)
+    }
+
+    /// Days from `self` to `later` (0 when equal, negative when `later` is earlier).
+    pub fn days_until(&self, later: BusinessDate) -> i64 {
+        (later.0 - self.0).num_days()
+    }
+}
+
+impl fmt::Display for BusinessDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+impl FromStr for BusinessDate {
+    type Err = CalendarError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for BusinessDate {
+    type Error = CalendarError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<BusinessDate> for String {
+    fn from(d: BusinessDate) -> Self {
+        d.to_string()
+    }
+}
+
+/// A merchant's IANA time zone; it decides which business date an instant belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MerchantTimeZone(Tz);
+
+impl MerchantTimeZone {
+    /// The default time zone of a new merchant.
+    pub const DEFAULT: MerchantTimeZone = MerchantTimeZone(Tz::America__Sao_Paulo);
+
+    /// Parses an IANA name such as `America/Sao_Paulo` or `UTC`.
+    pub fn parse(name: &str) -> Result<Self, CalendarError> {
+        Tz::from_str(name)
+            .map(MerchantTimeZone)
+            .map_err(|_| CalendarError::UnknownTimeZone(name.chars().take(64).collect()))
+    }
+
+    /// The IANA name.
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The chrono-tz zone, to render instants in the merchant's local offset.
+    pub fn tz(&self) -> Tz {
+        self.0
+    }
+}
+
+impl Default for MerchantTimeZone {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl fmt::Display for MerchantTimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_late_evening_sale_belongs_to_the_local_day() {
+        // 2026-11-24T01:30Z is 22:30 on the 23rd in São Paulo (UTC-3).
+        let instant = Utc.with_ymd_and_hms(2026, 11, 24, 1, 30, 0).unwrap();
+        assert_eq!(BusinessDate::of(instant, MerchantTimeZone::DEFAULT).to_string(), "2026-11-23");
+        let utc = MerchantTimeZone::parse("UTC").unwrap();
+        assert_eq!(BusinessDate::of(instant, utc).to_string(), "2026-11-24");
+    }
+
+    #[test]
+    fn dates_must_be_strict_iso_days() {
+        assert!(BusinessDate::parse("2026-11-23").is_ok());
+        for bad in ["2026-02-30", "2026-1-5", "26-11-23", "2026/11/23", "", "1969-12-31", "2026-11-23T00:00:00"] {
+            assert!(BusinessDate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_time_zones_are_rejected() {
+        assert!(MerchantTimeZone::parse("Mars/Olympus_Mons").is_err());
+        assert_eq!(MerchantTimeZone::parse("Europe/Lisbon").unwrap().name(), "Europe/Lisbon");
+    }
+
+    #[test]
+    fn days_step_across_month_ends() {
+        let d = BusinessDate::parse("2026-02-28").unwrap();
+        assert_eq!(d.succ().unwrap().to_string(), "2026-03-01");
+        assert_eq!(d.succ().unwrap().pred(), Some(d));
+        assert_eq!(d.days_until(BusinessDate::parse("2026-03-02").unwrap()), 2);
+    }
+}
