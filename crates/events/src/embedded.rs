@@ -1,0 +1,312 @@
+//! The embedded queue: durable in SQLite, with the contract of SQS.
+//!
+//! A published message is committed (`synchronous = FULL`) before `publish` returns, so an
+//! event handed over by the relay survives a crash. `receive` leases messages for a
+//! visibility timeout; an unacknowledged message becomes visible again and is redelivered;
+//! a message received more than `max_receives` times moves to `dead_letters`.
+//!
+//! In one process the relay wakes the consumer directly (a [`Notify`]), so an event is
+//! consumed within milliseconds of being published; across processes the consumer polls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sqlx::sqlite::SqlitePool;
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use crate::queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+
+const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
+    version: 1,
+    description: "queue",
+    sql: include_str!("../migrations/sqlite/0001_queue.sql"),
+}];
+
+/// Settings of the embedded queue.
+#[derive(Debug, Clone)]
+pub struct EmbeddedQueueConfig {
+    /// How long a received message stays invisible to other receives.
+    pub visibility_timeout: Duration,
+    /// Receives after which a message is dead-lettered instead of delivered again.
+    pub max_receives: u32,
+    /// How often an idle long poll re-checks the table (for publishers in other processes).
+    pub poll_interval: Duration,
+}
+
+impl Default for EmbeddedQueueConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            max_receives: 5,
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The SQLite-backed queue.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    pool: SqlitePool,
+    config: EmbeddedQueueConfig,
+    /// Wakes a waiting receiver in this process when something is published.
+    published: Arc<Notify>,
+}
+
+fn unavailable(e: sqlx::Error) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl EmbeddedQueue {
+    /// Opens (and migrates) the queue database at `url` (`sqlite://…`).
+    pub async fn open(url: &str, config: EmbeddedQueueConfig) -> Result<Self, cashflow_db::DbError> {
+        let pool = cashflow_db::open_sqlite(url, 2).await?;
+        cashflow_db::migrate_sqlite(&pool, MIGRATIONS).await?;
+        Ok(Self { pool, config, published: Arc::new(Notify::new()) })
+    }
+
+    /// Messages moved to the dead-letter table.
+    pub async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Readiness probe.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn try_receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let now = Utc::now().timestamp_micros();
+        let lease_until = now.saturating_add(micros(self.config.visibility_timeout));
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Writing first takes the write lock at once, so concurrent consumers serialize
+        // instead of racing for the same rows.
+        sqlx::query(
+            "INSERT INTO dead_letters (id, event_id, body, enqueued_at, failed_at, receive_count)
+             SELECT id, event_id, body, enqueued_at, ?1, receive_count FROM messages
+             WHERE visible_at <= ?1 AND receive_count >= ?2",
+        )
+        .bind(now)
+        .bind(i64::from(self.config.max_receives))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let dead = sqlx::query("DELETE FROM messages WHERE visible_at <= ?1 AND receive_count >= ?2")
+            .bind(now)
+            .bind(i64::from(self.config.max_receives))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        if dead > 0 {
+            tracing::warn!(count = dead, "messages moved to the dead-letter table");
+        }
+        let rows = sqlx::query(
+            "UPDATE messages SET visible_at = ?1, receive_count = receive_count + 1
+             WHERE id IN (SELECT id FROM messages WHERE visible_at <= ?2 ORDER BY id LIMIT ?3)
+             RETURNING id, body, receive_count",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        let mut deliveries: Vec<Delivery> = rows
+            .into_iter()
+            .map(|row| {
+                let id: i64 = row.get("id");
+                let count: i64 = row.get("receive_count");
+                Delivery {
+                    // The receive count in the receipt makes a stale receipt (from a lease
+                    // that expired and was re-leased) unable to delete the message.
+                    receipt: format!("{id}:{count}"),
+                    body: row.get("body"),
+                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                }
+            })
+            .collect();
+        deliveries.sort_by_key(|d| d.receipt.split(':').next().and_then(|s| s.parse::<i64>().ok()));
+        Ok(deliveries)
+    }
+}
+
+#[async_trait]
+impl EventPublisher for EmbeddedQueue {
+    async fn publish(&self, messages: &[OutboundMessage]) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let now = Utc::now().timestamp_micros();
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO messages (event_id, body, enqueued_at, visible_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(m.event_id.to_string())
+            .bind(&m.body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        self.published.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventSource for EmbeddedQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a publish between the look and the wait
+            // is not missed.
+            let notified = self.published.notified();
+            let batch = self.try_receive(max).await?;
+            if !batch.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(batch);
+            }
+            let nap = self.config.poll_interval.min(deadline - tokio::time::Instant::now());
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        for receipt in receipts {
+            let Some((id, count)) = receipt.split_once(':') else { continue };
+            let (Ok(id), Ok(count)) = (id.parse::<i64>(), count.parse::<i64>()) else { continue };
+            sqlx::query("DELETE FROM messages WHERE id = ?1 AND receive_count = ?2")
+                .bind(id)
+                .bind(count)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cashflow_domain::EventId;
+
+    async fn queue(config: EmbeddedQueueConfig) -> (tempfile::TempDir, EmbeddedQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+        let q = EmbeddedQueue::open(&url, config).await.unwrap();
+        (dir, q)
+    }
+
+    fn message(body: &str) -> OutboundMessage {
+        OutboundMessage { event_id: EventId::new(), body: body.into() }
+    }
+
+    #[tokio::test]
+    async fn a_published_message_is_received_and_gone_once_acknowledged() {
+        let (_dir, q) = queue(EmbeddedQueueConfig::default()).await;
+        q.publish(&[message("a"), message("b")]).await.unwrap();
+        let got = q.receive(10, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(got.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        q.ack(&got.iter().map(|d| d.receipt.clone()).collect::<Vec<_>>()).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_message_is_redelivered_after_its_visibility_timeout() {
+        let config = EmbeddedQueueConfig { visibility_timeout: Duration::from_millis(50), ..Default::default() };
+        let (_dir, q) = queue(config).await;
+        q.publish(&[message("a")]).await.unwrap();
+        let first = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "leased messages are invisible");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let again = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receive_count, 2);
+        // The stale receipt of the first lease no longer deletes the message.
+        q.ack(&[first[0].receipt.clone()]).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_message_received_too_often_is_dead_lettered() {
+        let config = EmbeddedQueueConfig {
+            visibility_timeout: Duration::ZERO,
+            max_receives: 2,
+            ..Default::default()
+        };
+        let (_dir, q) = queue(config).await;
+        q.publish(&[message("poison")]).await.unwrap();
+        assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(q.dead_letter_count().await.unwrap(), 1);
+        assert_eq!(q.depth().await.unwrap(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn publishing_the_same_event_twice_enqueues_it_once() {
+        let (_dir, q) = queue(EmbeddedQueueConfig::default()).await;
+        let m = message("x");
+        q.publish(&[m.clone()]).await.unwrap();
+        q.publish(&[m]).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_wakes_up_when_a_message_is_published() {
+        let config = EmbeddedQueueConfig { poll_interval: Duration::from_secs(10), ..Default::default() };
+        let (_dir, q) = queue(config).await;
+        let receiver = q.clone();
+        let waiting = tokio::spawn(async move { receiver.receive(10, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        q.publish(&[message("wake")]).await.unwrap();
+        let got = waiting.await.unwrap().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(2), "woken by the publish, not the poll");
+    }
+
+    #[tokio::test]
+    async fn messages_survive_reopening_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("queue.db").display());
+        {
+            let q = EmbeddedQueue::open(&url, EmbeddedQueueConfig::default()).await.unwrap();
+            q.publish(&[message("durable")]).await.unwrap();
+        }
+        let q = EmbeddedQueue::open(&url, EmbeddedQueueConfig::default()).await.unwrap();
+        let got = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(got[0].body, "durable");
+    }
+}

@@ -1,0 +1,126 @@
+//! Integration events, serialized as versioned JSON so producers and consumers of different
+//! releases can coexist during a rolling deploy.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use cashflow_domain::{Amount, BusinessDate, Currency, EntryId, EntryType, EventId, MerchantId, Posting};
+
+/// The schema version written by this release.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One integration event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique per event; consumers deduplicate on it.
+    pub event_id: EventId,
+    /// Schema version of `body`.
+    pub version: u32,
+    /// When the producing transaction committed (the ledger's clock); consolidation lag is
+    /// measured from here.
+    pub occurred_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum EventBody {
+    MerchantRegistered(MerchantRegistered),
+    EntryRecorded(EntryRecorded),
+}
+
+/// A merchant exists; consolidation learns its currency so that an empty report can be shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantRegistered {
+    pub merchant_id: MerchantId,
+    pub currency: Currency,
+    pub time_zone: String,
+}
+
+/// An entry was recorded (reversals included): exactly what consolidation needs, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryRecorded {
+    pub merchant_id: MerchantId,
+    pub entry_id: EntryId,
+    pub business_date: BusinessDate,
+    #[serde(rename = "type")]
+    pub kind: EntryType,
+    /// Minor units.
+    pub amount: Amount,
+    pub currency: Currency,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_of: Option<EntryId>,
+}
+
+impl EntryRecorded {
+    /// The posting this entry contributes to its business date.
+    pub fn posting(&self) -> Posting {
+        Posting {
+            entry_id: self.entry_id,
+            business_date: self.business_date,
+            kind: self.kind,
+            amount: self.amount,
+        }
+    }
+}
+
+impl Event {
+    /// A new event with a fresh id.
+    pub fn new(occurred_at: DateTime<Utc>, body: EventBody) -> Self {
+        Self { event_id: EventId::new(), version: SCHEMA_VERSION, occurred_at, body }
+    }
+
+    /// The merchant the event is about.
+    pub fn merchant_id(&self) -> MerchantId {
+        match &self.body {
+            EventBody::MerchantRegistered(m) => m.merchant_id,
+            EventBody::EntryRecorded(e) => e.merchant_id,
+        }
+    }
+
+    /// JSON text, the wire form on every queue.
+    pub fn to_json(&self) -> String {
+        // Serializing plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses the wire form; an error marks a poison message.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_json() {
+        let event = Event::new(
+            Utc::now(),
+            EventBody::EntryRecorded(EntryRecorded {
+                merchant_id: MerchantId::new(),
+                entry_id: EntryId::new(),
+                business_date: BusinessDate::parse("2026-11-23").unwrap(),
+                kind: EntryType::Debit,
+                amount: Amount::from_minor(1234).unwrap(),
+                currency: Currency::BRL,
+                recorded_at: Utc::now(),
+                reversal_of: None,
+            }),
+        );
+        let json = event.to_json();
+        assert!(json.contains(r#""type":"entry_recorded""#), "{json}");
+        assert_eq!(Event::from_json(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn a_malformed_event_is_an_error_not_a_panic() {
+        assert!(Event::from_json("{}").is_err());
+        assert!(Event::from_json(r#"{"event_id":"x"}"#).is_err());
+        assert!(Event::from_json("not json").is_err());
+    }
+}
