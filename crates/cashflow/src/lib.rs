@@ -1,1 +1,18 @@
-//! x
+//! The `cashflow` binary's library: configuration, wiring and operator commands.
+//!
+//! `main.rs` only parses the command line and calls in here, so the integration tests build
+//! exactly the application the binary runs.
+//!
+//! # Layout
+//! - [`cli`]: the command line (clap), every flag with its environment variable.
+//! - [`app`]: opens the stores and composes the services into one [`app::Application`].
+//! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
+//! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
+//!   first-start demo.
+//! - [`telemetry`]: logging.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod ops;
+pub mod telemetry;

@@ -1,1 +1,24 @@
-//! placeholder
+//! The daily consolidation ("consolidado diário"): turns ledger events into daily balances.
+//!
+//! It never reads the ledger's tables; it learns everything from events on the queue. The
+//! [`consumer::Consumer`] applies them exactly once in effect, whatever the queue does (late,
+//! out of order, duplicated), and invalidates the report cache. The API serves one day or a
+//! range, from the cache when it can, and every report says how fresh it is (`as_of`).
+//!
+//! # Layout
+//! - [`api`]: `router()` for `/v1/balances/daily`, its DTOs and its error mapping.
+//! - [`consumer`]: the queue consumer.
+//! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`]: its embedded implementation.
+//! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation.
+
+pub mod api;
+pub mod cache;
+pub mod consumer;
+pub mod sqlite;
+pub mod store;
+
+pub use api::{router, ConsolidationApi, ConsolidationState};
+pub use cache::{MemoryCache, ReportCache};
+pub use consumer::{Consumer, ConsumerConfig};
+pub use sqlite::SqliteConsolidationStore;
+pub use store::{ConsolidationStore, StoreError};

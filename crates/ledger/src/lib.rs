@@ -1,1 +1,24 @@
-//! placeholder
+//! The ledger ("lançamentos"): records a merchant's debits and credits. Integrity above all.
+//!
+//! An entry and the event announcing it are written in one transaction (the transactional
+//! outbox), and the HTTP response never waits for consolidation: the ledger keeps accepting
+//! entries while consolidation, or the queue, is down. A [`relay::Relay`] moves outbox events
+//! to the queue.
+//!
+//! # Layout
+//! - [`api`]: `router()` for `/v1/entries`, its DTOs and its error mapping.
+//! - [`service`]: the [`Ledger`] use cases.
+//! - [`store`]: the [`LedgerStore`] port; [`sqlite`]: its embedded implementation.
+//! - [`relay`]: the outbox relay.
+
+pub mod api;
+pub mod relay;
+pub mod service;
+pub mod sqlite;
+pub mod store;
+
+pub use api::{router, LedgerApi, LedgerState};
+pub use relay::{Relay, RelayConfig};
+pub use service::{Ledger, LedgerError};
+pub use sqlite::SqliteLedgerStore;
+pub use store::{LedgerStore, StoreError};

@@ -1,0 +1,348 @@
+//! HTTP handlers of the issuer: the token endpoint (RFC 6749 §4.3, §4.4) and discovery.
+//!
+//! Errors are problem documents (like every other endpoint of ours) that also carry the
+//! RFC 6749 §5.2 members `error` and `error_description`, so standard OAuth clients
+//! understand them too.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use cashflow_http::Problem;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::Issuer;
+use crate::error::REALM;
+use crate::store::{ClientGrant, StoreError};
+use crate::{AuthError, Scope, Scopes};
+
+/// The form of `POST /oauth2/token`. No `Debug`: it holds secrets.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct TokenRequest {
+    /// `client_credentials` or `password`.
+    grant_type: Option<String>,
+    /// Space-separated scopes wanted; all those allowed when absent.
+    scope: Option<String>,
+    /// Client authentication in the body (`client_secret_post`); prefer HTTP Basic.
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    /// For the `password` grant.
+    username: Option<String>,
+    password: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The JWT to send as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: u64,
+    /// The scopes granted, space-separated.
+    pub scope: String,
+}
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+enum OAuthError {
+    /// 400: a parameter is missing, repeated or malformed.
+    InvalidRequest(String),
+    /// 401: the client could not be authenticated. Unknown client and wrong secret look the
+    /// same, so the endpoint cannot be used to discover client ids.
+    InvalidClient,
+    /// 400: wrong username or password (or they do not fit the authenticated client).
+    InvalidGrant,
+    /// 400: a grant type we do not implement.
+    UnsupportedGrantType,
+    /// 400: a scope unknown or beyond what the client or user is allowed.
+    InvalidScope(String),
+    /// 500: the store or the signer failed; the cause is logged, not returned.
+    Server,
+}
+
+impl From<StoreError> for OAuthError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "identity store failed during a token request");
+        OAuthError::Server
+    }
+}
+
+impl From<AuthError> for OAuthError {
+    fn from(error: AuthError) -> Self {
+        tracing::error!(%error, "could not mint a token");
+        OAuthError::Server
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let (status, slug, title, code, description) = match self {
+            OAuthError::InvalidRequest(d) => {
+                (StatusCode::BAD_REQUEST, "invalid-request", "Invalid token request", "invalid_request", d)
+            }
+            OAuthError::InvalidClient => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-client",
+                "Client authentication failed",
+                "invalid_client",
+                "Unknown client or wrong client secret".to_owned(),
+            ),
+            OAuthError::InvalidGrant => (
+                StatusCode::BAD_REQUEST,
+                "invalid-grant",
+                "Invalid grant",
+                "invalid_grant",
+                "Wrong username or password".to_owned(),
+            ),
+            OAuthError::UnsupportedGrantType => (
+                StatusCode::BAD_REQUEST,
+                "unsupported-grant-type",
+                "Unsupported grant type",
+                "unsupported_grant_type",
+                "Supported grant types: client_credentials, password".to_owned(),
+            ),
+            OAuthError::InvalidScope(d) => (StatusCode::BAD_REQUEST, "invalid-scope", "Invalid scope", "invalid_scope", d),
+            OAuthError::Server => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal server error",
+                "server_error",
+                "The token could not be issued; try again later".to_owned(),
+            ),
+        };
+        let basic_challenge = code == "invalid_client";
+        let problem = Problem::new(status, slug, title)
+            .detail(description.clone())
+            .with("error", code)
+            .with("error_description", description);
+        let mut response = problem.into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if basic_challenge {
+            if let Ok(challenge) = HeaderValue::from_str(&format!("Basic realm=\"{REALM}\"")) {
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+        }
+        response
+    }
+}
+
+/// Issues an access token.
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    tag = "auth",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Token issued", body = TokenResponse),
+        (status = 400, description = "invalid_request, invalid_grant, unsupported_grant_type or invalid_scope", content_type = "application/problem+json"),
+        (status = 401, description = "invalid_client", content_type = "application/problem+json"),
+    )
+)]
+#[tracing::instrument(skip_all, fields(grant_type))]
+pub(crate) async fn token(
+    State(issuer): State<Arc<Issuer>>,
+    headers: HeaderMap,
+    form: Result<Form<TokenRequest>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return form_problem(rejection).into_response(),
+    };
+    tracing::Span::current().record("grant_type", form.grant_type.as_deref().unwrap_or(""));
+    match issue(&issuer, &headers, form).await {
+        Ok(body) => {
+            let mut response = Json(body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(error) => {
+            tracing::info!(?error, "token request refused");
+            error.into_response()
+        }
+    }
+}
+
+async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Result<TokenResponse, OAuthError> {
+    let client = client_credentials(headers, &form)?;
+    let (subject, client_id, merchant_id, scopes) = match form.grant_type.as_deref() {
+        None | Some("") => return Err(OAuthError::InvalidRequest("missing `grant_type`".into())),
+        Some("client_credentials") => {
+            let Some((id, Some(secret))) = client else {
+                return Err(OAuthError::InvalidClient);
+            };
+            let grant = authenticate_client(issuer, &id, &secret).await?;
+            let scopes = granted(form.scope.as_deref(), grant.scopes)?;
+            (grant.client_id.clone(), Some(grant.client_id), grant.merchant_id, scopes)
+        }
+        Some("password") => {
+            let username = required(form.username.as_deref(), "username")?;
+            let password = required(form.password.as_deref(), "password")?;
+            // A confidential client may come along; a bare `client_id` (public client) proves
+            // nothing, so it is not recorded in the token.
+            let client = match client {
+                Some((id, Some(secret))) => Some(authenticate_client(issuer, &id, &secret).await?),
+                _ => None,
+            };
+            let user = issuer
+                .store()
+                .authenticate_user(username, password)
+                .await?
+                .ok_or(OAuthError::InvalidGrant)?;
+            let mut allowed = user.scopes;
+            if let Some(client) = &client {
+                if client.merchant_id != user.merchant_id {
+                    return Err(OAuthError::InvalidGrant);
+                }
+                allowed = allowed.intersection(client.scopes);
+            }
+            let scopes = granted(form.scope.as_deref(), allowed)?;
+            (user.username, client.map(|c| c.client_id), user.merchant_id, scopes)
+        }
+        Some(_) => return Err(OAuthError::UnsupportedGrantType),
+    };
+    let (access_token, expires_in) = issuer.mint_token(&subject, client_id.as_deref(), merchant_id, scopes)?;
+    tracing::info!(%subject, %merchant_id, %scopes, "token issued");
+    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: scopes.to_string() })
+}
+
+async fn authenticate_client(issuer: &Issuer, id: &str, secret: &str) -> Result<ClientGrant, OAuthError> {
+    issuer.store().authenticate_client(id, secret).await?.ok_or(OAuthError::InvalidClient)
+}
+
+fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, OAuthError> {
+    value.filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::InvalidRequest(format!("missing `{name}`")))
+}
+
+/// The scopes to grant: those requested, if all are allowed; all allowed ones if none are.
+fn granted(requested: Option<&str>, allowed: Scopes) -> Result<Scopes, OAuthError> {
+    let requested = Scopes::parse_list(requested.unwrap_or_default())
+        .map_err(|e| OAuthError::InvalidScope(e.to_string()))?;
+    if requested.is_empty() {
+        return Ok(allowed);
+    }
+    match requested.iter().find(|scope| !allowed.contains(*scope)) {
+        Some(scope) => Err(OAuthError::InvalidScope(format!("scope `{scope}` is not allowed for this client"))),
+        None => Ok(requested),
+    }
+}
+
+/// The client id and secret, from HTTP Basic (`client_secret_basic`) or the form
+/// (`client_secret_post`). Using both at once is an error (RFC 6749 §2.3).
+fn client_credentials(
+    headers: &HeaderMap,
+    form: &TokenRequest,
+) -> Result<Option<(String, Option<String>)>, OAuthError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let (id, secret) = basic_credentials(value).ok_or(OAuthError::InvalidClient)?;
+        if form.client_secret.is_some() {
+            return Err(OAuthError::InvalidRequest("use one client authentication method, not two".into()));
+        }
+        if form.client_id.as_deref().is_some_and(|form_id| form_id != id) {
+            return Err(OAuthError::InvalidRequest("`client_id` differs from the authenticated client".into()));
+        }
+        return Ok(Some((id, Some(secret))));
+    }
+    match (&form.client_id, &form.client_secret) {
+        (Some(id), secret) => Ok(Some((id.clone(), secret.clone()))),
+        (None, Some(_)) => Err(OAuthError::InvalidRequest("`client_secret` without `client_id`".into())),
+        (None, None) => Ok(None),
+    }
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let (scheme, encoded) = value.to_str().ok()?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((form_decode(id)?, form_decode(secret)?))
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn form_decode(s: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(s.len());
+    let mut input = s.bytes();
+    while let Some(b) = input.next() {
+        match b {
+            b'+' => bytes.push(b' '),
+            b'%' => {
+                let hi = char::from(input.next()?).to_digit(16)?;
+                let lo = char::from(input.next()?).to_digit(16)?;
+                bytes.push(u8::try_from(hi * 16 + lo).ok()?);
+            }
+            other => bytes.push(other),
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+fn form_problem(rejection: FormRejection) -> OAuthError {
+    match rejection {
+        FormRejection::InvalidFormContentType(_) => OAuthError::InvalidRequest(
+            "the body must be `application/x-www-form-urlencoded`".into(),
+        ),
+        other => OAuthError::InvalidRequest(format!("malformed form: {}", other.body_text())),
+    }
+}
+
+/// The issuer's public keys.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses((status = 200, description = "JSON Web Key Set")))]
+pub(crate) async fn jwks(State(issuer): State<Arc<Issuer>>) -> Response {
+    let mut response = Json(issuer.jwks()).into_response();
+    // Verifiers may cache it a little; a rotation is announced ahead of use.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+/// Discovery metadata (OpenID Connect Discovery / RFC 8414).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth", responses((status = 200, description = "Authorization server metadata")))]
+pub(crate) async fn openid_configuration(State(issuer): State<Arc<Issuer>>) -> Json<Value> {
+    let config = issuer.config();
+    let base = config.base_url();
+    Json(json!({
+        "issuer": config.issuer,
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials", "password"],
+        "scopes_supported": Scope::ALL.map(Scope::as_str),
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "response_types_supported": [],
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding_handles_plus_and_percent_escapes() {
+        assert_eq!(form_decode("a+b%3Ac%25").as_deref(), Some("a b:c%"));
+        assert_eq!(form_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(form_decode("%zz"), None);
+        assert_eq!(form_decode("%4"), None);
+    }
+
+    #[test]
+    fn basic_credentials_are_split_at_the_first_colon_and_decoded() {
+        let value = HeaderValue::from_str(&format!("basic {}", STANDARD.encode("cf_x:s%3Ae:cret"))).unwrap();
+        assert_eq!(basic_credentials(&value), Some(("cf_x".into(), "s:e:cret".into())));
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Bearer abc")), None);
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Basic !!!")), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! HTTP tests through the real router: the application the binary serves, on a fresh data
+//! directory per test, with the relay and the consumer driven by the test so it can decide
+//! when consolidation is "down".
+
+mod auth;
+mod balances;
+mod bad_input;
+mod entries;
+mod helpers;
+mod ops;
+mod resilience;

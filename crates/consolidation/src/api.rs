@@ -1,0 +1,293 @@
+//! The consolidation's HTTP API (`/v1/balances/daily`).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::SecondsFormat;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
+use cashflow_domain::{daily_balances, BusinessDate, Currency, DailyBalance, MerchantId};
+use cashflow_http::{ApiQuery, Problem};
+
+use crate::cache::{Lookup, ReportCache};
+use crate::store::{ConsolidationStore, MerchantBooks, StoreError};
+
+/// Longest range one report request may span.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// What the consolidation's handlers share.
+#[derive(Clone)]
+pub struct ConsolidationState {
+    pub store: Arc<dyn ConsolidationStore>,
+    pub cache: Arc<dyn ReportCache>,
+    pub verifier: Arc<dyn TokenVerifier>,
+}
+
+impl FromRef<ConsolidationState> for Arc<dyn TokenVerifier> {
+    fn from_ref(state: &ConsolidationState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// The consolidation's routes.
+pub fn router(state: ConsolidationState) -> Router {
+    Router::new()
+        .route("/v1/balances/daily", get(daily_range))
+        .route("/v1/balances/daily/{date}", get(daily))
+        .with_state(state)
+}
+
+/// The consolidation's part of the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(paths(daily, daily_range), components(schemas(DailyBalanceResponse, DailyBalanceRange, DayBalance)))]
+pub struct ConsolidationApi;
+
+/// Every way a report request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Problem(Problem),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        ApiError::Problem(p)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Auth(e) => e.into_response(),
+            ApiError::Problem(p) => p.into_response(),
+            ApiError::Store(StoreError::Unavailable(cause)) => {
+                tracing::error!(%cause, "consolidation store unavailable");
+                Problem::unavailable("the consolidation database is unavailable").into_response()
+            }
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "consolidation store failure");
+                Problem::internal().into_response()
+            }
+        }
+    }
+}
+
+/// The consolidated balance of one business date.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DailyBalanceResponse {
+    #[schema(example = "2026-11-23")]
+    pub date: String,
+    #[schema(example = "BRL")]
+    pub currency: String,
+    /// The previous day's closing balance.
+    #[schema(example = "1000.00")]
+    pub opening_balance: String,
+    pub total_credits: String,
+    pub total_debits: String,
+    /// Credits minus debits.
+    pub net: String,
+    pub closing_balance: String,
+    pub entry_count: u64,
+    /// The newest ledger commit reflected in this report: how fresh it is.
+    pub as_of: String,
+}
+
+/// One day of a range report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DayBalance {
+    pub date: String,
+    pub opening_balance: String,
+    pub total_credits: String,
+    pub total_debits: String,
+    pub net: String,
+    pub closing_balance: String,
+    pub entry_count: u64,
+}
+
+/// Daily balances of a range of business dates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DailyBalanceRange {
+    pub currency: String,
+    /// The newest ledger commit reflected in these reports.
+    pub as_of: String,
+    pub days: Vec<DayBalance>,
+}
+
+fn day_balance(d: &DailyBalance, c: Currency) -> DayBalance {
+    DayBalance {
+        date: d.date.to_string(),
+        opening_balance: d.opening_balance.format(c),
+        total_credits: d.total_credits.format(c),
+        total_debits: d.total_debits.format(c),
+        net: d.net.format(c),
+        closing_balance: d.closing_balance.format(c),
+        entry_count: d.entry_count,
+    }
+}
+
+fn as_of(books: &MerchantBooks) -> String {
+    books.as_of.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_date(field: &'static str, text: &str) -> Result<BusinessDate, Problem> {
+    BusinessDate::parse(text).map_err(|e| Problem::invalid_field("invalid-date", field, e.to_string()))
+}
+
+async fn books(state: &ConsolidationState, merchant: MerchantId) -> Result<MerchantBooks, ApiError> {
+    state.store.merchant(merchant).await?.ok_or_else(|| {
+        ApiError::Problem(
+            Problem::new(StatusCode::NOT_FOUND, "merchant-not-consolidated", "No consolidated data for this merchant yet")
+                .detail("consolidation has not yet received this merchant's registration; retry in a moment"),
+        )
+    })
+}
+
+fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
+    tracing::error!(error = %e, "daily balance overflow");
+    ApiError::Problem(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "balance-overflow", "The balance exceeds the representable range"))
+}
+
+/// The consolidated balance of one business date. A day without entries is reported with zero
+/// totals and the previous day's closing as its opening and closing.
+#[utoipa::path(
+    get, path = "/v1/balances/daily/{date}", tag = "consolidation",
+    params(("date" = String, Path, description = "Business date, YYYY-MM-DD")),
+    responses(
+        (status = 200, body = DailyBalanceResponse),
+        (status = 400, description = "Invalid date", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reports:read"]))
+)]
+async fn daily(
+    State(state): State<ConsolidationState>,
+    principal: Principal,
+    Path(date): Path<String>,
+) -> Result<Json<DailyBalanceResponse>, ApiError> {
+    principal.require(Scope::ReportsRead)?;
+    let date = parse_date("date", &date)?;
+    let merchant = principal.merchant_id;
+    let generation = match state.cache.get(merchant, date).await {
+        Lookup::Hit(report) => return Ok(Json(report)),
+        Lookup::Miss(generation) => generation,
+    };
+    let books = books(&state, merchant).await?;
+    let (opening, days) = state.store.days(merchant, date, date).await?;
+    let balances = daily_balances(opening, date, date, &days).map_err(report_problem)?;
+    let day = balances.first().map(|d| day_balance(d, books.currency)).ok_or_else(|| ApiError::Problem(Problem::internal()))?;
+    let report = DailyBalanceResponse {
+        date: day.date,
+        currency: books.currency.code().to_owned(),
+        opening_balance: day.opening_balance,
+        total_credits: day.total_credits,
+        total_debits: day.total_debits,
+        net: day.net,
+        closing_balance: day.closing_balance,
+        entry_count: day.entry_count,
+        as_of: as_of(&books),
+    };
+    state.cache.put(merchant, date, generation, report.clone()).await;
+    Ok(Json(report))
+}
+
+/// Query of the range report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeParams {
+    /// First business date, inclusive.
+    from: String,
+    /// Last business date, inclusive (at most 366 days after `from`).
+    to: String,
+}
+
+/// Daily balances of a range of business dates, as JSON or, with `Accept: text/csv`, as CSV.
+#[utoipa::path(
+    get, path = "/v1/balances/daily", tag = "consolidation",
+    params(RangeParams),
+    responses(
+        (status = 200, body = DailyBalanceRange, content_type = "application/json"),
+        (status = 200, description = "CSV with a header row", content_type = "text/csv"),
+        (status = 400, description = "Invalid range", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["reports:read"]))
+)]
+async fn daily_range(
+    State(state): State<ConsolidationState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<RangeParams>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::ReportsRead)?;
+    let from = parse_date("from", &params.from)?;
+    let to = parse_date("to", &params.to)?;
+    if from > to {
+        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`").into());
+    }
+    if from.days_until(to) >= MAX_RANGE_DAYS {
+        return Err(Problem::invalid_field(
+            "date-range-too-long",
+            "to",
+            format!("a report spans at most {MAX_RANGE_DAYS} days"),
+        )
+        .into());
+    }
+    let books = books(&state, principal.merchant_id).await?;
+    let (opening, days) = state.store.days(principal.merchant_id, from, to).await?;
+    let balances = daily_balances(opening, from, to, &days).map_err(report_problem)?;
+    let days: Vec<DayBalance> = balances.iter().map(|d| day_balance(d, books.currency)).collect();
+    if wants_csv(&headers) {
+        return Ok(csv(books.currency, &days));
+    }
+    Ok(Json(DailyBalanceRange { currency: books.currency.code().to_owned(), as_of: as_of(&books), days }).into_response())
+}
+
+fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv")))
+}
+
+/// Every field is a date, a currency code, a decimal or an integer: nothing needs quoting.
+fn csv(currency: Currency, days: &[DayBalance]) -> Response {
+    let mut body = String::from("date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count\r\n");
+    for d in days {
+        body.push_str(&format!(
+            "{},{},{},{},{},{},{},{}\r\n",
+            d.date, currency, d.opening_balance, d.total_credits, d.total_debits, d.net, d.closing_balance, d.entry_count
+        ));
+    }
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"daily-balances.csv\""),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_is_chosen_only_when_asked_for() {
+        let mut h = HeaderMap::new();
+        assert!(!wants_csv(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/csv;q=0.5"));
+        assert!(wants_csv(&h));
+        h.insert(header::ACCEPT, HeaderValue::from_static("text/csvx"));
+        assert!(!wants_csv(&h));
+    }
+}

@@ -1,0 +1,136 @@
+//! The consumer: takes events from the queue and applies them to the consolidation store.
+//!
+//! Deliveries are at least once, in any order, possibly duplicated. A batch is applied in one
+//! transaction that also records each event id, so a redelivered event changes nothing; only
+//! after the commit are the messages acknowledged. A crash between commit and ack means a
+//! redelivery, which the dedupe absorbs. A message that cannot be parsed or applied is left
+//! unacknowledged: the queue redelivers it and, after too many receives, dead-letters it,
+//! while the rest of its batch is applied and acknowledged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use cashflow_events::{Event, EventSource};
+
+use crate::cache::ReportCache;
+use crate::store::ConsolidationStore;
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Messages per receive and per transaction.
+    pub batch_size: usize,
+    /// Long-poll wait of one receive.
+    pub wait: Duration,
+    /// Longest pause between retries while the queue or the store is down.
+    pub max_backoff: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self { batch_size: 500, wait: Duration::from_secs(1), max_backoff: Duration::from_secs(5) }
+    }
+}
+
+/// The consumer.
+pub struct Consumer {
+    store: Arc<dyn ConsolidationStore>,
+    source: Arc<dyn EventSource>,
+    cache: Arc<dyn ReportCache>,
+    config: ConsumerConfig,
+}
+
+impl Consumer {
+    /// A consumer from `source` into `store`, invalidating `cache`.
+    pub fn new(
+        store: Arc<dyn ConsolidationStore>,
+        source: Arc<dyn EventSource>,
+        cache: Arc<dyn ReportCache>,
+        config: ConsumerConfig,
+    ) -> Self {
+        Self { store, source, cache, config }
+    }
+
+    /// Receives and applies one batch; returns how many messages were acknowledged.
+    pub async fn poll_once(&self, wait: Duration) -> anyhow::Result<usize> {
+        let deliveries = self.source.receive(self.config.batch_size, wait).await?;
+        if deliveries.is_empty() {
+            return Ok(0);
+        }
+        let mut events = Vec::with_capacity(deliveries.len());
+        let mut receipts = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            match Event::from_json(&delivery.body) {
+                Ok(event) => {
+                    events.push(event);
+                    receipts.push(Some(delivery.receipt.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, receive_count = delivery.receive_count, "poison message left for the dead-letter queue");
+                    receipts.push(None);
+                }
+            }
+        }
+        let summary = self.store.apply(&events).await?;
+        for (merchant, from) in &summary.changed_from {
+            self.cache.invalidate(*merchant, *from).await;
+        }
+        let rejected: std::collections::HashSet<_> = summary.rejected.iter().collect();
+        let mut ack = Vec::with_capacity(events.len());
+        let mut parsed = events.iter();
+        for receipt in receipts {
+            let Some(receipt) = receipt else { continue };
+            let Some(event) = parsed.next() else { break };
+            if !rejected.contains(&event.event_id) {
+                ack.push(receipt);
+            }
+        }
+        self.source.ack(&ack).await?;
+        tracing::debug!(
+            applied = summary.applied.len(),
+            duplicates = summary.duplicates.len(),
+            rejected = summary.rejected.len(),
+            "batch consolidated"
+        );
+        Ok(ack.len())
+    }
+
+    /// Applies everything currently queued, then returns the count.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.poll_once(Duration::ZERO).await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let result = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = self.poll_once(self.config.wait) => r,
+            };
+            match result {
+                Ok(_) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consolidation failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The consolidation's storage port.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
+use cashflow_events::Event;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("consolidation store unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt consolidation row: {0}")]
+    Corrupt(String),
+}
+
+/// What consolidation knows of a merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MerchantBooks {
+    pub currency: Currency,
+    /// The newest ledger commit reflected in this merchant's reports.
+    pub as_of: DateTime<Utc>,
+}
+
+/// What happened to each event of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplySummary {
+    /// Applied now.
+    pub applied: Vec<EventId>,
+    /// Applied before (a redelivery); nothing changed.
+    pub duplicates: Vec<EventId>,
+    /// Not applicable (an overflowing total): left unacknowledged for the dead-letter queue.
+    pub rejected: Vec<EventId>,
+    /// The earliest business date each merchant had changed, for cache invalidation.
+    pub changed_from: BTreeMap<MerchantId, BusinessDate>,
+}
+
+/// The consolidation's persistence.
+#[async_trait]
+pub trait ConsolidationStore: Send + Sync + 'static {
+    /// Applies a batch in one transaction, each event at most once (deduplicated by id).
+    async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError>;
+
+    /// The merchant's currency and freshness, once its first event arrived.
+    async fn merchant(&self, id: MerchantId) -> Result<Option<MerchantBooks>, StoreError>;
+
+    /// The opening balance of `from` (sum of every earlier net) and the totals of the days in
+    /// `from..=to` that have entries.
+    async fn days(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<(Balance, BTreeMap<BusinessDate, DayTotals>), StoreError>;
+
+    /// Readiness probe.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

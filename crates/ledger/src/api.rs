@@ -1,0 +1,489 @@
+//! The ledger's HTTP API (`/v1/entries`). Handlers are thin: authenticate, parse the request
+//! into domain types, call [`Ledger`], render.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
+use cashflow_domain::{
+    Amount, BusinessDate, Category, Description, Entry, EntryError, EntryId, MerchantTimeZone, MoneyError, NewEntry,
+};
+use cashflow_http::{ApiJson, ApiQuery, Problem};
+
+use crate::service::{Ledger, LedgerError};
+use crate::store::{EntryQuery, Idempotency, Recorded, StoreError};
+
+/// What the ledger's handlers share.
+#[derive(Clone)]
+pub struct LedgerState {
+    pub ledger: Arc<Ledger>,
+    pub verifier: Arc<dyn TokenVerifier>,
+}
+
+impl FromRef<LedgerState> for Arc<dyn TokenVerifier> {
+    fn from_ref(state: &LedgerState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+/// The ledger's routes.
+pub fn router(state: LedgerState) -> Router {
+    Router::new()
+        .route("/v1/entries", post(create_entry).get(list_entries))
+        .route("/v1/entries/{id}", get(get_entry))
+        .route("/v1/entries/{id}/reversal", post(reverse_entry))
+        .with_state(state)
+}
+
+/// The ledger's part of the OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    paths(create_entry, list_entries, get_entry, reverse_entry),
+    components(schemas(CreateEntryRequest, ReversalRequest, EntryResponse, EntryPage))
+)]
+pub struct LedgerApi;
+
+/// Every way a ledger request can fail, one variant per kind of answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401/403 with `WWW-Authenticate`.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A 4xx built by the handler (validation).
+    #[error("{0}")]
+    Problem(Problem),
+    /// A use case failed; mapped to its status in one place below.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        ApiError::Problem(p)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Auth(e) => e.into_response(),
+            ApiError::Problem(p) => p.into_response(),
+            ApiError::Ledger(e) => ledger_problem(e).into_response(),
+        }
+    }
+}
+
+fn ledger_problem(e: LedgerError) -> Problem {
+    match e {
+        LedgerError::UnknownMerchant => Problem::new(StatusCode::FORBIDDEN, "unknown-merchant", "Unknown merchant")
+            .detail("the token's merchant is not registered in this ledger"),
+        LedgerError::EntryNotFound => Problem::not_found("entry"),
+        LedgerError::Entry(EntryError::ReversalOfReversal) => Problem::new(
+            StatusCode::CONFLICT,
+            "cannot-reverse-a-reversal",
+            "A reversal cannot be reversed",
+        )
+        .detail(EntryError::ReversalOfReversal.to_string()),
+        LedgerError::Entry(e @ (EntryError::OccursInFuture | EntryError::OccursTooEarly)) => {
+            Problem::invalid_field("invalid-occurred-at", "occurred_at", e.to_string())
+        }
+        LedgerError::Entry(e) => Problem::new(StatusCode::BAD_REQUEST, "invalid-entry", "The entry is invalid")
+            .detail(e.to_string()),
+        LedgerError::Store(StoreError::IdempotencyConflict) => Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-reused",
+            "Idempotency-Key already used with a different request",
+        )
+        .detail("send a new Idempotency-Key for a different entry; nothing was written"),
+        LedgerError::Store(StoreError::AlreadyReversed) => {
+            Problem::new(StatusCode::CONFLICT, "already-reversed", "The entry has already been reversed")
+        }
+        LedgerError::Store(StoreError::Unavailable(cause)) => {
+            tracing::error!(%cause, "ledger store unavailable");
+            Problem::unavailable("the ledger database is unavailable; retry with the same Idempotency-Key")
+        }
+        LedgerError::Store(e) => {
+            tracing::error!(error = %e, "ledger store failure");
+            Problem::internal()
+        }
+    }
+}
+
+/// A new entry. Amounts are decimal strings in the merchant's currency.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEntryRequest {
+    /// `credit` (money in) or `debit` (money out).
+    #[serde(rename = "type")]
+    #[schema(example = "credit")]
+    pub kind: String,
+    /// Positive decimal string with at most the currency's minor digits.
+    #[schema(example = "150.00")]
+    pub amount: String,
+    #[schema(example = "Venda balcão")]
+    pub description: String,
+    /// RFC 3339 with offset; defaults to now. Backdating is allowed; the future is not.
+    #[serde(default)]
+    #[schema(example = "2026-11-23T10:15:00-03:00")]
+    pub occurred_at: Option<String>,
+    #[serde(default)]
+    #[schema(example = "sales")]
+    pub category: Option<String>,
+}
+
+/// Optional body of a reversal.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReversalRequest {
+    pub description: Option<String>,
+}
+
+/// An entry as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct EntryResponse {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub amount: String,
+    pub currency: String,
+    pub description: String,
+    pub category: Option<String>,
+    /// In the merchant's local offset.
+    pub occurred_at: String,
+    /// The day of `occurred_at` in the merchant's time zone.
+    pub business_date: String,
+    pub recorded_at: String,
+    pub reversal_of: Option<String>,
+}
+
+impl EntryResponse {
+    fn from_entry(entry: &Entry, tz: MerchantTimeZone) -> Self {
+        Self {
+            id: entry.id.to_string(),
+            kind: entry.kind.as_str().to_owned(),
+            amount: entry.currency.format_minor(entry.amount.minor()),
+            currency: entry.currency.code().to_owned(),
+            description: entry.description.as_str().to_owned(),
+            category: entry.category.as_ref().map(|c| c.as_str().to_owned()),
+            occurred_at: entry.occurred_at.with_timezone(&tz.tz()).to_rfc3339_opts(SecondsFormat::AutoSi, false),
+            business_date: entry.business_date.to_string(),
+            recorded_at: entry.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            reversal_of: entry.reversal_of.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// A page of entries.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EntryPage {
+    pub items: Vec<EntryResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_new_entry(req: &CreateEntryRequest, currency: cashflow_domain::Currency) -> Result<NewEntry, Problem> {
+    let kind = req
+        .kind
+        .parse()
+        .map_err(|e: EntryError| Problem::invalid_field("invalid-type", "type", e.to_string()))?;
+    let amount = Amount::parse(&req.amount, currency).map_err(|e| {
+        let slug = match e {
+            MoneyError::TooLarge { .. } | MoneyError::Overflow => "amount-too-large",
+            _ => "invalid-amount",
+        };
+        Problem::invalid_field(slug, "amount", e.to_string())
+    })?;
+    let description = Description::parse(&req.description)
+        .map_err(|e| Problem::invalid_field("invalid-description", "description", e.to_string()))?;
+    let category = req
+        .category
+        .as_deref()
+        .map(Category::parse)
+        .transpose()
+        .map_err(|e| Problem::invalid_field("invalid-category", "category", e.to_string()))?;
+    let occurred_at = req.occurred_at.as_deref().map(parse_instant).transpose()?;
+    Ok(NewEntry { kind, amount, description, category, occurred_at })
+}
+
+fn parse_instant(text: &str) -> Result<DateTime<Utc>, Problem> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
+        .map_err(|_| {
+            Problem::invalid_field(
+                "invalid-occurred-at",
+                "occurred_at",
+                "occurred_at must be an RFC 3339 date-time with an offset, such as 2026-11-23T10:15:00-03:00",
+            )
+        })
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let invalid = || {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
+            .detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    };
+    let key = value.to_str().map_err(|_| invalid())?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn request_hash(req: &CreateEntryRequest) -> String {
+    let canonical = serde_json::to_vec(req).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_entry_id(text: &str) -> Result<EntryId, Problem> {
+    EntryId::parse(text).map_err(|e| Problem::invalid_field("invalid-id", "id", e.to_string()))
+}
+
+fn created(entry: &Entry, tz: MerchantTimeZone, replayed: bool) -> Response {
+    let location = format!("/v1/entries/{}", entry.id);
+    let mut response = (StatusCode::CREATED, Json(EntryResponse::from_entry(entry, tz))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Record a debit or credit.
+#[utoipa::path(
+    post, path = "/v1/entries", tag = "ledger",
+    request_body = CreateEntryRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the same key and body return the original entry")),
+    responses(
+        (status = 201, description = "Recorded (or replayed: header Idempotent-Replayed)", body = EntryResponse),
+        (status = 400, description = "Invalid input", content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "Missing scope entries:write"),
+        (status = 409, description = "Idempotency-Key reused with a different body"),
+        (status = 413, description = "Body too large"),
+    ),
+    security(("bearer" = ["entries:write"]))
+)]
+async fn create_entry(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateEntryRequest>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::EntriesWrite)?;
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let key = idempotency_key(&headers)?;
+    let new = parse_new_entry(&req, merchant.currency)?;
+    let idempotency = key.map(|key| Idempotency { key, request_hash: request_hash(&req) });
+    let (entry, replayed) = match state.ledger.record(merchant.id, new, idempotency).await? {
+        Recorded::Created(e) => (e, false),
+        Recorded::Replayed(e) => (e, true),
+    };
+    Ok(created(&entry, merchant.time_zone, replayed))
+}
+
+/// One entry.
+#[utoipa::path(
+    get, path = "/v1/entries/{id}", tag = "ledger",
+    params(("id" = String, Path, description = "Entry id")),
+    responses((status = 200, body = EntryResponse), (status = 404, description = "No such entry for this merchant")),
+    security(("bearer" = ["entries:read"]))
+)]
+async fn get_entry(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<EntryResponse>, ApiError> {
+    principal.require(Scope::EntriesRead)?;
+    let id = parse_entry_id(&id)?;
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let entry = state.ledger.entry(merchant.id, id).await?;
+    Ok(Json(EntryResponse::from_entry(&entry, merchant.time_zone)))
+}
+
+/// Reverse an entry: records the opposite entry; the original stays as it was.
+#[utoipa::path(
+    post, path = "/v1/entries/{id}/reversal", tag = "ledger",
+    params(("id" = String, Path, description = "Entry to reverse")),
+    request_body(content = Option<ReversalRequest>, description = "Optional description of the reversal"),
+    responses(
+        (status = 201, body = EntryResponse),
+        (status = 404, description = "No such entry for this merchant"),
+        (status = 409, description = "Already reversed, or the entry is itself a reversal"),
+    ),
+    security(("bearer" = ["entries:write"]))
+)]
+async fn reverse_entry(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::EntriesWrite)?;
+    let id = parse_entry_id(&id)?;
+    let request: Option<ReversalRequest> = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(serde_json::from_slice(&body).map_err(|e| {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
+                .detail(e.to_string())
+        })?)
+    };
+    let description = request
+        .and_then(|r| r.description)
+        .map(|d| Description::parse(&d))
+        .transpose()
+        .map_err(|e| Problem::invalid_field("invalid-description", "description", e.to_string()))?;
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let reversal = state.ledger.reverse(merchant.id, id, description).await?;
+    Ok(created(&reversal, merchant.time_zone, false))
+}
+
+/// Query of `GET /v1/entries`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// One business date (YYYY-MM-DD); or use `from` and `to`.
+    date: Option<String>,
+    /// First business date, inclusive.
+    from: Option<String>,
+    /// Last business date, inclusive.
+    to: Option<String>,
+    /// Page size, 1 to 500 (default 100).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+const MAX_PAGE: u32 = 500;
+
+fn parse_date(field: &'static str, text: &str) -> Result<BusinessDate, Problem> {
+    BusinessDate::parse(text).map_err(|e| Problem::invalid_field("invalid-date", field, e.to_string()))
+}
+
+fn encode_cursor(date: BusinessDate, id: EntryId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1|{date}|{id}"))
+}
+
+fn decode_cursor(text: &str) -> Result<(BusinessDate, EntryId), Problem> {
+    let invalid = || Problem::invalid_field("invalid-cursor", "cursor", "cursor is not one this API returned");
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let mut parts = text.split('|');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("v1"), Some(date), Some(id), None) => Ok((
+            BusinessDate::parse(date).map_err(|_| invalid())?,
+            EntryId::parse(id).map_err(|_| invalid())?,
+        )),
+        _ => Err(invalid()),
+    }
+}
+
+fn entry_query(params: &ListParams) -> Result<EntryQuery, Problem> {
+    let (from, to) = match (&params.date, &params.from, &params.to) {
+        (Some(date), None, None) => {
+            let d = parse_date("date", date)?;
+            (d, d)
+        }
+        (None, Some(from), Some(to)) => (parse_date("from", from)?, parse_date("to", to)?),
+        _ => {
+            return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is invalid")
+                .detail("give either `date`, or both `from` and `to`"))
+        }
+    };
+    if from > to {
+        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`"));
+    }
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Problem::invalid_field("invalid-limit", "limit", format!("limit must be 1 to {MAX_PAGE}")));
+    }
+    let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    Ok(EntryQuery { from, to, after, limit })
+}
+
+/// Entries of a business date or a range of them, oldest first, paginated.
+#[utoipa::path(
+    get, path = "/v1/entries", tag = "ledger",
+    params(ListParams),
+    responses((status = 200, body = EntryPage), (status = 400, description = "Invalid query")),
+    security(("bearer" = ["entries:read"]))
+)]
+async fn list_entries(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<EntryPage>, ApiError> {
+    principal.require(Scope::EntriesRead)?;
+    let mut query = entry_query(&params)?;
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let page_size = query.limit;
+    query.limit = page_size + 1;
+    let mut entries = state.ledger.entries(merchant.id, &query).await?;
+    let has_more = entries.len() > page_size as usize;
+    entries.truncate(page_size as usize);
+    let next_cursor = entries
+        .last()
+        .filter(|_| has_more)
+        .map(|e| encode_cursor(e.business_date, e.id));
+    Ok(Json(EntryPage {
+        items: entries.iter().map(|e| EntryResponse::from_entry(e, merchant.time_zone)).collect(),
+        next_cursor,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        let date = BusinessDate::parse("2026-11-23").unwrap();
+        let id = EntryId::new();
+        assert_eq!(decode_cursor(&encode_cursor(date, id)).unwrap(), (date, id));
+        for bad in ["", "!!!", "djF8eA", &URL_SAFE_NO_PAD.encode("v2|2026-11-23|x")] {
+            assert_eq!(decode_cursor(bad).unwrap_err().slug(), "invalid-cursor", "{bad}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_visible_ascii() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(idempotency_key(&headers).unwrap(), None);
+        headers.insert("idempotency-key", HeaderValue::from_static("abc-123"));
+        assert_eq!(idempotency_key(&headers).unwrap().as_deref(), Some("abc-123"));
+        headers.insert("idempotency-key", HeaderValue::from_str(&"k".repeat(256)).unwrap());
+        assert!(idempotency_key(&headers).is_err());
+        headers.insert("idempotency-key", HeaderValue::from_static("has space"));
+        assert!(idempotency_key(&headers).is_err());
+    }
+
+    #[test]
+    fn the_same_request_hashes_the_same_and_a_different_one_differently() {
+        let req = |amount: &str| CreateEntryRequest {
+            kind: "credit".into(),
+            amount: amount.into(),
+            description: "x".into(),
+            occurred_at: None,
+            category: None,
+        };
+        assert_eq!(request_hash(&req("1.00")), request_hash(&req("1.00")));
+        assert_ne!(request_hash(&req("1.00")), request_hash(&req("2.00")));
+    }
+}

@@ -1,0 +1,115 @@
+//! The outbox relay: moves committed events from the ledger's outbox to the queue.
+//!
+//! It publishes a batch, then deletes it from the outbox. A crash in between republishes the
+//! batch, which is fine: the queue deduplicates by event id and consolidation deduplicates
+//! again. While the queue is down the relay backs off and retries; the ledger keeps accepting
+//! entries, which wait in the outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use cashflow_domain::EventId;
+use cashflow_events::{EventPublisher, OutboundMessage};
+
+use crate::store::LedgerStore;
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events per publish (SQS takes at most 10 per batch call; adapters split as needed).
+    pub batch_size: u32,
+    /// How often to look at the outbox when nothing signalled a write (writers in other
+    /// processes).
+    pub poll_interval: Duration,
+    /// Longest pause between retries while the queue is down.
+    pub max_backoff: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { batch_size: 200, poll_interval: Duration::from_millis(200), max_backoff: Duration::from_secs(5) }
+    }
+}
+
+/// The relay.
+pub struct Relay {
+    store: Arc<dyn LedgerStore>,
+    publisher: Arc<dyn EventPublisher>,
+    wake: Arc<Notify>,
+    config: RelayConfig,
+}
+
+impl Relay {
+    /// A relay from `store`'s outbox to `publisher`, woken by `wake`.
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        publisher: Arc<dyn EventPublisher>,
+        wake: Arc<Notify>,
+        config: RelayConfig,
+    ) -> Self {
+        Self { store, publisher, wake, config }
+    }
+
+    /// Publishes one batch; returns how many events it moved.
+    pub async fn publish_batch(&self) -> anyhow::Result<usize> {
+        let batch = self.store.outbox_batch(self.config.batch_size).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let messages = batch
+            .iter()
+            .map(|r| {
+                Ok(OutboundMessage {
+                    event_id: EventId::parse(&r.event_id)?,
+                    body: r.body.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, cashflow_domain::IdError>>()?;
+        self.publisher.publish(&messages).await?;
+        let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();
+        self.store.delete_outbox(&seqs).await?;
+        Ok(batch.len())
+    }
+
+    /// Publishes until the outbox is empty.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.publish_batch().await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let pause = match self.drain().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(50);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; retrying");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    Some(pause)
+                }
+            };
+            let wait = pause.unwrap_or(self.config.poll_interval);
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                _ = self.wake.notified(), if pause.is_none() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The ledger's application service: the use cases behind the HTTP handlers and the CLI.
+//! It turns validated requests into domain entries and events and hands both to the store in
+//! one call, so an entry never exists without the event that tells consolidation about it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::Notify;
+
+use cashflow_domain::{
+    Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName, MerchantTimeZone,
+    NewEntry,
+};
+use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
+
+use crate::store::{EntryQuery, Idempotency, LedgerStore, Recorded, StoreError};
+
+/// Why a ledger use case failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The token names a merchant this ledger does not know.
+    #[error("unknown merchant")]
+    UnknownMerchant,
+    /// No such entry for this merchant (another merchant's entry is "not found" too).
+    #[error("entry not found")]
+    EntryNotFound,
+    /// The request breaks a domain rule.
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The ledger.
+pub struct Ledger {
+    store: Arc<dyn LedgerStore>,
+    /// Merchant settings never change after creation, so they are cached for the hot path.
+    merchants: RwLock<HashMap<MerchantId, Merchant>>,
+    /// Signalled after every commit that wrote an outbox event, to wake the relay at once.
+    outbox_written: Arc<Notify>,
+}
+
+/// Timestamps are stored with microsecond precision; truncating up front makes the entry we
+/// return now identical to the one read back (or replayed) later.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+impl Ledger {
+    /// A ledger over a store.
+    pub fn new(store: Arc<dyn LedgerStore>) -> Self {
+        Self { store, merchants: RwLock::new(HashMap::new()), outbox_written: Arc::new(Notify::new()) }
+    }
+
+    /// The store, for the relay and readiness checks.
+    pub fn store(&self) -> &Arc<dyn LedgerStore> {
+        &self.store
+    }
+
+    /// The signal the relay waits on.
+    pub fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_written.clone()
+    }
+
+    /// Registers a merchant (and tells consolidation about it).
+    pub async fn create_merchant(
+        &self,
+        name: MerchantName,
+        currency: Currency,
+        time_zone: MerchantTimeZone,
+    ) -> Result<Merchant, LedgerError> {
+        let merchant = Merchant { id: MerchantId::new(), name, currency, time_zone, created_at: now() };
+        let event = Event::new(
+            merchant.created_at,
+            EventBody::MerchantRegistered(MerchantRegistered {
+                merchant_id: merchant.id,
+                currency,
+                time_zone: time_zone.name().to_owned(),
+            }),
+        );
+        self.store.create_merchant(&merchant, &event).await?;
+        self.outbox_written.notify_one();
+        Ok(merchant)
+    }
+
+    /// A merchant's settings.
+    pub async fn merchant(&self, id: MerchantId) -> Result<Merchant, LedgerError> {
+        if let Some(m) = self.merchants.read().ok().and_then(|cache| cache.get(&id).cloned()) {
+            return Ok(m);
+        }
+        let merchant = self.store.merchant(id).await?.ok_or(LedgerError::UnknownMerchant)?;
+        if let Ok(mut cache) = self.merchants.write() {
+            cache.insert(id, merchant.clone());
+        }
+        Ok(merchant)
+    }
+
+    /// Records an entry, or replays the one recorded earlier under the same idempotency key.
+    pub async fn record(
+        &self,
+        merchant_id: MerchantId,
+        new: NewEntry,
+        idempotency: Option<Idempotency>,
+    ) -> Result<Recorded, LedgerError> {
+        let merchant = self.merchant(merchant_id).await?;
+        let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
+        self.write(entry, idempotency.as_ref()).await
+    }
+
+    /// Reverses an entry: a new entry of the opposite type and the same amount.
+    pub async fn reverse(
+        &self,
+        merchant_id: MerchantId,
+        id: EntryId,
+        description: Option<Description>,
+    ) -> Result<Entry, LedgerError> {
+        let merchant = self.merchant(merchant_id).await?;
+        let original = self.entry(merchant_id, id).await?;
+        let reversal = original.reversal(EntryId::new(), description, merchant.time_zone, now())?;
+        match self.write(reversal, None).await? {
+            Recorded::Created(entry) | Recorded::Replayed(entry) => Ok(entry),
+        }
+    }
+
+    async fn write(&self, entry: Entry, idempotency: Option<&Idempotency>) -> Result<Recorded, LedgerError> {
+        let event = Event::new(
+            entry.recorded_at,
+            EventBody::EntryRecorded(EntryRecorded {
+                merchant_id: entry.merchant_id,
+                entry_id: entry.id,
+                business_date: entry.business_date,
+                kind: entry.kind,
+                amount: entry.amount,
+                currency: entry.currency,
+                recorded_at: entry.recorded_at,
+                reversal_of: entry.reversal_of,
+            }),
+        );
+        let recorded = self.store.record(&entry, idempotency, &event).await?;
+        if matches!(recorded, Recorded::Created(_)) {
+            self.outbox_written.notify_one();
+        }
+        Ok(recorded)
+    }
+
+    /// One of the merchant's entries.
+    pub async fn entry(&self, merchant_id: MerchantId, id: EntryId) -> Result<Entry, LedgerError> {
+        self.store.entry(merchant_id, id).await?.ok_or(LedgerError::EntryNotFound)
+    }
+
+    /// A page of the merchant's entries.
+    pub async fn entries(&self, merchant_id: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, LedgerError> {
+        Ok(self.store.entries(merchant_id, query).await?)
+    }
+}

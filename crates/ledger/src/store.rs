@@ -1,0 +1,104 @@
+//! The ledger's storage port. SQLite implements it here; Postgres is a second implementation
+//! of the same trait, chosen by URL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use cashflow_domain::{BusinessDate, Entry, EntryId, Merchant, MerchantId};
+use cashflow_events::Event;
+
+/// A storage failure, already sorted by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyConflict,
+    /// The entry already has a reversal.
+    #[error("entry already reversed")]
+    AlreadyReversed,
+    /// The merchant id is taken.
+    #[error("merchant already exists")]
+    MerchantExists,
+    /// The database could not be reached or failed; retrying later may work.
+    #[error("ledger store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row no longer parses into the domain: a bug or manual tampering.
+    #[error("corrupt ledger row: {0}")]
+    Corrupt(String),
+}
+
+/// The idempotency key of a write and a digest of the request it was first used with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// The result of recording an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written now.
+    Created(Entry),
+    /// The same request was recorded before under the same key; this is that entry.
+    Replayed(Entry),
+}
+
+/// A page of entries in `from..=to` business dates, ordered by (business date, id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryQuery {
+    pub from: BusinessDate,
+    pub to: BusinessDate,
+    /// Resume strictly after this position.
+    pub after: Option<(BusinessDate, EntryId)>,
+    pub limit: u32,
+}
+
+/// One unpublished outbox event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRecord {
+    pub seq: i64,
+    pub event_id: String,
+    pub body: String,
+}
+
+/// How much the relay has left to publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxBacklog {
+    pub count: u64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// Everything the ledger persists.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
+    /// Stores a merchant and its registration event atomically.
+    async fn create_merchant(&self, merchant: &Merchant, event: &Event) -> Result<(), StoreError>;
+
+    /// A merchant by id.
+    async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
+
+    /// How many merchants exist (the first start creates a demo one when there are none).
+    async fn merchant_count(&self) -> Result<u64, StoreError>;
+
+    /// Stores an entry and its event in one transaction. With an idempotency key already
+    /// used for the same request, returns the original entry and writes nothing.
+    async fn record(&self, entry: &Entry, idempotency: Option<&Idempotency>, event: &Event) -> Result<Recorded, StoreError>;
+
+    /// One of the merchant's entries.
+    async fn entry(&self, merchant: MerchantId, id: EntryId) -> Result<Option<Entry>, StoreError>;
+
+    /// A page of the merchant's entries.
+    async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError>;
+
+    /// The oldest unpublished events, in commit order.
+    async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// Forgets published events.
+    async fn delete_outbox(&self, seqs: &[i64]) -> Result<(), StoreError>;
+
+    /// Unpublished events and the age of the oldest.
+    async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;
+
+    /// Readiness probe.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
