@@ -21,6 +21,9 @@
 //! - [`issuer`]: the built-in authorization server (`/oauth2/token`, JWKS, discovery).
 //! - [`store`]: clients, users and the signing key of the built-in issuer, in SQLite.
 
+// Tests may unwrap: a panic is how they fail. The library build is still linted strictly.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod error;
 pub mod issuer;
 pub mod principal;
@@ -32,5 +35,7 @@ pub use error::AuthError;
 pub use issuer::{Issuer, IssuerConfig, SigningKey};
 pub use principal::{bearer_token, Principal};
 pub use scope::{Scope, Scopes, UnknownScope};
-pub use store::{ClientGrant, IdentityStore, NewClient, SqliteIdentityStore, StoreError, UserGrant};
+pub use store::{
+    ClientGrant, IdentityStore, NewClient, SqliteIdentityStore, StoreError, UserGrant,
+};
 pub use verifier::{JwtVerifier, TokenVerifier, VerifierConfig};

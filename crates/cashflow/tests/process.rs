@@ -1,0 +1,236 @@
+//! The real `cashflow` binary: operator commands while `serve` runs, and durability across a
+//! SIGKILL.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cashflow");
+
+/// A `cashflow serve` child process, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn serve(data_dir: &Path) -> Server {
+    serve_on(data_dir, free_port()).await
+}
+
+async fn serve_on(data_dir: &Path, port: u16) -> Server {
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{}/health/ready", server.base)).send().await {
+            if r.status() == 200 {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "serve did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn cli(data_dir: &Path, args: &[&str]) -> Value {
+    let out = Command::new(BIN).args(args).arg("--data-dir").arg(data_dir).output().expect("run cli");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+async fn token(base: &str, client_id: &str, secret: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/oauth2/token"))
+        .basic_auth(client_id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Creates a merchant and a client with the CLI (while `serve` runs) and returns a token.
+async fn merchant_token(server: &Server, data_dir: &Path) -> String {
+    let merchant = cli(data_dir, &["merchant", "create", "--name", "Mercado", "--currency", "BRL", "--timezone", "America/Sao_Paulo", "--json"]);
+    let merchant_id = merchant["merchant_id"].as_str().expect("merchant_id");
+    let client = cli(data_dir, &["client", "create", "--merchant", merchant_id, "--scopes", "entries:write,entries:read,reports:read", "--json"]);
+    token(&server.base, client["client_id"].as_str().unwrap(), client["client_secret"].as_str().unwrap()).await
+}
+
+async fn daily(base: &str, token: &str, date: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/v1/balances/daily/{date}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn operator_commands_work_while_serve_is_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let token = merchant_token(&server, dir.path()).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/entries", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"type": "credit", "amount": "12.34", "description": "via CLI-made client", "occurred_at": "2026-11-20T10:00:00-03:00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The merchant, registered by another process, reaches consolidation through the relay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::Client::new()
+            .get(format!("{}/v1/balances/daily/2026-11-20", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let day: Value = r.json().await.unwrap();
+            if day["total_credits"] == "12.34" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the entry never reached the report");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bad = Command::new(BIN)
+        .args(["merchant", "create", "--name", "X", "--timezone", "Mars/Base", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success(), "an unknown time zone is refused");
+}
+
+#[tokio::test]
+async fn first_start_prints_demo_credentials_that_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path()).await;
+    let stdout = server.child.stdout.take().unwrap();
+    let text = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader};
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("balances/daily");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines.join("\n")
+    })
+    .await
+    .unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let id = field("client_id:");
+    let secret = field("client_secret:");
+    assert!(text.contains("curl"), "{text}");
+    token(&server.base, &id, &secret).await;
+}
+
+#[tokio::test]
+async fn acknowledged_entries_survive_sigkill_and_are_consolidated_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let token = merchant_token(&server, dir.path()).await;
+
+    // Concurrent writers; every 201 is an acknowledgement we must honour.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let base = server.base.clone();
+        let token = token.clone();
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acked = Vec::new();
+            for i in 0..40 {
+                let cents = 100 + w * 1000 + i;
+                let day = 18 + (i % 3);
+                let r = client
+                    .post(format!("{base}/v1/entries"))
+                    .bearer_auth(&token)
+                    .json(&json!({
+                        "type": "credit", "amount": format!("{}.{:02}", cents / 100, cents % 100),
+                        "description": "durable", "occurred_at": format!("2026-11-{day}T12:00:00-03:00")
+                    }))
+                    .send()
+                    .await;
+                if let Ok(r) = r {
+                    if r.status() == 201 {
+                        let e: Value = r.json().await.unwrap();
+                        acked.push((e["id"].as_str().unwrap().to_owned(), cents, day));
+                    }
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    // Kill right after the last acknowledgement: no graceful shutdown, no flush.
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    drop(server);
+    assert_eq!(acked.len(), 320);
+
+    // Same address, so the tokens issued before the crash (same issuer, same persisted key)
+    // still work.
+    let server = serve_on(dir.path(), port).await;
+    let client = reqwest::Client::new();
+    for (id, _, _) in &acked {
+        let r = client.get(format!("{}/v1/entries/{id}", server.base)).bearer_auth(&token).send().await.unwrap();
+        let status = r.status();
+        assert_eq!(status, 200, "acknowledged entry {id} lost: {}", r.text().await.unwrap_or_default());
+    }
+    // Deliveries leased by the killed process reappear after the visibility timeout (30 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for day in 18..=20 {
+        let date = format!("2026-11-{day}");
+        let expected_cents: i64 = acked.iter().filter(|a| a.2 == day).map(|a| a.1).sum();
+        let expected_count = acked.iter().filter(|a| a.2 == day).count() as u64;
+        let expected = format!("{}.{:02}", expected_cents / 100, expected_cents % 100);
+        loop {
+            let report = daily(&server.base, &token, &date).await;
+            if report["entry_count"].as_u64() == Some(expected_count) {
+                assert_eq!(report["total_credits"], expected, "{date}: counted once, summed exactly");
+                break;
+            }
+            assert!(report["entry_count"].as_u64().unwrap() < expected_count, "double-counted: {report}");
+            assert!(Instant::now() < deadline, "{date} never converged: {report}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
