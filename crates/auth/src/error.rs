@@ -36,34 +36,22 @@ impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let (problem, challenge) = match &self {
             AuthError::MissingToken => (
-                Problem::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "Authentication required",
-                )
-                .detail("Send an OAuth 2.0 access token: `Authorization: Bearer <token>`"),
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
+                    .detail("Send an OAuth 2.0 access token: `Authorization: Bearer <token>`"),
                 format!("Bearer realm=\"{REALM}\""),
             ),
             AuthError::InvalidToken(reason) => {
                 tracing::debug!(%reason, "rejected bearer token");
                 (
-                    Problem::new(
-                        StatusCode::UNAUTHORIZED,
-                        "unauthorized",
-                        "Invalid or expired token",
-                    )
-                    .detail("The access token is invalid or has expired; obtain a new one"),
+                    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid or expired token")
+                        .detail("The access token is invalid or has expired; obtain a new one"),
                     format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
                 )
             }
             AuthError::InsufficientScope(scope) => (
-                Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "insufficient-scope",
-                    "Insufficient scope",
-                )
-                .detail(format!("This operation requires the `{scope}` scope"))
-                .with("scope", scope.as_str()),
+                Problem::new(StatusCode::FORBIDDEN, "insufficient-scope", "Insufficient scope")
+                    .detail(format!("This operation requires the `{scope}` scope"))
+                    .with("scope", scope.as_str()),
                 format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\""),
             ),
             AuthError::Config(_) | AuthError::Internal(_) => {
@@ -73,9 +61,7 @@ impl IntoResponse for AuthError {
         };
         let mut response = problem.into_response();
         if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

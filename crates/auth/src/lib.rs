@@ -35,7 +35,5 @@ pub use error::AuthError;
 pub use issuer::{Issuer, IssuerConfig, SigningKey};
 pub use principal::{bearer_token, Principal};
 pub use scope::{Scope, Scopes, UnknownScope};
-pub use store::{
-    ClientGrant, IdentityStore, NewClient, SqliteIdentityStore, StoreError, UserGrant,
-};
+pub use store::{ClientGrant, IdentityStore, NewClient, SqliteIdentityStore, StoreError, UserGrant};
 pub use verifier::{JwtVerifier, TokenVerifier, VerifierConfig};

@@ -56,9 +56,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(AuthError::MissingToken);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::InvalidToken("authorization header is not visible ASCII".into()))?;
+    let value =
+        value.to_str().map_err(|_| AuthError::InvalidToken("authorization header is not visible ASCII".into()))?;
     let Some((scheme, token)) = value.trim().split_once(' ') else {
         return Err(AuthError::MissingToken);
     };
@@ -89,11 +88,7 @@ mod tests {
     impl TokenVerifier for FixedVerifier {
         fn verify(&self, token: &str) -> Result<Principal, AuthError> {
             if token == "good" {
-                Ok(Principal {
-                    merchant_id: self.0,
-                    subject: "tester".into(),
-                    scopes: Scope::EntriesRead.into(),
-                })
+                Ok(Principal { merchant_id: self.0, subject: "tester".into(), scopes: Scope::EntriesRead.into() })
             } else {
                 Err(AuthError::InvalidToken("not the good token".into()))
             }
@@ -112,10 +107,7 @@ mod tests {
 
     fn app(merchant: MerchantId) -> Router {
         let verifier: Arc<dyn TokenVerifier> = Arc::new(FixedVerifier(merchant));
-        Router::new()
-            .route("/me", get(whoami))
-            .route("/write", get(write))
-            .with_state(verifier)
+        Router::new().route("/me", get(whoami)).route("/write", get(write)).with_state(verifier)
     }
 
     async fn call(app: Router, uri: &str, authorization: Option<&str>) -> axum::response::Response {
@@ -123,9 +115,7 @@ mod tests {
         if let Some(value) = authorization {
             request = request.header(header::AUTHORIZATION, value);
         }
-        app.oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap()
+        app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap()
     }
 
     async fn json(response: axum::response::Response) -> serde_json::Value {
@@ -134,12 +124,7 @@ mod tests {
     }
 
     fn challenge(response: &axum::response::Response) -> &str {
-        response
-            .headers()
-            .get(header::WWW_AUTHENTICATE)
-            .unwrap()
-            .to_str()
-            .unwrap()
+        response.headers().get(header::WWW_AUTHENTICATE).unwrap().to_str().unwrap()
     }
 
     #[tokio::test]
@@ -148,10 +133,7 @@ mod tests {
 
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(challenge(&response), r#"Bearer realm="cashflow""#);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
         let body = json(response).await;
         assert_eq!(body["type"], "/problems/unauthorized");
         assert_eq!(body["title"], "Authentication required");
@@ -170,22 +152,15 @@ mod tests {
         let response = call(app(MerchantId::new()), "/me", Some("Bearer forged")).await;
 
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            challenge(&response),
-            r#"Bearer realm="cashflow", error="invalid_token""#
-        );
+        assert_eq!(challenge(&response), r#"Bearer realm="cashflow", error="invalid_token""#);
         let body = json(response).await.to_string();
         assert!(body.contains("Invalid or expired token"));
-        assert!(
-            !body.contains("not the good token"),
-            "internal reason leaked: {body}"
-        );
+        assert!(!body.contains("not the good token"), "internal reason leaked: {body}");
         assert!(!body.contains("forged"), "token leaked: {body}");
     }
 
     #[tokio::test]
-    async fn given_a_valid_token_with_a_lowercase_scheme_when_calling_then_the_principal_is_extracted(
-    ) {
+    async fn given_a_valid_token_with_a_lowercase_scheme_when_calling_then_the_principal_is_extracted() {
         let merchant = MerchantId::new();
         let response = call(app(merchant), "/me", Some("bearer good")).await;
 
@@ -199,10 +174,7 @@ mod tests {
         let response = call(app(MerchantId::new()), "/write", Some("Bearer good")).await;
 
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            challenge(&response),
-            r#"Bearer error="insufficient_scope", scope="entries:write""#
-        );
+        assert_eq!(challenge(&response), r#"Bearer error="insufficient_scope", scope="entries:write""#);
         let body = json(response).await;
         assert_eq!(body["type"], "/problems/insufficient-scope");
         assert_eq!(body["scope"], "entries:write");

@@ -161,9 +161,7 @@ impl fmt::Display for Scopes {
 
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set()
-            .entries(self.iter().map(Scope::as_str))
-            .finish()
+        f.debug_set().entries(self.iter().map(Scope::as_str)).finish()
     }
 }
 
@@ -214,22 +212,13 @@ mod tests {
 
     #[test]
     fn cognito_resource_server_prefixes_are_accepted() {
-        assert_eq!(
-            Scope::parse("https://api.cashflow/entries:write"),
-            Ok(Scope::EntriesWrite)
-        );
-        assert_eq!(
-            Scope::parse("cashflow/reports:read"),
-            Ok(Scope::ReportsRead)
-        );
+        assert_eq!(Scope::parse("https://api.cashflow/entries:write"), Ok(Scope::EntriesWrite));
+        assert_eq!(Scope::parse("cashflow/reports:read"), Ok(Scope::ReportsRead));
     }
 
     #[test]
     fn unknown_scopes_are_named_in_the_error() {
-        assert_eq!(
-            Scopes::parse_list("entries:read admin"),
-            Err(UnknownScope("admin".into()))
-        );
+        assert_eq!(Scopes::parse_list("entries:read admin"), Err(UnknownScope("admin".into())));
         assert!(Scope::parse("entries").is_err());
         assert!(Scope::parse("").is_err());
     }
@@ -238,10 +227,7 @@ mod tests {
     fn lists_split_on_spaces_and_commas_and_print_in_canonical_order() {
         let scopes = Scopes::parse_list(" reports:read,entries:write  entries:read, ").unwrap();
         assert_eq!(scopes, Scopes::all());
-        assert_eq!(
-            scopes.to_string(),
-            "entries:write entries:read reports:read"
-        );
+        assert_eq!(scopes.to_string(), "entries:write entries:read reports:read");
         assert_eq!(Scopes::parse_list("").unwrap(), Scopes::empty());
         assert_eq!(Scopes::empty().to_string(), "");
     }

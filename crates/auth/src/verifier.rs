@@ -95,19 +95,11 @@ impl JwtVerifier {
         if config.algorithms.is_empty() {
             return Err(AuthError::Config("no token algorithm is allowed".into()));
         }
-        if config.issuer.is_empty()
-            || config.audience.is_empty()
-            || config.merchant_claim.is_empty()
-        {
-            return Err(AuthError::Config(
-                "issuer, audience and merchant claim must be set".into(),
-            ));
+        if config.issuer.is_empty() || config.audience.is_empty() || config.merchant_claim.is_empty() {
+            return Err(AuthError::Config("issuer, audience and merchant claim must be set".into()));
         }
         let keys = key_ring(&config, &jwks)?;
-        Ok(Self {
-            config,
-            keys: RwLock::new(keys),
-        })
+        Ok(Self { config, keys: RwLock::new(keys) })
     }
 
     /// Replaces the key set, for an issuer that rotated its keys. On error the old keys stay.
@@ -125,20 +117,12 @@ impl JwtVerifier {
     /// Decodes the header and checks its `alg` against the allow-list, before anything else.
     fn header(&self, token: &str) -> Result<Header, AuthError> {
         let mut parts = token.split('.');
-        let (Some(header), Some(_), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(invalid("not a compact JWS (three dot-separated parts)"));
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| invalid("header is not base64url"))?;
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|_| invalid("header is not JSON"))?;
-        let alg_name = value
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("header has no alg"))?;
+        let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| invalid("header is not base64url"))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid("header is not JSON"))?;
+        let alg_name = value.get("alg").and_then(Value::as_str).ok_or_else(|| invalid("header has no alg"))?;
         let alg = Algorithm::from_str(alg_name)
             .ok()
             .filter(|alg| self.config.algorithms.contains(alg))
@@ -147,8 +131,7 @@ impl JwtVerifier {
         if value.get("crit").is_some() {
             return Err(invalid("header has critical extensions"));
         }
-        let header: Header =
-            serde_json::from_value(value).map_err(|_| invalid("malformed header"))?;
+        let header: Header = serde_json::from_value(value).map_err(|_| invalid("malformed header"))?;
         debug_assert_eq!(header.alg, alg);
         Ok(header)
     }
@@ -161,23 +144,16 @@ impl JwtVerifier {
             }
         }
         let claim = &self.config.merchant_claim;
-        let merchant = claims
-            .get(claim)
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("missing `{claim}` claim")))?;
-        let merchant_id = MerchantId::parse(merchant)
-            .map_err(|_| invalid(format!("`{claim}` claim is not a UUID")))?;
+        let merchant =
+            claims.get(claim).and_then(Value::as_str).ok_or_else(|| invalid(format!("missing `{claim}` claim")))?;
+        let merchant_id = MerchantId::parse(merchant).map_err(|_| invalid(format!("`{claim}` claim is not a UUID")))?;
         let subject = ["sub", "client_id"]
             .iter()
             .filter_map(|name| claims.get(*name).and_then(Value::as_str))
             .find(|s| !s.is_empty())
             .ok_or_else(|| invalid("no `sub` or `client_id` claim"))?
             .to_owned();
-        Ok(Principal {
-            merchant_id,
-            subject,
-            scopes: scopes_claim(claims.get("scope"))?,
-        })
+        Ok(Principal { merchant_id, subject, scopes: scopes_claim(claims.get("scope"))? })
     }
 }
 
@@ -206,40 +182,22 @@ impl TokenVerifier for JwtVerifier {
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
-        let kids: Vec<_> = keys
-            .iter()
-            .map(|k| k.kid.as_deref().unwrap_or("-"))
-            .collect();
-        f.debug_struct("JwtVerifier")
-            .field("config", &self.config)
-            .field("kids", &kids)
-            .finish()
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
+        f.debug_struct("JwtVerifier").field("config", &self.config).field("kids", &kids).finish()
     }
 }
 
 fn key_ring(config: &VerifierConfig, jwks: &JwkSet) -> Result<Arc<[VerificationKey]>, AuthError> {
-    let keys: Vec<_> = jwks
-        .keys
-        .iter()
-        .filter_map(|jwk| usable_key(jwk, &config.algorithms))
-        .collect();
+    let keys: Vec<_> = jwks.keys.iter().filter_map(|jwk| usable_key(jwk, &config.algorithms)).collect();
     if keys.is_empty() {
-        return Err(AuthError::Config(format!(
-            "the key set has no signing key usable with {:?}",
-            config.algorithms
-        )));
+        return Err(AuthError::Config(format!("the key set has no signing key usable with {:?}", config.algorithms)));
     }
     Ok(keys.into())
 }
 
 /// The key, if it is a signature key of a type matching an allowed algorithm.
 fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerificationKey> {
-    if jwk
-        .common
-        .public_key_use
-        .as_ref()
-        .is_some_and(|u| *u != PublicKeyUse::Signature)
-    {
+    if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != PublicKeyUse::Signature) {
         return None;
     }
     let by_type: &[Algorithm] = match &jwk.algorithm {
@@ -256,9 +214,7 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerificationKey> {
             EllipticCurve::P384 => &[Algorithm::ES384],
             _ => &[],
         },
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            &[Algorithm::EdDSA]
-        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
         // Symmetric (`oct`) keys never verify here, whatever they claim.
         _ => &[],
     };
@@ -268,20 +224,13 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerificationKey> {
         Some(alg) => Some(Algorithm::from_str(&alg.to_string()).ok()?),
         None => None,
     };
-    let algorithms: Vec<_> = by_type
-        .iter()
-        .copied()
-        .filter(|alg| allowed.contains(alg) && declared.is_none_or(|d| d == *alg))
-        .collect();
+    let algorithms: Vec<_> =
+        by_type.iter().copied().filter(|alg| allowed.contains(alg) && declared.is_none_or(|d| d == *alg)).collect();
     if algorithms.is_empty() {
         return None;
     }
     match DecodingKey::from_jwk(jwk) {
-        Ok(key) => Some(VerificationKey {
-            kid: jwk.common.key_id.clone(),
-            algorithms,
-            key,
-        }),
+        Ok(key) => Some(VerificationKey { kid: jwk.common.key_id.clone(), algorithms, key }),
         Err(error) => {
             tracing::warn!(kid = ?jwk.common.key_id, %error, "ignoring malformed JWK");
             None
@@ -290,17 +239,11 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerificationKey> {
 }
 
 /// The key named by the header `kid`; without a `kid`, the only key there is.
-fn select_key<'k>(
-    keys: &'k [VerificationKey],
-    header: &Header,
-) -> Result<&'k VerificationKey, AuthError> {
+fn select_key<'k>(keys: &'k [VerificationKey], header: &Header) -> Result<&'k VerificationKey, AuthError> {
     let alg = header.alg;
     match &header.kid {
         Some(kid) => {
-            let mut named = keys
-                .iter()
-                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
-                .peekable();
+            let mut named = keys.iter().filter(|k| k.kid.as_deref() == Some(kid.as_str())).peekable();
             if named.peek().is_none() {
                 return Err(invalid(format!("unknown key id {:?}", truncate(kid))));
             }
@@ -323,11 +266,7 @@ fn scopes_claim(value: Option<&Value>) -> Result<Scopes, AuthError> {
     match value {
         None | Some(Value::Null) => Ok(Scopes::empty()),
         Some(Value::String(s)) => Ok(s.split_ascii_whitespace().filter_map(parse).collect()),
-        Some(Value::Array(items)) => Ok(items
-            .iter()
-            .filter_map(Value::as_str)
-            .filter_map(parse)
-            .collect()),
+        Some(Value::Array(items)) => Ok(items.iter().filter_map(Value::as_str).filter_map(parse).collect()),
         Some(_) => Err(invalid("`scope` claim is neither a string nor a list")),
     }
 }
@@ -363,9 +302,7 @@ mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use base64::engine::general_purpose::STANDARD;
-    use jsonwebtoken::jwk::{
-        CommonParameters, EllipticCurveKeyParameters, EllipticCurveKeyType, KeyAlgorithm,
-    };
+    use jsonwebtoken::jwk::{CommonParameters, EllipticCurveKeyParameters, EllipticCurveKeyType, KeyAlgorithm};
     use jsonwebtoken::{encode, EncodingKey};
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -378,17 +315,11 @@ mod tests {
     const AUDIENCE: &str = "cashflow";
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
     }
 
     fn config(algorithms: &[Algorithm]) -> VerifierConfig {
-        VerifierConfig {
-            algorithms: algorithms.to_vec(),
-            ..VerifierConfig::new(ISSUER, AUDIENCE)
-        }
+        VerifierConfig { algorithms: algorithms.to_vec(), ..VerifierConfig::new(ISSUER, AUDIENCE) }
     }
 
     fn claims(merchant: MerchantId) -> Value {
@@ -404,10 +335,7 @@ mod tests {
     }
 
     fn ed_header(key: &SigningKey) -> Header {
-        Header {
-            kid: Some(key.kid().to_owned()),
-            ..Header::new(Algorithm::EdDSA)
-        }
+        Header { kid: Some(key.kid().to_owned()), ..Header::new(Algorithm::EdDSA) }
     }
 
     fn sign_ed(key: &SigningKey, header: &Header, claims: &Value) -> String {
@@ -417,23 +345,14 @@ mod tests {
     /// A verifier trusting `key`, and a token signed by it with `claims`.
     fn ed_setup(claims: &Value) -> (JwtVerifier, String) {
         let key = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![key.public_jwk()],
-            },
-        )
-        .unwrap();
+        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![key.public_jwk()] }).unwrap();
         (verifier, sign_ed(&key, &ed_header(&key), claims))
     }
 
     fn rejected_because(result: Result<Principal, AuthError>, expected: &str) {
         match result {
             Err(AuthError::InvalidToken(reason)) => {
-                assert!(
-                    reason.contains(expected),
-                    "rejected for `{reason}`, expected `{expected}`"
-                )
+                assert!(reason.contains(expected), "rejected for `{reason}`, expected `{expected}`")
             }
             other => panic!("expected an invalid token ({expected}), got {other:?}"),
         }
@@ -444,8 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn given_a_valid_eddsa_token_when_verified_then_merchant_subject_and_scopes_are_taken_from_it()
-    {
+    fn given_a_valid_eddsa_token_when_verified_then_merchant_subject_and_scopes_are_taken_from_it() {
         let merchant = MerchantId::new();
         let (verifier, token) = ed_setup(&claims(merchant));
 
@@ -453,10 +371,7 @@ mod tests {
 
         assert_eq!(principal.merchant_id, merchant);
         assert_eq!(principal.subject, "pos-terminal-1");
-        assert_eq!(
-            principal.scopes,
-            Scopes::from_iter([Scope::EntriesWrite, Scope::EntriesRead])
-        );
+        assert_eq!(principal.scopes, Scopes::from_iter([Scope::EntriesWrite, Scope::EntriesRead]));
     }
 
     #[test]
@@ -532,17 +447,11 @@ mod tests {
     }
 
     #[test]
-    fn given_a_token_signed_by_another_key_with_the_same_kid_when_verified_then_the_signature_fails(
-    ) {
+    fn given_a_token_signed_by_another_key_with_the_same_kid_when_verified_then_the_signature_fails() {
         let trusted = SigningKey::generate().unwrap();
         let attacker = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![trusted.public_jwk()],
-            },
-        )
-        .unwrap();
+        let verifier =
+            JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![trusted.public_jwk()] }).unwrap();
         let forged = sign_ed(&attacker, &ed_header(&trusted), &claims(MerchantId::new()));
 
         rejected_because(verifier.verify(&forged), "signature");
@@ -552,12 +461,7 @@ mod tests {
     fn given_a_token_whose_payload_was_altered_when_verified_then_the_signature_fails() {
         let (verifier, token) = ed_setup(&claims(MerchantId::new()));
         let parts: Vec<_> = token.split('.').collect();
-        let tampered = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64(&claims(MerchantId::new())),
-            parts[2]
-        );
+        let tampered = format!("{}.{}.{}", parts[0], b64(&claims(MerchantId::new())), parts[2]);
 
         rejected_because(verifier.verify(&tampered), "signature");
     }
@@ -575,26 +479,12 @@ mod tests {
     fn given_an_hs256_token_keyed_with_the_public_key_when_verified_then_it_is_rejected() {
         let key = SigningKey::generate().unwrap();
         let jwk = key.public_jwk();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![jwk.clone()],
-            },
-        )
-        .unwrap();
-        let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm else {
-            panic!("not an OKP key")
-        };
-        let header = Header {
-            kid: Some(key.kid().to_owned()),
-            ..Header::new(Algorithm::HS256)
-        };
+        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![jwk.clone()] }).unwrap();
+        let AlgorithmParameters::OctetKeyPair(okp) = &jwk.algorithm else { panic!("not an OKP key") };
+        let header = Header { kid: Some(key.kid().to_owned()), ..Header::new(Algorithm::HS256) };
         let claims = claims(MerchantId::new());
         // Both forms an attacker might try: the raw public key and its JWK text.
-        for secret in [
-            URL_SAFE_NO_PAD.decode(&okp.x).unwrap(),
-            okp.x.as_bytes().to_vec(),
-        ] {
+        for secret in [URL_SAFE_NO_PAD.decode(&okp.x).unwrap(), okp.x.as_bytes().to_vec()] {
             let token = encode(&header, &claims, &EncodingKey::from_secret(&secret)).unwrap();
             rejected_because(verifier.verify(&token), "not allowed");
         }
@@ -603,12 +493,8 @@ mod tests {
     #[test]
     fn given_a_config_allowing_hmac_when_building_the_verifier_then_it_is_refused() {
         let key = SigningKey::generate().unwrap();
-        let result = JwtVerifier::new(
-            config(&[Algorithm::EdDSA, Algorithm::HS256]),
-            JwkSet {
-                keys: vec![key.public_jwk()],
-            },
-        );
+        let result =
+            JwtVerifier::new(config(&[Algorithm::EdDSA, Algorithm::HS256]), JwkSet { keys: vec![key.public_jwk()] });
 
         assert!(matches!(result, Err(AuthError::Config(_))), "{result:?}");
     }
@@ -616,17 +502,8 @@ mod tests {
     #[test]
     fn given_a_token_with_an_unknown_kid_when_verified_then_it_is_rejected() {
         let key = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![key.public_jwk()],
-            },
-        )
-        .unwrap();
-        let header = Header {
-            kid: Some("rotated-away".into()),
-            ..Header::new(Algorithm::EdDSA)
-        };
+        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![key.public_jwk()] }).unwrap();
+        let header = Header { kid: Some("rotated-away".into()), ..Header::new(Algorithm::EdDSA) };
         let token = sign_ed(&key, &header, &claims(MerchantId::new()));
 
         rejected_because(verifier.verify(&token), "unknown key id");
@@ -635,18 +512,8 @@ mod tests {
     #[test]
     fn given_no_kid_and_a_single_key_when_verified_then_that_key_is_used() {
         let key = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![key.public_jwk()],
-            },
-        )
-        .unwrap();
-        let token = sign_ed(
-            &key,
-            &Header::new(Algorithm::EdDSA),
-            &claims(MerchantId::new()),
-        );
+        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![key.public_jwk()] }).unwrap();
+        let token = sign_ed(&key, &Header::new(Algorithm::EdDSA), &claims(MerchantId::new()));
 
         assert!(verifier.verify(&token).is_ok());
     }
@@ -655,15 +522,9 @@ mod tests {
     fn given_no_kid_and_several_keys_when_verified_then_it_is_rejected() {
         let key = SigningKey::generate().unwrap();
         let other = SigningKey::generate().unwrap();
-        let jwks = JwkSet {
-            keys: vec![key.public_jwk(), other.public_jwk()],
-        };
+        let jwks = JwkSet { keys: vec![key.public_jwk(), other.public_jwk()] };
         let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), jwks).unwrap();
-        let token = sign_ed(
-            &key,
-            &Header::new(Algorithm::EdDSA),
-            &claims(MerchantId::new()),
-        );
+        let token = sign_ed(&key, &Header::new(Algorithm::EdDSA), &claims(MerchantId::new()));
 
         rejected_because(verifier.verify(&token), "no kid");
     }
@@ -690,23 +551,12 @@ mod tests {
     fn given_a_configured_merchant_claim_name_when_verified_then_that_claim_is_read() {
         let merchant = MerchantId::new();
         let key = SigningKey::generate().unwrap();
-        let config = VerifierConfig {
-            merchant_claim: "custom:merchant_id".into(),
-            ..config(&[Algorithm::EdDSA])
-        };
-        let verifier = JwtVerifier::new(
-            config,
-            JwkSet {
-                keys: vec![key.public_jwk()],
-            },
-        )
-        .unwrap();
+        let config = VerifierConfig { merchant_claim: "custom:merchant_id".into(), ..config(&[Algorithm::EdDSA]) };
+        let verifier = JwtVerifier::new(config, JwkSet { keys: vec![key.public_jwk()] }).unwrap();
         let mut claims = claims(MerchantId::new());
         claims["custom:merchant_id"] = json!(merchant.to_string());
 
-        let principal = verifier
-            .verify(&sign_ed(&key, &ed_header(&key), &claims))
-            .unwrap();
+        let principal = verifier.verify(&sign_ed(&key, &ed_header(&key), &claims)).unwrap();
 
         assert_eq!(principal.merchant_id, merchant);
     }
@@ -720,10 +570,7 @@ mod tests {
 
         let principal = verifier.verify(&token).unwrap();
 
-        assert_eq!(
-            principal.scopes,
-            Scopes::from_iter([Scope::EntriesWrite, Scope::ReportsRead])
-        );
+        assert_eq!(principal.scopes, Scopes::from_iter([Scope::EntriesWrite, Scope::ReportsRead]));
     }
 
     #[test]
@@ -749,18 +596,8 @@ mod tests {
     fn given_garbage_when_verified_then_it_is_rejected() {
         let (verifier, _) = ed_setup(&claims(MerchantId::new()));
 
-        for garbage in [
-            "",
-            "abc",
-            "a.b",
-            "a.b.c.d",
-            "!!.!!.!!",
-            &"a".repeat(MAX_TOKEN_LEN + 1),
-        ] {
-            assert!(
-                matches!(verifier.verify(garbage), Err(AuthError::InvalidToken(_))),
-                "{garbage:?}"
-            );
+        for garbage in ["", "abc", "a.b", "a.b.c.d", "!!.!!.!!", &"a".repeat(MAX_TOKEN_LEN + 1)] {
+            assert!(matches!(verifier.verify(garbage), Err(AuthError::InvalidToken(_))), "{garbage:?}");
         }
     }
 
@@ -772,10 +609,7 @@ mod tests {
     const RSA_JWK: &str = include_str!("../testdata/rsa_test_key.jwk.json");
 
     fn rsa_encoding_key() -> EncodingKey {
-        let body: String = RSA_PEM
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
+        let body: String = RSA_PEM.lines().filter(|l| !l.starts_with("-----")).collect();
         EncodingKey::from_rsa_der(&STANDARD.decode(body).unwrap())
     }
 
@@ -784,22 +618,13 @@ mod tests {
     }
 
     fn rs256_header() -> Header {
-        Header {
-            kid: Some("rsa-test-1".into()),
-            ..Header::new(Algorithm::RS256)
-        }
+        Header { kid: Some("rsa-test-1".into()), ..Header::new(Algorithm::RS256) }
     }
 
     #[test]
     fn given_an_rs256_token_and_an_rsa_jwk_when_verified_then_it_is_accepted() {
         let merchant = MerchantId::new();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::RS256]),
-            JwkSet {
-                keys: vec![rsa_jwk()],
-            },
-        )
-        .unwrap();
+        let verifier = JwtVerifier::new(config(&[Algorithm::RS256]), JwkSet { keys: vec![rsa_jwk()] }).unwrap();
         let token = encode(&rs256_header(), &claims(merchant), &rsa_encoding_key()).unwrap();
 
         assert_eq!(verifier.verify(&token).unwrap().merchant_id, merchant);
@@ -808,16 +633,9 @@ mod tests {
     #[test]
     fn given_an_rs256_token_when_only_eddsa_is_allowed_then_it_is_rejected_before_key_lookup() {
         let key = SigningKey::generate().unwrap();
-        let jwks = JwkSet {
-            keys: vec![key.public_jwk(), rsa_jwk()],
-        };
+        let jwks = JwkSet { keys: vec![key.public_jwk(), rsa_jwk()] };
         let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), jwks).unwrap();
-        let token = encode(
-            &rs256_header(),
-            &claims(MerchantId::new()),
-            &rsa_encoding_key(),
-        )
-        .unwrap();
+        let token = encode(&rs256_header(), &claims(MerchantId::new()), &rsa_encoding_key()).unwrap();
 
         rejected_because(verifier.verify(&token), "not allowed");
     }
@@ -825,33 +643,21 @@ mod tests {
     #[test]
     fn given_a_header_alg_that_does_not_match_the_jwk_type_when_verified_then_it_is_rejected() {
         let ed = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::RS256, Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![rsa_jwk()],
-            },
-        )
-        .unwrap();
+        let verifier =
+            JwtVerifier::new(config(&[Algorithm::RS256, Algorithm::EdDSA]), JwkSet { keys: vec![rsa_jwk()] }).unwrap();
         // An EdDSA token naming the RSA key.
-        let header = Header {
-            kid: Some("rsa-test-1".into()),
-            ..Header::new(Algorithm::EdDSA)
-        };
+        let header = Header { kid: Some("rsa-test-1".into()), ..Header::new(Algorithm::EdDSA) };
         let token = sign_ed(&ed, &header, &claims(MerchantId::new()));
 
         rejected_because(verifier.verify(&token), "cannot verify");
     }
 
     #[test]
-    fn given_a_jwk_whose_alg_contradicts_its_type_when_building_the_verifier_then_no_key_is_usable()
-    {
+    fn given_a_jwk_whose_alg_contradicts_its_type_when_building_the_verifier_then_no_key_is_usable() {
         let mut jwk = SigningKey::generate().unwrap().public_jwk();
         jwk.common.key_algorithm = Some(KeyAlgorithm::RS256);
 
-        let result = JwtVerifier::new(
-            config(&[Algorithm::RS256, Algorithm::EdDSA]),
-            JwkSet { keys: vec![jwk] },
-        );
+        let result = JwtVerifier::new(config(&[Algorithm::RS256, Algorithm::EdDSA]), JwkSet { keys: vec![jwk] });
 
         assert!(matches!(result, Err(AuthError::Config(_))), "{result:?}");
     }
@@ -860,18 +666,11 @@ mod tests {
     fn given_a_cognito_jwks_document_when_parsed_then_the_rsa_key_verifies() {
         // The shape Cognito serves at /.well-known/jwks.json.
         let jwk = rsa_jwk();
-        let AlgorithmParameters::RSA(rsa) = &jwk.algorithm else {
-            panic!("not RSA")
-        };
+        let AlgorithmParameters::RSA(rsa) = &jwk.algorithm else { panic!("not RSA") };
         let document = json!({"keys": [{"alg": "RS256", "e": rsa.e, "kid": "rsa-test-1", "kty": "RSA", "n": rsa.n, "use": "sig"}]});
         let jwks: JwkSet = serde_json::from_value(document).unwrap();
         let verifier = JwtVerifier::new(VerifierConfig::new(ISSUER, AUDIENCE), jwks).unwrap();
-        let token = encode(
-            &rs256_header(),
-            &claims(MerchantId::new()),
-            &rsa_encoding_key(),
-        )
-        .unwrap();
+        let token = encode(&rs256_header(), &claims(MerchantId::new()), &rsa_encoding_key()).unwrap();
 
         assert!(verifier.verify(&token).is_ok());
     }
@@ -882,14 +681,10 @@ mod tests {
     fn given_an_es256_token_and_a_p256_jwk_when_verified_then_it_is_accepted() {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
         let point = pair.public_key().as_ref(); // 0x04 || x || y
         let jwk = Jwk {
-            common: CommonParameters {
-                key_id: Some("ec-1".into()),
-                ..Default::default()
-            },
+            common: CommonParameters { key_id: Some("ec-1".into()), ..Default::default() },
             algorithm: AlgorithmParameters::EllipticCurve(EllipticCurveKeyParameters {
                 key_type: EllipticCurveKeyType::EC,
                 curve: EllipticCurve::P256,
@@ -897,18 +692,9 @@ mod tests {
                 y: URL_SAFE_NO_PAD.encode(&point[33..65]),
             }),
         };
-        let verifier =
-            JwtVerifier::new(config(&[Algorithm::ES256]), JwkSet { keys: vec![jwk] }).unwrap();
-        let header = Header {
-            kid: Some("ec-1".into()),
-            ..Header::new(Algorithm::ES256)
-        };
-        let token = encode(
-            &header,
-            &claims(MerchantId::new()),
-            &EncodingKey::from_ec_der(pkcs8.as_ref()),
-        )
-        .unwrap();
+        let verifier = JwtVerifier::new(config(&[Algorithm::ES256]), JwkSet { keys: vec![jwk] }).unwrap();
+        let header = Header { kid: Some("ec-1".into()), ..Header::new(Algorithm::ES256) };
+        let token = encode(&header, &claims(MerchantId::new()), &EncodingKey::from_ec_der(pkcs8.as_ref())).unwrap();
 
         assert!(verifier.verify(&token).is_ok());
     }
@@ -917,27 +703,12 @@ mod tests {
     fn given_rotated_keys_when_the_jwks_is_replaced_then_new_tokens_verify_and_old_ones_do_not() {
         let old = SigningKey::generate().unwrap();
         let new = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(
-            config(&[Algorithm::EdDSA]),
-            JwkSet {
-                keys: vec![old.public_jwk()],
-            },
-        )
-        .unwrap();
+        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![old.public_jwk()] }).unwrap();
         let claims = claims(MerchantId::new());
 
-        verifier
-            .set_jwks(JwkSet {
-                keys: vec![new.public_jwk()],
-            })
-            .unwrap();
+        verifier.set_jwks(JwkSet { keys: vec![new.public_jwk()] }).unwrap();
 
-        assert!(verifier
-            .verify(&sign_ed(&new, &ed_header(&new), &claims))
-            .is_ok());
-        rejected_because(
-            verifier.verify(&sign_ed(&old, &ed_header(&old), &claims)),
-            "unknown key id",
-        );
+        assert!(verifier.verify(&sign_ed(&new, &ed_header(&new), &claims)).is_ok());
+        rejected_because(verifier.verify(&sign_ed(&old, &ed_header(&old), &claims)), "unknown key id");
     }
 }

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
 use cashflow_auth::{IdentityStore, JwtVerifier, SqliteIdentityStore, TokenVerifier};
 use cashflow_consolidation::{
-    ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, MemoryCache, ReportCache, SqliteConsolidationStore,
+    ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, MemoryCache, ReportCache,
+    SqliteConsolidationStore,
 };
 use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig};
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig, SqliteLedgerStore};
@@ -39,15 +40,17 @@ impl Stores {
     pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-        let ledger = SqliteLedgerStore::open(&sqlite_url(data_dir, "ledger.db")).await.context("opening the ledger store")?;
+        let ledger =
+            SqliteLedgerStore::open(&sqlite_url(data_dir, "ledger.db")).await.context("opening the ledger store")?;
         let consolidation = SqliteConsolidationStore::open(&sqlite_url(data_dir, "consolidation.db"))
             .await
             .context("opening the consolidation store")?;
         let queue = EmbeddedQueue::open(&sqlite_url(data_dir, "queue.db"), EmbeddedQueueConfig::default())
             .await
             .context("opening the embedded queue")?;
-        let identity =
-            SqliteIdentityStore::open(&sqlite_url(data_dir, "identity.db")).await.context("opening the identity store")?;
+        let identity = SqliteIdentityStore::open(&sqlite_url(data_dir, "identity.db"))
+            .await
+            .context("opening the identity store")?;
         Ok(Self {
             ledger: Arc::new(ledger),
             consolidation: Arc::new(consolidation),
@@ -118,12 +121,22 @@ impl Application {
 
     /// A relay from the ledger's outbox to the embedded queue.
     pub fn relay(&self) -> Relay {
-        Relay::new(self.stores.ledger.clone(), self.stores.queue.clone(), self.ledger.outbox_signal(), RelayConfig::default())
+        Relay::new(
+            self.stores.ledger.clone(),
+            self.stores.queue.clone(),
+            self.ledger.outbox_signal(),
+            RelayConfig::default(),
+        )
     }
 
     /// A consumer from the embedded queue into the consolidation store.
     pub fn consumer(&self) -> Consumer {
-        Consumer::new(self.stores.consolidation.clone(), self.stores.queue.clone(), self.cache.clone(), ConsumerConfig::default())
+        Consumer::new(
+            self.stores.consolidation.clone(),
+            self.stores.queue.clone(),
+            self.cache.clone(),
+            ConsumerConfig::default(),
+        )
     }
 
     /// Serves HTTP on `listener` and runs the relay and the consumer until `shutdown` turns

@@ -134,7 +134,11 @@ async fn wait_for_signal() {
 async fn create_demo(app: &Application, base: &str) -> anyhow::Result<()> {
     let merchant = app
         .ledger
-        .create_merchant(MerchantName::parse("Demo Merchant").map_err(anyhow::Error::msg)?, Currency::BRL, MerchantTimeZone::DEFAULT)
+        .create_merchant(
+            MerchantName::parse("Demo Merchant").map_err(anyhow::Error::msg)?,
+            Currency::BRL,
+            MerchantTimeZone::DEFAULT,
+        )
         .await?;
     let client = app.stores.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
     let id = &client.client_id;

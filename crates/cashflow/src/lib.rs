@@ -9,7 +9,7 @@
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
 //! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
 //!   first-start demo.
-//! - [`telemetry`]: logging.
+//! - [`telemetry`]: logs and their format.
 
 pub mod app;
 pub mod cli;

@@ -1,6 +1,8 @@
 //! The real `cashflow` binary: operator commands while `serve` runs, and durability across a
 //! SIGKILL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,7 +58,8 @@ async fn serve_on(data_dir: &Path, port: u16) -> Server {
 fn cli(data_dir: &Path, args: &[&str]) -> Value {
     let out = Command::new(BIN).args(args).arg("--data-dir").arg(data_dir).output().expect("run cli");
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 async fn token(base: &str, client_id: &str, secret: &str) -> String {
@@ -73,19 +76,29 @@ async fn token(base: &str, client_id: &str, secret: &str) -> String {
 
 /// Creates a merchant and a client with the CLI (while `serve` runs) and returns a token.
 async fn merchant_token(server: &Server, data_dir: &Path) -> String {
-    let merchant = cli(data_dir, &["merchant", "create", "--name", "Mercado", "--currency", "BRL", "--timezone", "America/Sao_Paulo", "--json"]);
+    let merchant = cli(
+        data_dir,
+        &["merchant", "create", "--name", "Mercado", "--currency", "BRL", "--timezone", "America/Sao_Paulo", "--json"],
+    );
     let merchant_id = merchant["merchant_id"].as_str().expect("merchant_id");
-    let client = cli(data_dir, &["client", "create", "--merchant", merchant_id, "--scopes", "entries:write,entries:read,reports:read", "--json"]);
+    let client = cli(
+        data_dir,
+        &[
+            "client",
+            "create",
+            "--merchant",
+            merchant_id,
+            "--scopes",
+            "entries:write,entries:read,reports:read",
+            "--json",
+        ],
+    );
     token(&server.base, client["client_id"].as_str().unwrap(), client["client_secret"].as_str().unwrap()).await
 }
 
 async fn daily(base: &str, token: &str, date: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("{base}/v1/balances/daily/{date}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let r =
+        reqwest::Client::new().get(format!("{base}/v1/balances/daily/{date}")).bearer_auth(token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }

@@ -146,15 +146,23 @@ fn parse_date(field: &'static str, text: &str) -> Result<BusinessDate, Problem> 
 async fn books(state: &ConsolidationState, merchant: MerchantId) -> Result<MerchantBooks, ApiError> {
     state.store.merchant(merchant).await?.ok_or_else(|| {
         ApiError::Problem(
-            Problem::new(StatusCode::NOT_FOUND, "merchant-not-consolidated", "No consolidated data for this merchant yet")
-                .detail("consolidation has not yet received this merchant's registration; retry in a moment"),
+            Problem::new(
+                StatusCode::NOT_FOUND,
+                "merchant-not-consolidated",
+                "No consolidated data for this merchant yet",
+            )
+            .detail("consolidation has not yet received this merchant's registration; retry in a moment"),
         )
     })
 }
 
 fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
     tracing::error!(error = %e, "daily balance overflow");
-    ApiError::Problem(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "balance-overflow", "The balance exceeds the representable range"))
+    ApiError::Problem(Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "balance-overflow",
+        "The balance exceeds the representable range",
+    ))
 }
 
 /// The consolidated balance of one business date. A day without entries is reported with zero
@@ -183,7 +191,10 @@ async fn daily(
     let books = books(&state, merchant).await?;
     let (opening, days) = state.store.days(merchant, date, date).await?;
     let balances = daily_balances(opening, date, date, &days).map_err(report_problem)?;
-    let day = balances.first().map(|d| day_balance(d, books.currency)).ok_or_else(|| ApiError::Problem(Problem::internal()))?;
+    let day = balances
+        .first()
+        .map(|d| day_balance(d, books.currency))
+        .ok_or_else(|| ApiError::Problem(Problem::internal()))?;
     let report = DailyBalanceResponse {
         date: day.date,
         currency: books.currency.code().to_owned(),
@@ -247,7 +258,8 @@ async fn daily_range(
     if wants_csv(&headers) {
         return Ok(csv(books.currency, &days));
     }
-    Ok(Json(DailyBalanceRange { currency: books.currency.code().to_owned(), as_of: as_of(&books), days }).into_response())
+    Ok(Json(DailyBalanceRange { currency: books.currency.code().to_owned(), as_of: as_of(&books), days })
+        .into_response())
 }
 
 fn wants_csv(headers: &HeaderMap) -> bool {
@@ -261,19 +273,26 @@ fn wants_csv(headers: &HeaderMap) -> bool {
 
 /// Every field is a date, a currency code, a decimal or an integer: nothing needs quoting.
 fn csv(currency: Currency, days: &[DayBalance]) -> Response {
-    let mut body = String::from("date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count\r\n");
+    let mut body =
+        String::from("date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count\r\n");
     for d in days {
         body.push_str(&format!(
             "{},{},{},{},{},{},{},{}\r\n",
-            d.date, currency, d.opening_balance, d.total_credits, d.total_debits, d.net, d.closing_balance, d.entry_count
+            d.date,
+            currency,
+            d.opening_balance,
+            d.total_credits,
+            d.total_debits,
+            d.net,
+            d.closing_balance,
+            d.entry_count
         ));
     }
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
-    response.headers_mut().insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"daily-balances.csv\""),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"daily-balances.csv\""));
     response
 }
 

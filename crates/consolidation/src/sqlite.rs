@@ -41,13 +41,14 @@ impl SqliteConsolidationStore {
 
     /// Records the event id; false when it was recorded before (a duplicate delivery).
     async fn first_time(tx: &mut SqliteConnection, event: &Event, now: i64) -> Result<bool, StoreError> {
-        let inserted = sqlx::query("INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-            .bind(event.event_id.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
+        let inserted =
+            sqlx::query("INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+                .bind(event.event_id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
         Ok(inserted == 1)
     }
 
@@ -82,7 +83,8 @@ impl ConsolidationStore for SqliteConsolidationStore {
             match &event.body {
                 EventBody::MerchantRegistered(m) => {
                     if Self::first_time(&mut tx, event, now).await? {
-                        Self::touch_merchant(&mut tx, m.merchant_id, m.currency, event.occurred_at.timestamp_micros()).await?;
+                        Self::touch_merchant(&mut tx, m.merchant_id, m.currency, event.occurred_at.timestamp_micros())
+                            .await?;
                         summary.applied.push(event.event_id);
                     } else {
                         summary.duplicates.push(event.event_id);
@@ -157,8 +159,8 @@ impl ConsolidationStore for SqliteConsolidationStore {
             .map_err(unavailable)?;
         row.map(|r| {
             let currency = Currency::parse(r.get("currency")).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let as_of = DateTime::from_timestamp_micros(r.get("as_of"))
-                .ok_or_else(|| StoreError::Corrupt("as_of".into()))?;
+            let as_of =
+                DateTime::from_timestamp_micros(r.get("as_of")).ok_or_else(|| StoreError::Corrupt("as_of".into()))?;
             Ok(MerchantBooks { currency, as_of })
         })
         .transpose()

@@ -66,21 +66,10 @@ pub async fn migrate_sqlite(pool: &SqlitePool, migrations: &[MigrationSource]) -
     let migrations: Vec<Migration> = migrations
         .iter()
         .map(|m| {
-            Migration::new(
-                m.version,
-                Cow::Borrowed(m.description),
-                MigrationType::Simple,
-                Cow::Borrowed(m.sql),
-                false,
-            )
+            Migration::new(m.version, Cow::Borrowed(m.description), MigrationType::Simple, Cow::Borrowed(m.sql), false)
         })
         .collect();
-    let migrator = Migrator {
-        migrations: Cow::Owned(migrations),
-        ignore_missing: false,
-        locking: true,
-        no_tx: false,
-    };
+    let migrator = Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false };
     migrator.run(pool).await.map_err(DbError::Migrate)
 }
 

@@ -155,12 +155,7 @@ mod tests {
     }
 
     fn posting(day: &str, kind: EntryType, minor: i64) -> Posting {
-        Posting {
-            entry_id: EntryId::new(),
-            business_date: date(day),
-            kind,
-            amount: Amount::from_minor(minor).unwrap(),
-        }
+        Posting { entry_id: EntryId::new(), business_date: date(day), kind, amount: Amount::from_minor(minor).unwrap() }
     }
 
     #[test]
@@ -200,10 +195,7 @@ mod tests {
 
     #[test]
     fn totals_that_would_overflow_are_errors_not_wraps() {
-        let mut totals = DayTotals {
-            total_credits: Balance::from_minor(i64::MAX - 5),
-            ..DayTotals::default()
-        };
+        let mut totals = DayTotals { total_credits: Balance::from_minor(i64::MAX - 5), ..DayTotals::default() };
         let err = totals.post(EntryType::Credit, Amount::from_minor(10).unwrap());
         assert!(err.is_err());
         assert_eq!(totals.total_credits, Balance::from_minor(i64::MAX - 5), "a failed post changes nothing");

@@ -18,7 +18,10 @@ pub enum EntryError {
     InvalidDescription,
     #[error("category must be 1 to {max} characters without control characters", max = Category::MAX_CHARS)]
     InvalidCategory,
-    #[error("occurred_at is in the future (more than {} seconds ahead of the server clock)", Entry::MAX_CLOCK_SKEW_SECS)]
+    #[error(
+        "occurred_at is in the future (more than {} seconds ahead of the server clock)",
+        Entry::MAX_CLOCK_SKEW_SECS
+    )]
     OccursInFuture,
     #[error("occurred_at is before 1970-01-01")]
     OccursTooEarly,
@@ -181,10 +184,8 @@ impl Entry {
             return Err(EntryError::ReversalOfReversal);
         }
         let description = description.unwrap_or_else(|| {
-            let text: String = format!("Reversal of {}", self.description.as_str())
-                .chars()
-                .take(Description::MAX_CHARS)
-                .collect();
+            let text: String =
+                format!("Reversal of {}", self.description.as_str()).chars().take(Description::MAX_CHARS).collect();
             Description(text)
         });
         Ok(Entry {
@@ -277,10 +278,7 @@ mod tests {
         assert_eq!(reversal.amount, original.amount);
         assert_eq!(reversal.reversal_of, Some(original.id));
         assert_eq!(reversal.description.as_str(), "Reversal of Venda balcão");
-        assert_eq!(
-            reversal.reversal(EntryId::new(), None, m.time_zone, now),
-            Err(EntryError::ReversalOfReversal)
-        );
+        assert_eq!(reversal.reversal(EntryId::new(), None, m.time_zone, now), Err(EntryError::ReversalOfReversal));
     }
 
     #[test]

@@ -31,8 +31,7 @@ pub mod money;
 
 pub use calendar::{BusinessDate, CalendarError, MerchantTimeZone};
 pub use consolidation::{
-    daily_balances, ApplyOutcome, ConsolidationError, DailyBalance, DayTotals, MerchantDays,
-    Posting,
+    daily_balances, ApplyOutcome, ConsolidationError, DailyBalance, DayTotals, MerchantDays, Posting,
 };
 pub use entry::{Category, Description, Entry, EntryError, EntryType, NewEntry};
 pub use ids::{EntryId, EventId, IdError, MerchantId};

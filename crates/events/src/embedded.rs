@@ -38,11 +38,7 @@ pub struct EmbeddedQueueConfig {
 
 impl Default for EmbeddedQueueConfig {
     fn default() -> Self {
-        Self {
-            visibility_timeout: Duration::from_secs(30),
-            max_receives: 5,
-            poll_interval: Duration::from_millis(100),
-        }
+        Self { visibility_timeout: Duration::from_secs(30), max_receives: 5, poll_interval: Duration::from_millis(100) }
     }
 }
 
@@ -73,10 +69,8 @@ impl EmbeddedQueue {
 
     /// Messages moved to the dead-letter table.
     pub async fn dead_letter_count(&self) -> Result<u64, QueueError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(&self.pool).await.map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -207,10 +201,8 @@ impl EventSource for EmbeddedQueue {
     }
 
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&self.pool).await.map_err(unavailable)?;
         Ok(Some(u64::try_from(n).unwrap_or(0)))
     }
 }
@@ -260,11 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_received_too_often_is_dead_lettered() {
-        let config = EmbeddedQueueConfig {
-            visibility_timeout: Duration::ZERO,
-            max_receives: 2,
-            ..Default::default()
-        };
+        let config = EmbeddedQueueConfig { visibility_timeout: Duration::ZERO, max_receives: 2, ..Default::default() };
         let (_dir, q) = queue(config).await;
         q.publish(&[message("poison")]).await.unwrap();
         assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
@@ -278,7 +266,7 @@ mod tests {
     async fn publishing_the_same_event_twice_enqueues_it_once() {
         let (_dir, q) = queue(EmbeddedQueueConfig::default()).await;
         let m = message("x");
-        q.publish(&[m.clone()]).await.unwrap();
+        q.publish(std::slice::from_ref(&m)).await.unwrap();
         q.publish(&[m]).await.unwrap();
         assert_eq!(q.depth().await.unwrap(), Some(1));
     }

@@ -58,12 +58,7 @@ pub struct EntryRecorded {
 impl EntryRecorded {
     /// The posting this entry contributes to its business date.
     pub fn posting(&self) -> Posting {
-        Posting {
-            entry_id: self.entry_id,
-            business_date: self.business_date,
-            kind: self.kind,
-            amount: self.amount,
-        }
+        Posting { entry_id: self.entry_id, business_date: self.business_date, kind: self.kind, amount: self.amount }
     }
 }
 

@@ -36,11 +36,8 @@ pub fn common(router: Router) -> Router {
         .layer(middleware::from_fn(request_id_in_problems))
         .layer(CatchPanicLayer::custom(panic_problem))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let matched = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_default();
+            let matched =
+                req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
             let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("http", method = %req.method(), route = %matched, request_id = %request_id)
         }))
@@ -57,10 +54,8 @@ fn panic_problem(_err: Box<dyn Any + Send + 'static>) -> Response {
 async fn request_id_in_problems(req: Request, next: Next) -> Response {
     let request_id = req.headers().get(&REQUEST_ID).cloned();
     let response = next.run(req).await;
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let is_problem =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
     let Some(request_id) = request_id.filter(|_| is_problem) else {
         return response;
     };

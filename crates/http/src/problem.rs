@@ -51,9 +51,7 @@ impl Problem {
 
     /// 400 with a field name, the common shape of a validation failure.
     pub fn invalid_field(slug: &'static str, field: &str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, slug, "The request is invalid")
-            .detail(detail)
-            .with("field", field)
+        Self::new(StatusCode::BAD_REQUEST, slug, "The request is invalid").detail(detail).with("field", field)
     }
 
     /// 404 for a resource that does not exist for this caller.
@@ -96,9 +94,7 @@ impl std::fmt::Display for Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = (self.status, self.body().to_string()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response
     }
 }

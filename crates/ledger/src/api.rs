@@ -90,17 +90,16 @@ fn ledger_problem(e: LedgerError) -> Problem {
         LedgerError::UnknownMerchant => Problem::new(StatusCode::FORBIDDEN, "unknown-merchant", "Unknown merchant")
             .detail("the token's merchant is not registered in this ledger"),
         LedgerError::EntryNotFound => Problem::not_found("entry"),
-        LedgerError::Entry(EntryError::ReversalOfReversal) => Problem::new(
-            StatusCode::CONFLICT,
-            "cannot-reverse-a-reversal",
-            "A reversal cannot be reversed",
-        )
-        .detail(EntryError::ReversalOfReversal.to_string()),
+        LedgerError::Entry(EntryError::ReversalOfReversal) => {
+            Problem::new(StatusCode::CONFLICT, "cannot-reverse-a-reversal", "A reversal cannot be reversed")
+                .detail(EntryError::ReversalOfReversal.to_string())
+        }
         LedgerError::Entry(e @ (EntryError::OccursInFuture | EntryError::OccursTooEarly)) => {
             Problem::invalid_field("invalid-occurred-at", "occurred_at", e.to_string())
         }
-        LedgerError::Entry(e) => Problem::new(StatusCode::BAD_REQUEST, "invalid-entry", "The entry is invalid")
-            .detail(e.to_string()),
+        LedgerError::Entry(e) => {
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-entry", "The entry is invalid").detail(e.to_string())
+        }
         LedgerError::Store(StoreError::IdempotencyConflict) => Problem::new(
             StatusCode::CONFLICT,
             "idempotency-key-reused",
@@ -194,10 +193,8 @@ pub struct EntryPage {
 }
 
 fn parse_new_entry(req: &CreateEntryRequest, currency: cashflow_domain::Currency) -> Result<NewEntry, Problem> {
-    let kind = req
-        .kind
-        .parse()
-        .map_err(|e: EntryError| Problem::invalid_field("invalid-type", "type", e.to_string()))?;
+    let kind =
+        req.kind.parse().map_err(|e: EntryError| Problem::invalid_field("invalid-type", "type", e.to_string()))?;
     let amount = Amount::parse(&req.amount, currency).map_err(|e| {
         let slug = match e {
             MoneyError::TooLarge { .. } | MoneyError::Overflow => "amount-too-large",
@@ -218,15 +215,13 @@ fn parse_new_entry(req: &CreateEntryRequest, currency: cashflow_domain::Currency
 }
 
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, Problem> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
-        .map_err(|_| {
-            Problem::invalid_field(
-                "invalid-occurred-at",
-                "occurred_at",
-                "occurred_at must be an RFC 3339 date-time with an offset, such as 2026-11-23T10:15:00-03:00",
-            )
-        })
+    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc).trunc_subsecs(6)).map_err(|_| {
+        Problem::invalid_field(
+            "invalid-occurred-at",
+            "occurred_at",
+            "occurred_at must be an RFC 3339 date-time with an offset, such as 2026-11-23T10:15:00-03:00",
+        )
+    })
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
@@ -387,10 +382,9 @@ fn decode_cursor(text: &str) -> Result<(BusinessDate, EntryId), Problem> {
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.split('|');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("v1"), Some(date), Some(id), None) => Ok((
-            BusinessDate::parse(date).map_err(|_| invalid())?,
-            EntryId::parse(id).map_err(|_| invalid())?,
-        )),
+        (Some("v1"), Some(date), Some(id), None) => {
+            Ok((BusinessDate::parse(date).map_err(|_| invalid())?, EntryId::parse(id).map_err(|_| invalid())?))
+        }
         _ => Err(invalid()),
     }
 }
@@ -438,10 +432,7 @@ async fn list_entries(
     let mut entries = state.ledger.entries(merchant.id, &query).await?;
     let has_more = entries.len() > page_size as usize;
     entries.truncate(page_size as usize);
-    let next_cursor = entries
-        .last()
-        .filter(|_| has_more)
-        .map(|e| encode_cursor(e.business_date, e.id));
+    let next_cursor = entries.last().filter(|_| has_more).map(|e| encode_cursor(e.business_date, e.id));
     Ok(Json(EntryPage {
         items: entries.iter().map(|e| EntryResponse::from_entry(e, merchant.time_zone)).collect(),
         next_cursor,

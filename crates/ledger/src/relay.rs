@@ -60,12 +60,7 @@ impl Relay {
         }
         let messages = batch
             .iter()
-            .map(|r| {
-                Ok(OutboundMessage {
-                    event_id: EventId::parse(&r.event_id)?,
-                    body: r.body.clone(),
-                })
-            })
+            .map(|r| Ok(OutboundMessage { event_id: EventId::parse(&r.event_id)?, body: r.body.clone() }))
             .collect::<Result<Vec<_>, cashflow_domain::IdError>>()?;
         self.publisher.publish(&messages).await?;
         let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();

@@ -9,8 +9,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::Notify;
 
 use cashflow_domain::{
-    Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName, MerchantTimeZone,
-    NewEntry,
+    Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName, MerchantTimeZone, NewEntry,
 };
 use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 

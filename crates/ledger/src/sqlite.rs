@@ -138,15 +138,18 @@ impl LedgerStore for SqliteLedgerStore {
     }
 
     async fn merchant_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(unavailable)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM merchants").fetch_one(&self.reader).await.map_err(unavailable)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     #[tracing::instrument(skip_all, fields(merchant_id = %entry.merchant_id, entry_id = %entry.id))]
-    async fn record(&self, entry: &Entry, idempotency: Option<&Idempotency>, event: &Event) -> Result<Recorded, StoreError> {
+    async fn record(
+        &self,
+        entry: &Entry,
+        idempotency: Option<&Idempotency>,
+        event: &Event,
+    ) -> Result<Recorded, StoreError> {
         let mut tx = self.writer.begin().await.map_err(unavailable)?;
         let inserted = sqlx::query(
             "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,

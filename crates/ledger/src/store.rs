@@ -82,7 +82,12 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// Stores an entry and its event in one transaction. With an idempotency key already
     /// used for the same request, returns the original entry and writes nothing.
-    async fn record(&self, entry: &Entry, idempotency: Option<&Idempotency>, event: &Event) -> Result<Recorded, StoreError>;
+    async fn record(
+        &self,
+        entry: &Entry,
+        idempotency: Option<&Idempotency>,
+        event: &Event,
+    ) -> Result<Recorded, StoreError>;
 
     /// One of the merchant's entries.
     async fn entry(&self, merchant: MerchantId, id: EntryId) -> Result<Option<Entry>, StoreError>;

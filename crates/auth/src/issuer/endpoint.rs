@@ -85,13 +85,9 @@ impl From<AuthError> for OAuthError {
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let (status, slug, title, code, description) = match self {
-            OAuthError::InvalidRequest(d) => (
-                StatusCode::BAD_REQUEST,
-                "invalid-request",
-                "Invalid token request",
-                "invalid_request",
-                d,
-            ),
+            OAuthError::InvalidRequest(d) => {
+                (StatusCode::BAD_REQUEST, "invalid-request", "Invalid token request", "invalid_request", d)
+            }
             OAuthError::InvalidClient => (
                 StatusCode::UNAUTHORIZED,
                 "invalid-client",
@@ -113,13 +109,9 @@ impl IntoResponse for OAuthError {
                 "unsupported_grant_type",
                 "Supported grant types: client_credentials, password".to_owned(),
             ),
-            OAuthError::InvalidScope(d) => (
-                StatusCode::BAD_REQUEST,
-                "invalid-scope",
-                "Invalid scope",
-                "invalid_scope",
-                d,
-            ),
+            OAuthError::InvalidScope(d) => {
+                (StatusCode::BAD_REQUEST, "invalid-scope", "Invalid scope", "invalid_scope", d)
+            }
             OAuthError::Server => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -183,11 +175,7 @@ pub(crate) async fn token(
     }
 }
 
-async fn issue(
-    issuer: &Issuer,
-    headers: &HeaderMap,
-    form: TokenRequest,
-) -> Result<TokenResponse, OAuthError> {
+async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Result<TokenResponse, OAuthError> {
     let client = client_credentials(headers, &form)?;
     let (subject, client_id, merchant_id, scopes) = match form.grant_type.as_deref() {
         None | Some("") => return Err(OAuthError::InvalidRequest("missing `grant_type`".into())),
@@ -197,12 +185,7 @@ async fn issue(
             };
             let grant = authenticate_client(issuer, &id, &secret).await?;
             let scopes = granted(form.scope.as_deref(), grant.scopes)?;
-            (
-                grant.client_id.clone(),
-                Some(grant.client_id),
-                grant.merchant_id,
-                scopes,
-            )
+            (grant.client_id.clone(), Some(grant.client_id), grant.merchant_id, scopes)
         }
         Some("password") => {
             let username = required(form.username.as_deref(), "username")?;
@@ -213,11 +196,7 @@ async fn issue(
                 Some((id, Some(secret))) => Some(authenticate_client(issuer, &id, &secret).await?),
                 _ => None,
             };
-            let user = issuer
-                .store()
-                .authenticate_user(username, password)
-                .await?
-                .ok_or(OAuthError::InvalidGrant)?;
+            let user = issuer.store().authenticate_user(username, password).await?.ok_or(OAuthError::InvalidGrant)?;
             let mut allowed = user.scopes;
             if let Some(client) = &client {
                 if client.merchant_id != user.merchant_id {
@@ -226,55 +205,32 @@ async fn issue(
                 allowed = allowed.intersection(client.scopes);
             }
             let scopes = granted(form.scope.as_deref(), allowed)?;
-            (
-                user.username,
-                client.map(|c| c.client_id),
-                user.merchant_id,
-                scopes,
-            )
+            (user.username, client.map(|c| c.client_id), user.merchant_id, scopes)
         }
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
     };
-    let (access_token, expires_in) =
-        issuer.mint_token(&subject, client_id.as_deref(), merchant_id, scopes)?;
+    let (access_token, expires_in) = issuer.mint_token(&subject, client_id.as_deref(), merchant_id, scopes)?;
     tracing::info!(%subject, %merchant_id, %scopes, "token issued");
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in,
-        scope: scopes.to_string(),
-    })
+    Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: scopes.to_string() })
 }
 
-async fn authenticate_client(
-    issuer: &Issuer,
-    id: &str,
-    secret: &str,
-) -> Result<ClientGrant, OAuthError> {
-    issuer
-        .store()
-        .authenticate_client(id, secret)
-        .await?
-        .ok_or(OAuthError::InvalidClient)
+async fn authenticate_client(issuer: &Issuer, id: &str, secret: &str) -> Result<ClientGrant, OAuthError> {
+    issuer.store().authenticate_client(id, secret).await?.ok_or(OAuthError::InvalidClient)
 }
 
 fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, OAuthError> {
-    value
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| OAuthError::InvalidRequest(format!("missing `{name}`")))
+    value.filter(|v| !v.is_empty()).ok_or_else(|| OAuthError::InvalidRequest(format!("missing `{name}`")))
 }
 
 /// The scopes to grant: those requested, if all are allowed; all allowed ones if none are.
 fn granted(requested: Option<&str>, allowed: Scopes) -> Result<Scopes, OAuthError> {
-    let requested = Scopes::parse_list(requested.unwrap_or_default())
-        .map_err(|e| OAuthError::InvalidScope(e.to_string()))?;
+    let requested =
+        Scopes::parse_list(requested.unwrap_or_default()).map_err(|e| OAuthError::InvalidScope(e.to_string()))?;
     if requested.is_empty() {
         return Ok(allowed);
     }
     match requested.iter().find(|scope| !allowed.contains(*scope)) {
-        Some(scope) => Err(OAuthError::InvalidScope(format!(
-            "scope `{scope}` is not allowed for this client"
-        ))),
+        Some(scope) => Err(OAuthError::InvalidScope(format!("scope `{scope}` is not allowed for this client"))),
         None => Ok(requested),
     }
 }
@@ -288,26 +244,16 @@ fn client_credentials(
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let (id, secret) = basic_credentials(value).ok_or(OAuthError::InvalidClient)?;
         if form.client_secret.is_some() {
-            return Err(OAuthError::InvalidRequest(
-                "use one client authentication method, not two".into(),
-            ));
+            return Err(OAuthError::InvalidRequest("use one client authentication method, not two".into()));
         }
-        if form
-            .client_id
-            .as_deref()
-            .is_some_and(|form_id| form_id != id)
-        {
-            return Err(OAuthError::InvalidRequest(
-                "`client_id` differs from the authenticated client".into(),
-            ));
+        if form.client_id.as_deref().is_some_and(|form_id| form_id != id) {
+            return Err(OAuthError::InvalidRequest("`client_id` differs from the authenticated client".into()));
         }
         return Ok(Some((id, Some(secret))));
     }
     match (&form.client_id, &form.client_secret) {
         (Some(id), secret) => Ok(Some((id.clone(), secret.clone()))),
-        (None, Some(_)) => Err(OAuthError::InvalidRequest(
-            "`client_secret` without `client_id`".into(),
-        )),
+        (None, Some(_)) => Err(OAuthError::InvalidRequest("`client_secret` without `client_id`".into())),
         (None, None) => Ok(None),
     }
 }
@@ -343,9 +289,9 @@ fn form_decode(s: &str) -> Option<String> {
 
 fn form_problem(rejection: FormRejection) -> OAuthError {
     match rejection {
-        FormRejection::InvalidFormContentType(_) => OAuthError::InvalidRequest(
-            "the body must be `application/x-www-form-urlencoded`".into(),
-        ),
+        FormRejection::InvalidFormContentType(_) => {
+            OAuthError::InvalidRequest("the body must be `application/x-www-form-urlencoded`".into())
+        }
         other => OAuthError::InvalidRequest(format!("malformed form: {}", other.body_text())),
     }
 }
@@ -355,10 +301,7 @@ fn form_problem(rejection: FormRejection) -> OAuthError {
 pub(crate) async fn jwks(State(issuer): State<Arc<Issuer>>) -> Response {
     let mut response = Json(issuer.jwks()).into_response();
     // Verifiers may cache it a little; a rotation is announced ahead of use.
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     response
 }
 
@@ -393,19 +336,9 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_split_at_the_first_colon_and_decoded() {
-        let value = HeaderValue::from_str(&format!("basic {}", STANDARD.encode("cf_x:s%3Ae:cret")))
-            .unwrap();
-        assert_eq!(
-            basic_credentials(&value),
-            Some(("cf_x".into(), "s:e:cret".into()))
-        );
-        assert_eq!(
-            basic_credentials(&HeaderValue::from_static("Bearer abc")),
-            None
-        );
-        assert_eq!(
-            basic_credentials(&HeaderValue::from_static("Basic !!!")),
-            None
-        );
+        let value = HeaderValue::from_str(&format!("basic {}", STANDARD.encode("cf_x:s%3Ae:cret"))).unwrap();
+        assert_eq!(basic_credentials(&value), Some(("cf_x".into(), "s:e:cret".into())));
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Bearer abc")), None);
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Basic !!!")), None);
     }
 }

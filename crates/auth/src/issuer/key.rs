@@ -3,8 +3,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::jwk::{
-    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm,
-    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse,
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType,
+    PublicKeyUse,
 };
 use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
@@ -46,11 +46,7 @@ impl SigningKey {
         let public = pair.public_key().as_ref().to_vec();
         let digest = URL_SAFE_NO_PAD.encode(Sha256::digest(&public));
         let kid = digest.chars().take(16).collect();
-        Ok(Self {
-            pkcs8: SecretSlice::from(der.to_vec()),
-            public,
-            kid,
-        })
+        Ok(Self { pkcs8: SecretSlice::from(der.to_vec()), public, kid })
     }
 
     /// The private key as PKCS#8 DER, for storage.
@@ -83,9 +79,7 @@ impl SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -111,9 +105,7 @@ mod tests {
         let printed = format!("{key:?}");
 
         assert!(printed.contains(key.kid()));
-        let AlgorithmParameters::OctetKeyPair(okp) = key.public_jwk().algorithm else {
-            panic!()
-        };
+        let AlgorithmParameters::OctetKeyPair(okp) = key.public_jwk().algorithm else { panic!() };
         assert!(!printed.contains(&okp.x));
         assert!(!printed.contains(&URL_SAFE_NO_PAD.encode(key.pkcs8_der())));
         assert!(!printed.contains(&format!("{:?}", &key.pkcs8_der()[..8])));
@@ -130,13 +122,7 @@ mod tests {
         assert_eq!(json["alg"], "EdDSA");
         assert_eq!(json["use"], "sig");
         assert_eq!(json["kid"], key.kid());
-        assert_eq!(
-            URL_SAFE_NO_PAD
-                .decode(json["x"].as_str().unwrap())
-                .unwrap()
-                .len(),
-            32
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(json["x"].as_str().unwrap()).unwrap().len(), 32);
     }
 
     #[test]

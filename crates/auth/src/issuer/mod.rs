@@ -47,11 +47,7 @@ impl IssuerConfig {
 
     /// A config with the default lifetime.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self {
-            issuer: issuer.into(),
-            audience: audience.into(),
-            token_ttl: Self::DEFAULT_TTL,
-        }
+        Self { issuer: issuer.into(), audience: audience.into(), token_ttl: Self::DEFAULT_TTL }
     }
 
     /// `issuer` without a trailing slash, to append endpoint paths to.
@@ -95,12 +91,7 @@ impl Issuer {
     /// An issuer signing with `key` and authenticating against `store`.
     pub fn new(config: IssuerConfig, key: SigningKey, store: Arc<dyn IdentityStore>) -> Self {
         let encoding_key = EncodingKey::from_ed_der(key.pkcs8_der());
-        Self {
-            config,
-            key,
-            encoding_key,
-            store,
-        }
+        Self { config, key, encoding_key, store }
     }
 
     /// The issuer's settings.
@@ -115,9 +106,7 @@ impl Issuer {
 
     /// The public keys, as served at `/.well-known/jwks.json`.
     pub fn jwks(&self) -> JwkSet {
-        JwkSet {
-            keys: vec![self.key.public_jwk()],
-        }
+        JwkSet { keys: vec![self.key.public_jwk()] }
     }
 
     /// The verifier settings matching this issuer's tokens.
@@ -139,12 +128,7 @@ impl Issuer {
 
     /// Mints an access token for `subject` acting for `merchant_id`. Returns the JWT and its
     /// lifetime in seconds.
-    pub fn mint(
-        &self,
-        subject: &str,
-        merchant_id: MerchantId,
-        scopes: Scopes,
-    ) -> Result<(String, u64), AuthError> {
+    pub fn mint(&self, subject: &str, merchant_id: MerchantId, scopes: Scopes) -> Result<(String, u64), AuthError> {
         self.mint_token(subject, None, merchant_id, scopes)
     }
 
@@ -187,10 +171,7 @@ impl Issuer {
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer")
-            .field("config", &self.config)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("Issuer").field("config", &self.config).field("key", &self.key).finish_non_exhaustive()
     }
 }
 
@@ -200,10 +181,7 @@ pub fn router(issuer: Arc<Issuer>) -> Router {
     Router::new()
         .route("/oauth2/token", post(endpoint::token))
         .route("/.well-known/jwks.json", get(endpoint::jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(endpoint::openid_configuration),
-        )
+        .route("/.well-known/openid-configuration", get(endpoint::openid_configuration))
         .with_state(issuer)
 }
 

@@ -97,11 +97,7 @@ pub trait IdentityStore: Send + Sync + 'static {
 
     /// The user's grant if `password` is theirs. Unknown users cost as much as known ones, so
     /// timing does not reveal which usernames exist.
-    async fn authenticate_user(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<UserGrant>, StoreError>;
+    async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError>;
 
     /// The active signing key, generated and persisted on first use.
     async fn signing_key(&self) -> Result<SigningKey, StoreError>;

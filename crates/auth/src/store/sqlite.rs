@@ -42,8 +42,7 @@ pub struct SqliteIdentityStore {
 
 impl std::fmt::Debug for SqliteIdentityStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteIdentityStore")
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteIdentityStore").finish_non_exhaustive()
     }
 }
 
@@ -53,11 +52,7 @@ impl SqliteIdentityStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = cashflow_db::open_sqlite(url, MAX_CONNECTIONS).await?;
         cashflow_db::migrate_sqlite(&pool, MIGRATIONS).await?;
-        Ok(Self {
-            pool,
-            password_params: Params::DEFAULT,
-            dummy_hash: Arc::default(),
-        })
+        Ok(Self { pool, password_params: Params::DEFAULT, dummy_hash: Arc::default() })
     }
 
     /// Cheap password hashing, so that tests do not spend seconds in unoptimized argon2.
@@ -71,15 +66,12 @@ impl SqliteIdentityStore {
     }
 
     async fn active_key(&self) -> Result<Option<SigningKey>, StoreError> {
-        let row = sqlx::query("SELECT pkcs8 FROM signing_keys WHERE active = 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT pkcs8 FROM signing_keys WHERE active = 1").fetch_optional(&self.pool).await?;
         match row {
             None => Ok(None),
             Some(row) => {
                 let der: Vec<u8> = row.try_get("pkcs8")?;
-                let key =
-                    SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 Ok(Some(key))
             }
         }
@@ -116,10 +108,7 @@ impl IdentityStore for SqliteIdentityStore {
         .execute(&self.pool)
         .await?;
         tracing::info!(%client_id, %scopes, "client created");
-        Ok(NewClient {
-            client_id,
-            client_secret: SecretString::from(secret),
-        })
+        Ok(NewClient { client_id, client_secret: SecretString::from(secret) })
     }
 
     #[tracing::instrument(skip_all)]
@@ -128,12 +117,10 @@ impl IdentityStore for SqliteIdentityStore {
         client_id: &str,
         client_secret: &str,
     ) -> Result<Option<ClientGrant>, StoreError> {
-        let row = sqlx::query(
-            "SELECT secret_sha256, merchant_id, scopes FROM clients WHERE client_id = ?",
-        )
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT secret_sha256, merchant_id, scopes FROM clients WHERE client_id = ?")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
         let presented = sha256_hex(client_secret);
         let Some(row) = row else {
             // Same comparison as for a known client, against a hash no secret has.
@@ -144,11 +131,7 @@ impl IdentityStore for SqliteIdentityStore {
         if !constant_time_eq(presented.as_bytes(), stored.as_bytes()) {
             return Ok(None);
         }
-        Ok(Some(ClientGrant {
-            client_id: client_id.to_owned(),
-            merchant_id: merchant(&row)?,
-            scopes: scopes(&row)?,
-        }))
+        Ok(Some(ClientGrant { client_id: client_id.to_owned(), merchant_id: merchant(&row)?, scopes: scopes(&row)? }))
     }
 
     #[tracing::instrument(skip_all, fields(merchant_id = %merchant_id))]
@@ -167,14 +150,11 @@ impl IdentityStore for SqliteIdentityStore {
         if password.expose_secret().is_empty() {
             return Err(StoreError::Invalid("password must not be empty".into()));
         }
-        let salt = SaltString::encode_b64(&random::<16>()?)
-            .map_err(|e| StoreError::Crypto(e.to_string()))?;
+        let salt = SaltString::encode_b64(&random::<16>()?).map_err(|e| StoreError::Crypto(e.to_string()))?;
         let password = password.clone();
         let params = self.password_params.clone();
         let hash = tokio::task::spawn_blocking(move || {
-            argon2id(params)
-                .hash_password(password.expose_secret().as_bytes(), &salt)
-                .map(|hash| hash.to_string())
+            argon2id(params).hash_password(password.expose_secret().as_bytes(), &salt).map(|hash| hash.to_string())
         })
         .await
         .map_err(|e| StoreError::Crypto(e.to_string()))?
@@ -195,33 +175,24 @@ impl IdentityStore for SqliteIdentityStore {
                 tracing::info!(%username, %scopes, "user created");
                 Ok(())
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                format!("user `{username}` already exists"),
-            )),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("user `{username}` already exists")))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     #[tracing::instrument(skip_all)]
-    async fn authenticate_user(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<Option<UserGrant>, StoreError> {
+    async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError> {
         let row = if valid_username(username) {
-            sqlx::query(
-                "SELECT username, password_hash, merchant_id, scopes FROM users WHERE username = ?",
-            )
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?
+            sqlx::query("SELECT username, password_hash, merchant_id, scopes FROM users WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?
         } else {
             None
         };
-        let stored_hash: Option<String> = row
-            .as_ref()
-            .map(|r| r.try_get("password_hash"))
-            .transpose()?;
+        let stored_hash: Option<String> = row.as_ref().map(|r| r.try_get("password_hash")).transpose()?;
         let password = SecretString::from(password);
         let params = self.password_params.clone();
         let dummy = Arc::clone(&self.dummy_hash);
@@ -262,9 +233,10 @@ impl IdentityStore for SqliteIdentityStore {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        let key = self.active_key().await?.ok_or_else(|| {
-            StoreError::Corrupt("no active signing key after creating one".into())
-        })?;
+        let key = self
+            .active_key()
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("no active signing key after creating one".into()))?;
         tracing::info!(kid = key.kid(), "signing key ready");
         Ok(key)
     }
@@ -281,29 +253,21 @@ fn argon2id(params: Params) -> Argon2<'static> {
 
 /// Verifies with the algorithm and cost recorded in the hash itself.
 fn verify_password(password: &[u8], hash: &str) -> Result<bool, StoreError> {
-    let parsed =
-        PasswordHash::new(hash).map_err(|e| StoreError::Corrupt(format!("password hash: {e}")))?;
+    let parsed = PasswordHash::new(hash).map_err(|e| StoreError::Corrupt(format!("password hash: {e}")))?;
     Ok(Argon2::default().verify_password(password, &parsed).is_ok())
 }
 
 fn dummy_hash(cell: &OnceLock<String>, params: Params) -> &str {
     cell.get_or_init(|| {
         let salt = SaltString::encode_b64(b"cashflow-dummy-salt").ok();
-        salt.and_then(|salt| {
-            argon2id(params)
-                .hash_password(b"not a password", &salt)
-                .ok()
-                .map(|hash| hash.to_string())
-        })
-        .unwrap_or_default()
+        salt.and_then(|salt| argon2id(params).hash_password(b"not a password", &salt).ok().map(|hash| hash.to_string()))
+            .unwrap_or_default()
     })
 }
 
 fn valid_username(username: &str) -> bool {
     (3..=64).contains(&username.len())
-        && username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+        && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
 }
 
 fn random<const N: usize>() -> Result<[u8; N], StoreError> {
@@ -315,10 +279,7 @@ fn random<const N: usize>() -> Result<[u8; N], StoreError> {
 }
 
 fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Equal-length comparison whose time does not depend on where the inputs differ.
@@ -347,10 +308,7 @@ mod tests {
 
     async fn store(dir: &tempfile::TempDir) -> SqliteIdentityStore {
         let url = format!("sqlite://{}", dir.path().join("identity.db").display());
-        SqliteIdentityStore::open(&url)
-            .await
-            .unwrap()
-            .with_fast_hashing()
+        SqliteIdentityStore::open(&url).await.unwrap().with_fast_hashing()
     }
 
     #[tokio::test]
@@ -359,20 +317,10 @@ mod tests {
         let store = store(&dir).await;
         let merchant = MerchantId::new();
 
-        let client = store
-            .create_client(merchant, Scope::EntriesWrite.into(), Some("POS"))
-            .await
-            .unwrap();
-        let grant = store
-            .authenticate_client(&client.client_id, client.client_secret.expose_secret())
-            .await
-            .unwrap();
+        let client = store.create_client(merchant, Scope::EntriesWrite.into(), Some("POS")).await.unwrap();
+        let grant = store.authenticate_client(&client.client_id, client.client_secret.expose_secret()).await.unwrap();
 
-        assert!(
-            client.client_id.starts_with("cf_") && client.client_id.len() == 25,
-            "{}",
-            client.client_id
-        );
+        assert!(client.client_id.starts_with("cf_") && client.client_id.len() == 25, "{}", client.client_id);
         assert_eq!(
             grant,
             Some(ClientGrant {
@@ -384,45 +332,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_a_client_when_a_wrong_secret_or_unknown_id_is_presented_then_nothing_is_granted()
-    {
+    async fn given_a_client_when_a_wrong_secret_or_unknown_id_is_presented_then_nothing_is_granted() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        let client = store
-            .create_client(MerchantId::new(), Scopes::all(), None)
-            .await
-            .unwrap();
+        let client = store.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
 
-        assert_eq!(
-            store
-                .authenticate_client(&client.client_id, "wrong")
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .authenticate_client("cf_unknown", client.client_secret.expose_secret())
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(store.authenticate_client(&client.client_id, "wrong").await.unwrap(), None);
+        assert_eq!(store.authenticate_client("cf_unknown", client.client_secret.expose_secret()).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn given_a_client_when_stored_then_only_a_hash_of_its_secret_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        let client = store
-            .create_client(MerchantId::new(), Scopes::all(), None)
-            .await
-            .unwrap();
+        let client = store.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
 
-        let stored: String = sqlx::query("SELECT secret_sha256 FROM clients")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-            .get(0);
+        let stored: String =
+            sqlx::query("SELECT secret_sha256 FROM clients").fetch_one(&store.pool).await.unwrap().get(0);
 
         assert_ne!(stored, client.client_secret.expose_secret());
         assert_eq!(stored, sha256_hex(client.client_secret.expose_secret()));
@@ -434,58 +360,27 @@ mod tests {
         let store = store(&dir).await;
         let merchant = MerchantId::new();
         let password = SecretString::from("correct horse");
-        store
-            .create_user("Alice", &password, merchant, Scope::ReportsRead.into())
-            .await
-            .unwrap();
+        store.create_user("Alice", &password, merchant, Scope::ReportsRead.into()).await.unwrap();
 
-        let grant = store
-            .authenticate_user("alice", "correct horse")
-            .await
-            .unwrap();
+        let grant = store.authenticate_user("alice", "correct horse").await.unwrap();
 
         assert_eq!(
             grant,
-            Some(UserGrant {
-                username: "Alice".into(),
-                merchant_id: merchant,
-                scopes: Scope::ReportsRead.into()
-            })
+            Some(UserGrant { username: "Alice".into(), merchant_id: merchant, scopes: Scope::ReportsRead.into() })
         );
-        assert_eq!(
-            store
-                .authenticate_user("Alice", "wrong horse")
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store
-                .authenticate_user("bob", "correct horse")
-                .await
-                .unwrap(),
-            None
-        );
-        assert_eq!(
-            store.authenticate_user("", "correct horse").await.unwrap(),
-            None
-        );
+        assert_eq!(store.authenticate_user("Alice", "wrong horse").await.unwrap(), None);
+        assert_eq!(store.authenticate_user("bob", "correct horse").await.unwrap(), None);
+        assert_eq!(store.authenticate_user("", "correct horse").await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn given_a_user_when_stored_then_the_password_is_an_argon2id_hash() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        store
-            .create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all())
-            .await
-            .unwrap();
+        store.create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all()).await.unwrap();
 
-        let stored: String = sqlx::query("SELECT password_hash FROM users")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap()
-            .get(0);
+        let stored: String =
+            sqlx::query("SELECT password_hash FROM users").fetch_one(&store.pool).await.unwrap().get(0);
 
         assert!(stored.starts_with("$argon2id$"), "{stored}");
     }
@@ -494,14 +389,9 @@ mod tests {
     async fn given_an_existing_username_in_another_case_when_creating_then_it_conflicts() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
-        store
-            .create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all())
-            .await
-            .unwrap();
+        store.create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all()).await.unwrap();
 
-        let result = store
-            .create_user("ALICE", &"pw2".into(), MerchantId::new(), Scopes::all())
-            .await;
+        let result = store.create_user("ALICE", &"pw2".into(), MerchantId::new(), Scopes::all()).await;
 
         assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
     }
@@ -513,23 +403,15 @@ mod tests {
         let merchant = MerchantId::new();
 
         for username in ["ab", "has space", "semi;colon", &"a".repeat(65), "ünïcode"] {
-            let result = store
-                .create_user(username, &"pw".into(), merchant, Scopes::all())
-                .await;
-            assert!(
-                matches!(result, Err(StoreError::Invalid(_))),
-                "{username}: {result:?}"
-            );
+            let result = store.create_user(username, &"pw".into(), merchant, Scopes::all()).await;
+            assert!(matches!(result, Err(StoreError::Invalid(_))), "{username}: {result:?}");
         }
-        let result = store
-            .create_user("alice", &"".into(), merchant, Scopes::all())
-            .await;
+        let result = store.create_user("alice", &"".into(), merchant, Scopes::all()).await;
         assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
     }
 
     #[tokio::test]
-    async fn given_a_fresh_database_when_the_signing_key_is_asked_twice_and_after_reopening_then_it_is_the_same(
-    ) {
+    async fn given_a_fresh_database_when_the_signing_key_is_asked_twice_and_after_reopening_then_it_is_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let first = store(&dir).await.signing_key().await.unwrap();
         let again = store(&dir).await.signing_key().await.unwrap();
@@ -539,22 +421,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn given_concurrent_first_calls_when_creating_the_signing_key_then_all_get_the_same_key()
-    {
+    async fn given_concurrent_first_calls_when_creating_the_signing_key_then_all_get_the_same_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir).await;
 
-        let (a, b, c) = tokio::join!(
-            store.signing_key(),
-            store.signing_key(),
-            store.signing_key()
-        );
+        let (a, b, c) = tokio::join!(store.signing_key(), store.signing_key(), store.signing_key());
 
-        let kids = [
-            a.unwrap().kid().to_owned(),
-            b.unwrap().kid().to_owned(),
-            c.unwrap().kid().to_owned(),
-        ];
+        let kids = [a.unwrap().kid().to_owned(), b.unwrap().kid().to_owned(), c.unwrap().kid().to_owned()];
         assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
     }
 

@@ -36,7 +36,8 @@ async fn real_key(app: &TestApp) -> SigningKey {
 }
 
 async fn entry_with(app: &TestApp, token: Option<&str>) -> crate::helpers::TestResponse {
-    app.call(Method::POST, "/v1/entries", token, Some(json!({"type": "credit", "amount": "1.00", "description": "x"}))).await
+    app.call(Method::POST, "/v1/entries", token, Some(json!({"type": "credit", "amount": "1.00", "description": "x"})))
+        .await
 }
 
 #[tokio::test]
@@ -110,7 +111,10 @@ async fn a_token_without_the_needed_scope_is_403() {
     let writer = app.token_with(&[Scope::EntriesWrite]);
     let r = app.call(Method::GET, "/v1/balances/daily/2026-11-23", Some(&writer), None).await;
     r.assert_problem(StatusCode::FORBIDDEN, "insufficient-scope");
-    assert_eq!(app.call(Method::GET, "/v1/balances/daily/2026-11-23", Some(&reader), None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.call(Method::GET, "/v1/balances/daily/2026-11-23", Some(&reader), None).await.status,
+        StatusCode::OK
+    );
 }
 
 async fn token_request(app: &TestApp, basic: Option<(&str, &str)>, form: &str) -> crate::helpers::TestResponse {
@@ -137,7 +141,12 @@ async fn a_client_gets_a_token_with_its_credentials_and_uses_it() {
     let token = basic.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(entry_with(&app, Some(&token)).await.status, StatusCode::CREATED);
 
-    let form = token_request(&app, None, &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&scope=reports:read")).await;
+    let form = token_request(
+        &app,
+        None,
+        &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}&scope=reports:read"),
+    )
+    .await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text);
     assert_eq!(form.json()["scope"], "reports:read");
     let narrow = form.json()["access_token"].as_str().unwrap().to_owned();
@@ -156,7 +165,8 @@ async fn a_user_gets_a_token_with_the_password_grant() {
     let app = TestApp::spawn().await;
     let password = secrecy::SecretString::from("correct horse battery staple".to_owned());
     app.app.stores.identity.create_user("maria", &password, app.merchant, Scopes::all()).await.unwrap();
-    let ok = token_request(&app, None, "grant_type=password&username=maria&password=correct+horse+battery+staple").await;
+    let ok =
+        token_request(&app, None, "grant_type=password&username=maria&password=correct+horse+battery+staple").await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     let token = ok.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(entry_with(&app, Some(&token)).await.status, StatusCode::CREATED);

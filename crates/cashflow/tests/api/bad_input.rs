@@ -28,11 +28,17 @@ async fn assert_nothing_written(app: &TestApp) {
 async fn malformed_bodies_are_rejected() {
     let app = TestApp::spawn().await;
     let t = app.token.clone();
-    app.send(raw_post(&t, "application/json", "{\"type\": \"credit\",")).await.assert_problem(StatusCode::BAD_REQUEST, "malformed-json");
-    app.send(raw_post(&t, "text/plain", "hello")).await.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    app.send(raw_post(&t, "application/json", "{\"type\": \"credit\","))
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "malformed-json");
+    app.send(raw_post(&t, "text/plain", "hello"))
+        .await
+        .assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
     app.send(raw_post(&t, "application/json", "[]")).await.assert_problem(StatusCode::BAD_REQUEST, "invalid-body");
     let huge = json!({"type": "credit", "amount": "1.00", "description": "x".repeat(20_000)}).to_string();
-    app.send(raw_post(&t, "application/json", huge)).await.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
+    app.send(raw_post(&t, "application/json", huge))
+        .await
+        .assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large");
     assert_nothing_written(&app).await;
 }
 
@@ -79,7 +85,11 @@ async fn invalid_fields_are_rejected_with_their_name() {
 #[tokio::test]
 async fn a_bad_idempotency_key_is_rejected() {
     let app = TestApp::spawn().await;
-    let mut request = raw_post(&app.token, "application/json", json!({"type": "credit", "amount": "1.00", "description": "x"}).to_string());
+    let mut request = raw_post(
+        &app.token,
+        "application/json",
+        json!({"type": "credit", "amount": "1.00", "description": "x"}).to_string(),
+    );
     request.headers_mut().insert("idempotency-key", header::HeaderValue::from_str(&"k".repeat(300)).unwrap());
     app.send(request).await.assert_problem(StatusCode::BAD_REQUEST, "invalid-idempotency-key");
     assert_nothing_written(&app).await;

@@ -2,9 +2,11 @@
 //! directory per test, with the relay and the consumer driven by the test so it can decide
 //! when consolidation is "down".
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
+
 mod auth;
-mod balances;
 mod bad_input;
+mod balances;
 mod entries;
 mod helpers;
 mod ops;

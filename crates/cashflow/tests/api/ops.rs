@@ -22,7 +22,13 @@ async fn the_openapi_document_describes_the_v1_api() {
     let app = TestApp::spawn().await;
     let doc = app.get("/openapi.json").await.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/entries", "/v1/entries/{id}", "/v1/entries/{id}/reversal", "/v1/balances/daily/{date}", "/v1/balances/daily"] {
+    for path in [
+        "/v1/entries",
+        "/v1/entries/{id}",
+        "/v1/entries/{id}/reversal",
+        "/v1/balances/daily/{date}",
+        "/v1/balances/daily",
+    ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
     assert!(doc["components"]["schemas"]["CreateEntryRequest"].is_object());
