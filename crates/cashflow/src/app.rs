@@ -1,8 +1,7 @@
-//! Composition: opens the stores and wires the ledger, the consolidation, the relay, the
-//! consumer and the token issuer into one application. The same pieces will be wired into
-//! separate processes (ledger, relay, consolidator) by the split deployment.
+//! Composition: wires the ledger, the consolidation, the relay, the consumer and the token
+//! issuer over the configured backends. `serve` runs them all in one process; the split
+//! deployment runs the same parts in separate processes ([`crate::processes`]).
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,106 +11,85 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
-use cashflow_auth::{IdentityStore, JwtVerifier, SqliteIdentityStore, TokenVerifier};
-use cashflow_consolidation::{
-    ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, MemoryCache, ReportCache,
-    SqliteConsolidationStore,
-};
-use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig};
-use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig, SqliteLedgerStore};
+use cashflow_auth::{IdentityStore, JwtVerifier, TokenVerifier};
+use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, ReportCache};
+use cashflow_events::EventSource;
+use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
 
-use crate::ops;
+use crate::backends::{BackendArgs, Queue};
+use crate::ops::{self, Readiness};
 
-/// The embedded stores under one data directory.
-#[derive(Clone)]
-pub struct Stores {
-    pub ledger: Arc<SqliteLedgerStore>,
-    pub consolidation: Arc<SqliteConsolidationStore>,
-    pub queue: Arc<EmbeddedQueue>,
-    pub identity: Arc<SqliteIdentityStore>,
-}
-
-fn sqlite_url(dir: &Path, file: &str) -> String {
-    format!("sqlite://{}", dir.join(file).display())
-}
-
-impl Stores {
-    /// Opens (creating and migrating as needed) every embedded store in `data_dir`.
-    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-        let ledger =
-            SqliteLedgerStore::open(&sqlite_url(data_dir, "ledger.db")).await.context("opening the ledger store")?;
-        let consolidation = SqliteConsolidationStore::open(&sqlite_url(data_dir, "consolidation.db"))
-            .await
-            .context("opening the consolidation store")?;
-        let queue = EmbeddedQueue::open(&sqlite_url(data_dir, "queue.db"), EmbeddedQueueConfig::default())
-            .await
-            .context("opening the embedded queue")?;
-        let identity = SqliteIdentityStore::open(&sqlite_url(data_dir, "identity.db"))
-            .await
-            .context("opening the identity store")?;
-        Ok(Self {
-            ledger: Arc::new(ledger),
-            consolidation: Arc::new(consolidation),
-            queue: Arc::new(queue),
-            identity: Arc::new(identity),
-        })
-    }
-}
-
-/// Settings of the all-in-one application.
+/// Settings of the application.
 #[derive(Debug, Clone)]
 pub struct AppConfig {
-    pub data_dir: PathBuf,
+    pub backends: BackendArgs,
     /// The tokens' `iss`, and the base of the URLs in the OpenID configuration.
     pub public_url: String,
     pub audience: String,
     pub token_ttl: Duration,
 }
 
+/// The built-in issuer and the verifier that trusts it.
+pub async fn auth(
+    config: &AppConfig,
+    identity: Arc<dyn IdentityStore>,
+) -> anyhow::Result<(Arc<Issuer>, Arc<dyn TokenVerifier>)> {
+    let key = identity.signing_key().await.context("loading the token signing key")?;
+    let issuer = Arc::new(Issuer::new(
+        IssuerConfig {
+            issuer: config.public_url.trim_end_matches('/').to_owned(),
+            audience: config.audience.clone(),
+            token_ttl: config.token_ttl,
+        },
+        key,
+        identity,
+    ));
+    let verifier: Arc<dyn TokenVerifier> =
+        Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?);
+    Ok((issuer, verifier))
+}
+
 /// The all-in-one application: every service behind one router, plus the background workers.
 pub struct Application {
-    pub stores: Stores,
+    pub ledger_store: Arc<dyn LedgerStore>,
+    pub consolidation_store: Arc<dyn ConsolidationStore>,
+    pub identity: Arc<dyn IdentityStore>,
+    pub queue: Queue,
+    pub cache: Arc<dyn ReportCache>,
     pub ledger: Arc<Ledger>,
     pub issuer: Arc<Issuer>,
     pub verifier: Arc<dyn TokenVerifier>,
-    pub cache: Arc<dyn ReportCache>,
     router: Router,
 }
 
 impl Application {
-    /// Opens the stores and wires everything.
+    /// Opens the backends and wires everything.
     pub async fn build(config: &AppConfig) -> anyhow::Result<Self> {
-        let stores = Stores::open(&config.data_dir).await?;
-        let identity: Arc<dyn IdentityStore> = stores.identity.clone();
-        let key = identity.signing_key().await.context("loading the token signing key")?;
-        let issuer = Arc::new(Issuer::new(
-            IssuerConfig {
-                issuer: config.public_url.trim_end_matches('/').to_owned(),
-                audience: config.audience.clone(),
-                token_ttl: config.token_ttl,
-            },
-            key,
-            identity,
-        ));
-        let verifier: Arc<dyn TokenVerifier> =
-            Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?);
-        let ledger_store: Arc<dyn LedgerStore> = stores.ledger.clone();
-        let ledger = Arc::new(Ledger::new(ledger_store));
-        let cache: Arc<dyn ReportCache> = Arc::new(MemoryCache::default());
-        let consolidation_store: Arc<dyn ConsolidationStore> = stores.consolidation.clone();
+        let b = &config.backends;
+        crate::telemetry::metrics();
+        let ledger_store = b.ledger().await?;
+        let consolidation_store = b.consolidation().await?;
+        let identity = b.identity().await?;
+        let queue = b.queue().await?;
+        let cache = b.cache().await?;
+        let (issuer, verifier) = auth(config, identity.clone()).await?;
+        let ledger = Arc::new(Ledger::new(ledger_store.clone()));
 
+        let readiness = Readiness::default()
+            .ledger(ledger_store.clone())
+            .consolidation(consolidation_store.clone())
+            .queue(queue.source.clone())
+            .identity(identity.clone());
         let api = cashflow_ledger::router(LedgerState { ledger: ledger.clone(), verifier: verifier.clone() })
             .merge(cashflow_consolidation::router(ConsolidationState {
-                store: consolidation_store,
+                store: consolidation_store.clone(),
                 cache: cache.clone(),
                 verifier: verifier.clone(),
             }))
             .merge(cashflow_auth::issuer::router(issuer.clone()))
-            .merge(ops::router(ops::Readiness::from_stores(&stores)));
+            .merge(ops::router(readiness));
         let router = cashflow_http::layers::common(api);
-        Ok(Self { stores, ledger, issuer, verifier, cache, router })
+        Ok(Self { ledger_store, consolidation_store, identity, queue, cache, ledger, issuer, verifier, router })
     }
 
     /// The HTTP API.
@@ -119,39 +97,105 @@ impl Application {
         self.router.clone()
     }
 
-    /// A relay from the ledger's outbox to the embedded queue.
+    /// A relay from the ledger's outbox to the queue.
     pub fn relay(&self) -> Relay {
         Relay::new(
-            self.stores.ledger.clone(),
-            self.stores.queue.clone(),
+            self.ledger_store.clone(),
+            self.queue.publisher.clone(),
             self.ledger.outbox_signal(),
             RelayConfig::default(),
         )
     }
 
-    /// A consumer from the embedded queue into the consolidation store.
+    /// A consumer from the queue into the consolidation store.
     pub fn consumer(&self) -> Consumer {
         Consumer::new(
-            self.stores.consolidation.clone(),
-            self.stores.queue.clone(),
+            self.consolidation_store.clone(),
+            self.queue.source.clone(),
             self.cache.clone(),
             ConsumerConfig::default(),
         )
     }
 
-    /// Serves HTTP on `listener` and runs the relay and the consumer until `shutdown` turns
-    /// true; in-flight requests finish, then the workers stop.
+    /// Serves HTTP on `listener` and runs the relay, the consumer and the metrics sampler
+    /// until `shutdown` turns true; in-flight requests finish, then the workers stop.
     pub async fn run(self, listener: TcpListener, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let relay = tokio::spawn(self.relay().run(shutdown.clone()));
-        let consumer = tokio::spawn(self.consumer().run(shutdown.clone()));
-        let mut http_shutdown = shutdown.clone();
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("serving HTTP")?;
-        let _ = tokio::join!(relay, consumer);
+        let workers = vec![
+            tokio::spawn(self.relay().run(shutdown.clone())),
+            tokio::spawn(self.consumer().run(shutdown.clone())),
+            tokio::spawn(
+                Gauges {
+                    ledger: Some(self.ledger_store.clone()),
+                    consolidation: Some(self.consolidation_store.clone()),
+                    queue: Some(self.queue.source.clone()),
+                }
+                .run(shutdown.clone()),
+            ),
+        ];
+        serve_http(listener, self.router, shutdown).await?;
+        for worker in workers {
+            let _ = worker.await;
+        }
         Ok(())
+    }
+}
+
+/// Serves `router` until `shutdown` turns true, letting in-flight requests finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("serving HTTP")
+}
+
+/// Samples the gauges that no request updates: outbox backlog and age, queue depth, pool usage.
+pub struct Gauges {
+    pub ledger: Option<Arc<dyn LedgerStore>>,
+    pub consolidation: Option<Arc<dyn ConsolidationStore>>,
+    pub queue: Option<Arc<dyn EventSource>>,
+}
+
+impl Gauges {
+    /// Every second until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.sample().await;
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn sample(&self) {
+        let mut pools = Vec::new();
+        if let Some(ledger) = &self.ledger {
+            if let Ok(backlog) = ledger.outbox_backlog().await {
+                metrics::gauge!("cashflow_outbox_backlog").set(backlog.count as f64);
+                let age =
+                    backlog.oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+                metrics::gauge!("cashflow_outbox_oldest_age_seconds").set(age);
+            }
+            pools.extend(ledger.pool_usage());
+        }
+        if let Some(consolidation) = &self.consolidation {
+            pools.extend(consolidation.pool_usage());
+        }
+        for (pool, open, idle) in pools {
+            metrics::gauge!("cashflow_db_pool_connections", "pool" => pool, "state" => "idle").set(f64::from(idle));
+            metrics::gauge!("cashflow_db_pool_connections", "pool" => pool, "state" => "in_use")
+                .set(f64::from(open.saturating_sub(idle)));
+        }
+        if let Some(queue) = &self.queue {
+            if let Ok(Some(depth)) = queue.depth().await {
+                metrics::gauge!("cashflow_queue_depth").set(depth as f64);
+            }
+        }
     }
 }

@@ -1,11 +1,10 @@
 //! The command line. Every option also reads an environment variable, so the same binary is
 //! configured by flags on a laptop and by the environment in a container or on Lambda.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
 
+use crate::backends::BackendArgs;
 use crate::telemetry::LogFormat;
 
 /// cashflow: a merchant's ledger and daily consolidated balance.
@@ -20,12 +19,22 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where the embedded stores live.
+/// How tokens are issued and checked.
 #[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// Directory of the embedded databases (ledger, consolidation, queue, identity).
-    #[arg(long, env = "CASHFLOW_DATA_DIR", default_value = "./cashflow-data")]
-    pub data_dir: PathBuf,
+pub struct AuthArgs {
+    /// Public base URL of the API (the front door clients call): the `iss` of the tokens the
+    /// built-in issuer mints and requires. `serve` defaults to `http://<listen>`; the split
+    /// processes default to the local front, `http://127.0.0.1:8080`.
+    #[arg(long, env = "CASHFLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// The `aud` tokens are issued for and must carry.
+    #[arg(long, env = "CASHFLOW_AUDIENCE", default_value = "cashflow")]
+    pub audience: String,
+
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
+    pub token_ttl_secs: u64,
 }
 
 /// The commands.
@@ -33,8 +42,14 @@ pub struct StoreArgs {
 pub enum Command {
     /// Serve everything in one process: ledger, consolidation, relay, consumer, token issuer.
     Serve(ServeArgs),
+    /// Split deployment: the ledger API and the token issuer (and the relay, unless --no-relay).
+    Ledger(LedgerArgs),
+    /// Split deployment: the outbox relay alone.
+    Relay(RelayArgs),
+    /// Split deployment: the queue consumer and the reports API.
+    Consolidator(ConsolidatorArgs),
     /// Create or upgrade the database schemas, then exit.
-    Migrate(StoreArgs),
+    Migrate(BackendArgs),
     /// Manage merchants.
     #[command(subcommand)]
     Merchant(MerchantCommand),
@@ -54,24 +69,57 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub backends: BackendArgs,
 
-    /// Public base URL of this server: the `iss` of the tokens it issues. Default:
-    /// `http://<listen>`.
-    #[arg(long, env = "CASHFLOW_PUBLIC_URL")]
-    pub public_url: Option<String>,
-
-    /// The `aud` tokens are issued for and must carry.
-    #[arg(long, env = "CASHFLOW_AUDIENCE", default_value = "cashflow")]
-    pub audience: String,
-
-    /// Lifetime of issued access tokens, in seconds.
-    #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
-    pub token_ttl_secs: u64,
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// Do not create the demo merchant and client on first start.
     #[arg(long, env = "CASHFLOW_NO_DEMO")]
     pub no_demo: bool,
+}
+
+/// Options of `ledger`.
+#[derive(Debug, Clone, Args)]
+pub struct LedgerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub backends: BackendArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Do not run the outbox relay in this process (run `cashflow relay` instead).
+    #[arg(long, env = "CASHFLOW_NO_RELAY")]
+    pub no_relay: bool,
+}
+
+/// Options of `relay`.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Address of the health and metrics endpoints.
+    #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8083")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub backends: BackendArgs,
+}
+
+/// Options of `consolidator`.
+#[derive(Debug, Clone, Args)]
+pub struct ConsolidatorArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8082")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub backends: BackendArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// `merchant …`
@@ -92,7 +140,7 @@ pub enum MerchantCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        store: StoreArgs,
+        store: BackendArgs,
     },
 }
 
@@ -114,7 +162,7 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        store: StoreArgs,
+        store: BackendArgs,
     },
 }
 
@@ -139,6 +187,6 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        store: StoreArgs,
+        store: BackendArgs,
     },
 }

@@ -1,6 +1,5 @@
 //! What each subcommand does.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,20 +8,28 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use cashflow_auth::{IdentityStore, Scopes};
+use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
-use cashflow_ledger::{Ledger, LedgerStore};
+use cashflow_ledger::Ledger;
 
-use crate::app::{AppConfig, Application, Stores};
-use crate::cli::{ClientCommand, Command, MerchantCommand, ServeArgs, StoreArgs, UserCommand};
+use crate::app::{AppConfig, Application};
+use crate::backends::BackendArgs;
+use crate::cli::{AuthArgs, ClientCommand, Command, MerchantCommand, ServeArgs, UserCommand};
+use crate::processes;
 
 /// Runs one command to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args).await,
-        Command::Migrate(store) => {
-            Stores::open(&store.data_dir).await?;
-            println!("schemas are up to date in {}", store.data_dir.display());
+        Command::Ledger(args) => processes::ledger(args).await,
+        Command::Relay(args) => processes::relay(args).await,
+        Command::Consolidator(args) => processes::consolidator(args).await,
+        Command::Migrate(backends) => {
+            backends.ledger().await?;
+            backends.consolidation().await?;
+            backends.identity().await?;
+            backends.queue().await?;
+            println!("schemas are up to date");
             Ok(())
         }
         Command::Merchant(MerchantCommand::Create { name, currency, timezone, json, store }) => {
@@ -40,9 +47,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Client(ClientCommand::Create { merchant, scopes, name, json, store }) => {
             let scopes = Scopes::parse_list(&scopes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let stores = Stores::open(&store.data_dir).await?;
-            let merchant = existing_merchant(&stores, &merchant).await?;
-            let client = stores.identity.create_client(merchant, scopes, name.as_deref()).await?;
+            let merchant = existing_merchant(&store, &merchant).await?;
+            let client = store.identity().await?.create_client(merchant, scopes, name.as_deref()).await?;
             if json {
                 println!(
                     "{}",
@@ -56,9 +62,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Create { merchant, username, password, scopes, json, store }) => {
             let scopes = Scopes::parse_list(&scopes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let stores = Stores::open(&store.data_dir).await?;
-            let merchant = existing_merchant(&stores, &merchant).await?;
-            stores.identity.create_user(&username, &SecretString::from(password), merchant, scopes).await?;
+            let merchant = existing_merchant(&store, &merchant).await?;
+            store.identity().await?.create_user(&username, &SecretString::from(password), merchant, scopes).await?;
             if json {
                 println!("{}", json!({ "username": username, "merchant_id": merchant.to_string() }));
             } else {
@@ -69,15 +74,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn ledger(store: &StoreArgs) -> anyhow::Result<Ledger> {
-    let stores = Stores::open(&store.data_dir).await?;
-    let ledger_store: Arc<dyn LedgerStore> = stores.ledger;
-    Ok(Ledger::new(ledger_store))
+async fn ledger(backends: &BackendArgs) -> anyhow::Result<Ledger> {
+    Ok(Ledger::new(backends.ledger().await?))
 }
 
-async fn existing_merchant(stores: &Stores, id: &str) -> anyhow::Result<MerchantId> {
+async fn existing_merchant(backends: &BackendArgs, id: &str) -> anyhow::Result<MerchantId> {
     let id = MerchantId::parse(id)?;
-    if stores.ledger.merchant(id).await?.is_none() {
+    if backends.ledger().await?.merchant(id).await?.is_none() {
         bail!("merchant {id} does not exist (create it with `cashflow merchant create`)");
     }
     Ok(id)
@@ -86,25 +89,35 @@ async fn existing_merchant(stores: &Stores, id: &str) -> anyhow::Result<Merchant
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
-    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
-    let config = AppConfig {
-        data_dir: args.store.data_dir.clone(),
-        public_url: public_url.clone(),
-        audience: args.audience.clone(),
-        token_ttl: Duration::from_secs(args.token_ttl_secs),
-    };
+    let config = app_config(&args.auth, &args.backends, format!("http://{local}"));
+    let public_url = config.public_url.clone();
     let app = Application::build(&config).await?;
-    if !args.no_demo && app.stores.ledger.merchant_count().await? == 0 {
+    if !args.no_demo && app.ledger_store.merchant_count().await? == 0 {
         create_demo(&app, &public_url).await?;
     }
-    tracing::info!(listen = %local, data_dir = %args.store.data_dir.display(), "cashflow serving");
+    tracing::info!(listen = %local, "cashflow serving");
+    app.run(listener, shutdown_on_signal()).await
+}
+
+/// The application settings from the command line; `default_public_url` when none is given.
+pub fn app_config(auth: &AuthArgs, backends: &BackendArgs, default_public_url: String) -> AppConfig {
+    AppConfig {
+        backends: backends.clone(),
+        public_url: auth.public_url.clone().unwrap_or(default_public_url),
+        audience: auth.audience.clone(),
+        token_ttl: Duration::from_secs(auth.token_ttl_secs),
+    }
+}
+
+/// A shutdown flag that turns true on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    app.run(listener, shutdown).await
+    shutdown
 }
 
 async fn wait_for_signal() {
@@ -140,7 +153,7 @@ async fn create_demo(app: &Application, base: &str) -> anyhow::Result<()> {
             MerchantTimeZone::DEFAULT,
         )
         .await?;
-    let client = app.stores.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
+    let client = app.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
     let id = &client.client_id;
     let secret = client.client_secret.expose_secret();
     println!(

@@ -5,14 +5,18 @@
 //!
 //! # Layout
 //! - [`cli`]: the command line (clap), every flag with its environment variable.
-//! - [`app`]: opens the stores and composes the services into one [`app::Application`].
+//! - [`backends`]: the stores, queue and cache, chosen by URL.
+//! - [`app`]: composes the services into one [`app::Application`] (`serve`).
+//! - [`processes`]: the split deployment (`ledger`, `relay`, `consolidator`).
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
 //! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
 //!   first-start demo.
 //! - [`telemetry`]: logs and their format.
 
 pub mod app;
+pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod ops;
+pub mod processes;
 pub mod telemetry;

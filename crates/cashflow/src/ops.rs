@@ -1,11 +1,14 @@
-//! System routes: liveness, readiness and the OpenAPI document. Unauthenticated on purpose:
-//! load balancers and orchestrators call them; they reveal nothing about merchants.
+//! System routes: liveness, readiness, metrics and the OpenAPI document. Unauthenticated on
+//! purpose: load balancers, orchestrators and Prometheus call them; they reveal nothing about
+//! merchants.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,50 +16,92 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use crate::app::Stores;
+use cashflow_auth::IdentityStore;
+use cashflow_consolidation::ConsolidationStore;
+use cashflow_events::EventSource;
+use cashflow_ledger::LedgerStore;
 
-/// The dependencies readiness checks.
-#[derive(Clone)]
+type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+type Probe = Arc<dyn Fn() -> ProbeFuture + Send + Sync>;
+
+/// The dependencies a process checks before it says it is ready.
+#[derive(Clone, Default)]
 pub struct Readiness {
-    stores: Stores,
+    probes: Vec<(&'static str, Probe)>,
 }
 
 impl Readiness {
-    /// Checks every embedded store.
-    pub fn from_stores(stores: &Stores) -> Self {
-        Self { stores: stores.clone() }
+    fn probe<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.probes.push((name, Arc::new(move || Box::pin(f()) as ProbeFuture)));
+        self
+    }
+
+    /// Checks the ledger database.
+    pub fn ledger(self, store: Arc<dyn LedgerStore>) -> Self {
+        self.probe("ledger_db", move || {
+            let s = store.clone();
+            async move { s.ping().await.map_err(|e| e.to_string()) }
+        })
+    }
+
+    /// Checks the consolidation database.
+    pub fn consolidation(self, store: Arc<dyn ConsolidationStore>) -> Self {
+        self.probe("consolidation_db", move || {
+            let s = store.clone();
+            async move { s.ping().await.map_err(|e| e.to_string()) }
+        })
+    }
+
+    /// Checks the queue.
+    pub fn queue(self, source: Arc<dyn EventSource>) -> Self {
+        self.probe("queue", move || {
+            let s = source.clone();
+            async move { s.depth().await.map(|_| ()).map_err(|e| e.to_string()) }
+        })
+    }
+
+    /// Checks the identity database.
+    pub fn identity(self, store: Arc<dyn IdentityStore>) -> Self {
+        self.probe("identity_db", move || {
+            let s = store.clone();
+            async move { s.ping().await.map_err(|e| e.to_string()) }
+        })
     }
 
     async fn check(&self) -> Vec<(&'static str, bool)> {
-        let t = Duration::from_secs(2);
-        let ok = |r: Result<Result<(), String>, tokio::time::error::Elapsed>| matches!(r, Ok(Ok(())));
-        let ledger = tokio::time::timeout(t, async { self.stores.ledger_ping().await });
-        let consolidation = tokio::time::timeout(t, async { self.stores.consolidation_ping().await });
-        let queue = tokio::time::timeout(t, async { self.stores.queue.ping().await.map_err(|e| e.to_string()) });
-        let identity = tokio::time::timeout(t, async { self.stores.identity_ping().await });
-        let (l, c, q, i) = tokio::join!(ledger, consolidation, queue, identity);
-        vec![("ledger_db", ok(l)), ("consolidation_db", ok(c)), ("queue", ok(q)), ("identity_db", ok(i))]
+        let runs = self.probes.iter().map(|(name, probe)| {
+            let (name, probe) = (*name, probe.clone());
+            async move { (name, matches!(tokio::time::timeout(Duration::from_secs(2), probe()).await, Ok(Ok(())))) }
+        });
+        futures_join_all(runs).await
     }
 }
 
-impl Stores {
-    async fn ledger_ping(&self) -> Result<(), String> {
-        cashflow_ledger::LedgerStore::ping(self.ledger.as_ref()).await.map_err(|e| e.to_string())
+/// Runs the probes concurrently (a handful of futures; no need for a combinator crate).
+async fn futures_join_all<F: Future<Output = (&'static str, bool)> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<(&'static str, bool)> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(r) = h.await {
+            out.push(r);
+        }
     }
-    async fn consolidation_ping(&self) -> Result<(), String> {
-        cashflow_consolidation::ConsolidationStore::ping(self.consolidation.as_ref()).await.map_err(|e| e.to_string())
-    }
-    async fn identity_ping(&self) -> Result<(), String> {
-        cashflow_auth::IdentityStore::ping(self.identity.as_ref()).await.map_err(|e| e.to_string())
-    }
+    out
 }
 
-/// `/health/live`, `/health/ready`, `/openapi.json`.
+/// `/health/live`, `/health/ready`, `/metrics`, `/openapi.json`.
 pub fn router(readiness: Readiness) -> Router {
     let doc = Arc::new(openapi());
     Router::new()
         .route("/health/live", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/health/ready", get(ready).with_state(readiness))
+        .route("/metrics", get(metrics))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
 }
 
@@ -67,6 +112,15 @@ async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
         checks.into_iter().map(|(name, up)| (name.to_owned(), json!(if up { "up" } else { "down" }))).collect();
     let status = if all_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "status": if all_up { "ready" } else { "unavailable" }, "checks": details })))
+}
+
+async fn metrics() -> impl IntoResponse {
+    match crate::telemetry::metrics() {
+        Some(handle) => {
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+        }
+        None => cashflow_http::Problem::unavailable("no metrics recorder is installed in this process").into_response(),
+    }
 }
 
 /// The OpenAPI document of the whole `/v1` API, generated from the handlers' annotations.

@@ -185,8 +185,14 @@ async fn daily(
     let date = parse_date("date", &date)?;
     let merchant = principal.merchant_id;
     let generation = match state.cache.get(merchant, date).await {
-        Lookup::Hit(report) => return Ok(Json(report)),
-        Lookup::Miss(generation) => generation,
+        Lookup::Hit(report) => {
+            metrics::counter!("cashflow_report_cache_hits_total").increment(1);
+            return Ok(Json(report));
+        }
+        Lookup::Miss(generation) => {
+            metrics::counter!("cashflow_report_cache_misses_total").increment(1);
+            generation
+        }
     };
     let books = books(&state, merchant).await?;
     let (opening, days) = state.store.days(merchant, date, date).await?;

@@ -17,6 +17,21 @@ use cashflow_events::{Event, EventSource};
 use crate::cache::ReportCache;
 use crate::store::ConsolidationStore;
 
+/// Counters of what a batch did, and the consolidation lag: from the ledger's commit of an
+/// event to its effect being committed here (what "how stale is the report" means).
+fn record_applied(events: &[Event], summary: &crate::store::ApplySummary) {
+    metrics::counter!("cashflow_events_applied_total").increment(summary.applied.len() as u64);
+    metrics::counter!("cashflow_events_duplicate_total").increment(summary.duplicates.len() as u64);
+    metrics::counter!("cashflow_events_rejected_total").increment(summary.rejected.len() as u64);
+    let now = chrono::Utc::now();
+    let applied: std::collections::HashSet<_> = summary.applied.iter().collect();
+    let lag = metrics::histogram!("cashflow_consolidation_lag_seconds");
+    for event in events.iter().filter(|e| applied.contains(&e.event_id)) {
+        let seconds = (now - event.occurred_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
+        lag.record(seconds.max(0.0));
+    }
+}
+
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -68,12 +83,14 @@ impl Consumer {
                     receipts.push(Some(delivery.receipt.clone()));
                 }
                 Err(e) => {
+                    metrics::counter!("cashflow_events_poison_total").increment(1);
                     tracing::warn!(error = %e, receive_count = delivery.receive_count, "poison message left for the dead-letter queue");
                     receipts.push(None);
                 }
             }
         }
         let summary = self.store.apply(&events).await?;
+        record_applied(&events, &summary);
         for (merchant, from) in &summary.changed_from {
             self.cache.invalidate(*merchant, *from).await;
         }
@@ -123,6 +140,7 @@ impl Consumer {
             match result {
                 Ok(_) => backoff = Duration::from_millis(50),
                 Err(e) => {
+                    metrics::counter!("cashflow_consolidation_failures_total").increment(1);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consolidation failed; retrying");
                     tokio::select! {
                         _ = shutdown.changed() => return,

@@ -215,4 +215,12 @@ impl ConsolidationStore for SqliteConsolidationStore {
         sqlx::query("SELECT 1").execute(&self.reader).await.map_err(unavailable)?;
         Ok(())
     }
+
+    fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
+        let idle = |p: &SqlitePool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
+        vec![
+            (concat!("consolidation", "_writer"), self.writer.size(), idle(&self.writer)),
+            (concat!("consolidation", "_reader"), self.reader.size(), idle(&self.reader)),
+        ]
+    }
 }

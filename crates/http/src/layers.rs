@@ -1,11 +1,13 @@
 //! Middleware every service shares: a request id on every request and response (and inside
 //! every problem body), a panic turned into a 500 problem instead of a dropped connection, a
-//! tracing span per request, a body-size limit, and problem bodies for unknown routes.
+//! tracing span per request, request count and latency metrics per route and status, a
+//! body-size limit, and problem bodies for unknown routes.
 
 use std::any::Any;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +36,7 @@ pub fn common(router: Router) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id_in_problems))
+        .layer(middleware::from_fn(record_metrics))
         .layer(CatchPanicLayer::custom(panic_problem))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let matched =
@@ -43,6 +46,19 @@ pub fn common(router: Router) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// `cashflow_http_requests_total` and `cashflow_http_request_duration_seconds`, labelled by
+/// method, route template (never the raw path: ids would explode the label set) and status.
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(req).await;
+    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
+    metrics::counter!("cashflow_http_requests_total", &labels).increment(1);
+    metrics::histogram!("cashflow_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    response
 }
 
 fn panic_problem(_err: Box<dyn Any + Send + 'static>) -> Response {

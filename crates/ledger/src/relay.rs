@@ -65,6 +65,7 @@ impl Relay {
         self.publisher.publish(&messages).await?;
         let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();
         self.store.delete_outbox(&seqs).await?;
+        metrics::counter!("cashflow_events_published_total").increment(batch.len() as u64);
         Ok(batch.len())
     }
 
@@ -93,6 +94,7 @@ impl Relay {
                     None
                 }
                 Err(e) => {
+                    metrics::counter!("cashflow_relay_failures_total").increment(1);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; retrying");
                     let pause = backoff;
                     backoff = (backoff * 2).min(self.config.max_backoff);

@@ -273,4 +273,12 @@ impl LedgerStore for SqliteLedgerStore {
         sqlx::query("SELECT 1").execute(&self.reader).await.map_err(unavailable)?;
         Ok(())
     }
+
+    fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
+        let idle = |p: &SqlitePool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
+        vec![
+            (concat!("ledger", "_writer"), self.writer.size(), idle(&self.writer)),
+            (concat!("ledger", "_reader"), self.reader.size(), idle(&self.reader)),
+        ]
+    }
 }

@@ -106,4 +106,9 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// Readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Connection pools for metrics: (pool name, open connections, idle connections).
+    fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
+        Vec::new()
+    }
 }

@@ -9,7 +9,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use cashflow_auth::{IdentityStore, Scope, Scopes, SigningKey};
+use cashflow_auth::{Scope, Scopes, SigningKey};
 
 use crate::helpers::{TestApp, ISSUER};
 
@@ -32,7 +32,7 @@ fn sign(key: &SigningKey, claims: &Value) -> String {
 }
 
 async fn real_key(app: &TestApp) -> SigningKey {
-    app.app.stores.identity.signing_key().await.unwrap()
+    app.app.identity.signing_key().await.unwrap()
 }
 
 async fn entry_with(app: &TestApp, token: Option<&str>) -> crate::helpers::TestResponse {
@@ -131,7 +131,7 @@ async fn token_request(app: &TestApp, basic: Option<(&str, &str)>, form: &str) -
 #[tokio::test]
 async fn a_client_gets_a_token_with_its_credentials_and_uses_it() {
     let app = TestApp::spawn().await;
-    let client = app.app.stores.identity.create_client(app.merchant, Scopes::all(), Some("pos")).await.unwrap();
+    let client = app.app.identity.create_client(app.merchant, Scopes::all(), Some("pos")).await.unwrap();
     let id = client.client_id.clone();
     let secret = secrecy::ExposeSecret::expose_secret(&client.client_secret).to_owned();
 
@@ -164,7 +164,7 @@ async fn a_client_gets_a_token_with_its_credentials_and_uses_it() {
 async fn a_user_gets_a_token_with_the_password_grant() {
     let app = TestApp::spawn().await;
     let password = secrecy::SecretString::from("correct horse battery staple".to_owned());
-    app.app.stores.identity.create_user("maria", &password, app.merchant, Scopes::all()).await.unwrap();
+    app.app.identity.create_user("maria", &password, app.merchant, Scopes::all()).await.unwrap();
     let ok =
         token_request(&app, None, "grant_type=password&username=maria&password=correct+horse+battery+staple").await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);

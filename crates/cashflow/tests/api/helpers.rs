@@ -9,6 +9,7 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use cashflow::app::{AppConfig, Application};
+use cashflow::backends::BackendArgs;
 use cashflow_auth::{Scope, Scopes};
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 
@@ -57,7 +58,7 @@ impl TestApp {
     pub async fn spawn() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = AppConfig {
-            data_dir: dir.path().to_path_buf(),
+            backends: BackendArgs::embedded(dir.path()),
             public_url: ISSUER.into(),
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),

@@ -44,3 +44,27 @@ async fn unknown_routes_and_methods_are_problems() {
         .await
         .assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_per_route_and_track_consolidation() {
+    let app = TestApp::spawn().await;
+    app.record("credit", "5.00", "2026-11-20T10:00:00-03:00").await;
+    app.consolidate().await;
+    app.balance("2026-11-20").await;
+    app.balance("2026-11-20").await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = r.text;
+    for needle in [
+        r#"cashflow_http_requests_total{method="POST",route="/v1/entries",status="201"}"#,
+        r#"route="/v1/balances/daily/{date}""#,
+        "cashflow_http_request_duration_seconds_bucket",
+        "cashflow_events_published_total",
+        "cashflow_events_applied_total",
+        "cashflow_consolidation_lag_seconds_bucket",
+        "cashflow_report_cache_hits_total",
+        "cashflow_report_cache_misses_total",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+}

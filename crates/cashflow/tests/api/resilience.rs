@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 
 use cashflow_domain::{Amount, BusinessDate, Currency, EntryId, EntryType};
-use cashflow_events::{EntryRecorded, Event, EventBody, EventPublisher, EventSource, OutboundMessage};
+use cashflow_events::{EntryRecorded, Event, EventBody, EventSource, OutboundMessage};
 
 use crate::helpers::TestApp;
 
@@ -67,7 +67,7 @@ fn message(e: &Event) -> OutboundMessage {
 #[tokio::test]
 async fn redelivered_and_reordered_events_are_applied_once() {
     let app = TestApp::spawn().await;
-    let queue = app.app.stores.queue.clone();
+    let queue = app.app.queue.publisher.clone();
     let events = [
         entry_event(&app, "2026-11-21", EntryType::Credit, 1_000),
         entry_event(&app, "2026-11-20", EntryType::Debit, 300),
@@ -93,13 +93,13 @@ async fn redelivered_and_reordered_events_are_applied_once() {
 #[tokio::test]
 async fn a_poison_message_is_left_behind_and_the_rest_of_its_batch_applied() {
     let app = TestApp::spawn().await;
-    let queue = app.app.stores.queue.clone();
+    let queue = app.app.queue.publisher.clone();
     let good = entry_event(&app, "2026-11-21", EntryType::Credit, 700);
     let poison = OutboundMessage { event_id: cashflow_domain::EventId::new(), body: "{\"not\":\"an event\"}".into() };
     queue.publish(&[poison, message(&good)]).await.unwrap();
     let acked = app.app.consumer().poll_once(Duration::ZERO).await.unwrap();
     assert_eq!(acked, 1);
     assert_eq!(app.balance("2026-11-21").await["total_credits"], "7.00");
-    let source: Arc<dyn EventSource> = queue;
+    let source: Arc<dyn EventSource> = app.app.queue.source.clone();
     assert_eq!(source.depth().await.unwrap(), Some(1), "the poison message waits for redelivery or the DLQ");
 }

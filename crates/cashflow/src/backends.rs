@@ -1,0 +1,156 @@
+//! Backends chosen by URL. The same services run on the embedded default (SQLite files under
+//! the data directory, the SQLite queue, the in-process cache) or on the production parts of
+//! the reference architecture (Postgres, SQS, Redis), decided by configuration only.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use cashflow_auth::{IdentityStore, SqliteIdentityStore};
+use cashflow_consolidation::{ConsolidationStore, MemoryCache, ReportCache, SqliteConsolidationStore};
+use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig, EventPublisher, EventSource};
+use cashflow_ledger::{LedgerStore, SqliteLedgerStore};
+
+/// Where each backend lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// Directory of the embedded databases (ledger, consolidation, queue, identity).
+    #[arg(long, env = "CASHFLOW_DATA_DIR", default_value = "./cashflow-data")]
+    pub data_dir: PathBuf,
+
+    /// The ledger (and identity) database: `sqlite://PATH` or `postgres://…`. Default: SQLite
+    /// files under the data directory.
+    #[arg(long, env = "CASHFLOW_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// The consolidation database, if not the same as `--database-url` (Postgres: another
+    /// schema of the same database by default).
+    #[arg(long, env = "CASHFLOW_CONSOLIDATION_DATABASE_URL", hide_env_values = true)]
+    pub consolidation_database_url: Option<String>,
+
+    /// The queue between ledger and consolidation: `embedded` (SQLite under the data directory)
+    /// or an SQS queue URL.
+    #[arg(long, env = "CASHFLOW_QUEUE_URL", default_value = "embedded")]
+    pub queue_url: String,
+
+    /// The report cache: `memory` (in-process) or `redis://…`.
+    #[arg(long, env = "CASHFLOW_CACHE_URL", default_value = "memory", hide_env_values = true)]
+    pub cache_url: String,
+}
+
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Db {
+    Sqlite,
+    Postgres,
+}
+
+fn kind(url: &str) -> anyhow::Result<Db> {
+    if url.starts_with("sqlite:") {
+        Ok(Db::Sqlite)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Db::Postgres)
+    } else {
+        bail!("unsupported database URL `{}` (expected sqlite://… or postgres://…)", cashflow_db::redact(url))
+    }
+}
+
+impl BackendArgs {
+    /// Embedded everything under `data_dir`.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            database_url: None,
+            consolidation_database_url: None,
+            queue_url: "embedded".into(),
+            cache_url: "memory".into(),
+        }
+    }
+
+    fn data_file(&self, file: &str) -> anyhow::Result<String> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating the data directory {}", self.data_dir.display()))?;
+        Ok(format!("sqlite://{}", self.data_dir.join(file).display()))
+    }
+
+    fn ledger_url(&self) -> anyhow::Result<String> {
+        match &self.database_url {
+            Some(url) => Ok(url.clone()),
+            None => self.data_file("ledger.db"),
+        }
+    }
+
+    fn consolidation_url(&self) -> anyhow::Result<String> {
+        match (&self.consolidation_database_url, &self.database_url) {
+            (Some(url), _) => Ok(url.clone()),
+            (None, Some(url)) if kind(url)? == Db::Postgres => Ok(url.clone()),
+            _ => self.data_file("consolidation.db"),
+        }
+    }
+
+    fn identity_url(&self) -> anyhow::Result<String> {
+        match &self.database_url {
+            Some(url) if kind(url)? == Db::Postgres => Ok(url.clone()),
+            _ => self.data_file("identity.db"),
+        }
+    }
+
+    /// The ledger store.
+    pub async fn ledger(&self) -> anyhow::Result<Arc<dyn LedgerStore>> {
+        let url = self.ledger_url()?;
+        Ok(match kind(&url)? {
+            Db::Sqlite => Arc::new(SqliteLedgerStore::open(&url).await.context("opening the ledger store")?),
+            Db::Postgres => bail!("postgres ledger store not wired yet"),
+        })
+    }
+
+    /// The consolidation store.
+    pub async fn consolidation(&self) -> anyhow::Result<Arc<dyn ConsolidationStore>> {
+        let url = self.consolidation_url()?;
+        Ok(match kind(&url)? {
+            Db::Sqlite => {
+                Arc::new(SqliteConsolidationStore::open(&url).await.context("opening the consolidation store")?)
+            }
+            Db::Postgres => bail!("postgres consolidation store not wired yet"),
+        })
+    }
+
+    /// The identity store of the built-in token issuer.
+    pub async fn identity(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
+        let url = self.identity_url()?;
+        Ok(match kind(&url)? {
+            Db::Sqlite => Arc::new(SqliteIdentityStore::open(&url).await.context("opening the identity store")?),
+            Db::Postgres => bail!("postgres identity store not wired yet"),
+        })
+    }
+
+    /// Both ends of the queue (one object for the embedded queue, so that a publish wakes a
+    /// waiting receive in the same process at once).
+    pub async fn queue(&self) -> anyhow::Result<Queue> {
+        if self.queue_url == "embedded" {
+            let queue = Arc::new(
+                EmbeddedQueue::open(&self.data_file("queue.db")?, EmbeddedQueueConfig::default())
+                    .await
+                    .context("opening the embedded queue")?,
+            );
+            return Ok(Queue { publisher: queue.clone(), source: queue });
+        }
+        bail!("unsupported queue URL `{}` (expected `embedded` or an SQS queue URL)", self.queue_url)
+    }
+
+    /// The report cache.
+    pub async fn cache(&self) -> anyhow::Result<Arc<dyn ReportCache>> {
+        if self.cache_url == "memory" {
+            return Ok(Arc::new(MemoryCache::default()));
+        }
+        bail!("unsupported cache URL `{}` (expected `memory` or redis://…)", cashflow_db::redact(&self.cache_url))
+    }
+}
+
+/// The two ends of the queue.
+#[derive(Clone)]
+pub struct Queue {
+    pub publisher: Arc<dyn EventPublisher>,
+    pub source: Arc<dyn EventSource>,
+}
