@@ -35,5 +35,6 @@ pub use error::AuthError;
 pub use issuer::{Issuer, IssuerConfig, SigningKey};
 pub use principal::{bearer_token, Principal};
 pub use scope::{Scope, Scopes, UnknownScope};
+pub use store::PostgresIdentityStore;
 pub use store::{ClientGrant, IdentityStore, NewClient, SqliteIdentityStore, StoreError, UserGrant};
 pub use verifier::{JwtVerifier, TokenVerifier, VerifierConfig};

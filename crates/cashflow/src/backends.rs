@@ -7,10 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-use cashflow_auth::{IdentityStore, SqliteIdentityStore};
-use cashflow_consolidation::{ConsolidationStore, MemoryCache, ReportCache, SqliteConsolidationStore};
-use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig, EventPublisher, EventSource};
-use cashflow_ledger::{LedgerStore, SqliteLedgerStore};
+use cashflow_auth::{IdentityStore, PostgresIdentityStore, SqliteIdentityStore};
+use cashflow_consolidation::{
+    ConsolidationStore, MemoryCache, PostgresConsolidationStore, RedisCache, RedisCacheConfig, ReportCache,
+    SqliteConsolidationStore,
+};
+use cashflow_db::Backend;
+use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig, EventPublisher, EventSource, SqsConfig, SqsQueue};
+use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
 
 /// Where each backend lives.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,21 +43,8 @@ pub struct BackendArgs {
     pub cache_url: String,
 }
 
-/// The kind of database a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Db {
-    Sqlite,
-    Postgres,
-}
-
-fn kind(url: &str) -> anyhow::Result<Db> {
-    if url.starts_with("sqlite:") {
-        Ok(Db::Sqlite)
-    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Ok(Db::Postgres)
-    } else {
-        bail!("unsupported database URL `{}` (expected sqlite://… or postgres://…)", cashflow_db::redact(url))
-    }
+fn kind(url: &str) -> anyhow::Result<Backend> {
+    Ok(Backend::of_url(url)?)
 }
 
 impl BackendArgs {
@@ -84,14 +75,14 @@ impl BackendArgs {
     fn consolidation_url(&self) -> anyhow::Result<String> {
         match (&self.consolidation_database_url, &self.database_url) {
             (Some(url), _) => Ok(url.clone()),
-            (None, Some(url)) if kind(url)? == Db::Postgres => Ok(url.clone()),
+            (None, Some(url)) if kind(url)? == Backend::Postgres => Ok(url.clone()),
             _ => self.data_file("consolidation.db"),
         }
     }
 
     fn identity_url(&self) -> anyhow::Result<String> {
         match &self.database_url {
-            Some(url) if kind(url)? == Db::Postgres => Ok(url.clone()),
+            Some(url) if kind(url)? == Backend::Postgres => Ok(url.clone()),
             _ => self.data_file("identity.db"),
         }
     }
@@ -100,8 +91,8 @@ impl BackendArgs {
     pub async fn ledger(&self) -> anyhow::Result<Arc<dyn LedgerStore>> {
         let url = self.ledger_url()?;
         Ok(match kind(&url)? {
-            Db::Sqlite => Arc::new(SqliteLedgerStore::open(&url).await.context("opening the ledger store")?),
-            Db::Postgres => bail!("postgres ledger store not wired yet"),
+            Backend::Sqlite => Arc::new(SqliteLedgerStore::open(&url).await.context("opening the ledger store")?),
+            Backend::Postgres => Arc::new(PostgresLedgerStore::open(&url).await.context("opening the ledger store")?),
         })
     }
 
@@ -109,10 +100,12 @@ impl BackendArgs {
     pub async fn consolidation(&self) -> anyhow::Result<Arc<dyn ConsolidationStore>> {
         let url = self.consolidation_url()?;
         Ok(match kind(&url)? {
-            Db::Sqlite => {
+            Backend::Sqlite => {
                 Arc::new(SqliteConsolidationStore::open(&url).await.context("opening the consolidation store")?)
             }
-            Db::Postgres => bail!("postgres consolidation store not wired yet"),
+            Backend::Postgres => {
+                Arc::new(PostgresConsolidationStore::open(&url).await.context("opening the consolidation store")?)
+            }
         })
     }
 
@@ -120,8 +113,10 @@ impl BackendArgs {
     pub async fn identity(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
         let url = self.identity_url()?;
         Ok(match kind(&url)? {
-            Db::Sqlite => Arc::new(SqliteIdentityStore::open(&url).await.context("opening the identity store")?),
-            Db::Postgres => bail!("postgres identity store not wired yet"),
+            Backend::Sqlite => Arc::new(SqliteIdentityStore::open(&url).await.context("opening the identity store")?),
+            Backend::Postgres => {
+                Arc::new(PostgresIdentityStore::open(&url).await.context("opening the identity store")?)
+            }
         })
     }
 
@@ -136,6 +131,12 @@ impl BackendArgs {
             );
             return Ok(Queue { publisher: queue.clone(), source: queue });
         }
+        if self.queue_url.starts_with("https://") || self.queue_url.starts_with("http://") {
+            let queue = Arc::new(
+                SqsQueue::connect(SqsConfig::new(&self.queue_url)).await.context("configuring the SQS queue")?,
+            );
+            return Ok(Queue { publisher: queue.clone(), source: queue });
+        }
         bail!("unsupported queue URL `{}` (expected `embedded` or an SQS queue URL)", self.queue_url)
     }
 
@@ -143,6 +144,12 @@ impl BackendArgs {
     pub async fn cache(&self) -> anyhow::Result<Arc<dyn ReportCache>> {
         if self.cache_url == "memory" {
             return Ok(Arc::new(MemoryCache::default()));
+        }
+        if self.cache_url.starts_with("redis://") {
+            let cache = RedisCache::connect(&self.cache_url, RedisCacheConfig::default())
+                .await
+                .context("configuring the Redis cache")?;
+            return Ok(Arc::new(cache));
         }
         bail!("unsupported cache URL `{}` (expected `memory` or redis://…)", cashflow_db::redact(&self.cache_url))
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use cashflow_events::{Event, EventSource};
+use cashflow_events::{Event, EventBody, EventSource};
 
 use crate::cache::ReportCache;
 use crate::store::ConsolidationStore;
@@ -91,10 +91,21 @@ impl Consumer {
         }
         let summary = self.store.apply(&events).await?;
         record_applied(&events, &summary);
-        for (merchant, from) in &summary.changed_from {
+        let rejected: std::collections::HashSet<_> = summary.rejected.iter().collect();
+        // Duplicates invalidate too: a redelivery after a crash between the commit and the
+        // invalidation is what heals a cache that missed it (Redis outlives our process).
+        let mut changed_from = summary.changed_from.clone();
+        for event in events.iter().filter(|e| !rejected.contains(&e.event_id)) {
+            if let EventBody::EntryRecorded(e) = &event.body {
+                changed_from
+                    .entry(e.merchant_id)
+                    .and_modify(|d| *d = (*d).min(e.business_date))
+                    .or_insert(e.business_date);
+            }
+        }
+        for (merchant, from) in &changed_from {
             self.cache.invalidate(*merchant, *from).await;
         }
-        let rejected: std::collections::HashSet<_> = summary.rejected.iter().collect();
         let mut ack = Vec::with_capacity(events.len());
         let mut parsed = events.iter();
         for receipt in receipts {

@@ -10,15 +10,20 @@
 //! - [`consumer`]: the queue consumer.
 //! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`]: its embedded implementation.
 //! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation.
+//! - [`redis_cache`]: [`RedisCache`], the shared implementation on Redis (ElastiCache).
 
 pub mod api;
 pub mod cache;
 pub mod consumer;
+pub mod postgres;
+pub mod redis_cache;
 pub mod sqlite;
 pub mod store;
 
 pub use api::{router, ConsolidationApi, ConsolidationState};
 pub use cache::{MemoryCache, ReportCache};
 pub use consumer::{Consumer, ConsumerConfig};
+pub use postgres::PostgresConsolidationStore;
+pub use redis_cache::{RedisCache, RedisCacheConfig, RedisCacheError};
 pub use sqlite::SqliteConsolidationStore;
 pub use store::{ConsolidationStore, StoreError};

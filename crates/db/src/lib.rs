@@ -2,25 +2,61 @@
 //!
 //! Every store (ledger, consolidation, queue, identity) owns its schema and its queries; what
 //! they share is how a database is opened and migrated, so that durability settings are decided
-//! once. Stores are chosen by URL: `sqlite://path` now, `postgres://…` by a second
-//! implementation of each store trait.
+//! once. Stores are chosen by URL ([`Backend::of_url`]): `sqlite://path` for the embedded
+//! default, `postgres://…` (or `postgresql://…`) for a second implementation of each store
+//! trait.
+//!
+//! # Layout
+//! - [`open_sqlite`] / [`migrate_sqlite`]: one file per store, WAL, `synchronous = FULL`.
+//! - [`open_postgres`] / [`migrate_postgres`]: one *schema* per store (`ledger`,
+//!   `consolidation`, `identity`), so the stores may share one database or use several, each
+//!   with its own `_sqlx_migrations`, and never see each other's tables.
+//! - [`fresh_postgres_database`] / [`drop_postgres_database`] / [`TestDatabase`]: test support,
+//!   an empty database per test.
 
 use std::borrow::Cow;
-use std::str::FromStr;
-use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::{drop_postgres_database, fresh_postgres_database, migrate_postgres, open_postgres, TestDatabase};
+pub use sqlite::{migrate_sqlite, open_sqlite};
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("unsupported database URL `{0}` (expected sqlite://PATH)")]
+    #[error("unsupported database URL `{0}` (expected sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
+    #[error("`{0}` is not a valid schema name (expected lowercase letters, digits and `_`)")]
+    InvalidSchema(String),
     #[error("could not open the database: {0}")]
     Connect(#[source] sqlx::Error),
     #[error("could not migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:…`: the embedded default, one file per store.
+    Sqlite,
+    /// `postgres:…` or `postgresql:…`: one schema per store.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a database URL, by its scheme.
+    pub fn of_url(url: &str) -> Result<Self, DbError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(DbError::UnsupportedUrl(redact(url)))
+        }
+    }
 }
 
 /// One embedded migration: a version and its SQL, compiled into the binary with
@@ -31,46 +67,16 @@ pub struct MigrationSource {
     pub sql: &'static str,
 }
 
-/// Opens a SQLite database tuned for a durable single-writer workload.
-///
-/// - WAL: readers never block the writer, and other processes (`cashflow merchant create`
-///   while `serve` runs) can write too;
-/// - `synchronous = FULL`: a commit is on disk before we acknowledge it, so an acknowledged
-///   entry survives a crash or a power cut;
-/// - a busy timeout, so a concurrent writer waits instead of failing.
-pub async fn open_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, DbError> {
-    if !url.starts_with("sqlite:") {
-        return Err(DbError::UnsupportedUrl(redact(url)));
-    }
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(DbError::Connect)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true)
-        .pragma("temp_store", "memory")
-        .pragma("cache_size", "-16000");
-    SqlitePoolOptions::new()
-        .max_connections(max_connections)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .map_err(DbError::Connect)
-}
-
-/// Applies `migrations` in version order, recording them in `_sqlx_migrations` (compatible
+/// A sqlx migrator over embedded migrations, recording them in `_sqlx_migrations` (compatible
 /// with `sqlx migrate`).
-pub async fn migrate_sqlite(pool: &SqlitePool, migrations: &[MigrationSource]) -> Result<(), DbError> {
+fn migrator(migrations: &[MigrationSource]) -> Migrator {
     let migrations: Vec<Migration> = migrations
         .iter()
         .map(|m| {
             Migration::new(m.version, Cow::Borrowed(m.description), MigrationType::Simple, Cow::Borrowed(m.sql), false)
         })
         .collect();
-    let migrator = Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false };
-    migrator.run(pool).await.map_err(DbError::Migrate)
+    Migrator { migrations: Cow::Owned(migrations), ignore_missing: false, locking: true, no_tx: false }
 }
 
 /// A URL with any password removed, safe to log or show.
@@ -93,5 +99,18 @@ mod tests {
     fn passwords_never_leave_a_url() {
         assert_eq!(redact("postgres://app:s3cret@db:5432/cashflow"), "postgres://app:***@db:5432/cashflow");
         assert_eq!(redact("sqlite://data/ledger.db"), "sqlite://data/ledger.db");
+    }
+
+    #[test]
+    fn the_url_scheme_chooses_the_backend() {
+        assert_eq!(Backend::of_url("sqlite://data/ledger.db").ok(), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("sqlite::memory:").ok(), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("postgres://app@db/cashflow").ok(), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("postgresql://app@db/cashflow").ok(), Some(Backend::Postgres));
+        let err = Backend::of_url("mysql://app:s3cret@db/cashflow").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("unsupported database URL `mysql://app:***@db/cashflow` (expected sqlite://PATH or postgres://…)")
+        );
     }
 }

@@ -10,11 +10,14 @@
 //! - [`event`]: the versioned JSON event schema.
 //! - [`queue`]: the queue port ([`EventPublisher`], [`EventSource`]) any backend implements.
 //! - [`embedded`]: the durable SQLite-backed queue of the single-machine default.
+//! - [`sqs`]: the Amazon SQS queue of the production deployment.
 
 pub mod embedded;
 pub mod event;
 pub mod queue;
+pub mod sqs;
 
 pub use embedded::{EmbeddedQueue, EmbeddedQueueConfig};
 pub use event::{EntryRecorded, Event, EventBody, MerchantRegistered};
 pub use queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+pub use sqs::{SqsConfig, SqsConfigError, SqsQueue};

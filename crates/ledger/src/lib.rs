@@ -12,12 +12,14 @@
 //! - [`relay`]: the outbox relay.
 
 pub mod api;
+pub mod postgres;
 pub mod relay;
 pub mod service;
 pub mod sqlite;
 pub mod store;
 
 pub use api::{router, LedgerApi, LedgerState};
+pub use postgres::PostgresLedgerStore;
 pub use relay::{Relay, RelayConfig};
 pub use service::{Ledger, LedgerError};
 pub use sqlite::SqliteLedgerStore;

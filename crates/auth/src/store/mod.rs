@@ -10,8 +10,11 @@ use secrecy::SecretString;
 use crate::issuer::{KeyError, SigningKey};
 use crate::Scopes;
 
+mod credentials;
+pub mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresIdentityStore;
 pub use sqlite::{SqliteIdentityStore, MIGRATIONS};
 
 /// Why the identity store failed.

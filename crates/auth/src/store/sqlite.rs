@@ -1,20 +1,14 @@
 //! The SQLite [`IdentityStore`] of the single-machine deployment.
 
-use std::sync::{Arc, OnceLock};
-
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Argon2, Params};
+use argon2::Params;
 use async_trait::async_trait;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use cashflow_db::MigrationSource;
 use cashflow_domain::MerchantId;
-use ring::rand::{SecureRandom, SystemRandom};
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use secrecy::SecretString;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
+use super::credentials::{self, Passwords};
 use super::{ClientGrant, IdentityStore, NewClient, StoreError, UserGrant};
 use crate::issuer::SigningKey;
 use crate::Scopes;
@@ -33,11 +27,8 @@ const MAX_CONNECTIONS: u32 = 4;
 #[derive(Clone)]
 pub struct SqliteIdentityStore {
     pool: SqlitePool,
-    /// Cost of new password hashes. Verification reads the cost from each stored hash.
-    password_params: Params,
-    /// A hash with `password_params` that unknown usernames are verified against, so that a
-    /// login for a user who does not exist costs the same as one who does.
-    dummy_hash: Arc<OnceLock<String>>,
+    /// How passwords are hashed and checked (shared with the other backends).
+    passwords: Passwords,
 }
 
 impl std::fmt::Debug for SqliteIdentityStore {
@@ -52,16 +43,21 @@ impl SqliteIdentityStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = cashflow_db::open_sqlite(url, MAX_CONNECTIONS).await?;
         cashflow_db::migrate_sqlite(&pool, MIGRATIONS).await?;
-        Ok(Self { pool, password_params: Params::DEFAULT, dummy_hash: Arc::default() })
+        Ok(Self { pool, passwords: Passwords::default() })
+    }
+
+    /// Hashes new passwords with these argon2id costs instead of argon2's recommended
+    /// defaults (existing hashes keep verifying with the costs recorded in them). Tests use
+    /// the minimum, so that unoptimized builds do not spend seconds per login.
+    pub fn with_password_params(mut self, params: Params) -> Self {
+        self.passwords = Passwords::new(params);
+        self
     }
 
     /// Cheap password hashing, so that tests do not spend seconds in unoptimized argon2.
     #[cfg(test)]
     pub(crate) fn with_fast_hashing(mut self) -> Self {
-        if let Ok(params) = Params::new(Params::MIN_M_COST, 1, 1, None) {
-            self.password_params = params;
-        }
-        self.dummy_hash = Arc::default();
+        self.passwords = Passwords::fast();
         self
     }
 
@@ -87,20 +83,14 @@ impl IdentityStore for SqliteIdentityStore {
         scopes: Scopes,
         name: Option<&str>,
     ) -> Result<NewClient, StoreError> {
-        let name = name.map(str::trim).filter(|n| !n.is_empty());
-        if name.is_some_and(|n| n.chars().count() > 120 || n.chars().any(char::is_control)) {
-            return Err(StoreError::Invalid(
-                "client name must be at most 120 characters without control characters".into(),
-            ));
-        }
-        let client_id = format!("cf_{}", URL_SAFE_NO_PAD.encode(random::<16>()?));
-        let secret = URL_SAFE_NO_PAD.encode(random::<32>()?);
+        let name = credentials::client_name(name)?;
+        let (client_id, secret) = credentials::new_client_credentials()?;
         sqlx::query(
             "INSERT INTO clients (client_id, secret_sha256, merchant_id, scopes, name, created_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&client_id)
-        .bind(sha256_hex(&secret))
+        .bind(credentials::sha256_hex(&secret))
         .bind(merchant_id.to_string())
         .bind(scopes.to_string())
         .bind(name)
@@ -121,16 +111,11 @@ impl IdentityStore for SqliteIdentityStore {
             .bind(client_id)
             .fetch_optional(&self.pool)
             .await?;
-        let presented = sha256_hex(client_secret);
-        let Some(row) = row else {
-            // Same comparison as for a known client, against a hash no secret has.
-            let _ = constant_time_eq(presented.as_bytes(), &[b'0'; 64]);
+        let stored: Option<String> = row.as_ref().map(|r| r.try_get("secret_sha256")).transpose()?;
+        // An unknown client costs the same comparison as a wrong secret.
+        let (Some(row), true) = (row, credentials::client_secret_matches(stored.as_deref(), client_secret)) else {
             return Ok(None);
         };
-        let stored: String = row.try_get("secret_sha256")?;
-        if !constant_time_eq(presented.as_bytes(), stored.as_bytes()) {
-            return Ok(None);
-        }
         Ok(Some(ClientGrant { client_id: client_id.to_owned(), merchant_id: merchant(&row)?, scopes: scopes(&row)? }))
     }
 
@@ -142,24 +127,8 @@ impl IdentityStore for SqliteIdentityStore {
         merchant_id: MerchantId,
         scopes: Scopes,
     ) -> Result<(), StoreError> {
-        if !valid_username(username) {
-            return Err(StoreError::Invalid(
-                "username must be 3 to 64 characters: letters, digits, `.`, `_`, `@` or `-`".into(),
-            ));
-        }
-        if password.expose_secret().is_empty() {
-            return Err(StoreError::Invalid("password must not be empty".into()));
-        }
-        let salt = SaltString::encode_b64(&random::<16>()?).map_err(|e| StoreError::Crypto(e.to_string()))?;
-        let password = password.clone();
-        let params = self.password_params.clone();
-        let hash = tokio::task::spawn_blocking(move || {
-            argon2id(params).hash_password(password.expose_secret().as_bytes(), &salt).map(|hash| hash.to_string())
-        })
-        .await
-        .map_err(|e| StoreError::Crypto(e.to_string()))?
-        .map_err(|e| StoreError::Crypto(e.to_string()))?;
-
+        credentials::check_new_user(username, password)?;
+        let hash = self.passwords.hash(password).await?;
         let inserted = sqlx::query(
             "INSERT INTO users (username, password_hash, merchant_id, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -184,7 +153,7 @@ impl IdentityStore for SqliteIdentityStore {
 
     #[tracing::instrument(skip_all)]
     async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError> {
-        let row = if valid_username(username) {
+        let row = if credentials::valid_username(username) {
             sqlx::query("SELECT username, password_hash, merchant_id, scopes FROM users WHERE username = ?")
                 .bind(username)
                 .fetch_optional(&self.pool)
@@ -193,22 +162,7 @@ impl IdentityStore for SqliteIdentityStore {
             None
         };
         let stored_hash: Option<String> = row.as_ref().map(|r| r.try_get("password_hash")).transpose()?;
-        let password = SecretString::from(password);
-        let params = self.password_params.clone();
-        let dummy = Arc::clone(&self.dummy_hash);
-        let matches = tokio::task::spawn_blocking(move || {
-            let password = password.expose_secret().as_bytes();
-            match stored_hash {
-                Some(hash) => verify_password(password, &hash),
-                None => {
-                    let _ = verify_password(password, dummy_hash(&dummy, params));
-                    Ok(false)
-                }
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Crypto(e.to_string()))??;
-
+        let matches = self.passwords.verify(stored_hash, password).await?;
         match row {
             Some(row) if matches => Ok(Some(UserGrant {
                 username: row.try_get("username")?,
@@ -247,64 +201,24 @@ impl IdentityStore for SqliteIdentityStore {
     }
 }
 
-fn argon2id(params: Params) -> Argon2<'static> {
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-}
-
-/// Verifies with the algorithm and cost recorded in the hash itself.
-fn verify_password(password: &[u8], hash: &str) -> Result<bool, StoreError> {
-    let parsed = PasswordHash::new(hash).map_err(|e| StoreError::Corrupt(format!("password hash: {e}")))?;
-    Ok(Argon2::default().verify_password(password, &parsed).is_ok())
-}
-
-fn dummy_hash(cell: &OnceLock<String>, params: Params) -> &str {
-    cell.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"cashflow-dummy-salt").ok();
-        salt.and_then(|salt| argon2id(params).hash_password(b"not a password", &salt).ok().map(|hash| hash.to_string()))
-            .unwrap_or_default()
-    })
-}
-
-fn valid_username(username: &str) -> bool {
-    (3..=64).contains(&username.len())
-        && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
-}
-
-fn random<const N: usize>() -> Result<[u8; N], StoreError> {
-    let mut bytes = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StoreError::Crypto("the system random generator failed".into()))?;
-    Ok(bytes)
-}
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Equal-length comparison whose time does not depend on where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn merchant(row: &SqliteRow) -> Result<MerchantId, StoreError> {
-    let text: String = row.try_get("merchant_id")?;
-    MerchantId::parse(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+    credentials::parse_merchant(&row.try_get::<String, _>("merchant_id")?)
 }
 
 fn scopes(row: &SqliteRow) -> Result<Scopes, StoreError> {
-    let text: String = row.try_get("scopes")?;
-    Scopes::parse_list(&text).map_err(|e| StoreError::Corrupt(e.to_string()))
+    credentials::parse_scopes(&row.try_get::<String, _>("scopes")?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::credentials::sha256_hex;
     use crate::Scope;
+    use secrecy::ExposeSecret;
 
     async fn store(dir: &tempfile::TempDir) -> SqliteIdentityStore {
         let url = format!("sqlite://{}", dir.path().join("identity.db").display());

@@ -103,3 +103,22 @@ async fn a_poison_message_is_left_behind_and_the_rest_of_its_batch_applied() {
     let source: Arc<dyn EventSource> = app.app.queue.source.clone();
     assert_eq!(source.depth().await.unwrap(), Some(1), "the poison message waits for redelivery or the DLQ");
 }
+
+#[tokio::test]
+async fn a_redelivery_after_a_crash_before_invalidation_refreshes_the_cached_report() {
+    let app = TestApp::spawn().await;
+    let first = entry_event(&app, "2026-11-21", EntryType::Credit, 1_000);
+    app.app.queue.publisher.publish(&[message(&first)]).await.unwrap();
+    app.app.consumer().drain().await.unwrap();
+    assert_eq!(app.balance("2026-11-21").await["total_credits"], "10.00"); // now cached
+
+    // A consumer commits the second event, then dies before invalidating the cache or acking.
+    let second = entry_event(&app, "2026-11-21", EntryType::Credit, 500);
+    app.app.consolidation_store.apply(std::slice::from_ref(&second)).await.unwrap();
+    assert_eq!(app.balance("2026-11-21").await["total_credits"], "10.00", "the crash window: stale cache");
+
+    // The unacknowledged message is redelivered: a duplicate, but it still invalidates.
+    app.app.queue.publisher.publish(&[message(&second)]).await.unwrap();
+    app.app.consumer().drain().await.unwrap();
+    assert_eq!(app.balance("2026-11-21").await["total_credits"], "15.00");
+}

@@ -1,0 +1,393 @@
+//! The Postgres consolidation store (RDS in the reference architecture), chosen by a
+//! `postgres://` URL. Same contract as [`crate::sqlite`], checked by the same test suite
+//! (`tests/store_contract.rs`), but built for many consumers applying batches at once.
+//!
+//! - **Its own schema.** The pool's `search_path` is the `consolidation` schema (see
+//!   [`cashflow_db::open_postgres`]) with its own `_sqlx_migrations`; it may share a database
+//!   with the ledger and still never sees the ledger's tables.
+//! - **Exactly once in effect.** A batch is one transaction: its event ids go into
+//!   `processed_events` with `ON CONFLICT DO NOTHING RETURNING event_id`, and only the ids that
+//!   come back (new ones) change the totals. A concurrent consumer inserting the same id waits
+//!   for our commit and then finds it, so a redelivery racing the first delivery is a duplicate.
+//! - **No lost updates.** Totals only change by atomic increments (`INSERT … ON CONFLICT DO
+//!   UPDATE SET total_credits = daily_totals.total_credits + excluded.total_credits`), never by
+//!   reading a total and writing it back, so concurrent consumers on one hot merchant-day all
+//!   count.
+//! - **No deadlocks.** Every transaction takes its row locks in one global order: event ids
+//!   (sorted, one statement), then day rows (a batch's postings are first summed per
+//!   (merchant, date) in Rust, then upserted in sorted key order, one row each), then merchant
+//!   rows (sorted, one statement). Two consumers with overlapping batches may wait for each
+//!   other, never in a cycle.
+//! - **Overflow.** Postgres raises an error when a `bigint` overflows, which would fail the
+//!   whole batch. Instead the increment carries its own guard (`… WHERE total <=
+//!   i64::MAX - delta`): when the guard fails nothing is written, the row is still locked by
+//!   us, and only then are the day's postings applied one by one with checked arithmetic; those
+//!   that would overflow are `rejected` (and their ids forgotten, so a redelivery is retried and
+//!   eventually dead-lettered) while the rest of the batch applies. This is a check on the
+//!   locked row rather than a savepoint per event: the common path costs two statements per
+//!   day touched, not two per event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::postgres::PgPool;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
+use cashflow_events::{EntryRecorded, Event, EventBody};
+
+use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+
+/// The consolidation's schema, embedded in the binary.
+pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
+    version: 1,
+    description: "consolidation",
+    sql: include_str!("../migrations/postgres/0001_consolidation.sql"),
+}];
+
+/// The schema every connection of the store uses.
+pub const SCHEMA: &str = "consolidation";
+
+/// Connections kept by [`PostgresConsolidationStore::open`]: consumers and report readers.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// The Postgres implementation of [`ConsolidationStore`].
+#[derive(Clone)]
+pub struct PostgresConsolidationStore {
+    /// Consumers and report readers share it; Postgres has no single-writer limit.
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PostgresConsolidationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConsolidationStore").finish_non_exhaustive()
+    }
+}
+
+/// What happened to one (distinct) event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    Duplicate,
+    Rejected,
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// The instant as stored: whole microseconds, rounded down like the SQLite store's.
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn count_to_db(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn totals_from_row(row: &sqlx::postgres::PgRow) -> Result<DayTotals, StoreError> {
+    Ok(DayTotals {
+        total_credits: Balance::from_minor(row.try_get("total_credits").map_err(corrupt("total_credits"))?),
+        total_debits: Balance::from_minor(row.try_get("total_debits").map_err(corrupt("total_debits"))?),
+        entry_count: u64::try_from(row.try_get::<i64, _>("entry_count").map_err(corrupt("entry_count"))?)
+            .map_err(corrupt("entry_count"))?,
+    })
+}
+
+impl PostgresConsolidationStore {
+    /// Opens the consolidation on `url` (`postgres://…`) with [`DEFAULT_MAX_CONNECTIONS`],
+    /// creating and migrating the `consolidation` schema.
+    pub async fn open(url: &str) -> Result<Self, cashflow_db::DbError> {
+        Self::open_with(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// Like [`open`](Self::open), with a pool of at most `max_connections`.
+    pub async fn open_with(url: &str, max_connections: u32) -> Result<Self, cashflow_db::DbError> {
+        let pool = cashflow_db::open_postgres(url, max_connections, SCHEMA).await?;
+        cashflow_db::migrate_postgres(&pool, MIGRATIONS).await?;
+        Ok(Self { pool })
+    }
+
+    /// Records the event ids, in id order (the lock order); returns those not seen before.
+    async fn claim(tx: &mut PgConnection, ids: &[Uuid], now: DateTime<Utc>) -> Result<HashSet<Uuid>, StoreError> {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let new: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_events (event_id, applied_at)
+             SELECT id, $2 FROM UNNEST($1::uuid[]) AS t(id) ORDER BY id
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(sorted)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(new.into_iter().collect())
+    }
+
+    /// Adds one day's new postings to its totals; returns, for each posting, whether it was
+    /// applied (`false`: it would overflow the day's totals).
+    async fn add_to_day(
+        tx: &mut PgConnection,
+        merchant: MerchantId,
+        date: BusinessDate,
+        postings: &[&EntryRecorded],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut delta = DayTotals::default();
+        let delta_fits = postings.iter().all(|p| delta.post(p.kind, p.amount).is_ok());
+        if delta_fits {
+            // The common path: one atomic increment. The guard keeps the sums within bigint;
+            // when it fails nothing changes, but the row stays locked by us.
+            let added = sqlx::query(
+                "INSERT INTO daily_totals AS t (merchant_id, business_date, total_credits, total_debits, entry_count)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (merchant_id, business_date) DO UPDATE SET
+                   total_credits = t.total_credits + excluded.total_credits,
+                   total_debits = t.total_debits + excluded.total_debits,
+                   entry_count = t.entry_count + excluded.entry_count
+                 WHERE t.total_credits <= 9223372036854775807 - excluded.total_credits
+                   AND t.total_debits <= 9223372036854775807 - excluded.total_debits
+                   AND t.entry_count <= 9223372036854775807 - excluded.entry_count
+                 RETURNING 1",
+            )
+            .bind(merchant.as_uuid())
+            .bind(date.naive())
+            .bind(delta.total_credits.minor())
+            .bind(delta.total_debits.minor())
+            .bind(count_to_db(delta.entry_count))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if added.is_some() {
+                return Ok(vec![true; postings.len()]);
+            }
+        }
+
+        // The rare path: the day is close to overflowing. Hold its row, post one by one with
+        // checked arithmetic, and write the result back (safe: nobody else can change the row
+        // until we commit).
+        sqlx::query(
+            "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
+             VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(merchant.as_uuid())
+        .bind(date.naive())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let row = sqlx::query(
+            "SELECT total_credits, total_debits, entry_count FROM daily_totals
+             WHERE merchant_id = $1 AND business_date = $2 FOR UPDATE",
+        )
+        .bind(merchant.as_uuid())
+        .bind(date.naive())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut totals = totals_from_row(&row)?;
+        let applied: Vec<bool> = postings.iter().map(|p| totals.post(p.kind, p.amount).is_ok()).collect();
+        sqlx::query(
+            "UPDATE daily_totals SET total_credits = $3, total_debits = $4, entry_count = $5
+             WHERE merchant_id = $1 AND business_date = $2",
+        )
+        .bind(merchant.as_uuid())
+        .bind(date.naive())
+        .bind(totals.total_credits.minor())
+        .bind(totals.total_debits.minor())
+        .bind(count_to_db(totals.entry_count))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(applied)
+    }
+
+    /// Creates or refreshes merchants, in id order (the lock order); `as_of` never goes back.
+    async fn touch_merchants(
+        tx: &mut PgConnection,
+        merchants: &BTreeMap<MerchantId, (Currency, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        if merchants.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = merchants.keys().map(|m| *m.as_uuid()).collect();
+        let currencies: Vec<&str> = merchants.values().map(|(c, _)| c.code()).collect();
+        let as_of: Vec<DateTime<Utc>> = merchants.values().map(|(_, t)| *t).collect();
+        sqlx::query(
+            "INSERT INTO merchants (merchant_id, currency, as_of)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS t(merchant_id, currency, as_of)
+             ORDER BY merchant_id
+             ON CONFLICT (merchant_id) DO UPDATE SET as_of = GREATEST(merchants.as_of, excluded.as_of)",
+        )
+        .bind(ids)
+        .bind(currencies)
+        .bind(as_of)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+/// Remembers the newest instant per merchant (the first currency seen is kept).
+fn touch(
+    merchants: &mut BTreeMap<MerchantId, (Currency, DateTime<Utc>)>,
+    merchant: MerchantId,
+    currency: Currency,
+    at: DateTime<Utc>,
+) {
+    let at = micros(at);
+    merchants.entry(merchant).and_modify(|(_, t)| *t = (*t).max(at)).or_insert((currency, at));
+}
+
+#[async_trait]
+impl ConsolidationStore for PostgresConsolidationStore {
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
+        // The first copy of each event in the batch; later copies are duplicates.
+        let mut seen = HashSet::new();
+        let distinct: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        if distinct.is_empty() {
+            return Ok(ApplySummary::default());
+        }
+
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let ids: Vec<Uuid> = distinct.iter().map(|e| *e.event_id.as_uuid()).collect();
+        let new = Self::claim(&mut tx, &ids, micros(Utc::now())).await?;
+
+        let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
+        let mut merchants = BTreeMap::new();
+        // Each day's new postings, keyed (and so visited) in lock order.
+        let mut days: BTreeMap<(MerchantId, BusinessDate), Vec<(EventId, &EntryRecorded)>> = BTreeMap::new();
+        for event in &distinct {
+            if !new.contains(event.event_id.as_uuid()) {
+                outcomes.insert(event.event_id, Outcome::Duplicate);
+                continue;
+            }
+            match &event.body {
+                EventBody::MerchantRegistered(m) => {
+                    touch(&mut merchants, m.merchant_id, m.currency, event.occurred_at);
+                    outcomes.insert(event.event_id, Outcome::Applied);
+                }
+                EventBody::EntryRecorded(e) => {
+                    days.entry((e.merchant_id, e.business_date)).or_default().push((event.event_id, e));
+                }
+            }
+        }
+
+        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
+        let mut rejected: Vec<Uuid> = Vec::new();
+        for ((merchant, date), postings) in &mut days {
+            postings.sort_unstable_by_key(|(id, _)| *id);
+            let entries: Vec<&EntryRecorded> = postings.iter().map(|(_, e)| *e).collect();
+            let applied = Self::add_to_day(&mut tx, *merchant, *date, &entries).await?;
+            for ((event_id, e), applied) in postings.iter().zip(applied) {
+                if applied {
+                    outcomes.insert(*event_id, Outcome::Applied);
+                    touch(&mut merchants, e.merchant_id, e.currency, e.recorded_at);
+                    changed_from.entry(*merchant).and_modify(|d| *d = (*d).min(*date)).or_insert(*date);
+                } else {
+                    tracing::error!(%event_id, "posting would overflow the day's totals; rejected");
+                    outcomes.insert(*event_id, Outcome::Rejected);
+                    rejected.push(*event_id.as_uuid());
+                }
+            }
+        }
+        if !rejected.is_empty() {
+            // Not applied, so not processed: a redelivery must be tried again (and end in the
+            // dead-letter queue), not be taken for a duplicate.
+            sqlx::query("DELETE FROM processed_events WHERE event_id = ANY($1)")
+                .bind(rejected)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        Self::touch_merchants(&mut tx, &merchants).await?;
+        tx.commit().await.map_err(unavailable)?;
+
+        // Report in delivery order, like the SQLite store.
+        let mut summary = ApplySummary { changed_from, ..ApplySummary::default() };
+        let mut reported = HashSet::new();
+        for event in events {
+            let outcome = if reported.insert(event.event_id) {
+                outcomes.get(&event.event_id).copied().unwrap_or(Outcome::Duplicate)
+            } else {
+                Outcome::Duplicate
+            };
+            match outcome {
+                Outcome::Applied => summary.applied.push(event.event_id),
+                Outcome::Duplicate => summary.duplicates.push(event.event_id),
+                Outcome::Rejected => summary.rejected.push(event.event_id),
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn merchant(&self, id: MerchantId) -> Result<Option<MerchantBooks>, StoreError> {
+        let row = sqlx::query("SELECT currency, as_of FROM merchants WHERE merchant_id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|r| {
+            let currency = Currency::parse(r.try_get("currency").map_err(corrupt("currency"))?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let as_of = r.try_get("as_of").map_err(corrupt("as_of"))?;
+            Ok(MerchantBooks { currency, as_of })
+        })
+        .transpose()
+    }
+
+    async fn days(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<(Balance, BTreeMap<BusinessDate, DayTotals>), StoreError> {
+        // SUM over bigint is an exact numeric in Postgres; it comes back as text and must fit
+        // an i64 to be reported.
+        let opening: String = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(total_credits - total_debits), 0)::text FROM daily_totals
+             WHERE merchant_id = $1 AND business_date < $2",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let opening = Balance::from_minor(opening.parse().map_err(corrupt("opening balance"))?);
+        // A day whose every posting was rejected has a row of zeros: not a day with entries.
+        let rows = sqlx::query(
+            "SELECT business_date, total_credits, total_debits, entry_count FROM daily_totals
+             WHERE merchant_id = $1 AND business_date >= $2 AND business_date <= $3 AND entry_count > 0",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let mut days = BTreeMap::new();
+        for r in rows {
+            let date: NaiveDate = r.try_get("business_date").map_err(corrupt("business_date"))?;
+            let date = BusinessDate::from_naive(date).ok_or_else(|| StoreError::Corrupt(format!("date {date}")))?;
+            days.insert(date, totals_from_row(&r)?);
+        }
+        Ok((opening, days))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
+        vec![("consolidation", self.pool.size(), u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX))]
+    }
+}

@@ -1,0 +1,488 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The contract of [`LedgerStore`], written once and run against every backend.
+//!
+//! Each test body below is an `async fn` taking the store (or, when it needs the raw database,
+//! the [`Harness`]); `contract!` instantiates it as `sqlite::<name>` (a temporary file, always
+//! run) and `postgres::<name>` (a fresh database per test on the server named by
+//! `CASHFLOW_TEST_POSTGRES_URL`; ignored when that variable is unset, see `build.rs`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use cashflow_db::TestDatabase;
+use cashflow_domain::{
+    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, Merchant, MerchantId,
+    MerchantName, MerchantTimeZone,
+};
+use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
+use cashflow_ledger::store::{EntryQuery, Idempotency, Recorded};
+use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore, StoreError};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// A store on a fresh database, and what keeps that database alive.
+struct Harness {
+    store: Arc<dyn LedgerStore>,
+    url: String,
+    backend: cashflow_db::Backend,
+    /// Deleted (the file) or dropped (the database) with the harness, even on panic.
+    _guard: Guard,
+}
+
+enum Guard {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres(#[allow(dead_code)] TestDatabase),
+}
+
+impl Harness {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let store = Arc::new(SqliteLedgerStore::open(&url).await.unwrap());
+        Self { store, url, backend: cashflow_db::Backend::Sqlite, _guard: Guard::Sqlite(dir) }
+    }
+
+    async fn postgres() -> Self {
+        let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL")
+            .expect("CASHFLOW_TEST_POSTGRES_URL (an admin URL such as postgres://postgres@127.0.0.1:5432/postgres)");
+        let db = TestDatabase::create(&admin).await.unwrap();
+        let url = db.url().to_owned();
+        let store = Arc::new(PostgresLedgerStore::open(&url).await.unwrap());
+        Self { store, url, backend: cashflow_db::Backend::Postgres, _guard: Guard::Postgres(db) }
+    }
+
+    fn store(&self) -> Arc<dyn LedgerStore> {
+        self.store.clone()
+    }
+
+    /// Runs raw SQL on the store's tables, bypassing the store.
+    async fn execute_raw(&self, sql: &str) -> Result<u64, String> {
+        match self.backend {
+            cashflow_db::Backend::Sqlite => {
+                let pool = cashflow_db::open_sqlite(&self.url, 1).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string())
+            }
+            cashflow_db::Backend::Postgres => {
+                let pool = cashflow_db::open_postgres(&self.url, 1, "ledger").await.unwrap();
+                sqlx::query(sql).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// Instantiates each body for both backends. `store:` bodies take `Arc<dyn LedgerStore>`,
+/// `harness:` bodies take `&Harness`.
+macro_rules! contract {
+    (store: [$($s:ident),* $(,)?], harness: [$($h:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $s() {
+                    let harness = super::Harness::sqlite().await;
+                    super::$s(harness.store()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $h() {
+                    let harness = super::Harness::sqlite().await;
+                    super::$h(&harness).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
+                async fn $s() {
+                    let harness = super::Harness::postgres().await;
+                    super::$s(harness.store()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
+                async fn $h() {
+                    let harness = super::Harness::postgres().await;
+                    super::$h(&harness).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    store: [
+        an_entry_reads_back_exactly_as_recorded,
+        replaying_an_idempotent_write_returns_the_original_and_writes_nothing,
+        reusing_an_idempotency_key_for_another_request_conflicts,
+        an_entry_can_be_reversed_only_once,
+        pages_walk_a_range_in_business_date_then_id_order,
+        the_outbox_hands_out_events_in_order_until_they_are_deleted,
+        a_merchant_is_created_once_and_read_back,
+        concurrent_writes_with_one_idempotency_key_record_one_entry,
+        concurrent_reversals_of_one_entry_record_one_reversal,
+        a_healthy_store_answers_pings,
+    ],
+    harness: [
+        the_database_refuses_to_edit_or_delete_entries,
+    ],
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).unwrap().with_timezone(&Utc)
+}
+
+fn date(s: &str) -> BusinessDate {
+    BusinessDate::parse(s).unwrap()
+}
+
+/// What the service stores: timestamps in whole microseconds.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn new_merchant() -> Merchant {
+    Merchant {
+        id: MerchantId::new(),
+        name: MerchantName::parse("Padaria Pão Quente").unwrap(),
+        currency: Currency::BRL,
+        time_zone: MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
+        created_at: at("2020-01-01T12:00:00.123456Z"),
+    }
+}
+
+fn registration(m: &Merchant) -> Event {
+    Event::new(
+        m.created_at,
+        EventBody::MerchantRegistered(MerchantRegistered {
+            merchant_id: m.id,
+            currency: m.currency,
+            time_zone: m.time_zone.name().to_owned(),
+        }),
+    )
+}
+
+async fn given_a_merchant(store: &Arc<dyn LedgerStore>) -> Merchant {
+    let m = new_merchant();
+    store.create_merchant(&m, &registration(&m)).await.unwrap();
+    m
+}
+
+fn entry_on(m: &Merchant, day: &str, kind: EntryType, minor: i64) -> Entry {
+    Entry {
+        id: EntryId::new(),
+        merchant_id: m.id,
+        kind,
+        amount: Amount::from_minor(minor).unwrap(),
+        currency: m.currency,
+        description: Description::parse("Venda balcão").unwrap(),
+        category: Some(Category::parse("sales").unwrap()),
+        occurred_at: at(&format!("{day}T15:04:05.678901Z")),
+        business_date: date(day),
+        recorded_at: now(),
+        reversal_of: None,
+    }
+}
+
+fn recorded_event(e: &Entry) -> Event {
+    Event::new(
+        e.recorded_at,
+        EventBody::EntryRecorded(EntryRecorded {
+            merchant_id: e.merchant_id,
+            entry_id: e.id,
+            business_date: e.business_date,
+            kind: e.kind,
+            amount: e.amount,
+            currency: e.currency,
+            recorded_at: e.recorded_at,
+            reversal_of: e.reversal_of,
+        }),
+    )
+}
+
+async fn record(store: &Arc<dyn LedgerStore>, e: &Entry, idem: Option<&Idempotency>) -> Result<Recorded, StoreError> {
+    store.record(e, idem, &recorded_event(e)).await
+}
+
+fn key(key: &str, hash: &str) -> Idempotency {
+    Idempotency { key: key.to_owned(), request_hash: hash.to_owned() }
+}
+
+fn range(from: &str, to: &str, limit: u32) -> EntryQuery {
+    EntryQuery { from: date(from), to: date(to), after: None, limit }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+// ---------------------------------------------------------------------------------------------
+
+async fn an_entry_reads_back_exactly_as_recorded(store: Arc<dyn LedgerStore>) {
+    // Given a merchant and entries with every optional field set or not, and instants on both
+    // sides of 2000-01-01 (Postgres' epoch) with microseconds
+    let m = given_a_merchant(&store).await;
+    let mut sale = entry_on(&m, "1999-12-31", EntryType::Credit, 15_000);
+    sale.occurred_at = at("1999-12-31T23:59:59.999999Z");
+    let mut payment = entry_on(&m, "2026-11-23", EntryType::Debit, 4_050);
+    payment.category = None;
+    payment.description = Description::parse(&"é".repeat(Description::MAX_CHARS)).unwrap();
+    let reversal = sale.reversal(EntryId::new(), None, m.time_zone, now()).unwrap();
+
+    // When they are recorded
+    for e in [&sale, &payment, &reversal] {
+        assert_eq!(record(&store, e, None).await.unwrap(), Recorded::Created(e.clone()));
+    }
+
+    // Then each reads back field for field, only for its merchant
+    for e in [&sale, &payment, &reversal] {
+        assert_eq!(store.entry(m.id, e.id).await.unwrap().as_ref(), Some(e));
+        assert_eq!(store.entry(MerchantId::new(), e.id).await.unwrap(), None);
+    }
+    assert_eq!(store.entry(m.id, EntryId::new()).await.unwrap(), None);
+    let all = store.entries(m.id, &range("1999-01-01", "2099-12-31", 100)).await.unwrap();
+    let mut expected = vec![sale, payment, reversal];
+    expected.sort_by_key(|e| (e.business_date, e.id));
+    assert_eq!(all, expected);
+}
+
+async fn replaying_an_idempotent_write_returns_the_original_and_writes_nothing(store: Arc<dyn LedgerStore>) {
+    // Given an entry recorded under an idempotency key
+    let m = given_a_merchant(&store).await;
+    let original = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+    let idem = key("sale-0001", "hash-a");
+    assert_eq!(record(&store, &original, Some(&idem)).await.unwrap(), Recorded::Created(original.clone()));
+
+    // When the same request is retried (the service mints a new id for each attempt)
+    let retry = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+    let replayed = record(&store, &retry, Some(&idem)).await.unwrap();
+
+    // Then it is the original entry, and neither an entry nor an event was added
+    assert_eq!(replayed, Recorded::Replayed(original.clone()));
+    assert_eq!(store.entry(m.id, retry.id).await.unwrap(), None);
+    assert_eq!(store.entries(m.id, &range("2026-11-23", "2026-11-23", 10)).await.unwrap(), vec![original]);
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 2, "the registration and one entry");
+
+    // And keys are per merchant: another merchant may use the same one
+    let other = given_a_merchant(&store).await;
+    let theirs = entry_on(&other, "2026-11-23", EntryType::Credit, 15_000);
+    assert_eq!(record(&store, &theirs, Some(&idem)).await.unwrap(), Recorded::Created(theirs));
+}
+
+async fn reusing_an_idempotency_key_for_another_request_conflicts(store: Arc<dyn LedgerStore>) {
+    // Given an entry recorded under a key
+    let m = given_a_merchant(&store).await;
+    let first = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+    record(&store, &first, Some(&key("k", "hash-a"))).await.unwrap();
+
+    // When another request (another hash) comes with the same key
+    let second = entry_on(&m, "2026-11-23", EntryType::Credit, 99_999);
+    let result = record(&store, &second, Some(&key("k", "hash-b"))).await;
+
+    // Then it conflicts and nothing is written
+    assert!(matches!(result, Err(StoreError::IdempotencyConflict)), "{result:?}");
+    assert_eq!(store.entry(m.id, second.id).await.unwrap(), None);
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 2);
+}
+
+async fn an_entry_can_be_reversed_only_once(store: Arc<dyn LedgerStore>) {
+    // Given a reversed entry
+    let m = given_a_merchant(&store).await;
+    let original = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+    record(&store, &original, None).await.unwrap();
+    let reversal = original.reversal(EntryId::new(), None, m.time_zone, now()).unwrap();
+    record(&store, &reversal, None).await.unwrap();
+
+    // When it is reversed again
+    let again = original.reversal(EntryId::new(), None, m.time_zone, now()).unwrap();
+    let result = record(&store, &again, None).await;
+
+    // Then the store refuses, and writes nothing
+    assert!(matches!(result, Err(StoreError::AlreadyReversed)), "{result:?}");
+    assert_eq!(store.entry(m.id, again.id).await.unwrap(), None);
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 3);
+}
+
+async fn pages_walk_a_range_in_business_date_then_id_order(store: Arc<dyn LedgerStore>) {
+    // Given three entries on each of five days, recorded out of order, and another merchant's
+    let m = given_a_merchant(&store).await;
+    let other = given_a_merchant(&store).await;
+    let days = ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24"];
+    let mut all = Vec::new();
+    for round in 0..3 {
+        for day in days.iter().rev() {
+            let e = entry_on(&m, day, if round % 2 == 0 { EntryType::Credit } else { EntryType::Debit }, 100 + round);
+            record(&store, &e, None).await.unwrap();
+            all.push(e);
+        }
+    }
+    record(&store, &entry_on(&other, "2026-11-22", EntryType::Credit, 1), None).await.unwrap();
+    let mut expected: Vec<Entry> = all
+        .into_iter()
+        .filter(|e| e.business_date >= date("2026-11-21") && e.business_date <= date("2026-11-23"))
+        .collect();
+    expected.sort_by_key(|e| (e.business_date, e.id));
+    assert_eq!(expected.len(), 9);
+
+    // When the middle three days are read two at a time, each page resuming after the last
+    let mut query = range("2026-11-21", "2026-11-23", 2);
+    let mut pages = Vec::new();
+    loop {
+        let page = store.entries(m.id, &query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        query.after = Some((last.business_date, last.id));
+        pages.push(page);
+    }
+
+    // Then the pages are the range in (business date, id) order, without gaps or repeats
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 2, 2, 2, 1]);
+    assert_eq!(pages.concat(), expected);
+
+    // And a cursor in the middle of a day resumes strictly after it
+    query.after = Some((expected[4].business_date, expected[4].id));
+    query.limit = 3;
+    assert_eq!(store.entries(m.id, &query).await.unwrap(), expected[5..8]);
+    // And a cursor before the range starts at the range
+    query.after = Some((date("2026-11-01"), EntryId::new()));
+    assert_eq!(store.entries(m.id, &query).await.unwrap(), expected[..3]);
+}
+
+async fn the_outbox_hands_out_events_in_order_until_they_are_deleted(store: Arc<dyn LedgerStore>) {
+    // Given an empty outbox
+    assert_eq!(store.outbox_backlog().await.unwrap(), cashflow_ledger::store::OutboxBacklog { count: 0, oldest: None });
+    assert!(store.outbox_batch(10).await.unwrap().is_empty());
+
+    // When a merchant and three entries are written
+    let m = new_merchant();
+    let mut events = vec![registration(&m)];
+    store.create_merchant(&m, &events[0]).await.unwrap();
+    for minor in [1, 2, 3] {
+        let e = entry_on(&m, "2026-11-23", EntryType::Credit, minor);
+        let event = recorded_event(&e);
+        store.record(&e, None, &event).await.unwrap();
+        events.push(event);
+    }
+
+    // Then their events come out in write order, as published JSON
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.count, 4);
+    assert_eq!(backlog.oldest, Some(m.created_at), "the registration is the oldest event");
+    let first = store.outbox_batch(2).await.unwrap();
+    let ids: Vec<String> = first.iter().map(|r| r.event_id.clone()).collect();
+    assert_eq!(ids, [events[0].event_id.to_string(), events[1].event_id.to_string()]);
+    assert_eq!(Event::from_json(&first[0].body).unwrap(), events[0]);
+    assert_eq!(Event::from_json(&first[1].body).unwrap(), events[1]);
+    assert!(first[0].seq < first[1].seq);
+
+    // And deleting published ones leaves the rest
+    store.delete_outbox(&first.iter().map(|r| r.seq).collect::<Vec<_>>()).await.unwrap();
+    store.delete_outbox(&[]).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 2);
+    let rest = store.outbox_batch(10).await.unwrap();
+    let ids: Vec<String> = rest.iter().map(|r| r.event_id.clone()).collect();
+    assert_eq!(ids, [events[2].event_id.to_string(), events[3].event_id.to_string()]);
+    assert_eq!(Event::from_json(&rest[1].body).unwrap(), events[3]);
+
+    store.delete_outbox(&rest.iter().map(|r| r.seq).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(store.outbox_backlog().await.unwrap(), cashflow_ledger::store::OutboxBacklog { count: 0, oldest: None });
+}
+
+async fn a_merchant_is_created_once_and_read_back(store: Arc<dyn LedgerStore>) {
+    // Given no merchants
+    assert_eq!(store.merchant_count().await.unwrap(), 0);
+    let m = new_merchant();
+
+    // When one is created, and created again
+    store.create_merchant(&m, &registration(&m)).await.unwrap();
+    let again = store.create_merchant(&m, &registration(&m)).await;
+
+    // Then it reads back exactly, exists once, and announced itself once
+    assert!(matches!(again, Err(StoreError::MerchantExists)), "{again:?}");
+    assert_eq!(store.merchant(m.id).await.unwrap(), Some(m));
+    assert_eq!(store.merchant(MerchantId::new()).await.unwrap(), None);
+    assert_eq!(store.merchant_count().await.unwrap(), 1);
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 1);
+}
+
+async fn concurrent_writes_with_one_idempotency_key_record_one_entry(store: Arc<dyn LedgerStore>) {
+    // Given a merchant
+    let m = given_a_merchant(&store).await;
+
+    // When 16 retries of one request race, each with its own entry id
+    let idem = key("retry-storm", "hash-a");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (store, idem) = (store.clone(), idem.clone());
+        let e = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+        tasks.spawn(async move { record(&store, &e, Some(&idem)).await });
+    }
+    let results: Vec<Recorded> = tasks.join_all().await.into_iter().map(|r| r.unwrap()).collect();
+
+    // Then exactly one created the entry and every other one replayed it
+    let created: Vec<&Entry> =
+        results.iter().filter_map(|r| if let Recorded::Created(e) = r { Some(e) } else { None }).collect();
+    assert_eq!(created.len(), 1, "{results:?}");
+    for r in &results {
+        let (Recorded::Created(e) | Recorded::Replayed(e)) = r;
+        assert_eq!(e, created[0]);
+    }
+    assert_eq!(store.entries(m.id, &range("2026-11-23", "2026-11-23", 100)).await.unwrap().len(), 1);
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 2);
+}
+
+async fn concurrent_reversals_of_one_entry_record_one_reversal(store: Arc<dyn LedgerStore>) {
+    // Given an entry
+    let m = given_a_merchant(&store).await;
+    let original = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+    record(&store, &original, None).await.unwrap();
+
+    // When 8 reversals of it race
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let reversal = original.reversal(EntryId::new(), None, m.time_zone, now()).unwrap();
+        tasks.spawn(async move { record(&store, &reversal, None).await });
+    }
+    let results = tasks.join_all().await;
+
+    // Then one wins and the others are told it is already reversed
+    let created = results.iter().filter(|r| matches!(r, Ok(Recorded::Created(_)))).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::AlreadyReversed))).count();
+    assert_eq!((created, refused), (1, 7), "{results:?}");
+    assert_eq!(store.entries(m.id, &range("2000-01-01", "2099-12-31", 100)).await.unwrap().len(), 2);
+}
+
+async fn a_healthy_store_answers_pings(store: Arc<dyn LedgerStore>) {
+    store.ping().await.unwrap();
+}
+
+async fn the_database_refuses_to_edit_or_delete_entries(harness: &Harness) {
+    // Given a recorded entry
+    let store = harness.store();
+    let m = given_a_merchant(&store).await;
+    let e = entry_on(&m, "2026-11-23", EntryType::Credit, 15_000);
+    record(&store, &e, None).await.unwrap();
+
+    // When someone edits or deletes entries behind the store's back
+    let update = harness.execute_raw("UPDATE entries SET amount_minor = 1").await;
+    let delete = harness.execute_raw("DELETE FROM entries").await;
+
+    // Then the database itself refuses, and the entry is intact
+    for result in [&update, &delete] {
+        let err = result.as_ref().expect_err("the database must refuse");
+        assert!(err.contains("reversal"), "{err}");
+    }
+    assert_eq!(store.entry(m.id, e.id).await.unwrap(), Some(e));
+    // (and the set of ids is unchanged)
+    let ids: BTreeSet<EntryId> =
+        store.entries(m.id, &range("2026-11-23", "2026-11-23", 10)).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 1);
+}
