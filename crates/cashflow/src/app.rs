@@ -79,7 +79,8 @@ impl Application {
             .ledger(ledger_store.clone())
             .consolidation(consolidation_store.clone())
             .queue(queue.source.clone())
-            .identity(identity.clone());
+            .identity(identity.clone())
+            .cache(cache.clone());
         let api = cashflow_ledger::router(LedgerState { ledger: ledger.clone(), verifier: verifier.clone() })
             .merge(cashflow_consolidation::router(ConsolidationState {
                 store: consolidation_store.clone(),

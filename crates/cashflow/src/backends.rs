@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -38,6 +39,20 @@ pub struct BackendArgs {
     #[arg(long, env = "CASHFLOW_QUEUE_URL", default_value = "embedded")]
     pub queue_url: String,
 
+    /// How long a received message stays invisible to other consumers before it is
+    /// redelivered (unless acknowledged).
+    #[arg(long, env = "CASHFLOW_QUEUE_VISIBILITY_TIMEOUT_SECS", default_value_t = 30)]
+    pub queue_visibility_timeout_secs: u64,
+
+    /// Embedded queue: receives after which a message is dead-lettered. (SQS: the queue's
+    /// redrive policy decides.)
+    #[arg(long, env = "CASHFLOW_QUEUE_MAX_RECEIVES", default_value_t = 5)]
+    pub queue_max_receives: u32,
+
+    /// SQS: attempts per call (with exponential backoff) before the caller retries later.
+    #[arg(long, env = "CASHFLOW_QUEUE_MAX_ATTEMPTS", default_value_t = 3)]
+    pub queue_max_attempts: u32,
+
     /// The report cache: `memory` (in-process) or `redis://…`.
     #[arg(long, env = "CASHFLOW_CACHE_URL", default_value = "memory", hide_env_values = true)]
     pub cache_url: String,
@@ -55,6 +70,9 @@ impl BackendArgs {
             database_url: None,
             consolidation_database_url: None,
             queue_url: "embedded".into(),
+            queue_visibility_timeout_secs: 30,
+            queue_max_receives: 5,
+            queue_max_attempts: 3,
             cache_url: "memory".into(),
         }
     }
@@ -125,15 +143,28 @@ impl BackendArgs {
     pub async fn queue(&self) -> anyhow::Result<Queue> {
         if self.queue_url == "embedded" {
             let queue = Arc::new(
-                EmbeddedQueue::open(&self.data_file("queue.db")?, EmbeddedQueueConfig::default())
-                    .await
-                    .context("opening the embedded queue")?,
+                EmbeddedQueue::open(
+                    &self.data_file("queue.db")?,
+                    EmbeddedQueueConfig {
+                        visibility_timeout: Duration::from_secs(self.queue_visibility_timeout_secs),
+                        max_receives: self.queue_max_receives,
+                        ..EmbeddedQueueConfig::default()
+                    },
+                )
+                .await
+                .context("opening the embedded queue")?,
             );
             return Ok(Queue { publisher: queue.clone(), source: queue });
         }
         if self.queue_url.starts_with("https://") || self.queue_url.starts_with("http://") {
             let queue = Arc::new(
-                SqsQueue::connect(SqsConfig::new(&self.queue_url)).await.context("configuring the SQS queue")?,
+                SqsQueue::connect(SqsConfig {
+                    visibility_timeout: Duration::from_secs(self.queue_visibility_timeout_secs),
+                    max_attempts: self.queue_max_attempts,
+                    ..SqsConfig::new(&self.queue_url)
+                })
+                .await
+                .context("configuring the SQS queue")?,
             );
             return Ok(Queue { publisher: queue.clone(), source: queue });
         }

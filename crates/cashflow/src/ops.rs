@@ -17,32 +17,43 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
 use cashflow_auth::IdentityStore;
-use cashflow_consolidation::ConsolidationStore;
+use cashflow_consolidation::{ConsolidationStore, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::LedgerStore;
 
 type ProbeFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 type Probe = Arc<dyn Fn() -> ProbeFuture + Send + Sync>;
 
+/// Whether a process can do its job without a dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// Without it the process cannot serve: readiness fails (503).
+    Critical,
+    /// Without it the process still serves, degraded (200, `"status": "degraded"`): the ledger
+    /// accepts entries while the queue is down; reports are read from the database while the
+    /// cache is down. Pulling the process out of rotation would only make things worse.
+    Optional,
+}
+
 /// The dependencies a process checks before it says it is ready.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    probes: Vec<(&'static str, Probe)>,
+    probes: Vec<(&'static str, Need, Probe)>,
 }
 
 impl Readiness {
-    fn probe<F, Fut>(mut self, name: &'static str, f: F) -> Self
+    fn probe<F, Fut>(mut self, name: &'static str, need: Need, f: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.probes.push((name, Arc::new(move || Box::pin(f()) as ProbeFuture)));
+        self.probes.push((name, need, Arc::new(move || Box::pin(f()) as ProbeFuture)));
         self
     }
 
     /// Checks the ledger database.
     pub fn ledger(self, store: Arc<dyn LedgerStore>) -> Self {
-        self.probe("ledger_db", move || {
+        self.probe("ledger_db", Need::Critical, move || {
             let s = store.clone();
             async move { s.ping().await.map_err(|e| e.to_string()) }
         })
@@ -50,7 +61,7 @@ impl Readiness {
 
     /// Checks the consolidation database.
     pub fn consolidation(self, store: Arc<dyn ConsolidationStore>) -> Self {
-        self.probe("consolidation_db", move || {
+        self.probe("consolidation_db", Need::Critical, move || {
             let s = store.clone();
             async move { s.ping().await.map_err(|e| e.to_string()) }
         })
@@ -58,7 +69,7 @@ impl Readiness {
 
     /// Checks the queue.
     pub fn queue(self, source: Arc<dyn EventSource>) -> Self {
-        self.probe("queue", move || {
+        self.probe("queue", Need::Optional, move || {
             let s = source.clone();
             async move { s.depth().await.map(|_| ()).map_err(|e| e.to_string()) }
         })
@@ -66,25 +77,36 @@ impl Readiness {
 
     /// Checks the identity database.
     pub fn identity(self, store: Arc<dyn IdentityStore>) -> Self {
-        self.probe("identity_db", move || {
+        self.probe("identity_db", Need::Critical, move || {
             let s = store.clone();
             async move { s.ping().await.map_err(|e| e.to_string()) }
         })
     }
 
-    async fn check(&self) -> Vec<(&'static str, bool)> {
-        let runs = self.probes.iter().map(|(name, probe)| {
-            let (name, probe) = (*name, probe.clone());
-            async move { (name, matches!(tokio::time::timeout(Duration::from_secs(2), probe()).await, Ok(Ok(())))) }
-        });
+    /// Checks the report cache.
+    pub fn cache(self, cache: Arc<dyn ReportCache>) -> Self {
+        self.probe("cache", Need::Optional, move || {
+            let c = cache.clone();
+            async move { c.ping().await }
+        })
+    }
+
+    async fn check(&self) -> Vec<(&'static str, Need, bool)> {
+        let runs =
+            self.probes.iter().map(|(name, need, probe)| {
+                let (name, need, probe) = (*name, *need, probe.clone());
+                async move {
+                    (name, need, matches!(tokio::time::timeout(Duration::from_secs(2), probe()).await, Ok(Ok(()))))
+                }
+            });
         futures_join_all(runs).await
     }
 }
 
 /// Runs the probes concurrently (a handful of futures; no need for a combinator crate).
-async fn futures_join_all<F: Future<Output = (&'static str, bool)> + Send + 'static>(
+async fn futures_join_all<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
     futures: impl Iterator<Item = F>,
-) -> Vec<(&'static str, bool)> {
+) -> Vec<T> {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
@@ -107,11 +129,16 @@ pub fn router(readiness: Readiness) -> Router {
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
     let checks = readiness.check().await;
-    let all_up = checks.iter().all(|(_, up)| *up);
+    let critical_up = checks.iter().all(|(_, need, up)| *up || *need == Need::Optional);
+    let all_up = checks.iter().all(|(_, _, up)| *up);
     let details: Map<String, Value> =
-        checks.into_iter().map(|(name, up)| (name.to_owned(), json!(if up { "up" } else { "down" }))).collect();
-    let status = if all_up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "status": if all_up { "ready" } else { "unavailable" }, "checks": details })))
+        checks.into_iter().map(|(name, _, up)| (name.to_owned(), json!(if up { "up" } else { "down" }))).collect();
+    let (status, word) = match (critical_up, all_up) {
+        (true, true) => (StatusCode::OK, "ready"),
+        (true, false) => (StatusCode::OK, "degraded"),
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+    };
+    (status, Json(json!({ "status": word, "checks": details })))
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -101,7 +101,8 @@ pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
                 .run(shutdown.clone()),
         ),
     ];
-    let readiness = Readiness::default().consolidation(store.clone()).queue(queue.source).identity(identity);
+    let readiness =
+        Readiness::default().consolidation(store.clone()).queue(queue.source).identity(identity).cache(cache.clone());
     let router = cashflow_http::layers::common(
         cashflow_consolidation::router(ConsolidationState { store, cache, verifier }).merge(ops::router(readiness)),
     );

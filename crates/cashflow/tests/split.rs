@@ -45,15 +45,89 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Environment of every cashflow process of one deployment.
+/// Environment of every cashflow process of one deployment, and what must live as long.
 #[derive(Clone)]
 struct Backends {
     env: Vec<(String, String)>,
+    /// The test's own Postgres database (dropped with the last clone).
+    _database: Option<std::sync::Arc<cashflow_db::TestDatabase>>,
 }
 
 impl Backends {
     fn embedded(data_dir: &Path) -> Self {
-        Self { env: vec![("CASHFLOW_DATA_DIR".into(), data_dir.display().to_string())] }
+        Self {
+            env: vec![
+                ("CASHFLOW_DATA_DIR".into(), data_dir.display().to_string()),
+                ("CASHFLOW_QUEUE_VISIBILITY_TIMEOUT_SECS".into(), "3".into()),
+            ],
+            _database: None,
+        }
+    }
+
+    /// Postgres (a fresh database), SQS at `sqs_endpoint` (a fresh queue with a dead-letter
+    /// queue) and Redis at `redis_url`.
+    async fn production(data_dir: &Path, sqs_endpoint: &str, redis_url: &str) -> Self {
+        let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL").expect("CASHFLOW_TEST_POSTGRES_URL");
+        let database = cashflow_db::TestDatabase::create(&admin).await.unwrap();
+        let name = format!("split-{}", uuid::Uuid::new_v4().simple());
+        let created = Command::new("python3")
+            .arg(repo_root().join("scripts/create-queue.py"))
+            .args([sqs_endpoint, &name, "3", "3"])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        let queue_url = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+        let env = [
+            ("CASHFLOW_DATA_DIR", data_dir.display().to_string()),
+            ("CASHFLOW_DATABASE_URL", database.url().to_owned()),
+            ("CASHFLOW_QUEUE_URL", queue_url),
+            ("CASHFLOW_QUEUE_VISIBILITY_TIMEOUT_SECS", "3".into()),
+            ("CASHFLOW_CACHE_URL", redis_url.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ];
+        Self {
+            env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            _database: Some(std::sync::Arc::new(database)),
+        }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap()
+    }
+}
+
+/// A server of our own (moto, redis-server) on a free port, for tests that stop it.
+struct Server {
+    proc: Option<Proc>,
+    port: u16,
+    argv: Vec<String>,
+}
+
+impl Server {
+    async fn start(argv: &[&str]) -> Server {
+        let port = free_port();
+        let argv: Vec<String> = argv.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+        let mut server = Server { proc: None, port, argv };
+        server.restart().await;
+        server
+    }
+
+    async fn restart(&mut self) {
+        let child =
+            Command::new(&self.argv[0]).args(&self.argv[1..]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        self.proc = Some(Proc(child.unwrap_or_else(|e| panic!("{}: {e}", self.argv[0]))));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} never listened", self.argv[0]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.proc.as_ref().unwrap().0.id().to_string();
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
     }
 }
 
@@ -167,8 +241,13 @@ async fn post(client: &reqwest::Client, front: &str, token: &str, cents: i64, da
         }))
         .send()
         .await
+        .map_err(|e| eprintln!("write failed: {e}"))
         .ok()?;
-    (r.status() == 201).then_some(cents)
+    if r.status() != 201 {
+        eprintln!("write failed: {} {}", r.status(), r.text().await.unwrap_or_default());
+        return None;
+    }
+    Some(cents)
 }
 
 /// Waits until the day's report shows exactly `count` entries summing to `cents`; fails on
@@ -193,10 +272,8 @@ async fn assert_converges(front: &str, token: &str, date: &str, count: u64, cent
     }
 }
 
-async fn one_api_through_the_front(backends: fn(&Path) -> Backends) {
-    let dir = tempfile::tempdir().unwrap();
-    let b = backends(dir.path());
-    let split = Split::start(dir, b).await;
+async fn one_api_through_the_front(dir: TempDir, backends: Backends) {
+    let split = Split::start(dir, backends).await;
     let token = split.merchant_token().await;
     let client = reqwest::Client::new();
     let mut cents = 0;
@@ -231,56 +308,302 @@ async fn one_api_through_the_front(backends: fn(&Path) -> Backends) {
     assert_eq!(unauthenticated.status(), 401);
 }
 
-async fn ledger_survives_consolidator_sigkill(backends: fn(&Path) -> Backends) {
-    let dir = tempfile::tempdir().unwrap();
-    let b = backends(dir.path());
-    let mut split = Split::start(dir, b).await;
-    let token = split.merchant_token().await;
-    let front = split.front.clone();
-    // A steady write load: 4 writers, one entry every 10 ms each, for 4 seconds.
-    let stop_at = Instant::now() + Duration::from_secs(4);
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (front, token) = (front.clone(), token.clone());
-            tokio::spawn(async move {
-                let client = reqwest::Client::new();
-                let (mut sent, mut acked) = (0u64, Vec::new());
-                let mut i = 0;
-                while Instant::now() < stop_at {
-                    i += 1;
-                    sent += 1;
-                    if let Some(c) = post(&client, &front, &token, 100 + w * 10_000 + i, 22).await {
-                        acked.push(c);
+/// A steady write load through the front: 4 writers, one entry every 10 ms each, until
+/// `duration` has passed. Returns (writes sent, amounts acknowledged).
+fn write_load(front: &str, token: &str, day: u32, duration: Duration) -> tokio::task::JoinHandle<(u64, Vec<i64>)> {
+    let (front, token) = (front.to_owned(), token.to_owned());
+    tokio::spawn(async move {
+        let stop_at = Instant::now() + duration;
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (front, token) = (front.clone(), token.clone());
+                tokio::spawn(async move {
+                    let client = reqwest::Client::new();
+                    let (mut sent, mut acked) = (0u64, Vec::new());
+                    let mut i = 0;
+                    while Instant::now() < stop_at {
+                        i += 1;
+                        sent += 1;
+                        if let Some(c) = post(&client, &front, &token, 100 + w * 10_000 + i, day).await {
+                            acked.push(c);
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                (sent, acked)
+                    (sent, acked)
+                })
             })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+            .collect();
+        let (mut sent, mut acked) = (0, Vec::new());
+        for w in writers {
+            let (s, a) = w.await.unwrap();
+            sent += s;
+            acked.extend(a);
+        }
+        (sent, acked)
+    })
+}
+
+/// A write load in progress.
+struct Load {
+    token: String,
+    day: u32,
+    handle: tokio::task::JoinHandle<(u64, Vec<i64>)>,
+}
+
+impl Load {
+    /// Starts 5 s of writes for a new merchant and returns after the first second.
+    async fn start(split: &Split, day: u32) -> Load {
+        let token = split.merchant_token().await;
+        let handle = write_load(&split.front, &token, day, Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Load { token, day, handle }
+    }
+
+    /// Every write succeeded, and the report converges to exactly the acknowledged entries.
+    async fn assert_all_acknowledged_and_converged(self, split: &Split) {
+        let (sent, acked) = self.handle.await.unwrap();
+        assert!(sent > 100, "the load ran: {sent} writes");
+        assert_eq!(acked.len() as u64, sent, "every write succeeded during the fault");
+        let date = format!("2026-11-{:02}", self.day);
+        assert_converges(&split.front, &self.token, &date, acked.len() as u64, acked.iter().sum()).await;
+    }
+}
+
+async fn ledger_survives_consolidator_sigkill(dir: TempDir, backends: Backends) {
+    let mut split = Split::start(dir, backends).await;
+    let load = Load::start(&split, 22).await;
     split.kill_consolidator();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     split.start_consolidator().await;
-    let (mut sent, mut acked) = (0, Vec::new());
-    for w in writers {
-        let (s, a) = w.await.unwrap();
-        sent += s;
-        acked.extend(a);
-    }
-    assert!(sent > 100, "the load ran: {sent} writes");
-    assert_eq!(acked.len() as u64, sent, "every write succeeded while the consolidator was down");
-    assert_converges(&front, &token, "2026-11-22", acked.len() as u64, acked.iter().sum()).await;
+    load.assert_all_acknowledged_and_converged(&split).await;
 }
 
 #[tokio::test]
 #[cfg_attr(not(nginx_tests), ignore = "set CASHFLOW_TEST_NGINX to the nginx binary to run the split deployment")]
 async fn embedded_split_serves_one_api_through_the_front() {
-    one_api_through_the_front(Backends::embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::embedded(dir.path());
+    one_api_through_the_front(dir, backends).await;
 }
 
 #[tokio::test]
 #[cfg_attr(not(nginx_tests), ignore = "set CASHFLOW_TEST_NGINX to the nginx binary to run the split deployment")]
 async fn embedded_ledger_keeps_serving_when_consolidator_is_killed() {
-    ledger_survives_consolidator_sigkill(Backends::embedded).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backends = Backends::embedded(dir.path());
+    ledger_survives_consolidator_sigkill(dir, backends).await;
 }
+
+// ---- Production backends: Postgres + SQS (moto) + Redis -------------------------------------
+
+macro_rules! production_test {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[tokio::test]
+        #[cfg_attr(
+            not(all(postgres_tests, sqs_tests, redis_tests, nginx_tests)),
+            ignore = "set CASHFLOW_TEST_POSTGRES_URL, CASHFLOW_TEST_SQS_ENDPOINT, CASHFLOW_TEST_REDIS_URL and CASHFLOW_TEST_NGINX"
+        )]
+        async fn $name() {
+            super_tests::$name().await;
+        }
+    };
+}
+
+mod super_tests {
+    use super::*;
+
+    fn shared_sqs() -> String {
+        std::env::var("CASHFLOW_TEST_SQS_ENDPOINT").unwrap()
+    }
+
+    fn shared_redis() -> String {
+        std::env::var("CASHFLOW_TEST_REDIS_URL").unwrap()
+    }
+
+    pub async fn production_split_serves_one_api_through_the_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = Backends::production(dir.path(), &shared_sqs(), &shared_redis()).await;
+        one_api_through_the_front(dir, backends).await;
+    }
+
+    pub async fn ledger_keeps_serving_when_consolidator_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = Backends::production(dir.path(), &shared_sqs(), &shared_redis()).await;
+        ledger_survives_consolidator_sigkill(dir, backends).await;
+    }
+
+    pub async fn ledger_keeps_serving_while_the_queue_is_down() {
+        // Our own emulator, so freezing it disturbs no other test. SIGSTOP keeps its state
+        // (an emulator restart would drop its queues; real SQS does not lose messages).
+        let moto = Server::start(&["moto_server", "-H", "127.0.0.1", "-p", "{port}"]).await;
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("http://127.0.0.1:{}", moto.port);
+        let backends = Backends::production(dir.path(), &endpoint, &shared_redis()).await;
+        let split = Split::start(dir, backends).await;
+        let load = Load::start(&split, 13).await;
+        moto.signal("-STOP");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        moto.signal("-CONT");
+        load.assert_all_acknowledged_and_converged(&split).await;
+    }
+
+    pub async fn reports_keep_serving_while_redis_is_down() {
+        let mut redis = Server::start(&[
+            "redis-server",
+            "--port",
+            "{port}",
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+        let backends = Backends::production(dir.path(), &shared_sqs(), &redis_url).await;
+        let split = Split::start(dir, backends).await;
+        let load = Load::start(&split, 14).await;
+        let token = load.token.clone();
+        let client = reqwest::Client::new();
+        let read = |client: reqwest::Client, front: String, token: String| async move {
+            client
+                .get(format!("{front}/v1/balances/daily/2026-11-14"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(read(client.clone(), split.front.clone(), token.clone()).await, 200);
+        redis.proc = None; // SIGKILL: the cache is gone, with whatever it held
+        for _ in 0..20 {
+            assert_eq!(
+                read(client.clone(), split.front.clone(), token.clone()).await,
+                200,
+                "reads survive a dead cache"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let health: Value =
+            client.get(format!("{}/health/consolidator", split.front)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(health["status"], "degraded", "{health}");
+        redis.restart().await;
+        load.assert_all_acknowledged_and_converged(&split).await;
+    }
+
+    pub async fn duplicate_deliveries_are_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = Backends::production(dir.path(), &shared_sqs(), &shared_redis()).await;
+        let queue_url = backends.get("CASHFLOW_QUEUE_URL").to_owned();
+        let mut split = Split::start(dir, backends).await;
+        let token = split.merchant_token().await;
+        split.kill_consolidator();
+        let client = reqwest::Client::new();
+        let mut acked = Vec::new();
+        for i in 1..=30 {
+            acked.push(post(&client, &split.front, &token, 1_000 + i, 15).await.expect("write"));
+        }
+        // With nobody consuming, copy every queued message back into the queue twice.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let copied = Command::new("python3")
+            .arg("-c")
+            .arg(DUPLICATE_MESSAGES)
+            .arg(shared_sqs())
+            .arg(&queue_url)
+            .output()
+            .unwrap();
+        assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+        let copies: u64 = String::from_utf8_lossy(&copied.stdout).trim().parse().unwrap();
+        assert!(copies >= 60, "duplicates were injected: {copies}");
+        split.start_consolidator().await;
+        assert_converges(&split.front, &token, "2026-11-15", 30, acked.iter().sum()).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_converges(&split.front, &token, "2026-11-15", 30, acked.iter().sum()).await;
+    }
+
+    /// Receives every message (visibility 0: they stay in the queue) and sends two copies of
+    /// each; prints how many copies it sent.
+    const DUPLICATE_MESSAGES: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+seen, copies = set(), 0
+for _ in range(50):
+    got = sqs.receive_message(QueueUrl=sys.argv[2], MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])
+    fresh = [m for m in got if m["MessageId"] not in seen]
+    if not got:
+        break
+    for m in fresh:
+        seen.add(m["MessageId"])
+        for _ in range(2):
+            sqs.send_message(QueueUrl=sys.argv[2], MessageBody=m["Body"])
+            copies += 1
+print(copies)
+"#;
+
+    pub async fn a_poison_message_goes_to_the_dead_letter_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let backends = Backends::production(dir.path(), &shared_sqs(), &shared_redis()).await;
+        let queue_url = backends.get("CASHFLOW_QUEUE_URL").to_owned();
+        let split = Split::start(dir, backends).await;
+        let token = split.merchant_token().await;
+        let sent = Command::new("python3").arg("-c").arg(POISON).arg(shared_sqs()).arg(&queue_url).output().unwrap();
+        assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+        let client = reqwest::Client::new();
+        let mut acked = Vec::new();
+        for i in 1..=10 {
+            acked.push(post(&client, &split.front, &token, 500 + i, 16).await.expect("write"));
+        }
+        assert_converges(&split.front, &token, "2026-11-16", 10, acked.iter().sum()).await;
+        // maxReceiveCount is 3 and the visibility timeout 3 s: the poison pill reaches the DLQ.
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let out =
+                Command::new("python3").arg("-c").arg(DLQ_DEPTH).arg(shared_sqs()).arg(&queue_url).output().unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let depth: u64 = printed.trim().parse().unwrap();
+            if depth == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the poison message never reached the dead-letter queue");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    const POISON: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+sqs.send_message(QueueUrl=sys.argv[2], MessageBody='{"this is": "not an event"}')
+"#;
+
+    const DLQ_DEPTH: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+dlq = sqs.get_queue_url(QueueName=sys.argv[2].rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
+print(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+"#;
+}
+
+production_test!(production_split_serves_one_api_through_the_front);
+production_test!(
+    /// Under a steady write load, SIGKILL the consolidator for a while: 100% of writes still
+    /// succeed; after its restart every report equals the ledger's sum.
+    ledger_keeps_serving_when_consolidator_is_killed
+);
+production_test!(
+    /// The queue emulator frozen during the load: the outbox buffers, the relay retries, then
+    /// drains.
+    ledger_keeps_serving_while_the_queue_is_down
+);
+production_test!(
+    /// Redis killed during the load: reads still 200 (from the database), readiness degraded.
+    reports_keep_serving_while_redis_is_down
+);
+production_test!(duplicate_deliveries_are_counted_once);
+production_test!(a_poison_message_goes_to_the_dead_letter_queue);

@@ -32,6 +32,12 @@ pub trait ReportCache: Send + Sync + 'static {
     async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: DailyBalanceResponse);
     /// Drops the merchant's cached days from `from` on.
     async fn invalidate(&self, merchant: MerchantId, from: BusinessDate);
+
+    /// Whether the cache is reachable, for readiness (a cache that is down slows reads; it
+    /// never fails them).
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]

@@ -498,6 +498,10 @@ impl ReportCache for RedisCache {
             inner.invalidation_lost();
         }
     }
+
+    async fn ping(&self) -> Result<(), String> {
+        self.check().await.map_err(|e| e.to_string())
+    }
 }
 
 #[cfg(test)]
