@@ -23,7 +23,7 @@ if ! port_open 5000; then
   wait_port 5000
 fi
 if ! command -v nginx >/dev/null 2>&1; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx) >/dev/null
   # Debian starts the packaged nginx on port 80; we run our own instances.
   nginx -s stop 2>/dev/null || true
 fi
