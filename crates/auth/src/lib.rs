@@ -19,7 +19,8 @@
 //! - [`verifier`]: [`TokenVerifier`] and the JWT/JWKS implementation [`JwtVerifier`].
 //! - [`error`]: [`AuthError`], rendered as 401/403 problems with `WWW-Authenticate`.
 //! - [`issuer`]: the built-in authorization server (`/oauth2/token`, JWKS, discovery).
-//! - [`store`]: clients, users and the signing key of the built-in issuer, in SQLite.
+//! - [`store`]: clients, users and the signing key of the built-in issuer, in SQLite or
+//!   Postgres.
 
 // Tests may unwrap: a panic is how they fail. The library build is still linted strictly.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]

@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`api`]: `router()` for `/v1/balances/daily`, its DTOs and its error mapping.
 //! - [`consumer`]: the queue consumer.
-//! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`]: its embedded implementation.
+//! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
+//!   implement it, chosen by URL.
 //! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation.
 //! - [`redis_cache`]: [`RedisCache`], the shared implementation on Redis (ElastiCache).
 

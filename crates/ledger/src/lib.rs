@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`api`]: `router()` for `/v1/entries`, its DTOs and its error mapping.
 //! - [`service`]: the [`Ledger`] use cases.
-//! - [`store`]: the [`LedgerStore`] port; [`sqlite`]: its embedded implementation.
+//! - [`store`]: the [`LedgerStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
+//!   implement it, chosen by URL.
 //! - [`relay`]: the outbox relay.
 
 pub mod api;
