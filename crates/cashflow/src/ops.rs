@@ -168,3 +168,60 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     );
     doc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn ready_status(readiness: Readiness) -> (StatusCode, Value) {
+        let response = router(readiness)
+            .oneshot(Request::builder().uri("/health/ready").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn up() -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+
+    fn down() -> impl Future<Output = Result<(), String>> + Send {
+        async { Err("connection refused".to_owned()) }
+    }
+
+    #[tokio::test]
+    async fn a_down_database_makes_the_process_unready() {
+        let readiness =
+            Readiness::default().probe("ledger_db", Need::Critical, down).probe("queue", Need::Optional, up);
+        let (status, body) = ready_status(readiness).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "unavailable");
+        assert_eq!(body["checks"]["ledger_db"], "down");
+    }
+
+    #[tokio::test]
+    async fn a_down_queue_or_cache_only_degrades_the_process() {
+        let readiness =
+            Readiness::default().probe("ledger_db", Need::Critical, up).probe("cache", Need::Optional, down);
+        let (status, body) = ready_status(readiness).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["checks"]["cache"], "down");
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_hangs_counts_as_down() {
+        let hangs = || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        };
+        let (status, _) = ready_status(Readiness::default().probe("ledger_db", Need::Critical, hangs)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
