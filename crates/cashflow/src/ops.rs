@@ -187,12 +187,12 @@ mod tests {
         (status, serde_json::from_slice(&body).unwrap())
     }
 
-    fn up() -> impl Future<Output = Result<(), String>> + Send {
-        async { Ok(()) }
+    async fn up() -> Result<(), String> {
+        Ok(())
     }
 
-    fn down() -> impl Future<Output = Result<(), String>> + Send {
-        async { Err("connection refused".to_owned()) }
+    async fn down() -> Result<(), String> {
+        Err("connection refused".to_owned())
     }
 
     #[tokio::test]
