@@ -154,6 +154,7 @@ async fn metrics() -> impl IntoResponse {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = cashflow_ledger::LedgerApi::openapi();
     doc.merge(cashflow_consolidation::ConsolidationApi::openapi());
+    doc.merge(cashflow_auth::issuer::AuthApi::openapi());
     doc.info.title = "cashflow".into();
     doc.info.description = Some(
         "A merchant's ledger of debits and credits and its daily consolidated balance. \

@@ -175,6 +175,14 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
+/// The issuer's part of the OpenAPI document: how a client gets a token.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(endpoint::token, endpoint::jwks, endpoint::openid_configuration),
+    components(schemas(endpoint::TokenRequest, TokenResponse))
+)]
+pub struct AuthApi;
+
 /// The issuer's endpoints: `POST /oauth2/token`, `GET /.well-known/jwks.json` and
 /// `GET /.well-known/openid-configuration`.
 pub fn router(issuer: Arc<Issuer>) -> Router {

@@ -28,6 +28,8 @@ async fn the_openapi_document_describes_the_v1_api() {
         "/v1/entries/{id}/reversal",
         "/v1/balances/daily/{date}",
         "/v1/balances/daily",
+        "/oauth2/token",
+        "/.well-known/jwks.json",
     ] {
         assert!(doc["paths"][path].is_object(), "missing {path}");
     }
