@@ -91,6 +91,11 @@ impl Consumer {
         }
         let summary = self.store.apply(&events).await?;
         record_applied(&events, &summary);
+        for event in &events {
+            // Joins the producing request's trace: the same trace id as the ledger's log line.
+            let trace_id = event.trace.as_deref().and_then(|t| t.split('-').nth(1)).unwrap_or("");
+            tracing::debug!(event_id = %event.event_id, trace_id, "event consolidated");
+        }
         let rejected: std::collections::HashSet<_> = summary.rejected.iter().collect();
         // Duplicates invalidate too: a redelivery after a crash between the commit and the
         // invalidation is what heals a cache that missed it (Redis outlives our process).

@@ -19,6 +19,10 @@ pub struct Event {
     /// When the producing transaction committed (the ledger's clock); consolidation lag is
     /// measured from here.
     pub occurred_at: DateTime<Utc>,
+    /// The W3C `traceparent` of the request that produced the event, so the consolidator's work
+    /// joins the same trace (and queues can carry it as a message attribute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     #[serde(flatten)]
     pub body: EventBody,
 }
@@ -65,7 +69,23 @@ impl EntryRecorded {
 impl Event {
     /// A new event with a fresh id.
     pub fn new(occurred_at: DateTime<Utc>, body: EventBody) -> Self {
-        Self { event_id: EventId::new(), version: SCHEMA_VERSION, occurred_at, body }
+        Self { event_id: EventId::new(), version: SCHEMA_VERSION, occurred_at, trace: None, body }
+    }
+
+    /// The same event, part of the trace `traceparent`.
+    pub fn with_trace(mut self, traceparent: Option<String>) -> Self {
+        self.trace = traceparent;
+        self
+    }
+
+    /// The `trace` of an event's wire form without parsing the rest (for queue adapters that
+    /// forward it as a message attribute).
+    pub fn trace_of(json: &str) -> Option<String> {
+        #[derive(Deserialize)]
+        struct TraceOnly {
+            trace: Option<String>,
+        }
+        serde_json::from_str::<TraceOnly>(json).ok().and_then(|t| t.trace)
     }
 
     /// The merchant the event is about.
@@ -110,6 +130,22 @@ mod tests {
         let json = event.to_json();
         assert!(json.contains(r#""type":"entry_recorded""#), "{json}");
         assert_eq!(Event::from_json(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn the_trace_travels_with_the_event_and_is_optional() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+        let body = EventBody::MerchantRegistered(MerchantRegistered {
+            merchant_id: MerchantId::new(),
+            currency: Currency::BRL,
+            time_zone: "UTC".into(),
+        });
+        let traced = Event::new(Utc::now(), body.clone()).with_trace(Some(tp.clone()));
+        assert_eq!(Event::trace_of(&traced.to_json()), Some(tp));
+        let untraced = Event::new(Utc::now(), body).to_json();
+        assert!(!untraced.contains("trace"), "{untraced}");
+        assert_eq!(Event::trace_of(&untraced), None);
+        assert!(Event::from_json(&untraced).is_ok(), "events of older producers still parse");
     }
 
     #[test]

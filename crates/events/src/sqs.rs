@@ -60,6 +60,8 @@ pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// The message attribute carrying the event id, for consumers and operators that look at a
 /// message without parsing its body (for example in the dead-letter queue console).
 pub const EVENT_ID_ATTRIBUTE: &str = "event_id";
+/// The message attribute carrying the W3C trace context of the producing request.
+pub const TRACEPARENT_ATTRIBUTE: &str = "traceparent";
 
 /// Region used to sign requests to an emulator when none is configured (emulators accept any).
 const EMULATOR_REGION: &str = "us-east-1";
@@ -263,6 +265,16 @@ impl SqsQueue {
             .id(&event_id)
             .message_body(&message.body)
             .message_attributes(EVENT_ID_ATTRIBUTE, attribute);
+        // The producing request's trace context, where tracing tools (X-Ray, OpenTelemetry)
+        // look for it.
+        if let Some(traceparent) = crate::Event::trace_of(&message.body) {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(traceparent)
+                .build()
+                .map_err(build_error)?;
+            entry = entry.message_attributes(TRACEPARENT_ATTRIBUTE, value);
+        }
         if self.config.is_fifo() {
             entry = entry.message_deduplication_id(&event_id).message_group_id(&event_id);
         }

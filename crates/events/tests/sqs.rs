@@ -223,6 +223,23 @@ async fn every_message_carries_its_event_id_as_an_attribute() {
     let attribute = &received.message_attributes().unwrap()["event_id"];
     assert_eq!(attribute.data_type(), "String");
     assert_eq!(attribute.string_value(), Some(m.event_id.to_string().as_str()));
+    assert!(!received.message_attributes().unwrap().contains_key("traceparent"), "no trace, no attribute");
+}
+
+#[tokio::test]
+#[cfg_attr(not(sqs_tests), ignore = "set CASHFLOW_TEST_SQS_ENDPOINT to run against an SQS emulator")]
+async fn an_event_with_a_trace_carries_it_as_the_traceparent_attribute() {
+    let client = client();
+    let url = create_queue(&client, &unique("cashflow-trace"), &[]).await;
+    let queue = adapter(&client, config(&url));
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let m = message(&format!(r#"{{"event_id":"x","trace":"{traceparent}"}}"#));
+    queue.publish(std::slice::from_ref(&m)).await.unwrap();
+
+    let out = client.receive_message().queue_url(&url).message_attribute_names("All").send().await.unwrap();
+
+    let attributes = out.messages()[0].message_attributes().unwrap();
+    assert_eq!(attributes["traceparent"].string_value(), Some(traceparent));
 }
 
 #[tokio::test]

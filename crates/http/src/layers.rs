@@ -37,12 +37,19 @@ pub fn common(router: Router) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id_in_problems))
         .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(crate::context::propagate))
         .layer(CatchPanicLayer::custom(panic_problem))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let matched =
                 req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
             let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %req.method(), route = %matched, request_id = %request_id)
+            tracing::info_span!(
+                "http",
+                method = %req.method(),
+                route = %matched,
+                request_id = %request_id,
+                trace_id = tracing::field::Empty
+            )
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

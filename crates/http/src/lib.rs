@@ -3,9 +3,11 @@
 //!
 //! # Layout
 //! - [`problem`]: RFC 9457 problem details, the one error body of every endpoint.
+//! - [`context`]: the request's W3C trace context, carried to the queue and the consumer.
 //! - [`extract`]: `Json`/`Query` extractors whose rejections are problems, not plain text.
 //! - [`layers`]: request ids, panic safety and tracing, applied by [`layers::common`].
 
+pub mod context;
 pub mod extract;
 pub mod layers;
 pub mod problem;

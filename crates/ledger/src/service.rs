@@ -135,7 +135,8 @@ impl Ledger {
                 recorded_at: entry.recorded_at,
                 reversal_of: entry.reversal_of,
             }),
-        );
+        )
+        .with_trace(cashflow_http::context::traceparent());
         let recorded = self.store.record(&entry, idempotency, &event).await?;
         if matches!(recorded, Recorded::Created(_)) {
             self.outbox_written.notify_one();

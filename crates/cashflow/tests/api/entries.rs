@@ -143,3 +143,38 @@ async fn a_merchant_can_neither_read_nor_reverse_another_merchants_entries() {
     assert_eq!(report.json()["total_credits"], "0.00");
     assert_eq!(app.balance("2026-11-20").await["total_credits"], "75.00");
 }
+
+#[tokio::test]
+async fn the_callers_trace_context_follows_the_entry_to_the_queue() {
+    let app = TestApp::spawn().await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = axum::http::Request::builder()
+        .method(Method::POST)
+        .uri("/v1/entries")
+        .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("traceparent", incoming)
+        .body(axum::body::Body::from(json!({"type": "credit", "amount": "1.00", "description": "traced"}).to_string()))
+        .unwrap();
+    let r = app.send(request).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let echoed = r.headers["traceparent"].to_str().unwrap();
+    assert!(echoed.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "same trace, our own span: {echoed}");
+    assert_ne!(echoed, incoming);
+
+    // The event on the queue carries it, for the consolidator (and SQS message attributes).
+    app.app.relay().drain().await.unwrap();
+    let deliveries = app.app.queue.source.receive(10, std::time::Duration::ZERO).await.unwrap();
+    let traces: Vec<_> = deliveries.iter().filter_map(|d| cashflow_events::Event::trace_of(&d.body)).collect();
+    assert_eq!(traces, [echoed.to_owned()]);
+}
+
+#[tokio::test]
+async fn a_request_without_trace_context_starts_one_from_its_request_id() {
+    let app = TestApp::spawn().await;
+    let r = app.post_entry(json!({"type": "credit", "amount": "1.00", "description": "untraced"})).await;
+    let traceparent = r.headers["traceparent"].to_str().unwrap();
+    let request_id = r.headers["x-request-id"].to_str().unwrap().replace('-', "");
+    assert!(cashflow_http::context::is_valid(traceparent), "{traceparent}");
+    assert_eq!(cashflow_http::context::trace_id(traceparent), Some(request_id.as_str()));
+}

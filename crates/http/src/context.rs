@@ -1,0 +1,113 @@
+//! The trace context of the request being served, in W3C Trace Context form
+//! (`traceparent: 00-<trace id>-<span id>-<flags>`).
+//!
+//! It continues a `traceparent` the caller (or API Gateway) sent, or starts a trace whose id is
+//! the request id, so one id follows an entry from the HTTP request through the outbox and the
+//! queue to the consolidator's logs. It is carried in a task-local, so the services pick it up
+//! without threading it through every signature; code outside a request sees `None`.
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+
+tokio::task_local! {
+    static TRACEPARENT: String;
+}
+
+/// The `traceparent` of the request this task serves, if any.
+pub fn traceparent() -> Option<String> {
+    TRACEPARENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `f` with `traceparent` as the current trace context (for workers and tests).
+pub async fn with_traceparent<F: std::future::Future>(traceparent: String, f: F) -> F::Output {
+    TRACEPARENT.scope(traceparent, f).await
+}
+
+/// A valid `traceparent` value: version 00, 32 hex trace id, 16 hex span id, 2 hex flags,
+/// neither id all zeros.
+pub fn is_valid(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    matches!(parts.as_slice(), [v, t, s, f]
+        if *v == "00" && hex(t, 32) && hex(s, 16) && hex(f, 2)
+            && t.bytes().any(|b| b != b'0') && s.bytes().any(|b| b != b'0'))
+}
+
+/// The trace id of a `traceparent`.
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    traceparent.split('-').nth(1)
+}
+
+/// A new span id: 16 hex digits from a fresh UUID.
+fn span_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// A trace derived from the request id when it is (or contains) 32 hex digits, as our UUIDs
+/// and nginx's `$request_id` do; otherwise a fresh one.
+fn start_trace(request_id: Option<&HeaderValue>) -> String {
+    let from_request: Option<String> = request_id.and_then(|v| v.to_str().ok()).and_then(|id| {
+        let hex: String = id.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
+        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && hex.bytes().any(|b| b != b'0')).then_some(hex)
+    });
+    let trace = from_request.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    format!("00-{trace}-{}-01", span_id())
+}
+
+/// Middleware: sets the trace context for the handler and echoes it in the response.
+pub async fn propagate(req: Request, next: Next) -> Response {
+    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
+    let traceparent = match incoming {
+        // Continue the caller's trace with a span of our own.
+        Some(parent) => format!("00-{}-{}-{}", trace_id(parent).unwrap_or_default(), span_id(), &parent[53..55]),
+        None => start_trace(req.headers().get(crate::layers::REQUEST_ID)),
+    };
+    tracing::Span::current().record("trace_id", trace_id(&traceparent).unwrap_or_default());
+    let mut response = TRACEPARENT.scope(traceparent.clone(), next.run(req)).await;
+    if let Ok(value) = HeaderValue::from_str(&traceparent) {
+        response.headers_mut().insert("traceparent", value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_are_continued() {
+        assert!(is_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert!(!is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_trace_started_from_a_uuid_request_id_carries_its_hex() {
+        let id = HeaderValue::from_static("0a37b320-6160-403c-8af4-150f3ade4544");
+        let tp = start_trace(Some(&id));
+        assert!(is_valid(&tp), "{tp}");
+        assert_eq!(trace_id(&tp), Some("0a37b3206160403c8af4150f3ade4544"));
+        assert!(is_valid(&start_trace(None)));
+        assert!(is_valid(&start_trace(Some(&HeaderValue::from_static("not-hex")))));
+    }
+
+    #[tokio::test]
+    async fn the_context_is_visible_inside_its_scope_only() {
+        assert_eq!(traceparent(), None);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned();
+        let seen = with_traceparent(tp.clone(), async { traceparent() }).await;
+        assert_eq!(seen, Some(tp));
+    }
+}
