@@ -5,9 +5,15 @@
 //! `alg` is checked against the allow-list before any key is chosen, HMAC is never allowed (a
 //! public key used as an HMAC secret would otherwise verify a forged token), and the key must
 //! be of the type the algorithm needs.
+//!
+//! Verifying a signature costs far more CPU than anything else a request does before its
+//! database write, and a client sends the same token for every request of its lifetime, so
+//! successful verifications are cached (see [`JwtVerifier::verify`]).
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +22,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::{AuthError, Principal, Scope, Scopes};
 
@@ -28,6 +35,9 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Tokens longer than this are rejected before any parsing: ours are well under 1 KiB and
 /// Cognito's under 2 KiB.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Most verified tokens remembered at once (a few MiB at most).
+pub const TOKEN_CACHE_CAPACITY: usize = 10_000;
 
 /// Turns a bearer token into a [`Principal`], or says why it cannot.
 ///
@@ -71,6 +81,49 @@ pub struct JwtVerifier {
     config: VerifierConfig,
     /// Swapped whole by [`JwtVerifier::set_jwks`] when the issuer rotates its keys.
     keys: RwLock<Arc<[VerificationKey]>>,
+    /// Tokens that verified, so that a client's next requests skip the signature check.
+    cache: Mutex<TokenCache>,
+}
+
+/// Successful verifications, keyed by the SHA-256 of the token (a leaked cache does not leak
+/// usable tokens).
+#[derive(Default)]
+struct TokenCache {
+    /// Bumped by every key rotation: a verification that started under the old keys and ends
+    /// after the rotation is not cached.
+    generation: u64,
+    entries: HashMap<[u8; 32], CachedToken>,
+}
+
+struct CachedToken {
+    principal: Principal,
+    /// The token's `exp` (seconds since the epoch): past it (and the leeway) the entry is dead.
+    exp: u64,
+}
+
+impl TokenCache {
+    /// Remembers a verification, making room first: expired entries go, and if that is not
+    /// enough everything goes (simple, and harmless: the next requests verify again).
+    fn insert(&mut self, key: [u8; 32], token: CachedToken, now: u64, leeway: u64) {
+        if self.entries.len() >= TOKEN_CACHE_CAPACITY {
+            self.entries.retain(|_, cached| !expired(cached.exp, now, leeway));
+            if self.entries.len() >= TOKEN_CACHE_CAPACITY {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(key, token);
+    }
+}
+
+/// `exp` judged exactly as `jsonwebtoken` judges it, so a cached token is never accepted
+/// after a fresh verification would have refused it as expired.
+fn expired(exp: u64, now: u64, leeway: u64) -> bool {
+    exp < now.saturating_sub(leeway)
+}
+
+/// Seconds since the epoch, from the clock `jsonwebtoken` uses.
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// One JWK, ready to verify.
@@ -99,14 +152,38 @@ impl JwtVerifier {
             return Err(AuthError::Config("issuer, audience and merchant claim must be set".into()));
         }
         let keys = key_ring(&config, &jwks)?;
-        Ok(Self { config, keys: RwLock::new(keys) })
+        Ok(Self { config, keys: RwLock::new(keys), cache: Mutex::new(TokenCache::default()) })
     }
 
-    /// Replaces the key set, for an issuer that rotated its keys. On error the old keys stay.
+    /// Replaces the key set, for an issuer that rotated its keys, and forgets every cached
+    /// verification (a removed key must stop vouching for its tokens at once). On error the
+    /// old keys stay.
     pub fn set_jwks(&self, jwks: JwkSet) -> Result<(), AuthError> {
         let keys = key_ring(&self.config, &jwks)?;
         *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.generation = cache.generation.wrapping_add(1);
+        cache.entries.clear();
         Ok(())
+    }
+
+    /// Verifies the signature and every claim, without the cache.
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, Map<String, Value>), AuthError> {
+        let header = self.header(token)?;
+        let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
+        let key = select_key(&keys, &header)?;
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.config.leeway_secs;
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| invalid(describe(e.kind())))?;
+        let principal = self.principal(&data.claims)?;
+        Ok((principal, data.claims))
     }
 
     /// The configuration this verifier enforces.
@@ -158,24 +235,37 @@ impl JwtVerifier {
 }
 
 impl TokenVerifier for JwtVerifier {
+    /// A token that verified before is answered from the cache until its `exp` (plus the
+    /// leeway) passes, exactly when a fresh verification would start refusing it: nothing else
+    /// a verification checks changes with time (`nbf` only gets more true), and a key rotation
+    /// empties the cache. Only successes are cached, so a bad token costs a full verification
+    /// every time, as before.
     fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(invalid("token too long"));
         }
-        let header = self.header(token)?;
-        let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
-        let key = select_key(&keys, &header)?;
-
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = self.config.leeway_secs;
-        validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&[&self.config.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| invalid(describe(e.kind())))?;
-        self.principal(&data.claims)
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let leeway = self.config.leeway_secs;
+        let generation = {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            match cache.entries.get(&key) {
+                Some(cached) if !expired(cached.exp, now_secs(), leeway) => return Ok(cached.principal.clone()),
+                Some(_) => {
+                    cache.entries.remove(&key);
+                }
+                None => {}
+            }
+            cache.generation
+        };
+        let (principal, claims) = self.verify_uncached(token)?;
+        // `exp` was validated as a number of seconds; one we cannot read back is not cached.
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.generation == generation {
+                cache.insert(key, CachedToken { principal: principal.clone(), exp }, now_secs(), leeway);
+            }
+        }
+        Ok(principal)
     }
 }
 
@@ -710,5 +800,122 @@ mod tests {
 
         assert!(verifier.verify(&sign_ed(&new, &ed_header(&new), &claims)).is_ok());
         rejected_because(verifier.verify(&sign_ed(&old, &ed_header(&old), &claims)), "unknown key id");
+    }
+
+    fn cached_tokens(verifier: &JwtVerifier) -> usize {
+        verifier.cache.lock().unwrap().entries.len()
+    }
+
+    #[test]
+    fn given_a_verified_token_when_verified_again_then_the_cache_answers_with_the_same_principal() {
+        let merchant = MerchantId::new();
+        let (verifier, token) = ed_setup(&claims(merchant));
+
+        let first = verifier.verify(&token).unwrap();
+        let second = verifier.verify(&token).unwrap();
+
+        assert_eq!(second, first);
+        assert_eq!(second.merchant_id, merchant);
+        assert_eq!(cached_tokens(&verifier), 1);
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        assert!(verifier.cache.lock().unwrap().entries.contains_key(&key), "keyed by the token's SHA-256");
+    }
+
+    #[test]
+    fn given_a_cached_token_when_its_exp_passes_then_it_is_rejected_like_a_fresh_one() {
+        // Given a verifier without leeway and a token expiring in two seconds, verified (cached)
+        let key = SigningKey::generate().unwrap();
+        let verifier = JwtVerifier::new(
+            VerifierConfig { leeway_secs: 0, ..config(&[Algorithm::EdDSA]) },
+            JwkSet { keys: vec![key.public_jwk()] },
+        )
+        .unwrap();
+        let mut claims = claims(MerchantId::new());
+        let exp = now() + 2;
+        claims["exp"] = json!(exp);
+        let token = sign_ed(&key, &ed_header(&key), &claims);
+        assert!(verifier.verify(&token).is_ok());
+        assert_eq!(cached_tokens(&verifier), 1);
+
+        // When its exp has passed
+        while now() <= exp {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+
+        // Then the cache does not vouch for it any more
+        rejected_because(verifier.verify(&token), "expired");
+        assert_eq!(cached_tokens(&verifier), 0);
+    }
+
+    #[test]
+    fn given_a_cached_token_when_the_leeway_has_not_run_out_then_it_is_still_accepted() {
+        let mut claims = claims(MerchantId::new());
+        claims["exp"] = json!(now() - 5);
+        let (verifier, token) = ed_setup(&claims);
+
+        assert!(verifier.verify(&token).is_ok());
+        assert!(verifier.verify(&token).is_ok(), "within the 30 s leeway, as a fresh verification");
+    }
+
+    #[test]
+    fn given_a_cached_token_when_another_token_has_the_same_claims_then_it_is_verified_on_its_own() {
+        // Given a cached token
+        let trusted = SigningKey::generate().unwrap();
+        let attacker = SigningKey::generate().unwrap();
+        let verifier =
+            JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![trusted.public_jwk()] }).unwrap();
+        let claims = claims(MerchantId::new());
+        let genuine = sign_ed(&trusted, &ed_header(&trusted), &claims);
+        verifier.verify(&genuine).unwrap();
+
+        // When a token with the very same header and claims but another signature comes
+        let forged = sign_ed(&attacker, &ed_header(&trusted), &claims);
+
+        // Then it is verified (and refused), not taken from the cache
+        rejected_because(verifier.verify(&forged), "signature");
+        assert_eq!(cached_tokens(&verifier), 1, "refusals are not cached");
+    }
+
+    #[test]
+    fn given_a_cached_token_when_its_key_is_rotated_out_then_it_is_rejected() {
+        let old = SigningKey::generate().unwrap();
+        let new = SigningKey::generate().unwrap();
+        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![old.public_jwk()] }).unwrap();
+        let token = sign_ed(&old, &ed_header(&old), &claims(MerchantId::new()));
+        verifier.verify(&token).unwrap();
+
+        verifier.set_jwks(JwkSet { keys: vec![new.public_jwk()] }).unwrap();
+
+        assert_eq!(cached_tokens(&verifier), 0);
+        rejected_because(verifier.verify(&token), "unknown key id");
+    }
+
+    #[test]
+    fn given_a_full_cache_when_a_token_is_added_then_expired_entries_go_first_and_the_size_stays_bounded() {
+        let principal = Principal {
+            merchant_id: MerchantId::new(),
+            subject: "s".into(),
+            scopes: Scopes::from_iter([Scope::EntriesRead]),
+        };
+        let cached = |exp| CachedToken { principal: principal.clone(), exp };
+        let now = now();
+        let mut cache = TokenCache::default();
+        for i in 0..TOKEN_CACHE_CAPACITY as u32 {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            // Half of them long expired
+            cache.insert(key, cached(if i % 2 == 0 { now - 3600 } else { now + 600 }), now, 30);
+        }
+        assert_eq!(cache.entries.len(), TOKEN_CACHE_CAPACITY);
+
+        cache.insert([0xff; 32], cached(now + 600), now, 30);
+        assert_eq!(cache.entries.len(), TOKEN_CACHE_CAPACITY / 2 + 1, "only the expired ones were evicted");
+
+        for i in 0..TOKEN_CACHE_CAPACITY as u32 {
+            let mut key = [0xee; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            cache.insert(key, cached(now + 600), now, 30);
+        }
+        assert!(cache.entries.len() <= TOKEN_CACHE_CAPACITY);
     }
 }

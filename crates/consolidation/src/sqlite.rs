@@ -1,14 +1,14 @@
 //! The SQLite consolidation store of the embedded default. One writer connection (SQLite has
 //! one writer anyway), a reader pool for reports.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::DateTime;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Row, SqliteConnection};
 
-use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, MerchantId};
+use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
 use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
@@ -39,17 +39,25 @@ impl SqliteConsolidationStore {
         Ok(Self { writer, reader })
     }
 
-    /// Records the event id; false when it was recorded before (a duplicate delivery).
-    async fn first_time(tx: &mut SqliteConnection, event: &Event, now: i64) -> Result<bool, StoreError> {
-        let inserted =
-            sqlx::query("INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-                .bind(event.event_id.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .rows_affected();
-        Ok(inserted == 1)
+    /// The day's totals as stored (zero for a day without any).
+    async fn day_totals(tx: &mut SqliteConnection, merchant: &str, date: &str) -> Result<DayTotals, StoreError> {
+        let row = sqlx::query(
+            "SELECT total_credits, total_debits, entry_count FROM daily_totals
+             WHERE merchant_id = ?1 AND business_date = ?2",
+        )
+        .bind(merchant)
+        .bind(date)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        Ok(match row {
+            Some(r) => DayTotals {
+                total_credits: Balance::from_minor(r.get("total_credits")),
+                total_debits: Balance::from_minor(r.get("total_debits")),
+                entry_count: u64::try_from(r.get::<i64, _>("entry_count")).unwrap_or(0),
+            },
+            None => DayTotals::default(),
+        })
     }
 
     async fn touch_merchant(
@@ -72,82 +80,146 @@ impl SqliteConsolidationStore {
     }
 }
 
+/// What became of one (distinct) event of a batch.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Applied,
+    Duplicate,
+    Rejected,
+}
+
+/// The merchant row an applied event refreshes: its currency (kept from the first event) and
+/// the newest commit time seen.
+fn touch(merchants: &mut BTreeMap<MerchantId, (Currency, i64)>, id: MerchantId, currency: Currency, as_of: i64) {
+    merchants.entry(id).and_modify(|(_, newest)| *newest = (*newest).max(as_of)).or_insert((currency, as_of));
+}
+
 #[async_trait]
 impl ConsolidationStore for SqliteConsolidationStore {
+    /// A batch costs a handful of statements whatever its size: the already-processed ids in
+    /// one query, each touched day read and written once (its postings summed in Rust, with
+    /// checked arithmetic: SQLite would silently turn an overflowing integer sum into a float),
+    /// the new ids recorded in one statement, and one upsert per merchant.
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
-        let mut summary = ApplySummary::default();
-        let now = chrono::Utc::now().timestamp_micros();
-        let mut tx = self.writer.begin().await.map_err(unavailable)?;
-        for event in events {
+        // The first copy of each event in the batch; later copies are duplicates.
+        let mut seen = HashSet::new();
+        let distinct: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        if distinct.is_empty() {
+            return Ok(ApplySummary::default());
+        }
+        let ids: Vec<String> = distinct.iter().map(|e| e.event_id.to_string()).collect();
+        let ids_json = serde_json::to_string(&ids).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+
+        // IMMEDIATE: the transaction reads before it writes, and must not have to upgrade.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
+        let processed: HashSet<String> = sqlx::query_scalar(
+            "SELECT event_id FROM processed_events WHERE event_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&ids_json)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .collect();
+
+        let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
+        let mut applied_ids: Vec<&str> = Vec::new();
+        let mut merchants: BTreeMap<MerchantId, (Currency, i64)> = BTreeMap::new();
+        // Each touched day: its totals as stored, then with this batch's postings.
+        let mut days: BTreeMap<(MerchantId, BusinessDate), (String, String, DayTotals, bool)> = BTreeMap::new();
+        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
+        for (event, id) in distinct.iter().zip(&ids) {
+            if processed.contains(id) {
+                outcomes.insert(event.event_id, Outcome::Duplicate);
+                continue;
+            }
             match &event.body {
                 EventBody::MerchantRegistered(m) => {
-                    if Self::first_time(&mut tx, event, now).await? {
-                        Self::touch_merchant(&mut tx, m.merchant_id, m.currency, event.occurred_at.timestamp_micros())
-                            .await?;
-                        summary.applied.push(event.event_id);
-                    } else {
-                        summary.duplicates.push(event.event_id);
-                    }
+                    touch(&mut merchants, m.merchant_id, m.currency, event.occurred_at.timestamp_micros());
                 }
                 EventBody::EntryRecorded(e) => {
-                    let merchant = e.merchant_id.to_string();
-                    let date = e.business_date.to_string();
-                    // Totals are added in Rust with checked arithmetic: SQLite would silently
-                    // turn an overflowing integer sum into a float.
-                    let row = sqlx::query(
-                        "SELECT total_credits, total_debits, entry_count FROM daily_totals
-                         WHERE merchant_id = ?1 AND business_date = ?2",
-                    )
-                    .bind(&merchant)
-                    .bind(&date)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    let mut totals = match row {
-                        Some(r) => DayTotals {
-                            total_credits: Balance::from_minor(r.get("total_credits")),
-                            total_debits: Balance::from_minor(r.get("total_debits")),
-                            entry_count: u64::try_from(r.get::<i64, _>("entry_count")).unwrap_or(0),
-                        },
-                        None => DayTotals::default(),
+                    let key = (e.merchant_id, e.business_date);
+                    let (_, _, totals, changed) = match days.entry(key) {
+                        btree_map::Entry::Occupied(day) => day.into_mut(),
+                        btree_map::Entry::Vacant(day) => {
+                            let (merchant, date) = (e.merchant_id.to_string(), e.business_date.to_string());
+                            let stored = Self::day_totals(&mut tx, &merchant, &date).await?;
+                            day.insert((merchant, date, stored, false))
+                        }
                     };
-                    if totals.post(e.kind, e.amount).is_err() {
+                    let mut posted = *totals;
+                    if posted.post(e.kind, e.amount).is_err() {
+                        // Not applied, so not processed: a redelivery is tried again (and ends
+                        // in the dead-letter queue) instead of passing for a duplicate.
                         tracing::error!(event_id = %event.event_id, "posting would overflow the day's totals; rejected");
-                        summary.rejected.push(event.event_id);
+                        outcomes.insert(event.event_id, Outcome::Rejected);
                         continue;
                     }
-                    if !Self::first_time(&mut tx, event, now).await? {
-                        summary.duplicates.push(event.event_id);
-                        continue;
-                    }
-                    sqlx::query(
-                        "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (merchant_id, business_date) DO UPDATE SET
-                           total_credits = excluded.total_credits,
-                           total_debits = excluded.total_debits,
-                           entry_count = excluded.entry_count",
-                    )
-                    .bind(&merchant)
-                    .bind(&date)
-                    .bind(totals.total_credits.minor())
-                    .bind(totals.total_debits.minor())
-                    .bind(i64::try_from(totals.entry_count).unwrap_or(i64::MAX))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
-                    Self::touch_merchant(&mut tx, e.merchant_id, e.currency, e.recorded_at.timestamp_micros()).await?;
-                    summary.applied.push(event.event_id);
-                    summary
-                        .changed_from
+                    *totals = posted;
+                    *changed = true;
+                    touch(&mut merchants, e.merchant_id, e.currency, e.recorded_at.timestamp_micros());
+                    changed_from
                         .entry(e.merchant_id)
                         .and_modify(|d| *d = (*d).min(e.business_date))
                         .or_insert(e.business_date);
                 }
             }
+            outcomes.insert(event.event_id, Outcome::Applied);
+            applied_ids.push(id);
+        }
+
+        if !applied_ids.is_empty() {
+            let applied_json =
+                serde_json::to_string(&applied_ids).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            sqlx::query("INSERT INTO processed_events (event_id, applied_at) SELECT value, ?2 FROM json_each(?1)")
+                .bind(applied_json)
+                .bind(chrono::Utc::now().timestamp_micros())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        for (merchant, date, totals, changed) in days.values() {
+            if !changed {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (merchant_id, business_date) DO UPDATE SET
+                   total_credits = excluded.total_credits,
+                   total_debits = excluded.total_debits,
+                   entry_count = excluded.entry_count",
+            )
+            .bind(merchant)
+            .bind(date)
+            .bind(totals.total_credits.minor())
+            .bind(totals.total_debits.minor())
+            .bind(i64::try_from(totals.entry_count).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        for (merchant, (currency, as_of)) in &merchants {
+            Self::touch_merchant(&mut tx, *merchant, *currency, *as_of).await?;
         }
         tx.commit().await.map_err(unavailable)?;
+
+        // Reported in delivery order; a later copy of an event is a duplicate.
+        let mut summary = ApplySummary { changed_from, ..ApplySummary::default() };
+        let mut reported = HashSet::new();
+        for event in events {
+            let outcome = if reported.insert(event.event_id) {
+                outcomes.get(&event.event_id).copied().unwrap_or(Outcome::Duplicate)
+            } else {
+                Outcome::Duplicate
+            };
+            match outcome {
+                Outcome::Applied => summary.applied.push(event.event_id),
+                Outcome::Duplicate => summary.duplicates.push(event.event_id),
+                Outcome::Rejected => summary.rejected.push(event.event_id),
+            }
+        }
         Ok(summary)
     }
 

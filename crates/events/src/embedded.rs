@@ -145,20 +145,20 @@ impl EventPublisher for EmbeddedQueue {
             return Ok(());
         }
         let now = Utc::now().timestamp_micros();
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for m in messages {
-            sqlx::query(
-                "INSERT INTO messages (event_id, body, enqueued_at, visible_at) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .bind(m.event_id.to_string())
-            .bind(&m.body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
+        // One statement for the whole batch (a JSON array of [event id, body]), in order: far
+        // cheaper than a statement per message, with one statement text whatever the size.
+        let rows: Vec<(String, &str)> = messages.iter().map(|m| (m.event_id.to_string(), m.body.as_str())).collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO messages (event_id, body, enqueued_at, visible_at)
+             SELECT value->>0, value->>1, ?2, ?2 FROM json_each(?1) WHERE true ORDER BY key
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(rows)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         self.published.notify_waiters();
         Ok(())
     }
@@ -185,18 +185,25 @@ impl EventSource for EmbeddedQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        for receipt in receipts {
-            let Some((id, count)) = receipt.split_once(':') else { continue };
-            let (Ok(id), Ok(count)) = (id.parse::<i64>(), count.parse::<i64>()) else { continue };
-            sqlx::query("DELETE FROM messages WHERE id = ?1 AND receive_count = ?2")
-                .bind(id)
-                .bind(count)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+        // One statement for the whole batch: a JSON array of [id, receive count].
+        let pairs: Vec<(i64, i64)> = receipts
+            .iter()
+            .filter_map(|receipt| {
+                let (id, count) = receipt.split_once(':')?;
+                Some((id.parse().ok()?, count.parse().ok()?))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
         }
-        tx.commit().await.map_err(unavailable)?;
+        let pairs = serde_json::to_string(&pairs).map_err(|e| QueueError::Unavailable(e.to_string()))?;
+        sqlx::query(
+            "DELETE FROM messages WHERE (id, receive_count) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
+        )
+        .bind(pairs)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 

@@ -126,6 +126,7 @@ contract! {
         a_merchant_is_created_once_and_read_back,
         concurrent_writes_with_one_idempotency_key_record_one_entry,
         concurrent_reversals_of_one_entry_record_one_reversal,
+        many_concurrent_writes_are_all_recorded_exactly_once,
         a_healthy_store_answers_pings,
     ],
     harness: [
@@ -458,6 +459,49 @@ async fn concurrent_reversals_of_one_entry_record_one_reversal(store: Arc<dyn Le
     let refused = results.iter().filter(|r| matches!(r, Err(StoreError::AlreadyReversed))).count();
     assert_eq!((created, refused), (1, 7), "{results:?}");
     assert_eq!(store.entries(m.id, &range("2000-01-01", "2099-12-31", 100)).await.unwrap().len(), 2);
+}
+
+async fn many_concurrent_writes_are_all_recorded_exactly_once(store: Arc<dyn LedgerStore>) {
+    // Given a merchant
+    let m = given_a_merchant(&store).await;
+
+    // When 64 tasks record 2,000 entries between them, a third of them under idempotency keys
+    // that each task uses twice in a row (a retry)
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..64 {
+        let (store, m) = (store.clone(), m.clone());
+        tasks.spawn(async move {
+            let mut created = Vec::new();
+            for i in 0..2_000 / 64 + usize::from(task < 2_000 % 64) {
+                let e = entry_on(&m, "2026-11-23", EntryType::Credit, 1 + i as i64);
+                if i % 3 == 0 {
+                    let idem = key(&format!("task-{task}-write-{i}"), "hash");
+                    assert_eq!(record(&store, &e, Some(&idem)).await.unwrap(), Recorded::Created(e.clone()));
+                    let retry = entry_on(&m, "2026-11-23", EntryType::Credit, 1 + i as i64);
+                    assert_eq!(record(&store, &retry, Some(&idem)).await.unwrap(), Recorded::Replayed(e.clone()));
+                } else {
+                    assert_eq!(record(&store, &e, None).await.unwrap(), Recorded::Created(e.clone()));
+                }
+                created.push(e);
+            }
+            created
+        });
+    }
+    let mut expected: Vec<Entry> = tasks.join_all().await.concat();
+    assert_eq!(expected.len(), 2_000);
+
+    // Then every acknowledged entry reads back, exactly once, with exactly one event each
+    expected.sort_by_key(|e| (e.business_date, e.id));
+    let mut stored = Vec::new();
+    let mut query = range("2026-11-23", "2026-11-23", 500);
+    loop {
+        let page = store.entries(m.id, &query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        query.after = Some((last.business_date, last.id));
+        stored.extend(page);
+    }
+    assert_eq!(stored, expected);
+    assert_eq!(store.outbox_backlog().await.unwrap().count, 2_001, "the registration and one per entry");
 }
 
 async fn a_healthy_store_answers_pings(store: Arc<dyn LedgerStore>) {
