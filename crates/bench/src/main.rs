@@ -1,0 +1,343 @@
+//! `cashflow-bench`: the benchmark harness (issue 6).
+//!
+//! Every figure comes with its ceiling, measured in the same run on the same machine: the
+//! HTTP ceiling is nginx answering the same requests with a fixed response of the same size;
+//! the storage ceiling is the same inserts made directly through the storage layer. The load
+//! generator is oha, driven as a subprocess; this crate only starts the system under test,
+//! sets up merchants and tokens, reads `/metrics`, and checks that the books are exact.
+//!
+//! ```sh
+//! cargo build --release -p cashflow -p cashflow-bench
+//! target/release/cashflow-bench write            # or read, fresh, backlog, all
+//! target/release/cashflow-bench all --smoke      # ~2 s per run, for CI
+//! ```
+//!
+//! # Layout
+//! - [`scenarios`]: `write`, `read`, `fresh`, `backlog`.
+//! - [`sut`]: the system under test (the `cashflow` binary on the chosen backend).
+//! - [`oha`]: running oha and reading its JSON reports.
+//! - [`nginx`]: the HTTP ceiling. [`storage`]: the storage ceilings.
+//! - [`prom`]: reading `/metrics`. [`report`]: tables and result files. [`procs`]: processes.
+
+mod nginx;
+mod oha;
+mod procs;
+mod prom;
+mod report;
+mod scenarios;
+mod storage;
+mod sut;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use scenarios::Ctx;
+use sut::{BackendKind, Services};
+
+/// The scenarios, in the order `all` runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// POST /v1/entries at increasing rates until p99 > objective or errors; HTTP and storage ceilings.
+    Write,
+    /// GET /v1/balances/daily/{date} with a warm cache at increasing rates; HTTP ceiling.
+    Read,
+    /// Writes at a fixed rate: applied rate and consolidation lag; exactness.
+    Fresh,
+    /// A queue pre-filled while consolidation is not running, then drained; storage ceiling.
+    Backlog,
+    /// Every scenario above.
+    All,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Write => "write",
+            Scenario::Read => "read",
+            Scenario::Fresh => "fresh",
+            Scenario::Backlog => "backlog",
+            Scenario::All => "all",
+        }
+    }
+
+    /// The default seconds per run (`--duration` overrides; `--smoke` makes it 2).
+    fn default_secs(self) -> u64 {
+        if self == Scenario::Fresh {
+            60
+        } else {
+            10
+        }
+    }
+}
+
+/// Benchmarks the cashflow service against its ceilings and writes the raw results as JSON.
+#[derive(Debug, Parser)]
+#[command(name = "cashflow-bench", version, about)]
+struct Cli {
+    /// What to run.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+
+    /// The backends of the system under test.
+    #[arg(long, value_enum, default_value = "embedded")]
+    backend: BackendKind,
+
+    /// Every run ~2 s with tiny rates (the exactness checks still apply): for CI.
+    #[arg(long)]
+    smoke: bool,
+
+    /// Seconds of each measured run (each ramp step and ceiling; `fresh`: the whole load).
+    /// Default 10 (`fresh`: 60; `--smoke`: 2).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<u64>,
+
+    /// Total connections (and storage-ceiling callers). Default 32 (`--smoke`: 4).
+    #[arg(long)]
+    connections: Option<usize>,
+
+    /// Merchants the load is spread over, one oha process each. Default 4 (`--smoke`: 2).
+    #[arg(long)]
+    merchants: Option<usize>,
+
+    /// Share of the load (and connections) of merchant 0, the hot one; the others split the rest.
+    #[arg(long, default_value_t = 0.5)]
+    hot_share: f64,
+
+    /// Rates of the ramp (requests/s, comma-separated). Default: 25, 50, 70, 85 and 100% of a
+    /// closed-loop probe (`--smoke`: 20,40).
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<f64>>,
+
+    /// The latency objective a ramp step must meet (with no errors).
+    #[arg(long, default_value_t = 50.0)]
+    p99_ms: f64,
+
+    /// `fresh`: the write rate. Default 1000/s (`--smoke`: 20).
+    #[arg(long)]
+    rate: Option<f64>,
+
+    /// `backlog`: entries written before consolidation starts. Default 100000 (`--smoke`: 200).
+    #[arg(long)]
+    entries: Option<u64>,
+
+    /// `read`: entries recorded per merchant before reading. Default 20 (`--smoke`: 3).
+    #[arg(long)]
+    seed_entries: Option<u64>,
+
+    /// Longest wait for consolidation to catch up before a scenario fails.
+    #[arg(long, default_value_t = 300)]
+    catch_up_timeout_secs: u64,
+
+    /// The cashflow binary (release build). Default: <workspace>/target/release/cashflow.
+    #[arg(long, env = "CASHFLOW_BENCH_BIN")]
+    cashflow_bin: Option<PathBuf>,
+
+    /// The oha binary.
+    #[arg(long, env = "CASHFLOW_BENCH_OHA", default_value = "oha")]
+    oha: PathBuf,
+
+    /// The nginx binary.
+    #[arg(long, env = "CASHFLOW_BENCH_NGINX", default_value = "nginx")]
+    nginx: PathBuf,
+
+    /// Where result files go. Default: <workspace>/bench/results.
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+
+    /// `production`: a Postgres database to run CREATE DATABASE on.
+    #[arg(long, env = "CASHFLOW_PG_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_admin_url: String,
+
+    /// `production`: the SQS endpoint (moto).
+    #[arg(long, env = "CASHFLOW_SQS_ENDPOINT", default_value = "http://127.0.0.1:5000")]
+    sqs_endpoint: String,
+
+    /// `production`: Redis.
+    #[arg(long, env = "CASHFLOW_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+
+    /// `production`: Postgres and Redis, but the embedded queue instead of SQS (moto), to
+    /// take the emulator out of the measurement. Results are labelled
+    /// `production-embedded-queue`.
+    #[arg(long)]
+    embedded_queue: bool,
+}
+
+/// The workspace root (this crate lives in `<root>/crates/bench`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Yesterday in São Paulo (the default merchant time zone, UTC-3 all year): a past day, so
+/// `occurred_at` is never in the future and the run never crosses the day's midnight.
+fn business_day() -> (String, String) {
+    let local_today = (chrono::Utc::now() - chrono::Duration::hours(3)).date_naive();
+    let day = local_today.pred_opt().unwrap_or(local_today);
+    (day.to_string(), format!("{day}T12:00:00-03:00"))
+}
+
+async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
+    let root = workspace_root();
+    let oha = oha::Oha::locate(&cli.oha).await?;
+    let nginx = nginx::NginxBin::locate(&cli.nginx).await?;
+    let (date, occurred_at) = business_day();
+    let smoke = cli.smoke;
+    let ctx = Ctx {
+        bin: cli.cashflow_bin.clone().unwrap_or_else(|| root.join("target/release/cashflow")),
+        oha,
+        nginx,
+        backend: cli.backend,
+        services: Services {
+            pg_admin_url: cli.pg_admin_url.clone(),
+            sqs_endpoint: cli.sqs_endpoint.clone(),
+            redis_url: cli.redis_url.clone(),
+            embedded_queue: cli.embedded_queue,
+        },
+        smoke,
+        duration: cli.duration,
+        connections: cli.connections.unwrap_or(if smoke { 4 } else { 32 }),
+        merchants: cli.merchants.unwrap_or(if smoke { 2 } else { 4 }),
+        hot_share: cli.hot_share,
+        rates: cli.rates.clone().or_else(|| smoke.then(|| vec![20.0, 40.0])),
+        p99_ms: cli.p99_ms,
+        fresh_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
+        backlog_entries: cli.entries.unwrap_or(if smoke { 200 } else { 100_000 }),
+        seed_entries: cli.seed_entries.unwrap_or(if smoke { 3 } else { 20 }),
+        catch_up_timeout: Duration::from_secs(cli.catch_up_timeout_secs),
+        date,
+        occurred_at,
+        root,
+    };
+    scenarios::validate(&ctx)?;
+    Ok(ctx)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let ctx = context(&cli).await?;
+    let machine = report::Machine::describe().await;
+    let provenance = report::Provenance::collect(&ctx.root, &ctx.bin, &ctx.oha.version, &ctx.nginx.version).await;
+    let results_dir = cli.results_dir.clone().unwrap_or_else(|| ctx.root.join("bench/results"));
+    let scenarios = match cli.scenario {
+        Scenario::All => vec![Scenario::Write, Scenario::Read, Scenario::Fresh, Scenario::Backlog],
+        one => vec![one],
+    };
+    println!(
+        "cashflow-bench: {} on {} ({} CPUs, {}, {} GiB) · {} · {} · cashflow {}{}",
+        scenarios.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
+        ctx.services.label(ctx.backend),
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory_gib,
+        provenance.oha,
+        provenance.nginx,
+        provenance.git_commit,
+        if provenance.git_dirty { " (uncommitted changes)" } else { "" },
+    );
+    let busy = machine.busy_before.unwrap_or(0.0);
+    println!("CPU busy in the second before the run: {:.0}% (load average {})", busy * 100.0, machine.load_average);
+    if busy > 0.25 && !ctx.smoke {
+        eprintln!(
+            "warning: the machine is busy ({:.0}% CPU before the run): figures will be low and noisy",
+            busy * 100.0
+        );
+    }
+    if provenance.cashflow_bin_stale {
+        eprintln!(
+            "warning: {} is older than the sources in crates/; rebuild it (cargo build --release -p cashflow \
+             -p cashflow-bench) or these figures are not the tree's",
+            ctx.bin.display()
+        );
+    }
+    let mut all_passed = true;
+    for scenario in scenarios {
+        let started_at = chrono::Utc::now();
+        let stamp = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+        let clock = std::time::Instant::now();
+        let outcome = match scenario {
+            Scenario::Write => scenarios::write(&ctx).await,
+            Scenario::Read => scenarios::read(&ctx).await,
+            Scenario::Fresh => scenarios::fresh(&ctx).await,
+            Scenario::Backlog => scenarios::backlog(&ctx).await,
+            Scenario::All => continue,
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                // A scenario that could not finish is a failure, recorded like any other.
+                let mut o = report::Outcome::default();
+                o.checks.push(report::Check::new("scenario completed", false, format!("{e:#}")));
+                o
+            }
+        };
+        let file = report::ResultFile {
+            scenario: scenario.name(),
+            backend: ctx.services.label(ctx.backend),
+            smoke: ctx.smoke,
+            started_at: started_at.to_rfc3339(),
+            finished_at: chrono::Utc::now().to_rfc3339(),
+            passed: outcome.passed(),
+            machine: &machine,
+            provenance: &provenance,
+            settings: serde_json::to_value(ctx.settings(scenario.default_secs())).unwrap_or_default(),
+            outcome: &outcome,
+        };
+        let title = format!(
+            "{} · {}{} · {:.0} s",
+            scenario.name(),
+            ctx.services.label(ctx.backend),
+            if ctx.smoke { " · smoke" } else { "" },
+            clock.elapsed().as_secs_f64()
+        );
+        print!("{}", report::render(&title, &outcome));
+        match report::write(&results_dir, &stamp, &file) {
+            Ok(path) => println!("results: {}", path.display()),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                all_passed = false;
+            }
+        }
+        all_passed &= outcome.passed();
+    }
+    Ok(all_passed)
+}
+
+/// Ctrl-C or SIGTERM. Returning from `main` then drops the running scenario, and with it every
+/// child process (all are spawned `kill_on_drop`), so an interrupted run leaves nothing behind
+/// but, on `production`, its database (named `cfbench_*`).
+async fn interrupted() -> &'static str {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        () = term => "terminated",
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = tokio::select! {
+        r = run(cli) => r,
+        why = interrupted() => Err(anyhow::anyhow!("{why}; child processes stopped")),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("cashflow-bench: some checks failed");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("cashflow-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,713 @@
+//! The scenarios of issue 6. Each starts its own system under test (fresh data directory, or
+//! fresh database and queue), measures, checks that the books are exact, stops it, and then
+//! measures the ceilings on the same machine while nothing else runs.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::nginx::{Nginx, NginxBin};
+use crate::oha::{self, Group, Load, Oha, Request, RunResult, Stop};
+use crate::report::{Check, Outcome, Row};
+use crate::storage::{self, Target};
+use crate::sut::{Backend, BackendKind, FreshDatabase, Merchant, Role, Services, Sut};
+
+/// Ramp steps as fractions of the closed-loop maximum, when no `--rates` are given.
+const RAMP_FRACTIONS: [f64; 5] = [0.25, 0.5, 0.7, 0.85, 1.0];
+/// A step must deliver this fraction of its target rate to count as sustained.
+const DELIVERED: f64 = 0.95;
+/// The consumer's batch size (`ConsumerConfig::default()`), for the consolidation ceiling.
+const CONSUMER_BATCH: usize = 500;
+
+/// Everything a scenario needs to know.
+pub struct Ctx {
+    pub root: PathBuf,
+    pub bin: PathBuf,
+    pub oha: Oha,
+    pub nginx: NginxBin,
+    pub backend: BackendKind,
+    pub services: Services,
+    pub smoke: bool,
+    /// `--duration`, if given.
+    pub duration: Option<u64>,
+    pub connections: usize,
+    pub merchants: usize,
+    pub hot_share: f64,
+    pub rates: Option<Vec<f64>>,
+    pub p99_ms: f64,
+    pub fresh_rate: f64,
+    pub backlog_entries: u64,
+    pub seed_entries: u64,
+    pub catch_up_timeout: Duration,
+    /// The business date every entry falls on (yesterday in São Paulo: never in the future,
+    /// never crossing midnight during a run).
+    pub date: String,
+    pub occurred_at: String,
+}
+
+/// The settings a scenario ran with, for the results file.
+#[derive(Debug, Serialize)]
+pub struct Settings<'a> {
+    pub seconds_per_run: f64,
+    pub connections: usize,
+    pub merchants: usize,
+    pub hot_share: f64,
+    pub layout: Vec<(usize, f64)>,
+    pub p99_objective_ms: f64,
+    pub rates: &'a Option<Vec<f64>>,
+    pub fresh_rate: f64,
+    pub backlog_entries: u64,
+    pub business_date: &'a str,
+    pub entry_body: String,
+}
+
+impl Ctx {
+    /// Seconds of each measured run: `--duration`, else the scenario's default.
+    pub fn run_for(&self, default_secs: u64) -> Duration {
+        let secs = self.duration.unwrap_or(if self.smoke { 2 } else { default_secs });
+        Duration::from_secs(secs.max(1))
+    }
+
+    pub fn layout(&self) -> Vec<(usize, f64)> {
+        oha::layout(self.merchants, self.connections, self.hot_share)
+    }
+
+    fn groups(&self, merchants: &[Merchant]) -> Vec<Group> {
+        self.layout()
+            .into_iter()
+            .zip(merchants)
+            .enumerate()
+            .map(|(merchant, ((connections, share), m))| Group { merchant, token: m.token.clone(), connections, share })
+            .collect()
+    }
+
+    pub fn entry_body(&self) -> String {
+        serde_json::json!({
+            "type": "credit",
+            "amount": "1.00",
+            "description": "bench",
+            "category": "bench",
+            "occurred_at": self.occurred_at,
+        })
+        .to_string()
+    }
+
+    fn write_request(&self) -> Request {
+        Request { method: "POST", path: "/v1/entries".into(), body: Some(self.entry_body()), expect: 201 }
+    }
+
+    fn read_request(&self) -> Request {
+        Request { method: "GET", path: format!("/v1/balances/daily/{}", self.date), body: None, expect: 200 }
+    }
+
+    fn occurred_at_utc(&self) -> anyhow::Result<DateTime<Utc>> {
+        Ok(DateTime::parse_from_rfc3339(&self.occurred_at).context("occurred_at")?.with_timezone(&Utc))
+    }
+
+    pub fn settings(&self, default_secs: u64) -> Settings<'_> {
+        Settings {
+            seconds_per_run: self.run_for(default_secs).as_secs_f64(),
+            connections: self.connections,
+            merchants: self.merchants,
+            hot_share: self.hot_share,
+            layout: self.layout(),
+            p99_objective_ms: self.p99_ms,
+            rates: &self.rates,
+            fresh_rate: self.fresh_rate,
+            backlog_entries: self.backlog_entries,
+            business_date: &self.date,
+            entry_body: self.entry_body(),
+        }
+    }
+
+    /// The ramp: `--rates`, or fractions of the closed-loop maximum.
+    fn ramp_rates(&self, probe: Option<&RunResult>) -> Vec<f64> {
+        match (&self.rates, probe) {
+            (Some(rates), _) => rates.clone(),
+            (None, Some(p)) => RAMP_FRACTIONS.iter().map(|f| (p.ok_per_sec * f).round().max(1.0)).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    fn step_passes(&self, r: &RunResult) -> bool {
+        r.failures() == 0
+            && r.p99_ms.is_some_and(|p| p <= self.p99_ms)
+            && r.target_rate.is_none_or(|t| r.ok_per_sec >= DELIVERED * t)
+    }
+
+    /// A fresh place for a storage ceiling: a temporary directory or a new database.
+    async fn storage_target(&self, label: &str) -> anyhow::Result<(Target, StorageHold)> {
+        match self.backend {
+            BackendKind::Embedded => {
+                let dir = tempfile::Builder::new().prefix("cashflow-bench-storage").tempdir().context("temp dir")?;
+                Ok((Target::Sqlite(dir.path().to_path_buf()), StorageHold::Dir(dir)))
+            }
+            BackendKind::Production => {
+                let db = FreshDatabase::create(&self.services.pg_admin_url, &crate::sut::run_name(label)).await?;
+                Ok((Target::Postgres(db.url.clone()), StorageHold::Db(db)))
+            }
+        }
+    }
+}
+
+/// Keeps a storage target alive; cleaned up by [`StorageHold::release`].
+enum StorageHold {
+    Dir(tempfile::TempDir),
+    Db(FreshDatabase),
+}
+
+impl StorageHold {
+    async fn release(self) {
+        match self {
+            StorageHold::Dir(dir) => drop(dir),
+            StorageHold::Db(db) => db.drop_now().await,
+        }
+    }
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2} ms"))
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+fn pct(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// The final exactness check: each merchant's daily balance holds exactly the entries that
+/// got a 201 (each a credit of 1.00).
+async fn check_exact(
+    ctx: &Ctx,
+    sut: &Sut,
+    base: &str,
+    merchants: &[Merchant],
+    written: &[u64],
+) -> anyhow::Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    for (i, (m, n)) in merchants.iter().zip(written).enumerate() {
+        let (status, body) = sut.balance(base, &m.token, &ctx.date).await?;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let count = json.get("entry_count").and_then(|v| v.as_u64());
+        let credits = json.get("total_credits").and_then(|v| v.as_str()).unwrap_or("");
+        let debits = json.get("total_debits").and_then(|v| v.as_str()).unwrap_or("");
+        let want_credits = format!("{n}.00");
+        let passed = status == 200 && count == Some(*n) && credits == want_credits && debits == "0.00";
+        checks.push(Check::new(
+            format!("exact: merchant {i}"),
+            passed,
+            format!(
+                "{n} entries got 201 (credits {want_credits}); the daily balance says HTTP {status}, entry_count {}, \
+                 total_credits {credits}, total_debits {debits}",
+                count.map_or("-".into(), |c| c.to_string())
+            ),
+        ));
+    }
+    Ok(checks)
+}
+
+/// Creates the merchants and waits for consolidation to have registered them.
+async fn setup_merchants(ctx: &Ctx, sut: &Sut, issuer: &str, consolidation: &str) -> anyhow::Result<Vec<Merchant>> {
+    let merchants = sut.merchants(ctx.merchants.max(1), issuer).await?;
+    sut.wait_applied(consolidation, merchants.len() as u64, ctx.catch_up_timeout).await?;
+    Ok(merchants)
+}
+
+/// Runs a scenario body against a fresh system under test, and always stops it.
+async fn with_sut<T>(
+    ctx: &Ctx,
+    label: &str,
+    body: impl AsyncFnOnce(&mut Sut) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let backend = Backend::prepare(ctx.backend, &ctx.root, &ctx.services, label).await?;
+    let mut sut = Sut::new(&ctx.bin, backend)?;
+    let result = body(&mut sut).await;
+    sut.shutdown().await;
+    result
+}
+
+/// nginx with the same requests: closed loop, and at the service's sustainable rate.
+async fn http_ceiling(
+    ctx: &Ctx,
+    out: &mut Outcome,
+    request: &Request,
+    groups: &[Group],
+    body: &str,
+    sustainable: Option<f64>,
+    duration: Duration,
+) -> anyhow::Result<RunResult> {
+    let mut nginx = Nginx::start(&ctx.nginx, request.expect, body).await?;
+    let result = async {
+        let max = ctx.oha.run(&nginx.base, request, Load { rate: None, stop: Stop::After(duration) }, groups).await?;
+        out.rows.push(Row::run("nginx closed loop (HTTP ceiling)", &max, None));
+        if let Some(rate) = sustainable {
+            let at = ctx
+                .oha
+                .run(&nginx.base, request, Load { rate: Some(rate), stop: Stop::After(duration) }, groups)
+                .await?;
+            out.rows.push(Row::run("nginx at the sustainable rate", &at, None));
+            out.detail("nginx_at_sustainable_rate", &at);
+        }
+        out.detail("nginx_closed_loop", &max);
+        Ok::<_, anyhow::Error>(max)
+    }
+    .await;
+    nginx.stop().await;
+    let max = result?;
+    out.checks.push(Check::new(
+        "nginx ceiling answered",
+        max.failures() == 0 && max.ok > 0,
+        format!("{} ok, {} failed", max.ok, max.failures()),
+    ));
+    Ok(max)
+}
+
+/// What the ramp found.
+struct Ramp {
+    probe: Option<RunResult>,
+    steps: Vec<RunResult>,
+    sustainable: Option<RunResult>,
+}
+
+/// `write`: POST /v1/entries at increasing rates until p99 exceeds the objective or requests
+/// fail; then the HTTP and storage ceilings.
+pub async fn write(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let duration = ctx.run_for(10);
+    let request = ctx.write_request();
+    let mut out = Outcome::default();
+    let (groups, sample, ramp) = with_sut(ctx, "write", async |sut: &mut Sut| {
+        let base = sut.start(Role::Serve).await?;
+        let merchants = setup_merchants(ctx, sut, &base, &base).await?;
+        let groups = ctx.groups(&merchants);
+        let mut written = vec![0u64; merchants.len()];
+        let mut sample = String::new();
+        for (i, m) in merchants.iter().enumerate() {
+            let body = sut.post_entry(&base, &m.token, &ctx.entry_body()).await?;
+            written[i] += 1;
+            if i == 0 {
+                sample = body;
+            }
+        }
+        let applied_before = merchants.len() as u64;
+        let expected = |written: &[u64]| applied_before + written.iter().sum::<u64>();
+        sut.wait_applied(&base, expected(&written), ctx.catch_up_timeout).await?;
+
+        let mut catch_up = Vec::new();
+        let probe = if ctx.rates.is_none() {
+            let p = ctx.oha.run(&base, &request, Load { rate: None, stop: Stop::After(duration) }, &groups).await?;
+            for g in &p.groups {
+                written[g.merchant] += g.ok;
+            }
+            catch_up.push(sut.wait_applied(&base, expected(&written), ctx.catch_up_timeout).await?.as_secs_f64());
+            Some(p)
+        } else {
+            None
+        };
+        let mut steps = Vec::new();
+        let mut sustainable = None;
+        for rate in ctx.ramp_rates(probe.as_ref()) {
+            let r =
+                ctx.oha.run(&base, &request, Load { rate: Some(rate), stop: Stop::After(duration) }, &groups).await?;
+            for g in &r.groups {
+                written[g.merchant] += g.ok;
+            }
+            // Each step starts from a quiet system: consolidation has caught up.
+            catch_up.push(sut.wait_applied(&base, expected(&written), ctx.catch_up_timeout).await?.as_secs_f64());
+            let passed = ctx.step_passes(&r);
+            steps.push(r.clone());
+            if !passed {
+                break;
+            }
+            sustainable = Some(r);
+        }
+        out.checks.extend(check_exact(ctx, sut, &base, &merchants, &written).await?);
+        if let Some((rss, peak)) = sut.rss(Role::Serve) {
+            out.fact("server RSS (now / peak)", format!("{rss:.0} MiB / {peak:.0} MiB"), Some(peak));
+        }
+        out.fact("entries written (all got 201)", written.iter().sum::<u64>().to_string(), None);
+        out.detail("consolidation_catch_up_seconds_after_each_run", &catch_up);
+        Ok((groups, sample, Ramp { probe, steps, sustainable }))
+    })
+    .await?;
+
+    if let Some(p) = &ramp.probe {
+        out.rows.push(Row::run("cashflow closed loop (probe)", p, None));
+    }
+    for r in &ramp.steps {
+        out.rows.push(Row::run("cashflow at rate", r, Some(ctx.step_passes(r))));
+    }
+    let sustainable_rate = ramp.sustainable.as_ref().and_then(|r| r.target_rate);
+    let nginx = http_ceiling(ctx, &mut out, &request, &groups, &sample, sustainable_rate, duration).await?;
+
+    let (target, hold) = ctx.storage_target("storage").await?;
+    let storage =
+        storage::ledger_ceiling(&target, &ctx.layout(), duration, storage::bench_entry(ctx.occurred_at_utc()?)?).await;
+    hold.release().await;
+    let storage = storage?;
+    out.rows.push(Row::storage("storage: Ledger::record (storage ceiling)", &storage));
+    out.checks.push(Check::new(
+        "storage ceiling recorded",
+        storage.failures == 0 && storage.ok > 0,
+        format!("{} ok, {} failed", storage.ok, storage.failures),
+    ));
+
+    summarize_ramp(ctx, &mut out, &ramp, &nginx, Some(storage.ok_per_sec));
+    out.detail("probe", &ramp.probe);
+    out.detail("steps", &ramp.steps);
+    out.detail("storage_ceiling", &storage);
+    Ok(out)
+}
+
+fn summarize_ramp(ctx: &Ctx, out: &mut Outcome, ramp: &Ramp, nginx: &RunResult, storage: Option<f64>) {
+    match &ramp.sustainable {
+        Some(s) => {
+            let rate = s.target_rate.unwrap_or(s.ok_per_sec);
+            out.fact(
+                "sustainable rate",
+                format!("{rate:.0}/s (p99 ≤ {} ms, no errors, ≥ {:.0}% delivered)", ctx.p99_ms, DELIVERED * 100.0),
+                Some(rate),
+            );
+            out.fact(
+                "  latency at that rate",
+                format!("p50 {} · p95 {} · p99 {} · max {}", ms(s.p50_ms), ms(s.p95_ms), ms(s.p99_ms), ms(s.max_ms)),
+                s.p99_ms,
+            );
+            let r = ratio(s.ok_per_sec, nginx.ok_per_sec);
+            out.fact("  vs HTTP ceiling (nginx)", format!("{} of {:.0}/s", pct(r), nginx.ok_per_sec), r);
+            if let Some(st) = storage {
+                let r = ratio(s.ok_per_sec, st);
+                out.fact("  vs storage ceiling", format!("{} of {st:.0}/s", pct(r)), r);
+            }
+            if ramp.steps.last().is_some_and(|l| ctx.step_passes(l)) {
+                out.fact("  note", "every step passed: the sustainable rate may be higher", None);
+            }
+        }
+        None => out.fact("sustainable rate", "none: the first step already missed the objective", Some(0.0)),
+    }
+    if let Some(p) = &ramp.probe {
+        let r = ratio(p.ok_per_sec, nginx.ok_per_sec);
+        out.fact(
+            "closed-loop maximum",
+            format!("{:.0}/s, p99 {} ({} of nginx's {:.0}/s)", p.ok_per_sec, ms(p.p99_ms), pct(r), nginx.ok_per_sec),
+            Some(p.ok_per_sec),
+        );
+    }
+}
+
+/// `read`: GET /v1/balances/daily/{date} with a warm cache, at increasing rates; then the
+/// HTTP ceiling.
+pub async fn read(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let duration = ctx.run_for(10);
+    let request = ctx.read_request();
+    let mut out = Outcome::default();
+    let (groups, sample, ramp) = with_sut(ctx, "read", async |sut: &mut Sut| {
+        let base = sut.start(Role::Serve).await?;
+        let merchants = setup_merchants(ctx, sut, &base, &base).await?;
+        let groups = ctx.groups(&merchants);
+        let per_merchant = ctx.seed_entries.max(1);
+        for m in &merchants {
+            for _ in 0..per_merchant {
+                sut.post_entry(&base, &m.token, &ctx.entry_body()).await?;
+            }
+        }
+        let written = vec![per_merchant; merchants.len()];
+        sut.wait_applied(&base, merchants.len() as u64 + written.iter().sum::<u64>(), ctx.catch_up_timeout).await?;
+        // Warm the cache: the first read of each merchant's day misses and stores it.
+        let mut sample = String::new();
+        for (i, m) in merchants.iter().enumerate() {
+            for _ in 0..2 {
+                let (status, body) = sut.balance(&base, &m.token, &ctx.date).await?;
+                if status != 200 {
+                    anyhow::bail!("warming the cache: HTTP {status} {body}");
+                }
+                if i == 0 {
+                    sample = body;
+                }
+            }
+        }
+        let before = sut.scrape(&base).await?;
+        let probe = if ctx.rates.is_none() {
+            Some(ctx.oha.run(&base, &request, Load { rate: None, stop: Stop::After(duration) }, &groups).await?)
+        } else {
+            None
+        };
+        let mut steps = Vec::new();
+        let mut sustainable = None;
+        for rate in ctx.ramp_rates(probe.as_ref()) {
+            let r =
+                ctx.oha.run(&base, &request, Load { rate: Some(rate), stop: Stop::After(duration) }, &groups).await?;
+            let passed = ctx.step_passes(&r);
+            steps.push(r.clone());
+            if !passed {
+                break;
+            }
+            sustainable = Some(r);
+        }
+        let after = sut.scrape(&base).await?;
+        let hits = after.total("cashflow_report_cache_hits_total") - before.total("cashflow_report_cache_hits_total");
+        let misses =
+            after.total("cashflow_report_cache_misses_total") - before.total("cashflow_report_cache_misses_total");
+        let hit_ratio = ratio(hits, hits + misses);
+        out.fact(
+            "cache hits during the runs",
+            format!("{} ({hits:.0} hits, {misses:.0} misses)", pct(hit_ratio)),
+            hit_ratio,
+        );
+        out.checks.extend(check_exact(ctx, sut, &base, &merchants, &written).await?);
+        if let Some((rss, peak)) = sut.rss(Role::Serve) {
+            out.fact("server RSS (now / peak)", format!("{rss:.0} MiB / {peak:.0} MiB"), Some(peak));
+        }
+        Ok((groups, sample, Ramp { probe, steps, sustainable }))
+    })
+    .await?;
+
+    if let Some(p) = &ramp.probe {
+        out.rows.push(Row::run("cashflow closed loop (probe)", p, None));
+    }
+    for r in &ramp.steps {
+        out.rows.push(Row::run("cashflow at rate", r, Some(ctx.step_passes(r))));
+    }
+    let sustainable_rate = ramp.sustainable.as_ref().and_then(|r| r.target_rate);
+    let nginx = http_ceiling(ctx, &mut out, &request, &groups, &sample, sustainable_rate, duration).await?;
+    summarize_ramp(ctx, &mut out, &ramp, &nginx, None);
+    out.detail("probe", &ramp.probe);
+    out.detail("steps", &ramp.steps);
+    Ok(out)
+}
+
+/// One sample of the time series `fresh` records.
+#[derive(Debug, Clone, Serialize)]
+struct Sample {
+    t_s: f64,
+    applied: f64,
+    outbox_backlog: Option<f64>,
+    queue_depth: Option<f64>,
+    rss_mib: Option<f64>,
+}
+
+/// `fresh`: writes at a fixed rate; how fast consolidation applies them, and how stale the
+/// reports get (the lag histogram), then the exactness check.
+pub async fn fresh(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let duration = ctx.run_for(60);
+    let rate = ctx.fresh_rate;
+    let request = ctx.write_request();
+    let mut out = Outcome::default();
+    let load = with_sut(ctx, "fresh", async |sut: &mut Sut| {
+        let base = sut.start(Role::Serve).await?;
+        let merchants = setup_merchants(ctx, sut, &base, &base).await?;
+        let groups = ctx.groups(&merchants);
+        let before = sut.scrape(&base).await?;
+        let applied0 = before.total("cashflow_events_applied_total");
+        let start = Instant::now();
+        let task = {
+            let (oha, base, request, groups) = (ctx.oha.clone(), base.clone(), request.clone(), groups.clone());
+            tokio::spawn(async move {
+                oha.run(&base, &request, Load { rate: Some(rate), stop: Stop::After(duration) }, &groups).await
+            })
+        };
+        let mut series = Vec::new();
+        let sample = |scrape: &crate::prom::Scrape, t: f64| Sample {
+            t_s: t,
+            applied: scrape.total("cashflow_events_applied_total") - applied0,
+            outbox_backlog: scrape.get("cashflow_outbox_backlog"),
+            queue_depth: scrape.get("cashflow_queue_depth"),
+            rss_mib: sut.rss(Role::Serve).map(|(now, _)| now),
+        };
+        while !task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            series.push(sample(&sut.scrape(&base).await?, start.elapsed().as_secs_f64()));
+        }
+        let load = task.await.context("the oha task")??;
+        let load_secs = start.elapsed().as_secs_f64();
+        let at_end = sample(&sut.scrape(&base).await?, load_secs);
+        let written: Vec<u64> = (0..merchants.len()).map(|i| load.ok_of(i)).collect();
+        let total: u64 = written.iter().sum();
+        let catch_up = sut.wait_applied(&base, merchants.len() as u64 + total, ctx.catch_up_timeout).await?;
+        let after = sut.scrape(&base).await?;
+        series.push(at_end.clone());
+
+        let lag = after
+            .buckets("cashflow_consolidation_lag_seconds")
+            .since(&before.buckets("cashflow_consolidation_lag_seconds"));
+        let q = |x: f64| lag.quantile(x).map_or_else(|| "-".into(), |q| q.ms());
+        out.fact("offered rate", format!("{rate:.0}/s for {:.0} s", duration.as_secs_f64()), Some(rate));
+        out.fact(
+            "written (201)",
+            format!("{total} ({:.0}/s), p99 {}, {} failed", load.ok_per_sec, ms(load.p99_ms), load.failures()),
+            Some(load.ok_per_sec),
+        );
+        let applied_rate = at_end.applied / load_secs;
+        let r = ratio(at_end.applied, total as f64);
+        out.fact(
+            "applied while writing",
+            format!("{:.0}/s ({} of the writes applied by the end of the load)", applied_rate, pct(r)),
+            Some(applied_rate),
+        );
+        out.fact(
+            "consolidation lag (commit → applied)",
+            format!(
+                "p50 {} · p99 {} · max ≤ {} ({:.0} events)",
+                q(0.5),
+                q(0.99),
+                lag.max_bound().map_or("-".into(), |q| q.ms()),
+                lag.count()
+            ),
+            lag.quantile(0.99).map(|q| q.seconds() * 1000.0),
+        );
+        if let Some(p50) = lag.quantile(0.5) {
+            out.figures.insert("lag_p50_ms".into(), p50.seconds() * 1000.0);
+        }
+        out.fact(
+            "caught up after the load ended",
+            format!("{:.2} s", catch_up.as_secs_f64()),
+            Some(catch_up.as_secs_f64()),
+        );
+        let peak = |f: fn(&Sample) -> Option<f64>| {
+            series.iter().filter_map(f).fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        out.fact(
+            "peak outbox backlog / queue depth",
+            format!(
+                "{} / {}",
+                peak(|s| s.outbox_backlog).map_or("-".into(), |v| format!("{v:.0}")),
+                peak(|s| s.queue_depth).map_or("-".into(), |v| format!("{v:.0}"))
+            ),
+            None,
+        );
+        if let Some((rss, peak)) = sut.rss(Role::Serve) {
+            out.fact("server RSS (now / peak)", format!("{rss:.0} MiB / {peak:.0} MiB"), Some(peak));
+        }
+        out.checks.extend(check_exact(ctx, sut, &base, &merchants, &written).await?);
+        out.checks.push(Check::new(
+            "writes succeeded",
+            load.failures() == 0,
+            format!("{} failed of {}", load.failures(), load.ok + load.failures()),
+        ));
+        out.detail("series", &series);
+        out.detail("lag_histogram", &lag);
+        Ok(load)
+    })
+    .await?;
+    out.rows.push(Row::run("cashflow writes at a fixed rate", &load, None));
+    out.detail("load", &load);
+    Ok(out)
+}
+
+/// `backlog`: the ledger runs alone (`cashflow ledger`, consolidation not running) and takes
+/// N entries as fast as it can; once the relay has queued them all, `cashflow consolidator`
+/// starts on the same backend and the harness times it to apply the whole backlog.
+pub async fn backlog(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    let request = ctx.write_request();
+    let mut out = Outcome::default();
+    let written = with_sut(ctx, "backlog", async |sut: &mut Sut| {
+        let ledger = sut.start(Role::Ledger).await?;
+        let merchants = sut.merchants(ctx.merchants.max(1), &ledger).await?;
+        let groups = ctx.groups(&merchants);
+        let n = ctx.backlog_entries;
+        let burst = ctx.oha.run(&ledger, &request, Load { rate: None, stop: Stop::Requests(n) }, &groups).await?;
+        out.rows.push(Row::run(format!("cashflow ledger: {n} entries, closed loop"), &burst, None));
+        let written: Vec<u64> = (0..merchants.len()).map(|i| burst.ok_of(i)).collect();
+        let expected = merchants.len() as u64 + written.iter().sum::<u64>();
+
+        // The relay queues every event (merchants too) before consolidation starts.
+        let start = Instant::now();
+        loop {
+            let published = sut.scrape(&ledger).await?.total("cashflow_events_published_total");
+            if published >= expected as f64 {
+                break;
+            }
+            if start.elapsed() > ctx.catch_up_timeout {
+                anyhow::bail!("the relay published {published} of {expected} events");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let queued_after = start.elapsed();
+
+        let started = Instant::now();
+        let consolidator = sut.start(Role::Consolidator).await?;
+        let ready = started.elapsed();
+        sut.wait_applied(&consolidator, expected, ctx.catch_up_timeout).await?;
+        let drained = started.elapsed();
+        let rate = expected as f64 / drained.as_secs_f64();
+        out.fact(
+            "backlog",
+            format!(
+                "{expected} events ({} entries + {} merchants)",
+                expected - merchants.len() as u64,
+                merchants.len()
+            ),
+            Some(expected as f64),
+        );
+        out.fact(
+            "write burst",
+            format!(
+                "{:.0}/s, p99 {}, {} failed; all queued {:.2} s after the burst",
+                burst.ok_per_sec,
+                ms(burst.p99_ms),
+                burst.failures(),
+                queued_after.as_secs_f64()
+            ),
+            Some(burst.ok_per_sec),
+        );
+        out.fact(
+            "drained by the consolidator",
+            format!(
+                "{:.2} s from its start ({:.2} s to ready) → {rate:.0} events/s",
+                drained.as_secs_f64(),
+                ready.as_secs_f64()
+            ),
+            Some(rate),
+        );
+        out.figures.insert("drain_seconds".into(), drained.as_secs_f64());
+        out.checks.extend(check_exact(ctx, sut, &consolidator, &merchants, &written).await?);
+        out.checks.push(Check::new(
+            "writes succeeded",
+            burst.failures() == 0,
+            format!("{} failed of {}", burst.failures(), burst.ok + burst.failures()),
+        ));
+        if let Some((_, peak)) = sut.rss(Role::Consolidator) {
+            out.fact("consolidator peak RSS", format!("{peak:.0} MiB"), Some(peak));
+        }
+        out.detail("burst", &burst);
+        Ok(written)
+    })
+    .await?;
+
+    let (target, hold) = ctx.storage_target("cstorage").await?;
+    let ceiling = storage::consolidation_ceiling(&target, &written, &ctx.date, CONSUMER_BATCH).await;
+    hold.release().await;
+    let ceiling = ceiling?;
+    let drain_rate = out.figures.get("drained by the consolidator").copied().unwrap_or(0.0);
+    let r = ratio(drain_rate, ceiling.events_per_sec);
+    out.fact(
+        "storage ceiling (ConsolidationStore::apply)",
+        format!(
+            "{:.0} events/s in batches of {}; the drain ran at {} of it",
+            ceiling.events_per_sec,
+            ceiling.batch,
+            pct(r)
+        ),
+        Some(ceiling.events_per_sec),
+    );
+    out.detail("consolidation_storage_ceiling", &ceiling);
+    Ok(out)
+}
+
+/// Checks that the scenario helpers see what they need, before anything starts.
+pub fn validate(ctx: &Ctx) -> anyhow::Result<()> {
+    if !ctx.bin.is_file() {
+        return Err(anyhow!(
+            "{} not found: build it with `cargo build --release -p cashflow` (or pass --cashflow-bin)",
+            ctx.bin.display()
+        ));
+    }
+    if ctx.connections < ctx.merchants.max(1) {
+        return Err(anyhow!("--connections must be at least --merchants (one connection per merchant group)"));
+    }
+    Ok(())
+}
