@@ -38,7 +38,7 @@ use uuid::Uuid;
 use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
-use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
 
 /// The consolidation's schema, embedded in the binary.
 pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
@@ -64,14 +64,6 @@ impl std::fmt::Debug for PostgresConsolidationStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresConsolidationStore").finish_non_exhaustive()
     }
-}
-
-/// What happened to one (distinct) event of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Applied,
-    Duplicate,
-    Rejected,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
@@ -311,22 +303,7 @@ impl ConsolidationStore for PostgresConsolidationStore {
         Self::touch_merchants(&mut tx, &merchants).await?;
         tx.commit().await.map_err(unavailable)?;
 
-        // Report in delivery order, like the SQLite store.
-        let mut summary = ApplySummary { changed_from, ..ApplySummary::default() };
-        let mut reported = HashSet::new();
-        for event in events {
-            let outcome = if reported.insert(event.event_id) {
-                outcomes.get(&event.event_id).copied().unwrap_or(Outcome::Duplicate)
-            } else {
-                Outcome::Duplicate
-            };
-            match outcome {
-                Outcome::Applied => summary.applied.push(event.event_id),
-                Outcome::Duplicate => summary.duplicates.push(event.event_id),
-                Outcome::Rejected => summary.rejected.push(event.event_id),
-            }
-        }
-        Ok(summary)
+        Ok(ApplySummary::in_delivery_order(events, &outcomes, changed_from))
     }
 
     async fn merchant(&self, id: MerchantId) -> Result<Option<MerchantBooks>, StoreError> {

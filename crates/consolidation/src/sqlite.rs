@@ -11,7 +11,7 @@ use sqlx::{Row, SqliteConnection};
 use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
-use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
@@ -78,14 +78,6 @@ impl SqliteConsolidationStore {
         .map_err(unavailable)?;
         Ok(())
     }
-}
-
-/// What became of one (distinct) event of a batch.
-#[derive(Clone, Copy)]
-enum Outcome {
-    Applied,
-    Duplicate,
-    Rejected,
 }
 
 /// The merchant row an applied event refreshes: its currency (kept from the first event) and
@@ -205,22 +197,7 @@ impl ConsolidationStore for SqliteConsolidationStore {
         }
         tx.commit().await.map_err(unavailable)?;
 
-        // Reported in delivery order; a later copy of an event is a duplicate.
-        let mut summary = ApplySummary { changed_from, ..ApplySummary::default() };
-        let mut reported = HashSet::new();
-        for event in events {
-            let outcome = if reported.insert(event.event_id) {
-                outcomes.get(&event.event_id).copied().unwrap_or(Outcome::Duplicate)
-            } else {
-                Outcome::Duplicate
-            };
-            match outcome {
-                Outcome::Applied => summary.applied.push(event.event_id),
-                Outcome::Duplicate => summary.duplicates.push(event.event_id),
-                Outcome::Rejected => summary.rejected.push(event.event_id),
-            }
-        }
-        Ok(summary)
+        Ok(ApplySummary::in_delivery_order(events, &outcomes, changed_from))
     }
 
     async fn merchant(&self, id: MerchantId) -> Result<Option<MerchantBooks>, StoreError> {

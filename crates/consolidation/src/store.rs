@@ -38,6 +38,39 @@ pub struct ApplySummary {
     pub changed_from: BTreeMap<MerchantId, BusinessDate>,
 }
 
+/// What became of one (distinct) event of a batch, as a store works it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Applied,
+    Duplicate,
+    Rejected,
+}
+
+impl ApplySummary {
+    /// The summary of a batch in delivery order: each event's outcome, and a later copy of an
+    /// event within the batch is a duplicate. An event without an outcome is a duplicate.
+    pub(crate) fn in_delivery_order(
+        events: &[Event],
+        outcomes: &std::collections::HashMap<EventId, Outcome>,
+        changed_from: BTreeMap<MerchantId, BusinessDate>,
+    ) -> Self {
+        let mut summary = ApplySummary { changed_from, ..ApplySummary::default() };
+        let mut reported = std::collections::HashSet::new();
+        for event in events {
+            let outcome = match reported.insert(event.event_id) {
+                true => outcomes.get(&event.event_id).copied().unwrap_or(Outcome::Duplicate),
+                false => Outcome::Duplicate,
+            };
+            match outcome {
+                Outcome::Applied => summary.applied.push(event.event_id),
+                Outcome::Duplicate => summary.duplicates.push(event.event_id),
+                Outcome::Rejected => summary.rejected.push(event.event_id),
+            }
+        }
+        summary
+    }
+}
+
 /// The consolidation's persistence.
 #[async_trait]
 pub trait ConsolidationStore: Send + Sync + 'static {
