@@ -38,7 +38,7 @@ use uuid::Uuid;
 use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
-use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
+use crate::store::{first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
 
 /// The consolidation's schema, embedded in the binary.
 pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
@@ -227,24 +227,11 @@ impl PostgresConsolidationStore {
     }
 }
 
-/// Remembers the newest instant per merchant (the first currency seen is kept).
-fn touch(
-    merchants: &mut BTreeMap<MerchantId, (Currency, DateTime<Utc>)>,
-    merchant: MerchantId,
-    currency: Currency,
-    at: DateTime<Utc>,
-) {
-    let at = micros(at);
-    merchants.entry(merchant).and_modify(|(_, t)| *t = (*t).max(at)).or_insert((currency, at));
-}
-
 #[async_trait]
 impl ConsolidationStore for PostgresConsolidationStore {
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
-        // The first copy of each event in the batch; later copies are duplicates.
-        let mut seen = HashSet::new();
-        let distinct: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        let distinct = first_copies(events);
         if distinct.is_empty() {
             return Ok(ApplySummary::default());
         }
@@ -264,7 +251,7 @@ impl ConsolidationStore for PostgresConsolidationStore {
             }
             match &event.body {
                 EventBody::MerchantRegistered(m) => {
-                    touch(&mut merchants, m.merchant_id, m.currency, event.occurred_at);
+                    touch(&mut merchants, m.merchant_id, m.currency, micros(event.occurred_at));
                     outcomes.insert(event.event_id, Outcome::Applied);
                 }
                 EventBody::EntryRecorded(e) => {
@@ -282,7 +269,7 @@ impl ConsolidationStore for PostgresConsolidationStore {
             for ((event_id, e), applied) in postings.iter().zip(applied) {
                 if applied {
                     outcomes.insert(*event_id, Outcome::Applied);
-                    touch(&mut merchants, e.merchant_id, e.currency, e.recorded_at);
+                    touch(&mut merchants, e.merchant_id, e.currency, micros(e.recorded_at));
                     changed_from.entry(*merchant).and_modify(|d| *d = (*d).min(*date)).or_insert(*date);
                 } else {
                     tracing::error!(%event_id, "posting would overflow the day's totals; rejected");

@@ -11,7 +11,7 @@ use sqlx::{Row, SqliteConnection};
 use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
-use crate::store::{ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
+use crate::store::{first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
@@ -80,12 +80,6 @@ impl SqliteConsolidationStore {
     }
 }
 
-/// The merchant row an applied event refreshes: its currency (kept from the first event) and
-/// the newest commit time seen.
-fn touch(merchants: &mut BTreeMap<MerchantId, (Currency, i64)>, id: MerchantId, currency: Currency, as_of: i64) {
-    merchants.entry(id).and_modify(|(_, newest)| *newest = (*newest).max(as_of)).or_insert((currency, as_of));
-}
-
 #[async_trait]
 impl ConsolidationStore for SqliteConsolidationStore {
     /// A batch costs a handful of statements whatever its size: the already-processed ids in
@@ -94,9 +88,7 @@ impl ConsolidationStore for SqliteConsolidationStore {
     /// the new ids recorded in one statement, and one upsert per merchant.
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
-        // The first copy of each event in the batch; later copies are duplicates.
-        let mut seen = HashSet::new();
-        let distinct: Vec<&Event> = events.iter().filter(|e| seen.insert(e.event_id)).collect();
+        let distinct = first_copies(events);
         if distinct.is_empty() {
             return Ok(ApplySummary::default());
         }

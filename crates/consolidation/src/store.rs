@@ -46,6 +46,23 @@ pub(crate) enum Outcome {
     Rejected,
 }
 
+/// The first copy of each event of a batch, in delivery order; later copies are duplicates.
+pub(crate) fn first_copies(events: &[Event]) -> Vec<&Event> {
+    let mut seen = std::collections::HashSet::new();
+    events.iter().filter(|e| seen.insert(e.event_id)).collect()
+}
+
+/// Folds an applied event into the merchant rows a batch refreshes: the currency of the first
+/// event is kept, and the newest commit time seen (`as_of`).
+pub(crate) fn touch<T: Ord + Copy>(
+    merchants: &mut BTreeMap<MerchantId, (Currency, T)>,
+    merchant: MerchantId,
+    currency: Currency,
+    as_of: T,
+) {
+    merchants.entry(merchant).and_modify(|(_, newest)| *newest = (*newest).max(as_of)).or_insert((currency, as_of));
+}
+
 impl ApplySummary {
     /// The summary of a batch in delivery order: each event's outcome, and a later copy of an
     /// event within the batch is a duplicate. An event without an outcome is a duplicate.
