@@ -19,7 +19,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
   pip install --quiet 'moto[server]'
 fi
 if ! port_open 5000; then
-  nohup moto_server -H 127.0.0.1 -p 5000 > /tmp/moto-5000.log 2>&1 &
+  # Through our launcher: it fixes a moto race that loses messages (see the script).
+  nohup python3 "$(dirname "$0")/moto-server.py" -H 127.0.0.1 -p 5000 > /tmp/moto-5000.log 2>&1 &
   wait_port 5000
 fi
 if ! command -v nginx >/dev/null 2>&1; then

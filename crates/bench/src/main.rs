@@ -13,12 +13,13 @@
 //! ```
 //!
 //! # Layout
-//! - [`scenarios`]: `write`, `read`, `fresh`, `backlog`.
+//! - [`scenarios`]: `write`, `read`, `fresh`, `backlog`; [`faults`]: `faults`.
 //! - [`sut`]: the system under test (the `cashflow` binary on the chosen backend).
 //! - [`oha`]: running oha and reading its JSON reports.
 //! - [`nginx`]: the HTTP ceiling. [`storage`]: the storage ceilings.
 //! - [`prom`]: reading `/metrics`. [`report`]: tables and result files. [`procs`]: processes.
 
+mod faults;
 mod nginx;
 mod oha;
 mod procs;
@@ -48,6 +49,8 @@ enum Scenario {
     Fresh,
     /// A queue pre-filled while consolidation is not running, then drained; storage ceiling.
     Backlog,
+    /// Writes and reads while the consolidator, the queue and the cache fail in turn; loss check.
+    Faults,
     /// Every scenario above.
     All,
 }
@@ -59,16 +62,17 @@ impl Scenario {
             Scenario::Read => "read",
             Scenario::Fresh => "fresh",
             Scenario::Backlog => "backlog",
+            Scenario::Faults => "faults",
             Scenario::All => "all",
         }
     }
 
     /// The default seconds per run (`--duration` overrides; `--smoke` makes it 2).
     fn default_secs(self) -> u64 {
-        if self == Scenario::Fresh {
-            60
-        } else {
-            10
+        match self {
+            Scenario::Fresh => 60,
+            Scenario::Faults => 15,
+            _ => 10,
         }
     }
 }
@@ -89,8 +93,8 @@ struct Cli {
     #[arg(long)]
     smoke: bool,
 
-    /// Seconds of each measured run (each ramp step and ceiling; `fresh`: the whole load).
-    /// Default 10 (`fresh`: 60; `--smoke`: 2).
+    /// Seconds of each measured run (each ramp step and ceiling; `fresh`: the whole load;
+    /// `faults`: each of its six phases). Default 10 (`fresh`: 60; `faults`: 15; `--smoke`: 2).
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
 
@@ -115,11 +119,17 @@ struct Cli {
     #[arg(long, default_value_t = 50.0)]
     p99_ms: f64,
 
-    /// `fresh`: the write rate. Default 1000/s (`--smoke`: 20).
+    /// `fresh` and `faults`: the write rate. Default: `fresh` after `write` in the same run
+    /// (`all`) takes the sustainable rate `write` found, else 1000/s; `faults` 1000/s
+    /// (`--smoke`: 20).
     #[arg(long)]
     rate: Option<f64>,
 
-    /// `backlog`: entries written before consolidation starts. Default 100000 (`--smoke`: 200).
+    /// `faults`: the report reads per second. Default 50 (`--smoke`: 10).
+    #[arg(long)]
+    read_rate: Option<f64>,
+
+    /// `backlog`: entries written before consolidation starts. Default 1000000 (`--smoke`: 200).
     #[arg(long)]
     entries: Option<u64>,
 
@@ -150,14 +160,6 @@ struct Cli {
     /// `production`: a Postgres database to run CREATE DATABASE on.
     #[arg(long, env = "CASHFLOW_PG_ADMIN_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pg_admin_url: String,
-
-    /// `production`: the SQS endpoint (moto).
-    #[arg(long, env = "CASHFLOW_SQS_ENDPOINT", default_value = "http://127.0.0.1:5000")]
-    sqs_endpoint: String,
-
-    /// `production`: Redis.
-    #[arg(long, env = "CASHFLOW_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
 
     /// `production`: Postgres and Redis, but the embedded queue instead of SQS (moto), to
     /// take the emulator out of the measurement. Results are labelled
@@ -190,12 +192,7 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
         oha,
         nginx,
         backend: cli.backend,
-        services: Services {
-            pg_admin_url: cli.pg_admin_url.clone(),
-            sqs_endpoint: cli.sqs_endpoint.clone(),
-            redis_url: cli.redis_url.clone(),
-            embedded_queue: cli.embedded_queue,
-        },
+        services: Services { pg_admin_url: cli.pg_admin_url.clone(), embedded_queue: cli.embedded_queue },
         smoke,
         duration: cli.duration,
         connections: cli.connections.unwrap_or(if smoke { 4 } else { 32 }),
@@ -204,7 +201,9 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
         rates: cli.rates.clone().or_else(|| smoke.then(|| vec![20.0, 40.0])),
         p99_ms: cli.p99_ms,
         fresh_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
-        backlog_entries: cli.entries.unwrap_or(if smoke { 200 } else { 100_000 }),
+        faults_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
+        read_rate: cli.read_rate.unwrap_or(if smoke { 10.0 } else { 50.0 }),
+        backlog_entries: cli.entries.unwrap_or(if smoke { 200 } else { 1_000_000 }),
         seed_entries: cli.seed_entries.unwrap_or(if smoke { 3 } else { 20 }),
         catch_up_timeout: Duration::from_secs(cli.catch_up_timeout_secs),
         date,
@@ -216,12 +215,12 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
-    let ctx = context(&cli).await?;
+    let mut ctx = context(&cli).await?;
     let machine = report::Machine::describe().await;
     let provenance = report::Provenance::collect(&ctx.root, &ctx.bin, &ctx.oha.version, &ctx.nginx.version).await;
     let results_dir = cli.results_dir.clone().unwrap_or_else(|| ctx.root.join("bench/results"));
     let scenarios = match cli.scenario {
-        Scenario::All => vec![Scenario::Write, Scenario::Read, Scenario::Fresh, Scenario::Backlog],
+        Scenario::All => vec![Scenario::Write, Scenario::Read, Scenario::Fresh, Scenario::Backlog, Scenario::Faults],
         one => vec![one],
     };
     println!(
@@ -261,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Read => scenarios::read(&ctx).await,
             Scenario::Fresh => scenarios::fresh(&ctx).await,
             Scenario::Backlog => scenarios::backlog(&ctx).await,
+            Scenario::Faults => faults::faults(&ctx).await,
             Scenario::All => continue,
         };
         let outcome = match outcome {
@@ -300,6 +300,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             }
         }
         all_passed &= outcome.passed();
+        // `fresh` runs at the rate `write` just found sustainable, unless told otherwise.
+        if scenario == Scenario::Write && cli.rate.is_none() && !ctx.smoke {
+            if let Some(rate) = outcome.figures.get("sustainable rate").filter(|r| **r > 0.0) {
+                ctx.fresh_rate = *rate;
+            }
+        }
     }
     Ok(all_passed)
 }

@@ -30,6 +30,17 @@ impl Scrape {
         self.samples.get(name).map_or(0.0, |s| s.iter().map(|(_, v)| v).sum())
     }
 
+    /// The sum of a metric over the label sets that have every `name="value"` pair given.
+    pub fn total_where(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        self.samples.get(name).map_or(0.0, |s| {
+            s.iter()
+                .filter(|(set, _)| wanted.iter().all(|w| set.split(',').any(|l| l.trim() == w)))
+                .map(|(_, v)| v)
+                .sum()
+        })
+    }
+
     /// A metric's value, if it is exported.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.samples.get(name).map(|s| s.iter().map(|(_, v)| v).sum())
@@ -171,6 +182,15 @@ cashflow_consolidation_lag_seconds_count 100
         assert_eq!(scrape.total("cashflow_http_requests_total"), 10.0);
         assert_eq!(scrape.total("cashflow_queue_depth"), 0.0);
         assert_eq!(scrape.get("cashflow_queue_depth"), None);
+    }
+
+    #[test]
+    fn a_total_can_be_restricted_to_label_values() {
+        let scrape = Scrape::parse(TEXT);
+        let created = [("route", "/v1/entries"), ("status", "201")];
+        assert_eq!(scrape.total_where("cashflow_http_requests_total", &created), 7.0);
+        assert_eq!(scrape.total_where("cashflow_http_requests_total", &[("status", "200")]), 3.0);
+        assert_eq!(scrape.total_where("cashflow_http_requests_total", &[("status", "500")]), 0.0);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::prom::Scrape;
 pub enum BackendKind {
     /// SQLite files, the SQLite queue, the in-process cache (the default `serve`).
     Embedded,
-    /// Postgres, SQS (moto), Redis, as started by `scripts/services.sh start`.
+    /// Postgres (started by `scripts/services.sh start` if needed, a fresh database per run),
+    /// and a moto (SQS) and a Redis of the run's own.
     Production,
 }
 
@@ -27,8 +28,6 @@ pub enum BackendKind {
 pub struct Services {
     /// A database to run `CREATE DATABASE` on.
     pub pg_admin_url: String,
-    pub sqs_endpoint: String,
-    pub redis_url: String,
     /// Use the embedded queue instead of SQS (to take the emulator out of the measurement).
     pub embedded_queue: bool,
 }
@@ -76,26 +75,78 @@ impl FreshDatabase {
     }
 }
 
+/// A server of the run's own (moto, redis-server) on a free port: started fresh so no other
+/// user's queues or keys slow it down, and stoppable for the `faults` scenario without
+/// disturbing anyone else.
+pub struct OwnServer {
+    name: &'static str,
+    argv: Vec<String>,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnServer {
+    /// Starts `argv` (with `{port}` replaced by a free port) and waits until the port accepts.
+    async fn start(name: &'static str, argv: &[&str]) -> anyhow::Result<Self> {
+        let port = procs::free_port()?;
+        let argv = argv.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
+        let mut server = Self { name, argv, port, child: None };
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// Starts it again on the same port (after [`kill`](Self::kill)).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let child = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {} ({})", self.name, self.argv[0]))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("{} never listened on port {}", self.name, self.port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: the server is gone until [`restart`](Self::restart).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Sends a signal (`STOP` freezes it, `CONT` resumes it).
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().and_then(Child::id).with_context(|| format!("{} is not running", self.name))?;
+        signal_pid(pid, signal).await
+    }
+}
+
+/// `kill -<signal> <pid>`.
+async fn signal_pid(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+    if !status.success() {
+        bail!("kill -{signal} {pid} failed");
+    }
+    Ok(())
+}
+
 /// The backends of one run: the environment every cashflow process gets.
 pub struct Backend {
     pub env: Vec<(String, String)>,
     database: Option<FreshDatabase>,
-    /// The run's queue (endpoint, name), deleted afterwards: moto slows down with every
-    /// message it holds, for everyone using it.
-    queue: Option<(String, String)>,
+    /// The run's own SQS emulator (production, unless `--embedded-queue`).
+    pub moto: Option<OwnServer>,
+    /// The run's own Redis (production).
+    pub redis: Option<OwnServer>,
 }
-
-/// Deletes a queue and its dead-letter queue from the emulator (best effort, with boto3 like
-/// `scripts/create-queue.py`).
-const DELETE_QUEUES: &str = "import boto3, sys
-s = boto3.client('sqs', endpoint_url=sys.argv[1], region_name='us-east-1',
-                 aws_access_key_id='test', aws_secret_access_key='test')
-for name in sys.argv[2:]:
-    try:
-        s.delete_queue(QueueUrl=s.get_queue_url(QueueName=name)['QueueUrl'])
-    except Exception:
-        pass
-";
 
 /// A name unique to this run, usable as a database or queue name.
 pub fn run_name(label: &str) -> String {
@@ -104,10 +155,11 @@ pub fn run_name(label: &str) -> String {
 
 impl Backend {
     /// Embedded: nothing to prepare (the data directory is per process group). Production:
-    /// the services are started if needed, then a fresh database and a fresh queue are made.
+    /// Postgres is started if needed and gets a fresh database; moto and Redis are started
+    /// for this run alone, on free ports, and the queue is created on that moto.
     pub async fn prepare(kind: BackendKind, root: &Path, services: &Services, label: &str) -> anyhow::Result<Self> {
         if kind == BackendKind::Embedded {
-            return Ok(Self { env: Vec::new(), database: None, queue: None });
+            return Ok(Self { env: Vec::new(), database: None, moto: None, redis: None });
         }
         let status = Command::new(root.join("scripts/services.sh"))
             .arg("start")
@@ -119,19 +171,29 @@ impl Backend {
         }
         let name = run_name(label);
         let database = FreshDatabase::create(&services.pg_admin_url, &name).await?;
+        let redis = OwnServer::start(
+            "redis-server",
+            &["redis-server", "--bind", "127.0.0.1", "--port", "{port}", "--save", "", "--appendonly", "no"],
+        )
+        .await?;
+        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
         if services.embedded_queue {
             let env = [
                 ("CASHFLOW_DATABASE_URL", database.url.as_str()),
                 ("CASHFLOW_QUEUE_URL", "embedded"),
-                ("CASHFLOW_CACHE_URL", services.redis_url.as_str()),
+                ("CASHFLOW_CACHE_URL", redis_url.as_str()),
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .to_vec();
-            return Ok(Self { env, database: Some(database), queue: None });
+            return Ok(Self { env, database: Some(database), moto: None, redis: Some(redis) });
         }
+        // moto through our launcher, which fixes a race that loses messages (see the script).
+        let launcher = root.join("scripts/moto-server.py").display().to_string();
+        let moto = OwnServer::start("moto", &["python3", &launcher, "-H", "127.0.0.1", "-p", "{port}"]).await?;
+        let endpoint = format!("http://127.0.0.1:{}", moto.port);
         let out = Command::new("python3")
             .arg(root.join("scripts/create-queue.py"))
-            .arg(&services.sqs_endpoint)
+            .arg(&endpoint)
             .arg(&name)
             .output()
             .await
@@ -143,26 +205,23 @@ impl Backend {
         let env = [
             ("CASHFLOW_DATABASE_URL", database.url.as_str()),
             ("CASHFLOW_QUEUE_URL", queue_url.as_str()),
-            ("CASHFLOW_CACHE_URL", services.redis_url.as_str()),
+            ("CASHFLOW_CACHE_URL", redis_url.as_str()),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),
             ("AWS_REGION", "us-east-1"),
-            ("AWS_ENDPOINT_URL", services.sqs_endpoint.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .to_vec();
-        Ok(Self { env, database: Some(database), queue: Some((services.sqs_endpoint.clone(), name)) })
+        Ok(Self { env, database: Some(database), moto: Some(moto), redis: Some(redis) })
     }
 
-    pub async fn cleanup(&self) {
+    pub async fn cleanup(&mut self) {
         if let Some(db) = &self.database {
             db.drop_now().await;
         }
-        if let Some((endpoint, name)) = &self.queue {
-            let _ = Command::new("python3")
-                .args(["-c", DELETE_QUEUES, endpoint, name, &format!("{name}-dlq")])
-                .output()
-                .await;
+        for server in [&mut self.moto, &mut self.redis].into_iter().flatten() {
+            server.kill().await;
         }
     }
 }
@@ -174,16 +233,32 @@ pub enum Role {
     Serve,
     /// `cashflow ledger`: the API, token issuer and relay, no consolidation.
     Ledger,
+    /// `cashflow relay`: the outbox relay alone (with `ledger --no-relay`).
+    Relay,
     /// `cashflow consolidator`: the consumer and the reports API.
     Consolidator,
+    /// `cashflow consolidator --no-consumer`: the reports API alone.
+    Reports,
 }
 
 impl Role {
-    fn command(self) -> &'static str {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Role::Serve => &["serve", "--no-demo"],
+            Role::Ledger => &["ledger"],
+            Role::Relay => &["relay"],
+            Role::Consolidator => &["consolidator"],
+            Role::Reports => &["consolidator", "--no-consumer"],
+        }
+    }
+
+    fn name(self) -> &'static str {
         match self {
             Role::Serve => "serve",
             Role::Ledger => "ledger",
+            Role::Relay => "relay",
             Role::Consolidator => "consolidator",
+            Role::Reports => "reports",
         }
     }
 }
@@ -234,11 +309,21 @@ impl Sut {
     }
 
     fn log_path(&self, role: Role) -> PathBuf {
-        self.data_dir.path().join(format!("{}.log", role.command()))
+        self.data_dir.path().join(format!("{}.log", role.name()))
     }
 
     /// Starts a process and waits until `/health/ready` answers 200. Returns its base URL.
     pub async fn start(&mut self, role: Role) -> anyhow::Result<String> {
+        self.start_with(role, &[]).await
+    }
+
+    /// Sets an environment variable for every process started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.backend.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Like [`start`](Self::start), with extra arguments.
+    pub async fn start_with(&mut self, role: Role, extra: &[&str]) -> anyhow::Result<String> {
         let port = procs::free_port()?;
         let base = format!("http://127.0.0.1:{port}");
         if self.public_url.is_none() {
@@ -246,12 +331,13 @@ impl Sut {
             // the same issuer URL.
             self.public_url = Some(base.clone());
         }
-        let log = std::fs::File::create(self.log_path(role)).context("creating the log file")?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(role))
+            .context("opening the log file")?;
         let mut cmd = self.command();
-        cmd.arg(role.command()).args(["--listen", &format!("127.0.0.1:{port}")]);
-        if role == Role::Serve {
-            cmd.arg("--no-demo");
-        }
+        cmd.args(role.args()).args(extra).args(["--listen", &format!("127.0.0.1:{port}")]);
         let child =
             cmd.stdout(log.try_clone().context("log file")?).stderr(log).kill_on_drop(true).spawn().with_context(
                 || format!("starting {} (build it: cargo build --release -p cashflow)", self.bin.display()),
@@ -261,7 +347,7 @@ impl Sut {
         loop {
             if let Some(p) = self.processes.iter_mut().find(|p| p.role == role) {
                 if let Ok(Some(status)) = p.child.try_wait() {
-                    bail!("cashflow {} exited ({status}):\n{}", role.command(), procs::tail(&self.log_path(role), 20));
+                    bail!("cashflow {} exited ({status}):\n{}", role.name(), procs::tail(&self.log_path(role), 20));
                 }
             }
             if let Ok(r) = self.http.get(format!("{base}/health/ready")).send().await {
@@ -270,9 +356,17 @@ impl Sut {
                 }
             }
             if Instant::now() > deadline {
-                bail!("cashflow {} never became ready:\n{}", role.command(), procs::tail(&self.log_path(role), 20));
+                bail!("cashflow {} never became ready:\n{}", role.name(), procs::tail(&self.log_path(role), 20));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs a process (no graceful shutdown: a crash); start it again with `start`.
+    pub async fn kill(&mut self, role: Role) {
+        if let Some(i) = self.processes.iter().position(|p| p.role == role) {
+            let mut p = self.processes.remove(i);
+            let _ = p.child.kill().await;
         }
     }
 
@@ -400,9 +494,14 @@ impl Sut {
     }
 
     /// Stops the processes and drops the run's database.
+    /// With `CASHFLOW_BENCH_KEEP_DATA` set, the data directory (databases and every process's
+    /// log) is kept and its path printed, to see why a run failed.
     pub async fn shutdown(mut self) {
         self.stop().await;
         self.backend.cleanup().await;
+        if std::env::var_os("CASHFLOW_BENCH_KEEP_DATA").is_some() {
+            eprintln!("data and logs kept in {}", self.data_dir.keep().display());
+        }
     }
 }
 

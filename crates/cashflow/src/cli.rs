@@ -115,6 +115,13 @@ pub struct ConsolidatorArgs {
     #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
 
+    /// Serve the reports API only, without consuming the queue: a replica that keeps reports
+    /// available while the consuming consolidator is down or redeployed. With the in-process
+    /// cache (`memory`) it reads the store on every request: no consumer could invalidate its
+    /// cache. With Redis it shares the consumer's cache.
+    #[arg(long, env = "CASHFLOW_NO_CONSUMER")]
+    pub no_consumer: bool,
+
     #[command(flatten)]
     pub backends: BackendArgs,
 

@@ -7,6 +7,12 @@ use clap::Parser;
 use cashflow::cli::Cli;
 use cashflow::{commands, telemetry};
 
+/// mimalloc instead of glibc's malloc: a request allocates and frees many small buffers (HTTP,
+/// JSON, SQL arguments) across threads, where glibc's allocator took ~13% of the CPU of the
+/// write path (profiled under load; BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

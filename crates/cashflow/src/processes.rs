@@ -82,31 +82,36 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cashflow consolidator`: the queue consumer and the reports API.
+/// `cashflow consolidator`: the queue consumer and the reports API; with `--no-consumer`, the
+/// reports API alone (a replica that keeps reports readable while the consumer is down).
 pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
     crate::telemetry::metrics();
     let listener = bind(args.listen).await?;
     let config = app_config(&args.auth, &args.backends, FRONT_URL.to_owned());
     let store = args.backends.consolidation().await?;
-    let queue = args.backends.queue().await?;
-    let cache = args.backends.cache().await?;
+    let cache: std::sync::Arc<dyn cashflow_consolidation::ReportCache> =
+        if args.no_consumer && args.backends.cache_url == "memory" {
+            std::sync::Arc::new(cashflow_consolidation::NoCache)
+        } else {
+            args.backends.cache().await?
+        };
     let identity = args.backends.identity().await?;
     let (_, verifier) = auth(&config, identity.clone()).await?;
     let shutdown = shutdown_on_signal();
-    let consumer = Consumer::new(store.clone(), queue.source.clone(), cache.clone(), ConsumerConfig::default());
-    let workers = [
-        tokio::spawn(consumer.run(shutdown.clone())),
-        tokio::spawn(
-            Gauges { ledger: None, consolidation: Some(store.clone()), queue: Some(queue.source.clone()) }
-                .run(shutdown.clone()),
-        ),
-    ];
-    let readiness =
-        Readiness::default().consolidation(store.clone()).queue(queue.source).identity(identity).cache(cache.clone());
+    let mut readiness = Readiness::default().consolidation(store.clone()).identity(identity).cache(cache.clone());
+    let mut workers = Vec::new();
+    let queue = if args.no_consumer { None } else { Some(args.backends.queue().await?.source) };
+    if let Some(source) = &queue {
+        readiness = readiness.queue(source.clone());
+        let consumer = Consumer::new(store.clone(), source.clone(), cache.clone(), ConsumerConfig::default());
+        workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+    }
+    workers
+        .push(tokio::spawn(Gauges { ledger: None, consolidation: Some(store.clone()), queue }.run(shutdown.clone())));
     let router = cashflow_http::layers::common(
         cashflow_consolidation::router(ConsolidationState { store, cache, verifier }).merge(ops::router(readiness)),
     );
-    tracing::info!(listen = %args.listen, "cashflow consolidator serving");
+    tracing::info!(listen = %args.listen, consumer = !args.no_consumer, "cashflow consolidator serving");
     serve_http(listener, router, shutdown).await?;
     for w in workers {
         let _ = w.await;

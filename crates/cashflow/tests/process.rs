@@ -33,14 +33,19 @@ async fn serve(data_dir: &Path) -> Server {
 }
 
 async fn serve_on(data_dir: &Path, port: u16) -> Server {
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn serve");
+    start(&["serve"], data_dir, port, None).await
+}
+
+/// Starts `cashflow <command…> --listen 127.0.0.1:<port>` on `data_dir` and waits until it is
+/// ready. Split processes are told the issuer URL (`CASHFLOW_PUBLIC_URL`) the tokens carry.
+async fn start(command: &[&str], data_dir: &Path, port: u16, public_url: Option<&str>) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.args(command).args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
+    if let Some(url) = public_url {
+        cmd.env("CASHFLOW_PUBLIC_URL", url);
+    }
+    let child =
+        cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn cashflow");
     let server = Server { child, base: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -50,7 +55,7 @@ async fn serve_on(data_dir: &Path, port: u16) -> Server {
                 return server;
             }
         }
-        assert!(Instant::now() < deadline, "serve did not become ready");
+        assert!(Instant::now() < deadline, "cashflow {command:?} did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -246,4 +251,67 @@ async fn acknowledged_entries_survive_sigkill_and_are_consolidated_exactly_once(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Waits until the day's report on `base` counts `count` entries, and returns it (a 404
+/// while the merchant's registration is not consolidated yet counts as not yet).
+async fn daily_when(base: &str, token: &str, date: &str, count: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/v1/balances/daily/{date}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let day: Value = r.json().await.unwrap();
+        if status == 200 && day["entry_count"] == count {
+            return day;
+        }
+        assert!(status == 200 || status == 404, "{status}: {day}");
+        assert!(Instant::now() < deadline, "{date} never reached {count} entries: {day}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reports_replica_stays_fresh_and_keeps_serving_while_the_consumer_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger_port, consumer_port, replica_port) = (free_port(), free_port(), free_port());
+    let issuer = format!("http://127.0.0.1:{ledger_port}");
+    let ledger = start(&["ledger"], dir.path(), ledger_port, Some(&issuer)).await;
+    let consumer = start(&["consolidator"], dir.path(), consumer_port, Some(&issuer)).await;
+    let replica = start(&["consolidator", "--no-consumer"], dir.path(), replica_port, Some(&issuer)).await;
+    let token = merchant_token(&ledger, dir.path()).await;
+    let client = reqwest::Client::new();
+    let write = |cents: u32| {
+        let (client, base, token) = (client.clone(), ledger.base.clone(), token.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/v1/entries"))
+                .bearer_auth(&token)
+                .json(&json!({"type": "credit", "amount": format!("{cents}.00"), "description": "replica",
+                              "occurred_at": "2026-11-20T12:00:00-03:00"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+
+    write(1).await;
+    assert_eq!(daily_when(&replica.base, &token, "2026-11-20", 1).await["total_credits"], "1.00");
+    // A second read was answered; a later write must still show: the replica caches nothing
+    // that the consumer (another process) could not invalidate.
+    write(2).await;
+    assert_eq!(daily_when(&replica.base, &token, "2026-11-20", 2).await["total_credits"], "3.00");
+
+    drop(consumer); // SIGKILL: consolidation stops, reports stay readable
+    write(4).await;
+    let day = daily(&replica.base, &token, "2026-11-20").await;
+    assert_eq!(day["entry_count"], 2, "nothing consumes while the consumer is down: {day}");
+
+    let _consumer = start(&["consolidator"], dir.path(), consumer_port, Some(&issuer)).await;
+    assert_eq!(daily_when(&replica.base, &token, "2026-11-20", 3).await["total_credits"], "7.00");
 }

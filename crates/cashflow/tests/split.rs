@@ -67,12 +67,24 @@ impl Backends {
     /// Postgres (a fresh database), SQS at `sqs_endpoint` (a fresh queue with a dead-letter
     /// queue) and Redis at `redis_url`.
     async fn production(data_dir: &Path, sqs_endpoint: &str, redis_url: &str) -> Self {
+        // The 3 s lease makes redelivery after a crash quick; moto answers a receive in up to
+        // seconds under a backlog, so a healthy message may be received a few times before its
+        // acknowledgement lands. Ten receives before dead-lettering leaves room for that.
+        Self::production_with_max_receives(data_dir, sqs_endpoint, redis_url, 10).await
+    }
+
+    async fn production_with_max_receives(
+        data_dir: &Path,
+        sqs_endpoint: &str,
+        redis_url: &str,
+        max_receives: u32,
+    ) -> Self {
         let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL").expect("CASHFLOW_TEST_POSTGRES_URL");
         let database = cashflow_db::TestDatabase::create(&admin).await.unwrap();
         let name = format!("split-{}", uuid::Uuid::new_v4().simple());
         let created = Command::new("python3")
             .arg(repo_root().join("scripts/create-queue.py"))
-            .args([sqs_endpoint, &name, "3", "3"])
+            .args([sqs_endpoint, &name, "3", &max_receives.to_string()])
             .output()
             .unwrap();
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
@@ -93,10 +105,51 @@ impl Backends {
         }
     }
 
+    /// Where the events are (outbox, queue, dead letters, applied), for failure messages.
+    fn whereabouts(&self) -> String {
+        let Some((_, queue_url)) = self.env.iter().find(|(k, _)| k == "CASHFLOW_QUEUE_URL") else {
+            return "embedded queue".into();
+        };
+        let run = |c: &mut Command| match c.output() {
+            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().replace('\n', " "),
+            Ok(out) => format!("unreadable: {}", String::from_utf8_lossy(&out.stderr)),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        let endpoint = queue_url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        let queues = run(Command::new("python3").arg("-c").arg(QUEUE_STATE).arg(&endpoint).arg(queue_url));
+        let database = run(Command::new("psql").arg(self.get("CASHFLOW_DATABASE_URL")).args([
+            "-At",
+            "-c",
+            "SELECT 'entries', count(*) FROM ledger.entries UNION ALL SELECT 'outbox', count(*) FROM ledger.outbox \
+             UNION ALL SELECT 'applied', count(*) FROM consolidation.processed_events",
+        ]));
+        format!("queues: {queues}; database: {database}")
+    }
+
     fn get(&self, key: &str) -> &str {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap()
     }
 }
+
+const DLQ_DEPTH: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+dlq = sqs.get_queue_url(QueueName=sys.argv[2].rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
+print(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+"#;
+
+/// Prints the queue's and its dead-letter queue's visible and in-flight counts.
+const QUEUE_STATE: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+dlq = sqs.get_queue_url(QueueName=sys.argv[2].rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
+for label, url in [("queue", sys.argv[2]), ("dead letters", dlq)]:
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    print(label, "visible", a[names[0]], "in flight", a[names[1]])
+"#;
 
 /// A server of our own (moto, redis-server) on a free port, for tests that stop it.
 struct Server {
@@ -123,6 +176,18 @@ impl Server {
             assert!(Instant::now() < deadline, "{} never listened", self.argv[0]);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A moto of our own (through the launcher that fixes its lost-message race). moto walks
+    /// every message it holds on each call, so a test that builds a backlog on the shared
+    /// emulator drains at the pace of the whole suite's leftovers.
+    async fn moto() -> Server {
+        let launcher = repo_root().join("scripts/moto-server.py").display().to_string();
+        Server::start(&["python3", &launcher, "-H", "127.0.0.1", "-p", "{port}"]).await
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     fn signal(&self, signal: &str) {
@@ -252,13 +317,15 @@ async fn post(client: &reqwest::Client, front: &str, token: &str, cents: i64, da
 
 /// Waits until the day's report shows exactly `count` entries summing to `cents`; fails on
 /// any over-count (an entry counted twice).
-async fn assert_converges(front: &str, token: &str, date: &str, count: u64, cents: i64) {
+async fn assert_converges(split: &Split, token: &str, date: &str, count: u64, cents: i64) {
+    let front = &split.front;
     let client = reqwest::Client::new();
     let expected = format!("{}.{:02}", cents / 100, cents % 100);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: on moto every call walks the whole queue, so a backlog drains slowly.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = client.get(format!("{front}/v1/balances/daily/{date}")).bearer_auth(token).send().await.unwrap();
-        if r.status() == 200 {
+        let last = if r.status() == 200 {
             let day: Value = r.json().await.unwrap();
             let n = day["entry_count"].as_u64().unwrap();
             assert!(n <= count, "double-counted on {date}: {day}");
@@ -266,8 +333,15 @@ async fn assert_converges(front: &str, token: &str, date: &str, count: u64, cent
                 assert_eq!(day["total_credits"], expected, "{date}: {day}");
                 return;
             }
-        }
-        assert!(Instant::now() < deadline, "{date} never converged to {count} entries");
+            day.to_string()
+        } else {
+            format!("status {}", r.status())
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{date} never converged to {count} entries; last seen: {last}; {}",
+            split.backends.whereabouts()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -280,7 +354,7 @@ async fn one_api_through_the_front(dir: TempDir, backends: Backends) {
     for i in 1..=20 {
         cents += post(&client, &split.front, &token, 100 * i, 21).await.expect("write through the front");
     }
-    assert_converges(&split.front, &token, "2026-11-21", 20, cents).await;
+    assert_converges(&split, &token, "2026-11-21", 20, cents).await;
     let csv = client
         .get(format!("{}/v1/balances/daily?from=2026-11-21&to=2026-11-22", split.front))
         .bearer_auth(&token)
@@ -365,7 +439,7 @@ impl Load {
         assert!(sent > 100, "the load ran: {sent} writes");
         assert_eq!(acked.len() as u64, sent, "every write succeeded during the fault");
         let date = format!("2026-11-{:02}", self.day);
-        assert_converges(&split.front, &self.token, &date, acked.len() as u64, acked.iter().sum()).await;
+        assert_converges(split, &self.token, &date, acked.len() as u64, acked.iter().sum()).await;
     }
 }
 
@@ -428,18 +502,21 @@ mod super_tests {
     }
 
     pub async fn ledger_keeps_serving_when_consolidator_is_killed() {
+        // Our own emulator: moto's calls slow down with every message it holds (any queue's),
+        // and the backlog this test builds must drain well within the 3 s visibility timeout
+        // per receive, or its messages would be received too often and dead-lettered.
+        let moto = Server::moto().await;
         let dir = tempfile::tempdir().unwrap();
-        let backends = Backends::production(dir.path(), &shared_sqs(), &shared_redis()).await;
+        let backends = Backends::production(dir.path(), &moto.endpoint(), &shared_redis()).await;
         ledger_survives_consolidator_sigkill(dir, backends).await;
     }
 
     pub async fn ledger_keeps_serving_while_the_queue_is_down() {
         // Our own emulator, so freezing it disturbs no other test. SIGSTOP keeps its state
         // (an emulator restart would drop its queues; real SQS does not lose messages).
-        let moto = Server::start(&["moto_server", "-H", "127.0.0.1", "-p", "{port}"]).await;
+        let moto = Server::moto().await;
         let dir = tempfile::tempdir().unwrap();
-        let endpoint = format!("http://127.0.0.1:{}", moto.port);
-        let backends = Backends::production(dir.path(), &endpoint, &shared_redis()).await;
+        let backends = Backends::production(dir.path(), &moto.endpoint(), &shared_redis()).await;
         let split = Split::start(dir, backends).await;
         let load = Load::start(&split, 13).await;
         moto.signal("-STOP");
@@ -461,9 +538,11 @@ mod super_tests {
             "no",
         ])
         .await;
+        // Our own emulator too: this test's backlog must not queue behind other tests' messages.
+        let moto = Server::moto().await;
         let dir = tempfile::tempdir().unwrap();
         let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-        let backends = Backends::production(dir.path(), &shared_sqs(), &redis_url).await;
+        let backends = Backends::production(dir.path(), &moto.endpoint(), &redis_url).await;
         let split = Split::start(dir, backends).await;
         let load = Load::start(&split, 14).await;
         let token = load.token.clone();
@@ -519,9 +598,9 @@ mod super_tests {
         let copies: u64 = String::from_utf8_lossy(&copied.stdout).trim().parse().unwrap();
         assert!(copies >= 60, "duplicates were injected: {copies}");
         split.start_consolidator().await;
-        assert_converges(&split.front, &token, "2026-11-15", 30, acked.iter().sum()).await;
+        assert_converges(&split, &token, "2026-11-15", 30, acked.iter().sum()).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_converges(&split.front, &token, "2026-11-15", 30, acked.iter().sum()).await;
+        assert_converges(&split, &token, "2026-11-15", 30, acked.iter().sum()).await;
     }
 
     /// Receives every message (visibility 0: they stay in the queue) and sends two copies of
@@ -546,7 +625,8 @@ print(copies)
 
     pub async fn a_poison_message_goes_to_the_dead_letter_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let backends = Backends::production(dir.path(), &shared_sqs(), &shared_redis()).await;
+        // A low threshold, so the poison message is dead-lettered within seconds.
+        let backends = Backends::production_with_max_receives(dir.path(), &shared_sqs(), &shared_redis(), 3).await;
         let queue_url = backends.get("CASHFLOW_QUEUE_URL").to_owned();
         let split = Split::start(dir, backends).await;
         let token = split.merchant_token().await;
@@ -557,7 +637,7 @@ print(copies)
         for i in 1..=10 {
             acked.push(post(&client, &split.front, &token, 500 + i, 16).await.expect("write"));
         }
-        assert_converges(&split.front, &token, "2026-11-16", 10, acked.iter().sum()).await;
+        assert_converges(&split, &token, "2026-11-16", 10, acked.iter().sum()).await;
         // maxReceiveCount is 3 and the visibility timeout 3 s: the poison pill reaches the DLQ.
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
@@ -579,14 +659,6 @@ import sys, boto3
 sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="test", aws_secret_access_key="test")
 sqs.send_message(QueueUrl=sys.argv[2], MessageBody='{"this is": "not an event"}')
-"#;
-
-    const DLQ_DEPTH: &str = r#"
-import sys, boto3
-sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
-                   aws_access_key_id="test", aws_secret_access_key="test")
-dlq = sqs.get_queue_url(QueueName=sys.argv[2].rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
-print(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
 "#;
 }
 

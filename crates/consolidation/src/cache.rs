@@ -105,6 +105,24 @@ impl ReportCache for MemoryCache {
     }
 }
 
+/// No cache: every read is computed from the store. For a reports-only process on the embedded
+/// backend (`cashflow consolidator --no-consumer`): an in-process cache there would never hear
+/// the consumer's invalidations, which happen in another process, and would serve stale
+/// reports. A shared cache (Redis) has no such problem.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCache;
+
+#[async_trait]
+impl ReportCache for NoCache {
+    async fn get(&self, _merchant: MerchantId, _date: BusinessDate) -> Lookup {
+        Lookup::Miss(0)
+    }
+
+    async fn put(&self, _merchant: MerchantId, _date: BusinessDate, _generation: u64, _report: DailyBalanceResponse) {}
+
+    async fn invalidate(&self, _merchant: MerchantId, _from: BusinessDate) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +167,14 @@ mod tests {
         cache.invalidate(m, day("2026-11-21")).await;
         assert!(matches!(cache.get(m, day("2026-11-20")).await, Lookup::Hit(_)));
         assert!(matches!(cache.get(m, day("2026-11-23")).await, Lookup::Miss(_)));
+    }
+
+    #[tokio::test]
+    async fn no_cache_never_serves_a_stored_report() {
+        let m = MerchantId::new();
+        let Lookup::Miss(g) = NoCache.get(m, day("2026-11-23")).await else { panic!("hit on no cache") };
+        NoCache.put(m, day("2026-11-23"), g, report("1.00")).await;
+        assert!(matches!(NoCache.get(m, day("2026-11-23")).await, Lookup::Miss(_)));
     }
 
     #[tokio::test]

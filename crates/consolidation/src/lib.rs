@@ -10,7 +10,8 @@
 //! - [`consumer`]: the queue consumer.
 //! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
 //!   implement it, chosen by URL.
-//! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation.
+//! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation;
+//!   [`NoCache`] for a reports-only process that cannot share one.
 //! - [`redis_cache`]: [`RedisCache`], the shared implementation on Redis (ElastiCache).
 
 pub mod api;
@@ -22,7 +23,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use api::{router, ConsolidationApi, ConsolidationState};
-pub use cache::{MemoryCache, ReportCache};
+pub use cache::{MemoryCache, NoCache, ReportCache};
 pub use consumer::{Consumer, ConsumerConfig};
 pub use postgres::PostgresConsolidationStore;
 pub use redis_cache::{RedisCache, RedisCacheConfig, RedisCacheError};

@@ -32,8 +32,9 @@
 //! # Redis unavailable
 //! Every command gives up after [`RedisCacheConfig::command_timeout`]. Then `get` answers
 //! `Lookup::Miss` with a generation that never matches (the API reads the database and its
-//! `put` is dropped without a round trip), `put` does nothing, and for
-//! [`RedisCacheConfig::retry_interval`] reads do not even try. The manager reconnects by itself;
+//! `put` is dropped without a round trip), `put` does nothing, and reads stop trying Redis until
+//! a background `PING`, every [`RedisCacheConfig::retry_interval`], finds it answering again: only
+//! the requests in flight when Redis went away ever wait for it. The manager reconnects by itself;
 //! a connection that stays broken (a primary that vanished without closing its sockets, as in a
 //! failover) is replaced by a fresh one at most every 30 s.
 //!
@@ -308,9 +309,7 @@ impl RedisCache {
 
     /// Whether Redis answers a `PING` in time (for readiness reports).
     pub async fn check(&self) -> Result<(), RedisCacheError> {
-        let mut connection = self.inner.manager();
-        let ping = redis::cmd("PING");
-        self.inner.call("ping", ping.query_async::<String>(&mut connection)).await.map(|_| ())
+        self.inner.ping().await
     }
 
     /// Drops every cached report of every merchant (bumps the epoch) and voids every
@@ -327,13 +326,18 @@ impl Drop for RedisCache {
     }
 }
 
-/// Bumps the epoch every `every` while an invalidation is lost, until the cache is dropped.
+/// Every `every`, until the cache is dropped: checks whether Redis is back while it is marked
+/// unavailable (reads resume on success), and bumps the epoch while an invalidation is lost.
 async fn repair_lost_invalidations(inner: Weak<Inner>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
+        if inner.unavailable.load(Ordering::Acquire) {
+            // Success marks Redis available; a failure is already logged.
+            let _ = inner.ping().await;
+        }
         if inner.must_bump() {
             // A failure is logged (on the state change) and retried at the next tick.
             let _ = inner.bump_epoch().await;
@@ -368,9 +372,17 @@ impl Inner {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether reads should skip Redis for now, after a recent failure.
+    /// Whether reads should skip Redis for now: after a failure, for at least `retry_interval`
+    /// and until a call succeeds again (the background check, or an invalidation, which is
+    /// always tried), so that no read waits on a Redis that is down.
     fn resting(&self) -> bool {
-        self.now_ms() < self.retry_at_ms.load(Ordering::Relaxed)
+        self.unavailable.load(Ordering::Acquire) || self.now_ms() < self.retry_at_ms.load(Ordering::Relaxed)
+    }
+
+    /// `PING`, within the command timeout.
+    async fn ping(&self) -> Result<(), RedisCacheError> {
+        let mut connection = self.manager();
+        self.call("ping", redis::cmd("PING").query_async::<String>(&mut connection)).await.map(|_| ())
     }
 
     fn available(&self) {

@@ -398,9 +398,9 @@ async fn an_unreachable_redis_is_a_quick_miss_and_never_an_error() {
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 }
 
-#[tokio::test]
-async fn a_redis_that_never_answers_costs_a_read_at_most_the_command_timeout() {
-    // Accepts connections and never says a word, like a wedged server.
+/// A "Redis" that accepts connections and never says a word, like a wedged server: its URL, and
+/// the task to abort when done.
+async fn silent_redis() -> (String, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("redis://{}", listener.local_addr().unwrap());
     let silent = tokio::spawn(async move {
@@ -409,6 +409,33 @@ async fn a_redis_that_never_answers_costs_a_read_at_most_the_command_timeout() {
             held.push(socket);
         }
     });
+    (url, silent)
+}
+
+#[tokio::test]
+async fn once_redis_is_found_wedged_reads_stop_waiting_for_it() {
+    // The first read finds out (it waits the whole command timeout); the reads after it, even
+    // past the retry interval, go straight to the database while a background check keeps asking
+    // Redis.
+    let (url, silent) = silent_redis().await;
+    let timeout = Duration::from_secs(2);
+    let config =
+        RedisCacheConfig { command_timeout: timeout, retry_interval: Duration::from_millis(10), ..Default::default() };
+    let cache = RedisCache::connect(&url, config).await.unwrap();
+    let m = MerchantId::new();
+    assert!(matches!(cache.get(m, day("2026-11-23")).await, Lookup::Miss(_)));
+    let reads = Instant::now();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(20)).await; // past the retry interval
+        assert!(matches!(cache.get(m, day("2026-11-23")).await, Lookup::Miss(_)));
+    }
+    assert!(reads.elapsed() < timeout, "reads waited for a wedged Redis: {:?} for 5 reads", reads.elapsed());
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_redis_that_never_answers_costs_a_read_at_most_the_command_timeout() {
+    let (url, silent) = silent_redis().await;
     let config = RedisCacheConfig {
         command_timeout: Duration::from_millis(200),
         retry_interval: Duration::from_millis(10),

@@ -295,22 +295,38 @@ impl SqsQueue {
                 .await
                 .map_err(|e| sdk_error("SendMessageBatch", &e))?;
             let failed = out.failed();
-            if failed.is_empty() {
+            // Every entry must be answered, stored or refused: one the response does not
+            // mention is taken as not stored and sent again (a duplicate is harmless, a loss is
+            // not).
+            let answered: HashSet<&str> =
+                out.successful().iter().map(|s| s.id()).chain(failed.iter().map(BatchResultErrorEntry::id)).collect();
+            let unanswered: Vec<String> =
+                entries.iter().map(|e| e.id()).filter(|id| !answered.contains(id)).map(str::to_owned).collect();
+            if failed.is_empty() && unanswered.is_empty() {
                 return Ok(());
             }
             if let Some(f) = failed.iter().find(|f| f.sender_fault()) {
                 return Err(entry_error("SendMessageBatch", f, failed.len()));
             }
             if attempt >= self.config.max_attempts {
-                return Err(entry_error("SendMessageBatch", &failed[0], failed.len()));
+                return Err(match failed.first() {
+                    Some(first) => entry_error("SendMessageBatch", first, failed.len() + unanswered.len()),
+                    None => QueueError::Unavailable(format!(
+                        "SendMessageBatch left {} of {} entries unanswered",
+                        unanswered.len(),
+                        entries.len()
+                    )),
+                });
             }
             tracing::warn!(
                 failed = failed.len(),
-                code = failed[0].code(),
+                unanswered = unanswered.len(),
+                code = failed.first().map(|f| f.code()),
                 attempt,
-                "SQS refused some messages; retrying them"
+                "SQS did not store some messages; retrying them"
             );
-            let retry: HashSet<&str> = failed.iter().map(BatchResultErrorEntry::id).collect();
+            let retry: HashSet<&str> =
+                failed.iter().map(BatchResultErrorEntry::id).chain(unanswered.iter().map(String::as_str)).collect();
             entries.retain(|e| retry.contains(e.id()));
             tokio::time::sleep(backoff(self.config.base_delay, attempt)).await;
             attempt += 1;
@@ -329,11 +345,21 @@ impl SqsQueue {
                 .send()
                 .await
                 .map_err(|e| sdk_error("DeleteMessageBatch", &e))?;
-            let failed = out.failed();
+            // A receipt that is no longer valid belongs to a message whose lease ran out and that
+            // was received again (by us or another consumer): its effect is already committed
+            // here, and the new holder's application is a duplicate that it acknowledges itself.
+            let (stale, failed): (Vec<&BatchResultErrorEntry>, Vec<&BatchResultErrorEntry>) =
+                out.failed().iter().partition(|f| f.code() == "ReceiptHandleIsInvalid");
+            if !stale.is_empty() {
+                tracing::info!(
+                    count = stale.len(),
+                    "acknowledged messages had been received again after their lease ran out"
+                );
+            }
             if failed.is_empty() {
                 return Ok(());
             }
-            if attempt >= self.config.max_attempts || failed.iter().any(BatchResultErrorEntry::sender_fault) {
+            if attempt >= self.config.max_attempts || failed.iter().any(|f| f.sender_fault()) {
                 let first = failed.iter().find(|f| f.sender_fault()).unwrap_or(&failed[0]);
                 return Err(entry_error("DeleteMessageBatch", first, failed.len()));
             }
@@ -343,7 +369,7 @@ impl SqsQueue {
                 attempt,
                 "SQS failed some deletions; retrying them"
             );
-            let retry: HashSet<&str> = failed.iter().map(BatchResultErrorEntry::id).collect();
+            let retry: HashSet<&str> = failed.iter().map(|f| f.id()).collect();
             entries.retain(|e| retry.contains(e.id()));
             tokio::time::sleep(backoff(self.config.base_delay, attempt)).await;
             attempt += 1;
@@ -394,9 +420,17 @@ impl EventSource for SqsQueue {
         }
         let per_call = self.config.max_messages_per_receive;
         // Only the first call long-polls: an idle queue costs one waiting request, not many.
+        let started = std::time::Instant::now();
         let mut deliveries =
             self.clone().receive_once(max.min(per_call), wait_seconds(wait, self.config.wait_time)).await?;
         if deliveries.len() < per_call || max <= per_call {
+            return Ok(deliveries);
+        }
+        // A queue that answers slowly (a long poll that waited, an overloaded endpoint) gets no
+        // more calls in this round: the messages leased now must be applied and acknowledged well
+        // within their visibility timeout, or they are received again (and, past the redrive
+        // limit, dead-lettered) while still in our hands.
+        if started.elapsed() > self.config.visibility_timeout / 8 {
             return Ok(deliveries);
         }
         // The first call came back full: the queue has a backlog, so fetch the rest at once.

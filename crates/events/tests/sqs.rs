@@ -1,5 +1,5 @@
 //! The SQS adapter against a real SQS API: an emulator such as moto
-//! (`moto_server -H 127.0.0.1 -p 5000`) named by `CASHFLOW_TEST_SQS_ENDPOINT`
+//! (`scripts/moto-server.py -H 127.0.0.1 -p 5000`, moto with a lost-message race fixed) named by `CASHFLOW_TEST_SQS_ENDPOINT`
 //! (e.g. `http://127.0.0.1:5000`). Without that variable every test here is ignored.
 //!
 //! Each test creates its own uniquely named queues, so tests run in parallel against one

@@ -9,17 +9,53 @@
 //!   SQLite store's integers, so a round trip is exact), `date` business dates, CHECK
 //!   constraints mirroring the domain rules, and a trigger that refuses `UPDATE`, `DELETE` and
 //!   `TRUNCATE` on entries.
-//! - **Idempotency under concurrency.** Writes run concurrently here, so two requests with
-//!   the same key can race. The insert is `ON CONFLICT (merchant_id, idempotency_key) DO
-//!   NOTHING`: the loser waits for the winner's commit, inserts nothing, and reads the winner's
-//!   row back in the same transaction (read committed: a new statement sees the commit), which
-//!   makes it a replay or a conflict, never an error. A racing second reversal fails on the
-//!   `entries_one_reversal_per_entry` constraint and becomes [`StoreError::AlreadyReversed`].
+//! - **Group commit.** A record (an entry and its outbox event) must be durable before its caller
+//!   hears back (`synchronous_commit = on`). Written as one transaction each (`BEGIN`, two
+//!   `INSERT`s, `COMMIT`), records cost four round trips apiece, and on a small machine the
+//!   server's per-statement CPU, not the disk, is what limits them. So records go to
+//!   [`WRITERS`] writer tasks draining one bounded queue: a writer takes up to [`MAX_BATCH`]
+//!   pending records and writes them all with *one* statement (`INSERT_BATCH`: the entries and,
+//!   for exactly the entries inserted, their events) in autocommit, i.e. one round trip, one
+//!   implicit transaction and one WAL flush for the whole batch. Callers are answered once that
+//!   statement returned, so after the commit. With more than one writer, a batch is built and
+//!   sent while the previous one waits for its flush. Merchants, outbox deletes and reads go
+//!   straight to the pool, as before; a caller that stops waiting does not cancel its record.
+//! - **Idempotency under concurrency.** Writes run concurrently here (other writers, other
+//!   processes), so two requests with the same key can race. The insert is `ON CONFLICT
+//!   (merchant_id, idempotency_key) DO NOTHING`: the loser waits for the winner's commit, inserts
+//!   nothing, and then reads the winner's row back (read committed: a new statement sees the
+//!   commit), which makes it a replay or a conflict, never an error. A racing second reversal
+//!   fails on the `entries_one_reversal_per_entry` constraint and becomes
+//!   [`StoreError::AlreadyReversed`].
+//!
+//! # Why a batch behaves exactly like the same requests one after the other
+//! - Rows sharing an idempotency key are inserted in arrival order, and `DO NOTHING` also skips
+//!   a row whose key an earlier row of the same statement took: the first request to use a key
+//!   wins, as in sequence. Events are inserted for exactly the entries the statement returned
+//!   (in arrival order), so a skipped request writes nothing.
+//! - A skipped request is then answered from the row stored under its key, committed and
+//!   immutable: a replay if its request hash matches, a conflict otherwise, which is what it
+//!   would have been told alone.
+//! - Any other refusal (a second reversal of an entry, a foreign key, a deadlock) fails the
+//!   whole statement, which then wrote nothing, and the batch is replayed one request per
+//!   transaction (the original path): each request gets exactly the answer it would have had
+//!   alone ([`StoreError::AlreadyReversed`], …) and only the request at fault fails.
+//! - A lost connection answers the whole batch [`StoreError::Unavailable`]: like a lost commit
+//!   acknowledgement, the batch may or may not have been committed, and a retry under the same
+//!   idempotency key tells which.
+//! - Rows are inserted in (merchant, key) order, so two batches sharing keys lock them in the
+//!   same order and cannot deadlock on them (a deadlock would only cost a replay one by one).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgPool, PgRow};
-use sqlx::{PgConnection, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Postgres, Row};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use cashflow_domain::{
@@ -40,15 +76,33 @@ pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::Migration
 /// The schema every connection of the store uses.
 pub const SCHEMA: &str = "ledger";
 
-/// Connections kept by [`PostgresLedgerStore::open`]: requests hold one for a single short
-/// transaction, so a few dozen requests in flight share them well.
+/// Connections kept by [`PostgresLedgerStore::open`] for reads, merchants and the outbox
+/// relay (records have their own, one per writer task).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+
+/// Writer tasks, each writing one batch at a time on its own connection. Two keep the server
+/// busy (one batch is sent while the other waits for its WAL flush); more only split the same
+/// requests into smaller batches.
+pub const WRITERS: u32 = 2;
+
+/// The most records one statement writes: enough that a batch takes everything that arrived
+/// during the previous one's flush, small enough to bound the statement's size and duration.
+pub const MAX_BATCH: usize = 256;
+
+/// Records waiting for a writer before callers wait to enqueue (backpressure).
+const QUEUE_CAPACITY: usize = 2 * MAX_BATCH;
 
 /// The Postgres implementation of [`LedgerStore`].
 #[derive(Clone)]
 pub struct PostgresLedgerStore {
-    /// One pool for reads and writes: Postgres has no single-writer limit.
+    /// Reads, merchants and the outbox relay: Postgres has no single-writer limit.
     pool: PgPool,
+    /// One connection per writer task, taken for one batch at a time (kept here for pool
+    /// metrics: in use means a batch is being written).
+    writer: PgPool,
+    /// Pending records for the writer tasks; when the last clone of the store is dropped the
+    /// channel closes and the tasks end.
+    writes: mpsc::Sender<WriteRequest>,
 }
 
 impl std::fmt::Debug for PostgresLedgerStore {
@@ -119,28 +173,354 @@ fn merchant_from_row(row: &PgRow) -> Result<Merchant, StoreError> {
 
 impl PostgresLedgerStore {
     /// Opens the ledger on `url` (`postgres://…`) with [`DEFAULT_MAX_CONNECTIONS`], creating
-    /// and migrating the `ledger` schema.
+    /// and migrating the `ledger` schema, and starts its writer tasks on the current Tokio
+    /// runtime.
     pub async fn open(url: &str) -> Result<Self, cashflow_db::DbError> {
         Self::open_with(url, DEFAULT_MAX_CONNECTIONS).await
     }
 
-    /// Like [`open`](Self::open), with a pool of at most `max_connections`.
+    /// Like [`open`](Self::open), with a pool of at most `max_connections` (besides the
+    /// [`WRITERS`] connections of the writer tasks).
     pub async fn open_with(url: &str, max_connections: u32) -> Result<Self, cashflow_db::DbError> {
         let pool = cashflow_db::open_postgres(url, max_connections, SCHEMA).await?;
         cashflow_db::migrate_postgres(&pool, MIGRATIONS).await?;
-        Ok(Self { pool })
-    }
-
-    async fn insert_outbox(tx: &mut PgConnection, event: &Event) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO outbox (event_id, body, created_at) VALUES ($1, $2, $3)")
-            .bind(event.event_id.as_uuid())
-            .bind(event.to_json())
-            .bind(micros(event.occurred_at))
-            .execute(&mut *tx)
+        // Same settings as `pool` (search_path, application name). sqlx pings a connection before
+        // handing it out by default, one more round trip per batch; a busy writer's connection
+        // was just used, so only one that sat idle for a while is checked.
+        let writer = PgPoolOptions::new()
+            .max_connections(WRITERS)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_with(PgConnectOptions::clone(&pool.connect_options()))
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(cashflow_db::DbError::Connect)?;
+        let (writes, requests) = mpsc::channel(QUEUE_CAPACITY);
+        let requests = Arc::new(Mutex::new(requests));
+        for _ in 0..WRITERS {
+            tokio::spawn(run_writer(writer.clone(), requests.clone()));
+        }
+        Ok(Self { pool, writer, writes })
     }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the ledger writer tasks have stopped".to_owned())
+}
+
+/// An event as its outbox row, serialized by the caller so the writer only binds values.
+struct OutboxRow {
+    event_id: Uuid,
+    body: String,
+    created_at: DateTime<Utc>,
+}
+
+impl OutboxRow {
+    fn of(event: &Event) -> Self {
+        Self { event_id: *event.event_id.as_uuid(), body: event.to_json(), created_at: micros(event.occurred_at) }
+    }
+}
+
+async fn insert_outbox(conn: &mut PgConnection, row: &OutboxRow) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (event_id, body, created_at) VALUES ($1, $2, $3)")
+        .bind(row.event_id)
+        .bind(row.body.as_str())
+        .bind(row.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// A record waiting for a writer task, and where its caller waits for the answer.
+struct WriteRequest {
+    /// Boxed: the queue holds many, and they move from the channel into a batch.
+    entry: Box<Entry>,
+    idempotency: Option<Idempotency>,
+    outbox: OutboxRow,
+    reply: oneshot::Sender<Result<Recorded, StoreError>>,
+}
+
+// The batch statement. Its text never changes, so sqlx prepares it once per connection.
+//
+// `batch` is the requests in arrival order (`arrival`), one array per column. `inserted` writes
+// the entries, skipping (DO NOTHING) those whose key is taken, by an earlier batch or by an
+// earlier row of this one; `announced` writes the events of exactly the inserted entries, in
+// arrival order (their `seq` order). Entries are inserted in (merchant, key) order so
+// concurrent batches lock shared keys in one order; among rows with the same key, arrival
+// decides which is inserted. The result is the ids of the inserted entries.
+const INSERT_BATCH: &str = "
+WITH batch AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                         $8::timestamptz[], $9::date[], $10::timestamptz[], $11::uuid[], $12::text[], $13::text[],
+                         $14::uuid[], $15::text[], $16::timestamptz[])
+        WITH ORDINALITY AS b (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
+                              business_date, recorded_at, reversal_of, idempotency_key, request_hash,
+                              event_id, body, created_at, arrival)
+), inserted AS (
+    INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
+                         business_date, recorded_at, reversal_of, idempotency_key, request_hash)
+    SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
+           business_date, recorded_at, reversal_of, idempotency_key, request_hash
+    FROM batch
+    ORDER BY merchant_id, idempotency_key, arrival
+    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+    RETURNING id
+), announced AS (
+    INSERT INTO outbox (event_id, body, created_at)
+    SELECT event_id, body, created_at FROM batch WHERE id IN (SELECT id FROM inserted) ORDER BY arrival
+)
+SELECT id FROM inserted";
+
+/// The rows stored under some (merchant, idempotency key) pairs.
+const SELECT_BY_IDEMPOTENCY_KEYS: &str = "
+SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date,
+       recorded_at, reversal_of, idempotency_key, request_hash
+FROM entries
+WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))";
+
+/// A writer task: writes pending records in batches until every store handle is dropped.
+/// Writers share the queue; whichever is free takes what has arrived.
+async fn run_writer(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<WriteRequest>>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The lock is held only while waiting for requests, never while writing them.
+    while requests.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write_batch(&pool, &mut batch).await;
+    }
+}
+
+/// Writes `batch` and answers every request once its outcome is committed, leaving `batch` empty.
+async fn write_batch(pool: &PgPool, batch: &mut Vec<WriteRequest>) {
+    metrics::histogram!("cashflow_ledger_write_batch_size").record(batch.len() as f64);
+    let answers = match pool.acquire().await {
+        Ok(mut conn) => write_on(&mut conn, batch).await,
+        Err(e) => {
+            let message = e.to_string();
+            batch.iter().map(|_| Err(StoreError::Unavailable(message.clone()))).collect()
+        }
+    };
+    for (request, answer) in batch.drain(..).zip(answers) {
+        // A caller that stopped waiting (a dropped request) no longer needs the answer.
+        let _ = request.reply.send(answer);
+    }
+}
+
+/// Each request's answer, in `batch` order.
+async fn write_on(conn: &mut PoolConnection<Postgres>, batch: &[WriteRequest]) -> Vec<Result<Recorded, StoreError>> {
+    // Inserted entries are recognized by id: two requests with one id (never minted twice by
+    // the service) are left to the one-by-one path, which refuses the second.
+    let mut ids = HashSet::with_capacity(batch.len());
+    if !batch.iter().all(|r| ids.insert(*r.entry.id.as_uuid())) {
+        return one_by_one(conn, batch).await;
+    }
+    match insert_batch(conn, batch).await {
+        Ok(inserted) => answer_batch(conn, batch, &inserted).await,
+        Err(e @ sqlx::Error::Database(_)) => {
+            // The statement wrote nothing: replay the batch one request per transaction, so that
+            // each request gets the answer it would have had alone.
+            if batch.len() > 1 {
+                tracing::info!(error = %e, requests = batch.len(), "a ledger batch was refused; retrying it one by one");
+            }
+            one_by_one(conn, batch).await
+        }
+        Err(e) => {
+            // The connection failed: whether the batch was committed is unknown, and this
+            // connection is not reused.
+            conn.close_on_drop();
+            let message = e.to_string();
+            batch.iter().map(|_| Err(StoreError::Unavailable(message.clone()))).collect()
+        }
+    }
+}
+
+/// Runs `INSERT_BATCH`; returns the ids of the entries it inserted.
+async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|r| *r.entry.id.as_uuid()).collect();
+    let merchants: Vec<Uuid> = batch.iter().map(|r| *r.entry.merchant_id.as_uuid()).collect();
+    let kinds: Vec<&str> = batch.iter().map(|r| r.entry.kind.as_str()).collect();
+    let amounts: Vec<i64> = batch.iter().map(|r| r.entry.amount.minor()).collect();
+    let currencies: Vec<&str> = batch.iter().map(|r| r.entry.currency.code()).collect();
+    let descriptions: Vec<&str> = batch.iter().map(|r| r.entry.description.as_str()).collect();
+    let categories: Vec<Option<&str>> = batch.iter().map(|r| r.entry.category.as_ref().map(Category::as_str)).collect();
+    let occurred: Vec<DateTime<Utc>> = batch.iter().map(|r| micros(r.entry.occurred_at)).collect();
+    let dates: Vec<NaiveDate> = batch.iter().map(|r| r.entry.business_date.naive()).collect();
+    let recorded: Vec<DateTime<Utc>> = batch.iter().map(|r| micros(r.entry.recorded_at)).collect();
+    let reversals: Vec<Option<Uuid>> = batch.iter().map(|r| r.entry.reversal_of.map(|id| *id.as_uuid())).collect();
+    let keys: Vec<Option<&str>> = batch.iter().map(|r| r.idempotency.as_ref().map(|i| i.key.as_str())).collect();
+    let hashes: Vec<Option<&str>> =
+        batch.iter().map(|r| r.idempotency.as_ref().map(|i| i.request_hash.as_str())).collect();
+    let event_ids: Vec<Uuid> = batch.iter().map(|r| r.outbox.event_id).collect();
+    let bodies: Vec<&str> = batch.iter().map(|r| r.outbox.body.as_str()).collect();
+    let created: Vec<DateTime<Utc>> = batch.iter().map(|r| r.outbox.created_at).collect();
+    let rows = sqlx::query_scalar::<_, Uuid>(INSERT_BATCH)
+        .bind(ids)
+        .bind(merchants)
+        .bind(kinds)
+        .bind(amounts)
+        .bind(currencies)
+        .bind(descriptions)
+        .bind(categories)
+        .bind(occurred)
+        .bind(dates)
+        .bind(recorded)
+        .bind(reversals)
+        .bind(keys)
+        .bind(hashes)
+        .bind(event_ids)
+        .bind(bodies)
+        .bind(created)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The answers to a committed batch: created for the inserted entries; for the others, a replay
+/// of (or a conflict with) the entry stored under their key.
+async fn answer_batch(
+    conn: &mut PoolConnection<Postgres>,
+    batch: &[WriteRequest],
+    inserted: &HashSet<Uuid>,
+) -> Vec<Result<Recorded, StoreError>> {
+    let skipped: Vec<&WriteRequest> = batch.iter().filter(|r| !inserted.contains(r.entry.id.as_uuid())).collect();
+    let stored = if skipped.is_empty() { Ok(HashMap::new()) } else { stored_under_keys(conn, &skipped).await };
+    batch
+        .iter()
+        .map(|request| {
+            if inserted.contains(request.entry.id.as_uuid()) {
+                return Ok(Recorded::Created(Entry::clone(&request.entry)));
+            }
+            // Only the idempotency key can conflict silently (a NULL key never does).
+            let Some(idem) = &request.idempotency else {
+                return Err(StoreError::Unavailable("entry insert was skipped without an idempotency key".into()));
+            };
+            let stored = stored.as_ref().map_err(again)?;
+            let Some(row) = stored.get(&(*request.entry.merchant_id.as_uuid(), idem.key.clone())) else {
+                return Err(StoreError::Unavailable("entry insert was skipped but no entry holds its key".into()));
+            };
+            let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
+            if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
+                Ok(Recorded::Replayed(entry_from_row(row)?))
+            } else {
+                Err(StoreError::IdempotencyConflict)
+            }
+        })
+        .collect()
+}
+
+/// The same error, for each request it concerns.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::IdempotencyConflict => StoreError::IdempotencyConflict,
+        StoreError::AlreadyReversed => StoreError::AlreadyReversed,
+        StoreError::MerchantExists => StoreError::MerchantExists,
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+    }
+}
+
+/// Stored entries (with their request hash) by (merchant, idempotency key).
+type StoredByKey = HashMap<(Uuid, String), PgRow>;
+
+async fn stored_under_keys(
+    conn: &mut PoolConnection<Postgres>,
+    requests: &[&WriteRequest],
+) -> Result<StoredByKey, StoreError> {
+    let (merchants, keys): (Vec<Uuid>, Vec<&str>) = requests
+        .iter()
+        .filter_map(|r| Some((*r.entry.merchant_id.as_uuid(), r.idempotency.as_ref()?.key.as_str())))
+        .unzip();
+    let rows = match sqlx::query(SELECT_BY_IDEMPOTENCY_KEYS).bind(merchants).bind(keys).fetch_all(&mut **conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            if !matches!(e, sqlx::Error::Database(_)) {
+                conn.close_on_drop();
+            }
+            return Err(unavailable(e));
+        }
+    };
+    rows.into_iter()
+        .map(|row| {
+            let merchant: Uuid = row.try_get("merchant_id").map_err(corrupt("merchant_id"))?;
+            let key: String = row.try_get("idempotency_key").map_err(corrupt("idempotency_key"))?;
+            Ok(((merchant, key), row))
+        })
+        .collect()
+}
+
+/// Each request in its own transaction, in order: the answers they would have had alone.
+async fn one_by_one(conn: &mut PgConnection, batch: &[WriteRequest]) -> Vec<Result<Recorded, StoreError>> {
+    let mut answers = Vec::with_capacity(batch.len());
+    for request in batch {
+        answers.push(record_alone(conn, &request.entry, request.idempotency.as_ref(), &request.outbox).await);
+    }
+    answers
+}
+
+/// Records one entry in its own transaction (four round trips): the path a refused batch is
+/// replayed on.
+async fn record_alone(
+    conn: &mut PgConnection,
+    entry: &Entry,
+    idempotency: Option<&Idempotency>,
+    outbox: &OutboxRow,
+) -> Result<Recorded, StoreError> {
+    let mut tx = conn.begin().await.map_err(unavailable)?;
+    let inserted = sqlx::query(
+        "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
+                              business_date, recorded_at, reversal_of, idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+    )
+    .bind(entry.id.as_uuid())
+    .bind(entry.merchant_id.as_uuid())
+    .bind(entry.kind.as_str())
+    .bind(entry.amount.minor())
+    .bind(entry.currency.code())
+    .bind(entry.description.as_str())
+    .bind(entry.category.as_ref().map(Category::as_str))
+    .bind(micros(entry.occurred_at))
+    .bind(entry.business_date.naive())
+    .bind(micros(entry.recorded_at))
+    .bind(entry.reversal_of.map(|id| *id.as_uuid()))
+    .bind(idempotency.map(|i| i.key.as_str()))
+    .bind(idempotency.map(|i| i.request_hash.as_str()))
+    .execute(&mut *tx)
+    .await;
+    let inserted = match inserted {
+        Ok(done) => done.rows_affected(),
+        Err(e) if violates(&e, "entries_one_reversal_per_entry") => return Err(StoreError::AlreadyReversed),
+        Err(e) => return Err(unavailable(e)),
+    };
+    if inserted == 0 {
+        // Only the idempotency key can conflict silently (a NULL key never does).
+        let Some(idem) = idempotency else {
+            return Err(StoreError::Unavailable("entry insert was skipped without an idempotency key".into()));
+        };
+        let row = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS}, request_hash FROM entries WHERE merchant_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(entry.merchant_id.as_uuid())
+        .bind(&idem.key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
+        return if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
+            Ok(Recorded::Replayed(entry_from_row(&row)?))
+        } else {
+            Err(StoreError::IdempotencyConflict)
+        };
+    }
+    insert_outbox(&mut tx, outbox).await?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(Recorded::Created(entry.clone()))
 }
 
 #[async_trait]
@@ -163,7 +543,7 @@ impl LedgerStore for PostgresLedgerStore {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::MerchantExists);
         }
-        Self::insert_outbox(&mut tx, event).await?;
+        insert_outbox(&mut tx, &OutboxRow::of(event)).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -189,56 +569,15 @@ impl LedgerStore for PostgresLedgerStore {
         idempotency: Option<&Idempotency>,
         event: &Event,
     ) -> Result<Recorded, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let inserted = sqlx::query(
-            "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-                                  business_date, recorded_at, reversal_of, idempotency_key, request_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-             ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
-        )
-        .bind(entry.id.as_uuid())
-        .bind(entry.merchant_id.as_uuid())
-        .bind(entry.kind.as_str())
-        .bind(entry.amount.minor())
-        .bind(entry.currency.code())
-        .bind(entry.description.as_str())
-        .bind(entry.category.as_ref().map(Category::as_str))
-        .bind(micros(entry.occurred_at))
-        .bind(entry.business_date.naive())
-        .bind(micros(entry.recorded_at))
-        .bind(entry.reversal_of.map(|id| *id.as_uuid()))
-        .bind(idempotency.map(|i| i.key.as_str()))
-        .bind(idempotency.map(|i| i.request_hash.as_str()))
-        .execute(&mut *tx)
-        .await;
-        let inserted = match inserted {
-            Ok(done) => done.rows_affected(),
-            Err(e) if violates(&e, "entries_one_reversal_per_entry") => return Err(StoreError::AlreadyReversed),
-            Err(e) => return Err(unavailable(e)),
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            entry: Box::new(entry.clone()),
+            idempotency: idempotency.cloned(),
+            outbox: OutboxRow::of(event),
+            reply,
         };
-        if inserted == 0 {
-            // Only the idempotency key can conflict silently (a NULL key never does).
-            let Some(idem) = idempotency else {
-                return Err(StoreError::Unavailable("entry insert was skipped without an idempotency key".into()));
-            };
-            let row = sqlx::query(&format!(
-                "SELECT {ENTRY_COLUMNS}, request_hash FROM entries WHERE merchant_id = $1 AND idempotency_key = $2"
-            ))
-            .bind(entry.merchant_id.as_uuid())
-            .bind(&idem.key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
-            return if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
-                Ok(Recorded::Replayed(entry_from_row(&row)?))
-            } else {
-                Err(StoreError::IdempotencyConflict)
-            };
-        }
-        Self::insert_outbox(&mut tx, event).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Recorded::Created(entry.clone()))
+        self.writes.send(request).await.map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
     }
 
     async fn entry(&self, merchant: MerchantId, id: EntryId) -> Result<Option<Entry>, StoreError> {
@@ -323,6 +662,7 @@ impl LedgerStore for PostgresLedgerStore {
     }
 
     fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
-        vec![("ledger", self.pool.size(), u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX))]
+        let idle = |p: &PgPool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
+        vec![("ledger", self.pool.size(), idle(&self.pool)), ("ledger_writer", self.writer.size(), idle(&self.writer))]
     }
 }

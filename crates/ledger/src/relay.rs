@@ -4,6 +4,13 @@
 //! batch, which is fine: the queue deduplicates by event id and consolidation deduplicates
 //! again. While the queue is down the relay backs off and retries; the ledger keeps accepting
 //! entries, which wait in the outbox.
+//!
+//! A commit wakes the relay, which then *lingers* a few milliseconds before reading the outbox
+//! (like a Kafka producer's `linger.ms`). Without it, at thousands of writes per second, every
+//! group commit of the ledger would start its own publish of a handful of events, and the
+//! relay's outbox reads, queue transactions and fsyncs would cost more than the writes they
+//! carry; with it, one publish carries what a few milliseconds of commits produced. The price is
+//! those milliseconds of consolidation lag, far inside the lag objective (p99 under a second).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +32,19 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Longest pause between retries while the queue is down.
     pub max_backoff: Duration,
+    /// How long to wait after a wake-up before reading the outbox, so one publish carries
+    /// several commits (see the module docs).
+    pub linger: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { batch_size: 200, poll_interval: Duration::from_millis(200), max_backoff: Duration::from_secs(5) }
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            linger: Duration::from_millis(5),
+        }
     }
 }
 
@@ -102,10 +117,16 @@ impl Relay {
                 }
             };
             let wait = pause.unwrap_or(self.config.poll_interval);
-            tokio::select! {
-                _ = shutdown.changed() => {}
-                _ = self.wake.notified(), if pause.is_none() => {}
-                _ = tokio::time::sleep(wait) => {}
+            let woken = tokio::select! {
+                _ = shutdown.changed() => false,
+                _ = self.wake.notified(), if pause.is_none() => true,
+                _ = tokio::time::sleep(wait) => false,
+            };
+            if woken && !self.config.linger.is_zero() {
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = tokio::time::sleep(self.config.linger) => {}
+                }
             }
         }
     }
