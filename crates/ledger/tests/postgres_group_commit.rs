@@ -10,22 +10,19 @@
 //! Needs a server: run with `CASHFLOW_TEST_POSTGRES_URL` set (see `build.rs`); otherwise these
 //! tests are ignored.
 
+mod fixtures;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::Connection;
 use uuid::Uuid;
 
 use cashflow_db::TestDatabase;
-use cashflow_domain::{
-    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, Merchant, MerchantId,
-    MerchantName, MerchantTimeZone,
-};
-use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 use cashflow_ledger::postgres::WRITERS;
-use cashflow_ledger::store::{EntryQuery, Idempotency, Recorded};
+use cashflow_ledger::store::{Idempotency, Recorded};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, StoreError};
+use fixtures::*;
 
 struct Harness {
     store: Arc<dyn LedgerStore>,
@@ -40,73 +37,6 @@ async fn harness() -> Harness {
     let url = db.url().to_owned();
     let store = Arc::new(PostgresLedgerStore::open(&url).await.unwrap());
     Harness { store, url, _db: db }
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-fn new_merchant() -> Merchant {
-    Merchant {
-        id: MerchantId::new(),
-        name: MerchantName::parse("Padaria Pão Quente").unwrap(),
-        currency: Currency::BRL,
-        time_zone: MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
-        created_at: now(),
-    }
-}
-
-fn registration(m: &Merchant) -> Event {
-    Event::new(
-        m.created_at,
-        EventBody::MerchantRegistered(MerchantRegistered {
-            merchant_id: m.id,
-            currency: m.currency,
-            time_zone: m.time_zone.name().to_owned(),
-        }),
-    )
-}
-
-async fn given_a_merchant(store: &Arc<dyn LedgerStore>) -> Merchant {
-    let m = new_merchant();
-    store.create_merchant(&m, &registration(&m)).await.unwrap();
-    m
-}
-
-fn sale(m: &Merchant, minor: i64) -> Entry {
-    Entry {
-        id: EntryId::new(),
-        merchant_id: m.id,
-        kind: EntryType::Credit,
-        amount: Amount::from_minor(minor).unwrap(),
-        currency: m.currency,
-        description: Description::parse("Venda balcão").unwrap(),
-        category: Some(Category::parse("sales").unwrap()),
-        occurred_at: now(),
-        business_date: BusinessDate::parse("2026-11-23").unwrap(),
-        recorded_at: now(),
-        reversal_of: None,
-    }
-}
-
-fn recorded_event(e: &Entry) -> Event {
-    Event::new(
-        e.recorded_at,
-        EventBody::EntryRecorded(EntryRecorded {
-            merchant_id: e.merchant_id,
-            entry_id: e.id,
-            business_date: e.business_date,
-            kind: e.kind,
-            amount: e.amount,
-            currency: e.currency,
-            recorded_at: e.recorded_at,
-            reversal_of: e.reversal_of,
-        }),
-    )
-}
-
-fn key(key: &str, hash: &str) -> Idempotency {
-    Idempotency { key: key.to_owned(), request_hash: hash.to_owned() }
 }
 
 type Write = (Entry, Option<Idempotency>);
@@ -149,12 +79,6 @@ async fn in_one_batch(harness: &Harness, writes: Vec<Write>) -> Vec<Result<Recor
         answers.push(task.await.unwrap());
     }
     answers
-}
-
-/// Every entry of the merchant, in (business date, id) order.
-async fn entries_of(store: &Arc<dyn LedgerStore>, m: &Merchant) -> Vec<Entry> {
-    let (from, to) = (BusinessDate::parse("2000-01-01").unwrap(), BusinessDate::parse("2099-12-31").unwrap());
-    store.entries(m.id, &EntryQuery { from, to, after: None, limit: 500 }).await.unwrap()
 }
 
 /// How many transactions wrote these entries.

@@ -6,19 +6,16 @@
 //! writer task waits on it with a first request while the others pile up in its queue, and the
 //! next transaction takes them all at once when the lock is released.
 
+mod fixtures;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::Connection;
 
-use cashflow_domain::{
-    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, Merchant, MerchantId,
-    MerchantName, MerchantTimeZone,
-};
-use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
-use cashflow_ledger::store::{EntryQuery, Idempotency, Recorded};
+use cashflow_ledger::store::{Idempotency, Recorded};
 use cashflow_ledger::{LedgerStore, SqliteLedgerStore, StoreError};
+use fixtures::*;
 
 struct Harness {
     store: Arc<dyn LedgerStore>,
@@ -31,67 +28,6 @@ async fn harness() -> Harness {
     let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let store = Arc::new(SqliteLedgerStore::open(&url).await.unwrap());
     Harness { store, url, _dir: dir }
-}
-
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-fn new_merchant() -> Merchant {
-    Merchant {
-        id: MerchantId::new(),
-        name: MerchantName::parse("Padaria Pão Quente").unwrap(),
-        currency: Currency::BRL,
-        time_zone: MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
-        created_at: now(),
-    }
-}
-
-fn registration(m: &Merchant) -> Event {
-    Event::new(
-        m.created_at,
-        EventBody::MerchantRegistered(MerchantRegistered {
-            merchant_id: m.id,
-            currency: m.currency,
-            time_zone: m.time_zone.name().to_owned(),
-        }),
-    )
-}
-
-fn sale(m: &Merchant, minor: i64) -> Entry {
-    Entry {
-        id: EntryId::new(),
-        merchant_id: m.id,
-        kind: EntryType::Credit,
-        amount: Amount::from_minor(minor).unwrap(),
-        currency: m.currency,
-        description: Description::parse("Venda balcão").unwrap(),
-        category: Some(Category::parse("sales").unwrap()),
-        occurred_at: now(),
-        business_date: BusinessDate::parse("2026-11-23").unwrap(),
-        recorded_at: now(),
-        reversal_of: None,
-    }
-}
-
-fn recorded_event(e: &Entry) -> Event {
-    Event::new(
-        e.recorded_at,
-        EventBody::EntryRecorded(EntryRecorded {
-            merchant_id: e.merchant_id,
-            entry_id: e.id,
-            business_date: e.business_date,
-            kind: e.kind,
-            amount: e.amount,
-            currency: e.currency,
-            recorded_at: e.recorded_at,
-            reversal_of: e.reversal_of,
-        }),
-    )
-}
-
-fn key(key: &str, hash: &str) -> Idempotency {
-    Idempotency { key: key.to_owned(), request_hash: hash.to_owned() }
 }
 
 /// One write of a batch and the answer it got.
@@ -142,12 +78,6 @@ async fn in_one_batch(harness: &Harness, writes: Vec<Write>) -> Vec<Answer> {
 enum Write {
     Merchant(Merchant),
     Entry(Entry, Option<Idempotency>),
-}
-
-/// Every entry of the merchant, in (business date, id) order.
-async fn entries_of(store: &Arc<dyn LedgerStore>, m: &Merchant) -> Vec<Entry> {
-    let (from, to) = (BusinessDate::parse("2000-01-01").unwrap(), BusinessDate::parse("2099-12-31").unwrap());
-    store.entries(m.id, &EntryQuery { from, to, after: None, limit: 500 }).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

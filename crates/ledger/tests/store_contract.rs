@@ -6,19 +6,22 @@
 //! run) and `postgres::<name>` (a fresh database per test on the server named by
 //! `CASHFLOW_TEST_POSTGRES_URL`; ignored when that variable is unset, see `build.rs`).
 
+mod fixtures;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 
 use cashflow_db::TestDatabase;
 use cashflow_domain::{
     Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, Merchant, MerchantId,
     MerchantName, MerchantTimeZone,
 };
-use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
+use cashflow_events::Event;
 use cashflow_ledger::store::{EntryQuery, Idempotency, Recorded};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore, StoreError};
+use fixtures::{key, now, recorded_event, registration};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -147,10 +150,6 @@ fn date(s: &str) -> BusinessDate {
 }
 
 /// What the service stores: timestamps in whole microseconds.
-fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
 fn new_merchant() -> Merchant {
     Merchant {
         id: MerchantId::new(),
@@ -159,17 +158,6 @@ fn new_merchant() -> Merchant {
         time_zone: MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
         created_at: at("2020-01-01T12:00:00.123456Z"),
     }
-}
-
-fn registration(m: &Merchant) -> Event {
-    Event::new(
-        m.created_at,
-        EventBody::MerchantRegistered(MerchantRegistered {
-            merchant_id: m.id,
-            currency: m.currency,
-            time_zone: m.time_zone.name().to_owned(),
-        }),
-    )
 }
 
 async fn given_a_merchant(store: &Arc<dyn LedgerStore>) -> Merchant {
@@ -194,28 +182,8 @@ fn entry_on(m: &Merchant, day: &str, kind: EntryType, minor: i64) -> Entry {
     }
 }
 
-fn recorded_event(e: &Entry) -> Event {
-    Event::new(
-        e.recorded_at,
-        EventBody::EntryRecorded(EntryRecorded {
-            merchant_id: e.merchant_id,
-            entry_id: e.id,
-            business_date: e.business_date,
-            kind: e.kind,
-            amount: e.amount,
-            currency: e.currency,
-            recorded_at: e.recorded_at,
-            reversal_of: e.reversal_of,
-        }),
-    )
-}
-
 async fn record(store: &Arc<dyn LedgerStore>, e: &Entry, idem: Option<&Idempotency>) -> Result<Recorded, StoreError> {
     store.record(e, idem, &recorded_event(e)).await
-}
-
-fn key(key: &str, hash: &str) -> Idempotency {
-    Idempotency { key: key.to_owned(), request_hash: hash.to_owned() }
 }
 
 fn range(from: &str, to: &str, limit: u32) -> EntryQuery {
