@@ -11,23 +11,31 @@ message vanishes, although SendMessageBatch reported it stored. Our split-deploy
 exactly that (the outbox empty, the queue and its dead-letter queue empty, and 2 of 809
 acknowledged entries never consolidated) when a frozen emulator resumed with sends and deletes
 queued at once. Amazon SQS does not lose acknowledged messages, so neither may the emulator we
-prove our zero-loss claims against. The fix holds the same lock for the whole delete.
+prove our zero-loss claims against. The fix serializes the two with a lock of our own, so it
+does not depend on moto's internals beyond the two method names (checked at start).
 """
 import sys
+import threading
 
 from moto.server import main
 from moto.sqs.models import Queue
 
-_delete_message = Queue.delete_message
+_lock = threading.RLock()
 
 
-def _delete_message_locked(self, receipt_handle):
-    # The lock is a Condition over an RLock: add_message and wait_for_messages use it too.
-    with self._messages_lock:
-        return _delete_message(self, receipt_handle)
+def _serialized(method):
+    def run(self, *args, **kwargs):
+        # Always taken before any lock of moto's, so no lock-order cycle is possible.
+        with _lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
-Queue.delete_message = _delete_message_locked
+for _name in ("add_message", "delete_message"):
+    if not callable(getattr(Queue, _name, None)):
+        sys.exit(f"moto-server.py: moto.sqs.models.Queue.{_name} is missing; this moto is not one the fix knows")
+    setattr(Queue, _name, _serialized(getattr(Queue, _name)))
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -16,7 +16,7 @@ if ! port_open 6379; then
   wait_port 6379
 fi
 if ! command -v moto_server >/dev/null 2>&1; then
-  pip install --quiet 'moto[server]'
+  pip install --quiet 'moto[server]>=5,<6'  # scripts/moto-server.py patches moto 5's SQS queue
 fi
 if ! port_open 5000; then
   # Through our launcher: it fixes a moto race that loses messages (see the script).
