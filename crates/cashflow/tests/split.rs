@@ -131,14 +131,6 @@ impl Backends {
     }
 }
 
-const DLQ_DEPTH: &str = r#"
-import sys, boto3
-sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
-                   aws_access_key_id="test", aws_secret_access_key="test")
-dlq = sqs.get_queue_url(QueueName=sys.argv[2].rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
-print(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
-"#;
-
 /// Prints the queue's and its dead-letter queue's visible and in-flight counts.
 const QUEUE_STATE: &str = r#"
 import sys, boto3
@@ -659,6 +651,14 @@ import sys, boto3
 sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
                    aws_access_key_id="test", aws_secret_access_key="test")
 sqs.send_message(QueueUrl=sys.argv[2], MessageBody='{"this is": "not an event"}')
+"#;
+
+    const DLQ_DEPTH: &str = r#"
+import sys, boto3
+sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+dlq = sqs.get_queue_url(QueueName=sys.argv[2].rsplit("/", 1)[1] + "-dlq")["QueueUrl"]
+print(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
 "#;
 }
 
