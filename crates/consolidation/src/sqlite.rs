@@ -1,13 +1,16 @@
-//! The SQLite consolidation store of the embedded default. One writer connection (SQLite has
-//! one writer anyway), a reader pool for reports.
+//! The SQLite consolidation store of the embedded default: one write connection on its own
+//! thread ([`SqliteThread`]: SQLite has one writer anyway, and a batch of postings is then one
+//! hand-over between threads), a reader pool for reports.
 
-use std::collections::{btree_map, BTreeMap, HashMap, HashSet};
+use std::collections::{btree_map, BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::DateTime;
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
+use cashflow_db::rusqlite::{self, params, Connection, OptionalExtension, TransactionBehavior};
+use cashflow_db::SqliteThread;
 use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
@@ -22,99 +25,57 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSour
 /// The SQLite implementation of [`ConsolidationStore`].
 #[derive(Clone)]
 pub struct SqliteConsolidationStore {
-    writer: SqlitePool,
+    /// The one write connection (SQLite has one writer anyway), driven on its own thread: a
+    /// batch of postings is one job.
+    writer: SqliteThread,
+    /// Concurrent readers, for reports.
     reader: SqlitePool,
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
 impl SqliteConsolidationStore {
     /// Opens and migrates the consolidation database at `url` (`sqlite://…`).
     pub async fn open(url: &str) -> Result<Self, cashflow_db::DbError> {
-        let writer = cashflow_db::open_sqlite(url, 1).await?;
-        cashflow_db::migrate_sqlite(&writer, MIGRATIONS).await?;
+        let migrator = cashflow_db::open_sqlite(url, 1).await?;
+        cashflow_db::migrate_sqlite(&migrator, MIGRATIONS).await?;
+        migrator.close().await;
         let reader = cashflow_db::open_sqlite(url, 4).await?;
+        let writer = SqliteThread::spawn("consolidation-writer", cashflow_db::open_sqlite_sync(url)?)?;
         Ok(Self { writer, reader })
-    }
-
-    /// The day's totals as stored (zero for a day without any).
-    async fn day_totals(tx: &mut SqliteConnection, merchant: &str, date: &str) -> Result<DayTotals, StoreError> {
-        let row = sqlx::query(
-            "SELECT total_credits, total_debits, entry_count FROM daily_totals
-             WHERE merchant_id = ?1 AND business_date = ?2",
-        )
-        .bind(merchant)
-        .bind(date)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        Ok(match row {
-            Some(r) => DayTotals {
-                total_credits: Balance::from_minor(r.get("total_credits")),
-                total_debits: Balance::from_minor(r.get("total_debits")),
-                entry_count: u64::try_from(r.get::<i64, _>("entry_count")).unwrap_or(0),
-            },
-            None => DayTotals::default(),
-        })
-    }
-
-    async fn touch_merchant(
-        tx: &mut SqliteConnection,
-        merchant: MerchantId,
-        currency: Currency,
-        as_of: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO merchants (merchant_id, currency, as_of) VALUES (?1, ?2, ?3)
-             ON CONFLICT (merchant_id) DO UPDATE SET as_of = MAX(as_of, excluded.as_of)",
-        )
-        .bind(merchant.to_string())
-        .bind(currency.code())
-        .bind(as_of)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 }
 
-#[async_trait]
-impl ConsolidationStore for SqliteConsolidationStore {
-    /// A batch costs a handful of statements whatever its size: the already-processed ids in
-    /// one query, each touched day read and written once (its postings summed in Rust, with
-    /// checked arithmetic: SQLite would silently turn an overflowing integer sum into a float),
-    /// the new ids recorded in one statement, and one upsert per merchant.
-    #[tracing::instrument(skip_all, fields(events = events.len()))]
-    async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
-        let distinct = first_copies(events);
-        if distinct.is_empty() {
-            return Ok(ApplySummary::default());
-        }
-        let ids: Vec<String> = distinct.iter().map(|e| e.event_id.to_string()).collect();
-        let ids_json = serde_json::to_string(&ids).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+/// What applying a batch decided: each distinct event's outcome, and per merchant the earliest
+/// day whose totals changed.
+type Applied = (HashMap<EventId, Outcome>, BTreeMap<MerchantId, BusinessDate>);
 
-        // IMMEDIATE: the transaction reads before it writes, and must not have to upgrade.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(unavailable)?;
-        let processed: HashSet<String> = sqlx::query_scalar(
-            "SELECT event_id FROM processed_events WHERE event_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(&ids_json)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .into_iter()
-        .collect();
-
-        let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
-        let mut applied_ids: Vec<&str> = Vec::new();
-        let mut merchants: BTreeMap<MerchantId, (Currency, i64)> = BTreeMap::new();
-        // Each touched day: its totals as stored, then with this batch's postings.
-        let mut days: BTreeMap<(MerchantId, BusinessDate), (String, String, DayTotals, bool)> = BTreeMap::new();
-        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
-        for (event, id) in distinct.iter().zip(&ids) {
-            if processed.contains(id) {
+/// Applies a batch in one transaction on the writer's connection.
+///
+/// A batch costs one indexed lookup per event, one read and one write per touched day (its
+/// postings summed in Rust, with checked arithmetic: SQLite would silently turn an overflowing
+/// integer sum into a float), one insert per applied id and one upsert per merchant, every one
+/// a cached prepared statement.
+fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusqlite::Error> {
+    // IMMEDIATE: the transaction reads before it writes, and must not have to upgrade.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
+    let mut applied_ids: Vec<String> = Vec::new();
+    let mut merchants: BTreeMap<MerchantId, (Currency, i64)> = BTreeMap::new();
+    // Each touched day: its totals as stored, then with this batch's postings.
+    let mut days: BTreeMap<(MerchantId, BusinessDate), (String, String, DayTotals, bool)> = BTreeMap::new();
+    let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
+    {
+        let mut processed = tx.prepare_cached("SELECT 1 FROM processed_events WHERE event_id = ?1")?;
+        let mut stored_day = tx.prepare_cached(
+            "SELECT total_credits, total_debits, entry_count FROM daily_totals
+             WHERE merchant_id = ?1 AND business_date = ?2",
+        )?;
+        for event in first_copies(events) {
+            let id = event.event_id.to_string();
+            if processed.exists([&id])? {
                 outcomes.insert(event.event_id, Outcome::Duplicate);
                 continue;
             }
@@ -128,7 +89,16 @@ impl ConsolidationStore for SqliteConsolidationStore {
                         btree_map::Entry::Occupied(day) => day.into_mut(),
                         btree_map::Entry::Vacant(day) => {
                             let (merchant, date) = (e.merchant_id.to_string(), e.business_date.to_string());
-                            let stored = Self::day_totals(&mut tx, &merchant, &date).await?;
+                            let stored = stored_day
+                                .query_row(params![merchant, date], |r| {
+                                    Ok(DayTotals {
+                                        total_credits: Balance::from_minor(r.get(0)?),
+                                        total_debits: Balance::from_minor(r.get(1)?),
+                                        entry_count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                                    })
+                                })
+                                .optional()?
+                                .unwrap_or_default();
                             day.insert((merchant, date, stored, false))
                         }
                     };
@@ -152,43 +122,54 @@ impl ConsolidationStore for SqliteConsolidationStore {
             outcomes.insert(event.event_id, Outcome::Applied);
             applied_ids.push(id);
         }
-
-        if !applied_ids.is_empty() {
-            let applied_json =
-                serde_json::to_string(&applied_ids).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            sqlx::query("INSERT INTO processed_events (event_id, applied_at) SELECT value, ?2 FROM json_each(?1)")
-                .bind(applied_json)
-                .bind(chrono::Utc::now().timestamp_micros())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
+    }
+    {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut record = tx.prepare_cached("INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2)")?;
+        for id in &applied_ids {
+            record.execute(params![id, now])?;
         }
+        let mut upsert_day = tx.prepare_cached(
+            "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (merchant_id, business_date) DO UPDATE SET
+               total_credits = excluded.total_credits,
+               total_debits = excluded.total_debits,
+               entry_count = excluded.entry_count",
+        )?;
         for (merchant, date, totals, changed) in days.values() {
-            if !changed {
-                continue;
+            if *changed {
+                upsert_day.execute(params![
+                    merchant,
+                    date,
+                    totals.total_credits.minor(),
+                    totals.total_debits.minor(),
+                    i64::try_from(totals.entry_count).unwrap_or(i64::MAX),
+                ])?;
             }
-            sqlx::query(
-                "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (merchant_id, business_date) DO UPDATE SET
-                   total_credits = excluded.total_credits,
-                   total_debits = excluded.total_debits,
-                   entry_count = excluded.entry_count",
-            )
-            .bind(merchant)
-            .bind(date)
-            .bind(totals.total_credits.minor())
-            .bind(totals.total_debits.minor())
-            .bind(i64::try_from(totals.entry_count).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         }
+        let mut touch_merchant = tx.prepare_cached(
+            "INSERT INTO merchants (merchant_id, currency, as_of) VALUES (?1, ?2, ?3)
+             ON CONFLICT (merchant_id) DO UPDATE SET as_of = MAX(as_of, excluded.as_of)",
+        )?;
         for (merchant, (currency, as_of)) in &merchants {
-            Self::touch_merchant(&mut tx, *merchant, *currency, *as_of).await?;
+            touch_merchant.execute(params![merchant.to_string(), currency.code(), as_of])?;
         }
-        tx.commit().await.map_err(unavailable)?;
+    }
+    tx.commit()?;
+    Ok((outcomes, changed_from))
+}
 
+#[async_trait]
+impl ConsolidationStore for SqliteConsolidationStore {
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
+        if events.is_empty() {
+            return Ok(ApplySummary::default());
+        }
+        let batch = events.to_vec();
+        let (outcomes, changed_from) =
+            self.writer.run(move |conn| apply_batch(conn, &batch)).await.map_err(unavailable)?.map_err(unavailable)?;
         Ok(ApplySummary::in_delivery_order(events, &outcomes, changed_from))
     }
 
@@ -259,9 +240,6 @@ impl ConsolidationStore for SqliteConsolidationStore {
 
     fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
         let idle = |p: &SqlitePool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
-        vec![
-            (concat!("consolidation", "_writer"), self.writer.size(), idle(&self.writer)),
-            (concat!("consolidation", "_reader"), self.reader.size(), idle(&self.reader)),
-        ]
+        vec![(concat!("consolidation", "_reader"), self.reader.size(), idle(&self.reader))]
     }
 }

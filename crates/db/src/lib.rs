@@ -8,6 +8,9 @@
 //!
 //! # Layout
 //! - [`open_sqlite`] / [`migrate_sqlite`]: one file per store, WAL, `synchronous = FULL`.
+//! - [`open_sqlite_sync`] / [`SqliteThread`]: the same settings on a synchronous connection owned
+//!   by one thread, for the embedded write paths (one thread hop per batch instead of per
+//!   statement).
 //! - [`open_postgres`] / [`migrate_postgres`]: one *schema* per store (`ledger`,
 //!   `consolidation`, `identity`), so the stores may share one database or use several, each
 //!   with its own `_sqlx_migrations`, and never see each other's tables.
@@ -20,9 +23,13 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 mod postgres;
 mod sqlite;
+mod sqlite_thread;
 
 pub use postgres::{drop_postgres_database, fresh_postgres_database, migrate_postgres, open_postgres, TestDatabase};
+/// The synchronous SQLite driver, for the stores that run on a [`SqliteThread`].
+pub use rusqlite;
 pub use sqlite::{migrate_sqlite, open_sqlite};
+pub use sqlite_thread::{is_unique_violation_on, open_sqlite_sync, SqliteThread, ThreadStopped};
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +40,10 @@ pub enum DbError {
     InvalidSchema(String),
     #[error("could not open the database: {0}")]
     Connect(#[source] sqlx::Error),
+    #[error("could not open the database: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+    #[error("could not start the database thread: {0}")]
+    Thread(String),
     #[error("could not migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cashflow_db::rusqlite::{self, params, TransactionBehavior};
+use cashflow_db::SqliteThread;
 use chrono::Utc;
 use sqlx::sqlite::SqlitePool;
-use sqlx::Row;
 use tokio::sync::Notify;
 
 use crate::queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
@@ -65,13 +66,16 @@ impl Default for EmbeddedQueueConfig {
 /// The SQLite-backed queue.
 #[derive(Clone)]
 pub struct EmbeddedQueue {
+    /// Publishes, receives and acknowledgements: one job each on the queue's write connection.
+    writer: SqliteThread,
+    /// Counts and the readiness probe.
     pool: SqlitePool,
     config: EmbeddedQueueConfig,
     /// Wakes a waiting receiver in this process when something is published.
     published: Arc<Notify>,
 }
 
-fn unavailable(e: sqlx::Error) -> QueueError {
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
 
@@ -84,7 +88,8 @@ impl EmbeddedQueue {
     pub async fn open(url: &str, config: EmbeddedQueueConfig) -> Result<Self, cashflow_db::DbError> {
         let pool = cashflow_db::open_sqlite(url, 2).await?;
         cashflow_db::migrate_sqlite(&pool, MIGRATIONS).await?;
-        Ok(Self { pool, config, published: Arc::new(Notify::new()) })
+        let writer = SqliteThread::spawn("queue-writer", cashflow_db::open_sqlite_sync(url)?)?;
+        Ok(Self { writer, pool, config, published: Arc::new(Notify::new()) })
     }
 
     /// Messages moved to the dead-letter table.
@@ -104,49 +109,42 @@ impl EmbeddedQueue {
         let now = Utc::now().timestamp_micros();
         let lease_until = now.saturating_add(micros(self.config.visibility_timeout));
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // Writing first takes the write lock at once, so concurrent consumers serialize
-        // instead of racing for the same rows.
-        sqlx::query(DEAD_LETTER_COPY)
-            .bind(now)
-            .bind(i64::from(self.config.max_receives))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let dead = sqlx::query(DEAD_LETTER_DELETE)
-            .bind(now)
-            .bind(i64::from(self.config.max_receives))
-            .execute(&mut *tx)
+        let max_receives = i64::from(self.config.max_receives);
+        let (dead, mut deliveries) = self
+            .writer
+            .run(move |conn| {
+                // IMMEDIATE takes the write lock at once, so concurrent consumers serialize
+                // instead of racing for the same rows.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.prepare_cached(DEAD_LETTER_COPY)?.execute(params![now, max_receives])?;
+                let dead = tx.prepare_cached(DEAD_LETTER_DELETE)?.execute(params![now, max_receives])?;
+                let leased = tx
+                    .prepare_cached(LEASE)?
+                    .query_map(params![lease_until, now, limit], |row| {
+                        let (id, body, count): (i64, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                        Ok((id, body, count))
+                    })?
+                    .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+                tx.commit()?;
+                Ok::<_, rusqlite::Error>((dead, leased))
+            })
             .await
             .map_err(unavailable)?
-            .rows_affected();
+            .map_err(unavailable)?;
         if dead > 0 {
             tracing::warn!(count = dead, "messages moved to the dead-letter table");
         }
-        let rows = sqlx::query(LEASE)
-            .bind(lease_until)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        let mut deliveries: Vec<Delivery> = rows
+        deliveries.sort_by_key(|(id, _, _)| *id);
+        Ok(deliveries
             .into_iter()
-            .map(|row| {
-                let id: i64 = row.get("id");
-                let count: i64 = row.get("receive_count");
-                Delivery {
-                    // The receive count in the receipt makes a stale receipt (from a lease
-                    // that expired and was re-leased) unable to delete the message.
-                    receipt: format!("{id}:{count}"),
-                    body: row.get("body"),
-                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-                }
+            .map(|(id, body, count)| Delivery {
+                // The receive count in the receipt makes a stale receipt (from a lease that
+                // expired and was re-leased) unable to delete the message.
+                receipt: format!("{id}:{count}"),
+                body,
+                receive_count: u32::try_from(count).unwrap_or(u32::MAX),
             })
-            .collect();
-        deliveries.sort_by_key(|d| d.receipt.split(':').next().and_then(|s| s.parse::<i64>().ok()));
-        Ok(deliveries)
+            .collect())
     }
 }
 
@@ -157,20 +155,26 @@ impl EventPublisher for EmbeddedQueue {
             return Ok(());
         }
         let now = Utc::now().timestamp_micros();
-        // One statement for the whole batch (a JSON array of [event id, body]), in order: far
-        // cheaper than a statement per message, with one statement text whatever the size.
-        let rows: Vec<(String, &str)> = messages.iter().map(|m| (m.event_id.to_string(), m.body.as_str())).collect();
-        let rows = serde_json::to_string(&rows).map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO messages (event_id, body, enqueued_at, visible_at)
-             SELECT value->>0, value->>1, ?2, ?2 FROM json_each(?1) WHERE true ORDER BY key
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(rows)
-        .bind(now)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let rows: Vec<(String, String)> = messages.iter().map(|m| (m.event_id.to_string(), m.body.clone())).collect();
+        self.writer
+            .run(move |conn| {
+                // One transaction (one fsync) for the batch; a message already queued (the relay
+                // publishing again after a crash) is skipped.
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO messages (event_id, body, enqueued_at, visible_at) VALUES (?1, ?2, ?3, ?3)
+                         ON CONFLICT (event_id) DO NOTHING",
+                    )?;
+                    for (event_id, body) in &rows {
+                        insert.execute(params![event_id, body, now])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         self.published.notify_waiters();
         Ok(())
     }
@@ -197,7 +201,6 @@ impl EventSource for EmbeddedQueue {
         if receipts.is_empty() {
             return Ok(());
         }
-        // One statement for the whole batch: a JSON array of [id, receive count].
         let pairs: Vec<(i64, i64)> = receipts
             .iter()
             .filter_map(|receipt| {
@@ -208,14 +211,20 @@ impl EventSource for EmbeddedQueue {
         if pairs.is_empty() {
             return Ok(());
         }
-        let pairs = serde_json::to_string(&pairs).map_err(|e| QueueError::Unavailable(e.to_string()))?;
-        sqlx::query(
-            "DELETE FROM messages WHERE (id, receive_count) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
-        )
-        .bind(pairs)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receive_count = ?2")?;
+                    for (id, count) in &pairs {
+                        delete.execute(params![id, count])?;
+                    }
+                }
+                tx.commit()
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -230,6 +239,7 @@ impl EventSource for EmbeddedQueue {
 mod tests {
     use super::*;
     use cashflow_domain::EventId;
+    use sqlx::Row;
 
     async fn queue(config: EmbeddedQueueConfig) -> (tempfile::TempDir, EmbeddedQueue) {
         let dir = tempfile::tempdir().unwrap();

@@ -2,10 +2,14 @@
 //!
 //! SQLite has one writer at a time and every acknowledged write must be on disk
 //! (`synchronous = FULL`), so the cost of a write is dominated by the fsync of its commit. Writes
-//! therefore go through one *writer task* that owns the single write connection and commits
+//! therefore go through one *writer thread* that owns the single write connection and commits
 //! them in groups (group commit): it drains a bounded channel of pending requests, applies up to
 //! [`MAX_BATCH`] of them in one transaction, and answers each caller only after the `COMMIT`
-//! returned. Reads use their own pool and never block the writer (WAL).
+//! returned. Reads use their own (sqlx) pool and never block the writer (WAL).
+//!
+//! The writer drives SQLite synchronously (rusqlite) on a thread of its own, binding each row
+//! with a cached prepared statement: a whole group costs one hand-over between threads, where
+//! sqlx's driver costs one per statement (see [`cashflow_db::SqliteThread`] for the figures).
 //!
 //! # Why a batch behaves exactly like the same requests one after the other
 //! - Requests are applied in arrival order in one transaction, so a request sees everything the
@@ -26,9 +30,11 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
+use cashflow_db::rusqlite::{self, params, Connection, TransactionBehavior};
+use cashflow_db::SqliteThread;
 use cashflow_domain::{
     Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, Merchant, MerchantId, MerchantName,
     MerchantTimeZone,
@@ -54,28 +60,21 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSour
 /// The SQLite implementation of [`LedgerStore`].
 #[derive(Clone)]
 pub struct SqliteLedgerStore {
-    /// Exactly one connection, SQLite's single writer; used only by the writer task (kept here
-    /// for pool metrics).
-    writer: SqlitePool,
-    /// Pending writes for the writer task; when the last clone of the store is dropped the
-    /// channel closes and the task ends.
+    /// Pending writes for the writer thread, which owns SQLite's single write connection; when
+    /// the last clone of the store is dropped the channel closes and the thread ends.
     writes: mpsc::Sender<WriteRequest>,
     /// Concurrent readers.
     reader: SqlitePool,
+    /// The relay's reads of the outbox: hundreds of rows at a time, which sqlx would hand over
+    /// from its worker thread one row at a time.
+    outbox: SqliteThread,
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn unique_violation_on(e: &sqlx::Error, column: &str) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(column),
-        _ => false,
-    }
-}
-
-/// The columns of an entry, as `entry_from_row` reads them.
+/// The columns of an entry, as [`EntryRow`] reads them.
 macro_rules! entry_columns {
     () => {
         "id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date, \
@@ -84,8 +83,7 @@ macro_rules! entry_columns {
 }
 const ENTRY_COLUMNS: &str = entry_columns!();
 
-// The writer's statements. Their text never changes, so sqlx prepares each once per connection
-// and reuses it from its statement cache.
+// The writer's statements, each prepared once and reused from the connection's statement cache.
 const INSERT_ENTRY: &str = "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category,
                                      occurred_at, business_date, recorded_at, reversal_of, idempotency_key,
                                      request_hash)
@@ -95,20 +93,7 @@ const SELECT_BY_IDEMPOTENCY_KEY: &str =
 const INSERT_MERCHANT: &str =
     "INSERT INTO merchants (id, name, currency, time_zone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (event_id, body, created_at) VALUES (?1, ?2, ?3)";
-/// Many entries in one statement, from a JSON array of rows in `INSERT_ENTRY`'s column order
-/// (one statement text whatever the batch size).
-const INSERT_ENTRIES: &str =
-    "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category,
-                                       occurred_at, business_date, recorded_at, reversal_of, idempotency_key,
-                                       request_hash)
-                              SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6,
-                                     value->>7, value->>8, value->>9, value->>10, value->>11, value->>12
-                              FROM json_each(?1) ORDER BY key";
-/// Many outbox rows in one statement, in array order (which becomes `seq` order).
-const INSERT_OUTBOXES: &str = "INSERT INTO outbox (event_id, body, created_at)
-                               SELECT value->>0, value->>1, value->>2 FROM json_each(?1) ORDER BY key";
-/// One statement text for any number of sequence numbers (a JSON array).
-const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?1))";
+const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE seq = ?1";
 
 fn micros_to_time(micros: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| StoreError::Corrupt(format!("timestamp {micros}")))
@@ -118,23 +103,74 @@ fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
+/// An entry's columns as stored, read by either driver and parsed back into an [`Entry`] in one
+/// place.
+struct EntryRow {
+    id: String,
+    merchant_id: String,
+    kind: String,
+    amount_minor: i64,
+    currency: String,
+    description: String,
+    category: Option<String>,
+    occurred_at: i64,
+    business_date: String,
+    recorded_at: i64,
+    reversal_of: Option<String>,
+}
+
+impl EntryRow {
+    fn of_sqlx(row: &SqliteRow) -> Self {
+        Self {
+            id: row.get("id"),
+            merchant_id: row.get("merchant_id"),
+            kind: row.get("type"),
+            amount_minor: row.get("amount_minor"),
+            currency: row.get("currency"),
+            description: row.get("description"),
+            category: row.get("category"),
+            occurred_at: row.get("occurred_at"),
+            business_date: row.get("business_date"),
+            recorded_at: row.get("recorded_at"),
+            reversal_of: row.get("reversal_of"),
+        }
+    }
+
+    fn of_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get("id")?,
+            merchant_id: row.get("merchant_id")?,
+            kind: row.get("type")?,
+            amount_minor: row.get("amount_minor")?,
+            currency: row.get("currency")?,
+            description: row.get("description")?,
+            category: row.get("category")?,
+            occurred_at: row.get("occurred_at")?,
+            business_date: row.get("business_date")?,
+            recorded_at: row.get("recorded_at")?,
+            reversal_of: row.get("reversal_of")?,
+        })
+    }
+
+    fn parse(self) -> Result<Entry, StoreError> {
+        Ok(Entry {
+            id: EntryId::parse(&self.id).map_err(corrupt("id"))?,
+            merchant_id: MerchantId::parse(&self.merchant_id).map_err(corrupt("merchant_id"))?,
+            kind: self.kind.parse().map_err(corrupt("type"))?,
+            amount: Amount::from_minor(self.amount_minor).map_err(corrupt("amount"))?,
+            currency: Currency::parse(&self.currency).map_err(corrupt("currency"))?,
+            description: Description::parse(&self.description).map_err(corrupt("description"))?,
+            category: self.category.as_deref().map(Category::parse).transpose().map_err(corrupt("category"))?,
+            occurred_at: micros_to_time(self.occurred_at)?,
+            business_date: BusinessDate::parse(&self.business_date).map_err(corrupt("business_date"))?,
+            recorded_at: micros_to_time(self.recorded_at)?,
+            reversal_of: self.reversal_of.as_deref().map(EntryId::parse).transpose().map_err(corrupt("reversal_of"))?,
+        })
+    }
+}
+
 fn entry_from_row(row: &SqliteRow) -> Result<Entry, StoreError> {
-    let currency = Currency::parse(row.get("currency")).map_err(corrupt("currency"))?;
-    let category: Option<String> = row.get("category");
-    let reversal_of: Option<String> = row.get("reversal_of");
-    Ok(Entry {
-        id: EntryId::parse(row.get("id")).map_err(corrupt("id"))?,
-        merchant_id: MerchantId::parse(row.get("merchant_id")).map_err(corrupt("merchant_id"))?,
-        kind: row.get::<&str, _>("type").parse().map_err(corrupt("type"))?,
-        amount: Amount::from_minor(row.get("amount_minor")).map_err(corrupt("amount"))?,
-        currency,
-        description: Description::parse(row.get("description")).map_err(corrupt("description"))?,
-        category: category.as_deref().map(Category::parse).transpose().map_err(corrupt("category"))?,
-        occurred_at: micros_to_time(row.get("occurred_at"))?,
-        business_date: BusinessDate::parse(row.get("business_date")).map_err(corrupt("business_date"))?,
-        recorded_at: micros_to_time(row.get("recorded_at"))?,
-        reversal_of: reversal_of.as_deref().map(EntryId::parse).transpose().map_err(corrupt("reversal_of"))?,
-    })
+    EntryRow::of_sqlx(row).parse()
 }
 
 fn merchant_from_row(row: &SqliteRow) -> Result<Merchant, StoreError> {
@@ -149,17 +185,23 @@ fn merchant_from_row(row: &SqliteRow) -> Result<Merchant, StoreError> {
 
 impl SqliteLedgerStore {
     /// Opens and migrates the ledger database at `url` (`sqlite://…`), and starts its writer
-    /// task on the current Tokio runtime.
+    /// thread.
     pub async fn open(url: &str) -> Result<Self, cashflow_db::DbError> {
-        let writer = cashflow_db::open_sqlite(url, 1).await?;
-        cashflow_db::migrate_sqlite(&writer, MIGRATIONS).await?;
+        let migrator = cashflow_db::open_sqlite(url, 1).await?;
+        cashflow_db::migrate_sqlite(&migrator, MIGRATIONS).await?;
+        migrator.close().await;
         let reader = cashflow_db::open_sqlite(url, 4).await?;
+        let outbox = SqliteThread::spawn("ledger-outbox", cashflow_db::open_sqlite_sync(url)?)?;
+        let conn = cashflow_db::open_sqlite_sync(url)?;
         let (writes, requests) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run_writer(writer.clone(), requests));
-        Ok(Self { writer, writes, reader })
+        std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn(move || run_writer(conn, requests))
+            .map_err(|e| cashflow_db::DbError::Thread(e.to_string()))?;
+        Ok(Self { writes, reader, outbox })
     }
 
-    /// Hands a write to the writer task and waits until it is committed (or refused).
+    /// Hands a write to the writer thread and waits until it is committed (or refused).
     async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.writes.send(WriteRequest { op, reply }).await.map_err(|_| writer_stopped())?;
@@ -168,29 +210,27 @@ impl SqliteLedgerStore {
 }
 
 fn writer_stopped() -> StoreError {
-    StoreError::Unavailable("the ledger writer task has stopped".to_owned())
+    StoreError::Unavailable("the ledger writer has stopped".to_owned())
 }
 
-/// An event as its outbox row, serialized by the caller so the writer task only binds values.
+/// An event as its outbox row, serialized by the caller so the writer only binds values.
 struct OutboxRow {
     event_id: String,
     body: String,
     created_at: i64,
-    /// The row as a JSON array, for `INSERT_OUTBOXES`.
-    json: String,
 }
 
 impl OutboxRow {
-    fn of(event: &Event) -> Result<Self, StoreError> {
-        let event_id = event.event_id.to_string();
-        let body = event.to_json();
-        let created_at = event.occurred_at.timestamp_micros();
-        let json = serde_json::to_string(&(&event_id, &body, created_at)).map_err(corrupt("outbox row"))?;
-        Ok(Self { event_id, body, created_at, json })
+    fn of(event: &Event) -> Self {
+        Self {
+            event_id: event.event_id.to_string(),
+            body: event.to_json(),
+            created_at: event.occurred_at.timestamp_micros(),
+        }
     }
 }
 
-/// One write the writer task applies.
+/// One write the writer thread applies.
 enum WriteOp {
     CreateMerchant {
         merchant: Merchant,
@@ -205,13 +245,10 @@ enum WriteOp {
         business_date: String,
         reversal_of: Option<String>,
         idempotency: Option<Idempotency>,
-        /// The entry's row as a JSON array, for `INSERT_ENTRIES`.
-        json: String,
         outbox: OutboxRow,
     },
     DeleteOutbox {
-        /// The sequence numbers as a JSON array.
-        seqs: String,
+        seqs: Vec<i64>,
     },
 }
 
@@ -233,24 +270,32 @@ struct WriteRequest {
 enum BatchFailure {
     /// A request failed in a way that may have left it half-written; the transaction was
     /// rolled back.
-    Request(sqlx::Error),
+    Request(rusqlite::Error),
     /// Beginning or committing the transaction failed.
-    Transaction(sqlx::Error),
+    Transaction(rusqlite::Error),
 }
 
-/// The writer task: commits pending writes in groups until every store handle is dropped.
-async fn run_writer(pool: SqlitePool, mut requests: mpsc::Receiver<WriteRequest>) {
+/// The writer thread: commits pending writes in groups until every store handle is dropped.
+/// Whatever queued while the previous commit was on its way to disk is the next group.
+fn run_writer(mut conn: Connection, mut requests: mpsc::Receiver<WriteRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&pool, &mut batch).await;
+    while let Some(first) = requests.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        write_batch(&mut conn, &mut batch);
     }
 }
 
 /// Commits `batch` in one transaction and answers every request once the commit returned,
 /// leaving `batch` empty.
-async fn write_batch(pool: &SqlitePool, batch: &mut Vec<WriteRequest>) {
+fn write_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
     metrics::histogram!("cashflow_ledger_write_batch_size").record(batch.len() as f64);
-    match commit(pool, batch.iter().map(|r| &r.op)).await {
+    match commit(conn, batch.iter().map(|r| &r.op)) {
         Ok(results) => {
             for (request, result) in batch.drain(..).zip(results) {
                 // A caller that stopped waiting (a dropped request) no longer needs the answer.
@@ -262,7 +307,7 @@ async fn write_batch(pool: &SqlitePool, batch: &mut Vec<WriteRequest>) {
             // request at fault fails, exactly as it would have alone.
             tracing::warn!(error = %e, requests = batch.len(), "a ledger write failed; retrying its batch one by one");
             for request in batch.drain(..) {
-                let result = match commit(pool, std::iter::once(&request.op)).await {
+                let result = match commit(conn, std::iter::once(&request.op)) {
                     Ok(mut results) => results.pop().unwrap_or_else(|| Err(writer_stopped())),
                     Err(BatchFailure::Request(e) | BatchFailure::Transaction(e)) => Err(unavailable(e)),
                 };
@@ -281,80 +326,20 @@ async fn write_batch(pool: &SqlitePool, batch: &mut Vec<WriteRequest>) {
 
 /// Applies `ops` in order in one transaction and commits it. Returns each request's answer:
 /// written, or refused without having written anything.
-async fn commit<'a>(
-    pool: &SqlitePool,
+fn commit<'a>(
+    conn: &mut Connection,
     ops: impl Iterator<Item = &'a WriteOp>,
 ) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
     // IMMEDIATE takes the write lock up front (waiting for the busy timeout if another process
     // holds it) instead of upgrading a read lock later, which SQLite may refuse outright.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(BatchFailure::Transaction)?;
-    let ops: Vec<&WriteOp> = ops.collect();
-    let mut results = Vec::with_capacity(ops.len());
-    let mut rest = &ops[..];
-    while let Some(first) = rest.first() {
-        // A run of consecutive entries is first tried as two statements (all the entries, all
-        // their events): the usual case, and much cheaper than two statements per entry.
-        let run = if matches!(first, WriteOp::Record { .. }) {
-            rest.iter().take_while(|op| matches!(op, WriteOp::Record { .. })).count()
-        } else {
-            1
-        };
-        let (ops, after) = rest.split_at(run);
-        rest = after;
-        if run > 1 {
-            match insert_entries(&mut tx, ops).await {
-                Ok(true) => {
-                    results.extend(ops.iter().map(|op| Ok(created(op))));
-                    continue;
-                }
-                // A constraint refused one of them (SQLite backed the statement out): take the
-                // run one by one, so each gets its own answer.
-                Ok(false) => {}
-                Err(e) => {
-                    let _ = tx.rollback().await;
-                    return Err(BatchFailure::Request(e));
-                }
-            }
-        }
-        for op in ops {
-            match apply(&mut tx, op).await {
-                Ok(result) => results.push(result),
-                Err(e) => {
-                    // A failed rollback leaves the transaction to sqlx, which rolls it back when
-                    // `tx` is dropped, before the connection serves anything else.
-                    let _ = tx.rollback().await;
-                    return Err(BatchFailure::Request(e));
-                }
-            }
-        }
-    }
-    tx.commit().await.map_err(BatchFailure::Transaction)?;
-    Ok(results)
-}
-
-/// Inserts a run of entries and their events with one statement each. `Ok(false)`: a constraint
-/// refused the entries and nothing was written (the transaction goes on).
-async fn insert_entries(conn: &mut SqliteConnection, ops: &[&WriteOp]) -> Result<bool, sqlx::Error> {
-    let (mut entries, mut events) = (String::from("["), String::from("["));
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(BatchFailure::Transaction)?;
+    let mut results = Vec::with_capacity(ops.size_hint().0);
     for op in ops {
-        if let WriteOp::Record { json, outbox, .. } = op {
-            if entries.len() > 1 {
-                entries.push(',');
-                events.push(',');
-            }
-            entries.push_str(json);
-            events.push_str(&outbox.json);
-        }
+        // On an error, dropping `tx` rolls the transaction back.
+        results.push(apply(&tx, op).map_err(BatchFailure::Request)?);
     }
-    entries.push(']');
-    events.push(']');
-    match sqlx::query(INSERT_ENTRIES).bind(entries).execute(&mut *conn).await {
-        Ok(_) => {}
-        Err(sqlx::Error::Database(e)) if e.kind() != sqlx::error::ErrorKind::Other => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    sqlx::query(INSERT_OUTBOXES).bind(events).execute(&mut *conn).await?;
-    Ok(true)
+    tx.commit().map_err(BatchFailure::Transaction)?;
+    Ok(results)
 }
 
 /// The answer to a record that was written.
@@ -368,80 +353,79 @@ fn created(op: &WriteOp) -> Written {
 /// Applies one write inside the batch's transaction. `Ok(Err(_))` is an expected refusal whose
 /// statement SQLite backed out on its own (the transaction goes on); `Err(_)` is anything else,
 /// after which the transaction must be rolled back.
-async fn apply(conn: &mut SqliteConnection, op: &WriteOp) -> Result<Result<Written, StoreError>, sqlx::Error> {
+fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>, rusqlite::Error> {
     match op {
         WriteOp::CreateMerchant { merchant, outbox } => {
-            let inserted = sqlx::query(INSERT_MERCHANT)
-                .bind(merchant.id.to_string())
-                .bind(merchant.name.as_str())
-                .bind(merchant.currency.code())
-                .bind(merchant.time_zone.name())
-                .bind(merchant.created_at.timestamp_micros())
-                .execute(&mut *conn)
-                .await;
+            let inserted = conn.prepare_cached(INSERT_MERCHANT)?.execute(params![
+                merchant.id.to_string(),
+                merchant.name.as_str(),
+                merchant.currency.code(),
+                merchant.time_zone.name(),
+                merchant.created_at.timestamp_micros(),
+            ]);
             match inserted {
                 Ok(_) => {}
-                Err(e) if unique_violation_on(&e, "merchants.id") => return Ok(Err(StoreError::MerchantExists)),
+                Err(e) if cashflow_db::is_unique_violation_on(&e, "merchants.id") => {
+                    return Ok(Err(StoreError::MerchantExists))
+                }
                 Err(e) => return Err(e),
             }
-            insert_outbox(conn, outbox).await?;
+            insert_outbox(conn, outbox)?;
             Ok(Ok(Written::Done))
         }
-        WriteOp::Record { entry, id, merchant_id, business_date, reversal_of, idempotency, outbox, .. } => {
-            let inserted = sqlx::query(INSERT_ENTRY)
-                .bind(id.as_str())
-                .bind(merchant_id.as_str())
-                .bind(entry.kind.as_str())
-                .bind(entry.amount.minor())
-                .bind(entry.currency.code())
-                .bind(entry.description.as_str())
-                .bind(entry.category.as_ref().map(Category::as_str))
-                .bind(entry.occurred_at.timestamp_micros())
-                .bind(business_date.as_str())
-                .bind(entry.recorded_at.timestamp_micros())
-                .bind(reversal_of.as_deref())
-                .bind(idempotency.as_ref().map(|i| i.key.as_str()))
-                .bind(idempotency.as_ref().map(|i| i.request_hash.as_str()))
-                .execute(&mut *conn)
-                .await;
+        WriteOp::Record { entry, id, merchant_id, business_date, reversal_of, idempotency, outbox } => {
+            let inserted = conn.prepare_cached(INSERT_ENTRY)?.execute(params![
+                id,
+                merchant_id,
+                entry.kind.as_str(),
+                entry.amount.minor(),
+                entry.currency.code(),
+                entry.description.as_str(),
+                entry.category.as_ref().map(Category::as_str),
+                entry.occurred_at.timestamp_micros(),
+                business_date,
+                entry.recorded_at.timestamp_micros(),
+                reversal_of,
+                idempotency.as_ref().map(|i| i.key.as_str()),
+                idempotency.as_ref().map(|i| i.request_hash.as_str()),
+            ]);
             match inserted {
                 Ok(_) => {}
-                Err(e) if unique_violation_on(&e, "idempotency_key") => {
+                Err(e) if cashflow_db::is_unique_violation_on(&e, "idempotency_key") => {
                     let Some(idem) = idempotency else { return Err(e) };
                     // Sees the writes of earlier requests of the same batch: a key used twice
                     // in one batch replays or conflicts exactly as if the requests were apart.
-                    let row = sqlx::query(SELECT_BY_IDEMPOTENCY_KEY)
-                        .bind(merchant_id.as_str())
-                        .bind(&idem.key)
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    let stored_hash: Option<String> = row.get("request_hash");
+                    let (stored, stored_hash) = conn
+                        .prepare_cached(SELECT_BY_IDEMPOTENCY_KEY)?
+                        .query_row(params![merchant_id, idem.key], |row| {
+                            Ok((EntryRow::of_rusqlite(row)?, row.get::<_, Option<String>>("request_hash")?))
+                        })?;
                     return Ok(if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
-                        entry_from_row(&row).map(|e| Written::Recorded(Recorded::Replayed(e)))
+                        stored.parse().map(|e| Written::Recorded(Recorded::Replayed(e)))
                     } else {
                         Err(StoreError::IdempotencyConflict)
                     });
                 }
-                Err(e) if unique_violation_on(&e, "reversal_of") => return Ok(Err(StoreError::AlreadyReversed)),
+                Err(e) if cashflow_db::is_unique_violation_on(&e, "reversal_of") => {
+                    return Ok(Err(StoreError::AlreadyReversed))
+                }
                 Err(e) => return Err(e),
             }
-            insert_outbox(conn, outbox).await?;
+            insert_outbox(conn, outbox)?;
             Ok(Ok(created(op)))
         }
         WriteOp::DeleteOutbox { seqs } => {
-            sqlx::query(DELETE_OUTBOX).bind(seqs.as_str()).execute(&mut *conn).await?;
+            let mut delete = conn.prepare_cached(DELETE_OUTBOX)?;
+            for seq in seqs {
+                delete.execute([seq])?;
+            }
             Ok(Ok(Written::Done))
         }
     }
 }
 
-async fn insert_outbox(conn: &mut SqliteConnection, row: &OutboxRow) -> Result<(), sqlx::Error> {
-    sqlx::query(INSERT_OUTBOX)
-        .bind(row.event_id.as_str())
-        .bind(row.body.as_str())
-        .bind(row.created_at)
-        .execute(&mut *conn)
-        .await?;
+fn insert_outbox(conn: &Connection, row: &OutboxRow) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(INSERT_OUTBOX)?.execute(params![row.event_id, row.body, row.created_at])?;
     Ok(())
 }
 
@@ -449,7 +433,7 @@ async fn insert_outbox(conn: &mut SqliteConnection, row: &OutboxRow) -> Result<(
 impl LedgerStore for SqliteLedgerStore {
     #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id))]
     async fn create_merchant(&self, merchant: &Merchant, event: &Event) -> Result<(), StoreError> {
-        let op = WriteOp::CreateMerchant { merchant: merchant.clone(), outbox: OutboxRow::of(event)? };
+        let op = WriteOp::CreateMerchant { merchant: merchant.clone(), outbox: OutboxRow::of(event) };
         self.write(op).await.map(|_| ())
     }
 
@@ -479,23 +463,6 @@ impl LedgerStore for SqliteLedgerStore {
         let merchant_id = entry.merchant_id.to_string();
         let business_date = entry.business_date.to_string();
         let reversal_of = entry.reversal_of.map(|id| id.to_string());
-        // In INSERT_ENTRIES' column order.
-        let json = serde_json::to_string(&(
-            &id,
-            &merchant_id,
-            entry.kind.as_str(),
-            entry.amount.minor(),
-            entry.currency.code(),
-            entry.description.as_str(),
-            entry.category.as_ref().map(Category::as_str),
-            entry.occurred_at.timestamp_micros(),
-            &business_date,
-            entry.recorded_at.timestamp_micros(),
-            &reversal_of,
-            idempotency.map(|i| i.key.as_str()),
-            idempotency.map(|i| i.request_hash.as_str()),
-        ))
-        .map_err(corrupt("entry row"))?;
         let op = WriteOp::Record {
             id,
             merchant_id,
@@ -503,8 +470,7 @@ impl LedgerStore for SqliteLedgerStore {
             reversal_of,
             entry: Box::new(entry.clone()),
             idempotency: idempotency.cloned(),
-            json,
-            outbox: OutboxRow::of(event)?,
+            outbox: OutboxRow::of(event),
         };
         match self.write(op).await? {
             Written::Recorded(recorded) => Ok(recorded),
@@ -546,23 +512,22 @@ impl LedgerStore for SqliteLedgerStore {
     }
 
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {
-        let rows = sqlx::query("SELECT seq, event_id, body FROM outbox ORDER BY seq LIMIT ?1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
+        self.outbox
+            .run(move |conn| {
+                conn.prepare_cached("SELECT seq, event_id, body FROM outbox ORDER BY seq LIMIT ?1")?
+                    .query_map([limit], |r| Ok(OutboxRecord { seq: r.get(0)?, event_id: r.get(1)?, body: r.get(2)? }))?
+                    .collect::<Result<Vec<_>, rusqlite::Error>>()
+            })
             .await
-            .map_err(unavailable)?;
-        Ok(rows
-            .iter()
-            .map(|r| OutboxRecord { seq: r.get("seq"), event_id: r.get("event_id"), body: r.get("body") })
-            .collect())
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     async fn delete_outbox(&self, seqs: &[i64]) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
-        let list: Vec<String> = seqs.iter().map(i64::to_string).collect();
-        self.write(WriteOp::DeleteOutbox { seqs: format!("[{}]", list.join(",")) }).await.map(|_| ())
+        self.write(WriteOp::DeleteOutbox { seqs: seqs.to_vec() }).await.map(|_| ())
     }
 
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
@@ -584,9 +549,6 @@ impl LedgerStore for SqliteLedgerStore {
 
     fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
         let idle = |p: &SqlitePool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
-        vec![
-            (concat!("ledger", "_writer"), self.writer.size(), idle(&self.writer)),
-            (concat!("ledger", "_reader"), self.reader.size(), idle(&self.reader)),
-        ]
+        vec![(concat!("ledger", "_reader"), self.reader.size(), idle(&self.reader))]
     }
 }
