@@ -41,9 +41,9 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(1)
 }
 
-/// A new span id: 16 hex digits from a fresh UUID.
+/// A new span id: 16 hex digits from a fresh (random) UUID.
 fn span_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+    format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0)
 }
 
 /// A trace derived from the request id when it is (or contains) 32 hex digits, as our UUIDs
@@ -57,8 +57,9 @@ fn start_trace(request_id: Option<&HeaderValue>) -> String {
     format!("00-{trace}-{}-01", span_id())
 }
 
-/// Middleware: sets the trace context for the handler and echoes it in the response.
-pub async fn propagate(req: Request, next: Next) -> Response {
+/// Sets the trace context for the handler and echoes it in the response (called by the shared
+/// middleware, [`crate::layers`]).
+pub(crate) async fn propagate(req: Request, next: Next) -> Response {
     let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
     let traceparent = match incoming {
         // Continue the caller's trace with a span of our own.

@@ -2,17 +2,27 @@
 //! every problem body), a panic turned into a 500 problem instead of a dropped connection, a
 //! tracing span per request, request count and latency metrics per route and status, a
 //! body-size limit, and problem bodies for unknown routes.
+//!
+//! Request ids in problem bodies, the trace context and the metrics are one middleware
+//! ([`around`]) rather than three: each `from_fn` layer clones the boxed service below it and
+//! boxes a future per request, and on a cached report read those layers cost as much as the
+//! handler. For the same reason the metric handles of each (route, method, status) are looked
+//! up once and kept ([`RouteMetrics`]), instead of building and hashing their label set twice per
+//! request.
 
 use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use http_body_util::BodyExt;
+use metrics::{Counter, Histogram};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -35,9 +45,7 @@ pub fn common(router: Router) -> Router {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed for this route")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(request_id_in_problems))
-        .layer(middleware::from_fn(record_metrics))
-        .layer(middleware::from_fn(crate::context::propagate))
+        .layer(middleware::from_fn_with_state(Arc::new(RouteMetrics::default()), around))
         .layer(CatchPanicLayer::custom(panic_problem))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let matched =
@@ -55,17 +63,68 @@ pub fn common(router: Router) -> Router {
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// `cashflow_http_requests_total` and `cashflow_http_request_duration_seconds`, labelled by
-/// method, route template (never the raw path: ids would explode the label set) and status.
-async fn record_metrics(req: Request, next: Next) -> Response {
+/// Everything the service does around each request, innermost layer first: the request id
+/// into problem bodies, the trace context ([`crate::context`]) for the handler and the response,
+/// and the request's metrics.
+async fn around(State(metrics): State<Arc<RouteMetrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let response = next.run(req).await;
-    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
-    metrics::counter!("cashflow_http_requests_total", &labels).increment(1);
-    metrics::histogram!("cashflow_http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let request_id = req.headers().get(&REQUEST_ID).cloned();
+    let response = crate::context::propagate(req, next).await;
+    let response = match request_id {
+        Some(id) if is_problem(&response) => with_request_id(response, &id).await,
+        _ => response,
+    };
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (count, latency) = metrics.handles(route, &method, response.status());
+    count.increment(1);
+    latency.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// `cashflow_http_requests_total` and `cashflow_http_request_duration_seconds`, labelled by
+/// method, route template (never the raw path: ids would explode the label set) and status,
+/// with each label set's handles registered once.
+#[derive(Default)]
+struct RouteMetrics {
+    by_route: RwLock<HashMap<String, Vec<Handles>>>,
+}
+
+/// The metric handles of one method and status of a route.
+type Handles = (Method, StatusCode, Counter, Histogram);
+
+impl RouteMetrics {
+    fn handles(&self, route: &str, method: &Method, status: StatusCode) -> (Counter, Histogram) {
+        let find = |known: &HashMap<String, Vec<Handles>>| {
+            known
+                .get(route)?
+                .iter()
+                .find(|(m, s, _, _)| m == method && *s == status)
+                .map(|(_, _, c, h)| (c.clone(), h.clone()))
+        };
+        if let Some(found) = self.by_route.read().ok().as_deref().and_then(find) {
+            return found;
+        }
+        let labels = [
+            ("method", method.as_str().to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.as_u16().to_string()),
+        ];
+        let handles = (
+            metrics::counter!("cashflow_http_requests_total", &labels),
+            metrics::histogram!("cashflow_http_request_duration_seconds", &labels),
+        );
+        if let Ok(mut known) = self.by_route.write() {
+            known.entry(route.to_owned()).or_default().push((
+                method.clone(),
+                status,
+                handles.0.clone(),
+                handles.1.clone(),
+            ));
+        }
+        handles
+    }
 }
 
 fn panic_problem(_err: Box<dyn Any + Send + 'static>) -> Response {
@@ -73,15 +132,12 @@ fn panic_problem(_err: Box<dyn Any + Send + 'static>) -> Response {
     Problem::internal().into_response()
 }
 
-/// Adds `request_id` to every problem body. Only error responses pay for the rewrite.
-async fn request_id_in_problems(req: Request, next: Next) -> Response {
-    let request_id = req.headers().get(&REQUEST_ID).cloned();
-    let response = next.run(req).await;
-    let is_problem =
-        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    let Some(request_id) = request_id.filter(|_| is_problem) else {
-        return response;
-    };
+fn is_problem(response: &Response) -> bool {
+    response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes())
+}
+
+/// Adds `request_id` to a problem body. Only error responses pay for the rewrite.
+async fn with_request_id(response: Response, request_id: &HeaderValue) -> Response {
     let (mut parts, body) = response.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
