@@ -16,7 +16,7 @@ use crate::storage::{self, Target};
 use crate::sut::{Backend, BackendKind, FreshDatabase, Merchant, Role, Services, Sut};
 
 /// Ramp steps as fractions of the closed-loop maximum, when no `--rates` are given.
-const RAMP_FRACTIONS: [f64; 5] = [0.25, 0.5, 0.7, 0.85, 1.0];
+const RAMP_FRACTIONS: [f64; 7] = [0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0];
 /// Runs of a ramp step before it counts as failed on latency alone: the machine is a shared
 /// VM where one stall of a few tens of milliseconds now and then fails a 10 s step whose rate is
 /// otherwise easily held. A step with failed requests is never retried.
@@ -41,7 +41,10 @@ pub struct Ctx {
     pub merchants: usize,
     pub hot_share: f64,
     pub rates: Option<Vec<f64>>,
+    /// The p99 objective of the scenario being run.
     pub p99_ms: f64,
+    /// Connections and objectives per scenario, unless given on the command line.
+    pub defaults: ScenarioDefaults,
     pub fresh_rate: f64,
     /// `faults`: the writes per second.
     pub faults_rate: f64,
@@ -54,6 +57,26 @@ pub struct Ctx {
     /// never crossing midnight during a run).
     pub date: String,
     pub occurred_at: String,
+}
+
+/// What differs between scenarios by default.
+pub struct ScenarioDefaults {
+    pub connections: usize,
+    /// `write`: durable writes wait for an fsync, and need more connections in flight to offer
+    /// a high rate (Little's law).
+    pub write_connections: usize,
+    pub p99_ms: f64,
+    /// `read`: issue 6's read target is p99 ≤ 10 ms.
+    pub read_p99_ms: f64,
+}
+
+impl Ctx {
+    /// Takes on the connections and p99 objective of `scenario`.
+    pub fn enter(&mut self, scenario: &str) {
+        self.connections =
+            if scenario == "write" { self.defaults.write_connections } else { self.defaults.connections };
+        self.p99_ms = if scenario == "read" { self.defaults.read_p99_ms } else { self.defaults.p99_ms };
+    }
 }
 
 /// The settings a scenario ran with, for the results file.
