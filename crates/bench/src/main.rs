@@ -98,8 +98,8 @@ struct Cli {
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
 
-    /// Total connections (and storage-ceiling callers). Default 128 for `write`, 32 for the
-    /// others (`--smoke`: 4). A durable write waits for its commit's fsync (1-3 ms here), so by
+    /// Total connections (and storage-ceiling callers). Default 128 for `write` and `fresh`, 32
+    /// for the others (`--smoke`: 4). A durable write waits for its commit's fsync (1-3 ms here), so by
     /// Little's law 32 connections could not offer more than ~13k writes/s whatever the server
     /// did; a cached read takes well under 1 ms and 32 connections offer plenty.
     #[arg(long)]

@@ -62,8 +62,8 @@ pub struct Ctx {
 /// What differs between scenarios by default.
 pub struct ScenarioDefaults {
     pub connections: usize,
-    /// `write`: durable writes wait for an fsync, and need more connections in flight to offer
-    /// a high rate (Little's law).
+    /// `write` and `fresh`: durable writes wait for an fsync, and need more connections in
+    /// flight to offer a high rate (Little's law).
     pub write_connections: usize,
     pub p99_ms: f64,
     /// `read`: issue 6's read target is p99 ≤ 10 ms.
@@ -73,8 +73,9 @@ pub struct ScenarioDefaults {
 impl Ctx {
     /// Takes on the connections and p99 objective of `scenario`.
     pub fn enter(&mut self, scenario: &str) {
-        self.connections =
-            if scenario == "write" { self.defaults.write_connections } else { self.defaults.connections };
+        // `fresh` holds the rate `write` found sustainable, with the same connections.
+        let writes = matches!(scenario, "write" | "fresh");
+        self.connections = if writes { self.defaults.write_connections } else { self.defaults.connections };
         self.p99_ms = if scenario == "read" { self.defaults.read_p99_ms } else { self.defaults.p99_ms };
     }
 }
