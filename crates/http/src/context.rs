@@ -6,10 +6,7 @@
 //! queue to the consolidator's logs. It is carried in a task-local, so the services pick it up
 //! without threading it through every signature; code outside a request sees `None`.
 
-use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue};
 
 tokio::task_local! {
     static TRACEPARENT: String;
@@ -57,21 +54,14 @@ fn start_trace(request_id: Option<&HeaderValue>) -> String {
     format!("00-{trace}-{}-01", span_id())
 }
 
-/// Sets the trace context for the handler and echoes it in the response (called by the shared
-/// middleware, [`crate::layers`]).
-pub(crate) async fn propagate(req: Request, next: Next) -> Response {
-    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
-    let traceparent = match incoming {
-        // Continue the caller's trace with a span of our own.
+/// The trace context of a request: the caller's trace continued with a span of our own, or a
+/// trace started from the request id (called by the shared middleware, [`crate::layers`]).
+pub(crate) fn for_request(headers: &HeaderMap, request_id: &HeaderValue) -> String {
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
+    match incoming {
         Some(parent) => format!("00-{}-{}-{}", trace_id(parent).unwrap_or_default(), span_id(), &parent[53..55]),
-        None => start_trace(req.headers().get(crate::layers::REQUEST_ID)),
-    };
-    tracing::Span::current().record("trace_id", trace_id(&traceparent).unwrap_or_default());
-    let mut response = TRACEPARENT.scope(traceparent.clone(), next.run(req)).await;
-    if let Ok(value) = HeaderValue::from_str(&traceparent) {
-        response.headers_mut().insert("traceparent", value);
+        None => start_trace(Some(request_id)),
     }
-    response
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
 //! Middleware every service shares: a request id on every request and response (and inside
 //! every problem body), a panic turned into a 500 problem instead of a dropped connection, a
-//! tracing span per request, request count and latency metrics per route and status, a
-//! body-size limit, and problem bodies for unknown routes.
+//! tracing span per request, the W3C trace context, request count and latency metrics per
+//! route and status, a body-size limit, and problem bodies for unknown routes.
 //!
-//! Request ids in problem bodies, the trace context and the metrics are one middleware
-//! ([`around`]) rather than three: each `from_fn` layer clones the boxed service below it and
-//! boxes a future per request, and on a cached report read those layers cost as much as the
-//! handler. For the same reason the metric handles of each (route, method, status) are looked
-//! up once and kept ([`RouteMetrics`]), instead of building and hashing their label set twice per
+//! All of that is one middleware ([`around`]) rather than a stack of tower layers. A layer
+//! added with `Router::layer` wraps every route in one more boxed service, which is cloned and
+//! called on every request; on a cached report read six such layers cost as much as the
+//! handler. One function also makes the span once, with every field known (the request id and
+//! the trace id come first), instead of formatting it and then recording the trace id into it.
+//! For the same reason the metric handles of each (route, method, status) are looked up once
+//! and kept ([`RouteMetrics`]), instead of building and hashing their label set twice per
 //! request.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -21,11 +24,10 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use metrics::{Counter, Histogram};
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 use crate::problem::PROBLEM_JSON;
 use crate::Problem;
@@ -33,11 +35,14 @@ use crate::Problem;
 /// The request id header, set by us when the client (or the API gateway) did not.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The W3C trace context header.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
 /// Largest request body accepted. An entry is a few hundred bytes; 16 KiB leaves room for
 /// long descriptions in any script and still stops abuse early.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// Wraps a service router with the shared layers and problem fallbacks.
+/// Wraps a service router with the shared middleware and problem fallbacks.
 pub fn common(router: Router) -> Router {
     router
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "No such route") })
@@ -46,41 +51,67 @@ pub fn common(router: Router) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(RouteMetrics::default()), around))
-        .layer(CatchPanicLayer::custom(panic_problem))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let matched =
-                req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
-            let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!(
-                "http",
-                method = %req.method(),
-                route = %matched,
-                request_id = %request_id,
-                trace_id = tracing::field::Empty
-            )
-        }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
-/// Everything the service does around each request, innermost layer first: the request id
-/// into problem bodies, the trace context ([`crate::context`]) for the handler and the response,
-/// and the request's metrics.
-async fn around(State(metrics): State<Arc<RouteMetrics>>, req: Request, next: Next) -> Response {
+/// Everything the service does around each request:
+/// - keeps the caller's `x-request-id` or makes one (a UUID), and echoes it in the response
+///   and in problem bodies;
+/// - continues the caller's trace or starts one ([`crate::context`]) for the handler, the
+///   outbox and the response;
+/// - runs the handler inside an `http` span carrying the method, route, request id and trace
+///   id, so every log line of the request can be found by either id;
+/// - turns a panic into a 500 problem;
+/// - counts the request and records its latency.
+async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let request_id = match req.headers().get(&REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = new_request_id();
+            req.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let traceparent = crate::context::for_request(req.headers(), &request_id);
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let request_id = req.headers().get(&REQUEST_ID).cloned();
-    let response = crate::context::propagate(req, next).await;
-    let response = match request_id {
-        Some(id) if is_problem(&response) => with_request_id(response, &id).await,
-        _ => response,
-    };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (count, latency) = metrics.handles(route, &method, response.status());
+    let span = tracing::info_span!(
+        "http",
+        method = %method,
+        route = %route,
+        request_id = %request_id.to_str().unwrap_or_default(),
+        trace_id = %crate::context::trace_id(&traceparent).unwrap_or_default(),
+    );
+    let handled = crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
+        .instrument(span.clone())
+        .await;
+    let mut response = handled.unwrap_or_else(panic_problem);
+    if is_problem(&response) {
+        response = with_request_id(response, &request_id).await;
+    }
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, request_id);
+    if let Ok(value) = HeaderValue::from_str(&traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let status = response.status();
+    if status.is_server_error() {
+        span.in_scope(|| {
+            tracing::error!(status = status.as_u16(), latency_ms = started.elapsed().as_millis(), "request failed")
+        });
+    }
+    let (count, latency) = metrics.handles(route, &method, status);
     count.increment(1);
     latency.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A fresh request id: a random UUID, hyphenated.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("00000000-0000-0000-0000-000000000000"))
 }
 
 /// `cashflow_http_requests_total` and `cashflow_http_request_duration_seconds`, labelled by
@@ -153,4 +184,72 @@ async fn with_request_id(response: Response, request_id: &HeaderValue) -> Respon
         parts.headers.insert(header::CONTENT_LENGTH, len);
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app() -> Router {
+        common(
+            Router::new()
+                .route("/ok", get(|| async { "ok" }))
+                .route("/boom", get(|| async { panic!("a bug") as &'static str }))
+                .route("/teapot", get(|| async { Problem::new(StatusCode::IM_A_TEAPOT, "teapot", "I'm a teapot") })),
+        )
+    }
+
+    async fn call(path: &str, headers: &[(&str, &str)]) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let mut request = Request::builder().uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = app().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn every_response_carries_a_request_id_and_a_trace_started_from_it() {
+        let (status, headers, _) = call("/ok", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let id = headers[&REQUEST_ID].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        let traceparent = headers[&TRACEPARENT].to_str().unwrap();
+        assert_eq!(crate::context::trace_id(traceparent), Some(id.replace('-', "").as_str()));
+    }
+
+    #[tokio::test]
+    async fn the_callers_request_id_is_kept_and_put_in_problem_bodies() {
+        let (status, headers, body) = call("/teapot", &[("x-request-id", "gateway-42")]).await;
+        assert_eq!(status, StatusCode::IM_A_TEAPOT);
+        assert_eq!(headers[&REQUEST_ID], "gateway-42");
+        assert_eq!(body["request_id"], "gateway-42");
+        assert_eq!(body["type"].as_str().map(|t| t.ends_with("teapot")), Some(true), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_500_problem_and_the_service_lives_on() {
+        let (status, headers, body) = call("/boom", &[]).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(body["request_id"], headers[&REQUEST_ID].to_str().unwrap());
+        assert_eq!(call("/ok", &[]).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_are_problems() {
+        let (status, _, body) = call("/nowhere", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["request_id"].is_string(), "{body}");
+        let response = app()
+            .oneshot(Request::builder().method(Method::DELETE).uri("/ok").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
 }
