@@ -141,18 +141,10 @@ impl Application {
     }
 }
 
-/// Serves `router` until `shutdown` turns true, letting in-flight requests finish.
-pub async fn serve_http(
-    listener: TcpListener,
-    router: Router,
-    mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
-        .context("serving HTTP")
+/// Serves `router` until `shutdown` turns true, letting in-flight requests finish
+/// ([`crate::server`]).
+pub async fn serve_http(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    crate::server::serve(listener, router, shutdown).await
 }
 
 /// Samples the gauges that no request updates: outbox backlog and age, queue depth, pool usage.

@@ -8,6 +8,7 @@
 //! - [`backends`]: the stores, queue and cache, chosen by URL.
 //! - [`app`]: composes the services into one [`app::Application`] (`serve`).
 //! - [`processes`]: the split deployment (`ledger`, `relay`, `consolidator`).
+//! - [`server`]: the HTTP server, one single-threaded runtime per core.
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
 //! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
 //!   first-start demo.
@@ -19,4 +20,5 @@ pub mod cli;
 pub mod commands;
 pub mod ops;
 pub mod processes;
+pub mod server;
 pub mod telemetry;
