@@ -15,7 +15,7 @@ use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
 use cashflow_domain::{daily_balances, BusinessDate, Currency, DailyBalance, MerchantId};
 use cashflow_http::{ApiQuery, Problem};
 
-use crate::cache::{Lookup, ReportCache};
+use crate::cache::{CachedReport, Lookup, ReportCache};
 use crate::store::{ConsolidationStore, MerchantBooks, StoreError};
 
 /// Longest range one report request may span.
@@ -180,14 +180,14 @@ async fn daily(
     State(state): State<ConsolidationState>,
     principal: Principal,
     Path(date): Path<String>,
-) -> Result<Json<DailyBalanceResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require(Scope::ReportsRead)?;
     let date = parse_date("date", &date)?;
     let merchant = principal.merchant_id;
     let generation = match state.cache.get(merchant, date).await {
         Lookup::Hit(report) => {
             metrics::counter!("cashflow_report_cache_hits_total").increment(1);
-            return Ok(Json(report));
+            return Ok(report.into_response());
         }
         Lookup::Miss(generation) => {
             metrics::counter!("cashflow_report_cache_misses_total").increment(1);
@@ -212,8 +212,12 @@ async fn daily(
         entry_count: day.entry_count,
         as_of: as_of(&books),
     };
+    let report = CachedReport::of(&report).map_err(|e| {
+        tracing::error!(error = %e, "report serialization failed");
+        ApiError::Problem(Problem::internal())
+    })?;
     state.cache.put(merchant, date, generation, report.clone()).await;
-    Ok(Json(report))
+    Ok(report.into_response())
 }
 
 /// Query of the range report.

@@ -10,15 +10,47 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 
 use cashflow_domain::{BusinessDate, MerchantId};
 
 use crate::api::DailyBalanceResponse;
 
+/// A daily report as the API sends it: its JSON, serialized once when the report is computed.
+/// A cache hit is then answered without building, copying or serializing anything (a clone is
+/// a reference count), which on the hottest read of the system is most of the handler's work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedReport(Bytes);
+
+impl CachedReport {
+    /// Serializes `report`.
+    pub fn of(report: &DailyBalanceResponse) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(report).map(|json| Self(json.into()))
+    }
+
+    /// A report stored as JSON elsewhere (Redis), if it is one this version can serve.
+    pub fn from_json(json: String) -> Option<Self> {
+        serde_json::from_str::<DailyBalanceResponse>(&json).ok().map(|_| Self(json.into()))
+    }
+
+    /// The JSON, as sent.
+    pub fn json(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl IntoResponse for CachedReport {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
+    }
+}
+
 /// A cache answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
-    Hit(DailyBalanceResponse),
+    Hit(CachedReport),
     /// Not cached; pass the generation back to `put`.
     Miss(u64),
 }
@@ -29,7 +61,7 @@ pub trait ReportCache: Send + Sync + 'static {
     /// The cached report of a day, or the generation to store one under.
     async fn get(&self, merchant: MerchantId, date: BusinessDate) -> Lookup;
     /// Stores a report unless the merchant was invalidated since `generation` was read.
-    async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: DailyBalanceResponse);
+    async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: CachedReport);
     /// Drops the merchant's cached days from `from` on.
     async fn invalidate(&self, merchant: MerchantId, from: BusinessDate);
 
@@ -43,7 +75,7 @@ pub trait ReportCache: Send + Sync + 'static {
 #[derive(Default)]
 struct MerchantSlot {
     generation: u64,
-    days: HashMap<BusinessDate, DailyBalanceResponse>,
+    days: HashMap<BusinessDate, CachedReport>,
 }
 
 /// The in-process cache of the embedded default, bounded in merchants.
@@ -82,7 +114,7 @@ impl ReportCache for MemoryCache {
         }
     }
 
-    async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: DailyBalanceResponse) {
+    async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: CachedReport) {
         let Ok(mut slots) = self.slots.lock() else { return };
         if !slots.contains_key(&merchant) && slots.len() >= self.max_merchants {
             slots.clear();
@@ -118,7 +150,7 @@ impl ReportCache for NoCache {
         Lookup::Miss(0)
     }
 
-    async fn put(&self, _merchant: MerchantId, _date: BusinessDate, _generation: u64, _report: DailyBalanceResponse) {}
+    async fn put(&self, _merchant: MerchantId, _date: BusinessDate, _generation: u64, _report: CachedReport) {}
 
     async fn invalidate(&self, _merchant: MerchantId, _from: BusinessDate) {}
 }
@@ -127,8 +159,8 @@ impl ReportCache for NoCache {
 mod tests {
     use super::*;
 
-    fn report(net: &str) -> DailyBalanceResponse {
-        DailyBalanceResponse {
+    fn report(net: &str) -> CachedReport {
+        CachedReport::of(&DailyBalanceResponse {
             date: "2026-11-23".into(),
             currency: "BRL".into(),
             opening_balance: "0.00".into(),
@@ -138,7 +170,8 @@ mod tests {
             closing_balance: net.into(),
             entry_count: 1,
             as_of: "2026-11-23T10:00:00Z".into(),
-        }
+        })
+        .unwrap()
     }
 
     fn day(s: &str) -> BusinessDate {

@@ -23,7 +23,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use api::{router, ConsolidationApi, ConsolidationState};
-pub use cache::{MemoryCache, NoCache, ReportCache};
+pub use cache::{CachedReport, MemoryCache, NoCache, ReportCache};
 pub use consumer::{Consumer, ConsumerConfig};
 pub use postgres::PostgresConsolidationStore;
 pub use redis_cache::{RedisCache, RedisCacheConfig, RedisCacheError};

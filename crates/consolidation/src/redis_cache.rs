@@ -12,7 +12,7 @@
 //!   server clock in microseconds, so it never comes back as a value it had before.
 //! - `{prefix}:{epoch}:m:{merchant}:days`: one hash per merchant. Field `gen` is the merchant's
 //!   generation; every other field is a date (`YYYY-MM-DD`) holding the JSON of a
-//!   [`DailyBalanceResponse`]. The TTL is set when the hash is created and never extended, so no
+//!   [`DailyBalanceResponse`](crate::api::DailyBalanceResponse). The TTL is set when the hash is created and never extended, so no
 //!   cached report is older than the TTL, whatever else goes wrong. `gen` also starts from the
 //!   server clock in microseconds and only grows (`HINCRBY`) until the hash goes away; a new
 //!   hash starts from a later clock, so a generation never repeats.
@@ -80,8 +80,7 @@ use tokio::task::JoinHandle;
 
 use cashflow_domain::{BusinessDate, MerchantId};
 
-use crate::api::DailyBalanceResponse;
-use crate::cache::{Lookup, ReportCache};
+use crate::cache::{CachedReport, Lookup, ReportCache};
 
 /// The generation handed out when Redis could not be asked: no fingerprint is compared with it,
 /// because `put` drops it before any round trip.
@@ -461,9 +460,9 @@ impl ReportCache for RedisCache {
             tracing::warn!("unexpected reply from the Redis report cache script");
             return Lookup::Miss(NEVER);
         };
-        match reply.get(1).map(|json| serde_json::from_str::<DailyBalanceResponse>(json)) {
-            Some(Ok(report)) => Lookup::Hit(report),
-            Some(Err(_)) => {
+        match reply.into_iter().nth(1).map(CachedReport::from_json) {
+            Some(Some(report)) => Lookup::Hit(report),
+            Some(None) => {
                 // Written by another version, say; the next put replaces it.
                 tracing::debug!("undecodable cached report ignored");
                 Lookup::Miss(generation)
@@ -473,20 +472,19 @@ impl ReportCache for RedisCache {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(merchant = %merchant, date = %date))]
-    async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: DailyBalanceResponse) {
+    async fn put(&self, merchant: MerchantId, date: BusinessDate, generation: u64, report: CachedReport) {
         let inner = &self.inner;
         // While a bump is due, whatever is stored now would be orphaned by it.
         if generation == NEVER || inner.resting() || inner.must_bump() {
             return;
         }
-        let Ok(json) = serde_json::to_string(&report) else { return };
         let mut invocation = inner.put.key(&inner.epoch_key);
         invocation
             .arg(&inner.prefix)
             .arg(merchant.to_string())
             .arg(date.to_string())
             .arg(format!("{generation:016x}"))
-            .arg(json)
+            .arg(report.json())
             .arg(inner.ttl_ms);
         let mut connection = inner.manager();
         // A failed put only leaves the day uncached.
@@ -541,7 +539,7 @@ mod tests {
     async fn a_put_under_the_never_generation_costs_nothing() {
         let cache = RedisCache::connect("redis://127.0.0.1:1", RedisCacheConfig::default()).await.unwrap();
         assert!(cache.inner.unavailable.load(Ordering::SeqCst), "the startup probe noticed");
-        let report = DailyBalanceResponse {
+        let report = CachedReport::of(&crate::api::DailyBalanceResponse {
             date: "2026-11-23".into(),
             currency: "BRL".into(),
             opening_balance: "0.00".into(),
@@ -551,7 +549,8 @@ mod tests {
             closing_balance: "1.00".into(),
             entry_count: 1,
             as_of: "2026-11-23T10:00:00Z".into(),
-        };
+        })
+        .unwrap();
         // Clear the rest period so that only the NEVER check can skip the round trip.
         cache.inner.retry_at_ms.store(0, Ordering::SeqCst);
         cache.put(MerchantId::new(), BusinessDate::parse("2026-11-23").unwrap(), NEVER, report).await;

@@ -15,12 +15,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use cashflow_consolidation::api::DailyBalanceResponse;
-use cashflow_consolidation::cache::{Lookup, ReportCache};
+use cashflow_consolidation::cache::{CachedReport, Lookup, ReportCache};
 use cashflow_consolidation::{RedisCache, RedisCacheConfig};
 use cashflow_domain::{BusinessDate, MerchantId};
 
-fn report(closing: &str) -> DailyBalanceResponse {
-    DailyBalanceResponse {
+fn report(closing: &str) -> CachedReport {
+    CachedReport::of(&DailyBalanceResponse {
         date: "2026-11-23".into(),
         currency: "BRL".into(),
         opening_balance: "0.00".into(),
@@ -30,7 +30,8 @@ fn report(closing: &str) -> DailyBalanceResponse {
         closing_balance: closing.into(),
         entry_count: 1,
         as_of: "2026-11-23T10:00:00Z".into(),
-    }
+    })
+    .unwrap()
 }
 
 fn day(s: &str) -> BusinessDate {
@@ -85,7 +86,7 @@ impl Drop for Namespace {
 }
 
 /// Stores a report the way the API does: `get` for the generation, then `put`.
-async fn cache_report(cache: &RedisCache, merchant: MerchantId, date: BusinessDate, report: DailyBalanceResponse) {
+async fn cache_report(cache: &RedisCache, merchant: MerchantId, date: BusinessDate, report: CachedReport) {
     let Lookup::Miss(generation) = cache.get(merchant, date).await else { panic!("{date} was already cached") };
     cache.put(merchant, date, generation, report).await;
 }

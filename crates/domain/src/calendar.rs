@@ -33,10 +33,19 @@ impl BusinessDate {
     /// Parses exactly `YYYY-MM-DD`.
     pub fn parse(text: &str) -> Result<Self, CalendarError> {
         let invalid = || CalendarError::InvalidDate(text.chars().take(32).collect());
-        if text.len() != 10 {
+        // By hand rather than with a chrono format string, which is parsed again on every call:
+        // this runs on every report request.
+        let b = text.as_bytes();
+        let digits = |range: std::ops::Range<usize>| {
+            b[range].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+        };
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
             return Err(invalid());
         }
-        let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
+        let (Some(year), Some(month), Some(day)) = (digits(0..4), digits(5..7), digits(8..10)) else {
+            return Err(invalid());
+        };
+        let date = i32::try_from(year).ok().and_then(|y| NaiveDate::from_ymd_opt(y, month, day)).ok_or_else(invalid)?;
         Self::from_naive(date).ok_or_else(invalid)
     }
 
@@ -153,8 +162,35 @@ mod tests {
     #[test]
     fn dates_must_be_strict_iso_days() {
         assert!(BusinessDate::parse("2026-11-23").is_ok());
-        for bad in ["2026-02-30", "2026-1-5", "26-11-23", "2026/11/23", "", "1969-12-31", "2026-11-23T00:00:00"] {
+        for bad in [
+            "2026-02-30",
+            "2026-1-5",
+            "26-11-23",
+            "2026/11/23",
+            "",
+            "1969-12-31",
+            "2026-11-23T00:00:00",
+            "+026-11-23",
+            "2026-+1-23",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-11-00",
+            "2026-11-2a",
+            "2026-11-2\u{e9}",
+        ] {
             assert!(BusinessDate::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The hand-written parser accepts exactly what chrono's `%Y-%m-%d` accepts in ten
+        /// characters, within the supported range, and reads the same day.
+        #[test]
+        fn dates_parse_as_chrono_parses_them(
+            text in "[0-9+ -]{4}-[0-9+ -]{2}-[0-9+ -]{2}|[0-9]{4}-[01][0-9]-[0-3][0-9]"
+        ) {
+            let chrono = NaiveDate::parse_from_str(&text, "%Y-%m-%d").ok().and_then(BusinessDate::from_naive);
+            proptest::prop_assert_eq!(BusinessDate::parse(&text).ok(), chrono, "{}", text);
         }
     }
 

@@ -39,19 +39,37 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
 }
 
 /// A new span id: 16 hex digits from a fresh (random) UUID.
-fn span_id() -> String {
-    format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0)
+fn span_id() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
-/// A trace derived from the request id when it is (or contains) 32 hex digits, as our UUIDs
-/// and nginx's `$request_id` do; otherwise a fresh one.
+/// The 32 lowercase hex digits of a request id that is (or contains, hyphens aside) exactly
+/// that, as our UUIDs and nginx's `$request_id` are; not all zeros.
+fn trace_of_request_id(request_id: &[u8]) -> Option<[u8; 32]> {
+    let mut hex = [0u8; 32];
+    let mut len = 0;
+    for &b in request_id.iter().filter(|b| **b != b'-') {
+        if len == hex.len() || !b.is_ascii_hexdigit() {
+            return None;
+        }
+        hex[len] = b.to_ascii_lowercase();
+        len += 1;
+    }
+    (len == hex.len() && hex.iter().any(|b| *b != b'0')).then_some(hex)
+}
+
+/// A trace derived from the request id when it is (or contains) 32 hex digits; otherwise a
+/// fresh one.
 fn start_trace(request_id: Option<&HeaderValue>) -> String {
-    let from_request: Option<String> = request_id.and_then(|v| v.to_str().ok()).and_then(|id| {
-        let hex: String = id.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
-        (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) && hex.bytes().any(|b| b != b'0')).then_some(hex)
+    let derived = request_id.and_then(|id| trace_of_request_id(id.as_bytes()));
+    let trace = derived.unwrap_or_else(|| {
+        let mut hex = [0u8; 32];
+        uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
+        hex
     });
-    let trace = from_request.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    format!("00-{trace}-{}-01", span_id())
+    // The hex digits are ASCII.
+    let trace = std::str::from_utf8(&trace).unwrap_or_default();
+    format!("00-{trace}-{:016x}-01", span_id())
 }
 
 /// The trace context of a request: the caller's trace continued with a span of our own, or a
@@ -59,7 +77,9 @@ fn start_trace(request_id: Option<&HeaderValue>) -> String {
 pub(crate) fn for_request(headers: &HeaderMap, request_id: &HeaderValue) -> String {
     let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
     match incoming {
-        Some(parent) => format!("00-{}-{}-{}", trace_id(parent).unwrap_or_default(), span_id(), &parent[53..55]),
+        Some(parent) => {
+            format!("00-{}-{:016x}-{}", trace_id(parent).unwrap_or_default(), span_id(), &parent[53..55])
+        }
         None => start_trace(Some(request_id)),
     }
 }
@@ -92,6 +112,15 @@ mod tests {
         assert_eq!(trace_id(&tp), Some("0a37b3206160403c8af4150f3ade4544"));
         assert!(is_valid(&start_trace(None)));
         assert!(is_valid(&start_trace(Some(&HeaderValue::from_static("not-hex")))));
+        // nginx's $request_id: 32 hex digits, no hyphens; upper case is lowered.
+        let nginx = start_trace(Some(&HeaderValue::from_static("0A37B3206160403C8AF4150F3ADE4544")));
+        assert_eq!(trace_id(&nginx), Some("0a37b3206160403c8af4150f3ade4544"));
+        // An all-zero id is not a valid trace id; neither is one digit too many.
+        for unusable in ["00000000-0000-0000-0000-000000000000", "0a37b3206160403c8af4150f3ade45440"] {
+            let tp = start_trace(Some(&HeaderValue::from_static(unusable)));
+            assert!(is_valid(&tp), "{tp}");
+            assert_ne!(trace_id(&tp), Some(&unusable.replace('-', "")[..32]), "{unusable}");
+        }
     }
 
     #[tokio::test]
