@@ -14,8 +14,9 @@
 //!   `INSERT`s, `COMMIT`), records cost four round trips apiece, and on a small machine the
 //!   server's per-statement CPU, not the disk, is what limits them. So records go to
 //!   [`WRITERS`] writer tasks draining one bounded queue: a writer takes up to [`MAX_BATCH`]
-//!   pending records and writes them all with *one* statement (`INSERT_BATCH`: the entries and,
-//!   for exactly the entries inserted, their events) in autocommit, i.e. one round trip, one
+//!   pending records (lingering up to [`LINGER`] for more when it has few) and writes them all
+//!   with *one* statement (`INSERT_BATCH`: the entries and, for exactly the entries inserted,
+//!   their events) in autocommit, i.e. one round trip, one
 //!   implicit transaction and one WAL flush for the whole batch. Callers are answered once that
 //!   statement returned, so after the commit. With more than one writer, a batch is built and
 //!   sent while the previous one waits for its flush. Merchants, outbox deletes and reads go
@@ -91,6 +92,17 @@ pub const MAX_BATCH: usize = 256;
 
 /// Records waiting for a writer before callers wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 2 * MAX_BATCH;
+
+/// How long a writer holding fewer than [`LINGER_UNTIL`] records waits for more before it
+/// writes them. Without it, the writer that is free takes whatever arrived since the other one
+/// took the queue, and two writers split the stream into statements of a few records each: at
+/// 8,000 records/s, 5.8 per statement, and Postgres spent ~85 µs of CPU per record, most of it
+/// per statement. Lingering, 29 per statement and ~48 µs: up to 2 ms more per write, about what
+/// the WAL flush the caller waits for anyway takes.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// The batch size past which a writer stops lingering.
+pub const LINGER_UNTIL: usize = 64;
 
 /// The Postgres implementation of [`LedgerStore`].
 #[derive(Clone)]
@@ -290,8 +302,21 @@ WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::te
 /// Writers share the queue; whichever is free takes what has arrived.
 async fn run_writer(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<WriteRequest>>>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The lock is held only while waiting for requests, never while writing them.
-    while requests.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    loop {
+        // The lock is held only while gathering requests, never while writing them.
+        let mut queue = requests.lock().await;
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < LINGER_UNTIL {
+            let more = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, queue.recv_many(&mut batch, more)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        drop(queue);
         write_batch(&pool, &mut batch).await;
     }
 }
