@@ -21,6 +21,10 @@ const RAMP_FRACTIONS: [f64; 7] = [0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0];
 /// VM where one stall of a few tens of milliseconds now and then fails a 10 s step whose rate is
 /// otherwise easily held. A step with failed requests is never retried.
 const STEP_ATTEMPTS: usize = 2;
+/// Bisections between the last rate held and the first missed, after the ramp stopped.
+const REFINE_STEPS: usize = 2;
+/// The gap (as a fraction of the missed rate) below which the ramp's answer is left as it is.
+const REFINE_GAP: f64 = 0.1;
 /// A step must deliver this fraction of its target rate to count as sustained.
 const DELIVERED: f64 = 0.95;
 /// The consumer's batch size (`ConsumerConfig::default()`), for the consolidation ceiling.
@@ -313,7 +317,7 @@ struct Ramp {
 /// The closed-loop probe (unless `--rates`) and the ramp, calling `settle` after every run (the
 /// write scenario counts its 201s and waits for consolidation there). A step that misses the
 /// objective on latency alone gets a second run ([`STEP_ATTEMPTS`]); the ramp stops at the first
-/// step that fails.
+/// step that fails, then bisects between the last rate held and that one ([`REFINE_STEPS`]).
 async fn run_ramp(
     ctx: &Ctx,
     base: &str,
@@ -330,19 +334,49 @@ async fn run_ramp(
         None
     };
     let mut steps = Vec::new();
-    let mut sustainable = None;
-    'ramp: for rate in ctx.ramp_rates(probe.as_ref()) {
+    let mut sustainable: Option<RunResult> = None;
+    let mut failed_at = None;
+    // Runs one step (with its retry); whether the rate was held.
+    let mut step = async |rate: f64, steps: &mut Vec<RunResult>| -> anyhow::Result<Option<RunResult>> {
         for attempt in 1..=STEP_ATTEMPTS {
             let r = ctx.oha.run(base, request, Load { rate: Some(rate), stop: Stop::After(duration) }, groups).await?;
             settle(&r).await?;
             let passed = ctx.step_passes(&r);
             steps.push(r.clone());
             if passed {
-                sustainable = Some(r);
-                continue 'ramp;
+                return Ok(Some(r));
             }
             if r.failures() > 0 || attempt == STEP_ATTEMPTS {
-                break 'ramp;
+                break;
+            }
+        }
+        Ok(None)
+    };
+    for rate in ctx.ramp_rates(probe.as_ref()) {
+        match step(rate, &mut steps).await? {
+            Some(r) => sustainable = Some(r),
+            None => {
+                failed_at = Some(rate);
+                break;
+            }
+        }
+    }
+    // The ramp's steps are coarse at the bottom (a quarter, then half of the probe): narrow the
+    // gap between the last rate held and the first one missed, halving it up to
+    // `REFINE_STEPS` times while it is wider than `REFINE_GAP` of the missed rate.
+    let mut held = sustainable.as_ref().and_then(|r| r.target_rate).unwrap_or(0.0);
+    if let Some(mut missed) = failed_at.filter(|_| ctx.rates.is_none()) {
+        for _ in 0..REFINE_STEPS {
+            if missed - held <= missed * REFINE_GAP {
+                break;
+            }
+            let rate = ((held + missed) / 2.0).round();
+            match step(rate, &mut steps).await? {
+                Some(r) => {
+                    held = rate;
+                    sustainable = Some(r);
+                }
+                None => missed = rate,
             }
         }
     }
