@@ -1,5 +1,5 @@
-//! The real `cashflow` binary: operator commands while `serve` runs, and durability across a
-//! SIGKILL.
+//! The real `cashflow` binary: operator commands while `serve` runs, durability across a
+//! SIGKILL, and a graceful stop on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
@@ -314,4 +314,66 @@ async fn a_reports_replica_stays_fresh_and_keeps_serving_while_the_consumer_is_d
 
     let _consumer = start(&["consolidator"], dir.path(), consumer_port, Some(&issuer)).await;
     assert_eq!(daily_when(&replica.base, &token, "2026-11-20", 3).await["total_credits"], "7.00");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_writes_finish_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path()).await;
+    let token = merchant_token(&server, dir.path()).await;
+
+    // Keep-alive writers on separate connections (so on every HTTP lane), writing until the
+    // server goes away.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (base, token) = (server.base.clone(), token.clone());
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut acked = 0u64;
+            for i in 0.. {
+                let body = json!({"type": "credit", "amount": "1.00", "description": format!("w{w}-{i}"),
+                                  "occurred_at": "2026-11-20T12:00:00-03:00"});
+                match client.post(format!("{base}/v1/entries")).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status() == 201 => acked += 1,
+                    Ok(r) => panic!("a write during shutdown got {}", r.status()),
+                    // The server closed the connection or stopped accepting: shutdown.
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(15), "serve did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "serve exited with {status}");
+    let mut acked = 0;
+    for w in writers {
+        acked += w.await.unwrap();
+    }
+    assert!(acked > 0, "no write was acknowledged before the shutdown");
+
+    // Every acknowledged write is in the ledger, and reaches the report.
+    let port: u16 = server.base.rsplit(':').next().unwrap().parse().unwrap();
+    drop(server);
+    let server = serve_on(dir.path(), port).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = daily(&server.base, &token, "2026-11-20").await;
+        let count = report["entry_count"].as_u64().unwrap();
+        if count == acked {
+            break;
+        }
+        assert!(count < acked, "more entries than acknowledged writes: {report}");
+        assert!(Instant::now() < deadline, "{count} of {acked} acknowledged entries in the report");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
