@@ -86,7 +86,7 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     let handled = crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
         .instrument(span.clone())
         .await;
-    let mut response = handled.unwrap_or_else(panic_problem);
+    let mut response = handled.unwrap_or_else(|panic| span.in_scope(|| panic_problem(panic)));
     if is_problem(&response) {
         response = with_request_id(response, &request_id).await;
     }
