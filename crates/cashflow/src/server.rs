@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 /// How many lanes: one per core the process may use.
-pub fn lane_count() -> usize {
+fn lane_count() -> usize {
     std::thread::available_parallelism().map_or(2, usize::from)
 }
 

@@ -95,15 +95,13 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     if let Ok(value) = HeaderValue::from_str(&traceparent) {
         headers.insert(TRACEPARENT, value);
     }
-    let status = response.status();
+    let (status, elapsed) = (response.status(), started.elapsed());
     if status.is_server_error() {
-        span.in_scope(|| {
-            tracing::error!(status = status.as_u16(), latency_ms = started.elapsed().as_millis(), "request failed")
-        });
+        span.in_scope(|| tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed"));
     }
     let (count, latency) = metrics.handles(route, &method, status);
     count.increment(1);
-    latency.record(started.elapsed().as_secs_f64());
+    latency.record(elapsed.as_secs_f64());
     response
 }
 
