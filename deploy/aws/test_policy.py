@@ -168,26 +168,25 @@ def check_log_groups_encrypted_with_retention(t):
 # ---------------------------------------------------------------- availability and data safety
 
 
+def _failed(name, rules):
+    """The messages of the rules that do not hold, each prefixed with the resource's name."""
+    return [f"{name}: {message}" for holds, message in rules if not holds]
+
+
 def check_database_multi_az_protected_and_backed_up(t):
-    out = []
     dbs = of_type(t, "AWS::RDS::DBInstance")
-    if not dbs:
-        out.append("no RDS instance")
+    out = [] if dbs else ["no RDS instance"]
     for k, p in dbs.items():
-        if value(t, p.get("Engine")) != "postgres":
-            out.append(f"{k}: not PostgreSQL")
-        if not true(t, p.get("MultiAZ")):
-            out.append(f"{k}: not Multi-AZ")
-        if not true(t, p.get("DeletionProtection")):
-            out.append(f"{k}: no deletion protection")
-        if t["Resources"][k].get("DeletionPolicy") not in ("Snapshot", "Retain"):
-            out.append(f"{k}: deleted with the stack without a snapshot")
-        if not number(t, p.get("BackupRetentionPeriod")) >= 7:
-            out.append(f"{k}: backups kept under 7 days")
-        if not true(t, p.get("ManageMasterUserPassword")) or "MasterUserPassword" in p:
-            out.append(f"{k}: master password not managed in Secrets Manager")
-        if true(t, p.get("PubliclyAccessible")):
-            out.append(f"{k}: publicly accessible")
+        out += _failed(k, [
+            (value(t, p.get("Engine")) == "postgres", "not PostgreSQL"),
+            (true(t, p.get("MultiAZ")), "not Multi-AZ"),
+            (true(t, p.get("DeletionProtection")), "no deletion protection"),
+            (t["Resources"][k].get("DeletionPolicy") in ("Snapshot", "Retain"), "deleted without a snapshot"),
+            (number(t, p.get("BackupRetentionPeriod")) >= 7, "backups kept under 7 days"),
+            (true(t, p.get("ManageMasterUserPassword")) and "MasterUserPassword" not in p,
+             "master password not managed in Secrets Manager"),
+            (not true(t, p.get("PubliclyAccessible")), "publicly accessible"),
+        ])
     targets = [n for p in of_type(t, "AWS::RDS::DBProxyTargetGroup").values()
                for n in map(ref, p.get("DBInstanceIdentifiers", []))]
     out += [f"{k}: not behind the RDS Proxy" for k in dbs if k not in targets]
@@ -195,15 +194,14 @@ def check_database_multi_az_protected_and_backed_up(t):
 
 
 def check_cache_multi_az_with_failover(t):
-    out = []
     groups = of_type(t, "AWS::ElastiCache::ReplicationGroup")
-    if not groups:
-        out.append("no ElastiCache replication group")
+    out = [] if groups else ["no ElastiCache replication group"]
     for k, p in groups.items():
-        if not true(t, p.get("MultiAZEnabled")) or not true(t, p.get("AutomaticFailoverEnabled")):
-            out.append(f"{k}: no Multi-AZ automatic failover")
-        if not number(t, p.get("NumCacheClusters", 1)) >= 2:
-            out.append(f"{k}: no replica")
+        out += _failed(k, [
+            (true(t, p.get("MultiAZEnabled")) and true(t, p.get("AutomaticFailoverEnabled")),
+             "no Multi-AZ automatic failover"),
+            (number(t, p.get("NumCacheClusters", 1)) >= 2, "no replica"),
+        ])
     return out
 
 
