@@ -1,10 +1,12 @@
 //! The command line. Every option also reads an environment variable, so the same binary is
-//! configured by flags on a laptop and by the environment in a container or on Lambda.
+//! configured by flags on a laptop and by the environment in a container.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::backends::BackendArgs;
+use crate::server::{self, ServerConfig};
 use crate::telemetry::LogFormat;
 
 /// cashflow: a merchant's ledger and daily consolidated balance.
@@ -35,6 +37,39 @@ pub struct AuthArgs {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
     pub token_ttl_secs: u64,
+}
+
+/// How long the HTTP server waits for slow clients, and how many it keeps ([`ServerConfig`]).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Seconds a request's header may take to arrive, from the connection's accept or from the
+    /// header's first byte.
+    #[arg(long, env = "CASHFLOW_HTTP_HEADER_TIMEOUT_SECS", default_value_t = server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "CASHFLOW_HTTP_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = server::DEFAULT_KEEP_ALIVE_TIMEOUT.as_secs())]
+    pub http_keep_alive_timeout_secs: u64,
+
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, env = "CASHFLOW_HTTP_BODY_TIMEOUT_SECS", default_value_t = server::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    pub http_body_timeout_secs: u64,
+
+    /// Open connections per process; past it, new connections are closed at once.
+    #[arg(long, env = "CASHFLOW_HTTP_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
+}
+
+impl HttpArgs {
+    /// The server's settings.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(self.http_keep_alive_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.http_body_timeout_secs),
+            max_connections: self.http_max_connections,
+        }
+    }
 }
 
 /// The commands.
@@ -69,6 +104,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub backends: BackendArgs,
 
     #[command(flatten)]
@@ -85,6 +123,9 @@ pub struct LedgerArgs {
     /// Address to listen on.
     #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     #[command(flatten)]
     pub backends: BackendArgs,
@@ -105,6 +146,9 @@ pub struct RelayArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub backends: BackendArgs,
 }
 
@@ -114,6 +158,9 @@ pub struct ConsolidatorArgs {
     /// Address to listen on.
     #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Serve the reports API only, without consuming the queue: a replica that keeps reports
     /// available while the consuming consolidator is down or redeployed. With the in-process

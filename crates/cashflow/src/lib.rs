@@ -6,12 +6,14 @@
 //! # Layout
 //! - [`cli`]: the command line (clap), every flag with its environment variable.
 //! - [`backends`]: the stores, queue and cache, chosen by URL.
-//! - [`app`]: composes the services into one [`app::Application`] (`serve`).
-//! - [`processes`]: the split deployment (`ledger`, `relay`, `consolidator`).
-//! - [`server`]: the HTTP server, one single-threaded runtime per core.
+//! - [`app`]: the composition root: builds the parts of a process ([`app::Parts`]) and runs
+//!   them ([`app::Process`]); [`app::Application`] is every part (`serve`).
+//! - [`processes`]: `serve` and the split deployment (`ledger`, `relay`, `consolidator`): which
+//!   parts each runs.
+//! - [`server`]: the HTTP server, one single-threaded runtime per core, with the timeouts and
+//!   the connection cap that hold against slow clients.
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
-//! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
-//!   first-start demo.
+//! - [`commands`]: dispatch, and `merchant create`, `client create`, `user create`, `migrate`.
 //! - [`telemetry`]: logs and their format.
 
 pub mod app;
