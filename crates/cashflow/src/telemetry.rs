@@ -71,14 +71,22 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub struct Description {
     pub name: &'static str,
+    /// The label names its series carry (none: one series per process).
+    pub labels: &'static [&'static str],
     pub kind: Kind,
     /// `Count` for things counted (events, messages, connections): the name says which.
     pub unit: Unit,
     pub help: &'static str,
 }
 
-const fn describe(name: &'static str, kind: Kind, unit: Unit, help: &'static str) -> Description {
-    Description { name, kind, unit, help }
+const fn describe(
+    name: &'static str,
+    labels: &'static [&'static str],
+    kind: Kind,
+    unit: Unit,
+    help: &'static str,
+) -> Description {
+    Description { name, labels, kind, unit, help }
 }
 
 /// Every metric any process emits. Names follow Prometheus practice: base units in the name
@@ -86,114 +94,133 @@ const fn describe(name: &'static str, kind: Kind, unit: Unit, help: &'static str
 pub const DESCRIPTIONS: &[Description] = &[
     describe(
         "cashflow_http_requests_total",
+        &["method", "route", "status"],
         Kind::Counter,
         Unit::Count,
         "HTTP requests answered, by method, route template and status.",
     ),
     describe(
         "cashflow_http_request_duration_seconds",
+        &["method", "route", "status"],
         Kind::Histogram,
         Unit::Seconds,
         "Time from receiving a request to its response head, by method, route template and status.",
     ),
     describe(
         "cashflow_ledger_write_batch_entries",
+        &[],
         Kind::Histogram,
         Unit::Count,
         "Entries committed per ledger write transaction (concurrent writes share one commit).",
     ),
     describe(
         "cashflow_outbox_backlog_events",
+        &[],
         Kind::Gauge,
         Unit::Count,
         "Events committed by the ledger and not yet published to the queue.",
     ),
     describe(
         "cashflow_outbox_oldest_age_seconds",
+        &[],
         Kind::Gauge,
         Unit::Seconds,
         "Age of the oldest unpublished outbox event; 0 when the outbox is empty.",
     ),
     describe(
         "cashflow_queue_messages",
+        &[],
         Kind::Gauge,
         Unit::Count,
         "Messages in the queue, visible or leased to a consumer.",
     ),
     describe(
         "cashflow_queue_dead_letter_messages",
+        &[],
         Kind::Gauge,
         Unit::Count,
         "Messages moved to the dead-letter queue after too many receives; each needs an operator.",
     ),
     describe(
         "cashflow_events_published_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Outbox events published to the queue by the relay (a republish counts again).",
     ),
     describe(
         "cashflow_relay_failures_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Relay publish attempts that failed; the events stay in the outbox and are retried.",
     ),
     describe(
         "cashflow_events_applied_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Events applied to the daily totals for the first time.",
     ),
     describe(
         "cashflow_events_duplicate_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Deliveries of events already applied, acknowledged without effect.",
     ),
     describe(
         "cashflow_events_rejected_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Events the consolidation refused (e.g. a currency other than the merchant's).",
     ),
     describe(
         "cashflow_events_poison_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Messages that are not valid events; left to the queue's dead-letter policy.",
     ),
     describe(
         "cashflow_consolidation_failures_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Consumer batches that failed (store or queue down); their messages are redelivered.",
     ),
     describe(
         "cashflow_consolidation_lag_seconds",
+        &[],
         Kind::Histogram,
         Unit::Seconds,
         "Time from the ledger's commit of an entry to its effect committed in the daily totals.",
     ),
     describe(
         "cashflow_report_cache_hits_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Daily balance reads answered from the report cache.",
     ),
     describe(
         "cashflow_report_cache_misses_total",
+        &[],
         Kind::Counter,
         Unit::Count,
         "Daily balance reads computed from the consolidation store.",
     ),
     describe(
         "cashflow_db_pool_connections",
+        &["pool", "state"],
         Kind::Gauge,
         Unit::Count,
         "Database pool connections, by pool and state (idle, in_use).",
     ),
     describe(
         "cashflow_dependency_up",
+        &["dependency"],
         Kind::Gauge,
         Unit::Count,
         "1 when the dependency answered this process's readiness probe at the last scrape, 0 when not.",
@@ -238,7 +265,7 @@ fn register(descriptions: &[Description]) {
         match d.kind {
             Kind::Counter => {
                 metrics::describe_counter!(d.name, d.unit, d.help);
-                if d.name != "cashflow_http_requests_total" {
+                if d.labels.is_empty() {
                     metrics::counter!(d.name).increment(0);
                 }
             }
