@@ -174,7 +174,7 @@ pub const DESCRIPTIONS: &[Description] = &[
         &[],
         Kind::Counter,
         Unit::Count,
-        "Events the consolidation refused (e.g. a currency other than the merchant's).",
+        "Events that would overflow a day's totals: not applied, left for the dead-letter queue.",
     ),
     describe(
         "cashflow_events_poison_total",
