@@ -11,6 +11,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 obs="$root/deploy/observability"
+bin="${1:-}"
+# An absolute path: the script works from deploy/observability.
+[ -n "$bin" ] && bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 cd "$obs"
 
 # Metrics that another branch adds and this one's binary does not emit yet. The lead empties
@@ -44,7 +47,6 @@ PY
 promtool check rules "$work/dashboard-rules.yml"
 
 echo "== live scrape of cashflow serve"
-bin="${1:-}"
 if [ -z "$bin" ]; then
   (cd "$root" && cargo build -q -p cashflow)
   bin="$root/target/debug/cashflow"
