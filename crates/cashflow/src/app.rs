@@ -373,7 +373,7 @@ impl Gauges {
         let mut pools = Vec::new();
         if let Some(ledger) = &self.ledger {
             if let Ok(backlog) = ledger.outbox_backlog().await {
-                metrics::gauge!("cashflow_outbox_backlog").set(backlog.count as f64);
+                metrics::gauge!("cashflow_outbox_backlog_events").set(backlog.count as f64);
                 let age =
                     backlog.oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
                 metrics::gauge!("cashflow_outbox_oldest_age_seconds").set(age);
@@ -390,7 +390,10 @@ impl Gauges {
         }
         if let Some(queue) = &self.queue {
             if let Ok(Some(depth)) = queue.depth().await {
-                metrics::gauge!("cashflow_queue_depth").set(depth as f64);
+                metrics::gauge!("cashflow_queue_messages").set(depth as f64);
+            }
+            if let Ok(Some(dead)) = queue.dead_letter_depth().await {
+                metrics::gauge!("cashflow_queue_dead_letter_messages").set(dead as f64);
             }
         }
     }

@@ -248,6 +248,10 @@ impl EventSource for EmbeddedQueue {
             sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&self.pool).await.map_err(unavailable)?;
         Ok(Some(u64::try_from(n).unwrap_or(0)))
     }
+
+    async fn dead_letter_depth(&self) -> Result<Option<u64>, QueueError> {
+        self.dead_letter_count().await.map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -323,6 +327,7 @@ mod tests {
         assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
         assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty());
         assert_eq!(q.dead_letter_count().await.unwrap(), 1);
+        assert_eq!(q.dead_letter_depth().await.unwrap(), Some(1), "the port reports what the table holds");
         assert_eq!(q.depth().await.unwrap(), Some(0));
     }
 

@@ -54,4 +54,10 @@ pub trait EventSource: Send + Sync + 'static {
     /// Messages waiting (visible or leased), for metrics and the benchmark; `None` when the
     /// backend cannot tell cheaply.
     async fn depth(&self) -> Result<Option<u64>, QueueError>;
+
+    /// Messages in the dead-letter queue, for metrics and alerts; `None` when the backend
+    /// cannot tell (the default).
+    async fn dead_letter_depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }

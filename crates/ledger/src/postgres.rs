@@ -323,7 +323,7 @@ async fn run_writer(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<WriteReques
 
 /// Writes `batch` and answers every request once its outcome is committed, leaving `batch` empty.
 async fn write_batch(pool: &PgPool, batch: &mut Vec<WriteRequest>) {
-    metrics::histogram!("cashflow_ledger_write_batch_size").record(batch.len() as f64);
+    metrics::histogram!("cashflow_ledger_write_batch_entries").record(batch.len() as f64);
     let answers = match pool.acquire().await {
         Ok(mut conn) => write_on(&mut conn, batch).await,
         Err(e) => {

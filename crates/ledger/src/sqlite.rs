@@ -294,7 +294,7 @@ fn run_writer(mut conn: Connection, mut requests: mpsc::Receiver<WriteRequest>) 
 /// Commits `batch` in one transaction and answers every request once the commit returned,
 /// leaving `batch` empty.
 fn write_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
-    metrics::histogram!("cashflow_ledger_write_batch_size").record(batch.len() as f64);
+    metrics::histogram!("cashflow_ledger_write_batch_entries").record(batch.len() as f64);
     match commit(conn, batch.iter().map(|r| &r.op)) {
         Ok(results) => {
             for (request, result) in batch.drain(..).zip(results) {
