@@ -14,7 +14,8 @@ use cashflow_consolidation::{
     SqliteConsolidationStore,
 };
 use cashflow_db::Backend;
-use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig, EventPublisher, EventSource, SqsConfig, SqsQueue};
+use cashflow_events::{EventPublisher, EventSource};
+use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig, SqsConfig, SqsQueue};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
 
 /// Where each backend lives.

@@ -44,7 +44,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 use tokio::task::JoinSet;
 
-use crate::queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
 
 /// The AWS crates this adapter is built on, so that callers can build an [`aws_config::SdkConfig`]
 /// or an [`aws_sdk_sqs::Client`] without depending on matching versions themselves.
@@ -267,7 +267,7 @@ impl SqsQueue {
             .message_attributes(EVENT_ID_ATTRIBUTE, attribute);
         // The producing request's trace context, where tracing tools (X-Ray, OpenTelemetry)
         // look for it.
-        if let Some(traceparent) = crate::Event::trace_of(&message.body) {
+        if let Some(traceparent) = cashflow_events::Event::trace_of(&message.body) {
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(traceparent)

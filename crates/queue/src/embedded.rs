@@ -25,7 +25,7 @@ use chrono::Utc;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::Notify;
 
-use crate::queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
     cashflow_db::MigrationSource {

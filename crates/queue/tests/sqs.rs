@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cashflow_domain::EventId;
-use cashflow_events::sqs::aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use cashflow_events::sqs::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use cashflow_events::sqs::aws_sdk_sqs::{self, Client};
-use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, SqsConfig, SqsQueue};
+use cashflow_queue::sqs::aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use cashflow_queue::sqs::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use cashflow_queue::sqs::aws_sdk_sqs::{self, Client};
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage};
+use cashflow_queue::{SqsConfig, SqsQueue};
 
 fn endpoint() -> String {
     std::env::var("CASHFLOW_TEST_SQS_ENDPOINT").expect("CASHFLOW_TEST_SQS_ENDPOINT names the SQS emulator")
@@ -21,8 +22,8 @@ fn endpoint() -> String {
 
 /// Dummy credentials and region in the client's own configuration: no process-wide
 /// environment, which tests running in parallel would race on.
-fn sdk_config(endpoint: Option<String>) -> cashflow_events::sqs::aws_config::SdkConfig {
-    let mut builder = cashflow_events::sqs::aws_config::SdkConfig::builder()
+fn sdk_config(endpoint: Option<String>) -> cashflow_queue::sqs::aws_config::SdkConfig {
+    let mut builder = cashflow_queue::sqs::aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(Credentials::new(
