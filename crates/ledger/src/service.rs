@@ -75,7 +75,7 @@ impl Ledger {
             EventBody::MerchantRegistered(MerchantRegistered {
                 merchant_id: merchant.id,
                 currency,
-                time_zone: time_zone.name().to_owned(),
+                time_zone,
             }),
         );
         self.store.create_merchant(&merchant, &event).await?;
