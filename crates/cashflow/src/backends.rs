@@ -15,8 +15,8 @@ use cashflow_consolidation::{
 };
 use cashflow_db::Backend;
 use cashflow_events::{EventPublisher, EventSource};
-use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig, SqsConfig, SqsQueue};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
+use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig, SqsConfig, SqsQueue};
 
 /// Where each backend lives.
 #[derive(Debug, Clone, clap::Args)]

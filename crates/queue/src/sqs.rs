@@ -38,8 +38,8 @@ use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use tokio::task::JoinSet;
@@ -376,6 +376,29 @@ impl SqsQueue {
         }
     }
 
+    /// Ends the lease of one batch of at most ten receipts. No retry: a message whose release
+    /// failed reappears after its visibility timeout anyway.
+    async fn release_batch(self, entries: Vec<ChangeMessageVisibilityBatchRequestEntry>) -> Result<(), QueueError> {
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.config.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sdk_error("ChangeMessageVisibilityBatch", &e))?;
+        // A receipt whose lease already ended (the message was received again) releases nothing.
+        let failed: Vec<&BatchResultErrorEntry> = out
+            .failed()
+            .iter()
+            .filter(|f| !matches!(f.code(), "ReceiptHandleIsInvalid" | "MessageNotInflight"))
+            .collect();
+        match failed.first() {
+            None => Ok(()),
+            Some(first) => Err(entry_error("ChangeMessageVisibilityBatch", first, failed.len())),
+        }
+    }
+
     /// One `ReceiveMessage` call.
     async fn receive_once(self, max: usize, wait_seconds: i32) -> Result<Vec<Delivery>, QueueError> {
         let out = self
@@ -467,6 +490,31 @@ impl EventSource for SqsQueue {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             batches.push(self.clone().delete_batch(entries));
+        }
+        all_or_error(run_concurrently(self.config.max_concurrent_requests, batches).await)
+    }
+
+    /// `ChangeMessageVisibilityBatch` to 0 seconds; SQS keeps the receive count, so the redrive
+    /// policy still dead-letters a message that is released every time.
+    #[tracing::instrument(skip_all, fields(count = receipts.len()))]
+    async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<&String> = receipts.iter().filter(|r| seen.insert(r.as_str())).collect();
+        let mut batches = Vec::with_capacity(unique.len().div_ceil(MAX_BATCH));
+        for chunk in unique.chunks(MAX_BATCH) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt.as_str())
+                        .visibility_timeout(0)
+                        .build()
+                        .map_err(build_error)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            batches.push(self.clone().release_batch(entries));
         }
         all_or_error(run_concurrently(self.config.max_concurrent_requests, batches).await)
     }
