@@ -324,6 +324,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        println!("converged {:?} after the store came back", back.elapsed());
         let (_, days) = store
             .days(merchant, BusinessDate::parse("2026-11-23").unwrap(), BusinessDate::parse("2026-11-23").unwrap())
             .await

@@ -60,7 +60,9 @@ const DEAD_LETTER_ONE_COPY: &str =
 
 /// Hands a leased message back: visible now, receive count kept (see `EventSource::release`).
 /// The receive count in the receipt makes a stale receipt release nothing.
-const RELEASE: &str = "UPDATE messages SET visible_at = ?1 WHERE id = ?2 AND receive_count = ?3";
+const RELEASE: &str = "UPDATE messages SET visible_at = ?3 WHERE id = ?1 AND receive_count = ?2";
+/// Deletes an acknowledged message, unless the receipt is stale (the same check).
+const ACK: &str = "DELETE FROM messages WHERE id = ?1 AND receive_count = ?2";
 
 /// A publish is on disk before it returns.
 const DURABLE_SYNC: &str = "PRAGMA synchronous = FULL";
@@ -138,6 +140,33 @@ impl EmbeddedQueue {
     pub async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Runs `sql` once per receipt in one transaction: `?1` the message id, `?2` the receive
+    /// count of the receipt, `?3` `now` when given.
+    async fn per_receipt(&self, receipts: &[String], sql: &'static str, now: Option<i64>) -> Result<(), QueueError> {
+        let pairs = parse_receipts(receipts);
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .run(move |conn| {
+                conn.execute_batch(LAZY_SYNC)?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut statement = tx.prepare_cached(sql)?;
+                    for (id, count) in &pairs {
+                        match now {
+                            Some(now) => statement.execute(params![id, count, now])?,
+                            None => statement.execute(params![id, count])?,
+                        };
+                    }
+                }
+                tx.commit()
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     async fn try_receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
@@ -258,52 +287,11 @@ impl EventSource for EmbeddedQueue {
     }
 
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        let pairs = parse_receipts(receipts);
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        self.writer
-            .run(move |conn| {
-                conn.execute_batch(LAZY_SYNC)?;
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receive_count = ?2")?;
-                    for (id, count) in &pairs {
-                        delete.execute(params![id, count])?;
-                    }
-                }
-                tx.commit()
-            })
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
-        Ok(())
+        self.per_receipt(receipts, ACK, None).await
     }
 
     async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let pairs = parse_receipts(receipts);
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        let now = Utc::now().timestamp_micros();
-        self.writer
-            .run(move |conn| {
-                conn.execute_batch(LAZY_SYNC)?;
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut release = tx.prepare_cached(RELEASE)?;
-                    for (id, count) in &pairs {
-                        release.execute(params![now, id, count])?;
-                    }
-                }
-                tx.commit()
-            })
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
+        self.per_receipt(receipts, RELEASE, Some(Utc::now().timestamp_micros())).await?;
         // A consumer waiting in this process may take them at once.
         self.published.notify_waiters();
         Ok(())

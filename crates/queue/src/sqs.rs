@@ -474,49 +474,26 @@ impl EventSource for SqsQueue {
 
     #[tracing::instrument(skip_all, fields(count = receipts.len()))]
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let mut seen = HashSet::new();
-        let unique: Vec<&String> = receipts.iter().filter(|r| seen.insert(r.as_str())).collect();
-        let mut batches = Vec::with_capacity(unique.len().div_ceil(MAX_BATCH));
-        for chunk in unique.chunks(MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, receipt)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt.as_str())
-                        .build()
-                        .map_err(build_error)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            batches.push(self.clone().delete_batch(entries));
-        }
-        all_or_error(run_concurrently(self.config.max_concurrent_requests, batches).await)
+        let batches = receipt_batches(receipts, |id, receipt| {
+            DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(receipt).build()
+        })?;
+        let requests = batches.into_iter().map(|entries| self.clone().delete_batch(entries)).collect();
+        all_or_error(run_concurrently(self.config.max_concurrent_requests, requests).await)
     }
 
     /// `ChangeMessageVisibilityBatch` to 0 seconds; SQS keeps the receive count, so the redrive
     /// policy still dead-letters a message that is released every time.
     #[tracing::instrument(skip_all, fields(count = receipts.len()))]
     async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let mut seen = HashSet::new();
-        let unique: Vec<&String> = receipts.iter().filter(|r| seen.insert(r.as_str())).collect();
-        let mut batches = Vec::with_capacity(unique.len().div_ceil(MAX_BATCH));
-        for chunk in unique.chunks(MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, receipt)| {
-                    ChangeMessageVisibilityBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt.as_str())
-                        .visibility_timeout(0)
-                        .build()
-                        .map_err(build_error)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            batches.push(self.clone().release_batch(entries));
-        }
-        all_or_error(run_concurrently(self.config.max_concurrent_requests, batches).await)
+        let batches = receipt_batches(receipts, |id, receipt| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .build()
+        })?;
+        let requests = batches.into_iter().map(|entries| self.clone().release_batch(entries)).collect();
+        all_or_error(run_concurrently(self.config.max_concurrent_requests, requests).await)
     }
 
     #[tracing::instrument(skip_all, fields(queue_url = %self.config.queue_url))]
@@ -543,6 +520,22 @@ impl EventSource for SqsQueue {
         }
         Ok(Some(total))
     }
+}
+
+/// The distinct receipts as batch entries, at most [`MAX_BATCH`] a batch, each entry's id its
+/// index in its batch (ids must be distinct within a batch).
+fn receipt_batches<T>(
+    receipts: &[String],
+    entry: impl Fn(String, &str) -> Result<T, aws_sdk_sqs::error::BuildError>,
+) -> Result<Vec<Vec<T>>, QueueError> {
+    let mut seen = HashSet::new();
+    let unique: Vec<&String> = receipts.iter().filter(|r| seen.insert(r.as_str())).collect();
+    unique
+        .chunks(MAX_BATCH)
+        .map(|chunk| {
+            chunk.iter().enumerate().map(|(i, receipt)| entry(i.to_string(), receipt).map_err(build_error)).collect()
+        })
+        .collect()
 }
 
 /// A received message as a [`Delivery`]; `None` for a message without a receipt handle, which
