@@ -185,7 +185,7 @@ pub async fn consolidation_ceiling(
                 EventBody::MerchantRegistered(MerchantRegistered {
                     merchant_id: *m,
                     currency: Currency::BRL,
-                    time_zone: MerchantTimeZone::DEFAULT.name().to_owned(),
+                    time_zone: MerchantTimeZone::DEFAULT,
                 }),
             )
         })

@@ -14,8 +14,9 @@ use cashflow_consolidation::{
     SqliteConsolidationStore,
 };
 use cashflow_db::Backend;
-use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig, EventPublisher, EventSource, SqsConfig, SqsQueue};
+use cashflow_events::{EventPublisher, EventSource};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
+use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig, SqsConfig, SqsQueue};
 
 /// Default of `--data-dir`.
 pub const DEFAULT_DATA_DIR: &str = "./cashflow-data";

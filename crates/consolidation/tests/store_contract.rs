@@ -110,7 +110,7 @@ fn registration(merchant: MerchantId, occurred_at: DateTime<Utc>) -> Event {
         EventBody::MerchantRegistered(MerchantRegistered {
             merchant_id: merchant,
             currency: Currency::BRL,
-            time_zone: "America/Sao_Paulo".into(),
+            time_zone: cashflow_domain::MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
         }),
     )
 }

@@ -72,11 +72,7 @@ impl Ledger {
         let merchant = Merchant { id: MerchantId::new(), name, currency, time_zone, created_at: now() };
         let event = Event::new(
             merchant.created_at,
-            EventBody::MerchantRegistered(MerchantRegistered {
-                merchant_id: merchant.id,
-                currency,
-                time_zone: time_zone.name().to_owned(),
-            }),
+            EventBody::MerchantRegistered(MerchantRegistered { merchant_id: merchant.id, currency, time_zone }),
         );
         self.store.create_merchant(&merchant, &event).await?;
         self.outbox_written.notify_one();
