@@ -319,4 +319,11 @@ mod tests {
         h.insert(header::ACCEPT, HeaderValue::from_static("text/csvx"));
         assert!(!wants_csv(&h));
     }
+
+    #[test]
+    fn a_corrupt_store_row_is_a_500_problem() {
+        let response = ApiError::Store(StoreError::Corrupt("total_credits: not an integer".into())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+    }
 }

@@ -38,7 +38,9 @@ use uuid::Uuid;
 use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
-use crate::store::{first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
+use crate::store::{
+    corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError,
+};
 
 /// The consolidation's schema, embedded in the binary.
 pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
@@ -68,10 +70,6 @@ impl std::fmt::Debug for PostgresConsolidationStore {
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 /// The instant as stored: whole microseconds, rounded down like the SQLite store's.

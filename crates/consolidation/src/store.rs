@@ -17,6 +17,11 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// A row that does not decode (`what` names the column) as a [`StoreError::Corrupt`].
+pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
 /// What consolidation knows of a merchant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MerchantBooks {
