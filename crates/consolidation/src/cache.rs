@@ -12,42 +12,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
 
 use cashflow_domain::{BusinessDate, MerchantId};
 
-use crate::api::DailyBalanceResponse;
-
-/// A daily report as the API sends it: its JSON, serialized once when the report is computed.
-/// A cache hit is then answered without building, copying or serializing anything (a clone is
-/// a reference count), which on the hottest read of the system is most of the handler's work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CachedReport(Bytes);
-
-impl CachedReport {
-    /// Serializes `report`.
-    pub fn of(report: &DailyBalanceResponse) -> Result<Self, serde_json::Error> {
-        serde_json::to_vec(report).map(|json| Self(json.into()))
-    }
-
-    /// A report stored as JSON elsewhere (Redis), if it is one this version can serve.
-    pub fn from_json(json: String) -> Option<Self> {
-        serde_json::from_str::<DailyBalanceResponse>(&json).ok().map(|_| Self(json.into()))
-    }
-
-    /// The JSON, as sent.
-    pub fn json(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl IntoResponse for CachedReport {
-    fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
-    }
-}
+use crate::report::CachedReport;
 
 /// A cache answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +176,7 @@ impl ReportCache for NoCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::DailyBalanceResponse;
 
     fn report(net: &str) -> CachedReport {
         CachedReport::of(&DailyBalanceResponse {
