@@ -12,8 +12,9 @@
 //!   server clock in microseconds, so it never comes back as a value it had before.
 //! - `{prefix}:{epoch}:m:{merchant}:days`: one hash per merchant. Field `gen` is the merchant's
 //!   generation; every other field is a date (`YYYY-MM-DD`) holding the JSON of a
-//!   [`DailyBalanceResponse`](crate::report::DailyBalanceResponse). The TTL is set when the hash is created and never extended, so no
-//!   cached report is older than the TTL, whatever else goes wrong. `gen` also starts from the
+//!   [`DailyBalanceResponse`](crate::report::DailyBalanceResponse). The TTL is set when the
+//!   hash is created and never extended, so no cached report is older than the TTL, whatever
+//!   else goes wrong. `gen` also starts from the
 //!   server clock in microseconds and only grows (`HINCRBY`) until the hash goes away; a new
 //!   hash starts from a later clock, so a generation never repeats.
 //!

@@ -11,12 +11,10 @@ use sqlx::Row;
 
 use cashflow_db::rusqlite::{self, params, Connection, OptionalExtension, TransactionBehavior};
 use cashflow_db::SqliteThread;
-use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
+use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
-use crate::store::{
-    corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError,
-};
+use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
@@ -52,7 +50,7 @@ impl SqliteConsolidationStore {
 
 /// What applying a batch decided: each distinct event's outcome, and per merchant the earliest
 /// day whose totals changed.
-type Applied = (HashMap<EventId, Outcome>, BTreeMap<MerchantId, BusinessDate>);
+type Applied = (HashMap<EventId, ApplyOutcome>, BTreeMap<MerchantId, BusinessDate>);
 
 /// Applies a batch in one transaction on the writer's connection.
 ///
@@ -63,7 +61,7 @@ type Applied = (HashMap<EventId, Outcome>, BTreeMap<MerchantId, BusinessDate>);
 fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusqlite::Error> {
     // IMMEDIATE: the transaction reads before it writes, and must not have to upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
+    let mut outcomes: HashMap<EventId, ApplyOutcome> = HashMap::new();
     let mut applied_ids: Vec<String> = Vec::new();
     let mut merchants: BTreeMap<MerchantId, (Currency, i64)> = BTreeMap::new();
     // Each touched day: its totals as stored, then with this batch's postings.
@@ -78,7 +76,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
         for event in first_copies(events) {
             let id = event.event_id.to_string();
             if processed.exists([&id])? {
-                outcomes.insert(event.event_id, Outcome::Duplicate);
+                outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
                 continue;
             }
             match &event.body {
@@ -110,7 +108,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                         // Not applied, so not processed: a redelivery is tried again (and ends
                         // in the dead-letter queue) instead of passing for a duplicate.
                         tracing::error!(event_id = %event.event_id, "posting would overflow the day's totals; rejected");
-                        outcomes.insert(event.event_id, Outcome::Rejected);
+                        outcomes.insert(event.event_id, ApplyOutcome::Rejected);
                         continue;
                     }
                     *totals = posted;
@@ -122,7 +120,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                         .or_insert(e.business_date);
                 }
             }
-            outcomes.insert(event.event_id, Outcome::Applied);
+            outcomes.insert(event.event_id, ApplyOutcome::Applied);
             applied_ids.push(id);
         }
     }
