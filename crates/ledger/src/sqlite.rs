@@ -6,7 +6,7 @@
 //! them in groups (group commit, [`crate::group_commit`]): it drains a bounded queue of pending
 //! requests, applies up to [`MAX_BATCH`] of them in one transaction, and answers each caller
 //! only after the `COMMIT` returned. Reads use their own (sqlx) pool and never block the writer
-//! (WAL).
+//! (WAL); a stored value that does not decode is [`StoreError::Corrupt`], never a panic.
 //!
 //! The writer drives SQLite synchronously (rusqlite) on a thread of its own, binding each row
 //! with a cached prepared statement: a whole group costs one hand-over between threads, where
@@ -121,20 +121,22 @@ struct EntryRow {
 }
 
 impl EntryRow {
-    fn of_sqlx(row: &SqliteRow) -> Self {
-        Self {
-            id: row.get("id"),
-            merchant_id: row.get("merchant_id"),
-            kind: row.get("type"),
-            amount_minor: row.get("amount_minor"),
-            currency: row.get("currency"),
-            description: row.get("description"),
-            category: row.get("category"),
-            occurred_at: row.get("occurred_at"),
-            business_date: row.get("business_date"),
-            recorded_at: row.get("recorded_at"),
-            reversal_of: row.get("reversal_of"),
-        }
+    /// A decode failure (a value of the wrong type in a column) is [`StoreError::Corrupt`],
+    /// never a panic: SQLite lets any value into any column of these (non-`STRICT`) tables.
+    fn of_sqlx(row: &SqliteRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            merchant_id: column(row, "merchant_id")?,
+            kind: column(row, "type")?,
+            amount_minor: column(row, "amount_minor")?,
+            currency: column(row, "currency")?,
+            description: column(row, "description")?,
+            category: column(row, "category")?,
+            occurred_at: column(row, "occurred_at")?,
+            business_date: column(row, "business_date")?,
+            recorded_at: column(row, "recorded_at")?,
+            reversal_of: column(row, "reversal_of")?,
+        })
     }
 
     fn of_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
@@ -170,17 +172,25 @@ impl EntryRow {
     }
 }
 
+/// A column of a row read by sqlx; a value that does not decode is [`StoreError::Corrupt`].
+fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(corrupt(name))
+}
+
 fn entry_from_row(row: &SqliteRow) -> Result<Entry, StoreError> {
-    EntryRow::of_sqlx(row).parse()
+    EntryRow::of_sqlx(row)?.parse()
 }
 
 fn merchant_from_row(row: &SqliteRow) -> Result<Merchant, StoreError> {
     Ok(Merchant {
-        id: MerchantId::parse(row.get("id")).map_err(corrupt("id"))?,
-        name: MerchantName::parse(row.get("name")).map_err(corrupt("name"))?,
-        currency: Currency::parse(row.get("currency")).map_err(corrupt("currency"))?,
-        time_zone: MerchantTimeZone::parse(row.get("time_zone")).map_err(corrupt("time_zone"))?,
-        created_at: micros_to_time(row.get("created_at"))?,
+        id: MerchantId::parse(column(row, "id")?).map_err(corrupt("id"))?,
+        name: MerchantName::parse(column(row, "name")?).map_err(corrupt("name"))?,
+        currency: Currency::parse(column(row, "currency")?).map_err(corrupt("currency"))?,
+        time_zone: MerchantTimeZone::parse(column(row, "time_zone")?).map_err(corrupt("time_zone"))?,
+        created_at: micros_to_time(column(row, "created_at")?)?,
     })
 }
 
@@ -512,9 +522,9 @@ impl LedgerStore for SqliteLedgerStore {
             .fetch_one(&self.reader)
             .await
             .map_err(unavailable)?;
-        let oldest: Option<i64> = row.get("oldest");
+        let oldest: Option<i64> = column(&row, "oldest")?;
         Ok(OutboxBacklog {
-            count: u64::try_from(row.get::<i64, _>("n")).unwrap_or(0),
+            count: u64::try_from(column::<i64>(&row, "n")?).unwrap_or(0),
             oldest: oldest.map(micros_to_time).transpose()?,
         })
     }
