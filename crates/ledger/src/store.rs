@@ -1,5 +1,5 @@
-//! The ledger's storage port. SQLite implements it here; Postgres is a second implementation
-//! of the same trait, chosen by URL.
+//! The ledger's storage port, owned by the use cases ([`crate::service`]). [`crate::sqlite`]
+//! (embedded) and [`crate::postgres`] (RDS) implement it, chosen by URL.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
