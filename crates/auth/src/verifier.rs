@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -79,8 +79,8 @@ impl VerifierConfig {
 /// Verifies JWT access tokens against a JWKS.
 pub struct JwtVerifier {
     config: VerifierConfig,
-    /// Swapped whole by [`JwtVerifier::set_jwks`] when the issuer rotates its keys.
-    keys: RwLock<Arc<[VerificationKey]>>,
+    /// The keys of the JWKS the verifier was built with.
+    keys: Vec<VerificationKey>,
     /// Tokens that verified, so that a client's next requests skip the signature check.
     cache: Mutex<TokenCache>,
 }
@@ -89,9 +89,6 @@ pub struct JwtVerifier {
 /// usable tokens).
 #[derive(Default)]
 struct TokenCache {
-    /// Bumped by every key rotation: a verification that started under the old keys and ends
-    /// after the rotation is not cached.
-    generation: u64,
     entries: HashMap<[u8; 32], CachedToken>,
 }
 
@@ -152,26 +149,13 @@ impl JwtVerifier {
             return Err(AuthError::Config("issuer, audience and merchant claim must be set".into()));
         }
         let keys = key_ring(&config, &jwks)?;
-        Ok(Self { config, keys: RwLock::new(keys), cache: Mutex::new(TokenCache::default()) })
-    }
-
-    /// Replaces the key set, for an issuer that rotated its keys, and forgets every cached
-    /// verification (a removed key must stop vouching for its tokens at once). On error the
-    /// old keys stay.
-    pub fn set_jwks(&self, jwks: JwkSet) -> Result<(), AuthError> {
-        let keys = key_ring(&self.config, &jwks)?;
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache.generation = cache.generation.wrapping_add(1);
-        cache.entries.clear();
-        Ok(())
+        Ok(Self { config, keys, cache: Mutex::new(TokenCache::default()) })
     }
 
     /// Verifies the signature and every claim, without the cache.
     fn verify_uncached(&self, token: &str) -> Result<(Principal, Map<String, Value>), AuthError> {
         let header = self.header(token)?;
-        let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
-        let key = select_key(&keys, &header)?;
+        let key = select_key(&self.keys, &header)?;
 
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.config.leeway_secs;
@@ -237,8 +221,8 @@ impl JwtVerifier {
 impl TokenVerifier for JwtVerifier {
     /// A token that verified before is answered from the cache until its `exp` (plus the
     /// leeway) passes, exactly when a fresh verification would start refusing it: nothing else
-    /// a verification checks changes with time (`nbf` only gets more true), and a key rotation
-    /// empties the cache. Only successes are cached, so a bad token costs a full verification
+    /// a verification checks changes with time (`nbf` only gets more true), and the keys are fixed
+    /// when the verifier is built. Only successes are cached, so a bad token costs a full verification
     /// every time, as before.
     fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
@@ -246,7 +230,7 @@ impl TokenVerifier for JwtVerifier {
         }
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let leeway = self.config.leeway_secs;
-        let generation = {
+        {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             match cache.entries.get(&key) {
                 Some(cached) if !expired(cached.exp, now_secs(), leeway) => return Ok(cached.principal.clone()),
@@ -255,15 +239,12 @@ impl TokenVerifier for JwtVerifier {
                 }
                 None => {}
             }
-            cache.generation
-        };
+        }
         let (principal, claims) = self.verify_uncached(token)?;
         // `exp` was validated as a number of seconds; one we cannot read back is not cached.
         if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.generation == generation {
-                cache.insert(key, CachedToken { principal: principal.clone(), exp }, now_secs(), leeway);
-            }
+            cache.insert(key, CachedToken { principal: principal.clone(), exp }, now_secs(), leeway);
         }
         Ok(principal)
     }
@@ -271,18 +252,17 @@ impl TokenVerifier for JwtVerifier {
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
-        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
+        let kids: Vec<_> = self.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
         f.debug_struct("JwtVerifier").field("config", &self.config).field("kids", &kids).finish()
     }
 }
 
-fn key_ring(config: &VerifierConfig, jwks: &JwkSet) -> Result<Arc<[VerificationKey]>, AuthError> {
+fn key_ring(config: &VerifierConfig, jwks: &JwkSet) -> Result<Vec<VerificationKey>, AuthError> {
     let keys: Vec<_> = jwks.keys.iter().filter_map(|jwk| usable_key(jwk, &config.algorithms)).collect();
     if keys.is_empty() {
         return Err(AuthError::Config(format!("the key set has no signing key usable with {:?}", config.algorithms)));
     }
-    Ok(keys.into())
+    Ok(keys)
 }
 
 /// The key, if it is a signature key of a type matching an allowed algorithm.
@@ -399,7 +379,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::issuer::SigningKey;
+    use crate::key::SigningKey;
 
     const ISSUER: &str = "https://issuer.test";
     const AUDIENCE: &str = "cashflow";
@@ -789,19 +769,6 @@ mod tests {
         assert!(verifier.verify(&token).is_ok());
     }
 
-    #[test]
-    fn given_rotated_keys_when_the_jwks_is_replaced_then_new_tokens_verify_and_old_ones_do_not() {
-        let old = SigningKey::generate().unwrap();
-        let new = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![old.public_jwk()] }).unwrap();
-        let claims = claims(MerchantId::new());
-
-        verifier.set_jwks(JwkSet { keys: vec![new.public_jwk()] }).unwrap();
-
-        assert!(verifier.verify(&sign_ed(&new, &ed_header(&new), &claims)).is_ok());
-        rejected_because(verifier.verify(&sign_ed(&old, &ed_header(&old), &claims)), "unknown key id");
-    }
-
     fn cached_tokens(verifier: &JwtVerifier) -> usize {
         verifier.cache.lock().unwrap().entries.len()
     }
@@ -874,20 +841,6 @@ mod tests {
         // Then it is verified (and refused), not taken from the cache
         rejected_because(verifier.verify(&forged), "signature");
         assert_eq!(cached_tokens(&verifier), 1, "refusals are not cached");
-    }
-
-    #[test]
-    fn given_a_cached_token_when_its_key_is_rotated_out_then_it_is_rejected() {
-        let old = SigningKey::generate().unwrap();
-        let new = SigningKey::generate().unwrap();
-        let verifier = JwtVerifier::new(config(&[Algorithm::EdDSA]), JwkSet { keys: vec![old.public_jwk()] }).unwrap();
-        let token = sign_ed(&old, &ed_header(&old), &claims(MerchantId::new()));
-        verifier.verify(&token).unwrap();
-
-        verifier.set_jwks(JwkSet { keys: vec![new.public_jwk()] }).unwrap();
-
-        assert_eq!(cached_tokens(&verifier), 0);
-        rejected_because(verifier.verify(&token), "unknown key id");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The contract of [`IdentityStore`], written once and run against every backend.
+//! The contract of [`IdentityStore`] (through [`Identities`], the checks above it), written
+//! once and run against every backend.
 //!
 //! Each test body below is an `async fn` taking the store (or, when it needs to reopen the
 //! database or read it raw, the [`Harness`]); `contract!` instantiates it as `sqlite::<name>`
@@ -13,7 +14,8 @@ use argon2::Params;
 use secrecy::{ExposeSecret, SecretString};
 
 use cashflow_auth::{
-    ClientGrant, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError, UserGrant,
+    ClientGrant, Identities, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError,
+    UserGrant,
 };
 use cashflow_db::{Backend, TestDatabase};
 use cashflow_domain::MerchantId;
@@ -54,16 +56,14 @@ impl Harness {
         Self { url: db.url().to_owned(), backend: Backend::Postgres, _guard: Guard::Postgres(db) }
     }
 
-    /// A store on the database, opened like the binary does (each call opens a new one).
-    async fn open(&self) -> Arc<dyn IdentityStore> {
-        match self.backend {
-            Backend::Sqlite => {
-                Arc::new(SqliteIdentityStore::open(&self.url).await.unwrap().with_password_params(fast()))
-            }
-            Backend::Postgres => {
-                Arc::new(PostgresIdentityStore::open(&self.url).await.unwrap().with_password_params(fast()))
-            }
-        }
+    /// The identities on a store on the database, opened like the binary does (each call opens
+    /// a new one).
+    async fn open(&self) -> Arc<Identities> {
+        let rows: Arc<dyn IdentityStore> = match self.backend {
+            Backend::Sqlite => Arc::new(SqliteIdentityStore::open(&self.url).await.unwrap()),
+            Backend::Postgres => Arc::new(PostgresIdentityStore::open(&self.url).await.unwrap()),
+        };
+        Arc::new(Identities::new(rows).with_password_params(fast()))
     }
 
     /// The text column of a raw query, bypassing the store.
@@ -81,7 +81,7 @@ impl Harness {
     }
 }
 
-/// Instantiates each body for both backends. `store:` bodies take `Arc<dyn IdentityStore>`,
+/// Instantiates each body for both backends. `store:` bodies take `Arc<Identities>`,
 /// `harness:` bodies take `&Harness`.
 macro_rules! contract {
     (store: [$($s:ident),* $(,)?], harness: [$($h:ident),* $(,)?] $(,)?) => {
@@ -142,7 +142,7 @@ contract! {
 // The contract
 // ---------------------------------------------------------------------------------------------
 
-async fn a_client_authenticates_with_its_secret_and_nothing_else(store: Arc<dyn IdentityStore>) {
+async fn a_client_authenticates_with_its_secret_and_nothing_else(store: Arc<Identities>) {
     // Given a client
     let merchant = MerchantId::new();
     let scopes = Scopes::from(Scope::EntriesWrite);
@@ -165,7 +165,7 @@ async fn a_client_authenticates_with_its_secret_and_nothing_else(store: Arc<dyn 
     assert_eq!(store.authenticate_client(&other.client_id, client.client_secret.expose_secret()).await.unwrap(), None);
 }
 
-async fn client_names_are_bounded(store: Arc<dyn IdentityStore>) {
+async fn client_names_are_bounded(store: Arc<Identities>) {
     let merchant = MerchantId::new();
     for name in ["x".repeat(121), "tab\there".to_owned()] {
         let result = store.create_client(merchant, Scopes::all(), Some(&name)).await;
@@ -176,7 +176,7 @@ async fn client_names_are_bounded(store: Arc<dyn IdentityStore>) {
     store.create_client(merchant, Scopes::all(), Some(&"é".repeat(120))).await.unwrap();
 }
 
-async fn a_user_logs_in_with_the_right_password_whatever_the_case_of_the_username(store: Arc<dyn IdentityStore>) {
+async fn a_user_logs_in_with_the_right_password_whatever_the_case_of_the_username(store: Arc<Identities>) {
     // Given a user
     let merchant = MerchantId::new();
     let password = SecretString::from("correct horse");
@@ -193,7 +193,7 @@ async fn a_user_logs_in_with_the_right_password_whatever_the_case_of_the_usernam
     assert_eq!(store.authenticate_user("alice'--", "correct horse").await.unwrap(), None);
 }
 
-async fn a_username_is_taken_regardless_of_case(store: Arc<dyn IdentityStore>) {
+async fn a_username_is_taken_regardless_of_case(store: Arc<Identities>) {
     store.create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all()).await.unwrap();
 
     for username in ["alice", "ALICE", "Alice"] {
@@ -205,7 +205,7 @@ async fn a_username_is_taken_regardless_of_case(store: Arc<dyn IdentityStore>) {
     assert_eq!(store.authenticate_user("alice", "pw2").await.unwrap(), None);
 }
 
-async fn malformed_usernames_and_empty_passwords_are_refused(store: Arc<dyn IdentityStore>) {
+async fn malformed_usernames_and_empty_passwords_are_refused(store: Arc<Identities>) {
     let merchant = MerchantId::new();
     for username in ["ab", "has space", "semi;colon", &"a".repeat(65), "ünïcode", ""] {
         let result = store.create_user(username, &"pw".into(), merchant, Scopes::all()).await;
@@ -216,13 +216,13 @@ async fn malformed_usernames_and_empty_passwords_are_refused(store: Arc<dyn Iden
     assert_eq!(store.authenticate_user("alice", "").await.unwrap(), None);
 }
 
-async fn concurrent_first_calls_agree_on_one_signing_key(store: Arc<dyn IdentityStore>) {
+async fn concurrent_first_calls_agree_on_one_signing_key(store: Arc<Identities>) {
     let (a, b, c) = tokio::join!(store.signing_key(), store.signing_key(), store.signing_key());
     let kids = [a.unwrap().kid().to_owned(), b.unwrap().kid().to_owned(), c.unwrap().kid().to_owned()];
     assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
 }
 
-async fn a_healthy_store_answers_pings(store: Arc<dyn IdentityStore>) {
+async fn a_healthy_store_answers_pings(store: Arc<Identities>) {
     store.ping().await.unwrap();
 }
 

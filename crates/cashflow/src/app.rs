@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
-use cashflow_auth::{IdentityStore, JwtVerifier, TokenVerifier};
+use cashflow_auth::{Identities, JwtVerifier, TokenVerifier};
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
@@ -32,7 +32,7 @@ pub struct AppConfig {
 /// The built-in issuer and the verifier that trusts it.
 pub async fn auth(
     config: &AppConfig,
-    identity: Arc<dyn IdentityStore>,
+    identity: Arc<Identities>,
 ) -> anyhow::Result<(Arc<Issuer>, Arc<dyn TokenVerifier>)> {
     let key = identity.signing_key().await.context("loading the token signing key")?;
     let issuer = Arc::new(Issuer::new(
@@ -53,7 +53,7 @@ pub async fn auth(
 pub struct Application {
     pub ledger_store: Arc<dyn LedgerStore>,
     pub consolidation_store: Arc<dyn ConsolidationStore>,
-    pub identity: Arc<dyn IdentityStore>,
+    pub identity: Arc<Identities>,
     pub queue: Queue,
     pub cache: Arc<dyn ReportCache>,
     pub ledger: Arc<Ledger>,

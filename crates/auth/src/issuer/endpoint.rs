@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use super::Issuer;
 use crate::error::REALM;
-use crate::store::{ClientGrant, StoreError};
+use crate::identities::ClientGrant;
+use crate::store::StoreError;
 use crate::{AuthError, Scope, Scopes};
 
 /// The form of `POST /oauth2/token`. No `Debug`: it holds secrets.
@@ -196,7 +197,8 @@ async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Resu
                 Some((id, Some(secret))) => Some(authenticate_client(issuer, &id, &secret).await?),
                 _ => None,
             };
-            let user = issuer.store().authenticate_user(username, password).await?.ok_or(OAuthError::InvalidGrant)?;
+            let user =
+                issuer.identities().authenticate_user(username, password).await?.ok_or(OAuthError::InvalidGrant)?;
             let mut allowed = user.scopes;
             if let Some(client) = &client {
                 if client.merchant_id != user.merchant_id {
@@ -215,7 +217,7 @@ async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Resu
 }
 
 async fn authenticate_client(issuer: &Issuer, id: &str, secret: &str) -> Result<ClientGrant, OAuthError> {
-    issuer.store().authenticate_client(id, secret).await?.ok_or(OAuthError::InvalidClient)
+    issuer.identities().authenticate_client(id, secret).await?.ok_or(OAuthError::InvalidClient)
 }
 
 fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, OAuthError> {

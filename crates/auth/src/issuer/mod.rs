@@ -19,15 +19,14 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::store::IdentityStore;
+use crate::identities::Identities;
+use crate::key::SigningKey;
 use crate::verifier::{DEFAULT_LEEWAY_SECS, DEFAULT_MERCHANT_CLAIM};
 use crate::{AuthError, JwtVerifier, Scopes, VerifierConfig};
 
 mod endpoint;
-mod key;
 
 pub use endpoint::TokenResponse;
-pub use key::{KeyError, SigningKey};
 
 /// The issuer's identity and token lifetime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +67,7 @@ pub struct Issuer {
     key: SigningKey,
     /// Built once from `key`.
     encoding_key: EncodingKey,
-    store: Arc<dyn IdentityStore>,
+    identities: Arc<Identities>,
 }
 
 /// The claims of a minted access token (RFC 9068 plus our merchant claim).
@@ -88,10 +87,10 @@ struct AccessClaims<'a> {
 }
 
 impl Issuer {
-    /// An issuer signing with `key` and authenticating against `store`.
-    pub fn new(config: IssuerConfig, key: SigningKey, store: Arc<dyn IdentityStore>) -> Self {
+    /// An issuer signing with `key` and authenticating against `identities`.
+    pub fn new(config: IssuerConfig, key: SigningKey, identities: Arc<Identities>) -> Self {
         let encoding_key = EncodingKey::from_ed_der(key.pkcs8_der());
-        Self { config, key, encoding_key, store }
+        Self { config, key, encoding_key, identities }
     }
 
     /// The issuer's settings.
@@ -99,9 +98,9 @@ impl Issuer {
         &self.config
     }
 
-    /// The identity store it authenticates against.
-    pub fn store(&self) -> &Arc<dyn IdentityStore> {
-        &self.store
+    /// The identities it authenticates.
+    pub fn identities(&self) -> &Arc<Identities> {
+        &self.identities
     }
 
     /// The public keys, as served at `/.well-known/jwks.json`.

@@ -1,16 +1,17 @@
-//! Identities the built-in issuer vouches for: OAuth clients, users and the signing key.
+//! Where the identities the built-in issuer vouches for are kept: OAuth clients, users and the
+//! signing key.
 //!
-//! A small trait owned by the issuer, so that a Postgres implementation (or none at all, when
-//! Cognito issues the tokens) can replace the SQLite one.
+//! The trait is rows in, rows out. What a row means (is this the secret? may this user get
+//! that scope?) is decided once, above the backends, in [`crate::identities`]; a backend only
+//! stores and finds. Backends: SQLite ([`SqliteIdentityStore`]) and Postgres
+//! ([`PostgresIdentityStore`]), checked by one contract suite (`tests/store_contract.rs`).
 
 use async_trait::async_trait;
 use cashflow_domain::MerchantId;
-use secrecy::SecretString;
 
-use crate::issuer::{KeyError, SigningKey};
+use crate::key::{KeyError, SigningKey};
 use crate::Scopes;
 
-mod credentials;
 pub mod postgres;
 mod sqlite;
 
@@ -25,7 +26,7 @@ pub enum StoreError {
     Open(#[from] cashflow_db::DbError),
     /// A query failed.
     #[error("identity database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] DatabaseError),
     /// The username (or client) already exists.
     #[error("{0}")]
     Conflict(String),
@@ -43,28 +44,37 @@ pub enum StoreError {
     Crypto(String),
 }
 
-/// A freshly created client. The secret is shown once and never stored in clear.
-#[derive(Debug, Clone)]
-pub struct NewClient {
-    pub client_id: String,
-    pub client_secret: SecretString,
+/// A failed query. Opaque, so that callers do not depend on the database driver.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DatabaseError(sqlx::Error);
+
+/// A driver error as a [`StoreError`], for the backends' `map_err`.
+pub(crate) fn db(error: sqlx::Error) -> StoreError {
+    StoreError::Database(DatabaseError(error))
 }
 
-/// What an authenticated client may obtain.
+/// A stored OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientGrant {
+pub struct ClientRecord {
     pub client_id: String,
+    /// Lowercase hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_sha256: String,
     /// The only merchant its tokens can act for.
     pub merchant_id: MerchantId,
     /// The most its tokens can carry.
     pub scopes: Scopes,
+    /// A label for operators.
+    pub name: Option<String>,
 }
 
-/// What an authenticated user may obtain.
+/// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserGrant {
-    /// The username as stored (lookups ignore case).
+pub struct UserRecord {
+    /// As created; lookups ignore case.
     pub username: String,
+    /// The argon2id PHC string of the password.
+    pub password_hash: String,
     pub merchant_id: MerchantId,
     pub scopes: Scopes,
 }
@@ -72,38 +82,24 @@ pub struct UserGrant {
 /// Storage of clients, users and the signing key.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
-    /// Creates a client for `merchant_id` that may request at most `scopes`.
-    async fn create_client(
-        &self,
-        merchant_id: MerchantId,
-        scopes: Scopes,
-        name: Option<&str>,
-    ) -> Result<NewClient, StoreError>;
+    /// Stores a new client.
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
 
-    /// The client's grant if `client_secret` is its secret. An unknown client and a wrong
-    /// secret both give `Ok(None)`, in the same time.
-    async fn authenticate_client(
-        &self,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<Option<ClientGrant>, StoreError>;
+    /// The client with this id.
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
 
-    /// Creates a user. Usernames are 3 to 64 characters of `[A-Za-z0-9._@-]`, unique
-    /// regardless of case ([`StoreError::Conflict`] otherwise).
-    async fn create_user(
-        &self,
-        username: &str,
-        password: &SecretString,
-        merchant_id: MerchantId,
-        scopes: Scopes,
-    ) -> Result<(), StoreError>;
+    /// Stores a new user; [`StoreError::Conflict`] when the username is taken in any case.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
 
-    /// The user's grant if `password` is theirs. Unknown users cost as much as known ones, so
-    /// timing does not reveal which usernames exist.
-    async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError>;
+    /// The user with this username, whatever its case.
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
 
-    /// The active signing key, generated and persisted on first use.
-    async fn signing_key(&self) -> Result<SigningKey, StoreError>;
+    /// The active signing key, if there is one yet.
+    async fn active_key(&self) -> Result<Option<SigningKey>, StoreError>;
+
+    /// Stores `key` as the active key unless there already is one: of several processes
+    /// racing on a fresh database exactly one wins, and all read the winner back.
+    async fn insert_first_key(&self, key: &SigningKey) -> Result<(), StoreError>;
 
     /// Whether the store answers, for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;
