@@ -24,6 +24,8 @@
 //! - [`identities`]: [`Identities`], the credential checks (secrets, passwords, scopes), once
 //!   for every backend.
 //! - [`store`]: the rows of clients, users and signing keys, in SQLite or Postgres.
+//! - [`throttle`]: failed token requests counted per account and address, and the delay
+//!   they earn.
 //! - [`key`]: [`SigningKey`], the Ed25519 key the issuer signs with and the store keeps.
 
 // Tests may unwrap: a panic is how they fail. The library build is still linted strictly.
@@ -37,6 +39,7 @@ pub mod key;
 pub mod principal;
 pub mod scope;
 pub mod store;
+pub mod throttle;
 pub mod verifier;
 
 pub use error::AuthError;
@@ -46,4 +49,5 @@ pub use key::{KeyError, SigningKey};
 pub use principal::{bearer_token, Principal};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use store::{IdentityStore, PostgresIdentityStore, SqliteIdentityStore, StoreError};
+pub use throttle::{ThrottleConfig, ThrottlePolicy};
 pub use verifier::{JwtVerifier, TokenVerifier, VerifierConfig};

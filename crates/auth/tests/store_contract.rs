@@ -9,13 +9,23 @@
 //! `build.rs`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use argon2::Params;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http_body_util::BodyExt;
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tower::ServiceExt;
 
+use cashflow_auth::issuer::{self, Issuer, IssuerConfig};
 use cashflow_auth::{
     ClientGrant, Identities, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError,
-    UserGrant,
+    ThrottleConfig, ThrottlePolicy, UserGrant,
 };
 use cashflow_db::{Backend, TestDatabase};
 use cashflow_domain::MerchantId;
@@ -135,6 +145,11 @@ contract! {
     harness: [
         only_hashes_of_secrets_and_passwords_are_stored,
         the_signing_key_survives_reopening_and_racing_processes,
+        wrong_passwords_past_the_free_ones_are_answered_429_with_retry_after,
+        after_the_delay_the_right_password_works_and_resets_the_count,
+        guessing_client_secrets_is_throttled_per_client,
+        one_address_guessing_many_accounts_is_throttled,
+        every_process_on_the_store_sees_the_same_counts,
     ],
 }
 
@@ -256,4 +271,161 @@ async fn the_signing_key_survives_reopening_and_racing_processes(harness: &Harne
     assert_eq!(a.kid(), b.kid());
     assert_eq!(a.kid(), later.kid());
     assert_eq!(a.pkcs8_der(), later.pkcs8_der());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throttled guessing at the token endpoint, counted in the store
+// ---------------------------------------------------------------------------------------------
+
+/// 3 free failures per account, 6 per address, then 1 s (doubling, at most 2 s).
+fn throttle() -> ThrottleConfig {
+    let account = ThrottlePolicy {
+        free_failures: 3,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(2),
+        window: Duration::from_secs(600),
+    };
+    ThrottleConfig { account, address: ThrottlePolicy { free_failures: 6, ..account } }
+}
+
+/// The token endpoint of an issuer on the harness's database (one "process").
+async fn token_endpoint(harness: &Harness) -> (Arc<Identities>, axum::Router) {
+    let identities = harness.open().await;
+    let key = identities.signing_key().await.unwrap();
+    let config = IssuerConfig { throttle: throttle(), ..IssuerConfig::new("http://issuer.test", "cashflow") };
+    let router = issuer::router(Arc::new(Issuer::new(config, key, identities.clone())));
+    (identities, router)
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+async fn post_token(router: &axum::Router, form: &str, basic: Option<(&str, &str)>, from: [u8; 4]) -> Answer {
+    let mut request = Request::post("/oauth2/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = basic {
+        request = request.header(header::AUTHORIZATION, format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));
+    }
+    let mut request = request.body(Body::from(form.to_owned())).unwrap();
+    request.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((from, 40_000))));
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().parse().unwrap());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, retry_after, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+}
+
+const HOME: [u8; 4] = [192, 0, 2, 1];
+
+async fn login(router: &axum::Router, username: &str, password: &str, from: [u8; 4]) -> Answer {
+    post_token(router, &format!("grant_type=password&username={username}&password={password}"), None, from).await
+}
+
+async fn wrong_passwords_past_the_free_ones_are_answered_429_with_retry_after(harness: &Harness) {
+    // Given a user
+    let (identities, router) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+
+    // When someone guesses wrong three times (the free failures)
+    for _ in 0..3 {
+        assert_eq!(login(&router, "alice", "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+    // Then the next attempt, even with the right password, is refused before it is checked
+    let refused = login(&router, "alice", "right", HOME).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+    assert_eq!(refused.retry_after, Some(1));
+    assert_eq!(refused.body["error"], "slow_down");
+    assert_eq!(refused.body["type"], "/problems/slow-down");
+    assert!(refused.body["error_description"].is_string() && refused.body["title"].is_string());
+    // And the username's case does not open a second count
+    assert_eq!(login(&router, "ALICE", "guess", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn after_the_delay_the_right_password_works_and_resets_the_count(harness: &Harness) {
+    // Given a user whose account is throttled: three wrong guesses earn a 1 s delay
+    let (identities, router) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+    for _ in 0..3 {
+        login(&router, "alice", "guess", HOME).await;
+    }
+    let throttled_at = Instant::now();
+    assert_eq!(login(&router, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // When the delay has passed, the right password works
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let answer = login(&router, "alice", "right", HOME).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(throttled_at.elapsed() < Duration::from_secs(3));
+
+    // Then the count starts over: three wrong guesses are free again
+    for _ in 0..3 {
+        assert_eq!(login(&router, "alice", "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(login(&router, "alice", "guess", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn guessing_client_secrets_is_throttled_per_client(harness: &Harness) {
+    // Given two clients
+    let (identities, router) = token_endpoint(harness).await;
+    let target = identities.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+    let other = identities.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+
+    // When one client's secret is guessed wrong three times (from different addresses)
+    for i in 0..3 {
+        let answer =
+            post_token(&router, "grant_type=client_credentials", Some((&target.client_id, "guess")), [198, 51, 100, i])
+                .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+
+    // Then that client is throttled, the other is not
+    let refused = post_token(
+        &router,
+        "grant_type=client_credentials",
+        Some((&target.client_id, target.client_secret.expose_secret())),
+        HOME,
+    )
+    .await;
+    assert_eq!((refused.status, refused.retry_after), (StatusCode::TOO_MANY_REQUESTS, Some(1)));
+    let fine = post_token(
+        &router,
+        "grant_type=client_credentials",
+        Some((&other.client_id, other.client_secret.expose_secret())),
+        HOME,
+    )
+    .await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
+}
+
+async fn one_address_guessing_many_accounts_is_throttled(harness: &Harness) {
+    // Given a user
+    let (identities, router) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+
+    // When one address guesses six different usernames once each (no account reaches its limit)
+    for i in 0..6 {
+        assert_eq!(login(&router, &format!("user{i}"), "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+
+    // Then that address is throttled, for any account; another address is not
+    assert_eq!(login(&router, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login(&router, "alice", "right", [203, 0, 113, 9]).await.status, StatusCode::OK);
+}
+
+async fn every_process_on_the_store_sees_the_same_counts(harness: &Harness) {
+    // Given two issuers on one database (two `ledger` processes) and a user
+    let (identities, first) = token_endpoint(harness).await;
+    let (_, second) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+
+    // When the guesses alternate between the processes
+    for router in [&first, &second, &first] {
+        assert_eq!(login(router, "alice", "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+
+    // Then both throttle the account
+    assert_eq!(login(&second, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login(&first, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -27,6 +27,8 @@ pub struct AppConfig {
     pub public_url: String,
     pub audience: String,
     pub token_ttl: Duration,
+    /// Count token-request failures under the last `X-Forwarded-For` address (behind a proxy).
+    pub trust_forwarded_for: bool,
 }
 
 /// The built-in issuer and the verifier that trusts it.
@@ -40,6 +42,8 @@ pub async fn auth(
             issuer: config.public_url.trim_end_matches('/').to_owned(),
             audience: config.audience.clone(),
             token_ttl: config.token_ttl,
+            trust_forwarded_for: config.trust_forwarded_for,
+            ..IssuerConfig::default()
         },
         key,
         identity,

@@ -35,6 +35,12 @@ pub struct AuthArgs {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
     pub token_ttl_secs: u64,
+
+    /// Throttle failed token requests by the last `X-Forwarded-For` address instead of the
+    /// peer's. Set it only behind a proxy that appends that header (the split deployment's
+    /// nginx does); without one, clients could pick their own address.
+    #[arg(long, env = "CASHFLOW_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
 }
 
 /// The commands.

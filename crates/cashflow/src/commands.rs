@@ -106,6 +106,7 @@ pub fn app_config(auth: &AuthArgs, backends: &BackendArgs, default_public_url: S
         public_url: auth.public_url.clone().unwrap_or(default_public_url),
         audience: auth.audience.clone(),
         token_ttl: Duration::from_secs(auth.token_ttl_secs),
+        trust_forwarded_for: auth.trust_forwarded_for,
     }
 }
 

@@ -118,7 +118,15 @@ async fn lane(
 async fn connection(stream: TcpStream, router: Router, mut shutdown: watch::Receiver<bool>) {
     // Responses go out whole in one write; Nagle would only delay pipelined ones.
     let _ = stream.set_nodelay(true);
-    let service = TowerToHyperService::new(router.map_request(|req: Request<Incoming>| req.map(Body::new)));
+    // The peer address, for handlers that need it (the token endpoint's throttle).
+    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
+    let service = TowerToHyperService::new(router.map_request(move |req: Request<Incoming>| {
+        let mut req = req.map(Body::new);
+        if let Some(peer) = peer {
+            req.extensions_mut().insert(peer);
+        }
+        req
+    }));
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {

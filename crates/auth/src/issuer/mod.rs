@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::identities::Identities;
 use crate::key::SigningKey;
+use crate::throttle::{Throttle, ThrottleConfig};
 use crate::verifier::{DEFAULT_LEEWAY_SECS, DEFAULT_MERCHANT_CLAIM};
 use crate::{AuthError, JwtVerifier, Scopes, VerifierConfig};
 
@@ -38,6 +39,12 @@ pub struct IssuerConfig {
     pub audience: String,
     /// How long a token is valid. Short, because access tokens cannot be revoked.
     pub token_ttl: Duration,
+    /// How failed token requests are slowed down.
+    pub throttle: ThrottleConfig,
+    /// Take the source address of a token request from the last `X-Forwarded-For` entry (the
+    /// one the proxy in front appended) instead of the peer address. Only behind a proxy that
+    /// sets it: otherwise a client could claim any address.
+    pub trust_forwarded_for: bool,
 }
 
 impl IssuerConfig {
@@ -46,7 +53,13 @@ impl IssuerConfig {
 
     /// A config with the default lifetime.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), token_ttl: Self::DEFAULT_TTL }
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            token_ttl: Self::DEFAULT_TTL,
+            throttle: ThrottleConfig::default(),
+            trust_forwarded_for: false,
+        }
     }
 
     /// `issuer` without a trailing slash, to append endpoint paths to.
@@ -68,6 +81,8 @@ pub struct Issuer {
     /// Built once from `key`.
     encoding_key: EncodingKey,
     identities: Arc<Identities>,
+    /// Counts failed token requests in the identity store.
+    throttle: Throttle,
 }
 
 /// The claims of a minted access token (RFC 9068 plus our merchant claim).
@@ -90,7 +105,8 @@ impl Issuer {
     /// An issuer signing with `key` and authenticating against `identities`.
     pub fn new(config: IssuerConfig, key: SigningKey, identities: Arc<Identities>) -> Self {
         let encoding_key = EncodingKey::from_ed_der(key.pkcs8_der());
-        Self { config, key, encoding_key, identities }
+        let throttle = Throttle::new(Arc::clone(identities.store()), config.throttle);
+        Self { config, key, encoding_key, identities, throttle }
     }
 
     /// The issuer's settings.

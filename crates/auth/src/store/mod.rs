@@ -79,6 +79,15 @@ pub struct UserRecord {
     pub scopes: Scopes,
 }
 
+/// Failed token requests counted under one throttle key (see [`crate::throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// Failures since the count was last cleared or forgotten.
+    pub failures: u32,
+    /// When the last one happened, in milliseconds since the epoch.
+    pub last_failure_ms: i64,
+}
+
 /// Storage of clients, users and the signing key.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
@@ -100,6 +109,16 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Stores `key` as the active key unless there already is one: of several processes
     /// racing on a fresh database exactly one wins, and all read the winner back.
     async fn insert_first_key(&self, key: &SigningKey) -> Result<(), StoreError>;
+
+    /// The failures counted under `key`.
+    async fn failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError>;
+
+    /// Counts one failure under `key` at `now_ms`, atomically: a count whose last failure is
+    /// before `forget_before_ms` restarts at one. Forgotten counts of other keys are deleted.
+    async fn record_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(), StoreError>;
+
+    /// Forgets the failures counted under `key`.
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
 
     /// Whether the store answers, for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -14,16 +14,23 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{db, ClientRecord, IdentityStore, StoreError, UserRecord};
+use super::{db, ClientRecord, FailureRecord, IdentityStore, StoreError, UserRecord};
 use crate::credentials::parse_scopes;
 use crate::key::SigningKey;
 
 /// The identity schema on Postgres, embedded in the binary.
-pub const MIGRATIONS: &[MigrationSource] = &[MigrationSource {
-    version: 1,
-    description: "identity",
-    sql: include_str!("../../migrations/postgres/0001_identity.sql"),
-}];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource {
+        version: 1,
+        description: "identity",
+        sql: include_str!("../../migrations/postgres/0001_identity.sql"),
+    },
+    MigrationSource {
+        version: 2,
+        description: "login failures",
+        sql: include_str!("../../migrations/postgres/0002_login_failures.sql"),
+    },
+];
 
 /// The schema every connection of the store uses.
 pub const SCHEMA: &str = "identity";
@@ -143,6 +150,45 @@ impl IdentityStore for PostgresIdentityStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT failures, last_failure FROM login_failures WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|(failures, last_failure_ms)| FailureRecord {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            last_failure_ms,
+        }))
+    }
+
+    async fn record_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, last_failure) VALUES ($1, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.last_failure < $3 THEN 1 ELSE login_failures.failures + 1 END,
+                 last_failure = $2",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(forget_before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM login_failures WHERE last_failure < $1")
+            .bind(forget_before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 

@@ -5,16 +5,23 @@ use cashflow_db::MigrationSource;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-use super::{db, ClientRecord, IdentityStore, StoreError, UserRecord};
+use super::{db, ClientRecord, FailureRecord, IdentityStore, StoreError, UserRecord};
 use crate::credentials::{parse_merchant, parse_scopes};
 use crate::key::SigningKey;
 
 /// The identity schema, embedded in the binary.
-pub const MIGRATIONS: &[MigrationSource] = &[MigrationSource {
-    version: 1,
-    description: "identity",
-    sql: include_str!("../../migrations/sqlite/0001_identity.sql"),
-}];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource {
+        version: 1,
+        description: "identity",
+        sql: include_str!("../../migrations/sqlite/0001_identity.sql"),
+    },
+    MigrationSource {
+        version: 2,
+        description: "login failures",
+        sql: include_str!("../../migrations/sqlite/0002_login_failures.sql"),
+    },
+];
 
 /// Connections kept open: logins are rare, argon2 (not SQLite) bounds their throughput.
 const MAX_CONNECTIONS: u32 = 4;
@@ -122,6 +129,44 @@ impl IdentityStore for SqliteIdentityStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT failures, last_failure FROM login_failures WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|(failures, last_failure_ms)| FailureRecord {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            last_failure_ms,
+        }))
+    }
+
+    async fn record_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, last_failure) VALUES (?1, 1, ?2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.last_failure < ?3 THEN 1 ELSE login_failures.failures + 1 END,
+                 last_failure = ?2",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(forget_before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM login_failures WHERE last_failure < ?")
+            .bind(forget_before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?").bind(key).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 
