@@ -24,6 +24,8 @@
 //! - [`identities`]: [`Identities`], the credential checks (secrets, passwords, scopes), once
 //!   for every backend.
 //! - [`store`]: the rows of clients, users and signing keys, in SQLite or Postgres.
+//! - [`revocation`]: revoked clients, disabled users and rotated keys reach every process's
+//!   verifier within [`REFRESH_INTERVAL`].
 //! - [`throttle`]: failed token requests counted per account and address, and the delay
 //!   they earn.
 //! - [`key`]: [`SigningKey`], the Ed25519 key the issuer signs with and the store keeps.
@@ -37,6 +39,7 @@ pub mod identities;
 pub mod issuer;
 pub mod key;
 pub mod principal;
+pub mod revocation;
 pub mod scope;
 pub mod store;
 pub mod throttle;
@@ -47,6 +50,7 @@ pub use identities::{ClientGrant, Identities, NewClient, UserGrant};
 pub use issuer::{Issuer, IssuerConfig};
 pub use key::{KeyError, SigningKey};
 pub use principal::{bearer_token, Principal};
+pub use revocation::{Refresher, RevocationCheck, Revocations, REFRESH_INTERVAL};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use store::{IdentityStore, PostgresIdentityStore, SqliteIdentityStore, StoreError};
 pub use throttle::{ThrottleConfig, ThrottlePolicy};

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -79,8 +79,8 @@ impl VerifierConfig {
 /// Verifies JWT access tokens against a JWKS.
 pub struct JwtVerifier {
     config: VerifierConfig,
-    /// The keys of the JWKS the verifier was built with.
-    keys: Vec<VerificationKey>,
+    /// Swapped whole by [`JwtVerifier::set_jwks`] when the issuer rotates its keys.
+    keys: RwLock<Arc<[VerificationKey]>>,
     /// Tokens that verified, so that a client's next requests skip the signature check.
     cache: Mutex<TokenCache>,
 }
@@ -149,13 +149,24 @@ impl JwtVerifier {
             return Err(AuthError::Config("issuer, audience and merchant claim must be set".into()));
         }
         let keys = key_ring(&config, &jwks)?;
-        Ok(Self { config, keys, cache: Mutex::new(TokenCache::default()) })
+        Ok(Self { config, keys: RwLock::new(keys.into()), cache: Mutex::new(TokenCache::default()) })
+    }
+
+    /// Replaces the key set, for an issuer that rotated its keys, and forgets every cached
+    /// verification (a removed key must stop vouching for its tokens). On error the old keys
+    /// stay. The built-in issuer only removes a key once every token it signed has expired.
+    pub fn set_jwks(&self, jwks: JwkSet) -> Result<(), AuthError> {
+        let keys = key_ring(&self.config, &jwks)?;
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys.into();
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).entries.clear();
+        Ok(())
     }
 
     /// Verifies the signature and every claim, without the cache.
     fn verify_uncached(&self, token: &str) -> Result<(Principal, Map<String, Value>), AuthError> {
         let header = self.header(token)?;
-        let key = select_key(&self.keys, &header)?;
+        let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
+        let key = select_key(&keys, &header)?;
 
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.config.leeway_secs;
@@ -214,15 +225,16 @@ impl JwtVerifier {
             .find(|s| !s.is_empty())
             .ok_or_else(|| invalid("no `sub` or `client_id` claim"))?
             .to_owned();
-        Ok(Principal { merchant_id, subject, scopes: scopes_claim(claims.get("scope"))? })
+        let client_id = claims.get("client_id").and_then(Value::as_str).map(str::to_owned);
+        Ok(Principal { merchant_id, subject, client_id, scopes: scopes_claim(claims.get("scope"))? })
     }
 }
 
 impl TokenVerifier for JwtVerifier {
     /// A token that verified before is answered from the cache until its `exp` (plus the
     /// leeway) passes, exactly when a fresh verification would start refusing it: nothing else
-    /// a verification checks changes with time (`nbf` only gets more true), and the keys are fixed
-    /// when the verifier is built. Only successes are cached, so a bad token costs a full verification
+    /// a verification checks changes with time (`nbf` only gets more true), and a key rotation
+    /// empties the cache. Only successes are cached, so a bad token costs a full verification
     /// every time, as before.
     fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
@@ -252,7 +264,8 @@ impl TokenVerifier for JwtVerifier {
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<_> = self.keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
+        let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
+        let kids: Vec<_> = keys.iter().map(|k| k.kid.as_deref().unwrap_or("-")).collect();
         f.debug_struct("JwtVerifier").field("config", &self.config).field("kids", &kids).finish()
     }
 }
@@ -848,6 +861,7 @@ mod tests {
         let principal = Principal {
             merchant_id: MerchantId::new(),
             subject: "s".into(),
+            client_id: None,
             scopes: Scopes::from_iter([Scope::EntriesRead]),
         };
         let cached = |exp| CachedToken { principal: principal.clone(), exp };

@@ -27,6 +27,7 @@ use cashflow_auth::{
     ClientGrant, Identities, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError,
     ThrottleConfig, ThrottlePolicy, UserGrant,
 };
+use cashflow_auth::{JwtVerifier, Refresher, RevocationCheck, TokenVerifier};
 use cashflow_db::{Backend, TestDatabase};
 use cashflow_domain::MerchantId;
 
@@ -150,6 +151,10 @@ contract! {
         guessing_client_secrets_is_throttled_per_client,
         one_address_guessing_many_accounts_is_throttled,
         every_process_on_the_store_sees_the_same_counts,
+        a_revoked_clients_tokens_fail_within_the_refresh_interval_and_it_gets_no_new_one,
+        a_disabled_user_gets_no_token_until_enabled_and_its_tokens_fail_meanwhile,
+        rotated_secrets_and_passwords_replace_the_old_ones,
+        a_rotated_keys_tokens_verify_until_it_retires_and_new_tokens_use_the_new_kid,
     ],
 }
 
@@ -428,4 +433,156 @@ async fn every_process_on_the_store_sees_the_same_counts(harness: &Harness) {
     // Then both throttle the account
     assert_eq!(login(&second, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(login(&first, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocable credentials and key rotation, seen by a process other than the operator's
+// ---------------------------------------------------------------------------------------------
+
+/// A service process: an issuer, its verifier behind the revocation check, and the refresher.
+struct Service {
+    issuer: Arc<Issuer>,
+    router: axum::Router,
+    verifier: Arc<RevocationCheck>,
+    refresher: Refresher,
+}
+
+async fn service(harness: &Harness, token_ttl: Duration) -> Service {
+    let identities = harness.open().await;
+    let key = identities.signing_key().await.unwrap();
+    let config = IssuerConfig { token_ttl, ..IssuerConfig::new("http://issuer.test", "cashflow") };
+    let issuer = Arc::new(Issuer::new(config, key, identities.clone()));
+    let jwt = Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).unwrap());
+    let verifier = Arc::new(RevocationCheck::new(jwt.clone()));
+    let refresher = Refresher { identities, issuer: issuer.clone(), verifier: jwt, check: verifier.clone() };
+    Service { router: issuer::router(issuer.clone()), issuer, verifier, refresher }
+}
+
+async fn client_token(router: &axum::Router, id: &str, secret: &str) -> Answer {
+    post_token(router, "grant_type=client_credentials", Some((id, secret)), HOME).await
+}
+
+fn token_of(answer: &Answer) -> String {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+async fn a_revoked_clients_tokens_fail_within_the_refresh_interval_and_it_gets_no_new_one(harness: &Harness) {
+    // Given a service reloading every 200 ms and a client holding a token that works
+    let operator = harness.open().await;
+    let client = operator.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+    let service = service(harness, Duration::from_secs(600)).await;
+    let token = token_of(&client_token(&service.router, &client.client_id, client.client_secret.expose_secret()).await);
+    service.refresher.refresh().await.unwrap();
+    assert!(service.verifier.verify(&token).is_ok());
+    let Service { router, verifier, refresher, .. } = service;
+    let reloads = tokio::spawn(refresher.run(Duration::from_millis(200)));
+
+    // When the operator (another process) revokes the client
+    assert!(operator.revoke_client(&client.client_id).await.unwrap());
+    let revoked_at = Instant::now();
+
+    // Then its token fails within the interval (plus a reload), and it gets no new one
+    while verifier.verify(&token).is_ok() {
+        assert!(revoked_at.elapsed() < Duration::from_millis(1_000), "still accepted after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = client_token(&router, &client.client_id, client.client_secret.expose_secret()).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(!operator.revoke_client("cf_unknown").await.unwrap());
+    assert!(operator.clients().await.unwrap()[0].revoked_at_ms.is_some());
+    reloads.abort();
+}
+
+async fn a_disabled_user_gets_no_token_until_enabled_and_its_tokens_fail_meanwhile(harness: &Harness) {
+    // Given a user with a token, and another user
+    let operator = harness.open().await;
+    let merchant = MerchantId::new();
+    operator.create_user("Maria", &"right".into(), merchant, Scopes::all()).await.unwrap();
+    operator.create_user("joao", &"right".into(), merchant, Scopes::all()).await.unwrap();
+    let service = service(harness, Duration::from_secs(600)).await;
+    let token = token_of(&login(&service.router, "maria", "right", HOME).await);
+    let other = token_of(&login(&service.router, "joao", "right", HOME).await);
+
+    // When Maria is disabled (under another case) and the service reloads
+    assert!(operator.set_user_disabled("MARIA", true).await.unwrap());
+    service.refresher.refresh().await.unwrap();
+
+    // Then her token fails and she gets no new one; the other user is unaffected
+    assert!(service.verifier.verify(&token).is_err());
+    assert_eq!(login(&service.router, "maria", "right", HOME).await.status, StatusCode::BAD_REQUEST);
+    assert!(service.verifier.verify(&other).is_ok());
+
+    // And once enabled again she logs in
+    assert!(operator.set_user_disabled("maria", false).await.unwrap());
+    service.refresher.refresh().await.unwrap();
+    let fresh = token_of(&login(&service.router, "maria", "right", HOME).await);
+    assert!(service.verifier.verify(&fresh).is_ok());
+    let users = operator.users().await.unwrap();
+    assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["Maria", "joao"]);
+}
+
+async fn rotated_secrets_and_passwords_replace_the_old_ones(harness: &Harness) {
+    let operator = harness.open().await;
+    let merchant = MerchantId::new();
+    let client = operator.create_client(merchant, Scopes::all(), None).await.unwrap();
+    operator.create_user("maria", &"old".into(), merchant, Scopes::all()).await.unwrap();
+
+    let rotated = operator.rotate_client_secret(&client.client_id).await.unwrap().unwrap();
+    assert!(operator.set_password("maria", &"new".into()).await.unwrap());
+
+    let old_secret = client.client_secret.expose_secret();
+    assert_eq!(operator.authenticate_client(&client.client_id, old_secret).await.unwrap(), None);
+    assert!(operator
+        .authenticate_client(&client.client_id, rotated.client_secret.expose_secret())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(operator.authenticate_user("maria", "old").await.unwrap(), None);
+    assert!(operator.authenticate_user("maria", "new").await.unwrap().is_some());
+    // A revoked client's secret cannot be rotated back to life; unknown names change nothing
+    operator.revoke_client(&client.client_id).await.unwrap();
+    assert!(operator.rotate_client_secret(&client.client_id).await.unwrap().is_none());
+    assert!(!operator.set_password("nobody", &"x".into()).await.unwrap());
+    assert!(!operator.set_user_disabled("nobody", true).await.unwrap());
+}
+
+async fn a_rotated_keys_tokens_verify_until_it_retires_and_new_tokens_use_the_new_kid(harness: &Harness) {
+    // Given a service whose tokens live 1 s, and a token signed with the first key
+    let operator = harness.open().await;
+    let client = operator.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+    let service = service(harness, Duration::from_secs(1)).await;
+    let secret = client.client_secret.expose_secret();
+    let old = token_of(&client_token(&service.router, &client.client_id, secret).await);
+
+    // When the operator rotates the key (signing at once, the old key retiring 2 s later) and
+    // the service reloads
+    let new_key = operator.rotate_signing_key(Duration::ZERO, Duration::from_secs(2), Duration::ZERO).await.unwrap();
+    let rotated_at = Instant::now();
+    service.refresher.refresh().await.unwrap();
+
+    // Then new tokens carry the new kid, both keys are published, and both tokens verify
+    let new = token_of(&client_token(&service.router, &client.client_id, secret).await);
+    assert_eq!(kid_of(&new), new_key.key.kid());
+    assert_ne!(kid_of(&old), kid_of(&new));
+    let kids: Vec<_> = service.issuer.jwks().keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    assert_eq!(kids, [kid_of(&old), kid_of(&new)]);
+    assert!(service.verifier.verify(&old).is_ok());
+    assert!(service.verifier.verify(&new).is_ok());
+
+    // And once the old key retires it leaves the JWKS, and its tokens no longer verify
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(rotated_at.elapsed()) + Duration::from_millis(100)).await;
+    service.refresher.refresh().await.unwrap();
+    let kids: Vec<_> = service.issuer.jwks().keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    assert_eq!(kids, [kid_of(&new)]);
+    assert!(service.verifier.verify(&old).is_err());
+    // The store agrees: a restarted process signs with the new key
+    assert_eq!(operator.signing_key().await.unwrap().kid(), new_key.key.kid());
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
-use cashflow_auth::{Identities, JwtVerifier, TokenVerifier};
+use cashflow_auth::{Identities, JwtVerifier, Refresher, RevocationCheck, TokenVerifier, REFRESH_INTERVAL};
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
@@ -31,7 +31,8 @@ pub struct AppConfig {
     pub trust_forwarded_for: bool,
 }
 
-/// The built-in issuer and the verifier that trusts it.
+/// The built-in issuer and the verifier that trusts it, refusing revoked credentials. A task
+/// reloads revocations and signing keys from the identity store every [`REFRESH_INTERVAL`].
 pub async fn auth(
     config: &AppConfig,
     identity: Arc<Identities>,
@@ -46,10 +47,15 @@ pub async fn auth(
             ..IssuerConfig::default()
         },
         key,
-        identity,
+        identity.clone(),
     ));
-    let verifier: Arc<dyn TokenVerifier> =
+    let jwt =
         Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?);
+    let check = Arc::new(RevocationCheck::new(jwt.clone()));
+    let refresher = Refresher { identities: identity, issuer: issuer.clone(), verifier: jwt, check: check.clone() };
+    refresher.refresh().await.context("loading revocations and signing keys")?;
+    tokio::spawn(refresher.run(REFRESH_INTERVAL));
+    let verifier: Arc<dyn TokenVerifier> = check;
     Ok((issuer, verifier))
 }
 

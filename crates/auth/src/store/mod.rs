@@ -66,6 +66,8 @@ pub struct ClientRecord {
     pub scopes: Scopes,
     /// A label for operators.
     pub name: Option<String>,
+    /// When it was revoked (milliseconds since the epoch): it gets no token any more.
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// A stored user.
@@ -77,6 +79,18 @@ pub struct UserRecord {
     pub password_hash: String,
     pub merchant_id: MerchantId,
     pub scopes: Scopes,
+    /// When it was disabled (milliseconds since the epoch), if it is.
+    pub disabled_at_ms: Option<i64>,
+}
+
+/// A published signing key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub key: SigningKey,
+    /// From when it signs new tokens (milliseconds since the epoch).
+    pub activates_at_ms: i64,
+    /// When it leaves the JWKS, if it has been rotated out.
+    pub retires_at_ms: Option<i64>,
 }
 
 /// Failed token requests counted under one throttle key (see [`crate::throttle`]).
@@ -96,6 +110,36 @@ pub trait IdentityStore: Send + Sync + 'static {
 
     /// The client with this id.
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
+
+    /// Every client, oldest first.
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+
+    /// Marks the client revoked at `at_ms` (kept if it already was); `false` if unknown.
+    async fn revoke_client(&self, client_id: &str, at_ms: i64) -> Result<bool, StoreError>;
+
+    /// Replaces the secret of a client that is not revoked; `false` if none is.
+    async fn set_client_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool, StoreError>;
+
+    /// Every user, oldest first.
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Disables the user at `at_ms`, or enables it with `None`; `false` if unknown.
+    async fn set_user_disabled(&self, username: &str, at_ms: Option<i64>) -> Result<bool, StoreError>;
+
+    /// Replaces the user's password hash; `false` if unknown.
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
+
+    /// The keys still published at `now_ms` (not retired yet).
+    async fn signing_keys(&self, now_ms: i64) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// In one transaction: the active key retires at `old_retires_at_ms`, and `new` becomes
+    /// the active key, signing from `activates_at_ms`.
+    async fn rotate_key(
+        &self,
+        new: &SigningKey,
+        activates_at_ms: i64,
+        old_retires_at_ms: i64,
+    ) -> Result<(), StoreError>;
 
     /// Stores a new user; [`StoreError::Conflict`] when the username is taken in any case.
     async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;

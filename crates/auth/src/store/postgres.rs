@@ -14,7 +14,7 @@ use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{db, ClientRecord, FailureRecord, IdentityStore, StoreError, UserRecord};
+use super::{db, ClientRecord, FailureRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
 use crate::credentials::parse_scopes;
 use crate::key::SigningKey;
 
@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[MigrationSource] = &[
         version: 2,
         description: "login failures",
         sql: include_str!("../../migrations/postgres/0002_login_failures.sql"),
+    },
+    MigrationSource {
+        version: 3,
+        description: "revocation",
+        sql: include_str!("../../migrations/postgres/0003_revocation.sql"),
     },
 ];
 
@@ -88,13 +93,117 @@ impl IdentityStore for PostgresIdentityStore {
 
     #[tracing::instrument(skip_all)]
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        sqlx::query("SELECT client_id, secret_sha256, merchant_id, scopes, name FROM clients WHERE client_id = $1")
+        sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(|row| client(&row))
+        .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients
+             ORDER BY created_at, client_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(client).collect()
+    }
+
+    async fn revoke_client(&self, client_id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET revoked_at = COALESCE(revoked_at, $2) WHERE client_id = $1")
             .bind(client_id)
-            .fetch_optional(&self.pool)
+            .bind(at_ms)
+            .execute(&self.pool)
             .await
-            .map_err(db)?
-            .map(|row| client(&row))
-            .transpose()
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_client_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_sha256 = $2 WHERE client_id = $1 AND revoked_at IS NULL")
+            .bind(client_id)
+            .bind(secret_sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users ORDER BY created_at, username",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn set_user_disabled(&self, username: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled_at = $2 WHERE lower(username) = lower($1)")
+            .bind(username)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE lower(username) = lower($1)")
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self, now_ms: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT pkcs8, activates_at, retires_at FROM signing_keys
+             WHERE retires_at IS NULL OR retires_at > $1 ORDER BY activates_at, kid",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(der, activates_at_ms, retires_at_ms)| {
+                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(KeyRecord { key, activates_at_ms, retires_at_ms })
+            })
+            .collect()
+    }
+
+    async fn rotate_key(
+        &self,
+        new: &SigningKey,
+        activates_at_ms: i64,
+        old_retires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("UPDATE signing_keys SET active = false, retires_at = $1 WHERE active = true")
+            .bind(old_retires_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, active, created_at, activates_at) VALUES ($1, $2, true, now(), $3)",
+        )
+        .bind(new.kid())
+        .bind(new.pkcs8_der())
+        .bind(activates_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     #[tracing::instrument(skip_all)]
@@ -121,7 +230,7 @@ impl IdentityStore for PostgresIdentityStore {
 
     #[tracing::instrument(skip_all)]
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        sqlx::query("SELECT username, password_hash, merchant_id, scopes FROM users WHERE lower(username) = lower($1)")
+        sqlx::query("SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users WHERE lower(username) = lower($1)")
             .bind(username)
             .fetch_optional(&self.pool)
             .await
@@ -209,12 +318,14 @@ fn client(row: &PgRow) -> Result<ClientRecord, StoreError> {
         merchant_id: merchant(row)?,
         scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
         name: row.try_get("name").map_err(db)?,
+        revoked_at_ms: row.try_get("revoked_at").map_err(db)?,
     })
 }
 
 fn user(row: &PgRow) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         username: row.try_get("username").map_err(db)?,
+        disabled_at_ms: row.try_get("disabled_at").map_err(db)?,
         password_hash: row.try_get("password_hash").map_err(db)?,
         merchant_id: merchant(row)?,
         scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,

@@ -5,7 +5,7 @@ use cashflow_db::MigrationSource;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-use super::{db, ClientRecord, FailureRecord, IdentityStore, StoreError, UserRecord};
+use super::{db, ClientRecord, FailureRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
 use crate::credentials::{parse_merchant, parse_scopes};
 use crate::key::SigningKey;
 
@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[MigrationSource] = &[
         version: 2,
         description: "login failures",
         sql: include_str!("../../migrations/sqlite/0002_login_failures.sql"),
+    },
+    MigrationSource {
+        version: 3,
+        description: "revocation",
+        sql: include_str!("../../migrations/sqlite/0003_revocation.sql"),
     },
 ];
 
@@ -70,13 +75,118 @@ impl IdentityStore for SqliteIdentityStore {
 
     #[tracing::instrument(skip_all)]
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        sqlx::query("SELECT client_id, secret_sha256, merchant_id, scopes, name FROM clients WHERE client_id = ?")
+        sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients WHERE client_id = ?",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(|row| client(&row))
+        .transpose()
+    }
+
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients
+             ORDER BY created_at, client_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(client).collect()
+    }
+
+    async fn revoke_client(&self, client_id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET revoked_at = COALESCE(revoked_at, ?2) WHERE client_id = ?1")
             .bind(client_id)
-            .fetch_optional(&self.pool)
+            .bind(at_ms)
+            .execute(&self.pool)
             .await
-            .map_err(db)?
-            .map(|row| client(&row))
-            .transpose()
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_client_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_sha256 = ?2 WHERE client_id = ?1 AND revoked_at IS NULL")
+            .bind(client_id)
+            .bind(secret_sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users ORDER BY created_at, username",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn set_user_disabled(&self, username: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled_at = ?2 WHERE username = ?1")
+            .bind(username)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ?2 WHERE username = ?1")
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self, now_ms: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT pkcs8, activates_at, retires_at FROM signing_keys
+             WHERE retires_at IS NULL OR retires_at > ?1 ORDER BY activates_at, kid",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(der, activates_at_ms, retires_at_ms)| {
+                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(KeyRecord { key, activates_at_ms, retires_at_ms })
+            })
+            .collect()
+    }
+
+    async fn rotate_key(
+        &self,
+        new: &SigningKey,
+        activates_at_ms: i64,
+        old_retires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("UPDATE signing_keys SET active = 0, retires_at = ?1 WHERE active = 1")
+            .bind(old_retires_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, active, created_at, activates_at) VALUES (?1, ?2, 1, ?4, ?3)",
+        )
+        .bind(new.kid())
+        .bind(new.pkcs8_der())
+        .bind(activates_at_ms)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     #[tracing::instrument(skip_all)]
@@ -103,7 +213,7 @@ impl IdentityStore for SqliteIdentityStore {
 
     #[tracing::instrument(skip_all)]
     async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
-        sqlx::query("SELECT username, password_hash, merchant_id, scopes FROM users WHERE username = ?")
+        sqlx::query("SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users WHERE username = ?")
             .bind(username)
             .fetch_optional(&self.pool)
             .await
@@ -187,12 +297,14 @@ fn client(row: &SqliteRow) -> Result<ClientRecord, StoreError> {
         merchant_id: parse_merchant(&row.try_get::<String, _>("merchant_id").map_err(db)?)?,
         scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
         name: row.try_get("name").map_err(db)?,
+        revoked_at_ms: row.try_get("revoked_at").map_err(db)?,
     })
 }
 
 fn user(row: &SqliteRow) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         username: row.try_get("username").map_err(db)?,
+        disabled_at_ms: row.try_get("disabled_at").map_err(db)?,
         password_hash: row.try_get("password_hash").map_err(db)?,
         merchant_id: parse_merchant(&row.try_get::<String, _>("merchant_id").map_err(db)?)?,
         scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
