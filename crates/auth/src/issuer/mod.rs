@@ -38,7 +38,8 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// The `aud` of minted tokens: the API's identifier (`cashflow`).
     pub audience: String,
-    /// How long a token is valid. Short, because access tokens cannot be revoked.
+    /// How long a token is valid. Short: a rotated-out key stays published this long, and
+    /// revocation reaches verifiers only at their next reload ([`crate::revocation`]).
     pub token_ttl: Duration,
     /// How failed token requests are slowed down.
     pub throttle: ThrottleConfig,
