@@ -14,8 +14,9 @@
 //! same ones.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::identities::{millis, now_ms};
 use crate::store::{FailureRecord, IdentityStore, StoreError};
 
 /// How failures under one kind of key are throttled.
@@ -144,14 +145,6 @@ impl Throttle {
         }
         Ok(())
     }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| millis(d))
 }
 
 #[cfg(test)]
