@@ -286,7 +286,13 @@ async fn throttled<T>(
 /// secret or password is never logged.
 fn failure(grant: &'static str, reason: &'static str, keys: &[ThrottleKey]) {
     metrics::counter!("cashflow_auth_failures_total", "grant" => grant, "reason" => reason).increment(1);
-    tracing::warn!(grant, reason, keys = ?keys, "token request refused");
+    // Attempts refused by the throttle are counted, not each logged: under attack they come in
+    // thousands per second.
+    if reason == "throttled" {
+        tracing::debug!(grant, reason, keys = ?keys, "token request refused");
+    } else {
+        tracing::warn!(grant, reason, keys = ?keys, "token request refused");
+    }
 }
 
 fn throttle_keys(account: ThrottleKey, address: Option<IpAddr>) -> Vec<ThrottleKey> {
