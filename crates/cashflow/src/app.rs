@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OnceCell};
 
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
-use cashflow_auth::{IdentityStore, JwtVerifier, TokenVerifier};
+use cashflow_auth::{Identities, JwtVerifier, Refresher, RevocationCheck, TokenVerifier, REFRESH_INTERVAL};
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
@@ -35,6 +35,9 @@ pub struct AppConfig {
     pub public_url: String,
     pub audience: String,
     pub token_ttl: Duration,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy)
+    /// for the token endpoint's throttle.
+    pub trust_forwarded_for: bool,
 }
 
 impl AppConfig {
@@ -45,6 +48,7 @@ impl AppConfig {
             public_url: auth.public_url.clone().unwrap_or(default_public_url),
             audience: auth.audience.clone(),
             token_ttl: Duration::from_secs(auth.token_ttl_secs),
+            trust_forwarded_for: auth.trust_forwarded_for,
         }
     }
 }
@@ -78,10 +82,13 @@ pub struct Parts {
     reports_only: bool,
     ledger_store: OnceCell<Arc<dyn LedgerStore>>,
     consolidation_store: OnceCell<Arc<dyn ConsolidationStore>>,
-    identity: OnceCell<Arc<dyn IdentityStore>>,
+    identity: OnceCell<Arc<Identities>>,
     queue: OnceCell<Queue>,
     cache: OnceCell<Arc<dyn ReportCache>>,
     auth: OnceCell<(Arc<Issuer>, Arc<dyn TokenVerifier>)>,
+    /// Reloads revocations and signing keys into `auth`'s issuer and verifier: a worker of the
+    /// process that runs them.
+    refresher: OnceCell<Refresher>,
     /// Also what wakes the relay: a commit through this ledger signals its outbox.
     ledger: OnceCell<Arc<Ledger>>,
 }
@@ -98,6 +105,7 @@ impl Parts {
             queue: OnceCell::new(),
             cache: OnceCell::new(),
             auth: OnceCell::new(),
+            refresher: OnceCell::new(),
             ledger: OnceCell::new(),
         }
     }
@@ -110,7 +118,7 @@ impl Parts {
         self.consolidation_store.get_or_try_init(|| self.config.backends.consolidation()).await.cloned()
     }
 
-    pub async fn identity(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    pub async fn identity(&self) -> anyhow::Result<Arc<Identities>> {
         self.identity.get_or_try_init(|| self.config.backends.identity()).await.cloned()
     }
 
@@ -131,7 +139,8 @@ impl Parts {
             .cloned()
     }
 
-    /// The built-in issuer and the verifier that trusts it.
+    /// The built-in issuer and the verifier that trusts it, refusing revoked credentials (as of
+    /// the last reload: the process's [`Refresher`] worker reloads every [`REFRESH_INTERVAL`]).
     pub async fn auth(&self) -> anyhow::Result<(Arc<Issuer>, Arc<dyn TokenVerifier>)> {
         self.auth
             .get_or_try_init(|| async {
@@ -142,13 +151,21 @@ impl Parts {
                         issuer: self.config.public_url.trim_end_matches('/').to_owned(),
                         audience: self.config.audience.clone(),
                         token_ttl: self.config.token_ttl,
+                        trust_forwarded_for: self.config.trust_forwarded_for,
+                        ..IssuerConfig::default()
                     },
                     key,
-                    identity,
+                    identity.clone(),
                 ));
-                let verifier: Arc<dyn TokenVerifier> = Arc::new(
+                let jwt = Arc::new(
                     JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?,
                 );
+                let check = Arc::new(RevocationCheck::new(jwt.clone()));
+                let refresher =
+                    Refresher { identities: identity, issuer: issuer.clone(), verifier: jwt, check: check.clone() };
+                refresher.refresh().await.context("loading revocations and signing keys")?;
+                let _ = self.refresher.set(refresher);
+                let verifier: Arc<dyn TokenVerifier> = check;
                 Ok((issuer, verifier))
             })
             .await
@@ -223,6 +240,7 @@ enum Worker {
     Relay(Relay),
     Consumer(Consumer),
     Gauges(Gauges),
+    Refresher(Refresher),
 }
 
 /// A process assembled from parts, not running: its HTTP API and its background workers.
@@ -263,6 +281,9 @@ impl Process {
             consolidation: parts.consolidation_store.get().cloned(),
             queue: if samples_queue { parts.queue.get().map(|q| q.source.clone()) } else { None },
         }));
+        if let Some(refresher) = parts.refresher.get() {
+            workers.push(Worker::Refresher(refresher.clone()));
+        }
         let router = cashflow_http::layers::common(api.merge(ops::router(parts.readiness())));
         Ok((Self { router, workers }, parts))
     }
@@ -287,6 +308,15 @@ impl Process {
                 Worker::Relay(relay) => tokio::spawn(relay.run(shutdown.clone())),
                 Worker::Consumer(consumer) => tokio::spawn(consumer.run(shutdown.clone())),
                 Worker::Gauges(gauges) => tokio::spawn(gauges.run(shutdown.clone())),
+                Worker::Refresher(refresher) => {
+                    let mut shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = refresher.run(REFRESH_INTERVAL) => {}
+                            _ = shutdown.wait_for(|stop| *stop) => {}
+                        }
+                    })
+                }
             })
             .collect();
         crate::server::serve(listener, self.router, server, shutdown).await?;
@@ -302,7 +332,7 @@ impl Process {
 pub struct Application {
     pub ledger_store: Arc<dyn LedgerStore>,
     pub consolidation_store: Arc<dyn ConsolidationStore>,
-    pub identity: Arc<dyn IdentityStore>,
+    pub identity: Arc<Identities>,
     pub queue: Queue,
     pub cache: Arc<dyn ReportCache>,
     pub ledger: Arc<Ledger>,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use cashflow_auth::{IdentityStore, PostgresIdentityStore, SqliteIdentityStore};
+use cashflow_auth::{Identities, IdentityStore, PostgresIdentityStore, SqliteIdentityStore};
 use cashflow_consolidation::{
     ConsolidationStore, MemoryCache, PostgresConsolidationStore, RedisCache, RedisCacheConfig, ReportCache,
     SqliteConsolidationStore,
@@ -141,15 +141,16 @@ impl BackendArgs {
         })
     }
 
-    /// The identity store of the built-in token issuer.
-    pub async fn identity(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    /// The identities of the built-in token issuer, on their store.
+    pub async fn identity(&self) -> anyhow::Result<Arc<Identities>> {
         let url = self.identity_url()?;
-        Ok(match kind(&url)? {
+        let store: Arc<dyn IdentityStore> = match kind(&url)? {
             Backend::Sqlite => Arc::new(SqliteIdentityStore::open(&url).await.context("opening the identity store")?),
             Backend::Postgres => {
                 Arc::new(PostgresIdentityStore::open(&url).await.context("opening the identity store")?)
             }
-        })
+        };
+        Ok(Arc::new(Identities::new(store)))
     }
 
     /// Both ends of the queue (one object for the embedded queue, so that a publish wakes a

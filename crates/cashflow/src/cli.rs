@@ -37,6 +37,12 @@ pub struct AuthArgs {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
     pub token_ttl_secs: u64,
+
+    /// Throttle failed token requests by the last `X-Forwarded-For` address instead of the
+    /// peer's. Set it only behind a proxy that appends that header (the split deployment's
+    /// nginx does); without one, clients could pick their own address.
+    #[arg(long, env = "CASHFLOW_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
 }
 
 /// How long the HTTP server waits for slow clients, and how many it keeps ([`ServerConfig`]).
@@ -94,6 +100,25 @@ pub enum Command {
     /// Manage users (OAuth 2.0 password grant).
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the built-in token issuer.
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+}
+
+/// `issuer …`
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Rotate the signing key: the new key signs after every process has loaded it; the old one
+    /// stays in the JWKS until every token it signed has expired.
+    RotateKey {
+        /// The services' token lifetime (at least): how long the old key must stay published.
+        #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
+        token_ttl_secs: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
 }
 
 /// Options of `serve`.
@@ -179,6 +204,13 @@ pub struct ConsolidatorArgs {
 /// `merchant …`
 #[derive(Debug, Subcommand)]
 pub enum MerchantCommand {
+    /// List merchants.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
     /// Register a merchant.
     Create {
         /// Display name.
@@ -201,6 +233,29 @@ pub enum MerchantCommand {
 /// `client …`
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
+    /// List API clients (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Revoke a client: no new tokens, and its tokens stop working within 5 s everywhere.
+    Revoke {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Give a client a new secret (printed once); the old one stops working at once.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
     /// Create an API client for a merchant; prints its secret once.
     Create {
         /// The merchant the client acts for.
@@ -223,6 +278,40 @@ pub enum ClientCommand {
 /// `user …`
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Disable a user: no new tokens, and their tokens stop working within 5 s everywhere.
+    Disable {
+        username: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        username: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Set a user's password.
+    SetPassword {
+        username: String,
+        /// The new password; prefer the environment variable, which stays out of the process list.
+        #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
     /// Create a user who signs in with a password (password grant).
     Create {
         /// The merchant the user acts for.

@@ -10,8 +10,8 @@ use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use cashflow_ledger::Ledger;
 
 use crate::backends::BackendArgs;
-use crate::cli::{ClientCommand, Command, MerchantCommand, UserCommand};
-use crate::processes;
+use crate::cli::{ClientCommand, Command, IssuerCommand, MerchantCommand, UserCommand};
+use crate::{operator, processes};
 
 /// Runs one command to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -27,6 +27,27 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             backends.queue().await?;
             println!("schemas are up to date");
             Ok(())
+        }
+        Command::Merchant(MerchantCommand::List { json, store }) => operator::merchant_list(&store, json).await,
+        Command::Client(ClientCommand::List { json, store }) => operator::client_list(&store, json).await,
+        Command::Client(ClientCommand::Revoke { client_id, json, store }) => {
+            operator::client_revoke(&store, &client_id, json).await
+        }
+        Command::Client(ClientCommand::RotateSecret { client_id, json, store }) => {
+            operator::client_rotate_secret(&store, &client_id, json).await
+        }
+        Command::User(UserCommand::List { json, store }) => operator::user_list(&store, json).await,
+        Command::User(UserCommand::Disable { username, json, store }) => {
+            operator::user_set_disabled(&store, &username, true, json).await
+        }
+        Command::User(UserCommand::Enable { username, json, store }) => {
+            operator::user_set_disabled(&store, &username, false, json).await
+        }
+        Command::User(UserCommand::SetPassword { username, password, json, store }) => {
+            operator::user_set_password(&store, &username, password, json).await
+        }
+        Command::Issuer(IssuerCommand::RotateKey { token_ttl_secs, json, store }) => {
+            operator::issuer_rotate_key(&store, Duration::from_secs(token_ttl_secs), json).await
         }
         Command::Merchant(MerchantCommand::Create { name, currency, timezone, json, store }) => {
             let name = MerchantName::parse(&name).map_err(anyhow::Error::msg)?;

@@ -14,12 +14,16 @@
 //!   the connection cap that hold against slow clients.
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
 //! - [`commands`]: dispatch, and `merchant create`, `client create`, `user create`, `migrate`.
+//! - [`operator`]: listing, revoking and rotating credentials, listing merchants, rotating
+//!   the issuer's key (`client list|revoke|rotate-secret`, `user list|disable|enable|set-password`,
+//!   `merchant list`, `issuer rotate-key`).
 //! - [`telemetry`]: logs and their format.
 
 pub mod app;
 pub mod backends;
 pub mod cli;
 pub mod commands;
+pub mod operator;
 pub mod ops;
 pub mod processes;
 pub mod server;

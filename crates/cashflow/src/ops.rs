@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use cashflow_auth::IdentityStore;
+use cashflow_auth::Identities;
 use cashflow_consolidation::{ConsolidationStore, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::LedgerStore;
@@ -76,7 +76,7 @@ impl Readiness {
     }
 
     /// Checks the identity database.
-    pub fn identity(self, store: Arc<dyn IdentityStore>) -> Self {
+    pub fn identity(self, store: Arc<Identities>) -> Self {
         self.probe("identity_db", Need::Critical, move || {
             let s = store.clone();
             async move { s.ping().await.map_err(|e| e.to_string()) }

@@ -213,11 +213,17 @@ async fn connection(
     // Responses go out whole in one write; Nagle would only delay pipelined ones.
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
+    // The peer address, for handlers that need it (the token endpoint's throttle).
+    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
     let io = Guarded { stream: Some(stream), activity: activity.clone(), shut_down: false, permit: Some(permit) };
     let body_timeout = config.body_read_timeout;
     let service = TowerToHyperService::new(Tracked {
         inner: router.map_request(move |req: Request<Incoming>| {
-            req.map(|body| Body::new(TimedBody { body, timeout: body_timeout, deadline: None }))
+            let mut req = req.map(|body| Body::new(TimedBody { body, timeout: body_timeout, deadline: None }));
+            if let Some(peer) = peer {
+                req.extensions_mut().insert(peer);
+            }
+            req
         }),
         activity: activity.clone(),
     });

@@ -100,6 +100,13 @@ pub const DESCRIPTIONS: &[Description] = &[
         "HTTP requests answered, by method, route template and status.",
     ),
     describe(
+        "cashflow_auth_failures_total",
+        &["grant", "reason"],
+        Kind::Counter,
+        Unit::Count,
+        "Token requests refused, by grant and reason (invalid_client, invalid_grant, throttled).",
+    ),
+    describe(
         "cashflow_http_connections_refused_total",
         &[],
         Kind::Counter,

@@ -567,6 +567,15 @@ impl LedgerStore for PostgresLedgerStore {
         row.as_ref().map(merchant_from_row).transpose()
     }
 
+    async fn merchants(&self) -> Result<Vec<Merchant>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, name, currency, time_zone, created_at FROM merchants ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter().map(merchant_from_row).collect()
+    }
+
     async fn merchant_count(&self) -> Result<u64, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM merchants").fetch_one(&self.pool).await.map_err(unavailable)?;

@@ -77,6 +77,9 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// A merchant by id.
     async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
 
+    /// Every merchant, oldest first, for operators.
+    async fn merchants(&self) -> Result<Vec<Merchant>, StoreError>;
+
     /// How many merchants exist (the first start creates a demo one when there are none).
     async fn merchant_count(&self) -> Result<u64, StoreError>;
 

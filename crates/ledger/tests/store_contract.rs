@@ -280,6 +280,7 @@ async fn a_merchant_is_created_once_and_read_back(store: Arc<dyn LedgerStore>) {
 
     // Then it reads back exactly, exists once, and announced itself once
     assert!(matches!(again, Err(StoreError::MerchantExists)), "{again:?}");
+    assert_eq!(store.merchants().await.unwrap(), std::slice::from_ref(&m));
     assert_eq!(store.merchant(m.id).await.unwrap(), Some(m));
     assert_eq!(store.merchant(MerchantId::new()).await.unwrap(), None);
     assert_eq!(store.merchant_count().await.unwrap(), 1);
