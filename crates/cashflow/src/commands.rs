@@ -1,6 +1,8 @@
 //! What each subcommand does: the operator commands here, the serving processes in
 //! [`crate::processes`].
 
+use std::time::Duration;
+
 use anyhow::bail;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;

@@ -57,6 +57,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         public_url: FRONT_URL.to_owned(),
         audience: String::new(),
         token_ttl: std::time::Duration::ZERO,
+        trust_forwarded_for: false,
     };
     let (process, _) = Process::assemble(Parts::new(config), &[Part::Relay]).await?;
     tracing::info!(listen = %args.listen, "cashflow relay running");

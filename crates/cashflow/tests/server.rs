@@ -32,6 +32,7 @@ async fn serve(config: ServerConfig) -> Served {
         public_url: "http://cashflow.test".into(),
         audience: "cashflow".into(),
         token_ttl: Duration::from_secs(600),
+        trust_forwarded_for: false,
     })
     .await
     .unwrap();
