@@ -59,6 +59,8 @@ pub struct Application {
     pub ledger: Arc<Ledger>,
     pub issuer: Arc<Issuer>,
     pub verifier: Arc<dyn TokenVerifier>,
+    /// Consolidation commits, pushed to the web app's pages.
+    pub live: cashflow_web::Live,
     router: Router,
 }
 
@@ -89,8 +91,11 @@ impl Application {
             }))
             .merge(cashflow_auth::issuer::router(issuer.clone()))
             .merge(ops::router(readiness));
-        let router = cashflow_http::layers::common(api);
-        Ok(Self { ledger_store, consolidation_store, identity, queue, cache, ledger, issuer, verifier, router })
+        let live = cashflow_web::Live::default();
+        let web =
+            cashflow_web::router(cashflow_web::WebState::in_process(api.clone(), live.clone(), &config.public_url));
+        let router = cashflow_http::layers::common(api.merge(web));
+        Ok(Self { ledger_store, consolidation_store, identity, queue, cache, ledger, issuer, verifier, live, router })
     }
 
     /// The HTTP API.
@@ -113,7 +118,7 @@ impl Application {
         Consumer::new(
             self.consolidation_store.clone(),
             self.queue.source.clone(),
-            self.cache.clone(),
+            self.live.wrap(self.cache.clone()),
             ConsumerConfig::default(),
         )
     }
@@ -133,6 +138,12 @@ impl Application {
                 .run(shutdown.clone()),
             ),
         ];
+        let live = self.live.clone();
+        let mut closing = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = closing.wait_for(|stop| *stop).await;
+            live.close()
+        });
         serve_http(listener, self.router, shutdown).await?;
         for worker in workers {
             let _ = worker.await;
