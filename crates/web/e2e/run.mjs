@@ -5,8 +5,7 @@
 // Env: CASHFLOW_WEB_URL, CASHFLOW_WEB_USER, CASHFLOW_WEB_PASSWORD, CASHFLOW_CLIENT_ID,
 // CASHFLOW_CLIENT_SECRET, CASHFLOW_SCREENSHOTS (a directory), CHROMIUM (default /usr/bin/chromium).
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
@@ -27,7 +26,8 @@ const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', `--user-data-dir=${mkdtempSync(join(tmpdir(), 'cashflow-chromium-'))}`],
+    '--disable-component-update', '--disable-sync'],
+  // playwright starts chromium with a fresh temporary --user-data-dir of its own each run.
   headless: true,
 });
 
@@ -54,7 +54,8 @@ const signIn = async (page) => {
 
 const closing = (page) => page.locator('#closing-balance');
 const axeViolations = async (page) => {
-  await page.addScriptTag({ content: axeSource });
+  // Evaluated through the devtools protocol: the page's CSP (rightly) refuses an injected <script>.
+  await page.evaluate(axeSource);
   const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
   return result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 };

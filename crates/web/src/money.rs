@@ -104,10 +104,9 @@ pub fn parse(text: &str, currency: &str, digits: u8, lang: Lang) -> Result<i64, 
     };
     let mut units: i64 = 0;
     let mut seen_digits = 0usize;
-    let mut groups = whole.split(if decimal == group { '\u{0}' } else { group }).peekable();
     let mut first = true;
     let grouped = whole.contains(group) && decimal != group;
-    while let Some(part) = groups.next() {
+    for part in whole.split(if grouped { group } else { '\u{0}' }) {
         if grouped && ((first && !(1..=3).contains(&part.len())) || (!first && part.len() != 3)) {
             return Err(AmountError::Grouping);
         }

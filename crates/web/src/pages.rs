@@ -165,7 +165,7 @@ pub fn entry_table(view: &View, books: &Books, entries: &[Entry], actions: bool)
         @if entries.is_empty() {
             p.empty { (m.no_entries) }
         } @else {
-            table.entries {
+            div.table-wrap { table.entries {
                 thead { tr {
                     th scope="col" { (m.occurred_at) }
                     th scope="col" { (m.kind) }
@@ -178,8 +178,8 @@ pub fn entry_table(view: &View, books: &Books, entries: &[Entry], actions: bool)
                     @for e in entries {
                         tr data-entry=(e.id) .(e.kind) {
                             td { (books.instant(&e.occurred_at, lang)) }
-                            td { (kind_label(m, &e.kind)) @if e.reversal_of.is_some() { " · " (m.reversal_of) } }
-                            td { (e.description) }
+                            td { (kind_label(m, &e.kind)) }
+                            td { (e.description) @if e.reversal_of.is_some() { " · " em { (m.reversal_of) } } }
                             td { (e.category.as_deref().unwrap_or("")) }
                             td.num { @if e.kind == "debit" { "−" } (books.amount(&e.amount, lang)) }
                             @if actions {
@@ -190,7 +190,7 @@ pub fn entry_table(view: &View, books: &Books, entries: &[Entry], actions: bool)
                         }
                     }
                 }
-            }
+            } }
         }
     }
 }
@@ -223,15 +223,15 @@ impl RecordForm {
     }
 }
 
-/// The record form.
-pub fn record_form(view: &View, form: &RecordForm, autofocus: bool) -> Markup {
+/// The record form; `standalone` on its own page (the page's heading, focus on the amount).
+pub fn record_form(view: &View, form: &RecordForm, standalone: bool) -> Markup {
     let m = view.m();
     let csrf = view.csrf.as_deref().unwrap_or_default();
     let (group, decimal) = view.lang.separators();
     let debit = form.kind == "debit";
     html! {
         form #record .card method="post" action="/entries" {
-            h2 { (m.record) }
+            @if standalone { h1 { (m.record) } } @else { h2 { (m.record) } }
             input type="hidden" name="csrf" value=(csrf);
             input type="hidden" name="idempotency_key" value=(form.idempotency_key);
             @if let Some(error) = form.error("form") { p.error role="alert" { (error) } }
@@ -244,7 +244,7 @@ pub fn record_form(view: &View, form: &RecordForm, autofocus: bool) -> Markup {
             label for="amount" { (m.amount) }
             input #amount name="amount" type="text" inputmode="numeric" autocomplete="off" required
                 placeholder=(money::format_plain(0, 2, view.lang)) value=(form.amount)
-                data-keypad="2" data-group=(group) data-decimal=(decimal) autofocus[autofocus]
+                data-keypad="2" data-group=(group) data-decimal=(decimal) autofocus[standalone]
                 aria-invalid=[form.error("amount").map(|_| "true")] aria-describedby=[form.error("amount").map(|_| "amount-error")];
             (field_error(form.error("amount"), "amount"))
             label for="description" { (m.description) }
