@@ -174,6 +174,13 @@ fn record_form<'a>(csrf: &'a str, amount: &'a str, key: &'a str) -> Vec<(&'a str
     ]
 }
 
+/// `form` with `key` set to `value` instead.
+fn with<'a>(mut form: Vec<(&'a str, &'a str)>, key: &'a str, value: &'a str) -> Vec<(&'a str, &'a str)> {
+    form.retain(|(k, _)| *k != key);
+    form.push((key, value));
+    form
+}
+
 #[tokio::test]
 async fn signing_in_sets_an_http_only_same_site_strict_session_cookie() {
     let web = Web::spawn("http://cashflow.test").await;
@@ -257,9 +264,7 @@ async fn an_amount_typed_the_brazilian_way_records_those_minor_units() {
 async fn save_and_add_another_comes_back_to_an_empty_form() {
     let web = Web::spawn("http://cashflow.test").await;
     let (cookie, csrf) = web.session().await;
-    let mut form = record_form(&csrf, "5,00", "k-another");
-    form.retain(|(k, _)| *k != "then");
-    form.push(("then", "another"));
+    let form = with(record_form(&csrf, "5,00", "k-another"), "then", "another");
     let recorded = web.post("/entries", &cookie, &form).await;
     assert_eq!(recorded.location(), "/record?recorded=1");
     let page = web.get("/record?recorded=1", &cookie).await;
@@ -279,9 +284,7 @@ async fn an_api_validation_error_is_shown_next_to_its_field_with_what_was_typed(
     assert!(zero.text.contains(r#"aria-invalid="true""#));
     assert!(zero.text.contains(r#"value="Venda balcão""#), "what was typed stays");
 
-    let mut future = record_form(&csrf, "1,00", "k-future");
-    future.retain(|(k, _)| *k != "occurred_at");
-    future.push(("occurred_at", "2999-01-01T10:00"));
+    let future = with(record_form(&csrf, "1,00", "k-future"), "occurred_at", "2999-01-01T10:00");
     let refused = web.post("/entries", &cookie, &future).await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
     assert!(refused.text.contains(r#"id="occurred_at-error""#), "{}", refused.text);
@@ -292,9 +295,7 @@ async fn an_api_validation_error_is_shown_next_to_its_field_with_what_was_typed(
 async fn a_backdated_entry_is_read_in_the_merchants_time_zone() {
     let web = Web::spawn("http://cashflow.test").await;
     let (cookie, csrf) = web.session().await;
-    let mut form = record_form(&csrf, "2,00", "k-back");
-    form.retain(|(k, _)| *k != "occurred_at");
-    form.push(("occurred_at", "2026-11-23T22:30"));
+    let form = with(record_form(&csrf, "2,00", "k-back"), "occurred_at", "2026-11-23T22:30");
     assert_eq!(web.post("/entries", &cookie, &form).await.status, StatusCode::SEE_OTHER);
     let day = web.get("/entries?date=2026-11-23", &cookie).await;
     assert!(day.text.contains("23/11/2026 22:30"), "{}", day.text);
