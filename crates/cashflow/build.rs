@@ -8,6 +8,7 @@ fn main() {
         ("redis_tests", "CASHFLOW_TEST_REDIS_URL"),
         ("sqs_tests", "CASHFLOW_TEST_SQS_ENDPOINT"),
         ("nginx_tests", "CASHFLOW_TEST_NGINX"),
+        ("browser_tests", "CASHFLOW_TEST_BROWSER"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={var}");

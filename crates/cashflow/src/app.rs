@@ -66,11 +66,15 @@ pub enum Part {
     Relay,
     /// The worker that applies the queue's events to the consolidation.
     Consumer,
+    /// The merchant's web app at `/`: a client of the other parts' API, in process, with its
+    /// live balance fed by this process's consumer.
+    Web,
 }
 
 impl Part {
     /// Everything: `serve`.
-    pub const ALL: [Part; 5] = [Part::LedgerApi, Part::ReportsApi, Part::TokenIssuer, Part::Relay, Part::Consumer];
+    pub const ALL: [Part; 6] =
+        [Part::LedgerApi, Part::ReportsApi, Part::TokenIssuer, Part::Relay, Part::Consumer, Part::Web];
 }
 
 /// The backends of one process, each opened the first time a part needs it and shared by
@@ -91,6 +95,9 @@ pub struct Parts {
     refresher: OnceCell<Refresher>,
     /// Also what wakes the relay: a commit through this ledger signals its outbox.
     ledger: OnceCell<Arc<Ledger>>,
+    /// The consumer's invalidations, broadcast to the web app's live pages (nobody listens in a
+    /// process without the web part; a broadcast without receivers costs nothing).
+    live: cashflow_web::Live,
 }
 
 impl Parts {
@@ -107,6 +114,7 @@ impl Parts {
             auth: OnceCell::new(),
             refresher: OnceCell::new(),
             ledger: OnceCell::new(),
+            live: cashflow_web::Live::default(),
         }
     }
 
@@ -202,7 +210,7 @@ impl Parts {
 
     /// A consumer from the queue into the consolidation store.
     pub async fn consumer(&self) -> anyhow::Result<Consumer> {
-        Ok(consumer(self.consolidation_store().await?, &self.queue().await?, self.cache().await?))
+        Ok(consumer(self.consolidation_store().await?, &self.queue().await?, self.live.wrap(self.cache().await?)))
     }
 
     /// Probes of every backend opened so far: a process is ready when what it uses is.
@@ -247,6 +255,8 @@ enum Worker {
 pub struct Process {
     router: Router,
     workers: Vec<Worker>,
+    /// The web app's live streams, ended at shutdown so that in-flight connections drain.
+    live: Option<cashflow_web::Live>,
 }
 
 impl Process {
@@ -267,6 +277,12 @@ impl Process {
         if has(Part::TokenIssuer) {
             api = api.merge(parts.token_issuer().await?);
         }
+        let mut live = None;
+        if has(Part::Web) {
+            let web = cashflow_web::WebState::in_process(api.clone(), parts.live.clone(), &parts.config.public_url);
+            api = api.merge(cashflow_web::router(web));
+            live = Some(parts.live.clone());
+        }
         if has(Part::Relay) {
             workers.push(Worker::Relay(parts.relay().await?));
         }
@@ -285,7 +301,7 @@ impl Process {
             workers.push(Worker::Refresher(refresher.clone()));
         }
         let router = cashflow_http::layers::common(api.merge(ops::router(parts.readiness())));
-        Ok((Self { router, workers }, parts))
+        Ok((Self { router, workers, live }, parts))
     }
 
     /// The HTTP API, every part's routes behind the common layers.
@@ -319,6 +335,13 @@ impl Process {
                 }
             })
             .collect();
+        if let Some(live) = self.live {
+            let mut closing = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = closing.wait_for(|stop| *stop).await;
+                live.close();
+            });
+        }
         crate::server::serve(listener, self.router, server, shutdown).await?;
         for worker in workers {
             let _ = worker.await;
@@ -338,6 +361,8 @@ pub struct Application {
     pub ledger: Arc<Ledger>,
     pub issuer: Arc<Issuer>,
     pub verifier: Arc<dyn TokenVerifier>,
+    /// Consolidation commits, pushed to the web app's pages.
+    pub live: cashflow_web::Live,
     process: Process,
 }
 
@@ -355,6 +380,7 @@ impl Application {
             ledger: parts.ledger().await?,
             issuer,
             verifier,
+            live: parts.live.clone(),
             process,
         })
     }
@@ -371,7 +397,7 @@ impl Application {
 
     /// A consumer from the queue into the consolidation store.
     pub fn consumer(&self) -> Consumer {
-        consumer(self.consolidation_store.clone(), &self.queue, self.cache.clone())
+        consumer(self.consolidation_store.clone(), &self.queue, self.live.wrap(self.cache.clone()))
     }
 
     /// The process to run: every part ([`Process::run`]).

@@ -4,7 +4,7 @@
 //! only picks its [`Part`]s; [`crate::app`] builds and runs them.
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -123,14 +123,17 @@ async fn create_demo(app: &Application, base: &str) -> anyhow::Result<()> {
         )
         .await?;
     let client = app.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
+    let password = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    app.identity.create_user("demo", &SecretString::from(password.clone()), merchant.id, Scopes::all()).await?;
     let id = &client.client_id;
     let secret = client.client_secret.expose_secret();
     println!(
         r#"
-First start: created a demo merchant and an API client (the secret is shown only now).
+First start: created a demo merchant, an API client and a web user (secrets are shown only now).
   merchant_id:   {merchant_id}
   client_id:     {id}
   client_secret: {secret}
+  web app:       {base}/  username: demo  password: {password}
 
 Try it:
   TOKEN=$(curl -s -u '{id}:{secret}' -d grant_type=client_credentials {base}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')

@@ -44,14 +44,15 @@ pub fn router(state: LedgerState) -> Router {
         .route("/v1/entries", post(create_entry).get(list_entries))
         .route("/v1/entries/{id}", get(get_entry))
         .route("/v1/entries/{id}/reversal", post(reverse_entry))
+        .route("/v1/merchant", get(get_merchant))
         .with_state(state)
 }
 
 /// The ledger's part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(create_entry, list_entries, get_entry, reverse_entry),
-    components(schemas(CreateEntryRequest, ReversalRequest, EntryResponse, EntryPage))
+    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant),
+    components(schemas(CreateEntryRequest, ReversalRequest, EntryResponse, EntryPage, MerchantResponse))
 )]
 pub struct LedgerApi;
 
@@ -182,6 +183,22 @@ impl EntryResponse {
             reversal_of: entry.reversal_of.map(|id| id.to_string()),
         }
     }
+}
+
+/// The caller's merchant: the settings a client needs to show and enter amounts and dates
+/// (the web app renders "today" and reads a typed date and time in this time zone).
+#[derive(Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct MerchantResponse {
+    pub id: String,
+    pub name: String,
+    /// ISO 4217 code; every amount of this merchant is in it.
+    #[schema(example = "BRL")]
+    pub currency: String,
+    /// Minor digits of the currency (BRL: 2).
+    pub minor_digits: u8,
+    /// IANA time zone that decides business dates.
+    #[schema(example = "America/Sao_Paulo")]
+    pub time_zone: String,
 }
 
 /// A page of entries.
@@ -348,6 +365,27 @@ async fn reverse_entry(
     let merchant = state.ledger.merchant(principal.merchant_id).await?;
     let reversal = state.ledger.reverse(merchant.id, id, description, context::traceparent()).await?;
     Ok(created(&reversal, merchant.time_zone, false))
+}
+
+/// The token's merchant. Any valid token may read it: it is what every client needs to format
+/// the merchant's amounts and dates.
+#[utoipa::path(
+    get, path = "/v1/merchant", tag = "ledger",
+    responses((status = 200, body = MerchantResponse), (status = 401, description = "Missing or invalid token")),
+    security(("bearer" = []))
+)]
+async fn get_merchant(
+    State(state): State<LedgerState>,
+    principal: Principal,
+) -> Result<Json<MerchantResponse>, ApiError> {
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    Ok(Json(MerchantResponse {
+        id: merchant.id.to_string(),
+        name: merchant.name.as_str().to_owned(),
+        currency: merchant.currency.code().to_owned(),
+        minor_digits: merchant.currency.minor_digits(),
+        time_zone: merchant.time_zone.name().to_owned(),
+    }))
 }
 
 /// Query of `GET /v1/entries`.

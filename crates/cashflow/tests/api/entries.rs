@@ -178,3 +178,17 @@ async fn a_request_without_trace_context_starts_one_from_its_request_id() {
     assert!(cashflow_http::context::is_valid(traceparent), "{traceparent}");
     assert_eq!(cashflow_http::context::trace_id(traceparent), Some(request_id.as_str()));
 }
+
+#[tokio::test]
+async fn the_merchant_endpoint_gives_the_tokens_merchant_currency_and_time_zone() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/v1/merchant").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let merchant = r.json();
+    assert_eq!(merchant["currency"], "BRL");
+    assert_eq!(merchant["minor_digits"], 2);
+    assert_eq!(merchant["time_zone"], "America/Sao_Paulo");
+
+    let anonymous = app.call(Method::GET, "/v1/merchant", None, None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}

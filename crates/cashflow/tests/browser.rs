@@ -1,0 +1,84 @@
+//! The web app in a real browser: `cashflow serve` on a free port and a temporary data
+//! directory, and the playwright-core suite in `crates/web/e2e` driving Debian's chromium
+//! against it (sign in, record a credit typed "1.234,56" and watch the balance change live,
+//! record a debit, reverse it, axe-core, screenshots under `target/screenshots/`, and the live
+//! delay and first-page figures in `target/screenshots/figures.json`).
+//!
+//! Needs `/usr/bin/chromium` and `npm ci` in `crates/web/e2e`; runs with
+//! `CASHFLOW_TEST_BROWSER=1`, and is reported as ignored otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cashflow");
+
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+#[cfg_attr(not(browser_tests), ignore = "set CASHFLOW_TEST_BROWSER=1 (chromium and npm ci in crates/web/e2e) to run")]
+fn the_web_app_works_in_a_real_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = root.join("crates/web/e2e");
+    assert!(e2e.join("node_modules/playwright-core").exists(), "run `npm ci` in {}", e2e.display());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+
+    // The first start prints the demo credentials.
+    let mut banner = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !banner.contains("password:") {
+        assert!(Instant::now() < deadline, "no demo credentials printed:\n{banner}");
+        let line = lines.next().expect("serve printed its banner").unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let field = |name: &str| {
+        banner
+            .split_whitespace()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {name} in:\n{banner}"))
+            .to_owned()
+    };
+    let shots = root.join("target/screenshots");
+    let status = Command::new("node")
+        .arg("run.mjs")
+        .current_dir(&e2e)
+        .env("CASHFLOW_WEB_URL", format!("http://127.0.0.1:{port}"))
+        .env("CASHFLOW_WEB_USER", field("username:"))
+        .env("CASHFLOW_WEB_PASSWORD", field("password:"))
+        .env("CASHFLOW_CLIENT_ID", field("client_id:"))
+        .env("CASHFLOW_CLIENT_SECRET", field("client_secret:"))
+        .env("CASHFLOW_SCREENSHOTS", &shots)
+        .status()
+        .expect("run node");
+    drop(server);
+    assert!(status.success(), "the browser suite failed (screenshots in {})", shots.display());
+}

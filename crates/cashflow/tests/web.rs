@@ -1,0 +1,457 @@
+//! The web app through the router `serve` runs (`oneshot`, no socket): sign-in and its cookie,
+//! CSRF, recording as a merchant types it, API validation shown in the page, reversal, live
+//! events, languages and security headers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::Value;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+use cashflow::app::{AppConfig, Application};
+use cashflow::backends::BackendArgs;
+use cashflow_auth::Scopes;
+use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+
+struct Web {
+    app: Application,
+    router: Router,
+    merchant: MerchantId,
+    _dir: TempDir,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    text: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The value of `name`'s `Set-Cookie`, whole (with its attributes).
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+
+    /// The first hidden `csrf` field of the page.
+    fn csrf(&self) -> String {
+        hidden(&self.text, "csrf")
+    }
+}
+
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+fn cookie_value(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+impl Web {
+    async fn spawn(public_url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AppConfig {
+            backends: BackendArgs::embedded(dir.path()),
+            public_url: public_url.into(),
+            audience: "cashflow".into(),
+            token_ttl: Duration::from_secs(600),
+        };
+        let app = Application::build(&config).await.unwrap();
+        let merchant = app
+            .ledger
+            .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
+            .await
+            .unwrap()
+            .id;
+        app.identity.create_user("maria", &SecretString::from(PASSWORD), merchant, Scopes::all()).await.unwrap();
+        let router = app.router();
+        let web = Self { app, router, merchant, _dir: dir };
+        web.consolidate().await;
+        web
+    }
+
+    async fn send(&self, request: Request<Body>) -> Page {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Page { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
+    }
+
+    async fn get(&self, path: &str, cookies: &str) -> Page {
+        let request = Request::get(path).header(header::COOKIE, cookies).body(Body::empty()).unwrap();
+        self.send(request).await
+    }
+
+    async fn post(&self, path: &str, cookies: &str, form: &[(&str, &str)]) -> Page {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{}={}", cashflow_web::api::percent_encode(k), cashflow_web::api::percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::COOKIE, cookies)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Signs in through the page; returns the session cookie's `Set-Cookie`.
+    async fn sign_in(&self) -> String {
+        let page = self.get("/signin", "").await;
+        let pre = cookie_value(&page.set_cookie("cf_pre").expect("a pre-session cookie"));
+        let signed = self
+            .post(
+                "/signin",
+                &format!("cf_pre={pre}"),
+                &[("csrf", &page.csrf()), ("username", "maria"), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.text);
+        assert_eq!(signed.location(), "/");
+        signed.set_cookie("cf_session").expect("a session cookie")
+    }
+
+    /// A session cookie header and the CSRF token of its forms.
+    async fn session(&self) -> (String, String) {
+        let cookie = format!("cf_session={}", cookie_value(&self.sign_in().await));
+        let today = self.get("/", &cookie).await;
+        assert_eq!(today.status, StatusCode::OK, "{}", today.text);
+        (cookie, today.csrf())
+    }
+
+    /// The merchant's entries of today, through the API.
+    async fn entries_today(&self) -> Vec<Value> {
+        let token = self.app.issuer.mint("test", self.merchant, Scopes::all()).unwrap().0;
+        let today = chrono::Utc::now().with_timezone(&chrono_tz::America::Sao_Paulo).date_naive();
+        let request = Request::get(format!("/v1/entries?date={today}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let page = self.send(request).await;
+        let body: Value = serde_json::from_str(&page.text).unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+
+    async fn consolidate(&self) {
+        self.app.relay().drain().await.unwrap();
+        self.app.consumer().drain().await.unwrap();
+    }
+}
+
+fn record_form<'a>(csrf: &'a str, amount: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("csrf", csrf),
+        ("idempotency_key", key),
+        ("type", "credit"),
+        ("amount", amount),
+        ("description", "Venda balcão"),
+        ("category", "sales"),
+        ("occurred_at", ""),
+        ("then", "today"),
+    ]
+}
+
+/// `form` with `key` set to `value` instead.
+fn with<'a>(mut form: Vec<(&'a str, &'a str)>, key: &'a str, value: &'a str) -> Vec<(&'a str, &'a str)> {
+    form.retain(|(k, _)| *k != key);
+    form.push((key, value));
+    form
+}
+
+#[tokio::test]
+async fn signing_in_sets_an_http_only_same_site_strict_session_cookie() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let cookie = web.sign_in().await;
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(cookie.contains("Path=/"), "{cookie}");
+    assert!(cookie.contains("Max-Age=600"), "lives as long as the token: {cookie}");
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+
+    let https = Web::spawn("https://cashflow.example").await;
+    assert!(https.sign_in().await.contains("; Secure"), "Secure when the public URL is https");
+}
+
+#[tokio::test]
+async fn a_wrong_password_shows_the_sign_in_page_again_with_the_error() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let page = web.get("/signin", "").await;
+    let pre = cookie_value(&page.set_cookie("cf_pre").unwrap());
+    let refused = web
+        .post(
+            "/signin",
+            &format!("cf_pre={pre}"),
+            &[("csrf", &page.csrf()), ("username", "maria"), ("password", "nope")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(refused.text.contains("Usuário ou senha incorretos."), "{}", refused.text);
+    assert!(refused.set_cookie("cf_session").is_none());
+}
+
+#[tokio::test]
+async fn a_sign_in_without_the_pre_session_token_is_refused() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let refused = web.post("/signin", "", &[("username", "maria"), ("password", PASSWORD)]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.set_cookie("cf_session").is_none());
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused_and_records_nothing() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+
+    let missing = web.post("/entries", &cookie, &record_form("", "10,00", "k1")).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN, "{}", missing.text);
+    let forged = web.post("/entries", &cookie, &record_form("AAAA", "10,00", "k2")).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let another_sessions = web.session().await.1;
+    assert_ne!(another_sessions, csrf);
+    let foreign = web.post("/entries", &cookie, &record_form(&another_sessions, "10,00", "k3")).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN, "a token is bound to its own session");
+
+    assert!(web.entries_today().await.is_empty(), "nothing was recorded");
+}
+
+#[tokio::test]
+async fn an_amount_typed_the_brazilian_way_records_those_minor_units() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+
+    let recorded = web.post("/entries", &cookie, &record_form(&csrf, "1.234,56", "sale-1")).await;
+    assert_eq!(recorded.status, StatusCode::SEE_OTHER, "{}", recorded.text);
+    assert_eq!(recorded.location(), "/?recorded=1");
+
+    let entries = web.entries_today().await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["amount"], "1234.56", "123456 minor units");
+    assert_eq!(entries[0]["description"], "Venda balcão");
+
+    let again = web.post("/entries", &cookie, &record_form(&csrf, "1.234,56", "sale-1")).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert_eq!(web.entries_today().await.len(), 1, "a double submit replays the same idempotency key");
+
+    web.consolidate().await;
+    let today = web.get("/", &cookie).await;
+    assert!(today.text.contains("R$ 1.234,56"), "{}", today.text);
+}
+
+#[tokio::test]
+async fn save_and_add_another_comes_back_to_an_empty_form() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    let form = with(record_form(&csrf, "5,00", "k-another"), "then", "another");
+    let recorded = web.post("/entries", &cookie, &form).await;
+    assert_eq!(recorded.location(), "/record?recorded=1");
+    let page = web.get("/record?recorded=1", &cookie).await;
+    assert!(page.text.contains("Lançamento registrado."));
+    assert_ne!(hidden(&page.text, "idempotency_key"), "k-another", "a new form gets a new key");
+}
+
+#[tokio::test]
+async fn an_api_validation_error_is_shown_next_to_its_field_with_what_was_typed() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+
+    let zero = web.post("/entries", &cookie, &record_form(&csrf, "0,00", "k-zero")).await;
+    assert_eq!(zero.status, StatusCode::BAD_REQUEST, "{}", zero.text);
+    assert!(zero.text.contains(r#"id="amount-error""#), "{}", zero.text);
+    assert!(zero.text.contains("Valor inválido"), "{}", zero.text);
+    assert!(zero.text.contains(r#"aria-invalid="true""#));
+    assert!(zero.text.contains(r#"value="Venda balcão""#), "what was typed stays");
+
+    let future = with(record_form(&csrf, "1,00", "k-future"), "occurred_at", "2999-01-01T10:00");
+    let refused = web.post("/entries", &cookie, &future).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text);
+    assert!(refused.text.contains(r#"id="occurred_at-error""#), "{}", refused.text);
+    assert!(web.entries_today().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_backdated_entry_is_read_in_the_merchants_time_zone() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    let form = with(record_form(&csrf, "2,00", "k-back"), "occurred_at", "2026-11-23T22:30");
+    assert_eq!(web.post("/entries", &cookie, &form).await.status, StatusCode::SEE_OTHER);
+    let day = web.get("/entries?date=2026-11-23", &cookie).await;
+    assert!(day.text.contains("23/11/2026 22:30"), "{}", day.text);
+}
+
+#[tokio::test]
+async fn an_entry_is_reversed_after_a_confirmation_step() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    web.post("/entries", &cookie, &record_form(&csrf, "40,50", "k-rev")).await;
+    let id = web.entries_today().await[0]["id"].as_str().unwrap().to_owned();
+
+    let list = web.get("/entries", &cookie).await;
+    let link = format!("/entries/{id}/reverse");
+    assert!(list.text.contains(&link), "{}", list.text);
+    let confirm = web.get(&link, &cookie).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(confirm.text.contains("Confirmar estorno"));
+    assert_eq!(web.entries_today().await.len(), 1, "asking records nothing");
+
+    let done = web.post(&link, &cookie, &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
+    let entries = web.entries_today().await;
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["reversal_of"], id.as_str());
+
+    let twice = web.post(&link, &cookie, &[("csrf", &confirm.csrf())]).await;
+    assert_eq!(twice.status, StatusCode::CONFLICT);
+    assert!(twice.text.contains("já foi estornado"), "{}", twice.text);
+}
+
+#[tokio::test]
+async fn entries_are_paginated_with_the_apis_cursor() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    for i in 0..51 {
+        let key = format!("k{i}");
+        web.post("/entries", &cookie, &record_form(&csrf, "1,00", &key)).await;
+    }
+    let first = web.get("/entries", &cookie).await;
+    assert_eq!(first.text.matches("data-entry=").count(), 50);
+    let start = first.text.find("rel=\"next\" href=\"").unwrap() + "rel=\"next\" href=\"".len();
+    let next = first.text[start..].split('"').next().unwrap().replace("&amp;", "&");
+    let second = web.get(&next, &cookie).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text);
+    assert_eq!(second.text.matches("data-entry=").count(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_or_forged_session_goes_back_to_sign_in() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let page = web.get("/", "cf_session=not-a-token").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/signin?expired=1");
+    assert!(page.set_cookie("cf_session").unwrap().contains("Max-Age=0"), "the cookie is cleared");
+    assert_eq!(web.get("/", "").await.location(), "/signin");
+    assert_eq!(web.get("/today/panel", "cf_session=x").await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn signing_out_clears_the_session() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    let out = web.post("/signout", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(out.location(), "/signin");
+    assert!(out.set_cookie("cf_session").unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn pages_are_in_portuguese_by_default_and_english_on_request() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let pt = web.get("/signin", "").await;
+    for label in ["Usuário", "Senha", "Entrar", r#"lang="pt-BR""#] {
+        assert!(pt.text.contains(label), "{label}");
+    }
+    let request =
+        Request::get("/signin").header(header::ACCEPT_LANGUAGE, "en-US,en;q=0.9").body(Body::empty()).unwrap();
+    let en = web.send(request).await;
+    for label in ["Username", "Password", "Sign in"] {
+        assert!(en.text.contains(label), "{label}");
+    }
+    let switched = web.get("/lang/en?next=/signin", "").await;
+    assert_eq!(switched.location(), "/signin");
+    assert!(switched.set_cookie("cf_lang").unwrap().starts_with("cf_lang=en"));
+    assert_eq!(web.get("/lang/en?next=//evil.example", "").await.location(), "/", "no open redirect");
+
+    let (cookie, _) = web.session().await;
+    let today = web.get("/", &format!("{cookie}; cf_lang=en")).await;
+    for label in ["Opening balance", "Credits", "Debits", "Closing balance", "Type", "Amount", "Record"] {
+        assert!(today.text.contains(label), "{label}");
+    }
+    let pt_today = web.get("/", &cookie).await;
+    for label in [
+        "Saldo inicial",
+        "Créditos",
+        "Débitos",
+        "Saldo final",
+        "Tipo",
+        "Crédito",
+        "Débito",
+        "Valor",
+        "Descrição",
+        "Categoria",
+        "Data e hora",
+        "Registrar",
+    ] {
+        assert!(pt_today.text.contains(label), "{label}");
+    }
+}
+
+#[tokio::test]
+async fn every_page_and_asset_carries_the_security_headers() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, _) = web.session().await;
+    let css = web.get("/signin", "").await;
+    let css_url = {
+        let start = css.text.find("/assets/app.css").unwrap();
+        css.text[start..].split('"').next().unwrap().to_owned()
+    };
+    for path in ["/signin", "/", "/record", "/entries", css_url.as_str(), "/manifest.webmanifest"] {
+        let page = web.get(path, &cookie).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        let csp = page.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}");
+        assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer", "{path}");
+        assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+    }
+    let today = web.get("/", &cookie).await;
+    assert_eq!(today.headers[header::CACHE_CONTROL], "no-store", "private pages are not stored");
+    assert!(!today.text.contains("<script>") && !today.text.contains("style="), "no inline script or style");
+}
+
+#[tokio::test]
+async fn a_consolidation_commit_is_pushed_to_the_merchants_event_stream() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    let request = Request::get("/events").header(header::COOKIE, &cookie).body(Body::empty()).unwrap();
+    let response = web.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = response.into_body();
+
+    web.post("/entries", &cookie, &record_form(&csrf, "3,00", "k-live")).await;
+    web.consolidate().await;
+
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !seen.contains("event: balance") {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.expect("an event in time").unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(seen.contains("\nid: "), "{seen}");
+
+    let unsigned = web.get("/events", "").await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,201 @@
+// Browser tests of the web app against a running `cashflow serve` (started by the Rust test
+// crates/cashflow/tests/browser.rs, which passes its address and the demo credentials).
+// Debian's chromium, driven by playwright-core; no browser is downloaded.
+//
+// Env: CASHFLOW_WEB_URL, CASHFLOW_WEB_USER, CASHFLOW_WEB_PASSWORD, CASHFLOW_CLIENT_ID,
+// CASHFLOW_CLIENT_SECRET, CASHFLOW_SCREENSHOTS (a directory), CHROMIUM (default /usr/bin/chromium).
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const require = createRequire(import.meta.url);
+const base = process.env.CASHFLOW_WEB_URL;
+const user = process.env.CASHFLOW_WEB_USER;
+const password = process.env.CASHFLOW_WEB_PASSWORD;
+const shots = process.env.CASHFLOW_SCREENSHOTS || 'screenshots';
+const liveSamples = Number(process.env.CASHFLOW_LIVE_SAMPLES || 50);
+assert.ok(base && user && password, 'CASHFLOW_WEB_URL, CASHFLOW_WEB_USER and CASHFLOW_WEB_PASSWORD are required');
+mkdirSync(shots, { recursive: true });
+
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1280, height: 800 };
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+  // playwright starts chromium with a fresh temporary --user-data-dir of its own each run.
+  headless: true,
+});
+
+const results = [];
+const test = async (name, fn) => {
+  const started = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`ok - ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    results.push({ name, ok: false });
+    console.log(`not ok - ${name}\n${error && error.stack ? error.stack : error}`);
+  }
+};
+
+const signIn = async (page) => {
+  await page.goto(`${base}/signin`);
+  await page.getByLabel('Usuário').fill(user);
+  await page.getByLabel('Senha').fill(password);
+  await page.getByRole('button', { name: 'Entrar' }).click();
+  await page.waitForURL(`${base}/`);
+};
+
+const closing = (page) => page.locator('#closing-balance');
+const axeViolations = async (page) => {
+  // Evaluated through the devtools protocol: the page's CSP (rightly) refuses an injected <script>.
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+};
+
+const phone = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', deviceScaleFactor: 1, isMobile: true, hasTouch: true });
+const page = await phone.newPage();
+const figures = {};
+
+await test('sign in with the demo user', async () => {
+  await page.goto(`${base}/signin`);
+  await page.screenshot({ path: join(shots, 'signin-phone.png'), fullPage: true });
+  await signIn(page);
+  await assert.doesNotReject(page.getByRole('heading', { name: /Hoje/ }).waitFor());
+  await page.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
+});
+
+await test('a credit typed as 1.234,56 changes the balance without a reload', async () => {
+  await page.evaluate(() => { window.__sameDocument = true; });
+  const amount = page.getByLabel('Valor');
+  await amount.click();
+  await amount.pressSequentially('1.234,56');
+  assert.equal(await amount.inputValue(), '1.234,56');
+  await page.getByLabel('Descrição').fill('Venda balcão');
+  await page.getByLabel('Categoria').fill('vendas');
+  await page.getByRole('button', { name: 'Registrar', exact: true }).click();
+  await page.getByText('Lançamento registrado.').waitFor();
+  await page.waitForFunction(() => document.querySelector('#closing-balance')?.textContent === 'R$ 1.234,56', null, { timeout: 5000 });
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'the page was not reloaded');
+  await page.screenshot({ path: join(shots, 'today-phone.png'), fullPage: true });
+});
+
+await test('a debit is recorded and subtracted', async () => {
+  await page.getByLabel('Débito').check();
+  await page.getByLabel('Valor').pressSequentially('4050');
+  assert.equal(await page.getByLabel('Valor').inputValue(), '40,50');
+  await page.getByLabel('Descrição').fill('Fornecedor');
+  await page.getByRole('button', { name: 'Registrar', exact: true }).click();
+  await page.waitForFunction(() => document.querySelector('#closing-balance')?.textContent === 'R$ 1.194,06', null, { timeout: 5000 });
+  assert.equal(await page.locator('#total-debits').textContent(), 'R$ 40,50');
+});
+
+await test('the debit is reversed after a confirmation', async () => {
+  await page.getByRole('link', { name: 'Lançamentos' }).click();
+  await page.screenshot({ path: join(shots, 'entries-phone.png'), fullPage: true });
+  const row = page.locator('tr', { hasText: 'Fornecedor' });
+  await row.getByRole('link', { name: 'Estornar' }).click();
+  await page.getByRole('button', { name: 'Confirmar estorno' }).waitFor();
+  await page.screenshot({ path: join(shots, 'reverse-phone.png'), fullPage: true });
+  await page.getByRole('button', { name: 'Confirmar estorno' }).click();
+  await page.getByText('Lançamento estornado.').waitFor();
+  await page.getByRole('link', { name: 'Hoje' }).click();
+  await page.waitForFunction(() => document.querySelector('#closing-balance')?.textContent === 'R$ 1.234,56', null, { timeout: 5000 });
+});
+
+await test('a field error from the API is shown next to the field', async () => {
+  await page.getByLabel('Valor').fill('');
+  await page.getByLabel('Descrição').fill('Sem valor');
+  await page.locator('#amount').evaluate((el) => { el.removeAttribute('required'); el.value = '0,00'; });
+  await page.getByRole('button', { name: 'Registrar', exact: true }).click();
+  await page.locator('#amount-error').waitFor();
+  assert.match(await page.locator('#amount-error').textContent(), /Valor inválido/);
+});
+
+await test('axe-core finds no violations on the phone pages', async () => {
+  const found = [];
+  for (const path of ['/', '/entries', '/record']) {
+    await page.goto(`${base}${path}`);
+    found.push(...(await axeViolations(page)).map((v) => `${path} ${v}`));
+  }
+  assert.deepEqual(found, []);
+});
+
+const desktop = await browser.newContext({ viewport: DESKTOP, locale: 'pt-BR' });
+const wide = await desktop.newPage();
+await test('desktop: first page weight and server time', async () => {
+  await wide.goto(`${base}/signin`);
+  await wide.screenshot({ path: join(shots, 'signin-desktop.png') });
+  await axeViolations(wide).then((v) => assert.deepEqual(v, [], 'sign-in page'));
+  await wide.goto(`${base}/signin`); // fresh navigation timing without axe
+  await signIn(wide);
+  await wide.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
+  const weight = await wide.evaluate(() => {
+    const [nav] = performance.getEntriesByType('navigation');
+    const resources = performance.getEntriesByType('resource').filter((r) => !r.name.includes('/events'));
+    return {
+      html_bytes: nav.encodedBodySize,
+      assets_bytes: resources.reduce((sum, r) => sum + r.encodedBodySize, 0),
+      assets: resources.map((r) => r.name.replace(location.origin, '')),
+      server_ms: nav.responseStart - nav.requestStart,
+    };
+  });
+  figures.first_page = weight;
+  await wide.screenshot({ path: join(shots, 'today-desktop.png') });
+  await wide.goto(`${base}/entries`);
+  await wide.screenshot({ path: join(shots, 'entries-desktop.png') });
+});
+
+await test(`live update delay over ${liveSamples} entries (commit to page)`, async () => {
+  const id = process.env.CASHFLOW_CLIENT_ID;
+  const secret = process.env.CASHFLOW_CLIENT_SECRET;
+  assert.ok(id && secret, 'CASHFLOW_CLIENT_ID and CASHFLOW_CLIENT_SECRET are required');
+  const tokenResponse = await fetch(`${base}/oauth2/token`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'grant_type=client_credentials',
+  });
+  const { access_token: token } = await tokenResponse.json();
+  await page.goto(`${base}/`);
+  await page.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
+  await page.evaluate(() => {
+    window.__seen = {};
+    const record = () => {
+      const count = document.querySelector('#entry-count')?.textContent;
+      if (count && !window.__seen[count]) window.__seen[count] = Date.now();
+    };
+    new MutationObserver(record).observe(document.querySelector('[data-live]'), { childList: true, subtree: true, characterData: true });
+  });
+  const delays = [];
+  let count = Number(await page.locator('#entry-count').textContent());
+  for (let i = 0; i < liveSamples; i += 1) {
+    const response = await fetch(`${base}/v1/entries`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'credit', amount: '1.00', description: `Live ${i}` }),
+    });
+    const committed = Date.now();
+    assert.equal(response.status, 201);
+    count += 1;
+    await page.waitForFunction((n) => window.__seen && window.__seen[String(n)], count, { timeout: 5000 });
+    delays.push((await page.evaluate((n) => window.__seen[String(n)], count)) - committed);
+  }
+  delays.sort((a, b) => a - b);
+  const pick = (q) => delays[Math.min(delays.length - 1, Math.ceil(q * delays.length) - 1)];
+  figures.live_delay_ms = { samples: delays.length, p50: pick(0.5), p99: pick(0.99), max: delays[delays.length - 1] };
+  assert.ok(pick(0.99) <= 1000, `p99 ${pick(0.99)} ms over the 1 s target`);
+});
+
+await browser.close();
+writeFileSync(join(shots, 'figures.json'), JSON.stringify(figures, null, 2));
+console.log(`figures: ${JSON.stringify(figures)}`);
+const failed = results.filter((r) => !r.ok).length;
+console.log(`e2e: ${results.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,295 @@
+//! The page's languages: Brazilian Portuguese by default, English by `Accept-Language` or the
+//! switch (a cookie). Every text is a field of [`Messages`], and each language is one value of
+//! it, so a text missing in one language does not compile.
+
+use chrono::{DateTime, NaiveDate};
+use chrono_tz::Tz;
+
+/// A language of the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    Pt,
+    En,
+}
+
+impl Lang {
+    /// The BCP 47 tag, for `<html lang>` and the cookie.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Lang::Pt => "pt-BR",
+            Lang::En => "en",
+        }
+    }
+
+    /// A tag from the cookie or the switch.
+    pub fn from_tag(tag: &str) -> Option<Lang> {
+        match tag.trim().to_ascii_lowercase().as_str() {
+            "pt" | "pt-br" => Some(Lang::Pt),
+            "en" | "en-us" | "en-gb" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// The preferred language of an `Accept-Language` header: the first of Portuguese and
+    /// English by quality, Portuguese when neither is asked for.
+    pub fn negotiate(accept_language: Option<&str>) -> Lang {
+        let Some(header) = accept_language else { return Lang::Pt };
+        let mut best: Option<(f32, Lang)> = None;
+        for item in header.split(',') {
+            let mut parts = item.split(';');
+            let tag = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let q = parts.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.parse::<f32>().ok())).unwrap_or(1.0);
+            let lang = match tag.split('-').next() {
+                Some("pt") => Lang::Pt,
+                Some("en") => Lang::En,
+                _ => continue,
+            };
+            if best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map_or(Lang::Pt, |(_, lang)| lang)
+    }
+
+    /// The texts of this language.
+    pub fn messages(self) -> &'static Messages {
+        match self {
+            Lang::Pt => &PT,
+            Lang::En => &EN,
+        }
+    }
+
+    /// A business date: `01/12/2026` in Portuguese; `1 Dec 2026` in English (no day/month doubt).
+    pub fn date(self, date: NaiveDate) -> String {
+        match self {
+            Lang::Pt => date.format("%d/%m/%Y").to_string(),
+            Lang::En => date.format("%-d %b %Y").to_string(),
+        }
+    }
+
+    /// An instant in the merchant's time zone, to the minute.
+    pub fn date_time(self, instant: DateTime<Tz>) -> String {
+        format!("{} {}", self.date(instant.date_naive()), instant.format("%H:%M"))
+    }
+
+    /// The thousands and decimal separators, for the amount field's keypad script.
+    pub fn separators(self) -> (&'static str, &'static str) {
+        match self {
+            Lang::Pt => (".", ","),
+            Lang::En => (",", "."),
+        }
+    }
+}
+
+/// Every text the pages show, in one language.
+pub struct Messages {
+    pub app_name: &'static str,
+    pub switch_to: &'static str,
+    pub switch_lang: Lang,
+    pub username: &'static str,
+    pub password: &'static str,
+    pub sign_in: &'static str,
+    pub sign_out: &'static str,
+    pub sign_in_failed: &'static str,
+    pub session_expired: &'static str,
+    pub form_expired: &'static str,
+    pub today: &'static str,
+    pub entries: &'static str,
+    pub record: &'static str,
+    pub kind: &'static str,
+    pub credit: &'static str,
+    pub debit: &'static str,
+    pub amount: &'static str,
+    pub description: &'static str,
+    pub category: &'static str,
+    pub occurred_at: &'static str,
+    pub occurred_at_hint: &'static str,
+    pub submit_record: &'static str,
+    pub submit_record_another: &'static str,
+    pub recorded: &'static str,
+    pub reverse: &'static str,
+    pub reverse_confirm: &'static str,
+    pub reverse_question: &'static str,
+    pub cancel: &'static str,
+    pub reversed: &'static str,
+    pub reversal_of: &'static str,
+    pub opening_balance: &'static str,
+    pub credits: &'static str,
+    pub debits: &'static str,
+    pub closing_balance: &'static str,
+    pub entry_count: &'static str,
+    pub as_of: &'static str,
+    pub latest_entries: &'static str,
+    pub no_entries: &'static str,
+    pub date: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub show: &'static str,
+    pub next_page: &'static str,
+    pub export_csv: &'static str,
+    pub live: &'static str,
+    pub no_report_access: &'static str,
+    pub balance_pending: &'static str,
+    pub not_allowed: &'static str,
+    pub unavailable: &'static str,
+    pub not_found: &'static str,
+    pub invalid_amount: &'static str,
+    pub invalid_field: &'static str,
+    pub already_reversed: &'static str,
+    pub cannot_reverse_a_reversal: &'static str,
+    pub occurred_in_future: &'static str,
+}
+
+impl Messages {
+    /// The page's text for an API problem `type`: ours for the ones a merchant can cause, the
+    /// API's own detail otherwise (the API is the one place that validates).
+    pub fn problem(&self, slug: &str) -> Option<&'static str> {
+        Some(match slug {
+            "invalid-amount" | "amount-too-large" => self.invalid_amount,
+            "already-reversed" => self.already_reversed,
+            "cannot-reverse-a-reversal" => self.cannot_reverse_a_reversal,
+            "invalid-occurred-at" => self.occurred_in_future,
+            "invalid-grant" => self.sign_in_failed,
+            "not-found" => self.not_found,
+            _ => return None,
+        })
+    }
+}
+
+/// Português do Brasil.
+pub const PT: Messages = Messages {
+    app_name: "Caixa",
+    switch_to: "English",
+    switch_lang: Lang::En,
+    username: "Usuário",
+    password: "Senha",
+    sign_in: "Entrar",
+    sign_out: "Sair",
+    sign_in_failed: "Usuário ou senha incorretos.",
+    session_expired: "Sua sessão expirou. Entre novamente.",
+    form_expired: "O formulário expirou. Confira os dados e envie de novo.",
+    today: "Hoje",
+    entries: "Lançamentos",
+    record: "Registrar lançamento",
+    kind: "Tipo",
+    credit: "Crédito",
+    debit: "Débito",
+    amount: "Valor",
+    description: "Descrição",
+    category: "Categoria",
+    occurred_at: "Data e hora",
+    occurred_at_hint: "Vazio: agora. Pode ser no passado.",
+    submit_record: "Registrar",
+    submit_record_another: "Registrar e adicionar outro",
+    recorded: "Lançamento registrado.",
+    reverse: "Estornar",
+    reverse_confirm: "Confirmar estorno",
+    reverse_question: "Estornar este lançamento? Será registrado um lançamento oposto de mesmo valor.",
+    cancel: "Cancelar",
+    reversed: "Lançamento estornado.",
+    reversal_of: "Estorno",
+    opening_balance: "Saldo inicial",
+    credits: "Créditos",
+    debits: "Débitos",
+    closing_balance: "Saldo final",
+    entry_count: "Lançamentos no dia",
+    as_of: "Atualizado em",
+    latest_entries: "Últimos lançamentos",
+    no_entries: "Nenhum lançamento.",
+    date: "Data",
+    from: "De",
+    to: "Até",
+    show: "Mostrar",
+    next_page: "Próxima página",
+    export_csv: "Exportar CSV",
+    live: "Ao vivo",
+    no_report_access: "Seu perfil não permite ver o saldo.",
+    balance_pending: "O saldo ainda está sendo preparado; tente de novo em instantes.",
+    not_allowed: "Seu perfil não permite esta ação.",
+    unavailable: "Serviço indisponível no momento. Tente de novo em instantes.",
+    not_found: "Lançamento não encontrado.",
+    invalid_amount: "Valor inválido: use por exemplo 1.234,56 (maior que zero).",
+    invalid_field: "Valor inválido.",
+    already_reversed: "Este lançamento já foi estornado.",
+    cannot_reverse_a_reversal: "Um estorno não pode ser estornado.",
+    occurred_in_future: "Data e hora inválidas: não pode ser no futuro.",
+};
+
+/// English.
+pub const EN: Messages = Messages {
+    app_name: "Cash book",
+    switch_to: "Português",
+    switch_lang: Lang::Pt,
+    username: "Username",
+    password: "Password",
+    sign_in: "Sign in",
+    sign_out: "Sign out",
+    sign_in_failed: "Wrong username or password.",
+    session_expired: "Your session expired. Please sign in again.",
+    form_expired: "The form expired. Check it and send it again.",
+    today: "Today",
+    entries: "Entries",
+    record: "Record an entry",
+    kind: "Type",
+    credit: "Credit",
+    debit: "Debit",
+    amount: "Amount",
+    description: "Description",
+    category: "Category",
+    occurred_at: "Date and time",
+    occurred_at_hint: "Empty: now. May be in the past.",
+    submit_record: "Record",
+    submit_record_another: "Record and add another",
+    recorded: "Entry recorded.",
+    reverse: "Reverse",
+    reverse_confirm: "Confirm reversal",
+    reverse_question: "Reverse this entry? An opposite entry of the same amount will be recorded.",
+    cancel: "Cancel",
+    reversed: "Entry reversed.",
+    reversal_of: "Reversal",
+    opening_balance: "Opening balance",
+    credits: "Credits",
+    debits: "Debits",
+    closing_balance: "Closing balance",
+    entry_count: "Entries on the day",
+    as_of: "Updated",
+    latest_entries: "Latest entries",
+    no_entries: "No entries.",
+    date: "Date",
+    from: "From",
+    to: "To",
+    show: "Show",
+    next_page: "Next page",
+    export_csv: "Export CSV",
+    live: "Live",
+    no_report_access: "Your role does not allow seeing the balance.",
+    balance_pending: "The balance is still being prepared; try again shortly.",
+    not_allowed: "Your role does not allow this.",
+    unavailable: "The service is unavailable right now. Try again shortly.",
+    not_found: "Entry not found.",
+    invalid_amount: "Invalid amount: type for example 1,234.56 (more than zero).",
+    invalid_field: "Invalid value.",
+    already_reversed: "This entry has already been reversed.",
+    cannot_reverse_a_reversal: "A reversal cannot be reversed.",
+    occurred_in_future: "Invalid date and time: it cannot be in the future.",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portuguese_is_the_default_and_english_is_chosen_by_accept_language() {
+        assert_eq!(Lang::negotiate(None), Lang::Pt);
+        assert_eq!(Lang::negotiate(Some("fr-FR, de")), Lang::Pt);
+        assert_eq!(Lang::negotiate(Some("en-US,en;q=0.9")), Lang::En);
+        assert_eq!(Lang::negotiate(Some("en;q=0.5, pt-BR;q=0.9")), Lang::Pt);
+    }
+
+    #[test]
+    fn dates_are_day_first() {
+        let date = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default();
+        assert_eq!(Lang::Pt.date(date), "01/12/2026");
+        assert_eq!(Lang::En.date(date), "1 Dec 2026");
+    }
+}

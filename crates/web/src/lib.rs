@@ -1,0 +1,94 @@
+//! The merchant's web app, served by the same binary at `/`: sign in, today's balance updated
+//! live, record an entry in seconds on a phone, list and reverse entries.
+//!
+//! Pages are rendered on the server (maud) and every form is a plain POST answered by a
+//! redirect, so all of it works without JavaScript; one small script of ours adds the keypad
+//! amount field, background form submission and the live balance. Everything it serves is
+//! embedded in the binary.
+//!
+//! The app is a client of the `/v1` API, not of the stores ([`api`]): in `serve` it calls the
+//! combined API router in process, so the rules, validation messages and problem `type`s are
+//! exactly the API's. Live updates come from the consolidation side ([`live`]).
+//!
+//! # Layout
+//! - [`api`]: the `Api` port, its in-process implementation and the typed client.
+//! - [`handlers`]: one function per route; [`pages`]: the markup.
+//! - [`session`]: the session cookie and CSRF tokens; [`i18n`]: texts and formats;
+//!   [`money`]: amounts as people read and type them; [`assets`]: the embedded files.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub mod api;
+pub mod assets;
+pub mod handlers;
+pub mod i18n;
+pub mod live;
+pub mod money;
+pub mod pages;
+pub mod session;
+
+pub use api::{Api, Client, InProcessApi};
+pub use live::Live;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct WebState {
+    pub(crate) client: Client,
+    pub(crate) sessions: Arc<session::Sessions>,
+    pub(crate) live: Live,
+}
+
+impl WebState {
+    /// A web app calling `api`, hearing commits on `live`; `secure_cookies` when served on https.
+    pub fn new(api: Arc<dyn Api>, live: Live, secure_cookies: bool) -> Self {
+        Self { client: Client::new(api), sessions: Arc::new(session::Sessions::new(secure_cookies)), live }
+    }
+
+    /// The web app of `serve`: the API router in the same process, cookies `Secure` when the
+    /// public URL is https.
+    pub fn in_process(api_router: Router, live: Live, public_url: &str) -> Self {
+        Self::new(Arc::new(InProcessApi::new(api_router)), live, public_url.starts_with("https://"))
+    }
+}
+
+/// The web app's routes; merge them into the API router (it owns the fallback).
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(handlers::today))
+        .route("/today/panel", get(handlers::today_panel))
+        .route("/events", get(handlers::events))
+        .route("/signin", get(handlers::sign_in_page).post(handlers::sign_in))
+        .route("/signout", post(handlers::sign_out))
+        .route("/record", get(handlers::record_page))
+        .route("/entries", get(handlers::entries).post(handlers::record))
+        .route("/entries/{id}/reverse", get(handlers::reverse_page).post(handlers::reverse))
+        .route("/lang/{tag}", get(handlers::switch_lang))
+        .route("/assets/{name}", get(assets::asset))
+        .route("/manifest.webmanifest", get(assets::manifest))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// The content security policy: only our own files; no inline script or style, no framing.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                       connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// Security headers on every response of the web app; pages (private data) are never stored.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    let html =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
+    if html && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}

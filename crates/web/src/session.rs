@@ -1,0 +1,130 @@
+//! The browser session and the CSRF defence.
+//!
+//! The session is one cookie holding the API access token: `HttpOnly` (no page script can
+//! read it), `SameSite=Strict` (the browser never sends it on a request started by another
+//! site; every flow of ours is same-site, so nothing needs `Lax`), `Secure` when the public URL
+//! is https, and expiring with the token. Every form carries a CSRF token, an HMAC of the
+//! session under a key of this process, checked on every POST; the sign-in form, before there
+//! is a session, is bound the same way to a random pre-session cookie (no login CSRF). A
+//! restart changes the key, so a form rendered before it is refused once and shown again.
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// The cookie holding the access token.
+pub const SESSION: &str = "cf_session";
+/// The cookie binding the sign-in form before a session exists.
+pub const PRE_SESSION: &str = "cf_pre";
+/// The language chosen with the switch.
+pub const LANG: &str = "cf_lang";
+
+/// Makes and checks CSRF tokens, and writes the cookies with the right flags.
+pub struct Sessions {
+    key: hmac::Key,
+    secure: bool,
+}
+
+impl Sessions {
+    /// A fresh random key; `secure` adds the `Secure` flag (public URL on https).
+    pub fn new(secure: bool) -> Self {
+        let mut bytes = [0u8; 32];
+        // The system RNG failing is not recoverable in any useful way; a zero key would only
+        // weaken CSRF tokens, never the access token, and the failure is logged.
+        if SystemRandom::new().fill(&mut bytes).is_err() {
+            tracing::error!("no system randomness for the CSRF key");
+        }
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, &bytes), secure }
+    }
+
+    /// The CSRF token for a session (or pre-session) value.
+    pub fn csrf(&self, session: &str) -> String {
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.key, format!("csrf|{session}").as_bytes()))
+    }
+
+    /// Whether `token` is the CSRF token of `session` (constant time).
+    pub fn csrf_ok(&self, session: &str, token: &str) -> bool {
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(token) else { return false };
+        hmac::verify(&self.key, format!("csrf|{session}").as_bytes(), &tag).is_ok()
+    }
+
+    /// `Set-Cookie` for the session, living as long as the token.
+    pub fn session_cookie(&self, token: &str, max_age_secs: u64) -> Option<HeaderValue> {
+        self.cookie(SESSION, token, max_age_secs)
+    }
+
+    /// `Set-Cookie` for a new pre-session value, and that value.
+    pub fn pre_session_cookie(&self) -> (String, Option<HeaderValue>) {
+        let value = random_token();
+        let cookie = self.cookie(PRE_SESSION, &value, 3600);
+        (value, cookie)
+    }
+
+    /// `Set-Cookie` that removes `name`.
+    pub fn clear(&self, name: &str) -> Option<HeaderValue> {
+        self.cookie(name, "", 0)
+    }
+
+    /// `Set-Cookie` for the language switch (a year).
+    pub fn lang_cookie(&self, tag: &str) -> Option<HeaderValue> {
+        self.cookie(LANG, tag, 365 * 24 * 3600)
+    }
+
+    fn cookie(&self, name: &str, value: &str, max_age_secs: u64) -> Option<HeaderValue> {
+        let secure = if self.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+        ))
+        .ok()
+    }
+}
+
+/// 32 random bytes, URL-safe.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        // Without randomness, a UUID v4 (its own RNG) is still unpredictable enough here.
+        return uuid::Uuid::new_v4().simple().to_string();
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The value of cookie `name` in the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csrf_token_is_valid_only_for_its_own_session() {
+        let sessions = Sessions::new(false);
+        let token = sessions.csrf("session-a");
+        assert!(sessions.csrf_ok("session-a", &token));
+        assert!(!sessions.csrf_ok("session-b", &token));
+        assert!(!sessions.csrf_ok("session-a", "forged"));
+        assert!(!Sessions::new(false).csrf_ok("session-a", &token), "another process key refuses it");
+    }
+
+    #[test]
+    fn cookies_are_read_from_every_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; cf_session=tok"));
+        headers.append(header::COOKIE, HeaderValue::from_static("cf_lang=en"));
+        assert_eq!(cookie(&headers, SESSION), Some("tok"));
+        assert_eq!(cookie(&headers, LANG), Some("en"));
+        assert_eq!(cookie(&headers, PRE_SESSION), None);
+    }
+}
