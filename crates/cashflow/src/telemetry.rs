@@ -1,9 +1,13 @@
 //! Telemetry in one place: logs and metrics.
 //!
 //! Logs are human-readable by default and JSON lines for collectors (`--log-format json`),
-//! level from `RUST_LOG` (default `info`). Secrets never reach a log line: tokens, client
+//! level from `RUST_LOG` (default `info`). Every line logged while a request is served carries
+//! the request id, trace id and span id of its `http` span (in `spans` of a JSON line), and
+//! every request logs one line (debug, or an error for a 5xx); the consumer's lines carry the
+//! trace id of the request that wrote the entry. Secrets never reach a log line: tokens, client
 //! secrets and passwords are only ever held in `secrecy` types or request bodies, which are not
-//! logged.
+//! logged, and neither are entry descriptions; `tests/process.rs` runs a flow at
+//! `RUST_LOG=trace` and scans every line for the secrets, tokens and description it used.
 //!
 //! Metrics use the `metrics` facade everywhere (request counts and latencies, events published
 //! and applied, consolidation lag, cache hits, outbox backlog, pool usage) and are rendered in

@@ -39,13 +39,24 @@ async fn serve_on(data_dir: &Path, port: u16) -> Server {
 /// Starts `cashflow <command…> --listen 127.0.0.1:<port>` on `data_dir` and waits until it is
 /// ready. Split processes are told the issuer URL (`CASHFLOW_PUBLIC_URL`) the tokens carry.
 async fn start(command: &[&str], data_dir: &Path, port: u16, public_url: Option<&str>) -> Server {
-    let mut cmd = Command::new(BIN);
-    cmd.args(command).args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
+    let mut cmd = cashflow(command, data_dir, port);
     if let Some(url) = public_url {
         cmd.env("CASHFLOW_PUBLIC_URL", url);
     }
-    let child =
-        cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn cashflow");
+    launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), command, port).await
+}
+
+/// `cashflow <command…> --listen 127.0.0.1:<port> --data-dir <data_dir>`, stdout piped.
+fn cashflow(command: &[&str], data_dir: &Path, port: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(command).args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data_dir);
+    cmd.stdout(Stdio::piped());
+    cmd
+}
+
+/// Spawns `cmd` and waits until it answers ready on `port`.
+async fn launch(cmd: &mut Command, command: &[&str], port: u16) -> Server {
+    let child = cmd.spawn().expect("spawn cashflow");
     let server = Server { child, base: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -375,5 +386,116 @@ async fn sigterm_lets_in_flight_writes_finish_and_exits_cleanly() {
         assert!(count < acked, "more entries than acknowledged writes: {report}");
         assert!(Instant::now() < deadline, "{count} of {acked} acknowledged entries in the report");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A token request with a password grant; returns the status and the body.
+async fn password_grant(base: &str, username: &str, password: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/oauth2/token"))
+        .form(&[("grant_type", "password"), ("username", username), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn no_secret_token_password_or_description_reaches_a_log_line_even_at_trace_level() {
+    // Given `serve` logging JSON at the most verbose level into a file
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("serve.log");
+    let port = free_port();
+    let mut cmd = cashflow(&["serve"], dir.path(), port);
+    cmd.env("RUST_LOG", "trace").env("CASHFLOW_LOG_FORMAT", "json");
+    let server = launch(cmd.stderr(std::fs::File::create(&log_path).unwrap()), &["serve"], port).await;
+    // and a client and a user whose secret and password we know
+    let merchant = cli(
+        dir.path(),
+        &["merchant", "create", "--name", "Mercado", "--currency", "BRL", "--timezone", "America/Sao_Paulo", "--json"],
+    );
+    let merchant_id = merchant["merchant_id"].as_str().unwrap();
+    let client = cli(dir.path(), &["client", "create", "--merchant", merchant_id, "--json"]);
+    let (client_id, client_secret) = (client["client_id"].as_str().unwrap(), client["client_secret"].as_str().unwrap());
+    let password = "correct-horse-battery-staple-7731";
+    cli(
+        dir.path(),
+        &["user", "create", "--merchant", merchant_id, "--username", "ana", "--password", password, "--json"],
+    );
+
+    // When they get tokens, fail to, write entries with a description and read them back
+    let client_token = token(&server.base, client_id, client_secret).await;
+    let (status, body) = password_grant(&server.base, "ana", password).await;
+    assert_eq!(status, 200, "{body}");
+    let user_token = body["access_token"].as_str().unwrap().to_owned();
+    let wrong_password = "wrong-guess-horse-5512";
+    let (status, _) = password_grant(&server.base, "ana", wrong_password).await;
+    assert!(status == 400 || status == 401, "a wrong password is refused: {status}");
+    let forged = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJmb3JnZWQifQ.forged-signature-4419";
+    let http = reqwest::Client::new();
+    let r = http.get(format!("{}/v1/entries", server.base)).bearer_auth(forged).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let description = "gift for the surprise party 9931";
+    let (mut request_ids, mut entry_ids) = (Vec::new(), Vec::new());
+    for bearer in [&client_token, &user_token] {
+        let r = http
+            .post(format!("{}/v1/entries", server.base))
+            .bearer_auth(bearer)
+            .json(&json!({"type": "credit", "amount": "12.34", "description": description, "occurred_at": "2026-11-20T10:00:00-03:00"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        request_ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+        entry_ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    let url = format!("{}/v1/entries/{}", server.base, entry_ids[0]);
+    let r = http.get(url).bearer_auth(&client_token).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains(description), "the description is served, so it was handled");
+    daily_when(&server.base, &user_token, "2026-11-20", 2).await;
+    drop(server);
+
+    // Then no line holds any of them (a JWT's signature alone would let it be replayed)
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_owned();
+    let secrets = [
+        client_secret.to_owned(),
+        password.to_owned(),
+        wrong_password.to_owned(),
+        client_token.clone(),
+        signature(&client_token),
+        user_token.clone(),
+        signature(&user_token),
+        forged.to_owned(),
+        signature(forged),
+        description.to_owned(),
+    ];
+    for line in &lines {
+        for secret in &secrets {
+            assert!(!line.contains(secret.as_str()), "a log line holds {secret:?}: {line}");
+        }
+    }
+    // and every line is JSON; every line logged inside a request carries its request id,
+    // trace id and span id
+    let mut in_requests = 0;
+    for line in &lines {
+        let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let spans = value["spans"].as_array().cloned().unwrap_or_default();
+        if let Some(http_span) = spans.iter().find(|s| s["name"] == "http") {
+            in_requests += 1;
+            for field in ["request_id", "trace_id", "span_id"] {
+                let id = http_span[field].as_str().unwrap_or_default();
+                assert!(!id.is_empty(), "no {field} on: {line}");
+            }
+        }
+    }
+    assert!(in_requests > 10, "too few request lines captured ({in_requests}): is the level trace?");
+    // and the consumer's lines carry the trace id each write started (its request id's hex)
+    for id in &request_ids {
+        assert!(logs.contains(&format!("\"request_id\":\"{id}\"")), "no line of request {id}");
+        let trace_id = format!("\"trace_id\":\"{}\"", id.replace('-', ""));
+        let consumed = lines.iter().any(|l| l.contains("event consolidated") && l.contains(&trace_id));
+        assert!(consumed, "no consumer line joins the trace of request {id}");
     }
 }

@@ -38,8 +38,13 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(1)
 }
 
+/// The span id of a `traceparent` (the span of the service that wrote it).
+pub fn span_id(traceparent: &str) -> Option<&str> {
+    traceparent.split('-').nth(2)
+}
+
 /// A new span id: 16 hex digits from a fresh (random) UUID.
-fn span_id() -> u64 {
+fn new_span_id() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0
 }
 
@@ -69,7 +74,7 @@ fn start_trace(request_id: Option<&HeaderValue>) -> String {
     });
     // The hex digits are ASCII.
     let trace = std::str::from_utf8(&trace).unwrap_or_default();
-    format!("00-{trace}-{:016x}-01", span_id())
+    format!("00-{trace}-{:016x}-01", new_span_id())
 }
 
 /// The trace context of a request: the caller's trace continued with a span of our own, or a
@@ -78,7 +83,7 @@ pub(crate) fn for_request(headers: &HeaderMap, request_id: &HeaderValue) -> Stri
     let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
     match incoming {
         Some(parent) => {
-            format!("00-{}-{:016x}-{}", trace_id(parent).unwrap_or_default(), span_id(), &parent[53..55])
+            format!("00-{}-{:016x}-{}", trace_id(parent).unwrap_or_default(), new_span_id(), &parent[53..55])
         }
         None => start_trace(Some(request_id)),
     }
@@ -110,6 +115,7 @@ mod tests {
         let tp = start_trace(Some(&id));
         assert!(is_valid(&tp), "{tp}");
         assert_eq!(trace_id(&tp), Some("0a37b3206160403c8af4150f3ade4544"));
+        assert_eq!(span_id(&tp).map(str::len), Some(16));
         assert!(is_valid(&start_trace(None)));
         assert!(is_valid(&start_trace(Some(&HeaderValue::from_static("not-hex")))));
         // nginx's $request_id: 32 hex digits, no hyphens; upper case is lowered.

@@ -58,8 +58,9 @@ pub fn common(router: Router) -> Router {
 ///   and in problem bodies;
 /// - continues the caller's trace or starts one ([`crate::context`]) for the handler, the
 ///   outbox and the response;
-/// - runs the handler inside an `http` span carrying the method, route, request id and trace
-///   id, so every log line of the request can be found by either id;
+/// - runs the handler inside an `http` span carrying the method, route, request id, trace id
+///   and span id, so every log line of the request can be found by any of them;
+/// - logs its status and latency (an error for a 5xx, debug otherwise);
 /// - turns a panic into a 500 problem;
 /// - counts the request and records its latency.
 async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next: Next) -> Response {
@@ -82,6 +83,7 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         route = %route,
         request_id = %request_id.to_str().unwrap_or_default(),
         trace_id = %crate::context::trace_id(&traceparent).unwrap_or_default(),
+        span_id = %crate::context::span_id(&traceparent).unwrap_or_default(),
     );
     let handled = crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
         .instrument(span.clone())
@@ -98,6 +100,10 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     let (status, elapsed) = (response.status(), started.elapsed());
     if status.is_server_error() {
         span.in_scope(|| tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed"));
+    } else {
+        // One line per request at debug, so a request with nothing else to say is still found
+        // by its ids.
+        span.in_scope(|| tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served"));
     }
     let (count, latency) = metrics.handles(route, &method, status);
     count.increment(1);
