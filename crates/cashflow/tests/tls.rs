@@ -231,7 +231,7 @@ async fn a_client_that_does_not_trust_the_ca_is_refused() {
     let result = connect(served.addr, &Ca::new("other CA").client()).await;
 
     // Then the handshake fails
-    let error = result.err().expect("the handshake succeeded with an untrusted certificate");
+    let Err(error) = result else { panic!("the handshake succeeded with an untrusted certificate") };
     assert!(error.to_string().contains("certificate"), "unexpected error: {error}");
 }
 
