@@ -351,9 +351,6 @@ async fn interrupted() -> &'static str {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // reqwest's rustls takes the process's provider: two are compiled in (ring, and aws-lc for
-    // the AWS SDK), so rustls has no default of its own.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let result = tokio::select! {
         r = run(cli) => r,
         why = interrupted() => Err(anyhow::anyhow!("{why}; child processes stopped")),
