@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -30,6 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use cashflow::app::{AppConfig, Application};
 use cashflow::backends::BackendArgs;
+use cashflow::cli::{Cli, Command as Subcommand};
 use cashflow::server::ServerConfig;
 use cashflow::tls::ServerTls;
 use cashflow_auth::Scopes;
@@ -151,21 +153,14 @@ struct Served {
 
 async fn serve_tls(backends: Option<BackendArgs>, tls: Arc<ServerTls>, config: ServerConfig) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let app = Application::build(&AppConfig {
-        backends: backends.unwrap_or_else(|| BackendArgs::embedded(dir.path())),
-        public_url: "https://localhost".into(),
-        audience: "cashflow".into(),
-        token_ttl: Duration::from_secs(600),
-    })
-    .await
-    .unwrap();
-    let merchant = app
-        .ledger
-        .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-        .await
-        .unwrap()
-        .id;
-    let token = app.issuer.mint("test-client", merchant, Scopes::all()).unwrap().0;
+    // The settings `serve` gets from its command line (and the defaults of every other flag).
+    let cli = Cli::try_parse_from(["cashflow", "serve", "--public-url", "https://localhost"]).unwrap();
+    let Subcommand::Serve(args) = cli.command else { unreachable!("parsed `serve`") };
+    let backends = backends.unwrap_or_else(|| BackendArgs::embedded(dir.path()));
+    let app = Application::build(&AppConfig::from_args(&args.auth, &backends, String::new())).await.unwrap();
+    let name = MerchantName::parse("Padaria").unwrap();
+    let merchant = app.ledger.create_merchant(name, Currency::BRL, MerchantTimeZone::DEFAULT).await.unwrap();
+    let token = app.issuer.mint("test-client", merchant.id, Scopes::all()).unwrap().0;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = watch::channel(false);
