@@ -9,6 +9,9 @@ fn main() {
         ("sqs_tests", "CASHFLOW_TEST_SQS_ENDPOINT"),
         ("nginx_tests", "CASHFLOW_TEST_NGINX"),
         ("browser_tests", "CASHFLOW_TEST_BROWSER"),
+        // TLS backends started by the tests: PostgreSQL's `initdb`/`pg_ctl` and `redis-server`.
+        ("pg_tls_tests", "CASHFLOW_TEST_PG_BIN"),
+        ("redis_tls_tests", "CASHFLOW_TEST_REDIS_SERVER"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={var}");

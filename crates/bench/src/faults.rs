@@ -219,8 +219,20 @@ fn error_pct(r: &RunResult) -> f64 {
 pub async fn faults(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let phase_len = ctx.run_for(15);
     let (write_rate, read_rate) = (ctx.faults_rate, ctx.read_rate);
-    let write = Request { method: "POST", path: "/v1/entries".into(), body: Some(ctx.entry_body()), expect: 201 };
-    let read = Request { method: "GET", path: format!("/v1/balances/daily/{}", ctx.date), body: None, expect: 200 };
+    let write = Request {
+        method: "POST",
+        path: "/v1/entries".into(),
+        body: Some(ctx.entry_body()),
+        expect: 201,
+        new_connections: false,
+    };
+    let read = Request {
+        method: "GET",
+        path: format!("/v1/balances/daily/{}", ctx.date),
+        body: None,
+        expect: 200,
+        new_connections: false,
+    };
     let mut out = Outcome::default();
     with_sut(ctx, "faults", async |sut: &mut Sut| {
         // A separate relay process only where the queue cannot be stopped by itself.

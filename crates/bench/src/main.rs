@@ -18,6 +18,7 @@
 //! - [`oha`]: running oha and reading its JSON reports.
 //! - [`nginx`]: the HTTP ceiling. [`storage`]: the storage ceilings.
 //! - [`prom`]: reading `/metrics`. [`report`]: tables and result files. [`procs`]: processes.
+//! - [`tls`]: `--tls`, the run's certificate and the CPU figures.
 
 mod faults;
 mod nginx;
@@ -28,6 +29,7 @@ mod report;
 mod scenarios;
 mod storage;
 mod sut;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,6 +94,11 @@ struct Cli {
     /// Every run ~2 s with tiny rates (the exactness checks still apply): for CI.
     #[arg(long)]
     smoke: bool,
+
+    /// `read` and `write` over HTTPS (cashflow and the nginx ceiling on one certificate made for
+    /// the run); the other scenarios stay on HTTP.
+    #[arg(long)]
+    tls: bool,
 
     /// Seconds of each measured run (each ramp step and ceiling; `fresh`: the whole load;
     /// `faults`: each of its six phases). Default 10 (`fresh`: 60; `faults`: 15; `--smoke`: 2).
@@ -191,7 +198,9 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
     let nginx = nginx::NginxBin::locate(&cli.nginx).await?;
     let (date, occurred_at) = business_day();
     let smoke = cli.smoke;
+    let tls = if cli.tls { Some(std::sync::Arc::new(tls::BenchTls::generate()?)) } else { None };
     let ctx = Ctx {
+        tls,
         bin: cli.cashflow_bin.clone().unwrap_or_else(|| root.join("target/release/cashflow")),
         oha,
         nginx,

@@ -10,11 +10,12 @@ use anyhow::{bail, Context};
 use tokio::process::Child;
 
 use crate::procs;
+use crate::tls::BenchTls;
 
 /// A running nginx; stopped (SIGTERM to the master, by pid) when [`Nginx::stop`] is called.
 pub struct Nginx {
     child: Child,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with TLS).
     pub base: String,
     /// Holds the configuration, the pid file and the logs.
     dir: tempfile::TempDir,
@@ -45,9 +46,22 @@ fn quote(body: &str) -> String {
     body.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// The configuration: as lean as the template in `deploy/`, every path under `dir`.
-pub fn config(dir: &Path, port: u16, status: u16, body: &str) -> String {
+/// The configuration: as lean as the template in `deploy/`, every path under `dir`; with
+/// `tls`, HTTPS on the same certificate as cashflow, TLS 1.2 and 1.3, a session cache.
+pub fn config(dir: &Path, port: u16, status: u16, body: &str, tls: Option<&BenchTls>) -> String {
     let d = dir.display();
+    let listen = match tls {
+        None => format!("listen 127.0.0.1:{port};"),
+        Some(tls) => format!(
+            "listen 127.0.0.1:{port} ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:1m;",
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    };
     format!(
         "worker_processes auto;
 pid {d}/nginx.pid;
@@ -64,7 +78,7 @@ http {{
     # hyper keeps a connection for any number of requests; so must the ceiling.
     keepalive_requests 100000000;
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         client_max_body_size 16k;
         location / {{
             default_type application/json;
@@ -79,7 +93,7 @@ http {{
 
 impl Nginx {
     /// Starts nginx answering every request with `status` and `body`.
-    pub async fn start(bin: &NginxBin, status: u16, body: &str) -> anyhow::Result<Self> {
+    pub async fn start(bin: &NginxBin, status: u16, body: &str, tls: Option<&BenchTls>) -> anyhow::Result<Self> {
         if body.contains('$') {
             // `return` would expand it as a variable; our JSON bodies never contain one.
             bail!("a fixed nginx response cannot contain `$`");
@@ -87,7 +101,7 @@ impl Nginx {
         let dir = tempfile::Builder::new().prefix("cashflow-bench-nginx").tempdir().context("nginx temp dir")?;
         let port = procs::free_port()?;
         let conf = dir.path().join("nginx.conf");
-        std::fs::write(&conf, config(dir.path(), port, status, body)).context("writing nginx.conf")?;
+        std::fs::write(&conf, config(dir.path(), port, status, body, tls)).context("writing nginx.conf")?;
         let child = tokio::process::Command::new(&bin.path)
             .arg("-c")
             .arg(&conf)
@@ -98,8 +112,8 @@ impl Nginx {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.path.display()))?;
-        let mut nginx = Self { child, base: format!("http://127.0.0.1:{port}"), dir };
-        let client = reqwest::Client::new();
+        let mut nginx = Self { child, base: format!("{}://127.0.0.1:{port}", crate::tls::scheme(tls)), dir };
+        let client = crate::tls::client(tls)?;
         for _ in 0..100 {
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 bail!("nginx exited ({status}): {}", procs::tail(&nginx.dir.path().join("error.log"), 10));
@@ -113,6 +127,11 @@ impl Nginx {
         bail!("nginx never answered on {}", nginx.base)
     }
 
+    /// The master's pid (its workers are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub async fn stop(&mut self) {
         procs::terminate(&mut self.child, Duration::from_secs(5)).await;
     }
@@ -124,7 +143,7 @@ mod tests {
 
     #[test]
     fn the_fixed_body_is_quoted_for_nginx() {
-        let conf = config(Path::new("/tmp/x"), 8088, 201, r#"{"a":"it's \ here"}"#);
+        let conf = config(Path::new("/tmp/x"), 8088, 201, r#"{"a":"it's \ here"}"#, None);
         assert!(conf.contains(r#"return 201 '{"a":"it\'s \\ here"}';"#));
         assert!(conf.contains("pid /tmp/x/nginx.pid;"));
         assert!(conf.contains("listen 127.0.0.1:8088;"));

@@ -57,6 +57,8 @@ pub struct Request {
     pub body: Option<String>,
     /// The status a success has (201 for a write, 200 for a read).
     pub expect: u16,
+    /// A new connection (and TLS handshake) per request: the connection-setup cost.
+    pub new_connections: bool,
 }
 
 /// When a run ends.
@@ -184,6 +186,13 @@ impl Oha {
                 .args(["--no-tui", "--output-format", "json", "-m", request.method])
                 .args(["-c", &group.connections.to_string()])
                 .args(["-H", &format!("Authorization: Bearer {}", group.token)]);
+            if base.starts_with("https://") {
+                // The run's self-signed certificate; verifying it is the client's cost.
+                cmd.arg("--insecure");
+            }
+            if request.new_connections {
+                cmd.arg("--disable-keepalive");
+            }
             if let Some(body) = &request.body {
                 cmd.args(["-H", "Content-Type: application/json", "-d", body]);
             }

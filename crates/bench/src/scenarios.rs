@@ -3,6 +3,7 @@
 //! measures the ceilings on the same machine while nothing else runs.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -14,6 +15,7 @@ use crate::oha::{self, Group, Load, Oha, Request, RunResult, Stop};
 use crate::report::{Check, Outcome, Row};
 use crate::storage::{self, Target};
 use crate::sut::{Backend, BackendKind, FreshDatabase, Merchant, Role, Services, Sut};
+use crate::tls::{cpu_seconds, BenchTls};
 
 /// Ramp steps as fractions of the closed-loop maximum, when no `--rates` are given.
 const RAMP_FRACTIONS: [f64; 7] = [0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0];
@@ -32,6 +34,8 @@ const CONSUMER_BATCH: usize = 500;
 
 /// Everything a scenario needs to know.
 pub struct Ctx {
+    /// `--tls`: the certificate `read` and `write` are served with.
+    pub tls: Option<Arc<BenchTls>>,
     pub root: PathBuf,
     pub bin: PathBuf,
     pub oha: Oha,
@@ -100,6 +104,8 @@ pub struct Settings<'a> {
     pub backlog_entries: u64,
     pub business_date: &'a str,
     pub entry_body: String,
+    /// `read` and `write` over HTTPS.
+    pub tls: bool,
 }
 
 impl Ctx {
@@ -134,11 +140,23 @@ impl Ctx {
     }
 
     fn write_request(&self) -> Request {
-        Request { method: "POST", path: "/v1/entries".into(), body: Some(self.entry_body()), expect: 201 }
+        Request {
+            method: "POST",
+            path: "/v1/entries".into(),
+            body: Some(self.entry_body()),
+            expect: 201,
+            new_connections: false,
+        }
     }
 
     fn read_request(&self) -> Request {
-        Request { method: "GET", path: format!("/v1/balances/daily/{}", self.date), body: None, expect: 200 }
+        Request {
+            method: "GET",
+            path: format!("/v1/balances/daily/{}", self.date),
+            body: None,
+            expect: 200,
+            new_connections: false,
+        }
     }
 
     fn occurred_at_utc(&self) -> anyhow::Result<DateTime<Utc>> {
@@ -160,6 +178,7 @@ impl Ctx {
             backlog_entries: self.backlog_entries,
             business_date: &self.date,
             entry_body: self.entry_body(),
+            tls: self.tls.is_some(),
         }
     }
 
@@ -265,10 +284,57 @@ pub async fn with_sut<T>(
     body: impl AsyncFnOnce(&mut Sut) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let backend = Backend::prepare(ctx.backend, &ctx.root, &ctx.services, label).await?;
-    let mut sut = Sut::new(&ctx.bin, backend)?;
+    // `--tls` is for the HTTP figures of `read` and `write`.
+    let tls = if matches!(label, "read" | "write") { ctx.tls.clone() } else { None };
+    let mut sut = Sut::new(&ctx.bin, backend, tls)?;
     let result = body(&mut sut).await;
     sut.shutdown().await;
     result
+}
+
+fn scheme(ctx: &Ctx) -> &'static str {
+    crate::tls::scheme(ctx.tls.as_deref())
+}
+
+/// `cpu` seconds over `ok` successful requests, as a fact in µs per request.
+fn cpu_fact(out: &mut Outcome, name: &str, cpu: Option<f64>, ok: u64) {
+    if let Some(cpu) = cpu.filter(|_| ok > 0) {
+        let per = cpu / ok as f64 * 1e6;
+        out.fact(name, format!("{per:.1} µs ({ok} requests, {cpu:.2} s CPU)"), Some(per));
+    }
+}
+
+/// The server's CPU per request over a closed-loop run of `request` (if any: writes are
+/// measured over their ramp, where they are counted); and over runs of `GET /health/live` on
+/// keep-alive connections and on a new connection (with its TLS handshake, under `--tls`) per
+/// request: the difference is the cost of setting up a connection.
+async fn server_cpu(
+    ctx: &Ctx,
+    out: &mut Outcome,
+    sut: &Sut,
+    base: &str,
+    request: Option<&Request>,
+    groups: &[Group],
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let pid = sut.pid(Role::Serve);
+    let scheme = scheme(ctx);
+    let closed = Load { rate: None, stop: Stop::After(duration) };
+    if let Some(request) = request {
+        let before = pid.and_then(cpu_seconds);
+        let run = ctx.oha.run(base, request, closed, groups).await?;
+        let cpu = before.zip(pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+        cpu_fact(out, &format!("server CPU per request ({scheme}, closed loop)"), cpu, run.ok);
+    }
+    for new_connections in [false, true] {
+        let live = Request { method: "GET", path: "/health/live".into(), body: None, expect: 200, new_connections };
+        let before = pid.and_then(cpu_seconds);
+        let run = ctx.oha.run(base, &live, closed, groups).await?;
+        let cpu = before.zip(pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+        let what = if new_connections { "a new connection each" } else { "keep-alive" };
+        cpu_fact(out, &format!("server CPU per GET /health/live ({scheme}, {what})"), cpu, run.ok);
+    }
+    Ok(())
 }
 
 /// nginx with the same requests: closed loop, and at the service's sustainable rate.
@@ -281,9 +347,12 @@ async fn http_ceiling(
     sustainable: Option<f64>,
     duration: Duration,
 ) -> anyhow::Result<RunResult> {
-    let mut nginx = Nginx::start(&ctx.nginx, request.expect, body).await?;
+    let mut nginx = Nginx::start(&ctx.nginx, request.expect, body, ctx.tls.as_deref()).await?;
     let result = async {
+        let cpu_before = nginx.pid().and_then(cpu_seconds);
         let max = ctx.oha.run(&nginx.base, request, Load { rate: None, stop: Stop::After(duration) }, groups).await?;
+        let cpu = cpu_before.zip(nginx.pid().and_then(cpu_seconds)).map(|(a, b)| b - a);
+        cpu_fact(out, &format!("nginx CPU per request ({}, closed loop)", scheme(ctx)), cpu, max.ok);
         out.rows.push(Row::run("nginx closed loop (HTTP ceiling)", &max, None));
         if let Some(rate) = sustainable {
             let at = ctx
@@ -407,6 +476,7 @@ pub async fn write(ctx: &Ctx) -> anyhow::Result<Outcome> {
         sut.wait_applied(&base, expected(&written), ctx.catch_up_timeout).await?;
 
         let mut catch_up = Vec::new();
+        let cpu_before = sut.pid(Role::Serve).and_then(cpu_seconds);
         let found = run_ramp(ctx, &base, &request, &groups, duration, async |r: &RunResult| {
             for g in &r.groups {
                 written[g.merchant] += g.ok;
@@ -416,6 +486,16 @@ pub async fn write(ctx: &Ctx) -> anyhow::Result<Outcome> {
             Ok(())
         })
         .await?;
+        // Every write of the ramp, with its relay and consolidation (`serve` runs them all).
+        let cpu = cpu_before.zip(sut.pid(Role::Serve).and_then(cpu_seconds)).map(|(a, b)| b - a);
+        let ramp_ok = found.probe.iter().chain(&found.steps).map(|r| r.ok).sum();
+        cpu_fact(
+            &mut out,
+            &format!("server CPU per write ({}, over the ramp, consolidation included)", scheme(ctx)),
+            cpu,
+            ramp_ok,
+        );
+        server_cpu(ctx, &mut out, sut, &base, None, &groups, duration).await?;
         out.checks.extend(check_exact(ctx, sut, &base, &merchants, &written).await?);
         if let Some((rss, peak)) = sut.rss(Role::Serve) {
             out.fact("server RSS (now / peak)", format!("{rss:.0} MiB / {peak:.0} MiB"), Some(peak));
@@ -528,6 +608,7 @@ pub async fn read(ctx: &Ctx) -> anyhow::Result<Outcome> {
         }
         let before = sut.scrape(&base).await?;
         let found = run_ramp(ctx, &base, &request, &groups, duration, async |_: &RunResult| Ok(())).await?;
+        server_cpu(ctx, &mut out, sut, &base, Some(&request), &groups, duration).await?;
         let after = sut.scrape(&base).await?;
         let hits = after.total("cashflow_report_cache_hits_total") - before.total("cashflow_report_cache_hits_total");
         let misses =

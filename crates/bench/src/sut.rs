@@ -3,6 +3,7 @@
 //! from its own `/oauth2/token`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -11,6 +12,7 @@ use tokio::process::{Child, Command};
 
 use crate::procs;
 use crate::prom::Scrape;
+use crate::tls::BenchTls;
 
 /// Which backends the system under test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -284,10 +286,12 @@ pub struct Sut {
     public_url: Option<String>,
     processes: Vec<Proc>,
     http: reqwest::Client,
+    /// `--tls`: every process serves HTTPS with this certificate.
+    tls: Option<Arc<BenchTls>>,
 }
 
 impl Sut {
-    pub fn new(bin: &Path, backend: Backend) -> anyhow::Result<Self> {
+    pub fn new(bin: &Path, backend: Backend, tls: Option<Arc<BenchTls>>) -> anyhow::Result<Self> {
         let data_dir = tempfile::Builder::new().prefix("cashflow-bench-data").tempdir().context("data dir")?;
         Ok(Self {
             bin: bin.to_path_buf(),
@@ -295,7 +299,8 @@ impl Sut {
             data_dir,
             public_url: None,
             processes: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().context("HTTP client")?,
+            http: crate::tls::client(tls.as_deref())?,
+            tls,
         })
     }
 
@@ -304,6 +309,9 @@ impl Sut {
         cmd.env("CASHFLOW_DATA_DIR", self.data_dir.path()).envs(self.backend.env.iter().map(|(k, v)| (k, v)));
         if let Some(url) = &self.public_url {
             cmd.env("CASHFLOW_PUBLIC_URL", url);
+        }
+        if let Some(tls) = &self.tls {
+            cmd.env("CASHFLOW_TLS_CERT", &tls.cert).env("CASHFLOW_TLS_KEY", &tls.key);
         }
         cmd
     }
@@ -325,7 +333,7 @@ impl Sut {
     /// Like [`start`](Self::start), with extra arguments.
     pub async fn start_with(&mut self, role: Role, extra: &[&str]) -> anyhow::Result<String> {
         let port = procs::free_port()?;
-        let base = format!("http://127.0.0.1:{port}");
+        let base = format!("{}://127.0.0.1:{port}", crate::tls::scheme(self.tls.as_deref()));
         if self.public_url.is_none() {
             // The first process (serve or ledger) issues the tokens; the consolidator trusts
             // the same issuer URL.

@@ -26,6 +26,7 @@ use crate::backends::{BackendArgs, Queue};
 use crate::cli::AuthArgs;
 use crate::ops::{self, Readiness};
 use crate::server::ServerConfig;
+use crate::tls::ServerTls;
 
 /// Settings of the application.
 #[derive(Debug, Clone)]
@@ -309,12 +310,13 @@ impl Process {
         self.router.clone()
     }
 
-    /// Serves HTTP on `listener` and runs the workers until `shutdown` turns true; in-flight
-    /// requests finish, then the workers stop.
+    /// Serves HTTP (HTTPS with `tls`) on `listener` and runs the workers until `shutdown`
+    /// turns true; in-flight requests finish, then the workers stop.
     pub async fn run(
         self,
         listener: TcpListener,
         server: ServerConfig,
+        tls: Option<Arc<ServerTls>>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let workers: Vec<_> = self
@@ -342,7 +344,7 @@ impl Process {
                 live.close();
             });
         }
-        crate::server::serve(listener, self.router, server, shutdown).await?;
+        crate::server::serve(listener, self.router, server, tls, shutdown).await?;
         for worker in workers {
             let _ = worker.await;
         }

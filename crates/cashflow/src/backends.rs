@@ -67,9 +67,14 @@ pub struct BackendArgs {
     #[arg(long, env = "CASHFLOW_QUEUE_MAX_ATTEMPTS", default_value_t = DEFAULT_QUEUE_MAX_ATTEMPTS)]
     pub queue_max_attempts: u32,
 
-    /// The report cache: `memory` (in-process) or `redis://…`.
+    /// The report cache: `memory` (in-process), `redis://…`, or `rediss://…` (TLS).
     #[arg(long, env = "CASHFLOW_CACHE_URL", default_value = MEMORY_CACHE, hide_env_values = true)]
     pub cache_url: String,
+
+    /// `rediss://` only: the CA certificates (PEM) Redis's certificate must chain to, instead
+    /// of the system's roots.
+    #[arg(long, env = "CASHFLOW_CACHE_CA_FILE")]
+    pub cache_ca_file: Option<PathBuf>,
 }
 
 fn kind(url: &str) -> anyhow::Result<Backend> {
@@ -88,6 +93,7 @@ impl BackendArgs {
             queue_max_receives: DEFAULT_QUEUE_MAX_RECEIVES,
             queue_max_attempts: DEFAULT_QUEUE_MAX_ATTEMPTS,
             cache_url: MEMORY_CACHE.into(),
+            cache_ca_file: None,
         }
     }
 
@@ -191,13 +197,23 @@ impl BackendArgs {
         if self.cache_url == MEMORY_CACHE {
             return Ok(Arc::new(MemoryCache::default()));
         }
-        if self.cache_url.starts_with("redis://") {
-            let cache = RedisCache::connect(&self.cache_url, RedisCacheConfig::default())
-                .await
-                .context("configuring the Redis cache")?;
+        if self.cache_url.starts_with("redis://") || self.cache_url.starts_with("rediss://") {
+            let ca_cert = match &self.cache_ca_file {
+                Some(path) => {
+                    Some(std::fs::read(path).with_context(|| format!("reading the cache CA file {}", path.display()))?)
+                }
+                None => None,
+            };
+            let cache =
+                RedisCache::connect(&self.cache_url, RedisCacheConfig { ca_cert, ..RedisCacheConfig::default() })
+                    .await
+                    .context("configuring the Redis cache")?;
             return Ok(Arc::new(cache));
         }
-        bail!("unsupported cache URL `{}` (expected `memory` or redis://…)", cashflow_db::redact(&self.cache_url))
+        bail!(
+            "unsupported cache URL `{}` (expected `memory`, redis://… or rediss://…)",
+            cashflow_db::redact(&self.cache_url)
+        )
     }
 }
 

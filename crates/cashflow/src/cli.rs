@@ -3,11 +3,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backends::BackendArgs;
 use crate::server::{self, ServerConfig};
 use crate::telemetry::LogFormat;
+use crate::tls::{ServerTls, TlsError};
 
 /// cashflow: a merchant's ledger and daily consolidated balance.
 #[derive(Debug, Parser)]
@@ -26,7 +29,8 @@ pub struct Cli {
 pub struct AuthArgs {
     /// Public base URL of the API (the front door clients call): the `iss` of the tokens the
     /// built-in issuer mints and requires. `serve` defaults to `http://<listen>`; the split
-    /// processes default to the local front, `http://127.0.0.1:8080`.
+    /// processes default to the local front, `http://127.0.0.1:8080`; `https://` instead with
+    /// `--tls-cert`.
     #[arg(long, env = "CASHFLOW_PUBLIC_URL")]
     pub public_url: Option<String>,
 
@@ -64,6 +68,15 @@ pub struct HttpArgs {
     /// Open connections per process; past it, new connections are closed at once.
     #[arg(long, env = "CASHFLOW_HTTP_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
     pub http_max_connections: usize,
+
+    /// Serve HTTPS only, with this certificate chain (PEM, leaf first). Reloaded with its key
+    /// on `SIGHUP`.
+    #[arg(long, env = "CASHFLOW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "CASHFLOW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl HttpArgs {
@@ -74,6 +87,23 @@ impl HttpArgs {
             keep_alive_timeout: Duration::from_secs(self.http_keep_alive_timeout_secs),
             body_read_timeout: Duration::from_secs(self.http_body_timeout_secs),
             max_connections: self.http_max_connections,
+        }
+    }
+
+    /// The server's certificate, when `--tls-cert` and `--tls-key` are given.
+    pub fn tls(&self) -> Result<Option<Arc<ServerTls>>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(Arc::new(ServerTls::load(cert, key)?))),
+            _ => Ok(None),
+        }
+    }
+
+    /// `https` with a certificate, else `http`: the scheme of the default public URLs.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 }

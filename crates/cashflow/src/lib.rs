@@ -12,6 +12,7 @@
 //!   parts each runs.
 //! - [`server`]: the HTTP server, one single-threaded runtime per core, with the timeouts and
 //!   the connection cap that hold against slow clients.
+//! - [`tls`]: HTTPS: the certificate from PEM files, reloaded on `SIGHUP`.
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
 //! - [`commands`]: dispatch, and `merchant create`, `client create`, `user create`, `migrate`.
 //! - [`operator`]: listing, revoking and rotating credentials, listing merchants, rotating
@@ -28,3 +29,4 @@ pub mod ops;
 pub mod processes;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    cashflow::tls::install_default_provider();
     telemetry::init(cli.log_format);
     match commands::run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,8 @@
 //! scales on its own. An API front (nginx in `deploy/`) presents them as one `/v1` API. Each
 //! only picks its [`Part`]s; [`crate::app`] builds and runs them.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -12,10 +14,26 @@ use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
 
 use crate::app::{AppConfig, Application, Part, Parts, Process};
-use crate::cli::{ConsolidatorArgs, LedgerArgs, RelayArgs, ServeArgs};
+use crate::cli::{ConsolidatorArgs, HttpArgs, LedgerArgs, RelayArgs, ServeArgs};
+use crate::server::ServerConfig;
+use crate::tls::ServerTls;
 
-/// The split processes trust tokens minted for the front door, wherever they are served.
-const FRONT_URL: &str = "http://127.0.0.1:8080";
+/// The split processes trust tokens minted for the front door, wherever they are served
+/// (`https://` when the process serves HTTPS).
+const FRONT: &str = "127.0.0.1:8080";
+
+fn front_url(http: &HttpArgs) -> String {
+    format!("{}://{FRONT}", http.scheme())
+}
+
+/// The server's settings and certificate; a certificate is reloaded on `SIGHUP` from now on.
+fn http(args: &HttpArgs) -> anyhow::Result<(ServerConfig, Option<Arc<ServerTls>>)> {
+    let tls = args.tls().context("loading the TLS certificate")?;
+    if let Some(tls) = &tls {
+        crate::tls::reload_on_hangup(tls.clone());
+    }
+    Ok((args.config(), tls))
+}
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
@@ -23,59 +41,63 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// `cashflow serve`: everything, and the demo merchant on the first start.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
     let local = listener.local_addr()?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, format!("http://{local}"));
+    let config = AppConfig::from_args(&args.auth, &args.backends, format!("{}://{local}", args.http.scheme()));
     let app = Application::build(&config).await?;
     if !args.no_demo && app.ledger_store.merchant_count().await? == 0 {
         create_demo(&app, &config.public_url).await?;
     }
-    tracing::info!(listen = %local, "cashflow serving");
-    app.into_process().run(listener, args.http.config(), shutdown_on_signal()).await
+    tracing::info!(listen = %local, tls = tls.is_some(), "cashflow serving");
+    app.into_process().run(listener, server, tls, shutdown_on_signal()).await
 }
 
 /// `cashflow ledger`: the ledger API, the token issuer and (unless `--no-relay`) the relay.
 pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
+    let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned());
+    let config = AppConfig::from_args(&args.auth, &args.backends, front_url(&args.http));
     let mut run = vec![Part::LedgerApi, Part::TokenIssuer];
     if !args.no_relay {
         run.push(Part::Relay);
     }
     let (process, _) = Process::assemble(Parts::new(config), &run).await?;
     tracing::info!(listen = %args.listen, relay = !args.no_relay, "cashflow ledger serving");
-    process.run(listener, args.http.config(), shutdown_on_signal()).await
+    process.run(listener, server, tls, shutdown_on_signal()).await
 }
 
 /// `cashflow relay`: moves the ledger's outbox to the queue; serves health and metrics.
 /// Another process commits the entries, so nothing signals this relay: it polls.
 pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
     // The relay builds no part that issues or checks tokens: the auth settings are never read.
     let config = AppConfig {
         backends: args.backends,
-        public_url: FRONT_URL.to_owned(),
+        public_url: front_url(&args.http),
         audience: String::new(),
         token_ttl: std::time::Duration::ZERO,
         trust_forwarded_for: false,
     };
     let (process, _) = Process::assemble(Parts::new(config), &[Part::Relay]).await?;
     tracing::info!(listen = %args.listen, "cashflow relay running");
-    process.run(listener, args.http.config(), shutdown_on_signal()).await
+    process.run(listener, server, tls, shutdown_on_signal()).await
 }
 
 /// `cashflow consolidator`: the queue consumer and the reports API; with `--no-consumer`, the
 /// reports API alone (a replica that keeps reports readable while the consumer is down).
 pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
+    let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned());
+    let config = AppConfig::from_args(&args.auth, &args.backends, front_url(&args.http));
     let mut run = vec![Part::ReportsApi];
     if !args.no_consumer {
         run.push(Part::Consumer);
     }
     let (process, _) = Process::assemble(Parts::new(config), &run).await?;
     tracing::info!(listen = %args.listen, consumer = !args.no_consumer, "cashflow consolidator serving");
-    process.run(listener, args.http.config(), shutdown_on_signal()).await
+    process.run(listener, server, tls, shutdown_on_signal()).await
 }
 
 /// A shutdown flag that turns true on SIGTERM or Ctrl-C.

@@ -26,6 +26,14 @@
 //!   socket closes. Closing with unread data would send a reset, and a client that writes its
 //!   whole body before reading would see `Connection reset` instead of the problem.
 //!
+//! # TLS
+//! With a certificate ([`ServerTls`]) every connection is HTTPS. The handshake runs on the
+//! lane, like the rest of the connection, so the acceptor never does cryptography and the
+//! handshakes spread over the cores; it must finish within the header-read timeout (a client
+//! that opens a connection and never completes the handshake is a slowloris too). Each
+//! handshake takes the certificate in force when it starts, so a reload reaches new
+//! connections and leaves open ones alone.
+//!
 //! hyper's own `header_read_timeout` is not used: it also runs while a keep-alive connection
 //! waits for its next request, so it cannot give a header 10 s and an idle connection 60 s.
 
@@ -50,6 +58,8 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
+
+use crate::tls::ServerTls;
 
 /// Default of [`ServerConfig::header_read_timeout`] (nginx's `client_header_timeout` is 60 s;
 /// a request header of this API is a few hundred bytes).
@@ -103,11 +113,13 @@ struct Accepted {
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true, then stops accepting and waits
-/// for in-flight requests to finish (idle keep-alive connections are closed).
+/// for in-flight requests to finish (idle keep-alive connections are closed). With `tls`,
+/// HTTPS only.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     config: ServerConfig,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut lanes = Vec::new();
@@ -115,7 +127,7 @@ pub async fn serve(
     for i in 0..lane_count() {
         let (connections, incoming) = mpsc::unbounded_channel();
         let (done, finished) = oneshot::channel();
-        let (router, shutdown) = (router.clone(), shutdown.clone());
+        let (router, tls, shutdown) = (router.clone(), tls.clone(), shutdown.clone());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -124,7 +136,7 @@ pub async fn serve(
             .name(format!("http-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    lane(incoming, router, config, shutdown).await;
+                    lane(incoming, router, config, tls, shutdown).await;
                     let _ = done.send(());
                     // Keep the runtime (and its I/O driver) for the rest of the process.
                     std::future::pending::<()>().await;
@@ -180,6 +192,7 @@ async fn lane(
     mut incoming: mpsc::UnboundedReceiver<Accepted>,
     router: Router,
     config: ServerConfig,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -189,7 +202,8 @@ async fn lane(
             accepted = incoming.recv() => match accepted {
                 Some(Accepted { stream, permit }) => {
                     if let Ok(stream) = TcpStream::from_std(stream) {
-                        connections.spawn(connection(stream, permit, router.clone(), config, stop.clone()));
+                        let tls = tls.as_ref().map(|tls| tls.acceptor());
+                        connections.spawn(open(stream, tls, permit, router.clone(), config, stop.clone()));
                     }
                 }
                 None => break,
@@ -201,17 +215,61 @@ async fn lane(
     while connections.join_next().await.is_some() {}
 }
 
+/// Opens a connection: the TLS handshake first, if any (within the header-read timeout), then
+/// its requests.
+async fn open(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    permit: OwnedSemaphorePermit,
+    router: Router,
+    config: ServerConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    // Responses go out whole in one write; Nagle would only delay pipelined ones.
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return connection(stream, permit, router, config, shutdown).await;
+    };
+    match tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => connection(stream, permit, router, config, shutdown).await,
+        Ok(Err(e)) => {
+            metrics::counter!("cashflow_tls_handshake_failures_total").increment(1);
+            tracing::debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            metrics::counter!("cashflow_tls_handshake_failures_total").increment(1);
+            tracing::debug!("TLS handshake not completed in time: connection closed");
+        }
+    }
+}
+
+/// A connection's byte stream: plain TCP or TLS over TCP. The socket underneath is what a
+/// lingering close reads from.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn into_tcp(self) -> TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn into_tcp(self) -> TcpStream {
+        self
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn into_tcp(self) -> TcpStream {
+        self.into_inner().0
+    }
+}
+
 /// Serves one connection's requests (HTTP/1.1, keep-alive) until the client closes it, a
 /// timeout of [`ServerConfig`] expires, or shutdown (after its in-flight request).
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: Transport>(
+    stream: S,
     permit: OwnedSemaphorePermit,
     router: Router,
     config: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // Responses go out whole in one write; Nagle would only delay pipelined ones.
-    let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
     // The peer address, for handlers that need it (the token endpoint's throttle).
     let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
@@ -360,9 +418,9 @@ impl Activity {
 
 /// The connection's socket: marks the first byte of each request header, and closes with a
 /// lingering close ([`LINGER_TIME`]) after hyper shut it down with a request left unread.
-struct Guarded {
+struct Guarded<S: Transport> {
     /// Taken by `Drop` for the lingering close.
-    stream: Option<TcpStream>,
+    stream: Option<S>,
     activity: Arc<Activity>,
     /// hyper ended the connection normally (after a response), not on an error or a timeout.
     shut_down: bool,
@@ -374,7 +432,7 @@ fn closed() -> io::Error {
     io::Error::from(io::ErrorKind::NotConnected)
 }
 
-impl AsyncRead for Guarded {
+impl<S: Transport> AsyncRead for Guarded<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let Some(stream) = self.stream.as_mut() else { return Poll::Ready(Err(closed())) };
@@ -386,7 +444,7 @@ impl AsyncRead for Guarded {
     }
 }
 
-impl AsyncWrite for Guarded {
+impl<S: Transport> AsyncWrite for Guarded<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.stream.as_mut() {
             Some(stream) => Pin::new(stream).poll_write(cx, buf),
@@ -425,12 +483,15 @@ impl AsyncWrite for Guarded {
     }
 }
 
-impl Drop for Guarded {
+impl<S: Transport> Drop for Guarded<S> {
     fn drop(&mut self) {
         let (Some(stream), Some(permit)) = (self.stream.take(), self.permit.take()) else { return };
         if !self.shut_down {
             return; // an error or a timeout: nothing owed to the client
         }
+        // Under TLS the close_notify went out with the shutdown; what the client still sends
+        // is discarded unread, so the raw socket is enough.
+        let stream = stream.into_tcp();
         // The usual case: the client has closed its side already, nothing to linger for.
         let mut probe = [0u8; 1];
         if matches!(stream.try_read(&mut probe), Ok(0)) {

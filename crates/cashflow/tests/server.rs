@@ -46,7 +46,7 @@ async fn serve(config: ServerConfig) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(server::serve(listener, app.router(), config, shutdown));
+    tokio::spawn(server::serve(listener, app.router(), config, None, shutdown));
     Served { addr, token, _stop: stop, _dir: dir }
 }
 

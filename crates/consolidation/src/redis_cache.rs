@@ -183,6 +183,9 @@ pub struct RedisCacheConfig {
     pub command_timeout: Duration,
     /// After a failure, how long reads skip Redis; also the period of the epoch-bump retries.
     pub retry_interval: Duration,
+    /// `rediss://` only: the CA certificates (PEM) the server's certificate must chain to,
+    /// instead of the system's roots (a private CA; ElastiCache's chain to public roots).
+    pub ca_cert: Option<Vec<u8>>,
 }
 
 impl Default for RedisCacheConfig {
@@ -192,6 +195,7 @@ impl Default for RedisCacheConfig {
             ttl: Duration::from_secs(600),
             command_timeout: Duration::from_millis(200),
             retry_interval: Duration::from_secs(1),
+            ca_cert: None,
         }
     }
 }
@@ -259,7 +263,9 @@ struct Inner {
 }
 
 impl RedisCache {
-    /// A cache on the Redis at `url` (`redis://[:password@]host[:port][/db]`).
+    /// A cache on the Redis at `url` (`redis://[:password@]host[:port][/db]`, or `rediss://…`
+    /// for TLS, ElastiCache's in-transit encryption: the server's certificate is verified
+    /// against [`RedisCacheConfig::ca_cert`] or the system's roots, and its host name).
     ///
     /// Fails only on an invalid URL or configuration: an unreachable Redis is logged and
     /// handled like any later outage, so the service starts (and reads from the database)
@@ -275,7 +281,18 @@ impl RedisCache {
         if config.command_timeout.is_zero() || config.retry_interval.is_zero() {
             return Err(RedisCacheError::InvalidConfig("the command timeout and retry interval must be positive"));
         }
-        let client = Client::open(url).map_err(RedisCacheError::InvalidUrl)?;
+        let client = if url.starts_with("rediss://") {
+            // The Redis client builds its TLS configuration from rustls's process default.
+            if rustls::crypto::CryptoProvider::get_default().is_none() {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
+            let certificates = redis::TlsCertificates { client_tls: None, root_cert: config.ca_cert.clone() };
+            Client::build_with_tls(url, certificates).map_err(RedisCacheError::InvalidUrl)?
+        } else if config.ca_cert.is_some() {
+            return Err(RedisCacheError::InvalidConfig("a CA certificate needs a rediss:// URL"));
+        } else {
+            Client::open(url).map_err(RedisCacheError::InvalidUrl)?
+        };
         let manager_config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(3)
