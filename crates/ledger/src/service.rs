@@ -136,6 +136,7 @@ impl Ledger {
                 reversal_of: entry.reversal_of,
             }),
         )
+        .with_id(Event::id_of_entry(entry.id))
         .with_trace(cashflow_http::context::traceparent());
         let recorded = self.store.record(&entry, idempotency, &event).await?;
         if matches!(recorded, Recorded::Created(_)) {

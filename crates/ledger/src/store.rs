@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use cashflow_domain::{BusinessDate, Entry, EntryId, Merchant, MerchantId};
+use cashflow_domain::{BusinessDate, DayTotals, Entry, EntryId, Merchant, MerchantId};
 use cashflow_events::Event;
 
 /// A storage failure, already sorted by what the caller should do about it.
@@ -94,6 +94,16 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// A page of the merchant's entries.
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError>;
+
+    /// The ledger's own totals of each business date in `from..=to` that has entries, in date
+    /// order, computed by the database with one grouped query over the entries' index: the
+    /// authority consolidation is reconciled with.
+    async fn day_totals(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError>;
 
     /// The oldest unpublished events, in commit order.
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
