@@ -27,6 +27,8 @@
 //!   locked row rather than a savepoint per event: the common path costs two statements per
 //!   day touched, not two per event.
 
+mod repair;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -344,6 +346,14 @@ impl ConsolidationStore for PostgresConsolidationStore {
             days.insert(date, totals_from_row(&r)?);
         }
         Ok((opening, days))
+    }
+
+    async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {
+        repair::merchants(self).await
+    }
+
+    async fn rebuild_day(&self, day: &crate::store::DayRebuild) -> Result<crate::store::RebuildOutcome, StoreError> {
+        repair::rebuild_day(self, day).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -2,6 +2,8 @@
 //! thread ([`SqliteThread`]: SQLite has one writer anyway, and a batch of postings is then one
 //! hand-over between threads), a reader pool for reports.
 
+mod repair;
+
 use std::collections::{btree_map, BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -231,6 +233,14 @@ impl ConsolidationStore for SqliteConsolidationStore {
             );
         }
         Ok((opening, days))
+    }
+
+    async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {
+        repair::merchants(self).await
+    }
+
+    async fn rebuild_day(&self, day: &crate::store::DayRebuild) -> Result<crate::store::RebuildOutcome, StoreError> {
+        repair::rebuild_day(self, day).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
