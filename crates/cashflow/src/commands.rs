@@ -24,6 +24,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(args) => processes::ledger(args).await,
         Command::Relay(args) => processes::relay(args).await,
         Command::Consolidator(args) => processes::consolidator(args).await,
+        Command::Reconcile(args) => crate::reconcile::run(args).await,
         Command::Migrate(backends) => {
             backends.ledger().await?;
             backends.consolidation().await?;
@@ -96,7 +97,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         create_demo(&app, &public_url).await?;
     }
     tracing::info!(listen = %local, "cashflow serving");
-    app.run(listener, shutdown_on_signal()).await
+    let shutdown = shutdown_on_signal();
+    let grpc = match args.grpc_listen {
+        Some(addr) => Some(
+            crate::grpc::spawn_server(addr, app.ledger_store.clone(), app.verifier.clone(), shutdown.clone()).await?,
+        ),
+        None => None,
+    };
+    app.run(listener, shutdown).await?;
+    if let Some(grpc) = grpc {
+        let _ = grpc.await;
+    }
+    Ok(())
 }
 
 /// The application settings from the command line; `default_public_url` when none is given.

@@ -12,13 +12,17 @@
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
 //! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
 //!   first-start demo.
+//! - [`grpc`]: the ledger's gRPC server (`--grpc-listen`) and the consolidation side's client.
+//! - [`reconcile`]: `cashflow reconcile` and the consolidator's scheduled reconciliation.
 //! - [`telemetry`]: logs and their format.
 
 pub mod app;
 pub mod backends;
 pub mod cli;
 pub mod commands;
+pub mod grpc;
 pub mod ops;
 pub mod processes;
+pub mod reconcile;
 pub mod server;
 pub mod telemetry;

@@ -38,6 +38,9 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         let relay = Relay::new(store.clone(), queue.publisher, ledger.outbox_signal(), RelayConfig::default());
         workers.push(tokio::spawn(relay.run(shutdown.clone())));
     }
+    if let Some(addr) = args.grpc_listen {
+        workers.push(crate::grpc::spawn_server(addr, store.clone(), verifier.clone(), shutdown.clone()).await?);
+    }
     workers.push(tokio::spawn(Gauges { ledger: Some(store), consolidation: None, queue: None }.run(shutdown.clone())));
     let router = cashflow_http::layers::common(
         cashflow_ledger::router(LedgerState { ledger, verifier })
@@ -105,6 +108,17 @@ pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
         readiness = readiness.queue(source.clone());
         let consumer = Consumer::new(store.clone(), source.clone(), cache.clone(), ConsumerConfig::default());
         workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+    }
+    if let (Some(client), true) = (args.ledger_grpc.client()?, args.reconcile.reconcile_every > 0) {
+        let reconciler =
+            cashflow_consolidation::reconcile::Reconciler::new(store.clone(), cache.clone(), std::sync::Arc::new(client));
+        let every = std::time::Duration::from_secs(args.reconcile.reconcile_every);
+        workers.push(tokio::spawn(crate::reconcile::schedule(
+            reconciler,
+            every,
+            args.reconcile.reconcile_days,
+            shutdown.clone(),
+        )));
     }
     workers
         .push(tokio::spawn(Gauges { ledger: None, consolidation: Some(store.clone()), queue }.run(shutdown.clone())));

@@ -8,6 +8,16 @@
 //! Metrics use the `metrics` facade everywhere (request counts and latencies, events published
 //! and applied, consolidation lag, cache hits, outbox backlog, pool usage) and are rendered in
 //! the Prometheus text format at `GET /metrics` on every process.
+//!
+//! Reconciliation (`cashflow_consolidation::reconcile`, the consolidator's scheduled runs and
+//! `cashflow reconcile`):
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `cashflow_reconcile_drifting_days_total` | counter | consolidated days found to differ from the ledger |
+//! | `cashflow_reconcile_repaired_days_total` | counter | drifting days rebuilt from the ledger's entries |
+//! | `cashflow_reconcile_drifting_days` | gauge | days the last run left drifting (not repaired, or moved while repairing) |
+//! | `cashflow_reconcile_last_success_timestamp_seconds` | gauge | Unix time the last run finished |
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
