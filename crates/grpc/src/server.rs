@@ -172,6 +172,10 @@ pub async fn routes(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Both reflection protocols, in both: a client listing through either sees both.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
+            .include_reflection_service(false)
     };
     let ledger = LedgerServiceServer::with_interceptor(LedgerGrpc::new(store), RequireLedgerRead { verifier });
     Ok(tonic::service::Routes::new(ledger)

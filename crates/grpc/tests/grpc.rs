@@ -258,7 +258,12 @@ async fn grpcurl_lists_checks_health_and_streams_through_reflection() {
     };
     let (ok, listed) = run(vec!["-plaintext".into(), addr.clone(), "list".into()]).await.unwrap();
     assert!(ok, "{listed}");
-    for service in ["cashflow.ledger.v1.LedgerService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+    for service in [
+        "cashflow.ledger.v1.LedgerService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
         assert!(listed.contains(service), "{service} in {listed}");
     }
     let (ok, health) = run(vec!["-plaintext".into(), addr.clone(), "grpc.health.v1.Health/Check".into()]).await.unwrap();
