@@ -68,6 +68,15 @@ pub struct OutboxBacklog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// A day's totals from the sums of a grouped query (a negative count would mean corrupt rows).
+pub(crate) fn day_totals_of_sums(credits: i64, debits: i64, count: i64) -> Result<DayTotals, StoreError> {
+    Ok(DayTotals {
+        total_credits: cashflow_domain::Balance::from_minor(credits),
+        total_debits: cashflow_domain::Balance::from_minor(debits),
+        entry_count: u64::try_from(count).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?,
+    })
+}
+
 /// Everything the ledger persists.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {

@@ -2,11 +2,10 @@
 
 use chrono::NaiveDate;
 use sqlx::postgres::PgPool;
-use sqlx::Row;
 
-use cashflow_domain::{Balance, BusinessDate, DayTotals, MerchantId};
+use cashflow_domain::{BusinessDate, DayTotals, MerchantId};
 
-use crate::store::StoreError;
+use crate::store::{day_totals_of_sums, StoreError};
 
 pub(super) async fn day_totals(
     pool: &PgPool,
@@ -15,7 +14,7 @@ pub(super) async fn day_totals(
     to: BusinessDate,
 ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError> {
     // SUM of bigint is numeric; the cast back to bigint fails on overflow instead of wrapping.
-    let rows = sqlx::query(
+    let rows: Vec<(NaiveDate, i64, i64, i64)> = sqlx::query_as(
         "SELECT business_date,
                 COALESCE(SUM(amount_minor) FILTER (WHERE type = 'credit'), 0)::bigint AS credits,
                 COALESCE(SUM(amount_minor) FILTER (WHERE type = 'debit'), 0)::bigint AS debits,
@@ -29,19 +28,7 @@ pub(super) async fn day_totals(
     .fetch_all(pool)
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    rows.iter()
-        .map(|r| {
-            let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("day totals: {e}"));
-            let date: NaiveDate = r.try_get("business_date").map_err(|e| corrupt(&e))?;
-            let count: i64 = r.try_get("entry_count").map_err(|e| corrupt(&e))?;
-            Ok((
-                BusinessDate::from_naive(date).ok_or_else(|| corrupt(&date))?,
-                DayTotals {
-                    total_credits: Balance::from_minor(r.try_get("credits").map_err(|e| corrupt(&e))?),
-                    total_debits: Balance::from_minor(r.try_get("debits").map_err(|e| corrupt(&e))?),
-                    entry_count: u64::try_from(count).map_err(|e| corrupt(&e))?,
-                },
-            ))
-        })
+    rows.into_iter()
+        .map(|(date, credits, debits, count)| Ok((BusinessDate::from_naive(date).ok_or_else(|| StoreError::Corrupt(format!("day totals: {date}")))?, day_totals_of_sums(credits, debits, count)?)))
         .collect()
 }

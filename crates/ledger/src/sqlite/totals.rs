@@ -1,11 +1,10 @@
 //! The ledger's day totals on SQLite: one grouped query over `entries_by_business_date`.
 
 use sqlx::sqlite::SqlitePool;
-use sqlx::Row;
 
-use cashflow_domain::{Balance, BusinessDate, DayTotals, MerchantId};
+use cashflow_domain::{BusinessDate, DayTotals, MerchantId};
 
-use crate::store::StoreError;
+use crate::store::{day_totals_of_sums, StoreError};
 
 pub(super) async fn day_totals(
     reader: &SqlitePool,
@@ -14,7 +13,7 @@ pub(super) async fn day_totals(
     to: BusinessDate,
 ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError> {
     // SUM (unlike `+`) fails on integer overflow instead of turning into a float.
-    let rows = sqlx::query(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT business_date,
                 COALESCE(SUM(CASE WHEN type = 'credit' THEN amount_minor END), 0) AS credits,
                 COALESCE(SUM(CASE WHEN type = 'debit' THEN amount_minor END), 0) AS debits,
@@ -28,20 +27,7 @@ pub(super) async fn day_totals(
     .fetch_all(reader)
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-    rows.iter()
-        .map(|r| {
-            let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("day totals: {e}"));
-            let date: String = r.try_get("business_date").map_err(|e| corrupt(&e))?;
-            let date = BusinessDate::parse(&date).map_err(|e| corrupt(&e))?;
-            let count: i64 = r.try_get("entry_count").map_err(|e| corrupt(&e))?;
-            Ok((
-                date,
-                DayTotals {
-                    total_credits: Balance::from_minor(r.try_get("credits").map_err(|e| corrupt(&e))?),
-                    total_debits: Balance::from_minor(r.try_get("debits").map_err(|e| corrupt(&e))?),
-                    entry_count: u64::try_from(count).map_err(|e| corrupt(&e))?,
-                },
-            ))
-        })
+    rows.into_iter()
+        .map(|(date, credits, debits, count)| Ok((BusinessDate::parse(&date).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?, day_totals_of_sums(credits, debits, count)?)))
         .collect()
 }
