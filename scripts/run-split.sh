@@ -32,6 +32,8 @@ cargo build --release -p cashflow --manifest-path "$root/Cargo.toml"
 bin="$root/target/release/cashflow"
 export CASHFLOW_DATABASE_URL="$database_url" CASHFLOW_QUEUE_URL="$queue_url" CASHFLOW_CACHE_URL="$redis_url"
 export CASHFLOW_PUBLIC_URL="http://127.0.0.1:8080" CASHFLOW_DATA_DIR="$run_dir/data"
+# nginx appends the client's address to X-Forwarded-For: throttle failed logins by it, not by nginx's.
+export CASHFLOW_TRUST_FORWARDED_FOR=true
 
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }

@@ -17,6 +17,8 @@ pub struct Principal {
     pub merchant_id: MerchantId,
     /// The token's `sub` (a username or client id), for audit logs.
     pub subject: String,
+    /// The OAuth client the token was issued to (its `client_id` claim), if it says.
+    pub client_id: Option<String>,
     /// What the token allows.
     pub scopes: Scopes,
 }
@@ -88,7 +90,12 @@ mod tests {
     impl TokenVerifier for FixedVerifier {
         fn verify(&self, token: &str) -> Result<Principal, AuthError> {
             if token == "good" {
-                Ok(Principal { merchant_id: self.0, subject: "tester".into(), scopes: Scope::EntriesRead.into() })
+                Ok(Principal {
+                    merchant_id: self.0,
+                    subject: "tester".into(),
+                    client_id: None,
+                    scopes: Scope::EntriesRead.into(),
+                })
             } else {
                 Err(AuthError::InvalidToken("not the good token".into()))
             }

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The contract of [`IdentityStore`], written once and run against every backend.
+//! The contract of [`IdentityStore`] (through [`Identities`], the checks above it), written
+//! once and run against every backend.
 //!
 //! Each test body below is an `async fn` taking the store (or, when it needs to reopen the
 //! database or read it raw, the [`Harness`]); `contract!` instantiates it as `sqlite::<name>`
@@ -8,13 +9,25 @@
 //! `build.rs`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use argon2::Params;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http_body_util::BodyExt;
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tower::ServiceExt;
 
+use cashflow_auth::issuer::{self, Issuer, IssuerConfig};
 use cashflow_auth::{
-    ClientGrant, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError, UserGrant,
+    ClientGrant, Identities, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError,
+    ThrottleConfig, ThrottlePolicy, UserGrant,
 };
+use cashflow_auth::{JwtVerifier, Refresher, RevocationCheck, TokenVerifier};
 use cashflow_db::{Backend, TestDatabase};
 use cashflow_domain::MerchantId;
 
@@ -54,16 +67,14 @@ impl Harness {
         Self { url: db.url().to_owned(), backend: Backend::Postgres, _guard: Guard::Postgres(db) }
     }
 
-    /// A store on the database, opened like the binary does (each call opens a new one).
-    async fn open(&self) -> Arc<dyn IdentityStore> {
-        match self.backend {
-            Backend::Sqlite => {
-                Arc::new(SqliteIdentityStore::open(&self.url).await.unwrap().with_password_params(fast()))
-            }
-            Backend::Postgres => {
-                Arc::new(PostgresIdentityStore::open(&self.url).await.unwrap().with_password_params(fast()))
-            }
-        }
+    /// The identities on a store on the database, opened like the binary does (each call opens
+    /// a new one).
+    async fn open(&self) -> Arc<Identities> {
+        let rows: Arc<dyn IdentityStore> = match self.backend {
+            Backend::Sqlite => Arc::new(SqliteIdentityStore::open(&self.url).await.unwrap()),
+            Backend::Postgres => Arc::new(PostgresIdentityStore::open(&self.url).await.unwrap()),
+        };
+        Arc::new(Identities::new(rows).with_password_params(fast()))
     }
 
     /// The text column of a raw query, bypassing the store.
@@ -81,7 +92,7 @@ impl Harness {
     }
 }
 
-/// Instantiates each body for both backends. `store:` bodies take `Arc<dyn IdentityStore>`,
+/// Instantiates each body for both backends. `store:` bodies take `Arc<Identities>`,
 /// `harness:` bodies take `&Harness`.
 macro_rules! contract {
     (store: [$($s:ident),* $(,)?], harness: [$($h:ident),* $(,)?] $(,)?) => {
@@ -135,6 +146,15 @@ contract! {
     harness: [
         only_hashes_of_secrets_and_passwords_are_stored,
         the_signing_key_survives_reopening_and_racing_processes,
+        wrong_passwords_past_the_free_ones_are_answered_429_with_retry_after,
+        after_the_delay_the_right_password_works_and_resets_the_count,
+        guessing_client_secrets_is_throttled_per_client,
+        one_address_guessing_many_accounts_is_throttled,
+        every_process_on_the_store_sees_the_same_counts,
+        a_revoked_clients_tokens_fail_within_the_refresh_interval_and_it_gets_no_new_one,
+        a_disabled_user_gets_no_token_until_enabled_and_its_tokens_fail_meanwhile,
+        rotated_secrets_and_passwords_replace_the_old_ones,
+        a_rotated_keys_tokens_verify_until_it_retires_and_new_tokens_use_the_new_kid,
     ],
 }
 
@@ -142,7 +162,7 @@ contract! {
 // The contract
 // ---------------------------------------------------------------------------------------------
 
-async fn a_client_authenticates_with_its_secret_and_nothing_else(store: Arc<dyn IdentityStore>) {
+async fn a_client_authenticates_with_its_secret_and_nothing_else(store: Arc<Identities>) {
     // Given a client
     let merchant = MerchantId::new();
     let scopes = Scopes::from(Scope::EntriesWrite);
@@ -165,7 +185,7 @@ async fn a_client_authenticates_with_its_secret_and_nothing_else(store: Arc<dyn 
     assert_eq!(store.authenticate_client(&other.client_id, client.client_secret.expose_secret()).await.unwrap(), None);
 }
 
-async fn client_names_are_bounded(store: Arc<dyn IdentityStore>) {
+async fn client_names_are_bounded(store: Arc<Identities>) {
     let merchant = MerchantId::new();
     for name in ["x".repeat(121), "tab\there".to_owned()] {
         let result = store.create_client(merchant, Scopes::all(), Some(&name)).await;
@@ -176,7 +196,7 @@ async fn client_names_are_bounded(store: Arc<dyn IdentityStore>) {
     store.create_client(merchant, Scopes::all(), Some(&"é".repeat(120))).await.unwrap();
 }
 
-async fn a_user_logs_in_with_the_right_password_whatever_the_case_of_the_username(store: Arc<dyn IdentityStore>) {
+async fn a_user_logs_in_with_the_right_password_whatever_the_case_of_the_username(store: Arc<Identities>) {
     // Given a user
     let merchant = MerchantId::new();
     let password = SecretString::from("correct horse");
@@ -193,7 +213,7 @@ async fn a_user_logs_in_with_the_right_password_whatever_the_case_of_the_usernam
     assert_eq!(store.authenticate_user("alice'--", "correct horse").await.unwrap(), None);
 }
 
-async fn a_username_is_taken_regardless_of_case(store: Arc<dyn IdentityStore>) {
+async fn a_username_is_taken_regardless_of_case(store: Arc<Identities>) {
     store.create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all()).await.unwrap();
 
     for username in ["alice", "ALICE", "Alice"] {
@@ -205,7 +225,7 @@ async fn a_username_is_taken_regardless_of_case(store: Arc<dyn IdentityStore>) {
     assert_eq!(store.authenticate_user("alice", "pw2").await.unwrap(), None);
 }
 
-async fn malformed_usernames_and_empty_passwords_are_refused(store: Arc<dyn IdentityStore>) {
+async fn malformed_usernames_and_empty_passwords_are_refused(store: Arc<Identities>) {
     let merchant = MerchantId::new();
     for username in ["ab", "has space", "semi;colon", &"a".repeat(65), "ünïcode", ""] {
         let result = store.create_user(username, &"pw".into(), merchant, Scopes::all()).await;
@@ -216,13 +236,13 @@ async fn malformed_usernames_and_empty_passwords_are_refused(store: Arc<dyn Iden
     assert_eq!(store.authenticate_user("alice", "").await.unwrap(), None);
 }
 
-async fn concurrent_first_calls_agree_on_one_signing_key(store: Arc<dyn IdentityStore>) {
+async fn concurrent_first_calls_agree_on_one_signing_key(store: Arc<Identities>) {
     let (a, b, c) = tokio::join!(store.signing_key(), store.signing_key(), store.signing_key());
     let kids = [a.unwrap().kid().to_owned(), b.unwrap().kid().to_owned(), c.unwrap().kid().to_owned()];
     assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
 }
 
-async fn a_healthy_store_answers_pings(store: Arc<dyn IdentityStore>) {
+async fn a_healthy_store_answers_pings(store: Arc<Identities>) {
     store.ping().await.unwrap();
 }
 
@@ -256,4 +276,313 @@ async fn the_signing_key_survives_reopening_and_racing_processes(harness: &Harne
     assert_eq!(a.kid(), b.kid());
     assert_eq!(a.kid(), later.kid());
     assert_eq!(a.pkcs8_der(), later.pkcs8_der());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throttled guessing at the token endpoint, counted in the store
+// ---------------------------------------------------------------------------------------------
+
+/// 3 free failures per account, 6 per address, then 1 s (doubling, at most 2 s).
+fn throttle() -> ThrottleConfig {
+    let account = ThrottlePolicy {
+        free_failures: 3,
+        base_delay: Duration::from_secs(1),
+        max_delay: Duration::from_secs(2),
+        window: Duration::from_secs(600),
+    };
+    ThrottleConfig { account, address: ThrottlePolicy { free_failures: 6, ..account } }
+}
+
+/// The token endpoint of an issuer on the harness's database (one "process").
+async fn token_endpoint(harness: &Harness) -> (Arc<Identities>, axum::Router) {
+    let identities = harness.open().await;
+    let key = identities.signing_key().await.unwrap();
+    let config = IssuerConfig { throttle: throttle(), ..IssuerConfig::new("http://issuer.test", "cashflow") };
+    let router = issuer::router(Arc::new(Issuer::new(config, key, identities.clone())));
+    (identities, router)
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<u64>,
+    body: Value,
+}
+
+async fn post_token(router: &axum::Router, form: &str, basic: Option<(&str, &str)>, from: [u8; 4]) -> Answer {
+    let mut request = Request::post("/oauth2/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = basic {
+        request = request.header(header::AUTHORIZATION, format!("Basic {}", STANDARD.encode(format!("{id}:{secret}"))));
+    }
+    let mut request = request.body(Body::from(form.to_owned())).unwrap();
+    request.extensions_mut().insert(ConnectInfo(std::net::SocketAddr::from((from, 40_000))));
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry_after = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().parse().unwrap());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, retry_after, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+}
+
+const HOME: [u8; 4] = [192, 0, 2, 1];
+
+async fn login(router: &axum::Router, username: &str, password: &str, from: [u8; 4]) -> Answer {
+    post_token(router, &format!("grant_type=password&username={username}&password={password}"), None, from).await
+}
+
+async fn wrong_passwords_past_the_free_ones_are_answered_429_with_retry_after(harness: &Harness) {
+    // Given a user
+    let (identities, router) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+
+    // When someone guesses wrong three times (the free failures)
+    for _ in 0..3 {
+        assert_eq!(login(&router, "alice", "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+    // Then the next attempt, even with the right password, is refused before it is checked
+    let refused = login(&router, "alice", "right", HOME).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+    assert_eq!(refused.retry_after, Some(1));
+    assert_eq!(refused.body["error"], "slow_down");
+    assert_eq!(refused.body["type"], "/problems/slow-down");
+    assert!(refused.body["error_description"].is_string() && refused.body["title"].is_string());
+    // And the username's case does not open a second count
+    assert_eq!(login(&router, "ALICE", "guess", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn after_the_delay_the_right_password_works_and_resets_the_count(harness: &Harness) {
+    // Given a user whose account is throttled: three wrong guesses earn a 1 s delay
+    let (identities, router) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+    for _ in 0..3 {
+        login(&router, "alice", "guess", HOME).await;
+    }
+    let throttled_at = Instant::now();
+    assert_eq!(login(&router, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // When the delay has passed, the right password works
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let answer = login(&router, "alice", "right", HOME).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(throttled_at.elapsed() < Duration::from_secs(3));
+
+    // Then the count starts over: three wrong guesses are free again
+    for _ in 0..3 {
+        assert_eq!(login(&router, "alice", "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+    assert_eq!(login(&router, "alice", "guess", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+async fn guessing_client_secrets_is_throttled_per_client(harness: &Harness) {
+    // Given two clients
+    let (identities, router) = token_endpoint(harness).await;
+    let target = identities.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+    let other = identities.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+
+    // When one client's secret is guessed wrong three times (from different addresses)
+    for i in 0..3 {
+        let answer =
+            post_token(&router, "grant_type=client_credentials", Some((&target.client_id, "guess")), [198, 51, 100, i])
+                .await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+
+    // Then that client is throttled, the other is not
+    let refused = post_token(
+        &router,
+        "grant_type=client_credentials",
+        Some((&target.client_id, target.client_secret.expose_secret())),
+        HOME,
+    )
+    .await;
+    assert_eq!((refused.status, refused.retry_after), (StatusCode::TOO_MANY_REQUESTS, Some(1)));
+    let fine = post_token(
+        &router,
+        "grant_type=client_credentials",
+        Some((&other.client_id, other.client_secret.expose_secret())),
+        HOME,
+    )
+    .await;
+    assert_eq!(fine.status, StatusCode::OK, "{}", fine.body);
+}
+
+async fn one_address_guessing_many_accounts_is_throttled(harness: &Harness) {
+    // Given a user
+    let (identities, router) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+
+    // When one address guesses six different usernames once each (no account reaches its limit)
+    for i in 0..6 {
+        assert_eq!(login(&router, &format!("user{i}"), "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+
+    // Then that address is throttled, for any account; another address is not
+    assert_eq!(login(&router, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login(&router, "alice", "right", [203, 0, 113, 9]).await.status, StatusCode::OK);
+}
+
+async fn every_process_on_the_store_sees_the_same_counts(harness: &Harness) {
+    // Given two issuers on one database (two `ledger` processes) and a user
+    let (identities, first) = token_endpoint(harness).await;
+    let (_, second) = token_endpoint(harness).await;
+    identities.create_user("alice", &"right".into(), MerchantId::new(), Scopes::all()).await.unwrap();
+
+    // When the guesses alternate between the processes
+    for router in [&first, &second, &first] {
+        assert_eq!(login(router, "alice", "guess", HOME).await.status, StatusCode::BAD_REQUEST);
+    }
+
+    // Then both throttle the account
+    assert_eq!(login(&second, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(login(&first, "alice", "right", HOME).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocable credentials and key rotation, seen by a process other than the operator's
+// ---------------------------------------------------------------------------------------------
+
+/// A service process: an issuer, its verifier behind the revocation check, and the refresher.
+struct Service {
+    issuer: Arc<Issuer>,
+    router: axum::Router,
+    verifier: Arc<RevocationCheck>,
+    refresher: Refresher,
+}
+
+async fn service(harness: &Harness, token_ttl: Duration) -> Service {
+    let identities = harness.open().await;
+    let key = identities.signing_key().await.unwrap();
+    let config = IssuerConfig { token_ttl, ..IssuerConfig::new("http://issuer.test", "cashflow") };
+    let issuer = Arc::new(Issuer::new(config, key, identities.clone()));
+    let jwt = Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).unwrap());
+    let verifier = Arc::new(RevocationCheck::new(jwt.clone()));
+    let refresher = Refresher { identities, issuer: issuer.clone(), verifier: jwt, check: verifier.clone() };
+    Service { router: issuer::router(issuer.clone()), issuer, verifier, refresher }
+}
+
+async fn client_token(router: &axum::Router, id: &str, secret: &str) -> Answer {
+    post_token(router, "grant_type=client_credentials", Some((id, secret)), HOME).await
+}
+
+fn token_of(answer: &Answer) -> String {
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+async fn a_revoked_clients_tokens_fail_within_the_refresh_interval_and_it_gets_no_new_one(harness: &Harness) {
+    // Given a service reloading every 200 ms and a client holding a token that works
+    let operator = harness.open().await;
+    let client = operator.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+    let service = service(harness, Duration::from_secs(600)).await;
+    let token = token_of(&client_token(&service.router, &client.client_id, client.client_secret.expose_secret()).await);
+    service.refresher.refresh().await.unwrap();
+    assert!(service.verifier.verify(&token).is_ok());
+    let Service { router, verifier, refresher, .. } = service;
+    let reloads = tokio::spawn(refresher.run(Duration::from_millis(200)));
+
+    // When the operator (another process) revokes the client
+    assert!(operator.revoke_client(&client.client_id).await.unwrap());
+    let revoked_at = Instant::now();
+
+    // Then its token fails within the interval (plus a reload), and it gets no new one
+    while verifier.verify(&token).is_ok() {
+        assert!(revoked_at.elapsed() < Duration::from_millis(1_000), "still accepted after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = client_token(&router, &client.client_id, client.client_secret.expose_secret()).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    assert!(!operator.revoke_client("cf_unknown").await.unwrap());
+    assert!(operator.clients().await.unwrap()[0].revoked_at_ms.is_some());
+    reloads.abort();
+}
+
+async fn a_disabled_user_gets_no_token_until_enabled_and_its_tokens_fail_meanwhile(harness: &Harness) {
+    // Given a user with a token, and another user
+    let operator = harness.open().await;
+    let merchant = MerchantId::new();
+    operator.create_user("Maria", &"right".into(), merchant, Scopes::all()).await.unwrap();
+    operator.create_user("joao", &"right".into(), merchant, Scopes::all()).await.unwrap();
+    let service = service(harness, Duration::from_secs(600)).await;
+    let token = token_of(&login(&service.router, "maria", "right", HOME).await);
+    let other = token_of(&login(&service.router, "joao", "right", HOME).await);
+
+    // When Maria is disabled (under another case) and the service reloads
+    assert!(operator.set_user_disabled("MARIA", true).await.unwrap());
+    service.refresher.refresh().await.unwrap();
+
+    // Then her token fails and she gets no new one; the other user is unaffected
+    assert!(service.verifier.verify(&token).is_err());
+    assert_eq!(login(&service.router, "maria", "right", HOME).await.status, StatusCode::BAD_REQUEST);
+    assert!(service.verifier.verify(&other).is_ok());
+
+    // And once enabled again she logs in
+    assert!(operator.set_user_disabled("maria", false).await.unwrap());
+    service.refresher.refresh().await.unwrap();
+    let fresh = token_of(&login(&service.router, "maria", "right", HOME).await);
+    assert!(service.verifier.verify(&fresh).is_ok());
+    let users = operator.users().await.unwrap();
+    assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["Maria", "joao"]);
+}
+
+async fn rotated_secrets_and_passwords_replace_the_old_ones(harness: &Harness) {
+    let operator = harness.open().await;
+    let merchant = MerchantId::new();
+    let client = operator.create_client(merchant, Scopes::all(), None).await.unwrap();
+    operator.create_user("maria", &"old".into(), merchant, Scopes::all()).await.unwrap();
+
+    let rotated = operator.rotate_client_secret(&client.client_id).await.unwrap().unwrap();
+    assert!(operator.set_password("maria", &"new".into()).await.unwrap());
+
+    let old_secret = client.client_secret.expose_secret();
+    assert_eq!(operator.authenticate_client(&client.client_id, old_secret).await.unwrap(), None);
+    assert!(operator
+        .authenticate_client(&client.client_id, rotated.client_secret.expose_secret())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(operator.authenticate_user("maria", "old").await.unwrap(), None);
+    assert!(operator.authenticate_user("maria", "new").await.unwrap().is_some());
+    // A revoked client's secret cannot be rotated back to life; unknown names change nothing
+    operator.revoke_client(&client.client_id).await.unwrap();
+    assert!(operator.rotate_client_secret(&client.client_id).await.unwrap().is_none());
+    assert!(!operator.set_password("nobody", &"x".into()).await.unwrap());
+    assert!(!operator.set_user_disabled("nobody", true).await.unwrap());
+}
+
+async fn a_rotated_keys_tokens_verify_until_it_retires_and_new_tokens_use_the_new_kid(harness: &Harness) {
+    // Given a service whose tokens live 1 s, and a token signed with the first key
+    let operator = harness.open().await;
+    let client = operator.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
+    let service = service(harness, Duration::from_secs(1)).await;
+    let secret = client.client_secret.expose_secret();
+    let old = token_of(&client_token(&service.router, &client.client_id, secret).await);
+
+    // When the operator rotates the key (signing at once, the old key retiring 2 s later) and
+    // the service reloads
+    let new_key = operator.rotate_signing_key(Duration::ZERO, Duration::from_secs(2), Duration::ZERO).await.unwrap();
+    let rotated_at = Instant::now();
+    service.refresher.refresh().await.unwrap();
+
+    // Then new tokens carry the new kid, both keys are published, and both tokens verify
+    let new = token_of(&client_token(&service.router, &client.client_id, secret).await);
+    assert_eq!(kid_of(&new), new_key.key.kid());
+    assert_ne!(kid_of(&old), kid_of(&new));
+    let kids: Vec<_> = service.issuer.jwks().keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    assert_eq!(kids, [kid_of(&old), kid_of(&new)]);
+    assert!(service.verifier.verify(&old).is_ok());
+    assert!(service.verifier.verify(&new).is_ok());
+
+    // And once the old key retires it leaves the JWKS, and its tokens no longer verify
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(rotated_at.elapsed()) + Duration::from_millis(100)).await;
+    service.refresher.refresh().await.unwrap();
+    let kids: Vec<_> = service.issuer.jwks().keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
+    assert_eq!(kids, [kid_of(&new)]);
+    assert!(service.verifier.verify(&old).is_err());
+    // The store agrees: a restarted process signs with the new key
+    assert_eq!(operator.signing_key().await.unwrap().kid(), new_key.key.kid());
 }

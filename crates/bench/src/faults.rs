@@ -70,7 +70,7 @@ struct Sample {
     written: f64,
     /// Entries the reports show.
     visible: f64,
-    /// `cashflow_outbox_backlog` on the ledger.
+    /// `cashflow_outbox_backlog_events` on the ledger.
     outbox: Option<f64>,
     ledger_rss_mib: Option<f64>,
 }
@@ -116,7 +116,7 @@ impl Sampler {
             t_s,
             written,
             visible: self.visible().await?,
-            outbox: scrape.get("cashflow_outbox_backlog"),
+            outbox: scrape.get("cashflow_outbox_backlog_events"),
             ledger_rss_mib: self.ledger_pid.and_then(crate::procs::rss_mib).map(|(now, _)| now),
         })
     }

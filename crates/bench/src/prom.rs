@@ -180,8 +180,8 @@ cashflow_consolidation_lag_seconds_count 100
         let scrape = Scrape::parse(TEXT);
         assert_eq!(scrape.total("cashflow_events_applied_total"), 120.0);
         assert_eq!(scrape.total("cashflow_http_requests_total"), 10.0);
-        assert_eq!(scrape.total("cashflow_queue_depth"), 0.0);
-        assert_eq!(scrape.get("cashflow_queue_depth"), None);
+        assert_eq!(scrape.total("cashflow_queue_messages"), 0.0);
+        assert_eq!(scrape.get("cashflow_queue_messages"), None);
     }
 
     #[test]

@@ -589,8 +589,8 @@ pub async fn fresh(ctx: &Ctx) -> anyhow::Result<Outcome> {
         let sample = |scrape: &crate::prom::Scrape, t: f64| Sample {
             t_s: t,
             applied: scrape.total("cashflow_events_applied_total") - applied0,
-            outbox_backlog: scrape.get("cashflow_outbox_backlog"),
-            queue_depth: scrape.get("cashflow_queue_depth"),
+            outbox_backlog: scrape.get("cashflow_outbox_backlog_events"),
+            queue_depth: scrape.get("cashflow_queue_messages"),
             rss_mib: sut.rss(Role::Serve).map(|(now, _)| now),
         };
         while !task.is_finished() {

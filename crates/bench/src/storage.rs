@@ -138,7 +138,7 @@ async fn caller(ledger: &Ledger, merchant: MerchantId, entry: &NewEntry, deadlin
     let mut failures = 0;
     while Instant::now() < deadline {
         let t = Instant::now();
-        match ledger.record(merchant, entry.clone(), None).await {
+        match ledger.record(merchant, entry.clone(), None, None).await {
             Ok(_) => latencies.push(t.elapsed()),
             Err(_) => failures += 1,
         }
@@ -185,7 +185,7 @@ pub async fn consolidation_ceiling(
                 EventBody::MerchantRegistered(MerchantRegistered {
                     merchant_id: *m,
                     currency: Currency::BRL,
-                    time_zone: MerchantTimeZone::DEFAULT.name().to_owned(),
+                    time_zone: MerchantTimeZone::DEFAULT,
                 }),
             )
         })

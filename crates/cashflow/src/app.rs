@@ -1,6 +1,12 @@
-//! Composition: wires the ledger, the consolidation, the relay, the consumer and the token
-//! issuer over the configured backends. `serve` runs them all in one process; the split
-//! deployment runs the same parts in separate processes ([`crate::processes`]).
+//! The composition root: the one place that turns configuration into the parts of a process
+//! (ledger API, reports API, token issuer, relay, consumer) over shared backends, and then
+//! runs them. `serve` assembles every part; `ledger`, `relay` and `consolidator` some of them
+//! ([`crate::processes`]).
+//!
+//! Building and running are separate steps. [`Parts`] opens a backend the first time a part
+//! needs it and builds routers and workers without spawning anything; [`Process::run`] is the
+//! only place that starts the workers and the HTTP server. So a caller that wants a router or
+//! a worker alone (the integration tests, a handler) takes it without starting a server.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,16 +14,18 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OnceCell};
 
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
-use cashflow_auth::{IdentityStore, JwtVerifier, TokenVerifier};
-use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, ReportCache};
+use cashflow_auth::{Identities, JwtVerifier, Refresher, RevocationCheck, TokenVerifier, REFRESH_INTERVAL};
+use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
 
 use crate::backends::{BackendArgs, Queue};
+use crate::cli::AuthArgs;
 use crate::ops::{self, Readiness};
+use crate::server::ServerConfig;
 
 /// Settings of the application.
 #[derive(Debug, Clone)]
@@ -27,113 +35,291 @@ pub struct AppConfig {
     pub public_url: String,
     pub audience: String,
     pub token_ttl: Duration,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy)
+    /// for the token endpoint's throttle.
+    pub trust_forwarded_for: bool,
 }
 
-/// The built-in issuer and the verifier that trusts it.
-pub async fn auth(
-    config: &AppConfig,
-    identity: Arc<dyn IdentityStore>,
-) -> anyhow::Result<(Arc<Issuer>, Arc<dyn TokenVerifier>)> {
-    let key = identity.signing_key().await.context("loading the token signing key")?;
-    let issuer = Arc::new(Issuer::new(
-        IssuerConfig {
-            issuer: config.public_url.trim_end_matches('/').to_owned(),
-            audience: config.audience.clone(),
-            token_ttl: config.token_ttl,
-        },
-        key,
-        identity,
-    ));
-    let verifier: Arc<dyn TokenVerifier> =
-        Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?);
-    Ok((issuer, verifier))
+impl AppConfig {
+    /// The settings given on the command line; `default_public_url` when none is given.
+    pub fn from_args(auth: &AuthArgs, backends: &BackendArgs, default_public_url: String) -> Self {
+        Self {
+            backends: backends.clone(),
+            public_url: auth.public_url.clone().unwrap_or(default_public_url),
+            audience: auth.audience.clone(),
+            token_ttl: Duration::from_secs(auth.token_ttl_secs),
+            trust_forwarded_for: auth.trust_forwarded_for,
+        }
+    }
 }
 
-/// The all-in-one application: every service behind one router, plus the background workers.
-pub struct Application {
-    pub ledger_store: Arc<dyn LedgerStore>,
-    pub consolidation_store: Arc<dyn ConsolidationStore>,
-    pub identity: Arc<dyn IdentityStore>,
-    pub queue: Queue,
-    pub cache: Arc<dyn ReportCache>,
-    pub ledger: Arc<Ledger>,
-    pub issuer: Arc<Issuer>,
-    pub verifier: Arc<dyn TokenVerifier>,
-    router: Router,
+/// What a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `/v1/entries`.
+    LedgerApi,
+    /// `/v1/balances/daily`.
+    ReportsApi,
+    /// `/oauth2/token` and the JWKS.
+    TokenIssuer,
+    /// The worker that moves the ledger's outbox to the queue.
+    Relay,
+    /// The worker that applies the queue's events to the consolidation.
+    Consumer,
 }
 
-impl Application {
-    /// Opens the backends and wires everything.
-    pub async fn build(config: &AppConfig) -> anyhow::Result<Self> {
-        let b = &config.backends;
-        crate::telemetry::metrics();
-        let ledger_store = b.ledger().await?;
-        let consolidation_store = b.consolidation().await?;
-        let identity = b.identity().await?;
-        let queue = b.queue().await?;
-        let cache = b.cache().await?;
-        let (issuer, verifier) = auth(config, identity.clone()).await?;
-        let ledger = Arc::new(Ledger::new(ledger_store.clone()));
+impl Part {
+    /// Everything: `serve`.
+    pub const ALL: [Part; 5] = [Part::LedgerApi, Part::ReportsApi, Part::TokenIssuer, Part::Relay, Part::Consumer];
+}
 
-        let readiness = Readiness::default()
-            .ledger(ledger_store.clone())
-            .consolidation(consolidation_store.clone())
-            .queue(queue.source.clone())
-            .identity(identity.clone())
-            .cache(cache.clone());
-        let api = cashflow_ledger::router(LedgerState { ledger: ledger.clone(), verifier: verifier.clone() })
-            .merge(cashflow_consolidation::router(ConsolidationState {
-                store: consolidation_store.clone(),
-                cache: cache.clone(),
-                verifier: verifier.clone(),
-            }))
-            .merge(cashflow_auth::issuer::router(issuer.clone()))
-            .merge(ops::router(readiness));
-        let router = cashflow_http::layers::common(api);
-        Ok(Self { ledger_store, consolidation_store, identity, queue, cache, ledger, issuer, verifier, router })
+/// The backends of one process, each opened the first time a part needs it and shared by
+/// every part built afterwards, and the parts built over them. Nothing here spawns a task.
+pub struct Parts {
+    config: AppConfig,
+    /// A process that serves reports but does not consume: no consumer would invalidate an
+    /// in-process cache, so it gets none (a shared cache such as Redis is still used).
+    reports_only: bool,
+    ledger_store: OnceCell<Arc<dyn LedgerStore>>,
+    consolidation_store: OnceCell<Arc<dyn ConsolidationStore>>,
+    identity: OnceCell<Arc<Identities>>,
+    queue: OnceCell<Queue>,
+    cache: OnceCell<Arc<dyn ReportCache>>,
+    auth: OnceCell<(Arc<Issuer>, Arc<dyn TokenVerifier>)>,
+    /// Reloads revocations and signing keys into `auth`'s issuer and verifier: a worker of the
+    /// process that runs them.
+    refresher: OnceCell<Refresher>,
+    /// Also what wakes the relay: a commit through this ledger signals its outbox.
+    ledger: OnceCell<Arc<Ledger>>,
+}
+
+impl Parts {
+    /// Nothing is opened yet.
+    pub fn new(config: AppConfig) -> Self {
+        Self {
+            config,
+            reports_only: false,
+            ledger_store: OnceCell::new(),
+            consolidation_store: OnceCell::new(),
+            identity: OnceCell::new(),
+            queue: OnceCell::new(),
+            cache: OnceCell::new(),
+            auth: OnceCell::new(),
+            refresher: OnceCell::new(),
+            ledger: OnceCell::new(),
+        }
     }
 
-    /// The HTTP API.
+    pub async fn ledger_store(&self) -> anyhow::Result<Arc<dyn LedgerStore>> {
+        self.ledger_store.get_or_try_init(|| self.config.backends.ledger()).await.cloned()
+    }
+
+    pub async fn consolidation_store(&self) -> anyhow::Result<Arc<dyn ConsolidationStore>> {
+        self.consolidation_store.get_or_try_init(|| self.config.backends.consolidation()).await.cloned()
+    }
+
+    pub async fn identity(&self) -> anyhow::Result<Arc<Identities>> {
+        self.identity.get_or_try_init(|| self.config.backends.identity()).await.cloned()
+    }
+
+    pub async fn queue(&self) -> anyhow::Result<Queue> {
+        self.queue.get_or_try_init(|| self.config.backends.queue()).await.cloned()
+    }
+
+    /// The report cache ([`NoCache`] in a reports-only process with the in-process cache).
+    pub async fn cache(&self) -> anyhow::Result<Arc<dyn ReportCache>> {
+        self.cache
+            .get_or_try_init(|| async {
+                if self.reports_only && self.config.backends.cache_url == crate::backends::MEMORY_CACHE {
+                    return Ok(Arc::new(NoCache) as Arc<dyn ReportCache>);
+                }
+                self.config.backends.cache().await
+            })
+            .await
+            .cloned()
+    }
+
+    /// The built-in issuer and the verifier that trusts it, refusing revoked credentials (as of
+    /// the last reload: the process's [`Refresher`] worker reloads every [`REFRESH_INTERVAL`]).
+    pub async fn auth(&self) -> anyhow::Result<(Arc<Issuer>, Arc<dyn TokenVerifier>)> {
+        self.auth
+            .get_or_try_init(|| async {
+                let identity = self.identity().await?;
+                let key = identity.signing_key().await.context("loading the token signing key")?;
+                let issuer = Arc::new(Issuer::new(
+                    IssuerConfig {
+                        issuer: self.config.public_url.trim_end_matches('/').to_owned(),
+                        audience: self.config.audience.clone(),
+                        token_ttl: self.config.token_ttl,
+                        trust_forwarded_for: self.config.trust_forwarded_for,
+                        ..IssuerConfig::default()
+                    },
+                    key,
+                    identity.clone(),
+                ));
+                let jwt = Arc::new(
+                    JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?,
+                );
+                let check = Arc::new(RevocationCheck::new(jwt.clone()));
+                let refresher =
+                    Refresher { identities: identity, issuer: issuer.clone(), verifier: jwt, check: check.clone() };
+                refresher.refresh().await.context("loading revocations and signing keys")?;
+                let _ = self.refresher.set(refresher);
+                let verifier: Arc<dyn TokenVerifier> = check;
+                Ok((issuer, verifier))
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn ledger(&self) -> anyhow::Result<Arc<Ledger>> {
+        self.ledger.get_or_try_init(|| async { Ok(Arc::new(Ledger::new(self.ledger_store().await?))) }).await.cloned()
+    }
+
+    /// The ledger API (`/v1/entries`).
+    pub async fn ledger_api(&self) -> anyhow::Result<Router> {
+        let (ledger, (_, verifier)) = (self.ledger().await?, self.auth().await?);
+        Ok(cashflow_ledger::router(LedgerState { ledger, verifier }))
+    }
+
+    /// The reports API (`/v1/balances/daily`).
+    pub async fn reports_api(&self) -> anyhow::Result<Router> {
+        let (store, cache, (_, verifier)) =
+            (self.consolidation_store().await?, self.cache().await?, self.auth().await?);
+        Ok(cashflow_consolidation::router(ConsolidationState { store, cache, verifier }))
+    }
+
+    /// The token issuer's routes (`/oauth2/token`, JWKS, discovery).
+    pub async fn token_issuer(&self) -> anyhow::Result<Router> {
+        Ok(cashflow_auth::issuer::router(self.auth().await?.0))
+    }
+
+    /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
+    /// process's ledger; in a process whose ledger takes no entries it polls.
+    pub async fn relay(&self) -> anyhow::Result<Relay> {
+        Ok(relay(self.ledger_store().await?, &self.queue().await?, &*self.ledger().await?))
+    }
+
+    /// A consumer from the queue into the consolidation store.
+    pub async fn consumer(&self) -> anyhow::Result<Consumer> {
+        Ok(consumer(self.consolidation_store().await?, &self.queue().await?, self.cache().await?))
+    }
+
+    /// Probes of every backend opened so far: a process is ready when what it uses is.
+    pub fn readiness(&self) -> Readiness {
+        let mut readiness = Readiness::default();
+        if let Some(store) = self.ledger_store.get() {
+            readiness = readiness.ledger(store.clone());
+        }
+        if let Some(store) = self.consolidation_store.get() {
+            readiness = readiness.consolidation(store.clone());
+        }
+        if let Some(queue) = self.queue.get() {
+            readiness = readiness.queue(queue.source.clone());
+        }
+        if let Some(identity) = self.identity.get() {
+            readiness = readiness.identity(identity.clone());
+        }
+        if let Some(cache) = self.cache.get() {
+            readiness = readiness.cache(cache.clone());
+        }
+        readiness
+    }
+}
+
+fn relay(store: Arc<dyn LedgerStore>, queue: &Queue, ledger: &Ledger) -> Relay {
+    Relay::new(store, queue.publisher.clone(), ledger.outbox_signal(), RelayConfig::default())
+}
+
+fn consumer(store: Arc<dyn ConsolidationStore>, queue: &Queue, cache: Arc<dyn ReportCache>) -> Consumer {
+    Consumer::new(store, queue.source.clone(), cache, ConsumerConfig::default())
+}
+
+/// A background worker of a process.
+enum Worker {
+    Relay(Relay),
+    Consumer(Consumer),
+    Gauges(Gauges),
+    Refresher(Refresher),
+}
+
+/// A process assembled from parts, not running: its HTTP API and its background workers.
+pub struct Process {
+    router: Router,
+    workers: Vec<Worker>,
+}
+
+impl Process {
+    /// Builds `run` over `parts`, with the system routes (health, metrics, OpenAPI) and the
+    /// gauges every process has.
+    pub async fn assemble(mut parts: Parts, run: &[Part]) -> anyhow::Result<(Self, Parts)> {
+        crate::telemetry::metrics();
+        let has = |part| run.contains(&part);
+        parts.reports_only = has(Part::ReportsApi) && !has(Part::Consumer);
+        let mut api = Router::new();
+        let mut workers = Vec::new();
+        if has(Part::LedgerApi) {
+            api = api.merge(parts.ledger_api().await?);
+        }
+        if has(Part::ReportsApi) {
+            api = api.merge(parts.reports_api().await?);
+        }
+        if has(Part::TokenIssuer) {
+            api = api.merge(parts.token_issuer().await?);
+        }
+        if has(Part::Relay) {
+            workers.push(Worker::Relay(parts.relay().await?));
+        }
+        if has(Part::Consumer) {
+            workers.push(Worker::Consumer(parts.consumer().await?));
+        }
+        // The queue's depth is sampled where it is consumed, and by a relay running alone
+        // (which has nothing else to show); a ledger only publishes.
+        let samples_queue = has(Part::Consumer) || (has(Part::Relay) && !has(Part::LedgerApi));
+        workers.push(Worker::Gauges(Gauges {
+            ledger: parts.ledger_store.get().cloned(),
+            consolidation: parts.consolidation_store.get().cloned(),
+            queue: if samples_queue { parts.queue.get().map(|q| q.source.clone()) } else { None },
+        }));
+        if let Some(refresher) = parts.refresher.get() {
+            workers.push(Worker::Refresher(refresher.clone()));
+        }
+        let router = cashflow_http::layers::common(api.merge(ops::router(parts.readiness())));
+        Ok((Self { router, workers }, parts))
+    }
+
+    /// The HTTP API, every part's routes behind the common layers.
     pub fn router(&self) -> Router {
         self.router.clone()
     }
 
-    /// A relay from the ledger's outbox to the queue.
-    pub fn relay(&self) -> Relay {
-        Relay::new(
-            self.ledger_store.clone(),
-            self.queue.publisher.clone(),
-            self.ledger.outbox_signal(),
-            RelayConfig::default(),
-        )
-    }
-
-    /// A consumer from the queue into the consolidation store.
-    pub fn consumer(&self) -> Consumer {
-        Consumer::new(
-            self.consolidation_store.clone(),
-            self.queue.source.clone(),
-            self.cache.clone(),
-            ConsumerConfig::default(),
-        )
-    }
-
-    /// Serves HTTP on `listener` and runs the relay, the consumer and the metrics sampler
-    /// until `shutdown` turns true; in-flight requests finish, then the workers stop.
-    pub async fn run(self, listener: TcpListener, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-        let workers = vec![
-            tokio::spawn(self.relay().run(shutdown.clone())),
-            tokio::spawn(self.consumer().run(shutdown.clone())),
-            tokio::spawn(
-                Gauges {
-                    ledger: Some(self.ledger_store.clone()),
-                    consolidation: Some(self.consolidation_store.clone()),
-                    queue: Some(self.queue.source.clone()),
+    /// Serves HTTP on `listener` and runs the workers until `shutdown` turns true; in-flight
+    /// requests finish, then the workers stop.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        server: ServerConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let workers: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|worker| match worker {
+                Worker::Relay(relay) => tokio::spawn(relay.run(shutdown.clone())),
+                Worker::Consumer(consumer) => tokio::spawn(consumer.run(shutdown.clone())),
+                Worker::Gauges(gauges) => tokio::spawn(gauges.run(shutdown.clone())),
+                Worker::Refresher(refresher) => {
+                    let mut shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            _ = refresher.run(REFRESH_INTERVAL) => {}
+                            _ = shutdown.wait_for(|stop| *stop) => {}
+                        }
+                    })
                 }
-                .run(shutdown.clone()),
-            ),
-        ];
-        serve_http(listener, self.router, shutdown).await?;
+            })
+            .collect();
+        crate::server::serve(listener, self.router, server, shutdown).await?;
         for worker in workers {
             let _ = worker.await;
         }
@@ -141,10 +327,57 @@ impl Application {
     }
 }
 
-/// Serves `router` until `shutdown` turns true, letting in-flight requests finish
-/// ([`crate::server`]).
-pub async fn serve_http(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    crate::server::serve(listener, router, shutdown).await
+/// The all-in-one application (`serve`): every part, and the backends under them for the
+/// demo and the tests.
+pub struct Application {
+    pub ledger_store: Arc<dyn LedgerStore>,
+    pub consolidation_store: Arc<dyn ConsolidationStore>,
+    pub identity: Arc<Identities>,
+    pub queue: Queue,
+    pub cache: Arc<dyn ReportCache>,
+    pub ledger: Arc<Ledger>,
+    pub issuer: Arc<Issuer>,
+    pub verifier: Arc<dyn TokenVerifier>,
+    process: Process,
+}
+
+impl Application {
+    /// Opens the backends and wires every part; starts nothing.
+    pub async fn build(config: &AppConfig) -> anyhow::Result<Self> {
+        let (process, parts) = Process::assemble(Parts::new(config.clone()), &Part::ALL).await?;
+        let (issuer, verifier) = parts.auth().await?;
+        Ok(Self {
+            ledger_store: parts.ledger_store().await?,
+            consolidation_store: parts.consolidation_store().await?,
+            identity: parts.identity().await?,
+            queue: parts.queue().await?,
+            cache: parts.cache().await?,
+            ledger: parts.ledger().await?,
+            issuer,
+            verifier,
+            process,
+        })
+    }
+
+    /// The HTTP API.
+    pub fn router(&self) -> Router {
+        self.process.router()
+    }
+
+    /// A relay from the ledger's outbox to the queue.
+    pub fn relay(&self) -> Relay {
+        relay(self.ledger_store.clone(), &self.queue, &self.ledger)
+    }
+
+    /// A consumer from the queue into the consolidation store.
+    pub fn consumer(&self) -> Consumer {
+        consumer(self.consolidation_store.clone(), &self.queue, self.cache.clone())
+    }
+
+    /// The process to run: every part ([`Process::run`]).
+    pub fn into_process(self) -> Process {
+        self.process
+    }
 }
 
 /// Samples the gauges that no request updates: outbox backlog and age, queue depth, pool usage.
@@ -170,7 +403,7 @@ impl Gauges {
         let mut pools = Vec::new();
         if let Some(ledger) = &self.ledger {
             if let Ok(backlog) = ledger.outbox_backlog().await {
-                metrics::gauge!("cashflow_outbox_backlog").set(backlog.count as f64);
+                metrics::gauge!("cashflow_outbox_backlog_events").set(backlog.count as f64);
                 let age =
                     backlog.oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
                 metrics::gauge!("cashflow_outbox_oldest_age_seconds").set(age);
@@ -187,7 +420,10 @@ impl Gauges {
         }
         if let Some(queue) = &self.queue {
             if let Ok(Some(depth)) = queue.depth().await {
-                metrics::gauge!("cashflow_queue_depth").set(depth as f64);
+                metrics::gauge!("cashflow_queue_messages").set(depth as f64);
+            }
+            if let Ok(Some(dead)) = queue.dead_letter_depth().await {
+                metrics::gauge!("cashflow_queue_dead_letter_messages").set(dead as f64);
             }
         }
     }

@@ -8,20 +8,34 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use cashflow_auth::{IdentityStore, PostgresIdentityStore, SqliteIdentityStore};
+use cashflow_auth::{Identities, IdentityStore, PostgresIdentityStore, SqliteIdentityStore};
 use cashflow_consolidation::{
     ConsolidationStore, MemoryCache, PostgresConsolidationStore, RedisCache, RedisCacheConfig, ReportCache,
     SqliteConsolidationStore,
 };
 use cashflow_db::Backend;
-use cashflow_events::{EmbeddedQueue, EmbeddedQueueConfig, EventPublisher, EventSource, SqsConfig, SqsQueue};
+use cashflow_events::{EventPublisher, EventSource};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
+use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig, SqsConfig, SqsQueue};
+
+/// Default of `--data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "./cashflow-data";
+/// Default of `--queue-url`: the SQLite queue under the data directory.
+pub const EMBEDDED_QUEUE: &str = "embedded";
+/// Default of `--queue-visibility-timeout-secs`.
+pub const DEFAULT_QUEUE_VISIBILITY_TIMEOUT_SECS: u64 = 30;
+/// Default of `--queue-max-receives`.
+pub const DEFAULT_QUEUE_MAX_RECEIVES: u32 = 5;
+/// Default of `--queue-max-attempts`.
+pub const DEFAULT_QUEUE_MAX_ATTEMPTS: u32 = 3;
+/// Default of `--cache-url`: the in-process cache.
+pub const MEMORY_CACHE: &str = "memory";
 
 /// Where each backend lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
     /// Directory of the embedded databases (ledger, consolidation, queue, identity).
-    #[arg(long, env = "CASHFLOW_DATA_DIR", default_value = "./cashflow-data")]
+    #[arg(long, env = "CASHFLOW_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 
     /// The ledger (and identity) database: `sqlite://PATH` or `postgres://…`. Default: SQLite
@@ -36,25 +50,25 @@ pub struct BackendArgs {
 
     /// The queue between ledger and consolidation: `embedded` (SQLite under the data directory)
     /// or an SQS queue URL.
-    #[arg(long, env = "CASHFLOW_QUEUE_URL", default_value = "embedded")]
+    #[arg(long, env = "CASHFLOW_QUEUE_URL", default_value = EMBEDDED_QUEUE)]
     pub queue_url: String,
 
     /// How long a received message stays invisible to other consumers before it is
     /// redelivered (unless acknowledged).
-    #[arg(long, env = "CASHFLOW_QUEUE_VISIBILITY_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "CASHFLOW_QUEUE_VISIBILITY_TIMEOUT_SECS", default_value_t = DEFAULT_QUEUE_VISIBILITY_TIMEOUT_SECS)]
     pub queue_visibility_timeout_secs: u64,
 
     /// Embedded queue: receives after which a message is dead-lettered. (SQS: the queue's
     /// redrive policy decides.)
-    #[arg(long, env = "CASHFLOW_QUEUE_MAX_RECEIVES", default_value_t = 5)]
+    #[arg(long, env = "CASHFLOW_QUEUE_MAX_RECEIVES", default_value_t = DEFAULT_QUEUE_MAX_RECEIVES)]
     pub queue_max_receives: u32,
 
     /// SQS: attempts per call (with exponential backoff) before the caller retries later.
-    #[arg(long, env = "CASHFLOW_QUEUE_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "CASHFLOW_QUEUE_MAX_ATTEMPTS", default_value_t = DEFAULT_QUEUE_MAX_ATTEMPTS)]
     pub queue_max_attempts: u32,
 
     /// The report cache: `memory` (in-process) or `redis://…`.
-    #[arg(long, env = "CASHFLOW_CACHE_URL", default_value = "memory", hide_env_values = true)]
+    #[arg(long, env = "CASHFLOW_CACHE_URL", default_value = MEMORY_CACHE, hide_env_values = true)]
     pub cache_url: String,
 }
 
@@ -69,11 +83,11 @@ impl BackendArgs {
             data_dir: data_dir.into(),
             database_url: None,
             consolidation_database_url: None,
-            queue_url: "embedded".into(),
-            queue_visibility_timeout_secs: 30,
-            queue_max_receives: 5,
-            queue_max_attempts: 3,
-            cache_url: "memory".into(),
+            queue_url: EMBEDDED_QUEUE.into(),
+            queue_visibility_timeout_secs: DEFAULT_QUEUE_VISIBILITY_TIMEOUT_SECS,
+            queue_max_receives: DEFAULT_QUEUE_MAX_RECEIVES,
+            queue_max_attempts: DEFAULT_QUEUE_MAX_ATTEMPTS,
+            cache_url: MEMORY_CACHE.into(),
         }
     }
 
@@ -127,21 +141,22 @@ impl BackendArgs {
         })
     }
 
-    /// The identity store of the built-in token issuer.
-    pub async fn identity(&self) -> anyhow::Result<Arc<dyn IdentityStore>> {
+    /// The identities of the built-in token issuer, on their store.
+    pub async fn identity(&self) -> anyhow::Result<Arc<Identities>> {
         let url = self.identity_url()?;
-        Ok(match kind(&url)? {
+        let store: Arc<dyn IdentityStore> = match kind(&url)? {
             Backend::Sqlite => Arc::new(SqliteIdentityStore::open(&url).await.context("opening the identity store")?),
             Backend::Postgres => {
                 Arc::new(PostgresIdentityStore::open(&url).await.context("opening the identity store")?)
             }
-        })
+        };
+        Ok(Arc::new(Identities::new(store)))
     }
 
     /// Both ends of the queue (one object for the embedded queue, so that a publish wakes a
     /// waiting receive in the same process at once).
     pub async fn queue(&self) -> anyhow::Result<Queue> {
-        if self.queue_url == "embedded" {
+        if self.queue_url == EMBEDDED_QUEUE {
             let queue = Arc::new(
                 EmbeddedQueue::open(
                     &self.data_file("queue.db")?,
@@ -173,7 +188,7 @@ impl BackendArgs {
 
     /// The report cache.
     pub async fn cache(&self) -> anyhow::Result<Arc<dyn ReportCache>> {
-        if self.cache_url == "memory" {
+        if self.cache_url == MEMORY_CACHE {
             return Ok(Arc::new(MemoryCache::default()));
         }
         if self.cache_url.starts_with("redis://") {

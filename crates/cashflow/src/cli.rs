@@ -1,10 +1,12 @@
 //! The command line. Every option also reads an environment variable, so the same binary is
-//! configured by flags on a laptop and by the environment in a container or on Lambda.
+//! configured by flags on a laptop and by the environment in a container.
 
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::backends::BackendArgs;
+use crate::server::{self, ServerConfig};
 use crate::telemetry::LogFormat;
 
 /// cashflow: a merchant's ledger and daily consolidated balance.
@@ -35,6 +37,45 @@ pub struct AuthArgs {
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
     pub token_ttl_secs: u64,
+
+    /// Throttle failed token requests by the last `X-Forwarded-For` address instead of the
+    /// peer's. Set it only behind a proxy that appends that header (the split deployment's
+    /// nginx does); without one, clients could pick their own address.
+    #[arg(long, env = "CASHFLOW_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+}
+
+/// How long the HTTP server waits for slow clients, and how many it keeps ([`ServerConfig`]).
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Seconds a request's header may take to arrive, from the connection's accept or from the
+    /// header's first byte.
+    #[arg(long, env = "CASHFLOW_HTTP_HEADER_TIMEOUT_SECS", default_value_t = server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds an idle keep-alive connection is kept open.
+    #[arg(long, env = "CASHFLOW_HTTP_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = server::DEFAULT_KEEP_ALIVE_TIMEOUT.as_secs())]
+    pub http_keep_alive_timeout_secs: u64,
+
+    /// Seconds a request's body may take to arrive.
+    #[arg(long, env = "CASHFLOW_HTTP_BODY_TIMEOUT_SECS", default_value_t = server::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    pub http_body_timeout_secs: u64,
+
+    /// Open connections per process; past it, new connections are closed at once.
+    #[arg(long, env = "CASHFLOW_HTTP_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
+}
+
+impl HttpArgs {
+    /// The server's settings.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(self.http_keep_alive_timeout_secs),
+            body_read_timeout: Duration::from_secs(self.http_body_timeout_secs),
+            max_connections: self.http_max_connections,
+        }
+    }
 }
 
 /// The commands.
@@ -62,6 +103,25 @@ pub enum Command {
     /// Compare every consolidated day with the ledger (over gRPC), print the drifting days,
     /// and with --repair rebuild them. Exit status 1 while something drifts.
     Reconcile(crate::reconcile::ReconcileArgs),
+    /// Manage the built-in token issuer.
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
+}
+
+/// `issuer …`
+#[derive(Debug, Subcommand)]
+pub enum IssuerCommand {
+    /// Rotate the signing key: the new key signs after every process has loaded it; the old one
+    /// stays in the JWKS until every token it signed has expired.
+    RotateKey {
+        /// The services' token lifetime (at least): how long the old key must stay published.
+        #[arg(long, env = "CASHFLOW_TOKEN_TTL_SECS", default_value_t = 3600)]
+        token_ttl_secs: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
 }
 
 /// Options of `serve`.
@@ -70,6 +130,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     #[command(flatten)]
     pub backends: BackendArgs,
@@ -95,6 +158,9 @@ pub struct LedgerArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub backends: BackendArgs,
 
     #[command(flatten)]
@@ -118,6 +184,9 @@ pub struct RelayArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub backends: BackendArgs,
 }
 
@@ -127,6 +196,9 @@ pub struct ConsolidatorArgs {
     /// Address to listen on.
     #[arg(long, env = "CASHFLOW_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Serve the reports API only, without consuming the queue: a replica that keeps reports
     /// available while the consuming consolidator is down or redeployed. With the in-process
@@ -151,6 +223,13 @@ pub struct ConsolidatorArgs {
 /// `merchant …`
 #[derive(Debug, Subcommand)]
 pub enum MerchantCommand {
+    /// List merchants.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
     /// Register a merchant.
     Create {
         /// Display name.
@@ -173,6 +252,29 @@ pub enum MerchantCommand {
 /// `client …`
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
+    /// List API clients (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Revoke a client: no new tokens, and its tokens stop working within 5 s everywhere.
+    Revoke {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Give a client a new secret (printed once); the old one stops working at once.
+    RotateSecret {
+        client_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
     /// Create an API client for a merchant; prints its secret once.
     Create {
         /// The merchant the client acts for.
@@ -195,6 +297,40 @@ pub enum ClientCommand {
 /// `user …`
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Disable a user: no new tokens, and their tokens stop working within 5 s everywhere.
+    Disable {
+        username: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        username: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Set a user's password.
+    SetPassword {
+        username: String,
+        /// The new password; prefer the environment variable, which stays out of the process list.
+        #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
     /// Create a user who signs in with a password (password grant).
     Create {
         /// The merchant the user acts for.

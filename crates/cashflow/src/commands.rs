@@ -1,26 +1,24 @@
-//! What each subcommand does.
+//! What each subcommand does: the operator commands here, the serving processes in
+//! [`crate::processes`].
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use cashflow_ledger::Ledger;
 
-use crate::app::{AppConfig, Application};
 use crate::backends::BackendArgs;
-use crate::cli::{AuthArgs, ClientCommand, Command, MerchantCommand, ServeArgs, UserCommand};
-use crate::processes;
+use crate::cli::{ClientCommand, Command, IssuerCommand, MerchantCommand, UserCommand};
+use crate::{operator, processes};
 
 /// Runs one command to completion.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => processes::serve(args).await,
         Command::Ledger(args) => processes::ledger(args).await,
         Command::Relay(args) => processes::relay(args).await,
         Command::Consolidator(args) => processes::consolidator(args).await,
@@ -32,6 +30,27 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             backends.queue().await?;
             println!("schemas are up to date");
             Ok(())
+        }
+        Command::Merchant(MerchantCommand::List { json, store }) => operator::merchant_list(&store, json).await,
+        Command::Client(ClientCommand::List { json, store }) => operator::client_list(&store, json).await,
+        Command::Client(ClientCommand::Revoke { client_id, json, store }) => {
+            operator::client_revoke(&store, &client_id, json).await
+        }
+        Command::Client(ClientCommand::RotateSecret { client_id, json, store }) => {
+            operator::client_rotate_secret(&store, &client_id, json).await
+        }
+        Command::User(UserCommand::List { json, store }) => operator::user_list(&store, json).await,
+        Command::User(UserCommand::Disable { username, json, store }) => {
+            operator::user_set_disabled(&store, &username, true, json).await
+        }
+        Command::User(UserCommand::Enable { username, json, store }) => {
+            operator::user_set_disabled(&store, &username, false, json).await
+        }
+        Command::User(UserCommand::SetPassword { username, password, json, store }) => {
+            operator::user_set_password(&store, &username, password, json).await
+        }
+        Command::Issuer(IssuerCommand::RotateKey { token_ttl_secs, json, store }) => {
+            operator::issuer_rotate_key(&store, Duration::from_secs(token_ttl_secs), json).await
         }
         Command::Merchant(MerchantCommand::Create { name, currency, timezone, json, store }) => {
             let name = MerchantName::parse(&name).map_err(anyhow::Error::msg)?;
@@ -85,102 +104,4 @@ async fn existing_merchant(backends: &BackendArgs, id: &str) -> anyhow::Result<M
         bail!("merchant {id} does not exist (create it with `cashflow merchant create`)");
     }
     Ok(id)
-}
-
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let local = listener.local_addr()?;
-    let config = app_config(&args.auth, &args.backends, format!("http://{local}"));
-    let public_url = config.public_url.clone();
-    let app = Application::build(&config).await?;
-    if !args.no_demo && app.ledger_store.merchant_count().await? == 0 {
-        create_demo(&app, &public_url).await?;
-    }
-    tracing::info!(listen = %local, "cashflow serving");
-    let shutdown = shutdown_on_signal();
-    let grpc = match args.grpc_listen {
-        Some(addr) => Some(
-            crate::grpc::spawn_server(addr, app.ledger_store.clone(), app.verifier.clone(), shutdown.clone()).await?,
-        ),
-        None => None,
-    };
-    app.run(listener, shutdown).await?;
-    if let Some(grpc) = grpc {
-        let _ = grpc.await;
-    }
-    Ok(())
-}
-
-/// The application settings from the command line; `default_public_url` when none is given.
-pub fn app_config(auth: &AuthArgs, backends: &BackendArgs, default_public_url: String) -> AppConfig {
-    AppConfig {
-        backends: backends.clone(),
-        public_url: auth.public_url.clone().unwrap_or(default_public_url),
-        audience: auth.audience.clone(),
-        token_ttl: Duration::from_secs(auth.token_ttl_secs),
-    }
-}
-
-/// A shutdown flag that turns true on SIGTERM or Ctrl-C.
-pub fn shutdown_on_signal() -> watch::Receiver<bool> {
-    let (stop, shutdown) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
-    });
-    shutdown
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// The first start of an empty store: a demo merchant, an API client, and a ready-to-paste
-/// walk-through. The secret is printed here once and stored only as a hash.
-async fn create_demo(app: &Application, base: &str) -> anyhow::Result<()> {
-    let merchant = app
-        .ledger
-        .create_merchant(
-            MerchantName::parse("Demo Merchant").map_err(anyhow::Error::msg)?,
-            Currency::BRL,
-            MerchantTimeZone::DEFAULT,
-        )
-        .await?;
-    let client = app.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
-    let id = &client.client_id;
-    let secret = client.client_secret.expose_secret();
-    println!(
-        r#"
-First start: created a demo merchant and an API client (the secret is shown only now).
-  merchant_id:   {merchant_id}
-  client_id:     {id}
-  client_secret: {secret}
-
-Try it:
-  TOKEN=$(curl -s -u '{id}:{secret}' -d grant_type=client_credentials {base}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-  curl -s -X POST {base}/v1/entries -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"type":"credit","amount":"150.00","description":"First sale","category":"sales"}}'
-  curl -s {base}/v1/balances/daily/$(TZ=America/Sao_Paulo date +%F) -H "Authorization: Bearer $TOKEN"
-"#,
-        merchant_id = merchant.id
-    );
-    Ok(())
 }

@@ -17,6 +17,26 @@ use cashflow_grpc::client::{StaticToken, TokenSource};
 use cashflow_grpc::{ClientError, LedgerGrpcClient};
 use cashflow_ledger::LedgerStore;
 
+/// With `--grpc-listen`, serves the ledger's gRPC service there until `shutdown` turns true.
+pub async fn serve_if(
+    addr: Option<SocketAddr>,
+    store: Arc<dyn LedgerStore>,
+    verifier: Arc<dyn TokenVerifier>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    match addr {
+        Some(addr) => Ok(Some(spawn_server(addr, store, verifier, shutdown).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Waits for a worker started beside a process (it stops on the same shutdown).
+pub async fn join(worker: Option<JoinHandle<()>>) {
+    if let Some(worker) = worker {
+        let _ = worker.await;
+    }
+}
+
 /// Serves the ledger's gRPC service on `addr` until `shutdown` turns true.
 pub async fn spawn_server(
     addr: SocketAddr,

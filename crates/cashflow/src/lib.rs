@@ -6,12 +6,17 @@
 //! # Layout
 //! - [`cli`]: the command line (clap), every flag with its environment variable.
 //! - [`backends`]: the stores, queue and cache, chosen by URL.
-//! - [`app`]: composes the services into one [`app::Application`] (`serve`).
-//! - [`processes`]: the split deployment (`ledger`, `relay`, `consolidator`).
-//! - [`server`]: the HTTP server, one single-threaded runtime per core.
+//! - [`app`]: the composition root: builds the parts of a process ([`app::Parts`]) and runs
+//!   them ([`app::Process`]); [`app::Application`] is every part (`serve`).
+//! - [`processes`]: `serve` and the split deployment (`ledger`, `relay`, `consolidator`): which
+//!   parts each runs.
+//! - [`server`]: the HTTP server, one single-threaded runtime per core, with the timeouts and
+//!   the connection cap that hold against slow clients.
 //! - [`ops`]: system routes (`/health/*`, `/openapi.json`).
-//! - [`commands`]: `merchant create`, `client create`, `user create`, `migrate`, and the
-//!   first-start demo.
+//! - [`commands`]: dispatch, and `merchant create`, `client create`, `user create`, `migrate`.
+//! - [`operator`]: listing, revoking and rotating credentials, listing merchants, rotating
+//!   the issuer's key (`client list|revoke|rotate-secret`, `user list|disable|enable|set-password`,
+//!   `merchant list`, `issuer rotate-key`).
 //! - [`grpc`]: the ledger's gRPC server (`--grpc-listen`) and the consolidation side's client.
 //! - [`reconcile`]: `cashflow reconcile` and the consolidator's scheduled reconciliation.
 //! - [`telemetry`]: logs and their format.
@@ -21,6 +26,7 @@ pub mod backends;
 pub mod cli;
 pub mod commands;
 pub mod grpc;
+pub mod operator;
 pub mod ops;
 pub mod processes;
 pub mod reconcile;

@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use cashflow_auth::IdentityStore;
+use cashflow_auth::Identities;
 use cashflow_consolidation::{ConsolidationStore, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::LedgerStore;
@@ -76,7 +76,7 @@ impl Readiness {
     }
 
     /// Checks the identity database.
-    pub fn identity(self, store: Arc<dyn IdentityStore>) -> Self {
+    pub fn identity(self, store: Arc<Identities>) -> Self {
         self.probe("identity_db", Need::Critical, move || {
             let s = store.clone();
             async move { s.ping().await.map_err(|e| e.to_string()) }
@@ -99,7 +99,12 @@ impl Readiness {
                     (name, need, matches!(tokio::time::timeout(Duration::from_secs(2), probe()).await, Ok(Ok(()))))
                 }
             });
-        futures_join_all(runs).await
+        let checks = futures_join_all(runs).await;
+        // The same answer as a gauge, so an alert can say which dependency is down.
+        for (name, _, up) in &checks {
+            metrics::gauge!("cashflow_dependency_up", "dependency" => *name).set(if *up { 1.0 } else { 0.0 });
+        }
+        checks
     }
 }
 
@@ -122,8 +127,8 @@ pub fn router(readiness: Readiness) -> Router {
     let doc = Arc::new(openapi());
     Router::new()
         .route("/health/live", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/health/ready", get(ready).with_state(readiness))
-        .route("/metrics", get(metrics))
+        .route("/health/ready", get(ready).with_state(readiness.clone()))
+        .route("/metrics", get(metrics).with_state(readiness))
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
 }
 
@@ -141,7 +146,11 @@ async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
     (status, Json(json!({ "status": word, "checks": details })))
 }
 
-async fn metrics() -> impl IntoResponse {
+/// Probes the dependencies first, so `cashflow_dependency_up` is as fresh as the scrape (a
+/// process nobody asks for readiness still reports it); a probe gives up after 2 s, well within
+/// a scrape timeout.
+async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
+    readiness.check().await;
     match crate::telemetry::metrics() {
         Some(handle) => {
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()

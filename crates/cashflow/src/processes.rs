@@ -1,17 +1,18 @@
-//! The split deployment: the same parts as `serve`, one concern per process, so the ledger
-//! keeps accepting entries while the consolidator is down, and each side scales on its own.
-//! An API front (nginx in `deploy/`, API Gateway on AWS) presents them as one `/v1` API.
+//! The processes: `serve` runs every part in one; the split deployment runs one concern per
+//! process, so the ledger keeps accepting entries while the consolidator is down and each side
+//! scales on its own. An API front (nginx in `deploy/`) presents them as one `/v1` API. Each
+//! only picks its [`Part`]s; [`crate::app`] builds and runs them.
 
 use anyhow::Context;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use cashflow_consolidation::{ConsolidationState, Consumer, ConsumerConfig};
-use cashflow_ledger::{Ledger, LedgerState, Relay, RelayConfig};
+use cashflow_auth::Scopes;
+use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
 
-use crate::app::{auth, serve_http, Gauges};
-use crate::cli::{ConsolidatorArgs, LedgerArgs, RelayArgs};
-use crate::commands::{app_config, shutdown_on_signal};
-use crate::ops::{self, Readiness};
+use crate::app::{AppConfig, Application, Part, Parts, Process};
+use crate::cli::{ConsolidatorArgs, LedgerArgs, RelayArgs, ServeArgs};
 
 /// The split processes trust tokens minted for the front door, wherever they are served.
 const FRONT_URL: &str = "http://127.0.0.1:8080";
@@ -20,115 +21,154 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
 }
 
+/// `cashflow serve`: everything, and the demo merchant on the first start.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = bind(args.listen).await?;
+    let local = listener.local_addr()?;
+    let config = AppConfig::from_args(&args.auth, &args.backends, format!("http://{local}"));
+    let app = Application::build(&config).await?;
+    if !args.no_demo && app.ledger_store.merchant_count().await? == 0 {
+        create_demo(&app, &config.public_url).await?;
+    }
+    tracing::info!(listen = %local, "cashflow serving");
+    let shutdown = shutdown_on_signal();
+    let grpc =
+        crate::grpc::serve_if(args.grpc_listen, app.ledger_store.clone(), app.verifier.clone(), shutdown.clone())
+            .await?;
+    app.into_process().run(listener, args.http.config(), shutdown).await?;
+    crate::grpc::join(grpc).await;
+    Ok(())
+}
+
 /// `cashflow ledger`: the ledger API, the token issuer and (unless `--no-relay`) the relay.
 pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
-    crate::telemetry::metrics();
     let listener = bind(args.listen).await?;
-    let config = app_config(&args.auth, &args.backends, FRONT_URL.to_owned());
-    let store = args.backends.ledger().await?;
-    let identity = args.backends.identity().await?;
-    let (issuer, verifier) = auth(&config, identity.clone()).await?;
-    let ledger = std::sync::Arc::new(Ledger::new(store.clone()));
-    let mut readiness = Readiness::default().ledger(store.clone()).identity(identity);
-    let shutdown = shutdown_on_signal();
-    let mut workers = Vec::new();
+    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned());
+    let mut run = vec![Part::LedgerApi, Part::TokenIssuer];
     if !args.no_relay {
-        let queue = args.backends.queue().await?;
-        readiness = readiness.queue(queue.source.clone());
-        let relay = Relay::new(store.clone(), queue.publisher, ledger.outbox_signal(), RelayConfig::default());
-        workers.push(tokio::spawn(relay.run(shutdown.clone())));
+        run.push(Part::Relay);
     }
-    if let Some(addr) = args.grpc_listen {
-        workers.push(crate::grpc::spawn_server(addr, store.clone(), verifier.clone(), shutdown.clone()).await?);
-    }
-    workers.push(tokio::spawn(Gauges { ledger: Some(store), consolidation: None, queue: None }.run(shutdown.clone())));
-    let router = cashflow_http::layers::common(
-        cashflow_ledger::router(LedgerState { ledger, verifier })
-            .merge(cashflow_auth::issuer::router(issuer))
-            .merge(ops::router(readiness)),
-    );
+    let (process, parts) = Process::assemble(Parts::new(config), &run).await?;
     tracing::info!(listen = %args.listen, relay = !args.no_relay, "cashflow ledger serving");
-    serve_http(listener, router, shutdown).await?;
-    for w in workers {
-        let _ = w.await;
-    }
+    let shutdown = shutdown_on_signal();
+    let (store, verifier) = (parts.ledger_store().await?, parts.auth().await?.1);
+    let grpc = crate::grpc::serve_if(args.grpc_listen, store, verifier, shutdown.clone()).await?;
+    process.run(listener, args.http.config(), shutdown).await?;
+    crate::grpc::join(grpc).await;
     Ok(())
 }
 
 /// `cashflow relay`: moves the ledger's outbox to the queue; serves health and metrics.
+/// Another process commits the entries, so nothing signals this relay: it polls.
 pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
-    crate::telemetry::metrics();
     let listener = bind(args.listen).await?;
-    let store = args.backends.ledger().await?;
-    let queue = args.backends.queue().await?;
-    let shutdown = shutdown_on_signal();
-    // Another process commits the entries, so nothing signals this relay: it polls.
-    let relay = Relay::new(
-        store.clone(),
-        queue.publisher,
-        std::sync::Arc::new(tokio::sync::Notify::new()),
-        RelayConfig::default(),
-    );
-    let workers = [
-        tokio::spawn(relay.run(shutdown.clone())),
-        tokio::spawn(
-            Gauges { ledger: Some(store.clone()), consolidation: None, queue: Some(queue.source.clone()) }
-                .run(shutdown.clone()),
-        ),
-    ];
-    let router = cashflow_http::layers::common(ops::router(Readiness::default().ledger(store).queue(queue.source)));
+    // The relay builds no part that issues or checks tokens: the auth settings are never read.
+    let config = AppConfig {
+        backends: args.backends,
+        public_url: FRONT_URL.to_owned(),
+        audience: String::new(),
+        token_ttl: std::time::Duration::ZERO,
+        trust_forwarded_for: false,
+    };
+    let (process, _) = Process::assemble(Parts::new(config), &[Part::Relay]).await?;
     tracing::info!(listen = %args.listen, "cashflow relay running");
-    serve_http(listener, router, shutdown).await?;
-    for w in workers {
-        let _ = w.await;
-    }
-    Ok(())
+    process.run(listener, args.http.config(), shutdown_on_signal()).await
 }
 
 /// `cashflow consolidator`: the queue consumer and the reports API; with `--no-consumer`, the
 /// reports API alone (a replica that keeps reports readable while the consumer is down).
 pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
-    crate::telemetry::metrics();
     let listener = bind(args.listen).await?;
-    let config = app_config(&args.auth, &args.backends, FRONT_URL.to_owned());
-    let store = args.backends.consolidation().await?;
-    let cache: std::sync::Arc<dyn cashflow_consolidation::ReportCache> =
-        if args.no_consumer && args.backends.cache_url == "memory" {
-            std::sync::Arc::new(cashflow_consolidation::NoCache)
-        } else {
-            args.backends.cache().await?
-        };
-    let identity = args.backends.identity().await?;
-    let (_, verifier) = auth(&config, identity.clone()).await?;
-    let shutdown = shutdown_on_signal();
-    let mut readiness = Readiness::default().consolidation(store.clone()).identity(identity).cache(cache.clone());
-    let mut workers = Vec::new();
-    let queue = if args.no_consumer { None } else { Some(args.backends.queue().await?.source) };
-    if let Some(source) = &queue {
-        readiness = readiness.queue(source.clone());
-        let consumer = Consumer::new(store.clone(), source.clone(), cache.clone(), ConsumerConfig::default());
-        workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned());
+    let mut run = vec![Part::ReportsApi];
+    if !args.no_consumer {
+        run.push(Part::Consumer);
     }
-    if let (Some(client), true) = (args.ledger_grpc.client()?, args.reconcile.reconcile_every > 0) {
-        let reconciler =
-            cashflow_consolidation::reconcile::Reconciler::new(store.clone(), cache.clone(), std::sync::Arc::new(client));
-        let every = std::time::Duration::from_secs(args.reconcile.reconcile_every);
-        workers.push(tokio::spawn(crate::reconcile::schedule(
-            reconciler,
-            every,
-            args.reconcile.reconcile_days,
-            shutdown.clone(),
-        )));
-    }
-    workers
-        .push(tokio::spawn(Gauges { ledger: None, consolidation: Some(store.clone()), queue }.run(shutdown.clone())));
-    let router = cashflow_http::layers::common(
-        cashflow_consolidation::router(ConsolidationState { store, cache, verifier }).merge(ops::router(readiness)),
-    );
+    let (process, parts) = Process::assemble(Parts::new(config), &run).await?;
     tracing::info!(listen = %args.listen, consumer = !args.no_consumer, "cashflow consolidator serving");
-    serve_http(listener, router, shutdown).await?;
-    for w in workers {
-        let _ = w.await;
+    let shutdown = shutdown_on_signal();
+    let reconcile = match (args.ledger_grpc.client()?, args.reconcile.reconcile_every) {
+        (Some(client), every) if every > 0 => {
+            let reconciler = cashflow_consolidation::reconcile::Reconciler::new(
+                parts.consolidation_store().await?,
+                parts.cache().await?,
+                std::sync::Arc::new(client),
+            );
+            let every = std::time::Duration::from_secs(every);
+            Some(tokio::spawn(crate::reconcile::schedule(
+                reconciler,
+                every,
+                args.reconcile.reconcile_days,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
+    process.run(listener, args.http.config(), shutdown).await?;
+    crate::grpc::join(reconcile).await;
+    Ok(())
+}
+
+/// A shutdown flag that turns true on SIGTERM or Ctrl-C.
+pub fn shutdown_on_signal() -> watch::Receiver<bool> {
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    shutdown
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The first start of an empty store: a demo merchant, an API client, and a ready-to-paste
+/// walk-through. The secret is printed here once and stored only as a hash.
+async fn create_demo(app: &Application, base: &str) -> anyhow::Result<()> {
+    let merchant = app
+        .ledger
+        .create_merchant(
+            MerchantName::parse("Demo Merchant").map_err(anyhow::Error::msg)?,
+            Currency::BRL,
+            MerchantTimeZone::DEFAULT,
+        )
+        .await?;
+    let client = app.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
+    let id = &client.client_id;
+    let secret = client.client_secret.expose_secret();
+    println!(
+        r#"
+First start: created a demo merchant and an API client (the secret is shown only now).
+  merchant_id:   {merchant_id}
+  client_id:     {id}
+  client_secret: {secret}
+
+Try it:
+  TOKEN=$(curl -s -u '{id}:{secret}' -d grant_type=client_credentials {base}/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -s -X POST {base}/v1/entries -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"type":"credit","amount":"150.00","description":"First sale","category":"sales"}}'
+  curl -s {base}/v1/balances/daily/$(TZ=America/Sao_Paulo date +%F) -H "Authorization: Bearer $TOKEN"
+"#,
+        merchant_id = merchant.id
+    );
     Ok(())
 }

@@ -62,7 +62,8 @@ pub struct ScheduleArgs {
 
 fn tomorrow() -> BusinessDate {
     let now = Utc::now().date_naive();
-    BusinessDate::from_naive(now.succ_opt().unwrap_or(now)).unwrap_or_else(|| BusinessDate::of(Utc::now(), Default::default()))
+    BusinessDate::from_naive(now.succ_opt().unwrap_or(now))
+        .unwrap_or_else(|| BusinessDate::of(Utc::now(), Default::default()))
 }
 
 fn date(text: &str, field: &str) -> anyhow::Result<BusinessDate> {

@@ -7,23 +7,18 @@
 //!
 //! Metrics use the `metrics` facade everywhere (request counts and latencies, events published
 //! and applied, consolidation lag, cache hits, outbox backlog, pool usage) and are rendered in
-//! the Prometheus text format at `GET /metrics` on every process.
-//!
-//! Reconciliation (`cashflow_consolidation::reconcile`, the consolidator's scheduled runs and
-//! `cashflow reconcile`):
-//!
-//! | metric | type | meaning |
-//! |---|---|---|
-//! | `cashflow_reconcile_drifting_days_total` | counter | consolidated days found to differ from the ledger |
-//! | `cashflow_reconcile_repaired_days_total` | counter | drifting days rebuilt from the ledger's entries |
-//! | `cashflow_reconcile_drifting_days` | gauge | days the last run left drifting (not repaired, or moved while repairing) |
-//! | `cashflow_reconcile_last_success_timestamp_seconds` | gauge | Unix time the last run finished |
+//! the Prometheus text format at `GET /metrics` on every process. [`DESCRIPTIONS`] is the one
+//! list of every series: its kind, unit and `# HELP` text, registered when the recorder is
+//! installed, so an operator reading a scrape (or `promtool check metrics`) never meets an
+//! unexplained name. A metric added without a line there has no HELP, and the check script
+//! (`scripts/check-observability.sh`) fails on it.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the logs.
@@ -50,10 +45,229 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Latency buckets, in seconds: fine-grained below 10 ms where the API lives, coarse above
-/// for the consolidation lag during an outage.
+/// Latency buckets, in seconds: fine-grained below 10 ms where the API lives, coarse above.
 const BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Consolidation lag buckets, in seconds, shaped by its objective (reports lag <= 1 s): a
+/// boundary at exactly 1 s, so the SLO's good-event count is one bucket and not an
+/// interpolation; ten below it, down to the milliseconds a healthy consumer takes; coarse above
+/// it for a backlog after an outage.
+const LAG_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+
+/// Entries per ledger write transaction: group commit batches concurrent requests.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// The kind of a series, as Prometheus types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// One metric family: what `# HELP` says about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Description {
+    pub name: &'static str,
+    /// The label names its series carry (none: one series per process).
+    pub labels: &'static [&'static str],
+    pub kind: Kind,
+    /// `Count` for things counted (events, messages, connections): the name says which.
+    pub unit: Unit,
+    pub help: &'static str,
+}
+
+const fn describe(
+    name: &'static str,
+    labels: &'static [&'static str],
+    kind: Kind,
+    unit: Unit,
+    help: &'static str,
+) -> Description {
+    Description { name, labels, kind, unit, help }
+}
+
+/// Every metric any process emits. Names follow Prometheus practice: base units in the name
+/// (`_seconds`), counters end in `_total`, gauges name what they count (`_events`, `_messages`).
+pub const DESCRIPTIONS: &[Description] = &[
+    describe(
+        "cashflow_http_requests_total",
+        &["method", "route", "status"],
+        Kind::Counter,
+        Unit::Count,
+        "HTTP requests answered, by method, route template and status.",
+    ),
+    describe(
+        "cashflow_auth_failures_total",
+        &["grant", "reason"],
+        Kind::Counter,
+        Unit::Count,
+        "Token requests refused, by grant and reason (invalid_client, invalid_grant, throttled).",
+    ),
+    describe(
+        "cashflow_http_connections_refused_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Connections closed at once because the process already held --http-max-connections.",
+    ),
+    describe(
+        "cashflow_http_request_duration_seconds",
+        &["method", "route", "status"],
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time from receiving a request to its response head, by method, route template and status.",
+    ),
+    describe(
+        "cashflow_ledger_write_batch_entries",
+        &[],
+        Kind::Histogram,
+        Unit::Count,
+        "Entries committed per ledger write transaction (concurrent writes share one commit).",
+    ),
+    describe(
+        "cashflow_outbox_backlog_events",
+        &[],
+        Kind::Gauge,
+        Unit::Count,
+        "Events committed by the ledger and not yet published to the queue.",
+    ),
+    describe(
+        "cashflow_outbox_oldest_age_seconds",
+        &[],
+        Kind::Gauge,
+        Unit::Seconds,
+        "Age of the oldest unpublished outbox event; 0 when the outbox is empty.",
+    ),
+    describe(
+        "cashflow_queue_messages",
+        &[],
+        Kind::Gauge,
+        Unit::Count,
+        "Messages in the queue, visible or leased to a consumer.",
+    ),
+    describe(
+        "cashflow_queue_dead_letter_messages",
+        &[],
+        Kind::Gauge,
+        Unit::Count,
+        "Messages moved to the dead-letter queue after too many receives; each needs an operator.",
+    ),
+    describe(
+        "cashflow_events_published_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Outbox events published to the queue by the relay (a republish counts again).",
+    ),
+    describe(
+        "cashflow_relay_failures_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Relay publish attempts that failed; the events stay in the outbox and are retried.",
+    ),
+    describe(
+        "cashflow_events_applied_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Events applied to the daily totals for the first time.",
+    ),
+    describe(
+        "cashflow_events_duplicate_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Deliveries of events already applied, acknowledged without effect.",
+    ),
+    describe(
+        "cashflow_events_rejected_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Events that would overflow a day's totals: not applied, left for the dead-letter queue.",
+    ),
+    describe(
+        "cashflow_events_poison_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Messages that are not valid events; left to the queue's dead-letter policy.",
+    ),
+    describe(
+        "cashflow_consolidation_failures_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Consumer batches that failed (store or queue down); their messages are redelivered.",
+    ),
+    describe(
+        "cashflow_consolidation_lag_seconds",
+        &[],
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time from the ledger's commit of an entry to its effect committed in the daily totals.",
+    ),
+    describe(
+        "cashflow_report_cache_hits_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Daily balance reads answered from the report cache.",
+    ),
+    describe(
+        "cashflow_report_cache_misses_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Daily balance reads computed from the consolidation store.",
+    ),
+    describe(
+        "cashflow_db_pool_connections",
+        &["pool", "state"],
+        Kind::Gauge,
+        Unit::Count,
+        "Database pool connections, by pool and state (idle, in_use).",
+    ),
+    describe(
+        "cashflow_dependency_up",
+        &["dependency"],
+        Kind::Gauge,
+        Unit::Count,
+        "1 when the dependency answered this process's readiness probe at the last scrape, 0 when not.",
+    ),
+    describe(
+        "cashflow_reconcile_drifting_days_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Consolidated days reconciliation found to differ from the ledger's own totals.",
+    ),
+    describe(
+        "cashflow_reconcile_repaired_days_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Drifting days rebuilt from the ledger's entries.",
+    ),
+    describe(
+        "cashflow_reconcile_drifting_days",
+        &[],
+        Kind::Gauge,
+        Unit::Count,
+        "Days the last reconciliation left drifting (not repaired, or moved while being repaired).",
+    ),
+    describe(
+        "cashflow_reconcile_last_success_timestamp_seconds",
+        &[],
+        Kind::Gauge,
+        Unit::Seconds,
+        "Unix time the last reconciliation run finished.",
+    ),
+];
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -62,7 +276,8 @@ static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 pub fn metrics() -> Option<PrometheusHandle> {
     METRICS
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new().set_buckets(BUCKETS).ok()?.install_recorder().ok()?;
+            let handle = builder().ok()?.install_recorder().ok()?;
+            register(DESCRIPTIONS);
             // Histograms need periodic upkeep to bound their memory.
             let upkeep = handle.clone();
             std::thread::Builder::new()
@@ -75,4 +290,62 @@ pub fn metrics() -> Option<PrometheusHandle> {
             Some(handle)
         })
         .clone()
+}
+
+fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets(BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("cashflow_consolidation_lag_seconds".into()), LAG_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("cashflow_ledger_write_batch_entries".into()), BATCH_BUCKETS)
+}
+
+/// Describes every metric to the installed recorder, and starts the counters without labels
+/// at 0: a counter that appears at its first increment hides that increment from `rate()`, and
+/// an alert on it could not tell "nothing happened" from "not scraped".
+fn register(descriptions: &[Description]) {
+    for d in descriptions {
+        match d.kind {
+            Kind::Counter => {
+                metrics::describe_counter!(d.name, d.unit, d.help);
+                if d.labels.is_empty() {
+                    metrics::counter!(d.name).increment(0);
+                }
+            }
+            Kind::Gauge => metrics::describe_gauge!(d.name, d.unit, d.help),
+            Kind::Histogram => metrics::describe_histogram!(d.name, d.unit, d.help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_name_carries_its_unit_or_what_it_counts() {
+        for d in DESCRIPTIONS {
+            assert!(d.name.starts_with("cashflow_"), "{}", d.name);
+            match (d.kind, d.unit) {
+                (Kind::Counter, _) => assert!(d.name.ends_with("_total"), "{}: a counter ends in _total", d.name),
+                (_, Unit::Seconds) => assert!(d.name.ends_with("_seconds"), "{}: seconds in the name", d.name),
+                _ => {
+                    let suffix = d.name.rsplit('_').next().unwrap_or_default();
+                    assert!(
+                        ["events", "messages", "connections", "entries", "up"].contains(&suffix),
+                        "{}: a gauge or histogram names what it counts",
+                        d.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_is_described_once() {
+        let mut names: Vec<_> = DESCRIPTIONS.iter().map(|d| d.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before);
+    }
 }

@@ -1,4 +1,5 @@
-//! The consolidation's HTTP API (`/v1/balances/daily`).
+//! The consolidation's HTTP API (`/v1/balances/daily`): routes, queries and the error mapping.
+//! The report bodies themselves live in [`crate::report`], shared with the caches.
 
 use std::sync::Arc;
 
@@ -8,14 +9,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::SecondsFormat;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use serde::Deserialize;
+use utoipa::{IntoParams, OpenApi};
 
 use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
-use cashflow_domain::{daily_balances, BusinessDate, Currency, DailyBalance, MerchantId};
+use cashflow_domain::{daily_balances, BusinessDate, Currency, MerchantId};
 use cashflow_http::{ApiQuery, Problem};
 
-use crate::cache::{CachedReport, Lookup, ReportCache};
+use crate::cache::{Lookup, ReportCache};
+use crate::report::{day_balance, CachedReport, DailyBalanceRange, DailyBalanceResponse, DayBalance};
 use crate::store::{ConsolidationStore, MerchantBooks, StoreError};
 
 /// Longest range one report request may span.
@@ -82,56 +84,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The consolidated balance of one business date.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DailyBalanceResponse {
-    #[schema(example = "2026-11-23")]
-    pub date: String,
-    #[schema(example = "BRL")]
-    pub currency: String,
-    /// The previous day's closing balance.
-    #[schema(example = "1000.00")]
-    pub opening_balance: String,
-    pub total_credits: String,
-    pub total_debits: String,
-    /// Credits minus debits.
-    pub net: String,
-    pub closing_balance: String,
-    pub entry_count: u64,
-    /// The newest ledger commit reflected in this report: how fresh it is.
-    pub as_of: String,
-}
-
-/// One day of a range report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DayBalance {
-    pub date: String,
-    pub opening_balance: String,
-    pub total_credits: String,
-    pub total_debits: String,
-    pub net: String,
-    pub closing_balance: String,
-    pub entry_count: u64,
-}
-
-/// Daily balances of a range of business dates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DailyBalanceRange {
-    pub currency: String,
-    /// The newest ledger commit reflected in these reports.
-    pub as_of: String,
-    pub days: Vec<DayBalance>,
-}
-
-fn day_balance(d: &DailyBalance, c: Currency) -> DayBalance {
-    DayBalance {
-        date: d.date.to_string(),
-        opening_balance: d.opening_balance.format(c),
-        total_credits: d.total_credits.format(c),
-        total_debits: d.total_debits.format(c),
-        net: d.net.format(c),
-        closing_balance: d.closing_balance.format(c),
-        entry_count: d.entry_count,
+impl IntoResponse for CachedReport {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.into_bytes()).into_response()
     }
 }
 
@@ -318,5 +273,12 @@ mod tests {
         assert!(wants_csv(&h));
         h.insert(header::ACCEPT, HeaderValue::from_static("text/csvx"));
         assert!(!wants_csv(&h));
+    }
+
+    #[test]
+    fn a_corrupt_store_row_is_a_500_problem() {
+        let response = ApiError::Store(StoreError::Corrupt("total_credits: not an integer".into())).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
     }
 }

@@ -11,6 +11,14 @@
 //! receive, so that under load each receive, transaction and acknowledgement carries many
 //! events instead of the one or two published since the last look (each costs a commit); a
 //! full batch means a backlog, and the next receive follows at once.
+//!
+//! When the store fails (its database is down, say), the batch is *released*: handed back to
+//! the queue at once instead of staying leased until its visibility timeout, so it is applied
+//! as soon as the store is back rather than up to a timeout later. Until then the consumer
+//! does not receive: it probes the store ([`ConsolidationStore::ping`]) with its backoff. So an
+//! outage costs each message one receive, not one per retry, and healthy messages do not reach
+//! the dead-letter queue because the database was down; a release keeps the receive count, so
+//! a message that makes the store fail every time still does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +28,7 @@ use tokio::sync::watch;
 use cashflow_events::{Event, EventBody, EventSource};
 
 use crate::cache::ReportCache;
-use crate::store::ConsolidationStore;
+use crate::store::{ConsolidationStore, StoreError};
 
 /// Counters of what a batch did, and the consolidation lag: from the ledger's commit of an
 /// event to its effect being committed here (what "how stale is the report" means).
@@ -101,7 +109,17 @@ impl Consumer {
                 }
             }
         }
-        let summary = self.store.apply(&events).await?;
+        let summary = match self.store.apply(&events).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                let leased: Vec<String> = deliveries.iter().map(|d| d.receipt.clone()).collect();
+                if let Err(release) = self.source.release(&leased).await {
+                    // They reappear after their visibility timeout instead.
+                    tracing::warn!(error = %release, "failed batch not released");
+                }
+                return Err(e.into());
+            }
+        };
         record_applied(&events, &summary);
         for event in &events {
             // Joins the producing request's trace: the same trace id as the ledger's log line.
@@ -178,13 +196,154 @@ impl Consumer {
                 Err(e) => {
                     metrics::counter!("cashflow_consolidation_failures_total").increment(1);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consolidation failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    // A store failure (the batch was released); queue failures are `QueueError`s.
+                    let store_down = e.downcast_ref::<StoreError>().is_some();
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(self.config.max_backoff);
+                        // Receiving while the store is down would spend a receive of every
+                        // message per retry (see the module docs).
+                        if !store_down || self.store.ping().await.is_ok() {
+                            break;
+                        }
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use cashflow_domain::{Amount, Balance, BusinessDate, Currency, DayTotals, EntryId, EntryType, MerchantId};
+    use cashflow_events::{EntryRecorded, EventPublisher, OutboundMessage};
+    use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig};
+
+    use super::*;
+    use crate::cache::NoCache;
+    use crate::store::{ApplySummary, MerchantBooks};
+    use crate::SqliteConsolidationStore;
+
+    /// A real store whose database can be "down": every call fails while `down` is set.
+    struct FlakyStore {
+        inner: SqliteConsolidationStore,
+        down: AtomicBool,
+    }
+
+    impl FlakyStore {
+        fn check(&self) -> Result<(), StoreError> {
+            match self.down.load(Ordering::SeqCst) {
+                true => Err(StoreError::Unavailable("connection refused".into())),
+                false => Ok(()),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ConsolidationStore for FlakyStore {
+        async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
+            self.check()?;
+            self.inner.apply(events).await
+        }
+        async fn merchant(&self, id: MerchantId) -> Result<Option<MerchantBooks>, StoreError> {
+            self.check()?;
+            self.inner.merchant(id).await
+        }
+        async fn days(
+            &self,
+            merchant: MerchantId,
+            from: BusinessDate,
+            to: BusinessDate,
+        ) -> Result<(Balance, BTreeMap<BusinessDate, DayTotals>), StoreError> {
+            self.check()?;
+            self.inner.days(merchant, from, to).await
+        }
+        async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {
+            self.check()?;
+            self.inner.merchants().await
+        }
+        async fn rebuild_day(
+            &self,
+            day: &crate::store::DayRebuild,
+        ) -> Result<crate::store::RebuildOutcome, StoreError> {
+            self.check()?;
+            self.inner.rebuild_day(day).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.check()
+        }
+    }
+
+    fn sale(merchant: MerchantId) -> OutboundMessage {
+        let event = Event::new(
+            chrono::Utc::now(),
+            EventBody::EntryRecorded(EntryRecorded {
+                merchant_id: merchant,
+                entry_id: EntryId::new(),
+                business_date: BusinessDate::parse("2026-11-23").unwrap(),
+                kind: EntryType::Credit,
+                amount: Amount::from_minor(100).unwrap(),
+                currency: Currency::BRL,
+                recorded_at: chrono::Utc::now(),
+                reversal_of: None,
+            }),
+        );
+        OutboundMessage { event_id: event.event_id, body: event.to_json() }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_failed_on_a_store_outage_is_applied_as_soon_as_the_store_is_back() {
+        // Given queued events, a 30 s visibility timeout, dead letters after a second receive,
+        // and a store that is down
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+        let queue = Arc::new(
+            EmbeddedQueue::open(&url("queue.db"), EmbeddedQueueConfig { max_receives: 2, ..Default::default() })
+                .await
+                .unwrap(),
+        );
+        let store = Arc::new(FlakyStore {
+            inner: SqliteConsolidationStore::open(&url("consolidation.db")).await.unwrap(),
+            down: AtomicBool::new(true),
+        });
+        let merchant = MerchantId::new();
+        let messages: Vec<_> = (0..20).map(|_| sale(merchant)).collect();
+        queue.publish(&messages).await.unwrap();
+        let consumer = Consumer::new(store.clone(), queue.clone(), Arc::new(NoCache), ConsumerConfig::default());
+        let (stop, shutdown) = watch::channel(false);
+        let running = tokio::spawn(consumer.run(shutdown));
+
+        // When the consumer has failed on it for a while and the store comes back
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(queue.depth().await.unwrap(), Some(20), "nothing applied while the store is down");
+        store.down.store(false, Ordering::SeqCst);
+        let back = std::time::Instant::now();
+
+        // Then every event is applied within a second or two, not after the 30 s lease
+        while queue.depth().await.unwrap() != Some(0) {
+            assert!(
+                back.elapsed() < Duration::from_secs(5),
+                "still leased {:?} after the store came back",
+                back.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!("converged {:?} after the store came back", back.elapsed());
+        let (_, days) = store
+            .days(merchant, BusinessDate::parse("2026-11-23").unwrap(), BusinessDate::parse("2026-11-23").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(days.values().map(|d| d.entry_count).sum::<u64>(), 20);
+        // And the outage cost each message one receive, not one per retry: none dead-lettered
+        assert_eq!(queue.dead_letter_depth().await.unwrap(), Some(0));
+        stop.send(true).unwrap();
+        running.await.unwrap();
     }
 }

@@ -6,7 +6,9 @@
 //! range, from the cache when it can, and every report says how fresh it is (`as_of`).
 //!
 //! # Layout
-//! - [`api`]: `router()` for `/v1/balances/daily`, its DTOs and its error mapping.
+//! - [`api`]: `router()` for `/v1/balances/daily`, its queries and its error mapping.
+//! - [`report`]: the report bodies ([`DailyBalanceResponse`](report::DailyBalanceResponse), …)
+//!   and [`CachedReport`], a report's JSON as the caches keep it.
 //! - [`consumer`]: the queue consumer.
 //! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
 //!   implement it, chosen by URL.
@@ -20,15 +22,17 @@ pub mod api;
 pub mod cache;
 pub mod consumer;
 pub mod postgres;
-pub mod redis_cache;
 pub mod reconcile;
+pub mod redis_cache;
+pub mod report;
 pub mod sqlite;
 pub mod store;
 
 pub use api::{router, ConsolidationApi, ConsolidationState};
-pub use cache::{CachedReport, MemoryCache, NoCache, ReportCache};
+pub use cache::{MemoryCache, NoCache, ReportCache};
 pub use consumer::{Consumer, ConsumerConfig};
 pub use postgres::PostgresConsolidationStore;
 pub use redis_cache::{RedisCache, RedisCacheConfig, RedisCacheError};
+pub use report::CachedReport;
 pub use sqlite::SqliteConsolidationStore;
 pub use store::{ConsolidationStore, StoreError};

@@ -37,10 +37,10 @@ use sqlx::postgres::PgPool;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
+use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
-use crate::store::{first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
+use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
 
 /// The consolidation's schema, embedded in the binary.
 pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
@@ -70,10 +70,6 @@ impl std::fmt::Debug for PostgresConsolidationStore {
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
-}
-
-fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
-    move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 /// The instant as stored: whole microseconds, rounded down like the SQLite store's.
@@ -242,19 +238,19 @@ impl ConsolidationStore for PostgresConsolidationStore {
         let ids: Vec<Uuid> = distinct.iter().map(|e| *e.event_id.as_uuid()).collect();
         let new = Self::claim(&mut tx, &ids, micros(Utc::now())).await?;
 
-        let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
+        let mut outcomes: HashMap<EventId, ApplyOutcome> = HashMap::new();
         let mut merchants = BTreeMap::new();
         // Each day's new postings, keyed (and so visited) in lock order.
         let mut days: BTreeMap<(MerchantId, BusinessDate), Vec<(EventId, &EntryRecorded)>> = BTreeMap::new();
         for event in &distinct {
             if !new.contains(event.event_id.as_uuid()) {
-                outcomes.insert(event.event_id, Outcome::Duplicate);
+                outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
                 continue;
             }
             match &event.body {
                 EventBody::MerchantRegistered(m) => {
                     touch(&mut merchants, m.merchant_id, m.currency, micros(event.occurred_at));
-                    outcomes.insert(event.event_id, Outcome::Applied);
+                    outcomes.insert(event.event_id, ApplyOutcome::Applied);
                 }
                 EventBody::EntryRecorded(e) => {
                     days.entry((e.merchant_id, e.business_date)).or_default().push((event.event_id, e));
@@ -270,12 +266,12 @@ impl ConsolidationStore for PostgresConsolidationStore {
             let applied = Self::add_to_day(&mut tx, *merchant, *date, &entries).await?;
             for ((event_id, e), applied) in postings.iter().zip(applied) {
                 if applied {
-                    outcomes.insert(*event_id, Outcome::Applied);
+                    outcomes.insert(*event_id, ApplyOutcome::Applied);
                     touch(&mut merchants, e.merchant_id, e.currency, micros(e.recorded_at));
                     changed_from.entry(*merchant).and_modify(|d| *d = (*d).min(*date)).or_insert(*date);
                 } else {
                     tracing::error!(%event_id, "posting would overflow the day's totals; rejected");
-                    outcomes.insert(*event_id, Outcome::Rejected);
+                    outcomes.insert(*event_id, ApplyOutcome::Rejected);
                     rejected.push(*event_id.as_uuid());
                 }
             }

@@ -161,8 +161,7 @@ impl Reconciler {
     #[tracing::instrument(skip_all, fields(merchant = %drift.merchant, date = %drift.date))]
     pub async fn repair(&self, drift: &Drift, currency: Currency) -> Result<RebuildOutcome, ReconcileError> {
         let entries = self.ledger.day_entries(drift.merchant, drift.date).await?;
-        let rebuild =
-            DayRebuild { merchant: drift.merchant, currency, date: drift.date, found: drift.found, entries };
+        let rebuild = DayRebuild { merchant: drift.merchant, currency, date: drift.date, found: drift.found, entries };
         let outcome = self.store.rebuild_day(&rebuild).await?;
         if outcome == RebuildOutcome::Rebuilt {
             self.cache.invalidate(drift.merchant, drift.date).await;
@@ -172,7 +171,11 @@ impl Reconciler {
 
     /// Reconciles every merchant of `scope`; `progress` is told after each merchant (done,
     /// total). Records the run's metrics.
-    pub async fn run(&self, scope: &Scope, progress: &(dyn Fn(u64, u64) + Send + Sync)) -> Result<Report, ReconcileError> {
+    pub async fn run(
+        &self,
+        scope: &Scope,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<Report, ReconcileError> {
         let merchants = match &scope.merchants {
             Some(list) => list.clone(),
             None => self.store.merchants().await?,

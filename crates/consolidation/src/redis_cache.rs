@@ -12,8 +12,9 @@
 //!   server clock in microseconds, so it never comes back as a value it had before.
 //! - `{prefix}:{epoch}:m:{merchant}:days`: one hash per merchant. Field `gen` is the merchant's
 //!   generation; every other field is a date (`YYYY-MM-DD`) holding the JSON of a
-//!   [`DailyBalanceResponse`](crate::api::DailyBalanceResponse). The TTL is set when the hash is created and never extended, so no
-//!   cached report is older than the TTL, whatever else goes wrong. `gen` also starts from the
+//!   [`DailyBalanceResponse`](crate::report::DailyBalanceResponse). The TTL is set when the
+//!   hash is created and never extended, so no cached report is older than the TTL, whatever
+//!   else goes wrong. `gen` also starts from the
 //!   server clock in microseconds and only grows (`HINCRBY`) until the hash goes away; a new
 //!   hash starts from a later clock, so a generation never repeats.
 //!
@@ -80,7 +81,8 @@ use tokio::task::JoinHandle;
 
 use cashflow_domain::{BusinessDate, MerchantId};
 
-use crate::cache::{CachedReport, Lookup, ReportCache};
+use crate::cache::{Lookup, ReportCache};
+use crate::report::CachedReport;
 
 /// The generation handed out when Redis could not be asked: no fingerprint is compared with it,
 /// because `put` drops it before any round trip.
@@ -539,7 +541,7 @@ mod tests {
     async fn a_put_under_the_never_generation_costs_nothing() {
         let cache = RedisCache::connect("redis://127.0.0.1:1", RedisCacheConfig::default()).await.unwrap();
         assert!(cache.inner.unavailable.load(Ordering::SeqCst), "the startup probe noticed");
-        let report = CachedReport::of(&crate::api::DailyBalanceResponse {
+        let report = CachedReport::of(&crate::report::DailyBalanceResponse {
             date: "2026-11-23".into(),
             currency: "BRL".into(),
             opening_balance: "0.00".into(),

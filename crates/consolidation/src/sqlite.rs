@@ -13,10 +13,10 @@ use sqlx::Row;
 
 use cashflow_db::rusqlite::{self, params, Connection, OptionalExtension, TransactionBehavior};
 use cashflow_db::SqliteThread;
-use cashflow_domain::{Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
+use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
-use crate::store::{first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, Outcome, StoreError};
+use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
@@ -52,7 +52,7 @@ impl SqliteConsolidationStore {
 
 /// What applying a batch decided: each distinct event's outcome, and per merchant the earliest
 /// day whose totals changed.
-type Applied = (HashMap<EventId, Outcome>, BTreeMap<MerchantId, BusinessDate>);
+type Applied = (HashMap<EventId, ApplyOutcome>, BTreeMap<MerchantId, BusinessDate>);
 
 /// Applies a batch in one transaction on the writer's connection.
 ///
@@ -63,7 +63,7 @@ type Applied = (HashMap<EventId, Outcome>, BTreeMap<MerchantId, BusinessDate>);
 fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusqlite::Error> {
     // IMMEDIATE: the transaction reads before it writes, and must not have to upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes: HashMap<EventId, Outcome> = HashMap::new();
+    let mut outcomes: HashMap<EventId, ApplyOutcome> = HashMap::new();
     let mut applied_ids: Vec<String> = Vec::new();
     let mut merchants: BTreeMap<MerchantId, (Currency, i64)> = BTreeMap::new();
     // Each touched day: its totals as stored, then with this batch's postings.
@@ -78,7 +78,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
         for event in first_copies(events) {
             let id = event.event_id.to_string();
             if processed.exists([&id])? {
-                outcomes.insert(event.event_id, Outcome::Duplicate);
+                outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
                 continue;
             }
             match &event.body {
@@ -96,7 +96,8 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                                     Ok(DayTotals {
                                         total_credits: Balance::from_minor(r.get(0)?),
                                         total_debits: Balance::from_minor(r.get(1)?),
-                                        entry_count: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                                        // A negative count is an error (rusqlite checks the range), not zero.
+                                        entry_count: r.get::<_, u64>(2)?,
                                     })
                                 })
                                 .optional()?
@@ -109,7 +110,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                         // Not applied, so not processed: a redelivery is tried again (and ends
                         // in the dead-letter queue) instead of passing for a duplicate.
                         tracing::error!(event_id = %event.event_id, "posting would overflow the day's totals; rejected");
-                        outcomes.insert(event.event_id, Outcome::Rejected);
+                        outcomes.insert(event.event_id, ApplyOutcome::Rejected);
                         continue;
                     }
                     *totals = posted;
@@ -121,7 +122,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                         .or_insert(e.business_date);
                 }
             }
-            outcomes.insert(event.event_id, Outcome::Applied);
+            outcomes.insert(event.event_id, ApplyOutcome::Applied);
             applied_ids.push(id);
         }
     }
@@ -182,9 +183,11 @@ impl ConsolidationStore for SqliteConsolidationStore {
             .await
             .map_err(unavailable)?;
         row.map(|r| {
-            let currency = Currency::parse(r.get("currency")).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let as_of =
-                DateTime::from_timestamp_micros(r.get("as_of")).ok_or_else(|| StoreError::Corrupt("as_of".into()))?;
+            let currency = Currency::parse(r.try_get("currency").map_err(corrupt("currency"))?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let as_of = r.try_get("as_of").map_err(corrupt("as_of"))?;
+            let as_of = DateTime::from_timestamp_micros(as_of)
+                .ok_or_else(|| StoreError::Corrupt(format!("as_of: {as_of} is out of range")))?;
             Ok(MerchantBooks { currency, as_of })
         })
         .transpose()
@@ -207,9 +210,9 @@ impl ConsolidationStore for SqliteConsolidationStore {
         .fetch_one(&self.reader)
         .await
         .map_err(unavailable)?;
-        let opening = Balance::from_minor(opening.get("credits"))
-            .checked_sub(Balance::from_minor(opening.get("debits")))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let opening = Balance::from_minor(opening.try_get("credits").map_err(corrupt("opening credits"))?)
+            .checked_sub(Balance::from_minor(opening.try_get("debits").map_err(corrupt("opening debits"))?))
+            .map_err(corrupt("opening balance"))?;
         let rows = sqlx::query(
             "SELECT business_date, total_credits, total_debits, entry_count FROM daily_totals
              WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3",
@@ -222,13 +225,15 @@ impl ConsolidationStore for SqliteConsolidationStore {
         .map_err(unavailable)?;
         let mut days = BTreeMap::new();
         for r in rows {
-            let date = BusinessDate::parse(r.get("business_date")).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let date = BusinessDate::parse(r.try_get("business_date").map_err(corrupt("business_date"))?)
+                .map_err(corrupt("business_date"))?;
             days.insert(
                 date,
                 DayTotals {
-                    total_credits: Balance::from_minor(r.get("total_credits")),
-                    total_debits: Balance::from_minor(r.get("total_debits")),
-                    entry_count: u64::try_from(r.get::<i64, _>("entry_count")).unwrap_or(0),
+                    total_credits: Balance::from_minor(r.try_get("total_credits").map_err(corrupt("total_credits"))?),
+                    total_debits: Balance::from_minor(r.try_get("total_debits").map_err(corrupt("total_debits"))?),
+                    entry_count: u64::try_from(r.try_get::<i64, _>("entry_count").map_err(corrupt("entry_count"))?)
+                        .map_err(corrupt("entry_count"))?,
                 },
             );
         }

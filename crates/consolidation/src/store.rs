@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use cashflow_domain::{Amount, Balance, BusinessDate, Currency, DayTotals, EntryType, EventId, MerchantId};
+use cashflow_domain::{
+    Amount, ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EntryType, EventId, MerchantId,
+};
 use cashflow_events::Event;
 
 /// A storage failure.
@@ -15,6 +17,11 @@ pub enum StoreError {
     Unavailable(String),
     #[error("corrupt consolidation row: {0}")]
     Corrupt(String),
+}
+
+/// A row that does not decode (`what` names the column) as a [`StoreError::Corrupt`].
+pub(crate) fn corrupt<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
 /// What consolidation knows of a merchant.
@@ -84,14 +91,6 @@ impl DayRebuild {
     }
 }
 
-/// What became of one (distinct) event of a batch, as a store works it out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Applied,
-    Duplicate,
-    Rejected,
-}
-
 /// The first copy of each event of a batch, in delivery order; later copies are duplicates.
 pub(crate) fn first_copies(events: &[Event]) -> Vec<&Event> {
     let mut seen = std::collections::HashSet::new();
@@ -114,20 +113,20 @@ impl ApplySummary {
     /// event within the batch is a duplicate. An event without an outcome is a duplicate.
     pub(crate) fn in_delivery_order(
         events: &[Event],
-        outcomes: &std::collections::HashMap<EventId, Outcome>,
+        outcomes: &std::collections::HashMap<EventId, ApplyOutcome>,
         changed_from: BTreeMap<MerchantId, BusinessDate>,
     ) -> Self {
         let mut summary = ApplySummary { changed_from, ..ApplySummary::default() };
         let mut reported = std::collections::HashSet::new();
         for event in events {
             let outcome = match reported.insert(event.event_id) {
-                true => outcomes.get(&event.event_id).copied().unwrap_or(Outcome::Duplicate),
-                false => Outcome::Duplicate,
+                true => outcomes.get(&event.event_id).copied().unwrap_or(ApplyOutcome::Duplicate),
+                false => ApplyOutcome::Duplicate,
             };
             match outcome {
-                Outcome::Applied => summary.applied.push(event.event_id),
-                Outcome::Duplicate => summary.duplicates.push(event.event_id),
-                Outcome::Rejected => summary.rejected.push(event.event_id),
+                ApplyOutcome::Applied => summary.applied.push(event.event_id),
+                ApplyOutcome::Duplicate => summary.duplicates.push(event.event_id),
+                ApplyOutcome::Rejected => summary.rejected.push(event.event_id),
             }
         }
         summary

@@ -61,7 +61,10 @@ impl Harness {
     /// `$m`/`$d`/`$e` the merchant, date and event id (test values, inlined as literals).
     async fn tamper(&self, sql: &str, merchant: MerchantId, date: BusinessDate, event: Option<&Event>) {
         let event = event.map(|e| e.event_id.to_string()).unwrap_or_default();
-        let sql = sql.replace("$m", &format!("'{merchant}'")).replace("$d", &format!("'{date}'")).replace("$e", &format!("'{event}'"));
+        let sql = sql
+            .replace("$m", &format!("'{merchant}'"))
+            .replace("$d", &format!("'{date}'"))
+            .replace("$e", &format!("'{event}'"));
         match &self.db {
             Db::Sqlite(pool, _) => {
                 sqlx::query(&sql.replace("{t}", "")).execute(pool).await.unwrap();
@@ -125,7 +128,8 @@ impl FakeLedger {
             reversal_of: None,
         };
         self.entries.lock().unwrap().push(entry.clone());
-        Event::new(entry.recorded_at, EventBody::EntryRecorded(entry.clone())).with_id(Event::id_of_entry(entry.entry_id))
+        Event::new(entry.recorded_at, EventBody::EntryRecorded(entry.clone()))
+            .with_id(Event::id_of_entry(entry.entry_id))
     }
 
     fn totals(&self, merchant: MerchantId) -> BTreeMap<BusinessDate, DayTotals> {
@@ -176,7 +180,7 @@ fn registered(merchant: MerchantId) -> Event {
         EventBody::MerchantRegistered(MerchantRegistered {
             merchant_id: merchant,
             currency: Currency::BRL,
-            time_zone: "UTC".into(),
+            time_zone: cashflow_domain::MerchantTimeZone::parse("UTC").unwrap(),
         }),
     )
 }
@@ -318,10 +322,7 @@ fn delivery() -> impl Strategy<Value = Delivery> {
 async fn any_entries_duplicates_drops_and_repairs_end_with_reports_equal_to_the_ledger(h: Harness) {
     let cases = if matches!(h.db, Db::Sqlite(..)) { 24 } else { 8 };
     let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
-    let strategy = (
-        prop::collection::vec((0u32..6, any::<bool>(), 1i64..1_000_000, delivery()), 1..30),
-        any::<bool>(),
-    );
+    let strategy = (prop::collection::vec((0u32..6, any::<bool>(), 1i64..1_000_000, delivery()), 1..30), any::<bool>());
     let store = h.store.clone();
     let handle = tokio::runtime::Handle::current();
     let result = runner.run(&strategy, |(entries, repair_midway)| {
@@ -332,8 +333,7 @@ async fn any_entries_duplicates_drops_and_repairs_end_with_reports_equal_to_the_
                     // A merchant per case: the cases share the database.
                     let merchant = MerchantId::new();
                     let ledger = Arc::new(FakeLedger::default());
-                    let reconciler =
-                        Reconciler::new(store.clone(), Arc::new(MemoryCache::default()), ledger.clone());
+                    let reconciler = Reconciler::new(store.clone(), Arc::new(MemoryCache::default()), ledger.clone());
                     let scope = Scope { merchants: Some(vec![merchant]), repair: true, ..every_day() };
                     let mut late = Vec::new();
                     for (d, credit, minor, delivery) in entries {

@@ -14,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use cashflow_consolidation::api::DailyBalanceResponse;
-use cashflow_consolidation::cache::{CachedReport, Lookup, ReportCache};
+use cashflow_consolidation::cache::{Lookup, ReportCache};
+use cashflow_consolidation::report::{CachedReport, DailyBalanceResponse};
 use cashflow_consolidation::{RedisCache, RedisCacheConfig};
 use cashflow_domain::{BusinessDate, MerchantId};
 

@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The contract of [`ConsolidationStore`], written once and run against every backend.
+//! The contract of [`ConsolidationStore`], written once and run against every backend: each
+//! store reports the direct sum of its entries and, under any delivery, what the domain's
+//! reference model (`MerchantDays`) reports and decides for each event.
 //!
 //! Each test body below is an `async fn` taking the store; `contract!` instantiates it as
 //! `sqlite::<name>` (a temporary file, always run) and `postgres::<name>` (a fresh database per
@@ -16,7 +18,10 @@ use proptest::test_runner::{Config, TestRunner};
 use cashflow_consolidation::store::{ApplySummary, MerchantBooks};
 use cashflow_consolidation::{ConsolidationStore, PostgresConsolidationStore, SqliteConsolidationStore};
 use cashflow_db::TestDatabase;
-use cashflow_domain::{daily_balances, Amount, Balance, BusinessDate, Currency, EntryId, EntryType, MerchantId};
+use cashflow_domain::{
+    daily_balances, Amount, ApplyOutcome, Balance, BusinessDate, Currency, EntryId, EntryType, EventId, MerchantDays,
+    MerchantId, Posting,
+};
 use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 
 // ---------------------------------------------------------------------------------------------
@@ -110,7 +115,7 @@ fn registration(merchant: MerchantId, occurred_at: DateTime<Utc>) -> Event {
         EventBody::MerchantRegistered(MerchantRegistered {
             merchant_id: merchant,
             currency: Currency::BRL,
-            time_zone: "America/Sao_Paulo".into(),
+            time_zone: cashflow_domain::MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
         }),
     )
 }
@@ -139,6 +144,10 @@ fn posting_at(
 
 fn posting(merchant: MerchantId, day: &str, kind: EntryType, minor: i64) -> Event {
     posting_at(merchant, date(day), kind, minor, Utc::now().trunc_subsecs(6))
+}
+
+fn posting_of(entry: &EntryRecorded) -> Posting {
+    Posting { entry_id: entry.entry_id, business_date: entry.business_date, kind: entry.kind, amount: entry.amount }
 }
 
 fn entry_of(event: &Event) -> Option<&EntryRecorded> {
@@ -231,18 +240,38 @@ async fn any_delivery_order_with_duplicates_reports_the_direct_sum(store: Arc<dy
             runtime.block_on(async {
                 let mut applied = 0;
                 let mut duplicates = 0;
+                let mut model = MerchantDays::default();
                 for batch in deliveries.chunks(batch_size) {
                     let summary = store.apply(batch).await.unwrap();
                     assert!(summary.rejected.is_empty(), "{summary:?}");
                     applied += summary.applied.len();
                     duplicates += summary.duplicates.len();
+                    // And each entry event's outcome is the reference model's, in delivery order
+                    let (mut model_applied, mut model_duplicates) = (Vec::new(), Vec::new());
+                    for (event, entry) in batch.iter().filter_map(|e| entry_of(e).map(|entry| (e, entry))) {
+                        match model.apply(event.event_id, posting_of(entry)) {
+                            ApplyOutcome::Applied => model_applied.push(event.event_id),
+                            ApplyOutcome::Duplicate => model_duplicates.push(event.event_id),
+                            ApplyOutcome::Rejected => panic!("the model rejected {event:?}"),
+                        }
+                    }
+                    let is_entry = |id: &EventId| batch.iter().any(|e| e.event_id == *id && entry_of(e).is_some());
+                    assert_eq!(summary.applied.iter().copied().filter(is_entry).collect::<Vec<_>>(), model_applied);
+                    assert_eq!(
+                        summary.duplicates.iter().copied().filter(is_entry).collect::<Vec<_>>(),
+                        model_duplicates
+                    );
                 }
-                // Then each event counted once, and every report is the direct sum
+                // Then each event counted once, and every report is the direct sum and the model's
                 assert_eq!(applied, events.len());
                 assert_eq!(duplicates, deliveries.len() - events.len());
                 assert_report_is_the_direct_sum(&store, merchant, &events, base, day_after(base, 12)).await;
                 assert_report_is_the_direct_sum(&store, merchant, &events, day_after(base, 5), day_after(base, 7))
                     .await;
+                for (from, to) in [(base, day_after(base, 12)), (day_after(base, 5), day_after(base, 7))] {
+                    let (opening, days) = store.days(merchant, from, to).await.unwrap();
+                    assert_eq!(daily_balances(opening, from, to, &days).unwrap(), model.balances(from, to).unwrap());
+                }
             });
         });
         Ok(())

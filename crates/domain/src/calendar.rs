@@ -108,7 +108,9 @@ impl From<BusinessDate> for String {
 }
 
 /// A merchant's IANA time zone; it decides which business date an instant belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized as its IANA name, so an unknown zone is refused where it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct MerchantTimeZone(Tz);
 
 impl MerchantTimeZone {
@@ -136,6 +138,19 @@ impl MerchantTimeZone {
 impl Default for MerchantTimeZone {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+impl TryFrom<String> for MerchantTimeZone {
+    type Error = CalendarError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<MerchantTimeZone> for String {
+    fn from(tz: MerchantTimeZone) -> Self {
+        tz.name().to_owned()
     }
 }
 

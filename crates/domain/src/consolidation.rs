@@ -4,7 +4,8 @@
 //! the number of entries. A day's opening balance is the sum of every earlier day's net, so a
 //! backdated entry changes its own day and, through the openings, every later day, without
 //! rewriting them. Storage adapters implement exactly this model; [`MerchantDays`] is the
-//! in-memory reference the property tests hold them to.
+//! in-memory reference: its property test holds it to the direct sum of the entries, and the
+//! consolidation's store contract holds every store to it.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -105,11 +106,18 @@ pub fn daily_balances(
     Ok(out)
 }
 
-/// Whether an event changed the books or had been applied before.
+/// What became of one event applied to the books: the same answer from the reference model
+/// and from every store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApplyOutcome {
+    /// It changed the books, and is remembered as processed.
     Applied,
+    /// It had been applied before (a redelivery); nothing changed.
     Duplicate,
+    /// Its posting would overflow its day's totals; nothing changed, and it is not remembered,
+    /// so a redelivery is rejected again (and ends in the dead-letter queue) instead of passing
+    /// for a duplicate.
+    Rejected,
 }
 
 /// The in-memory reference model of one merchant's consolidation: postings applied exactly
@@ -121,16 +129,19 @@ pub struct MerchantDays {
 }
 
 impl MerchantDays {
-    /// Applies an event's posting unless that event was applied before.
-    pub fn apply(&mut self, event_id: EventId, posting: Posting) -> Result<ApplyOutcome, ConsolidationError> {
+    /// Applies an event's posting unless that event was applied before or its posting would
+    /// overflow the day.
+    pub fn apply(&mut self, event_id: EventId, posting: Posting) -> ApplyOutcome {
         if self.processed.contains(&event_id) {
-            return Ok(ApplyOutcome::Duplicate);
+            return ApplyOutcome::Duplicate;
         }
         let mut totals = self.days.get(&posting.business_date).copied().unwrap_or_default();
-        totals.post(posting.kind, posting.amount)?;
+        if totals.post(posting.kind, posting.amount).is_err() {
+            return ApplyOutcome::Rejected;
+        }
         self.days.insert(posting.business_date, totals);
         self.processed.insert(event_id);
-        Ok(ApplyOutcome::Applied)
+        ApplyOutcome::Applied
     }
 
     /// The report for `from..=to`.
@@ -147,7 +158,6 @@ impl MerchantDays {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Currency;
     use proptest::prelude::*;
 
     fn date(s: &str) -> BusinessDate {
@@ -161,8 +171,8 @@ mod tests {
     #[test]
     fn a_day_without_entries_carries_the_previous_closing() {
         let mut books = MerchantDays::default();
-        books.apply(EventId::new(), posting("2026-11-20", EntryType::Credit, 10_000)).unwrap();
-        books.apply(EventId::new(), posting("2026-11-20", EntryType::Debit, 2_500)).unwrap();
+        books.apply(EventId::new(), posting("2026-11-20", EntryType::Credit, 10_000));
+        books.apply(EventId::new(), posting("2026-11-20", EntryType::Debit, 2_500));
         let days = books.balances(date("2026-11-20"), date("2026-11-21")).unwrap();
         assert_eq!(days[0].closing_balance, Balance::from_minor(7_500));
         assert_eq!(days[0].entry_count, 2);
@@ -175,8 +185,8 @@ mod tests {
     #[test]
     fn a_backdated_entry_rolls_every_later_opening() {
         let mut books = MerchantDays::default();
-        books.apply(EventId::new(), posting("2026-11-22", EntryType::Credit, 1_000)).unwrap();
-        books.apply(EventId::new(), posting("2026-11-10", EntryType::Debit, 300)).unwrap();
+        books.apply(EventId::new(), posting("2026-11-22", EntryType::Credit, 1_000));
+        books.apply(EventId::new(), posting("2026-11-10", EntryType::Debit, 300));
         let days = books.balances(date("2026-11-22"), date("2026-11-23")).unwrap();
         assert_eq!(days[0].opening_balance, Balance::from_minor(-300));
         assert_eq!(days[1].closing_balance, Balance::from_minor(700));
@@ -187,8 +197,8 @@ mod tests {
         let mut books = MerchantDays::default();
         let id = EventId::new();
         let p = posting("2026-11-22", EntryType::Credit, 1_000);
-        assert_eq!(books.apply(id, p), Ok(ApplyOutcome::Applied));
-        assert_eq!(books.apply(id, p), Ok(ApplyOutcome::Duplicate));
+        assert_eq!(books.apply(id, p), ApplyOutcome::Applied);
+        assert_eq!(books.apply(id, p), ApplyOutcome::Duplicate);
         let day = books.balances(date("2026-11-22"), date("2026-11-22")).unwrap()[0];
         assert_eq!(day.total_credits, Balance::from_minor(1_000));
     }
@@ -199,6 +209,27 @@ mod tests {
         let err = totals.post(EntryType::Credit, Amount::from_minor(10).unwrap());
         assert!(err.is_err());
         assert_eq!(totals.total_credits, Balance::from_minor(i64::MAX - 5), "a failed post changes nothing");
+    }
+
+    #[test]
+    fn an_overflowing_posting_is_rejected_and_not_remembered() {
+        // Given a day one maximal credit short of overflowing
+        let mut books = MerchantDays::default();
+        let brim = Posting {
+            amount: Amount::from_minor(Amount::MAX_MINOR).unwrap(),
+            ..posting("2026-11-23", EntryType::Credit, 1)
+        };
+        let mut applied = 0;
+        while books.apply(EventId::new(), brim) == ApplyOutcome::Applied {
+            applied += 1;
+        }
+        // When one more arrives, twice
+        let id = EventId::new();
+        // Then it is rejected both times (not a duplicate), and the day is unchanged
+        assert_eq!(books.apply(id, brim), ApplyOutcome::Rejected);
+        assert_eq!(books.apply(id, brim), ApplyOutcome::Rejected);
+        let day = books.balances(date("2026-11-23"), date("2026-11-23")).unwrap()[0];
+        assert_eq!(day.entry_count, applied);
     }
 
     #[test]
@@ -250,7 +281,7 @@ mod tests {
             }
             let mut books = MerchantDays::default();
             for (id, p) in &deliveries {
-                books.apply(*id, *p).unwrap();
+                prop_assert_ne!(books.apply(*id, *p), ApplyOutcome::Rejected);
             }
             let report = books.balances(base, day(25)).unwrap();
             let mut running: i128 = 0;
@@ -270,7 +301,6 @@ mod tests {
             if all_reversed {
                 prop_assert_eq!(report.last().unwrap().closing_balance, Balance::ZERO);
             }
-            let _ = Currency::BRL;
         }
     }
 }

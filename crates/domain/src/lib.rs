@@ -17,8 +17,8 @@
 //! - [`calendar`]: [`BusinessDate`] and [`MerchantTimeZone`].
 //! - [`merchant`]: [`Merchant`] and its name.
 //! - [`entry`]: [`Entry`], [`EntryType`], [`Description`], [`Category`] and the recording rules.
-//! - [`consolidation`]: [`DayTotals`], [`DailyBalance`] and the fold that turns postings into
-//!   daily balances.
+//! - [`consolidation`]: [`DayTotals`], [`DailyBalance`], the fold that turns postings into
+//!   daily balances, and [`MerchantDays`], the reference model the stores are tested against.
 //!
 //! Types are built with `parse`/`TryFrom`: a value that exists is valid.
 

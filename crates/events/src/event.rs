@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use cashflow_domain::{Amount, BusinessDate, Currency, EntryId, EntryType, EventId, MerchantId, Posting};
+use cashflow_domain::{
+    Amount, BusinessDate, Currency, EntryId, EntryType, EventId, MerchantId, MerchantTimeZone, Posting,
+};
 
 /// The schema version written by this release.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -40,7 +42,8 @@ pub enum EventBody {
 pub struct MerchantRegistered {
     pub merchant_id: MerchantId,
     pub currency: Currency,
-    pub time_zone: String,
+    /// The IANA name on the wire; an unknown zone makes the event a poison message.
+    pub time_zone: MerchantTimeZone,
 }
 
 /// An entry was recorded (reversals included): exactly what consolidation needs, nothing more.
@@ -151,7 +154,7 @@ mod tests {
         let body = EventBody::MerchantRegistered(MerchantRegistered {
             merchant_id: MerchantId::new(),
             currency: Currency::BRL,
-            time_zone: "UTC".into(),
+            time_zone: MerchantTimeZone::parse("UTC").unwrap(),
         });
         let traced = Event::new(Utc::now(), body.clone()).with_trace(Some(tp.clone()));
         assert_eq!(Event::trace_of(&traced.to_json()), Some(tp));
@@ -159,6 +162,29 @@ mod tests {
         assert!(!untraced.contains("trace"), "{untraced}");
         assert_eq!(Event::trace_of(&untraced), None);
         assert!(Event::from_json(&untraced).is_ok(), "events of older producers still parse");
+    }
+
+    /// The wire form of this schema version, as producers of earlier releases wrote it (the
+    /// time zone was then a plain string).
+    const MERCHANT_REGISTERED_V1: &str = r#"{"event_id":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f60","version":1,"occurred_at":"2026-11-23T13:15:00.123456Z","type":"merchant_registered","data":{"merchant_id":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f61","currency":"BRL","time_zone":"America/Sao_Paulo"}}"#;
+    const ENTRY_RECORDED_V1: &str = r#"{"event_id":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f62","version":1,"occurred_at":"2026-11-23T13:15:00.123456Z","trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","type":"entry_recorded","data":{"merchant_id":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f61","entry_id":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f63","business_date":"2026-11-23","type":"credit","amount":15000,"currency":"BRL","recorded_at":"2026-11-23T13:15:00.120001Z","reversal_of":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f64"}}"#;
+
+    #[test]
+    fn the_wire_form_of_earlier_producers_parses_and_serializes_back_byte_for_byte() {
+        for golden in [MERCHANT_REGISTERED_V1, ENTRY_RECORDED_V1] {
+            let event = Event::from_json(golden).unwrap();
+            assert_eq!(event.to_json(), golden);
+        }
+        let EventBody::MerchantRegistered(m) = Event::from_json(MERCHANT_REGISTERED_V1).unwrap().body else {
+            panic!("a merchant_registered event")
+        };
+        assert_eq!(m.time_zone, MerchantTimeZone::parse("America/Sao_Paulo").unwrap());
+    }
+
+    #[test]
+    fn an_unknown_time_zone_makes_the_event_a_poison_message() {
+        let bad = MERCHANT_REGISTERED_V1.replace("America/Sao_Paulo", "Mars/Olympus_Mons");
+        assert!(Event::from_json(&bad).is_err());
     }
 
     #[test]

@@ -6,18 +6,15 @@
 //! duplicated**; consumers make that exactly-once in effect by deduplicating on
 //! [`Event::event_id`].
 //!
+//! This crate is only the contract: the services depend on it without compiling a queue
+//! client or a database driver. The adapters that implement the port live in `cashflow-queue`.
+//!
 //! # Layout
 //! - [`event`]: the versioned JSON event schema.
 //! - [`queue`]: the queue port ([`EventPublisher`], [`EventSource`]) any backend implements.
-//! - [`embedded`]: the durable SQLite-backed queue of the single-machine default.
-//! - [`sqs`]: the Amazon SQS queue of the production deployment.
 
-pub mod embedded;
 pub mod event;
 pub mod queue;
-pub mod sqs;
 
-pub use embedded::{EmbeddedQueue, EmbeddedQueueConfig};
 pub use event::{EntryRecorded, Event, EventBody, MerchantRegistered};
 pub use queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
-pub use sqs::{SqsConfig, SqsConfigError, SqsQueue};

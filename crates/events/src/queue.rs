@@ -51,7 +51,27 @@ pub trait EventSource: Send + Sync + 'static {
     /// Deletes delivered messages after they were applied.
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError>;
 
+    /// Hands delivered messages back at once (their lease ends now) instead of leaving them
+    /// invisible until their visibility timeout: for a batch that failed for a reason of the
+    /// consumer's own, such as its database being down, not because of the messages.
+    ///
+    /// A release keeps the receive count: a message released again and again still reaches
+    /// the dead-letter queue after its maximum receives, so a release never keeps a poison
+    /// message alive. (A consumer that does not receive while its store is down spends one
+    /// receive per outage, not one per retry.) A receipt whose lease already ended releases
+    /// nothing. The default releases nothing, and the messages reappear after their timeout.
+    async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
+        let _ = receipts;
+        Ok(())
+    }
+
     /// Messages waiting (visible or leased), for metrics and the benchmark; `None` when the
     /// backend cannot tell cheaply.
     async fn depth(&self) -> Result<Option<u64>, QueueError>;
+
+    /// Messages in the dead-letter queue, for an alert; `None` when the backend cannot tell
+    /// cheaply (or has no dead-letter queue configured).
+    async fn dead_letter_depth(&self) -> Result<Option<u64>, QueueError> {
+        Ok(None)
+    }
 }

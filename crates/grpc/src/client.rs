@@ -93,7 +93,11 @@ impl LedgerGrpcClient {
         to: BusinessDate,
     ) -> Result<pb::DayTotalsResponse, ClientError> {
         let request = self
-            .request(pb::DayTotalsRequest { merchant_id: merchant.to_string(), from: from.to_string(), to: to.to_string() })
+            .request(pb::DayTotalsRequest {
+                merchant_id: merchant.to_string(),
+                from: from.to_string(),
+                to: to.to_string(),
+            })
             .await?;
         Ok(self.inner.clone().day_totals(request).await?.into_inner())
     }

@@ -113,7 +113,10 @@ impl LedgerService for LedgerGrpc {
     }
 
     #[tracing::instrument(skip_all, fields(merchant = %request.get_ref().merchant_id))]
-    async fn day_totals(&self, request: Request<pb::DayTotalsRequest>) -> Result<Response<pb::DayTotalsResponse>, Status> {
+    async fn day_totals(
+        &self,
+        request: Request<pb::DayTotalsRequest>,
+    ) -> Result<Response<pb::DayTotalsResponse>, Status> {
         let req = request.into_inner();
         let merchant = merchant_of(&req.merchant_id)?;
         let (from, to) = range_of(&req.from, &req.to)?;

@@ -33,20 +33,19 @@ const ENTRY_SQL: &str = "INSERT INTO entries (id, merchant_id, type, amount_mino
 
 async fn generate(url: &str, merchants: u64, per_merchant: u64) {
     let pool = sqlx::SqlitePool::connect(url).await.unwrap();
-    let rows = |limit: u64| format!("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) ", limit - 1);
+    let rows = |limit: u64| {
+        format!("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) ", limit - 1)
+    };
     sqlx::query(&(rows(merchants) + MERCHANT_SQL)).execute(&pool).await.unwrap();
-    sqlx::query(&(rows(merchants * per_merchant) + ENTRY_SQL))
-        .bind(per_merchant as i64)
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(&(rows(merchants * per_merchant) + ENTRY_SQL)).bind(per_merchant as i64).execute(&pool).await.unwrap();
 }
 
 async fn server(dir: &std::path::Path) -> (String, Arc<Issuer>, Arc<dyn LedgerStore>) {
     let store: Arc<dyn LedgerStore> =
         Arc::new(SqliteLedgerStore::open(&format!("sqlite://{}", dir.join("ledger.db").display())).await.unwrap());
-    let identity =
-        Arc::new(SqliteIdentityStore::open(&format!("sqlite://{}", dir.join("identity.db").display())).await.unwrap());
+    let identity = Arc::new(cashflow_auth::Identities::new(Arc::new(
+        SqliteIdentityStore::open(&format!("sqlite://{}", dir.join("identity.db").display())).await.unwrap(),
+    )));
     let issuer =
         Arc::new(Issuer::new(IssuerConfig::new("http://x", "cashflow"), SigningKey::generate().unwrap(), identity));
     let verifier: Arc<dyn TokenVerifier> = Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).unwrap());

@@ -13,7 +13,9 @@ use tonic::Code;
 use cashflow_auth::{Issuer, IssuerConfig, JwtVerifier, Scope, Scopes, SigningKey, SqliteIdentityStore, TokenVerifier};
 use cashflow_consolidation::reconcile::{Reconciler, Scope as ReconcileScope};
 use cashflow_consolidation::{ConsolidationStore, MemoryCache, SqliteConsolidationStore};
-use cashflow_domain::{Amount, BusinessDate, Currency, Description, EntryType, MerchantId, MerchantName, MerchantTimeZone, NewEntry};
+use cashflow_domain::{
+    Amount, BusinessDate, Currency, Description, EntryType, MerchantId, MerchantName, MerchantTimeZone, NewEntry,
+};
 use cashflow_events::Event;
 use cashflow_grpc::client::StaticToken;
 use cashflow_grpc::pb::ledger_service_client::LedgerServiceClient;
@@ -36,9 +38,9 @@ impl Server {
         let store: Arc<dyn LedgerStore> = Arc::new(
             SqliteLedgerStore::open(&format!("sqlite://{}", dir.path().join("ledger.db").display())).await.unwrap(),
         );
-        let identity = Arc::new(
+        let identity = Arc::new(cashflow_auth::Identities::new(Arc::new(
             SqliteIdentityStore::open(&format!("sqlite://{}", dir.path().join("identity.db").display())).await.unwrap(),
-        );
+        )));
         let issuer = Arc::new(Issuer::new(
             IssuerConfig::new("http://127.0.0.1:8080", "cashflow"),
             SigningKey::generate().unwrap(),
@@ -80,7 +82,7 @@ impl Server {
                         category: None,
                         occurred_at: Some(Utc::now() - Duration::days(i as i64 % days)),
                     };
-                    ledger.record(merchant, new, None).await.unwrap();
+                    ledger.record(merchant, new, None, None).await.unwrap();
                 })
             })
             .collect();
@@ -141,10 +143,7 @@ async fn day_totals_are_the_ledgers_own_sums_per_business_date() {
     let mut expected = std::collections::BTreeMap::<String, (i64, i64, u64)>::new();
     let page = server
         .store
-        .entries(
-            merchant,
-            &cashflow_ledger::store::EntryQuery { from: back(10), to: today(), after: None, limit: 500 },
-        )
+        .entries(merchant, &cashflow_ledger::store::EntryQuery { from: back(10), to: today(), after: None, limit: 500 })
         .await
         .unwrap();
     for e in page {
@@ -155,8 +154,11 @@ async fn day_totals_are_the_ledgers_own_sums_per_business_date() {
         }
         day.2 += 1;
     }
-    let found: std::collections::BTreeMap<_, _> =
-        answer.days.iter().map(|d| (d.business_date.clone(), (d.total_credits, d.total_debits, d.entry_count))).collect();
+    let found: std::collections::BTreeMap<_, _> = answer
+        .days
+        .iter()
+        .map(|d| (d.business_date.clone(), (d.total_credits, d.total_debits, d.entry_count)))
+        .collect();
     assert_eq!(answer.currency, "BRL");
     assert_eq!(found, expected);
     assert_eq!(found.len(), 3);
@@ -179,9 +181,13 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_without_ledger_read
     forged.metadata_mut().insert("authorization", "Bearer not.a.jwt".parse().unwrap());
     assert_eq!(raw.day_totals(forged).await.unwrap_err().code(), Code::Unauthenticated);
     // A merchant's token: valid, but not a service token
-    let merchant_token = LedgerGrpcClient::new(&server.url, Arc::new(StaticToken(server.token(Scopes::all())))).unwrap();
+    let merchant_token =
+        LedgerGrpcClient::new(&server.url, Arc::new(StaticToken(server.token(Scopes::all())))).unwrap();
     let denied = merchant_token.day_totals(merchant, today(), today()).await.unwrap_err();
-    assert!(matches!(denied, cashflow_grpc::ClientError::Call(ref s) if s.code() == Code::PermissionDenied), "{denied:?}");
+    assert!(
+        matches!(denied, cashflow_grpc::ClientError::Call(ref s) if s.code() == Code::PermissionDenied),
+        "{denied:?}"
+    );
     // The service token
     assert!(server.client().day_totals(merchant, today(), today()).await.is_ok());
     // And bad input is INVALID_ARGUMENT, an unknown merchant NOT_FOUND
@@ -196,11 +202,8 @@ async fn the_standard_health_service_reports_the_ledger_serving() {
     let server = Server::start().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&server.url));
     for service in ["", "cashflow.ledger.v1.LedgerService"] {
-        let answer = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let answer =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(answer.status(), tonic_health::pb::health_check_response::ServingStatus::Serving, "{service:?}");
     }
 }
@@ -212,7 +215,9 @@ async fn reconciliation_over_grpc_finds_a_dropped_event_and_repairs_its_day() {
     let merchant = server.merchant().await;
     server.entries(merchant, 20, 4).await;
     let consolidation: Arc<dyn ConsolidationStore> = Arc::new(
-        SqliteConsolidationStore::open(&format!("sqlite://{}", server.dir.path().join("c.db").display())).await.unwrap(),
+        SqliteConsolidationStore::open(&format!("sqlite://{}", server.dir.path().join("c.db").display()))
+            .await
+            .unwrap(),
     );
     let outbox = server.store.outbox_batch(1_000).await.unwrap();
     let events: Vec<Event> = outbox.iter().map(|r| Event::from_json(&r.body).unwrap()).collect();
@@ -253,7 +258,10 @@ async fn grpcurl_lists_checks_health_and_streams_through_reflection() {
         let grpcurl = grpcurl.clone();
         tokio::task::spawn_blocking(move || {
             let out = std::process::Command::new(grpcurl).args(args).output().unwrap();
-            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            )
         })
     };
     let (ok, listed) = run(vec!["-plaintext".into(), addr.clone(), "list".into()]).await.unwrap();
@@ -266,7 +274,8 @@ async fn grpcurl_lists_checks_health_and_streams_through_reflection() {
     ] {
         assert!(listed.contains(service), "{service} in {listed}");
     }
-    let (ok, health) = run(vec!["-plaintext".into(), addr.clone(), "grpc.health.v1.Health/Check".into()]).await.unwrap();
+    let (ok, health) =
+        run(vec!["-plaintext".into(), addr.clone(), "grpc.health.v1.Health/Check".into()]).await.unwrap();
     assert!(ok && health.contains("SERVING"), "{health}");
     let body = format!(r#"{{"merchant_id":"{merchant}","from":"{}","to":"{}"}}"#, back(1), today());
     let (ok, streamed) = run(vec![

@@ -3,8 +3,8 @@
 //!
 //! It continues a `traceparent` the caller (or API Gateway) sent, or starts a trace whose id is
 //! the request id, so one id follows an entry from the HTTP request through the outbox and the
-//! queue to the consolidator's logs. It is carried in a task-local, so the services pick it up
-//! without threading it through every signature; code outside a request sees `None`.
+//! queue to the consolidator's logs. It is carried in a task-local for the request's handler,
+//! which passes it on to the use case as a value; code outside a request sees `None`.
 
 use axum::http::{HeaderMap, HeaderValue};
 

@@ -20,7 +20,7 @@ use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
 use cashflow_domain::{
     Amount, BusinessDate, Category, Description, Entry, EntryError, EntryId, MerchantTimeZone, MoneyError, NewEntry,
 };
-use cashflow_http::{ApiJson, ApiQuery, Problem};
+use cashflow_http::{context, ApiJson, ApiQuery, Problem};
 
 use crate::service::{Ledger, LedgerError};
 use crate::store::{EntryQuery, Idempotency, Recorded, StoreError};
@@ -286,7 +286,7 @@ async fn create_entry(
     let key = idempotency_key(&headers)?;
     let new = parse_new_entry(&req, merchant.currency)?;
     let idempotency = key.map(|key| Idempotency { key, request_hash: request_hash(&req) });
-    let (entry, replayed) = match state.ledger.record(merchant.id, new, idempotency).await? {
+    let (entry, replayed) = match state.ledger.record(merchant.id, new, idempotency, context::traceparent()).await? {
         Recorded::Created(e) => (e, false),
         Recorded::Replayed(e) => (e, true),
     };
@@ -346,7 +346,7 @@ async fn reverse_entry(
         .transpose()
         .map_err(|e| Problem::invalid_field("invalid-description", "description", e.to_string()))?;
     let merchant = state.ledger.merchant(principal.merchant_id).await?;
-    let reversal = state.ledger.reverse(merchant.id, id, description).await?;
+    let reversal = state.ledger.reverse(merchant.id, id, description, context::traceparent()).await?;
     Ok(created(&reversal, merchant.time_zone, false))
 }
 

@@ -13,6 +13,7 @@
 //! - [`relay`]: the outbox relay.
 
 pub mod api;
+mod group_commit;
 pub mod postgres;
 pub mod relay;
 pub mod service;

@@ -19,8 +19,10 @@
 //!   their events) in autocommit, i.e. one round trip, one
 //!   implicit transaction and one WAL flush for the whole batch. Callers are answered once that
 //!   statement returned, so after the commit. With more than one writer, a batch is built and
-//!   sent while the previous one waits for its flush. Merchants, outbox deletes and reads go
-//!   straight to the pool, as before; a caller that stops waiting does not cancel its record.
+//!   sent while the previous one waits for its flush. The queue, the batching, the linger and
+//!   the answers are [`crate::group_commit`]'s, shared with the SQLite store; this module
+//!   writes a batch. Merchants, outbox deletes and reads go straight to the pool; a caller
+//!   that stops waiting does not cancel its record.
 //! - **Idempotency under concurrency.** Writes run concurrently here (other writers, other
 //!   processes), so two requests with the same key can race. The insert is `ON CONFLICT
 //!   (merchant_id, idempotency_key) DO NOTHING`: the loser waits for the winner's commit, inserts
@@ -58,7 +60,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use cashflow_domain::{
@@ -67,21 +69,22 @@ use cashflow_domain::{
 };
 use cashflow_events::Event;
 
+use crate::group_commit::{Batch, GroupCommit, Intake, Linger};
 use crate::store::{EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError};
 
 /// The ledger's schema, embedded in the binary.
-pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
+const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
     description: "ledger",
     sql: include_str!("../migrations/postgres/0001_ledger.sql"),
 }];
 
 /// The schema every connection of the store uses.
-pub const SCHEMA: &str = "ledger";
+const SCHEMA: &str = "ledger";
 
 /// Connections kept by [`PostgresLedgerStore::open`] for reads, merchants and the outbox
 /// relay (records have their own, one per writer task).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+const MAX_CONNECTIONS: u32 = 16;
 
 /// Writer tasks, each writing one batch at a time on its own connection. Two keep the server
 /// busy (one batch is sent while the other waits for its WAL flush); more only split the same
@@ -116,7 +119,7 @@ pub struct PostgresLedgerStore {
     writer: PgPool,
     /// Pending records for the writer tasks; when the last clone of the store is dropped the
     /// channel closes and the tasks end.
-    writes: mpsc::Sender<WriteRequest>,
+    writes: GroupCommit<WriteRequest, Answer>,
 }
 
 impl std::fmt::Debug for PostgresLedgerStore {
@@ -186,17 +189,11 @@ fn merchant_from_row(row: &PgRow) -> Result<Merchant, StoreError> {
 }
 
 impl PostgresLedgerStore {
-    /// Opens the ledger on `url` (`postgres://…`) with [`DEFAULT_MAX_CONNECTIONS`], creating
-    /// and migrating the `ledger` schema, and starts its writer tasks on the current Tokio
-    /// runtime.
+    /// Opens the ledger on `url` (`postgres://…`) with a pool of [`MAX_CONNECTIONS`] (besides
+    /// the [`WRITERS`] connections of the writer tasks), creating and migrating the `ledger`
+    /// schema, and starts its writer tasks on the current Tokio runtime.
     pub async fn open(url: &str) -> Result<Self, cashflow_db::DbError> {
-        Self::open_with(url, DEFAULT_MAX_CONNECTIONS).await
-    }
-
-    /// Like [`open`](Self::open), with a pool of at most `max_connections` (besides the
-    /// [`WRITERS`] connections of the writer tasks).
-    pub async fn open_with(url: &str, max_connections: u32) -> Result<Self, cashflow_db::DbError> {
-        let pool = cashflow_db::open_postgres(url, max_connections, SCHEMA).await?;
+        let pool = cashflow_db::open_postgres(url, MAX_CONNECTIONS, SCHEMA).await?;
         cashflow_db::migrate_postgres(&pool, MIGRATIONS).await?;
         // Same settings as `pool` (search_path, application name). sqlx pings a connection before
         // handing it out by default, one more round trip per batch; a busy writer's connection
@@ -216,10 +213,10 @@ impl PostgresLedgerStore {
             .connect_with(PgConnectOptions::clone(&pool.connect_options()))
             .await
             .map_err(cashflow_db::DbError::Connect)?;
-        let (writes, requests) = mpsc::channel(QUEUE_CAPACITY);
-        let requests = Arc::new(Mutex::new(requests));
+        let (writes, intake) = GroupCommit::new(QUEUE_CAPACITY);
+        let intake = Arc::new(Mutex::new(intake));
         for _ in 0..WRITERS {
-            tokio::spawn(run_writer(writer.clone(), requests.clone()));
+            tokio::spawn(run_writer(writer.clone(), intake.clone()));
         }
         Ok(Self { pool, writer, writes })
     }
@@ -253,14 +250,16 @@ async fn insert_outbox(conn: &mut PgConnection, row: &OutboxRow) -> Result<(), S
     Ok(())
 }
 
-/// A record waiting for a writer task, and where its caller waits for the answer.
+/// A record waiting for a writer task.
 struct WriteRequest {
     /// Boxed: the queue holds many, and they move from the channel into a batch.
     entry: Box<Entry>,
     idempotency: Option<Idempotency>,
     outbox: OutboxRow,
-    reply: oneshot::Sender<Result<Recorded, StoreError>>,
 }
+
+/// What a record's caller is told.
+type Answer = Result<Recorded, StoreError>;
 
 // The batch statement. Its text never changes, so sqlx prepares it once per connection.
 //
@@ -302,40 +301,27 @@ WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::te
 
 /// A writer task: writes pending records in batches until every store handle is dropped.
 /// Writers share the queue; whichever is free takes what has arrived.
-async fn run_writer(pool: PgPool, requests: Arc<Mutex<mpsc::Receiver<WriteRequest>>>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+async fn run_writer(pool: PgPool, intake: Arc<Mutex<Intake<WriteRequest, Answer>>>) {
+    let mut batch = Batch::with_max(MAX_BATCH);
+    let linger = Linger { up_to: LINGER, until: LINGER_UNTIL };
     loop {
         // The lock is held only while gathering requests, never while writing them.
-        let mut queue = requests.lock().await;
-        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        if !intake.lock().await.next(&mut batch, linger).await {
             return;
         }
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < LINGER_UNTIL {
-            let more = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, queue.recv_many(&mut batch, more)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-        drop(queue);
-        write_batch(&pool, &mut batch).await;
+        let answers = write_batch(&pool, batch.jobs()).await;
+        batch.answer(answers);
     }
 }
 
-/// Writes `batch` and answers every request once its outcome is committed, leaving `batch` empty.
-async fn write_batch(pool: &PgPool, batch: &mut Vec<WriteRequest>) {
-    metrics::histogram!("cashflow_ledger_write_batch_size").record(batch.len() as f64);
-    let answers = match pool.acquire().await {
+/// Writes `batch`; each request's answer, in `batch` order, once its outcome is committed.
+async fn write_batch(pool: &PgPool, batch: &[WriteRequest]) -> Vec<Answer> {
+    match pool.acquire().await {
         Ok(mut conn) => write_on(&mut conn, batch).await,
         Err(e) => {
             let message = e.to_string();
             batch.iter().map(|_| Err(StoreError::Unavailable(message.clone()))).collect()
         }
-    };
-    for (request, answer) in batch.drain(..).zip(answers) {
-        // A caller that stopped waiting (a dropped request) no longer needs the answer.
-        let _ = request.reply.send(answer);
     }
 }
 
@@ -583,6 +569,15 @@ impl LedgerStore for PostgresLedgerStore {
         row.as_ref().map(merchant_from_row).transpose()
     }
 
+    async fn merchants(&self) -> Result<Vec<Merchant>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, name, currency, time_zone, created_at FROM merchants ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        rows.iter().map(merchant_from_row).collect()
+    }
+
     async fn merchant_count(&self) -> Result<u64, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM merchants").fetch_one(&self.pool).await.map_err(unavailable)?;
@@ -596,15 +591,12 @@ impl LedgerStore for PostgresLedgerStore {
         idempotency: Option<&Idempotency>,
         event: &Event,
     ) -> Result<Recorded, StoreError> {
-        let (reply, answer) = oneshot::channel();
         let request = WriteRequest {
             entry: Box::new(entry.clone()),
             idempotency: idempotency.cloned(),
             outbox: OutboxRow::of(event),
-            reply,
         };
-        self.writes.send(request).await.map_err(|_| writer_stopped())?;
-        answer.await.map_err(|_| writer_stopped())?
+        self.writes.submit(request).await.map_err(|_| writer_stopped())?
     }
 
     async fn entry(&self, merchant: MerchantId, id: EntryId) -> Result<Option<Entry>, StoreError> {

@@ -42,7 +42,7 @@ pub struct Ledger {
 
 /// Timestamps are stored with microsecond precision; truncating up front makes the entry we
 /// return now identical to the one read back (or replayed) later.
-pub fn now() -> DateTime<Utc> {
+fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
@@ -50,11 +50,6 @@ impl Ledger {
     /// A ledger over a store.
     pub fn new(store: Arc<dyn LedgerStore>) -> Self {
         Self { store, merchants: RwLock::new(HashMap::new()), outbox_written: Arc::new(Notify::new()) }
-    }
-
-    /// The store, for the relay and readiness checks.
-    pub fn store(&self) -> &Arc<dyn LedgerStore> {
-        &self.store
     }
 
     /// The signal the relay waits on.
@@ -72,11 +67,7 @@ impl Ledger {
         let merchant = Merchant { id: MerchantId::new(), name, currency, time_zone, created_at: now() };
         let event = Event::new(
             merchant.created_at,
-            EventBody::MerchantRegistered(MerchantRegistered {
-                merchant_id: merchant.id,
-                currency,
-                time_zone: time_zone.name().to_owned(),
-            }),
+            EventBody::MerchantRegistered(MerchantRegistered { merchant_id: merchant.id, currency, time_zone }),
         );
         self.store.create_merchant(&merchant, &event).await?;
         self.outbox_written.notify_one();
@@ -96,33 +87,43 @@ impl Ledger {
     }
 
     /// Records an entry, or replays the one recorded earlier under the same idempotency key.
+    /// `traceparent` is the caller's W3C trace context (the HTTP request's, or none), carried
+    /// by the entry's event to the consolidator.
     pub async fn record(
         &self,
         merchant_id: MerchantId,
         new: NewEntry,
         idempotency: Option<Idempotency>,
+        traceparent: Option<String>,
     ) -> Result<Recorded, LedgerError> {
         let merchant = self.merchant(merchant_id).await?;
         let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
-        self.write(entry, idempotency.as_ref()).await
+        self.write(entry, idempotency.as_ref(), traceparent).await
     }
 
-    /// Reverses an entry: a new entry of the opposite type and the same amount.
+    /// Reverses an entry: a new entry of the opposite type and the same amount. `traceparent`
+    /// as for [`record`](Self::record).
     pub async fn reverse(
         &self,
         merchant_id: MerchantId,
         id: EntryId,
         description: Option<Description>,
+        traceparent: Option<String>,
     ) -> Result<Entry, LedgerError> {
         let merchant = self.merchant(merchant_id).await?;
         let original = self.entry(merchant_id, id).await?;
         let reversal = original.reversal(EntryId::new(), description, merchant.time_zone, now())?;
-        match self.write(reversal, None).await? {
+        match self.write(reversal, None, traceparent).await? {
             Recorded::Created(entry) | Recorded::Replayed(entry) => Ok(entry),
         }
     }
 
-    async fn write(&self, entry: Entry, idempotency: Option<&Idempotency>) -> Result<Recorded, LedgerError> {
+    async fn write(
+        &self,
+        entry: Entry,
+        idempotency: Option<&Idempotency>,
+        traceparent: Option<String>,
+    ) -> Result<Recorded, LedgerError> {
         let event = Event::new(
             entry.recorded_at,
             EventBody::EntryRecorded(EntryRecorded {
@@ -137,7 +138,7 @@ impl Ledger {
             }),
         )
         .with_id(Event::id_of_entry(entry.id))
-        .with_trace(cashflow_http::context::traceparent());
+        .with_trace(traceparent);
         let recorded = self.store.record(&entry, idempotency, &event).await?;
         if matches!(recorded, Recorded::Created(_)) {
             self.outbox_written.notify_one();

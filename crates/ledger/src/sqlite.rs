@@ -3,9 +3,10 @@
 //! SQLite has one writer at a time and every acknowledged write must be on disk
 //! (`synchronous = FULL`), so the cost of a write is dominated by the fsync of its commit. Writes
 //! therefore go through one *writer thread* that owns the single write connection and commits
-//! them in groups (group commit): it drains a bounded channel of pending requests, applies up to
-//! [`MAX_BATCH`] of them in one transaction, and answers each caller only after the `COMMIT`
-//! returned. Reads use their own (sqlx) pool and never block the writer (WAL).
+//! them in groups (group commit, [`crate::group_commit`]): it drains a bounded queue of pending
+//! requests, applies up to [`MAX_BATCH`] of them in one transaction, and answers each caller
+//! only after the `COMMIT` returned. Reads use their own (sqlx) pool and never block the writer
+//! (WAL); a stored value that does not decode is [`StoreError::Corrupt`], never a panic.
 //!
 //! The writer drives SQLite synchronously (rusqlite) on a thread of its own, binding each row
 //! with a cached prepared statement: a whole group costs one hand-over between threads, where
@@ -31,7 +32,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
 
 use cashflow_db::rusqlite::{self, params, Connection, TransactionBehavior};
 use cashflow_db::SqliteThread;
@@ -41,8 +41,9 @@ use cashflow_domain::{
 };
 use cashflow_events::Event;
 
-mod totals;
+use crate::group_commit::{Batch, GroupCommit, Intake};
 
+mod totals;
 use crate::store::{EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError};
 
 /// The most requests one transaction commits. Large enough that one fsync serves every request
@@ -64,7 +65,7 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSour
 pub struct SqliteLedgerStore {
     /// Pending writes for the writer thread, which owns SQLite's single write connection; when
     /// the last clone of the store is dropped the channel closes and the thread ends.
-    writes: mpsc::Sender<WriteRequest>,
+    writes: Writes,
     /// Concurrent readers.
     reader: SqlitePool,
     /// The relay's reads of the outbox: hundreds of rows at a time, which sqlx would hand over
@@ -122,20 +123,22 @@ struct EntryRow {
 }
 
 impl EntryRow {
-    fn of_sqlx(row: &SqliteRow) -> Self {
-        Self {
-            id: row.get("id"),
-            merchant_id: row.get("merchant_id"),
-            kind: row.get("type"),
-            amount_minor: row.get("amount_minor"),
-            currency: row.get("currency"),
-            description: row.get("description"),
-            category: row.get("category"),
-            occurred_at: row.get("occurred_at"),
-            business_date: row.get("business_date"),
-            recorded_at: row.get("recorded_at"),
-            reversal_of: row.get("reversal_of"),
-        }
+    /// A decode failure (a value of the wrong type in a column) is [`StoreError::Corrupt`],
+    /// never a panic: SQLite lets any value into any column of these (non-`STRICT`) tables.
+    fn of_sqlx(row: &SqliteRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: column(row, "id")?,
+            merchant_id: column(row, "merchant_id")?,
+            kind: column(row, "type")?,
+            amount_minor: column(row, "amount_minor")?,
+            currency: column(row, "currency")?,
+            description: column(row, "description")?,
+            category: column(row, "category")?,
+            occurred_at: column(row, "occurred_at")?,
+            business_date: column(row, "business_date")?,
+            recorded_at: column(row, "recorded_at")?,
+            reversal_of: column(row, "reversal_of")?,
+        })
     }
 
     fn of_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
@@ -171,17 +174,25 @@ impl EntryRow {
     }
 }
 
+/// A column of a row read by sqlx; a value that does not decode is [`StoreError::Corrupt`].
+fn column<'r, T>(row: &'r SqliteRow, name: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(name).map_err(corrupt(name))
+}
+
 fn entry_from_row(row: &SqliteRow) -> Result<Entry, StoreError> {
-    EntryRow::of_sqlx(row).parse()
+    EntryRow::of_sqlx(row)?.parse()
 }
 
 fn merchant_from_row(row: &SqliteRow) -> Result<Merchant, StoreError> {
     Ok(Merchant {
-        id: MerchantId::parse(row.get("id")).map_err(corrupt("id"))?,
-        name: MerchantName::parse(row.get("name")).map_err(corrupt("name"))?,
-        currency: Currency::parse(row.get("currency")).map_err(corrupt("currency"))?,
-        time_zone: MerchantTimeZone::parse(row.get("time_zone")).map_err(corrupt("time_zone"))?,
-        created_at: micros_to_time(row.get("created_at"))?,
+        id: MerchantId::parse(column(row, "id")?).map_err(corrupt("id"))?,
+        name: MerchantName::parse(column(row, "name")?).map_err(corrupt("name"))?,
+        currency: Currency::parse(column(row, "currency")?).map_err(corrupt("currency"))?,
+        time_zone: MerchantTimeZone::parse(column(row, "time_zone")?).map_err(corrupt("time_zone"))?,
+        created_at: micros_to_time(column(row, "created_at")?)?,
     })
 }
 
@@ -195,19 +206,17 @@ impl SqliteLedgerStore {
         let reader = cashflow_db::open_sqlite(url, 4).await?;
         let outbox = SqliteThread::spawn("ledger-outbox", cashflow_db::open_sqlite_sync(url)?)?;
         let conn = cashflow_db::open_sqlite_sync(url)?;
-        let (writes, requests) = mpsc::channel(QUEUE_CAPACITY);
+        let (writes, intake) = GroupCommit::new(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("ledger-writer".to_owned())
-            .spawn(move || run_writer(conn, requests))
+            .spawn(move || run_writer(conn, intake))
             .map_err(|e| cashflow_db::DbError::Thread(e.to_string()))?;
         Ok(Self { writes, reader, outbox })
     }
 
     /// Hands a write to the writer thread and waits until it is committed (or refused).
     async fn write(&self, op: WriteOp) -> Result<Written, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.writes.send(WriteRequest { op, reply }).await.map_err(|_| writer_stopped())?;
-        answer.await.map_err(|_| writer_stopped())?
+        self.writes.submit(op).await.map_err(|_| writer_stopped())?
     }
 }
 
@@ -262,11 +271,8 @@ enum Written {
     Recorded(Recorded),
 }
 
-/// A write and where its caller waits for the answer.
-struct WriteRequest {
-    op: WriteOp,
-    reply: oneshot::Sender<Result<Written, StoreError>>,
-}
+/// The writer's queue of pending writes and the answer each gets.
+type Writes = GroupCommit<WriteOp, Result<Written, StoreError>>;
 
 /// Why a batch committed nothing.
 enum BatchFailure {
@@ -278,50 +284,31 @@ enum BatchFailure {
 }
 
 /// The writer thread: commits pending writes in groups until every store handle is dropped.
-/// Whatever queued while the previous commit was on its way to disk is the next group.
-fn run_writer(mut conn: Connection, mut requests: mpsc::Receiver<WriteRequest>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = requests.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+fn run_writer(mut conn: Connection, mut intake: Intake<WriteOp, Result<Written, StoreError>>) {
+    let mut batch = Batch::with_max(MAX_BATCH);
+    while intake.next_blocking(&mut batch) {
         write_batch(&mut conn, &mut batch);
     }
 }
 
 /// Commits `batch` in one transaction and answers every request once the commit returned,
 /// leaving `batch` empty.
-fn write_batch(conn: &mut Connection, batch: &mut Vec<WriteRequest>) {
-    metrics::histogram!("cashflow_ledger_write_batch_size").record(batch.len() as f64);
-    match commit(conn, batch.iter().map(|r| &r.op)) {
-        Ok(results) => {
-            for (request, result) in batch.drain(..).zip(results) {
-                // A caller that stopped waiting (a dropped request) no longer needs the answer.
-                let _ = request.reply.send(result);
-            }
-        }
+fn write_batch(conn: &mut Connection, batch: &mut Batch<WriteOp, Result<Written, StoreError>>) {
+    match commit(conn, batch.jobs().iter()) {
+        Ok(results) => batch.answer(results),
         Err(BatchFailure::Request(e)) if batch.len() > 1 => {
             // Rolled back: replay the batch one request per transaction, so that only the
             // request at fault fails, exactly as it would have alone.
             tracing::warn!(error = %e, requests = batch.len(), "a ledger write failed; retrying its batch one by one");
-            for request in batch.drain(..) {
-                let result = match commit(conn, std::iter::once(&request.op)) {
-                    Ok(mut results) => results.pop().unwrap_or_else(|| Err(writer_stopped())),
-                    Err(BatchFailure::Request(e) | BatchFailure::Transaction(e)) => Err(unavailable(e)),
-                };
-                let _ = request.reply.send(result);
-            }
+            batch.answer_each(|op| match commit(conn, std::iter::once(op)) {
+                Ok(mut results) => results.pop().unwrap_or_else(|| Err(writer_stopped())),
+                Err(BatchFailure::Request(e) | BatchFailure::Transaction(e)) => Err(unavailable(e)),
+            });
         }
         Err(BatchFailure::Request(e) | BatchFailure::Transaction(e)) => {
             // Nothing of the batch is on disk: nobody is acknowledged.
             let message = e.to_string();
-            for request in batch.drain(..) {
-                let _ = request.reply.send(Err(StoreError::Unavailable(message.clone())));
-            }
+            batch.answer_each(|_| Err(StoreError::Unavailable(message.clone())));
         }
     }
 }
@@ -448,6 +435,15 @@ impl LedgerStore for SqliteLedgerStore {
         row.as_ref().map(merchant_from_row).transpose()
     }
 
+    async fn merchants(&self) -> Result<Vec<Merchant>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, name, currency, time_zone, created_at FROM merchants ORDER BY created_at, id")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(unavailable)?;
+        rows.iter().map(merchant_from_row).collect()
+    }
+
     async fn merchant_count(&self) -> Result<u64, StoreError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM merchants").fetch_one(&self.reader).await.map_err(unavailable)?;
@@ -546,9 +542,9 @@ impl LedgerStore for SqliteLedgerStore {
             .fetch_one(&self.reader)
             .await
             .map_err(unavailable)?;
-        let oldest: Option<i64> = row.get("oldest");
+        let oldest: Option<i64> = column(&row, "oldest")?;
         Ok(OutboxBacklog {
-            count: u64::try_from(row.get::<i64, _>("n")).unwrap_or(0),
+            count: u64::try_from(column::<i64>(&row, "n")?).unwrap_or(0),
             oldest: oldest.map(micros_to_time).transpose()?,
         })
     }

@@ -1,5 +1,5 @@
-//! The ledger's storage port. SQLite implements it here; Postgres is a second implementation
-//! of the same trait, chosen by URL.
+//! The ledger's storage port, owned by the use cases ([`crate::service`]). [`crate::sqlite`]
+//! (embedded) and [`crate::postgres`] (RDS) implement it, chosen by URL.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -85,6 +85,9 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// A merchant by id.
     async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StoreError>;
+
+    /// Every merchant, oldest first, for operators.
+    async fn merchants(&self) -> Result<Vec<Merchant>, StoreError>;
 
     /// How many merchants exist (the first start creates a demo one when there are none).
     async fn merchant_count(&self) -> Result<u64, StoreError>;

@@ -35,14 +35,14 @@ async fn given_entries_on_three_days(store: Arc<dyn LedgerStore>) {
             category: None,
             occurred_at: Some(occurred_at),
         };
-        let entry = match ledger.record(merchants[0], new.clone(), None).await.unwrap() {
+        let entry = match ledger.record(merchants[0], new.clone(), None, None).await.unwrap() {
             cashflow_ledger::store::Recorded::Created(e) | cashflow_ledger::store::Recorded::Replayed(e) => e,
         };
         expected.entry(entry.business_date).or_default().post(kind, entry.amount).unwrap();
         first.get_or_insert(entry.id);
-        ledger.record(merchants[1], new, None).await.unwrap();
+        ledger.record(merchants[1], new, None, None).await.unwrap();
     }
-    let reversal = ledger.reverse(merchants[0], first.unwrap(), None).await.unwrap();
+    let reversal = ledger.reverse(merchants[0], first.unwrap(), None, None).await.unwrap();
     expected.entry(reversal.business_date).or_default().post(reversal.kind, reversal.amount).unwrap();
 
     // When the day totals of a range are asked

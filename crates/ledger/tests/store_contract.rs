@@ -6,6 +6,7 @@
 //! run) and `postgres::<name>` (a fresh database per test on the server named by
 //! `CASHFLOW_TEST_POSTGRES_URL`; ignored when that variable is unset, see `build.rs`).
 
+#[macro_use]
 mod fixtures;
 
 use std::collections::BTreeSet;
@@ -13,110 +14,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use cashflow_db::TestDatabase;
 use cashflow_domain::{
     Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, Merchant, MerchantId,
     MerchantName, MerchantTimeZone,
 };
 use cashflow_events::Event;
 use cashflow_ledger::store::{EntryQuery, Idempotency, Recorded};
-use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore, StoreError};
-use fixtures::{key, now, recorded_event, registration};
-
-// ---------------------------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------------------------
-
-/// A store on a fresh database, and what keeps that database alive.
-struct Harness {
-    store: Arc<dyn LedgerStore>,
-    url: String,
-    backend: cashflow_db::Backend,
-    /// Deleted (the file) or dropped (the database) with the harness, even on panic.
-    _guard: Guard,
-}
-
-enum Guard {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] TestDatabase),
-}
-
-impl Harness {
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        let store = Arc::new(SqliteLedgerStore::open(&url).await.unwrap());
-        Self { store, url, backend: cashflow_db::Backend::Sqlite, _guard: Guard::Sqlite(dir) }
-    }
-
-    async fn postgres() -> Self {
-        let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL")
-            .expect("CASHFLOW_TEST_POSTGRES_URL (an admin URL such as postgres://postgres@127.0.0.1:5432/postgres)");
-        let db = TestDatabase::create(&admin).await.unwrap();
-        let url = db.url().to_owned();
-        let store = Arc::new(PostgresLedgerStore::open(&url).await.unwrap());
-        Self { store, url, backend: cashflow_db::Backend::Postgres, _guard: Guard::Postgres(db) }
-    }
-
-    fn store(&self) -> Arc<dyn LedgerStore> {
-        self.store.clone()
-    }
-
-    /// Runs raw SQL on the store's tables, bypassing the store.
-    async fn execute_raw(&self, sql: &str) -> Result<u64, String> {
-        match self.backend {
-            cashflow_db::Backend::Sqlite => {
-                let pool = cashflow_db::open_sqlite(&self.url, 1).await.unwrap();
-                sqlx::query(sql).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string())
-            }
-            cashflow_db::Backend::Postgres => {
-                let pool = cashflow_db::open_postgres(&self.url, 1, "ledger").await.unwrap();
-                sqlx::query(sql).execute(&pool).await.map(|r| r.rows_affected()).map_err(|e| e.to_string())
-            }
-        }
-    }
-}
-
-/// Instantiates each body for both backends. `store:` bodies take `Arc<dyn LedgerStore>`,
-/// `harness:` bodies take `&Harness`.
-macro_rules! contract {
-    (store: [$($s:ident),* $(,)?], harness: [$($h:ident),* $(,)?] $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $s() {
-                    let harness = super::Harness::sqlite().await;
-                    super::$s(harness.store()).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $h() {
-                    let harness = super::Harness::sqlite().await;
-                    super::$h(&harness).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
-                async fn $s() {
-                    let harness = super::Harness::postgres().await;
-                    super::$s(harness.store()).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
-                async fn $h() {
-                    let harness = super::Harness::postgres().await;
-                    super::$h(&harness).await;
-                }
-            )*
-        }
-    };
-}
+use cashflow_ledger::{LedgerStore, StoreError};
+use fixtures::{key, now, recorded_event, registration, Harness};
 
 contract! {
     store: [
@@ -375,6 +280,7 @@ async fn a_merchant_is_created_once_and_read_back(store: Arc<dyn LedgerStore>) {
 
     // Then it reads back exactly, exists once, and announced itself once
     assert!(matches!(again, Err(StoreError::MerchantExists)), "{again:?}");
+    assert_eq!(store.merchants().await.unwrap(), std::slice::from_ref(&m));
     assert_eq!(store.merchant(m.id).await.unwrap(), Some(m));
     assert_eq!(store.merchant(MerchantId::new()).await.unwrap(), None);
     assert_eq!(store.merchant_count().await.unwrap(), 1);

@@ -4,13 +4,15 @@
 //! RFC 6749 §5.2 members `error` and `error_description`, so standard OAuth clients
 //! understand them too.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Form, Json};
+use axum::{Extension, Form, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use cashflow_http::Problem;
@@ -19,7 +21,9 @@ use serde_json::{json, Value};
 
 use super::Issuer;
 use crate::error::REALM;
-use crate::store::{ClientGrant, StoreError};
+use crate::identities::ClientGrant;
+use crate::store::StoreError;
+use crate::throttle::ThrottleKey;
 use crate::{AuthError, Scope, Scopes};
 
 /// The form of `POST /oauth2/token`. No `Debug`: it holds secrets.
@@ -64,6 +68,8 @@ enum OAuthError {
     UnsupportedGrantType,
     /// 400: a scope unknown or beyond what the client or user is allowed.
     InvalidScope(String),
+    /// 429: too many failed attempts for this account or address; retry after the delay.
+    SlowDown(Duration),
     /// 500: the store or the signer failed; the cause is logged, not returned.
     Server,
 }
@@ -84,6 +90,10 @@ impl From<AuthError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            OAuthError::SlowDown(wait) => Some(retry_after_secs(*wait)),
+            _ => None,
+        };
         let (status, slug, title, code, description) = match self {
             OAuthError::InvalidRequest(d) => {
                 (StatusCode::BAD_REQUEST, "invalid-request", "Invalid token request", "invalid_request", d)
@@ -112,6 +122,13 @@ impl IntoResponse for OAuthError {
             OAuthError::InvalidScope(d) => {
                 (StatusCode::BAD_REQUEST, "invalid-scope", "Invalid scope", "invalid_scope", d)
             }
+            OAuthError::SlowDown(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow-down",
+                "Too many failed attempts",
+                "slow_down",
+                format!("Too many failed attempts; retry in {} s", retry_after_secs(wait)),
+            ),
             OAuthError::Server => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -128,6 +145,9 @@ impl IntoResponse for OAuthError {
         let mut response = problem.into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if basic_challenge {
             if let Ok(challenge) = HeaderValue::from_str(&format!("Basic realm=\"{REALM}\"")) {
                 headers.insert(header::WWW_AUTHENTICATE, challenge);
@@ -147,11 +167,13 @@ impl IntoResponse for OAuthError {
         (status = 200, description = "Token issued", body = TokenResponse),
         (status = 400, description = "invalid_request, invalid_grant, unsupported_grant_type or invalid_scope", content_type = "application/problem+json"),
         (status = 401, description = "invalid_client", content_type = "application/problem+json"),
+        (status = 429, description = "slow_down: too many failed attempts for the account or the address; see `Retry-After`", content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(grant_type))]
 pub(crate) async fn token(
     State(issuer): State<Arc<Issuer>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<TokenRequest>, FormRejection>,
 ) -> Response {
@@ -160,7 +182,8 @@ pub(crate) async fn token(
         Err(rejection) => return form_problem(rejection).into_response(),
     };
     tracing::Span::current().record("grant_type", form.grant_type.as_deref().unwrap_or(""));
-    match issue(&issuer, &headers, form).await {
+    let address = source_address(&issuer, peer.map(|Extension(ConnectInfo(peer))| peer.ip()), &headers);
+    match issue(&issuer, &headers, address, form).await {
         Ok(body) => {
             let mut response = Json(body).into_response();
             let headers = response.headers_mut();
@@ -175,7 +198,12 @@ pub(crate) async fn token(
     }
 }
 
-async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Result<TokenResponse, OAuthError> {
+async fn issue(
+    issuer: &Issuer,
+    headers: &HeaderMap,
+    address: Option<IpAddr>,
+    form: TokenRequest,
+) -> Result<TokenResponse, OAuthError> {
     let client = client_credentials(headers, &form)?;
     let (subject, client_id, merchant_id, scopes) = match form.grant_type.as_deref() {
         None | Some("") => return Err(OAuthError::InvalidRequest("missing `grant_type`".into())),
@@ -183,25 +211,37 @@ async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Resu
             let Some((id, Some(secret))) = client else {
                 return Err(OAuthError::InvalidClient);
             };
-            let grant = authenticate_client(issuer, &id, &secret).await?;
+            let keys = throttle_keys(ThrottleKey::client(&id), address);
+            let grant =
+                throttled(issuer, "client_credentials", &keys, authenticate_client(issuer, &id, &secret)).await?;
             let scopes = granted(form.scope.as_deref(), grant.scopes)?;
             (grant.client_id.clone(), Some(grant.client_id), grant.merchant_id, scopes)
         }
         Some("password") => {
             let username = required(form.username.as_deref(), "username")?;
             let password = required(form.password.as_deref(), "password")?;
-            // A confidential client may come along; a bare `client_id` (public client) proves
-            // nothing, so it is not recorded in the token.
-            let client = match client {
-                Some((id, Some(secret))) => Some(authenticate_client(issuer, &id, &secret).await?),
+            let confidential = match &client {
+                Some((id, Some(_))) => Some(id.as_str()),
                 _ => None,
             };
-            let user = issuer.store().authenticate_user(username, password).await?.ok_or(OAuthError::InvalidGrant)?;
+            let keys = throttle_keys(ThrottleKey::user(confidential, username), address);
+            let (user, client) = throttled(issuer, "password", &keys, async {
+                // A confidential client may come along; a bare `client_id` (public client)
+                // proves nothing, so it is not recorded in the token.
+                let client = match &client {
+                    Some((id, Some(secret))) => Some(authenticate_client(issuer, id, secret).await?),
+                    _ => None,
+                };
+                let user =
+                    issuer.identities().authenticate_user(username, password).await?.ok_or(OAuthError::InvalidGrant)?;
+                match &client {
+                    Some(client) if client.merchant_id != user.merchant_id => Err(OAuthError::InvalidGrant),
+                    _ => Ok((user, client)),
+                }
+            })
+            .await?;
             let mut allowed = user.scopes;
             if let Some(client) = &client {
-                if client.merchant_id != user.merchant_id {
-                    return Err(OAuthError::InvalidGrant);
-                }
                 allowed = allowed.intersection(client.scopes);
             }
             let scopes = granted(form.scope.as_deref(), allowed)?;
@@ -214,8 +254,76 @@ async fn issue(issuer: &Issuer, headers: &HeaderMap, form: TokenRequest) -> Resu
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in, scope: scopes.to_string() })
 }
 
+/// Runs `authenticate` unless one of `keys` is throttled (then nothing is verified, no hash
+/// is computed), and counts its failure under every key or clears the account's count.
+async fn throttled<T>(
+    issuer: &Issuer,
+    grant: &'static str,
+    keys: &[ThrottleKey],
+    authenticate: impl std::future::Future<Output = Result<T, OAuthError>>,
+) -> Result<T, OAuthError> {
+    if let Some(wait) = issuer.throttle.wait(keys).await? {
+        failure(grant, "throttled", keys);
+        return Err(OAuthError::SlowDown(wait));
+    }
+    let result = authenticate.await;
+    match &result {
+        Ok(_) => issuer.throttle.succeeded(keys).await?,
+        Err(OAuthError::InvalidClient) => {
+            failure(grant, "invalid_client", keys);
+            issuer.throttle.failed(keys).await?;
+        }
+        Err(OAuthError::InvalidGrant) => {
+            failure(grant, "invalid_grant", keys);
+            issuer.throttle.failed(keys).await?;
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+/// Counts and logs a refused authentication. The keys name the account and address; the
+/// secret or password is never logged.
+fn failure(grant: &'static str, reason: &'static str, keys: &[ThrottleKey]) {
+    metrics::counter!("cashflow_auth_failures_total", "grant" => grant, "reason" => reason).increment(1);
+    // Attempts refused by the throttle are counted, not each logged: under attack they come in
+    // thousands per second.
+    if reason == "throttled" {
+        tracing::debug!(grant, reason, keys = ?keys, "token request refused");
+    } else {
+        tracing::warn!(grant, reason, keys = ?keys, "token request refused");
+    }
+}
+
+fn throttle_keys(account: ThrottleKey, address: Option<IpAddr>) -> Vec<ThrottleKey> {
+    let mut keys = vec![account];
+    keys.extend(address.map(|ip| ThrottleKey::Address(ip.to_string())));
+    keys
+}
+
+/// The address a token request comes from: the peer's, or behind a trusted proxy the last
+/// `X-Forwarded-For` entry (the one that proxy appended; earlier ones are the client's word).
+fn source_address(issuer: &Issuer, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    if !issuer.config().trust_forwarded_for {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|ip| ip.trim().parse().ok());
+    forwarded.or(peer)
+}
+
+/// Whole seconds, rounded up, and at least one: `Retry-After: 0` would invite a retry storm.
+fn retry_after_secs(wait: Duration) -> u64 {
+    wait.as_secs().saturating_add(u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 async fn authenticate_client(issuer: &Issuer, id: &str, secret: &str) -> Result<ClientGrant, OAuthError> {
-    issuer.store().authenticate_client(id, secret).await?.ok_or(OAuthError::InvalidClient)
+    issuer.identities().authenticate_client(id, secret).await?.ok_or(OAuthError::InvalidClient)
 }
 
 fn required<'a>(value: Option<&'a str>, name: &str) -> Result<&'a str, OAuthError> {

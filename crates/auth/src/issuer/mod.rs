@@ -9,7 +9,7 @@
 //! - `GET /.well-known/jwks.json`: the public key;
 //! - `GET /.well-known/openid-configuration`: discovery metadata.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::routing::{get, post};
@@ -19,15 +19,16 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::store::IdentityStore;
+use crate::identities::Identities;
+use crate::key::SigningKey;
+use crate::store::KeyRecord;
+use crate::throttle::{Throttle, ThrottleConfig};
 use crate::verifier::{DEFAULT_LEEWAY_SECS, DEFAULT_MERCHANT_CLAIM};
 use crate::{AuthError, JwtVerifier, Scopes, VerifierConfig};
 
 mod endpoint;
-mod key;
 
 pub use endpoint::TokenResponse;
-pub use key::{KeyError, SigningKey};
 
 /// The issuer's identity and token lifetime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +38,15 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// The `aud` of minted tokens: the API's identifier (`cashflow`).
     pub audience: String,
-    /// How long a token is valid. Short, because access tokens cannot be revoked.
+    /// How long a token is valid. Short: a rotated-out key stays published this long, and
+    /// revocation reaches verifiers only at their next reload ([`crate::revocation`]).
     pub token_ttl: Duration,
+    /// How failed token requests are slowed down.
+    pub throttle: ThrottleConfig,
+    /// Take the source address of a token request from the last `X-Forwarded-For` entry (the
+    /// one the proxy in front appended) instead of the peer address. Only behind a proxy that
+    /// sets it: otherwise a client could claim any address.
+    pub trust_forwarded_for: bool,
 }
 
 impl IssuerConfig {
@@ -47,7 +55,13 @@ impl IssuerConfig {
 
     /// A config with the default lifetime.
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
-        Self { issuer: issuer.into(), audience: audience.into(), token_ttl: Self::DEFAULT_TTL }
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            token_ttl: Self::DEFAULT_TTL,
+            throttle: ThrottleConfig::default(),
+            trust_forwarded_for: false,
+        }
     }
 
     /// `issuer` without a trailing slash, to append endpoint paths to.
@@ -65,10 +79,11 @@ impl Default for IssuerConfig {
 /// Mints access tokens for the identities in its store.
 pub struct Issuer {
     config: IssuerConfig,
-    key: SigningKey,
-    /// Built once from `key`.
-    encoding_key: EncodingKey,
-    store: Arc<dyn IdentityStore>,
+    /// The published keys, oldest activation first; replaced by [`Issuer::set_keys`].
+    keys: RwLock<Arc<[KeyRecord]>>,
+    identities: Arc<Identities>,
+    /// Counts failed token requests in the identity store.
+    throttle: Throttle,
 }
 
 /// The claims of a minted access token (RFC 9068 plus our merchant claim).
@@ -88,10 +103,35 @@ struct AccessClaims<'a> {
 }
 
 impl Issuer {
-    /// An issuer signing with `key` and authenticating against `store`.
-    pub fn new(config: IssuerConfig, key: SigningKey, store: Arc<dyn IdentityStore>) -> Self {
-        let encoding_key = EncodingKey::from_ed_der(key.pkcs8_der());
-        Self { config, key, encoding_key, store }
+    /// An issuer signing with `key` and authenticating against `identities`.
+    pub fn new(config: IssuerConfig, key: SigningKey, identities: Arc<Identities>) -> Self {
+        let throttle = Throttle::new(Arc::clone(identities.store()), config.throttle);
+        let keys = RwLock::new(Arc::from([KeyRecord { key, activates_at_ms: 0, retires_at_ms: None }]));
+        Self { config, keys, identities, throttle }
+    }
+
+    /// Replaces the published keys (after a rotation); `false`, changing nothing, when they
+    /// are the same keys or none.
+    pub fn set_keys(&self, keys: Vec<KeyRecord>) -> bool {
+        let mut current = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let kids =
+            |keys: &[KeyRecord]| keys.iter().map(|k| (k.key.kid().to_owned(), k.activates_at_ms)).collect::<Vec<_>>();
+        if keys.is_empty() || kids(&keys) == kids(&current) {
+            return false;
+        }
+        *current = keys.into();
+        true
+    }
+
+    fn published(&self) -> Arc<[KeyRecord]> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The key that signs now: the latest activated one (the oldest if none is yet).
+    fn signing_key(&self, now_ms: i64) -> Option<SigningKey> {
+        let keys = self.published();
+        let active = keys.iter().filter(|k| k.activates_at_ms <= now_ms).max_by_key(|k| k.activates_at_ms);
+        active.or_else(|| keys.first()).map(|k| k.key.clone())
     }
 
     /// The issuer's settings.
@@ -99,14 +139,14 @@ impl Issuer {
         &self.config
     }
 
-    /// The identity store it authenticates against.
-    pub fn store(&self) -> &Arc<dyn IdentityStore> {
-        &self.store
+    /// The identities it authenticates.
+    pub fn identities(&self) -> &Arc<Identities> {
+        &self.identities
     }
 
     /// The public keys, as served at `/.well-known/jwks.json`.
     pub fn jwks(&self) -> JwkSet {
-        JwkSet { keys: vec![self.key.public_jwk()] }
+        JwkSet { keys: self.published().iter().map(|k| k.key.public_jwk()).collect() }
     }
 
     /// The verifier settings matching this issuer's tokens.
@@ -157,13 +197,16 @@ impl Issuer {
             merchant_id: merchant_id.to_string(),
             client_id,
         };
+        let key = self
+            .signing_key(crate::identities::now_ms())
+            .ok_or_else(|| AuthError::Internal("no signing key".into()))?;
         let header = Header {
             // RFC 9068: JWT access tokens are typed, so they cannot be mistaken for ID tokens.
             typ: Some("at+jwt".into()),
-            kid: Some(self.key.kid().to_owned()),
+            kid: Some(key.kid().to_owned()),
             ..Header::new(Algorithm::EdDSA)
         };
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding_key)
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(key.pkcs8_der()))
             .map_err(|e| AuthError::Internal(format!("could not sign a token: {e}")))?;
         Ok((token, ttl))
     }
@@ -171,7 +214,8 @@ impl Issuer {
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Issuer").field("config", &self.config).field("key", &self.key).finish_non_exhaustive()
+        let kids: Vec<_> = self.published().iter().map(|k| k.key.kid().to_owned()).collect();
+        f.debug_struct("Issuer").field("config", &self.config).field("kids", &kids).finish_non_exhaustive()
     }
 }
 

@@ -13,14 +13,15 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::*;
-use crate::store::{NewClient, SqliteIdentityStore};
+use crate::identities::{Identities, NewClient};
+use crate::store::SqliteIdentityStore;
 use crate::{Scope, TokenVerifier};
 
 const ISSUER: &str = "http://issuer.test";
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    store: Arc<SqliteIdentityStore>,
+    store: Arc<Identities>,
     issuer: Arc<Issuer>,
 }
 
@@ -28,7 +29,9 @@ impl Fixture {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("identity.db").display());
-        let store = Arc::new(SqliteIdentityStore::open(&url).await.unwrap().with_fast_hashing());
+        let rows = SqliteIdentityStore::open(&url).await.unwrap();
+        let fast = argon2::Params::new(argon2::Params::MIN_M_COST, 1, 1, None).unwrap();
+        let store = Arc::new(Identities::new(Arc::new(rows)).with_password_params(fast));
         let key = store.signing_key().await.unwrap();
         let issuer = Arc::new(Issuer::new(IssuerConfig::new(ISSUER, "cashflow"), key, store.clone()));
         Self { _dir: dir, store, issuer }
@@ -422,7 +425,10 @@ async fn given_the_discovery_document_when_fetched_then_it_describes_the_token_e
     assert_eq!(body["token_endpoint"], format!("{ISSUER}/oauth2/token"));
     assert_eq!(body["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
     assert_eq!(body["grant_types_supported"], serde_json::json!(["client_credentials", "password"]));
-    assert_eq!(body["scopes_supported"], serde_json::json!(["entries:write", "entries:read", "reports:read", "ledger:read"]));
+    assert_eq!(
+        body["scopes_supported"],
+        serde_json::json!(["entries:write", "entries:read", "reports:read", "ledger:read"])
+    );
     assert_eq!(
         body["token_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post"])

@@ -1,16 +1,17 @@
-//! Identities the built-in issuer vouches for: OAuth clients, users and the signing key.
+//! Where the identities the built-in issuer vouches for are kept: OAuth clients, users and the
+//! signing key.
 //!
-//! A small trait owned by the issuer, so that a Postgres implementation (or none at all, when
-//! Cognito issues the tokens) can replace the SQLite one.
+//! The trait is rows in, rows out. What a row means (is this the secret? may this user get
+//! that scope?) is decided once, above the backends, in [`crate::identities`]; a backend only
+//! stores and finds. Backends: SQLite ([`SqliteIdentityStore`]) and Postgres
+//! ([`PostgresIdentityStore`]), checked by one contract suite (`tests/store_contract.rs`).
 
 use async_trait::async_trait;
 use cashflow_domain::MerchantId;
-use secrecy::SecretString;
 
-use crate::issuer::{KeyError, SigningKey};
+use crate::key::{KeyError, SigningKey};
 use crate::Scopes;
 
-mod credentials;
 pub mod postgres;
 mod sqlite;
 
@@ -25,7 +26,7 @@ pub enum StoreError {
     Open(#[from] cashflow_db::DbError),
     /// A query failed.
     #[error("identity database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] DatabaseError),
     /// The username (or client) already exists.
     #[error("{0}")]
     Conflict(String),
@@ -43,67 +44,125 @@ pub enum StoreError {
     Crypto(String),
 }
 
-/// A freshly created client. The secret is shown once and never stored in clear.
-#[derive(Debug, Clone)]
-pub struct NewClient {
-    pub client_id: String,
-    pub client_secret: SecretString,
+/// A failed query. Opaque, so that callers do not depend on the database driver.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct DatabaseError(sqlx::Error);
+
+/// A driver error as a [`StoreError`], for the backends' `map_err`.
+pub(crate) fn db(error: sqlx::Error) -> StoreError {
+    StoreError::Database(DatabaseError(error))
 }
 
-/// What an authenticated client may obtain.
+/// A stored OAuth client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientGrant {
+pub struct ClientRecord {
     pub client_id: String,
+    /// Lowercase hex SHA-256 of the secret; the secret itself is never stored.
+    pub secret_sha256: String,
     /// The only merchant its tokens can act for.
     pub merchant_id: MerchantId,
     /// The most its tokens can carry.
     pub scopes: Scopes,
+    /// A label for operators.
+    pub name: Option<String>,
+    /// When it was revoked (milliseconds since the epoch): it gets no token any more.
+    pub revoked_at_ms: Option<i64>,
 }
 
-/// What an authenticated user may obtain.
+/// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserGrant {
-    /// The username as stored (lookups ignore case).
+pub struct UserRecord {
+    /// As created; lookups ignore case.
     pub username: String,
+    /// The argon2id PHC string of the password.
+    pub password_hash: String,
     pub merchant_id: MerchantId,
     pub scopes: Scopes,
+    /// When it was disabled (milliseconds since the epoch), if it is.
+    pub disabled_at_ms: Option<i64>,
+}
+
+/// A published signing key.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    pub key: SigningKey,
+    /// From when it signs new tokens (milliseconds since the epoch).
+    pub activates_at_ms: i64,
+    /// When it leaves the JWKS, if it has been rotated out.
+    pub retires_at_ms: Option<i64>,
+}
+
+/// Failed token requests counted under one throttle key (see [`crate::throttle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// Failures since the count was last cleared or forgotten.
+    pub failures: u32,
+    /// When the last one happened, in milliseconds since the epoch.
+    pub last_failure_ms: i64,
 }
 
 /// Storage of clients, users and the signing key.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
-    /// Creates a client for `merchant_id` that may request at most `scopes`.
-    async fn create_client(
-        &self,
-        merchant_id: MerchantId,
-        scopes: Scopes,
-        name: Option<&str>,
-    ) -> Result<NewClient, StoreError>;
+    /// Stores a new client.
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
 
-    /// The client's grant if `client_secret` is its secret. An unknown client and a wrong
-    /// secret both give `Ok(None)`, in the same time.
-    async fn authenticate_client(
-        &self,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<Option<ClientGrant>, StoreError>;
+    /// The client with this id.
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError>;
 
-    /// Creates a user. Usernames are 3 to 64 characters of `[A-Za-z0-9._@-]`, unique
-    /// regardless of case ([`StoreError::Conflict`] otherwise).
-    async fn create_user(
+    /// Every client, oldest first.
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+
+    /// Marks the client revoked at `at_ms` (kept if it already was); `false` if unknown.
+    async fn revoke_client(&self, client_id: &str, at_ms: i64) -> Result<bool, StoreError>;
+
+    /// Replaces the secret of a client that is not revoked; `false` if none is.
+    async fn set_client_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool, StoreError>;
+
+    /// Every user, oldest first.
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Disables the user at `at_ms`, or enables it with `None`; `false` if unknown.
+    async fn set_user_disabled(&self, username: &str, at_ms: Option<i64>) -> Result<bool, StoreError>;
+
+    /// Replaces the user's password hash; `false` if unknown.
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
+
+    /// The keys still published at `now_ms` (not retired yet).
+    async fn signing_keys(&self, now_ms: i64) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// In one transaction: the active key retires at `old_retires_at_ms`, and `new` becomes
+    /// the active key, signing from `activates_at_ms`.
+    async fn rotate_key(
         &self,
-        username: &str,
-        password: &SecretString,
-        merchant_id: MerchantId,
-        scopes: Scopes,
+        new: &SigningKey,
+        activates_at_ms: i64,
+        old_retires_at_ms: i64,
     ) -> Result<(), StoreError>;
 
-    /// The user's grant if `password` is theirs. Unknown users cost as much as known ones, so
-    /// timing does not reveal which usernames exist.
-    async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError>;
+    /// Stores a new user; [`StoreError::Conflict`] when the username is taken in any case.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
 
-    /// The active signing key, generated and persisted on first use.
-    async fn signing_key(&self) -> Result<SigningKey, StoreError>;
+    /// The user with this username, whatever its case.
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError>;
+
+    /// The active signing key, if there is one yet.
+    async fn active_key(&self) -> Result<Option<SigningKey>, StoreError>;
+
+    /// Stores `key` as the active key unless there already is one: of several processes
+    /// racing on a fresh database exactly one wins, and all read the winner back.
+    async fn insert_first_key(&self, key: &SigningKey) -> Result<(), StoreError>;
+
+    /// The failures counted under `key`.
+    async fn failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError>;
+
+    /// Counts one failure under `key` at `now_ms`, atomically: a count whose last failure is
+    /// before `forget_before_ms` restarts at one. Forgotten counts of other keys are deleted.
+    async fn record_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(), StoreError>;
+
+    /// Forgets the failures counted under `key`.
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
 
     /// Whether the store answers, for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;

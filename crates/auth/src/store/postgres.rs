@@ -1,35 +1,41 @@
 //! The Postgres [`IdentityStore`], chosen by a `postgres://` URL when the built-in issuer runs
-//! next to Postgres stores (with Cognito, no identity store is needed at all).
+//! next to Postgres stores.
 //!
 //! Same behaviour as the SQLite store, checked by the same test suite
-//! (`tests/store_contract.rs`), and the same credential rules (the shared `credentials`
-//! module): secrets are stored as SHA-256 only, passwords as argon2id hashed off the async
-//! threads, unknown clients and users cost as much as known ones. Its tables live in the
-//! `identity` schema (see [`cashflow_db::open_postgres`]), with their own `_sqlx_migrations`.
-//! Usernames are unique regardless of case through a unique index on `lower(username)`, and
-//! concurrent first starts agree on one signing key through the partial unique index on the
-//! active key.
+//! (`tests/store_contract.rs`). Its tables live in the `identity` schema (see
+//! [`cashflow_db::open_postgres`]), with their own `_sqlx_migrations`. Usernames are unique
+//! regardless of case through a unique index on `lower(username)`, and concurrent first starts
+//! agree on one signing key through the partial unique index on the active key.
 
-use argon2::Params;
 use async_trait::async_trait;
 use cashflow_db::MigrationSource;
 use cashflow_domain::MerchantId;
-use secrecy::SecretString;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::credentials::{self, Passwords};
-use super::{ClientGrant, IdentityStore, NewClient, StoreError, UserGrant};
-use crate::issuer::SigningKey;
-use crate::Scopes;
+use super::{db, ClientRecord, FailureRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
+use crate::credentials::parse_scopes;
+use crate::key::SigningKey;
 
 /// The identity schema on Postgres, embedded in the binary.
-pub const MIGRATIONS: &[MigrationSource] = &[MigrationSource {
-    version: 1,
-    description: "identity",
-    sql: include_str!("../../migrations/postgres/0001_identity.sql"),
-}];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource {
+        version: 1,
+        description: "identity",
+        sql: include_str!("../../migrations/postgres/0001_identity.sql"),
+    },
+    MigrationSource {
+        version: 2,
+        description: "login failures",
+        sql: include_str!("../../migrations/postgres/0002_login_failures.sql"),
+    },
+    MigrationSource {
+        version: 3,
+        description: "revocation",
+        sql: include_str!("../../migrations/postgres/0003_revocation.sql"),
+    },
+];
 
 /// The schema every connection of the store uses.
 pub const SCHEMA: &str = "identity";
@@ -42,8 +48,6 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
 #[derive(Clone)]
 pub struct PostgresIdentityStore {
     pool: PgPool,
-    /// How passwords are hashed and checked (shared with the other backends).
-    passwords: Passwords,
 }
 
 impl std::fmt::Debug for PostgresIdentityStore {
@@ -64,140 +68,188 @@ impl PostgresIdentityStore {
     pub async fn open_with(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let pool = cashflow_db::open_postgres(url, max_connections, SCHEMA).await?;
         cashflow_db::migrate_postgres(&pool, MIGRATIONS).await?;
-        Ok(Self { pool, passwords: Passwords::default() })
-    }
-
-    /// Hashes new passwords with these argon2id costs instead of argon2's recommended
-    /// defaults (existing hashes keep verifying with the costs recorded in them). Tests use
-    /// the minimum, so that unoptimized builds do not spend seconds per login.
-    pub fn with_password_params(mut self, params: Params) -> Self {
-        self.passwords = Passwords::new(params);
-        self
-    }
-
-    async fn active_key(&self) -> Result<Option<SigningKey>, StoreError> {
-        let row = sqlx::query("SELECT pkcs8 FROM signing_keys WHERE active").fetch_optional(&self.pool).await?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let der: Vec<u8> = row.try_get("pkcs8")?;
-                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(Some(key))
-            }
-        }
+        Ok(Self { pool })
     }
 }
 
 #[async_trait]
 impl IdentityStore for PostgresIdentityStore {
-    #[tracing::instrument(skip_all, fields(merchant_id = %merchant_id))]
-    async fn create_client(
-        &self,
-        merchant_id: MerchantId,
-        scopes: Scopes,
-        name: Option<&str>,
-    ) -> Result<NewClient, StoreError> {
-        let name = credentials::client_name(name)?;
-        let (client_id, secret) = credentials::new_client_credentials()?;
+    #[tracing::instrument(skip_all)]
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO clients (client_id, secret_sha256, merchant_id, scopes, name, created_at)
              VALUES ($1, $2, $3, $4, $5, now())",
         )
-        .bind(&client_id)
-        .bind(credentials::sha256_hex(&secret))
-        .bind(merchant_id.as_uuid())
-        .bind(scopes.to_string())
-        .bind(name)
+        .bind(&client.client_id)
+        .bind(&client.secret_sha256)
+        .bind(client.merchant_id.as_uuid())
+        .bind(client.scopes.to_string())
+        .bind(&client.name)
         .execute(&self.pool)
-        .await?;
-        tracing::info!(%client_id, %scopes, "client created");
-        Ok(NewClient { client_id, client_secret: SecretString::from(secret) })
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all)]
-    async fn authenticate_client(
-        &self,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<Option<ClientGrant>, StoreError> {
-        let row = sqlx::query("SELECT secret_sha256, merchant_id, scopes FROM clients WHERE client_id = $1")
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let stored: Option<String> = row.as_ref().map(|r| r.try_get("secret_sha256")).transpose()?;
-        // An unknown client costs the same comparison as a wrong secret.
-        let (Some(row), true) = (row, credentials::client_secret_matches(stored.as_deref(), client_secret)) else {
-            return Ok(None);
-        };
-        Ok(Some(ClientGrant { client_id: client_id.to_owned(), merchant_id: merchant(&row)?, scopes: scopes(&row)? }))
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients WHERE client_id = $1",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(|row| client(&row))
+        .transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(merchant_id = %merchant_id))]
-    async fn create_user(
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients
+             ORDER BY created_at, client_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(client).collect()
+    }
+
+    async fn revoke_client(&self, client_id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET revoked_at = COALESCE(revoked_at, $2) WHERE client_id = $1")
+            .bind(client_id)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_client_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_sha256 = $2 WHERE client_id = $1 AND revoked_at IS NULL")
+            .bind(client_id)
+            .bind(secret_sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users ORDER BY created_at, username",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn set_user_disabled(&self, username: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled_at = $2 WHERE lower(username) = lower($1)")
+            .bind(username)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE lower(username) = lower($1)")
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self, now_ms: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT pkcs8, activates_at, retires_at FROM signing_keys
+             WHERE retires_at IS NULL OR retires_at > $1 ORDER BY activates_at, kid",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(der, activates_at_ms, retires_at_ms)| {
+                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(KeyRecord { key, activates_at_ms, retires_at_ms })
+            })
+            .collect()
+    }
+
+    async fn rotate_key(
         &self,
-        username: &str,
-        password: &SecretString,
-        merchant_id: MerchantId,
-        scopes: Scopes,
+        new: &SigningKey,
+        activates_at_ms: i64,
+        old_retires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        credentials::check_new_user(username, password)?;
-        let hash = self.passwords.hash(password).await?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("UPDATE signing_keys SET active = false, retires_at = $1 WHERE active = true")
+            .bind(old_retires_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, active, created_at, activates_at) VALUES ($1, $2, true, now(), $3)",
+        )
+        .bind(new.kid())
+        .bind(new.pkcs8_der())
+        .bind(activates_at_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO users (username, password_hash, merchant_id, scopes, created_at)
              VALUES ($1, $2, $3, $4, now())",
         )
-        .bind(username)
-        .bind(hash)
-        .bind(merchant_id.as_uuid())
-        .bind(scopes.to_string())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.merchant_id.as_uuid())
+        .bind(user.scopes.to_string())
         .execute(&self.pool)
         .await;
         match inserted {
-            Ok(_) => {
-                tracing::info!(%username, %scopes, "user created");
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             // Either the primary key or the case-insensitive index: the same user.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("user `{username}` already exists")))
+                Err(StoreError::Conflict(format!("user `{}` already exists", user.username)))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(db(e)),
         }
     }
 
     #[tracing::instrument(skip_all)]
-    async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError> {
-        let row = if credentials::valid_username(username) {
-            sqlx::query(
-                "SELECT username, password_hash, merchant_id, scopes FROM users WHERE lower(username) = lower($1)",
-            )
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query("SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users WHERE lower(username) = lower($1)")
             .bind(username)
             .fetch_optional(&self.pool)
-            .await?
-        } else {
-            None
-        };
-        let stored_hash: Option<String> = row.as_ref().map(|r| r.try_get("password_hash")).transpose()?;
-        let matches = self.passwords.verify(stored_hash, password).await?;
-        match row {
-            Some(row) if matches => Ok(Some(UserGrant {
-                username: row.try_get("username")?,
-                merchant_id: merchant(&row)?,
-                scopes: scopes(&row)?,
-            })),
-            _ => Ok(None),
-        }
+            .await
+            .map_err(db)?
+            .map(|row| user(&row))
+            .transpose()
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn signing_key(&self) -> Result<SigningKey, StoreError> {
-        if let Some(key) = self.active_key().await? {
-            return Ok(key);
-        }
-        // Another process may be doing the same right now: the partial unique index on the
-        // active key lets exactly one insert win (the others wait for its commit, then insert
-        // nothing), and everyone reads the winner back.
-        let key = SigningKey::generate()?;
+    async fn active_key(&self) -> Result<Option<SigningKey>, StoreError> {
+        let der: Option<Vec<u8>> = sqlx::query_scalar("SELECT pkcs8 FROM signing_keys WHERE active")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        der.map(|der| SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+    }
+
+    async fn insert_first_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        // The partial unique index on the active key lets exactly one insert win (the others
+        // wait for its commit, then insert nothing).
         sqlx::query(
             "INSERT INTO signing_keys (kid, pkcs8, active, created_at) VALUES ($1, $2, true, now())
              ON CONFLICT DO NOTHING",
@@ -205,25 +257,77 @@ impl IdentityStore for PostgresIdentityStore {
         .bind(key.kid())
         .bind(key.pkcs8_der())
         .execute(&self.pool)
-        .await?;
-        let key = self
-            .active_key()
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("no active signing key after creating one".into()))?;
-        tracing::info!(kid = key.kid(), "signing key ready");
-        Ok(key)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT failures, last_failure FROM login_failures WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(row.map(|(failures, last_failure_ms)| FailureRecord {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            last_failure_ms,
+        }))
+    }
+
+    async fn record_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, last_failure) VALUES ($1, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.last_failure < $3 THEN 1 ELSE login_failures.failures + 1 END,
+                 last_failure = $2",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(forget_before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM login_failures WHERE last_failure < $1")
+            .bind(forget_before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.pool).await.map_err(db)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 }
 
 fn merchant(row: &PgRow) -> Result<MerchantId, StoreError> {
-    Ok(MerchantId::from_uuid(row.try_get::<Uuid, _>("merchant_id")?))
+    Ok(MerchantId::from_uuid(row.try_get::<Uuid, _>("merchant_id").map_err(db)?))
 }
 
-fn scopes(row: &PgRow) -> Result<Scopes, StoreError> {
-    credentials::parse_scopes(&row.try_get::<String, _>("scopes")?)
+fn client(row: &PgRow) -> Result<ClientRecord, StoreError> {
+    Ok(ClientRecord {
+        client_id: row.try_get("client_id").map_err(db)?,
+        secret_sha256: row.try_get("secret_sha256").map_err(db)?,
+        merchant_id: merchant(row)?,
+        scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
+        name: row.try_get("name").map_err(db)?,
+        revoked_at_ms: row.try_get("revoked_at").map_err(db)?,
+    })
+}
+
+fn user(row: &PgRow) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        username: row.try_get("username").map_err(db)?,
+        disabled_at_ms: row.try_get("disabled_at").map_err(db)?,
+        password_hash: row.try_get("password_hash").map_err(db)?,
+        merchant_id: merchant(row)?,
+        scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
+    })
 }

@@ -1,24 +1,32 @@
 //! The SQLite [`IdentityStore`] of the single-machine deployment.
 
-use argon2::Params;
 use async_trait::async_trait;
 use cashflow_db::MigrationSource;
-use cashflow_domain::MerchantId;
-use secrecy::SecretString;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
 
-use super::credentials::{self, Passwords};
-use super::{ClientGrant, IdentityStore, NewClient, StoreError, UserGrant};
-use crate::issuer::SigningKey;
-use crate::Scopes;
+use super::{db, ClientRecord, FailureRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
+use crate::credentials::{parse_merchant, parse_scopes};
+use crate::key::SigningKey;
 
 /// The identity schema, embedded in the binary.
-pub const MIGRATIONS: &[MigrationSource] = &[MigrationSource {
-    version: 1,
-    description: "identity",
-    sql: include_str!("../../migrations/sqlite/0001_identity.sql"),
-}];
+pub const MIGRATIONS: &[MigrationSource] = &[
+    MigrationSource {
+        version: 1,
+        description: "identity",
+        sql: include_str!("../../migrations/sqlite/0001_identity.sql"),
+    },
+    MigrationSource {
+        version: 2,
+        description: "login failures",
+        sql: include_str!("../../migrations/sqlite/0002_login_failures.sql"),
+    },
+    MigrationSource {
+        version: 3,
+        description: "revocation",
+        sql: include_str!("../../migrations/sqlite/0003_revocation.sql"),
+    },
+];
 
 /// Connections kept open: logins are rare, argon2 (not SQLite) bounds their throughput.
 const MAX_CONNECTIONS: u32 = 4;
@@ -27,8 +35,6 @@ const MAX_CONNECTIONS: u32 = 4;
 #[derive(Clone)]
 pub struct SqliteIdentityStore {
     pool: SqlitePool,
-    /// How passwords are hashed and checked (shared with the other backends).
-    passwords: Passwords,
 }
 
 impl std::fmt::Debug for SqliteIdentityStore {
@@ -43,160 +49,239 @@ impl SqliteIdentityStore {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let pool = cashflow_db::open_sqlite(url, MAX_CONNECTIONS).await?;
         cashflow_db::migrate_sqlite(&pool, MIGRATIONS).await?;
-        Ok(Self { pool, passwords: Passwords::default() })
-    }
-
-    /// Hashes new passwords with these argon2id costs instead of argon2's recommended
-    /// defaults (existing hashes keep verifying with the costs recorded in them). Tests use
-    /// the minimum, so that unoptimized builds do not spend seconds per login.
-    pub fn with_password_params(mut self, params: Params) -> Self {
-        self.passwords = Passwords::new(params);
-        self
-    }
-
-    /// Cheap password hashing, so that tests do not spend seconds in unoptimized argon2.
-    #[cfg(test)]
-    pub(crate) fn with_fast_hashing(mut self) -> Self {
-        self.passwords = Passwords::fast();
-        self
-    }
-
-    async fn active_key(&self) -> Result<Option<SigningKey>, StoreError> {
-        let row = sqlx::query("SELECT pkcs8 FROM signing_keys WHERE active = 1").fetch_optional(&self.pool).await?;
-        match row {
-            None => Ok(None),
-            Some(row) => {
-                let der: Vec<u8> = row.try_get("pkcs8")?;
-                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(Some(key))
-            }
-        }
+        Ok(Self { pool })
     }
 }
 
 #[async_trait]
 impl IdentityStore for SqliteIdentityStore {
-    #[tracing::instrument(skip_all, fields(merchant_id = %merchant_id))]
-    async fn create_client(
-        &self,
-        merchant_id: MerchantId,
-        scopes: Scopes,
-        name: Option<&str>,
-    ) -> Result<NewClient, StoreError> {
-        let name = credentials::client_name(name)?;
-        let (client_id, secret) = credentials::new_client_credentials()?;
+    #[tracing::instrument(skip_all)]
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO clients (client_id, secret_sha256, merchant_id, scopes, name, created_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
         )
-        .bind(&client_id)
-        .bind(credentials::sha256_hex(&secret))
-        .bind(merchant_id.to_string())
-        .bind(scopes.to_string())
-        .bind(name)
+        .bind(&client.client_id)
+        .bind(&client.secret_sha256)
+        .bind(client.merchant_id.to_string())
+        .bind(client.scopes.to_string())
+        .bind(&client.name)
         .bind(now())
         .execute(&self.pool)
-        .await?;
-        tracing::info!(%client_id, %scopes, "client created");
-        Ok(NewClient { client_id, client_secret: SecretString::from(secret) })
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all)]
-    async fn authenticate_client(
-        &self,
-        client_id: &str,
-        client_secret: &str,
-    ) -> Result<Option<ClientGrant>, StoreError> {
-        let row = sqlx::query("SELECT secret_sha256, merchant_id, scopes FROM clients WHERE client_id = ?")
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let stored: Option<String> = row.as_ref().map(|r| r.try_get("secret_sha256")).transpose()?;
-        // An unknown client costs the same comparison as a wrong secret.
-        let (Some(row), true) = (row, credentials::client_secret_matches(stored.as_deref(), client_secret)) else {
-            return Ok(None);
-        };
-        Ok(Some(ClientGrant { client_id: client_id.to_owned(), merchant_id: merchant(&row)?, scopes: scopes(&row)? }))
+    async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients WHERE client_id = ?",
+        )
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(|row| client(&row))
+        .transpose()
     }
 
-    #[tracing::instrument(skip_all, fields(merchant_id = %merchant_id))]
-    async fn create_user(
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client_id, secret_sha256, merchant_id, scopes, name, revoked_at FROM clients
+             ORDER BY created_at, client_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(client).collect()
+    }
+
+    async fn revoke_client(&self, client_id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET revoked_at = COALESCE(revoked_at, ?2) WHERE client_id = ?1")
+            .bind(client_id)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_client_secret(&self, client_id: &str, secret_sha256: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_sha256 = ?2 WHERE client_id = ?1 AND revoked_at IS NULL")
+            .bind(client_id)
+            .bind(secret_sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users ORDER BY created_at, username",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(user).collect()
+    }
+
+    async fn set_user_disabled(&self, username: &str, at_ms: Option<i64>) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled_at = ?2 WHERE username = ?1")
+            .bind(username)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ?2 WHERE username = ?1")
+            .bind(username)
+            .bind(password_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn signing_keys(&self, now_ms: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT pkcs8, activates_at, retires_at FROM signing_keys
+             WHERE retires_at IS NULL OR retires_at > ?1 ORDER BY activates_at, kid",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(der, activates_at_ms, retires_at_ms)| {
+                let key = SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(KeyRecord { key, activates_at_ms, retires_at_ms })
+            })
+            .collect()
+    }
+
+    async fn rotate_key(
         &self,
-        username: &str,
-        password: &SecretString,
-        merchant_id: MerchantId,
-        scopes: Scopes,
+        new: &SigningKey,
+        activates_at_ms: i64,
+        old_retires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        credentials::check_new_user(username, password)?;
-        let hash = self.passwords.hash(password).await?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("UPDATE signing_keys SET active = 0, retires_at = ?1 WHERE active = 1")
+            .bind(old_retires_at_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, pkcs8, active, created_at, activates_at) VALUES (?1, ?2, 1, ?4, ?3)",
+        )
+        .bind(new.kid())
+        .bind(new.pkcs8_der())
+        .bind(activates_at_ms)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO users (username, password_hash, merchant_id, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
         )
-        .bind(username)
-        .bind(hash)
-        .bind(merchant_id.to_string())
-        .bind(scopes.to_string())
+        .bind(&user.username)
+        .bind(&user.password_hash)
+        .bind(user.merchant_id.to_string())
+        .bind(user.scopes.to_string())
         .bind(now())
         .execute(&self.pool)
         .await;
         match inserted {
-            Ok(_) => {
-                tracing::info!(%username, %scopes, "user created");
-                Ok(())
-            }
+            Ok(_) => Ok(()),
+            // The primary key is `COLLATE NOCASE`: `Alice` and `alice` are one user.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("user `{username}` already exists")))
+                Err(StoreError::Conflict(format!("user `{}` already exists", user.username)))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(db(e)),
         }
     }
 
     #[tracing::instrument(skip_all)]
-    async fn authenticate_user(&self, username: &str, password: &str) -> Result<Option<UserGrant>, StoreError> {
-        let row = if credentials::valid_username(username) {
-            sqlx::query("SELECT username, password_hash, merchant_id, scopes FROM users WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?
-        } else {
-            None
-        };
-        let stored_hash: Option<String> = row.as_ref().map(|r| r.try_get("password_hash")).transpose()?;
-        let matches = self.passwords.verify(stored_hash, password).await?;
-        match row {
-            Some(row) if matches => Ok(Some(UserGrant {
-                username: row.try_get("username")?,
-                merchant_id: merchant(&row)?,
-                scopes: scopes(&row)?,
-            })),
-            _ => Ok(None),
-        }
+    async fn user(&self, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query("SELECT username, password_hash, merchant_id, scopes, disabled_at FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .map(|row| user(&row))
+            .transpose()
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn signing_key(&self) -> Result<SigningKey, StoreError> {
-        if let Some(key) = self.active_key().await? {
-            return Ok(key);
-        }
-        // Another process may be doing the same right now: the unique index on the active key
-        // lets exactly one insert win, and everyone reads the winner back.
-        let key = SigningKey::generate()?;
+    async fn active_key(&self) -> Result<Option<SigningKey>, StoreError> {
+        let der: Option<Vec<u8>> = sqlx::query_scalar("SELECT pkcs8 FROM signing_keys WHERE active = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        der.map(|der| SigningKey::from_pkcs8(&der).map_err(|e| StoreError::Corrupt(e.to_string()))).transpose()
+    }
+
+    async fn insert_first_key(&self, key: &SigningKey) -> Result<(), StoreError> {
+        // The unique index on the active key lets exactly one insert win.
         sqlx::query("INSERT OR IGNORE INTO signing_keys (kid, pkcs8, active, created_at) VALUES (?, ?, 1, ?)")
             .bind(key.kid())
             .bind(key.pkcs8_der())
             .bind(now())
             .execute(&self.pool)
-            .await?;
-        let key = self
-            .active_key()
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("no active signing key after creating one".into()))?;
-        tracing::info!(kid = key.kid(), "signing key ready");
-        Ok(key)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failures(&self, key: &str) -> Result<Option<FailureRecord>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as("SELECT failures, last_failure FROM login_failures WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(|(failures, last_failure_ms)| FailureRecord {
+            failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            last_failure_ms,
+        }))
+    }
+
+    async fn record_failure(&self, key: &str, now_ms: i64, forget_before_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO login_failures (key, failures, last_failure) VALUES (?1, 1, ?2)
+             ON CONFLICT (key) DO UPDATE SET
+                 failures = CASE WHEN login_failures.last_failure < ?3 THEN 1 ELSE login_failures.failures + 1 END,
+                 last_failure = ?2",
+        )
+        .bind(key)
+        .bind(now_ms)
+        .bind(forget_before_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        sqlx::query("DELETE FROM login_failures WHERE last_failure < ?")
+            .bind(forget_before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?").bind(key).execute(&self.pool).await.map_err(db)?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 }
@@ -205,149 +290,23 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn merchant(row: &SqliteRow) -> Result<MerchantId, StoreError> {
-    credentials::parse_merchant(&row.try_get::<String, _>("merchant_id")?)
+fn client(row: &SqliteRow) -> Result<ClientRecord, StoreError> {
+    Ok(ClientRecord {
+        client_id: row.try_get("client_id").map_err(db)?,
+        secret_sha256: row.try_get("secret_sha256").map_err(db)?,
+        merchant_id: parse_merchant(&row.try_get::<String, _>("merchant_id").map_err(db)?)?,
+        scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
+        name: row.try_get("name").map_err(db)?,
+        revoked_at_ms: row.try_get("revoked_at").map_err(db)?,
+    })
 }
 
-fn scopes(row: &SqliteRow) -> Result<Scopes, StoreError> {
-    credentials::parse_scopes(&row.try_get::<String, _>("scopes")?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::credentials::sha256_hex;
-    use crate::Scope;
-    use secrecy::ExposeSecret;
-
-    async fn store(dir: &tempfile::TempDir) -> SqliteIdentityStore {
-        let url = format!("sqlite://{}", dir.path().join("identity.db").display());
-        SqliteIdentityStore::open(&url).await.unwrap().with_fast_hashing()
-    }
-
-    #[tokio::test]
-    async fn given_a_new_client_when_it_authenticates_with_its_secret_then_it_gets_its_grant() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let merchant = MerchantId::new();
-
-        let client = store.create_client(merchant, Scope::EntriesWrite.into(), Some("POS")).await.unwrap();
-        let grant = store.authenticate_client(&client.client_id, client.client_secret.expose_secret()).await.unwrap();
-
-        assert!(client.client_id.starts_with("cf_") && client.client_id.len() == 25, "{}", client.client_id);
-        assert_eq!(
-            grant,
-            Some(ClientGrant {
-                client_id: client.client_id,
-                merchant_id: merchant,
-                scopes: Scope::EntriesWrite.into()
-            })
-        );
-    }
-
-    #[tokio::test]
-    async fn given_a_client_when_a_wrong_secret_or_unknown_id_is_presented_then_nothing_is_granted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let client = store.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
-
-        assert_eq!(store.authenticate_client(&client.client_id, "wrong").await.unwrap(), None);
-        assert_eq!(store.authenticate_client("cf_unknown", client.client_secret.expose_secret()).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn given_a_client_when_stored_then_only_a_hash_of_its_secret_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let client = store.create_client(MerchantId::new(), Scopes::all(), None).await.unwrap();
-
-        let stored: String =
-            sqlx::query("SELECT secret_sha256 FROM clients").fetch_one(&store.pool).await.unwrap().get(0);
-
-        assert_ne!(stored, client.client_secret.expose_secret());
-        assert_eq!(stored, sha256_hex(client.client_secret.expose_secret()));
-    }
-
-    #[tokio::test]
-    async fn given_a_user_when_logging_in_then_only_the_right_password_works_and_case_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let merchant = MerchantId::new();
-        let password = SecretString::from("correct horse");
-        store.create_user("Alice", &password, merchant, Scope::ReportsRead.into()).await.unwrap();
-
-        let grant = store.authenticate_user("alice", "correct horse").await.unwrap();
-
-        assert_eq!(
-            grant,
-            Some(UserGrant { username: "Alice".into(), merchant_id: merchant, scopes: Scope::ReportsRead.into() })
-        );
-        assert_eq!(store.authenticate_user("Alice", "wrong horse").await.unwrap(), None);
-        assert_eq!(store.authenticate_user("bob", "correct horse").await.unwrap(), None);
-        assert_eq!(store.authenticate_user("", "correct horse").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn given_a_user_when_stored_then_the_password_is_an_argon2id_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        store.create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all()).await.unwrap();
-
-        let stored: String =
-            sqlx::query("SELECT password_hash FROM users").fetch_one(&store.pool).await.unwrap().get(0);
-
-        assert!(stored.starts_with("$argon2id$"), "{stored}");
-    }
-
-    #[tokio::test]
-    async fn given_an_existing_username_in_another_case_when_creating_then_it_conflicts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        store.create_user("alice", &"pw".into(), MerchantId::new(), Scopes::all()).await.unwrap();
-
-        let result = store.create_user("ALICE", &"pw2".into(), MerchantId::new(), Scopes::all()).await;
-
-        assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
-    }
-
-    #[tokio::test]
-    async fn given_a_malformed_username_or_empty_password_when_creating_then_it_is_invalid() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let merchant = MerchantId::new();
-
-        for username in ["ab", "has space", "semi;colon", &"a".repeat(65), "ünïcode"] {
-            let result = store.create_user(username, &"pw".into(), merchant, Scopes::all()).await;
-            assert!(matches!(result, Err(StoreError::Invalid(_))), "{username}: {result:?}");
-        }
-        let result = store.create_user("alice", &"".into(), merchant, Scopes::all()).await;
-        assert!(matches!(result, Err(StoreError::Invalid(_))), "{result:?}");
-    }
-
-    #[tokio::test]
-    async fn given_a_fresh_database_when_the_signing_key_is_asked_twice_and_after_reopening_then_it_is_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = store(&dir).await.signing_key().await.unwrap();
-        let again = store(&dir).await.signing_key().await.unwrap();
-
-        assert_eq!(first.kid(), again.kid());
-        assert_eq!(first.pkcs8_der(), again.pkcs8_der());
-    }
-
-    #[tokio::test]
-    async fn given_concurrent_first_calls_when_creating_the_signing_key_then_all_get_the_same_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-
-        let (a, b, c) = tokio::join!(store.signing_key(), store.signing_key(), store.signing_key());
-
-        let kids = [a.unwrap().kid().to_owned(), b.unwrap().kid().to_owned(), c.unwrap().kid().to_owned()];
-        assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
-    }
-
-    #[tokio::test]
-    async fn given_an_open_store_when_pinged_then_it_answers() {
-        let dir = tempfile::tempdir().unwrap();
-        store(&dir).await.ping().await.unwrap();
-    }
+fn user(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        username: row.try_get("username").map_err(db)?,
+        disabled_at_ms: row.try_get("disabled_at").map_err(db)?,
+        password_hash: row.try_get("password_hash").map_err(db)?,
+        merchant_id: parse_merchant(&row.try_get::<String, _>("merchant_id").map_err(db)?)?,
+        scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
+    })
 }

@@ -62,6 +62,7 @@ impl TestApp {
             public_url: ISSUER.into(),
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
+            trust_forwarded_for: false,
         };
         let app = Application::build(&config).await.expect("build app");
         let router = app.router();

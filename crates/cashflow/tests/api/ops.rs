@@ -49,14 +49,7 @@ async fn unknown_routes_and_methods_are_problems() {
 
 #[tokio::test]
 async fn metrics_count_requests_per_route_and_track_consolidation() {
-    let app = TestApp::spawn().await;
-    app.record("credit", "5.00", "2026-11-20T10:00:00-03:00").await;
-    app.consolidate().await;
-    app.balance("2026-11-20").await;
-    app.balance("2026-11-20").await;
-    let r = app.get("/metrics").await;
-    assert_eq!(r.status, StatusCode::OK);
-    let text = r.text;
+    let text = scrape_after_a_consolidated_write_and_two_reads().await;
     for needle in [
         r#"cashflow_http_requests_total{method="POST",route="/v1/entries",status="201"}"#,
         r#"route="/v1/balances/daily/{date}""#,
@@ -69,4 +62,57 @@ async fn metrics_count_requests_per_route_and_track_consolidation() {
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn every_metric_on_metrics_has_help_text() {
+    // Given a process that served writes and reads and consolidated them, when Prometheus scrapes it
+    let text = scrape_after_a_consolidated_write_and_two_reads().await;
+
+    // Then every series family it exposes says what it measures
+    let families: Vec<&str> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    assert!(!families.is_empty(), "{text}");
+    for family in families {
+        assert!(text.contains(&format!("# HELP {family} ")), "no HELP for {family} in:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_consolidation_lag_histogram_has_a_bucket_at_the_one_second_objective() {
+    let text = scrape_after_a_consolidated_write_and_two_reads().await;
+    let bounds: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("cashflow_consolidation_lag_seconds_bucket{"))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect();
+    assert!(bounds.contains(&1.0), "no le=\"1\" bucket: {bounds:?}");
+    assert!(bounds.iter().filter(|b| **b < 1.0).count() >= 8, "too coarse below 1 s: {bounds:?}");
+    // Near the objective too: a lag creeping towards 1 s shows before it crosses it.
+    assert!(bounds.iter().any(|b| (0.5..1.0).contains(b) && *b > 0.5), "nothing between 0.5 s and 1 s: {bounds:?}");
+}
+
+#[tokio::test]
+async fn each_readiness_dependency_is_a_gauge_on_metrics() {
+    // Given a process whose dependencies are all up, when Prometheus scrapes it
+    let app = TestApp::spawn().await;
+    let text = app.get("/metrics").await.text;
+    // Then each dependency the readiness probe checks is reported up
+    for dependency in ["ledger_db", "consolidation_db", "queue", "identity_db", "cache"] {
+        let series = format!("cashflow_dependency_up{{dependency=\"{dependency}\"}} 1");
+        assert!(text.contains(&series), "missing {series} in:\n{text}");
+    }
+}
+
+/// `/metrics` of a fresh app after one entry, its consolidation, and two reads of its day (a
+/// cache miss, then a hit).
+async fn scrape_after_a_consolidated_write_and_two_reads() -> String {
+    let app = TestApp::spawn().await;
+    app.record("credit", "5.00", "2026-11-20T10:00:00-03:00").await;
+    app.consolidate().await;
+    app.balance("2026-11-20").await;
+    app.balance("2026-11-20").await;
+    let r = app.get("/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    r.text
 }

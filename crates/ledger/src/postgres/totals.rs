@@ -29,6 +29,11 @@ pub(super) async fn day_totals(
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     rows.into_iter()
-        .map(|(date, credits, debits, count)| Ok((BusinessDate::from_naive(date).ok_or_else(|| StoreError::Corrupt(format!("day totals: {date}")))?, day_totals_of_sums(credits, debits, count)?)))
+        .map(|(date, credits, debits, count)| {
+            Ok((
+                BusinessDate::from_naive(date).ok_or_else(|| StoreError::Corrupt(format!("day totals: {date}")))?,
+                day_totals_of_sums(credits, debits, count)?,
+            ))
+        })
         .collect()
 }

@@ -28,6 +28,11 @@ pub(super) async fn day_totals(
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     rows.into_iter()
-        .map(|(date, credits, debits, count)| Ok((BusinessDate::parse(&date).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?, day_totals_of_sums(credits, debits, count)?)))
+        .map(|(date, credits, debits, count)| {
+            Ok((
+                BusinessDate::parse(&date).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?,
+                day_totals_of_sums(credits, debits, count)?,
+            ))
+        })
         .collect()
 }

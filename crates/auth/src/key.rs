@@ -1,4 +1,5 @@
-//! The issuer's Ed25519 signing key.
+//! The Ed25519 key that signs access tokens. Its own module because both the issuer (which
+//! signs with it) and the identity store (which persists it) need it, and neither owns it.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -25,7 +25,7 @@ use chrono::Utc;
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::Notify;
 
-use crate::queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
     cashflow_db::MigrationSource {
@@ -53,10 +53,42 @@ const LEASE: &str = "UPDATE messages SET visible_at = ?1, receive_count = receiv
      WHERE id IN (SELECT id FROM messages WHERE +visible_at <= ?2 ORDER BY id LIMIT ?3)
      RETURNING id, body, receive_count";
 
+/// Moves one message (a corrupt one) to `dead_letters`.
+const DEAD_LETTER_ONE_COPY: &str =
+    "INSERT INTO dead_letters (id, event_id, body, enqueued_at, failed_at, receive_count)
+     SELECT id, event_id, body, enqueued_at, ?2, receive_count FROM messages WHERE id = ?1";
+
+/// Hands a leased message back: visible now, receive count kept (see `EventSource::release`).
+/// The receive count in the receipt makes a stale receipt release nothing.
+const RELEASE: &str = "UPDATE messages SET visible_at = ?3 WHERE id = ?1 AND receive_count = ?2";
+/// Deletes an acknowledged message, unless the receipt is stale (the same check).
+const ACK: &str = "DELETE FROM messages WHERE id = ?1 AND receive_count = ?2";
+
 /// A publish is on disk before it returns.
 const DURABLE_SYNC: &str = "PRAGMA synchronous = FULL";
 /// A lease or an acknowledgement may be lost by a power cut (see the module docs).
 const LAZY_SYNC: &str = "PRAGMA synchronous = NORMAL";
+
+/// A row of `messages` that does not decode: written by something other than this queue (or
+/// damaged on disk). It is dead-lettered, never delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt queue message {id}: {source}")]
+pub struct CorruptMessage {
+    /// The row id, to find it in `dead_letters`.
+    pub id: i64,
+    source: rusqlite::Error,
+}
+
+/// A leased row: id, body, receive count.
+type Leased = (i64, String, i64);
+
+/// One row of [`LEASE`], or why it is not a message (`rusqlite`'s `get` returns the decode
+/// error; nothing here panics on a bad value).
+fn decode_leased(row: &rusqlite::Row<'_>) -> Result<Leased, CorruptMessage> {
+    let id: i64 = row.get(0).map_err(|source| CorruptMessage { id: -1, source })?;
+    let corrupt = |source| CorruptMessage { id, source };
+    Ok((id, row.get(1).map_err(corrupt)?, row.get(2).map_err(corrupt)?))
+}
 
 /// Settings of the embedded queue.
 #[derive(Debug, Clone)]
@@ -104,17 +136,37 @@ impl EmbeddedQueue {
         Ok(Self { writer, pool, config, published: Arc::new(Notify::new()) })
     }
 
-    /// Messages moved to the dead-letter table.
-    pub async fn dead_letter_count(&self) -> Result<u64, QueueError> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(&self.pool).await.map_err(unavailable)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
     /// Readiness probe.
     pub async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Runs `sql` once per receipt in one transaction: `?1` the message id, `?2` the receive
+    /// count of the receipt, `?3` `now` when given.
+    async fn per_receipt(&self, receipts: &[String], sql: &'static str, now: Option<i64>) -> Result<(), QueueError> {
+        let pairs = parse_receipts(receipts);
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.writer
+            .run(move |conn| {
+                conn.execute_batch(LAZY_SYNC)?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut statement = tx.prepare_cached(sql)?;
+                    for (id, count) in &pairs {
+                        match now {
+                            Some(now) => statement.execute(params![id, count, now])?,
+                            None => statement.execute(params![id, count])?,
+                        };
+                    }
+                }
+                tx.commit()
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     async fn try_receive(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
@@ -131,15 +183,27 @@ impl EmbeddedQueue {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 tx.prepare_cached(DEAD_LETTER_COPY)?.execute(params![now, max_receives])?;
                 let dead = tx.prepare_cached(DEAD_LETTER_DELETE)?.execute(params![now, max_receives])?;
-                let leased = tx
+                let rows = tx
                     .prepare_cached(LEASE)?
-                    .query_map(params![lease_until, now, limit], |row| {
-                        let (id, body, count): (i64, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-                        Ok((id, body, count))
-                    })?
+                    .query_map(params![lease_until, now, limit], |row| Ok(decode_leased(row)))?
                     .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+                let mut leased = Vec::with_capacity(rows.len());
+                let mut corrupt = 0;
+                for row in rows {
+                    match row {
+                        Ok(message) => leased.push(message),
+                        Err(e) => {
+                            // Never delivered (it is no event), never retried: set aside for
+                            // an operator, like a message received too often.
+                            tracing::error!(error = %e, "corrupt message moved to the dead-letter table");
+                            tx.prepare_cached(DEAD_LETTER_ONE_COPY)?.execute(params![e.id, now])?;
+                            tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?.execute(params![e.id])?;
+                            corrupt += 1;
+                        }
+                    }
+                }
                 tx.commit()?;
-                Ok::<_, rusqlite::Error>((dead, leased))
+                Ok::<_, rusqlite::Error>((dead + corrupt, leased))
             })
             .await
             .map_err(unavailable)?
@@ -159,6 +223,17 @@ impl EmbeddedQueue {
             })
             .collect())
     }
+}
+
+/// `(id, receive count)` of each receipt (`id:count`); a receipt of another form is ignored.
+fn parse_receipts(receipts: &[String]) -> Vec<(i64, i64)> {
+    receipts
+        .iter()
+        .filter_map(|receipt| {
+            let (id, count) = receipt.split_once(':')?;
+            Some((id.parse().ok()?, count.parse().ok()?))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -212,40 +287,25 @@ impl EventSource for EmbeddedQueue {
     }
 
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        let pairs: Vec<(i64, i64)> = receipts
-            .iter()
-            .filter_map(|receipt| {
-                let (id, count) = receipt.split_once(':')?;
-                Some((id.parse().ok()?, count.parse().ok()?))
-            })
-            .collect();
-        if pairs.is_empty() {
-            return Ok(());
-        }
-        self.writer
-            .run(move |conn| {
-                conn.execute_batch(LAZY_SYNC)?;
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                {
-                    let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receive_count = ?2")?;
-                    for (id, count) in &pairs {
-                        delete.execute(params![id, count])?;
-                    }
-                }
-                tx.commit()
-            })
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
+        self.per_receipt(receipts, ACK, None).await
+    }
+
+    async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
+        self.per_receipt(receipts, RELEASE, Some(Utc::now().timestamp_micros())).await?;
+        // A consumer waiting in this process may take them at once.
+        self.published.notify_waiters();
         Ok(())
     }
 
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(&self.pool).await.map_err(unavailable)?;
+        Ok(Some(u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn dead_letter_depth(&self) -> Result<Option<u64>, QueueError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(&self.pool).await.map_err(unavailable)?;
         Ok(Some(u64::try_from(n).unwrap_or(0)))
     }
 }
@@ -315,6 +375,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_released_message_is_receivable_at_once_and_keeps_its_receive_count() {
+        // Given a message leased for far longer than the test
+        let (_dir, q) = queue(EmbeddedQueueConfig::default()).await;
+        q.publish(&[message("a")]).await.unwrap();
+        let first = q.receive(10, Duration::ZERO).await.unwrap();
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "leased");
+        // When the consumer hands it back
+        q.release(&[first[0].receipt.clone()]).await.unwrap();
+        // Then the next receive gets it, counted as a second receive
+        let again = q.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receive_count, 2);
+        // And the stale receipt of the first lease releases nothing
+        q.release(&[first[0].receipt.clone()]).await.unwrap();
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty(), "still leased to the second receive");
+    }
+
+    #[tokio::test]
+    async fn a_message_released_after_every_receive_is_still_dead_lettered() {
+        let config = EmbeddedQueueConfig { max_receives: 3, ..Default::default() };
+        let (_dir, q) = queue(config).await;
+        q.publish(&[message("poison")]).await.unwrap();
+        for _ in 0..3 {
+            let got = q.receive(10, Duration::ZERO).await.unwrap();
+            assert_eq!(got.len(), 1);
+            q.release(&[got[0].receipt.clone()]).await.unwrap();
+        }
+        assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(q.dead_letter_depth().await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
     async fn a_message_received_too_often_is_dead_lettered() {
         let config = EmbeddedQueueConfig { visibility_timeout: Duration::ZERO, max_receives: 2, ..Default::default() };
         let (_dir, q) = queue(config).await;
@@ -322,8 +414,36 @@ mod tests {
         assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
         assert_eq!(q.receive(10, Duration::ZERO).await.unwrap().len(), 1);
         assert!(q.receive(10, Duration::ZERO).await.unwrap().is_empty());
-        assert_eq!(q.dead_letter_count().await.unwrap(), 1);
+        assert_eq!(q.dead_letter_depth().await.unwrap(), Some(1));
         assert_eq!(q.depth().await.unwrap(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_row_is_dead_lettered_and_the_rest_delivered() {
+        // Given a good message and, behind it, a row whose body is not text (written into
+        // queue.db by something other than this queue)
+        let (_dir, q) = queue(EmbeddedQueueConfig::default()).await;
+        q.publish(&[message("good")]).await.unwrap();
+        sqlx::query(
+            "INSERT INTO messages (event_id, body, enqueued_at, visible_at) VALUES ('corrupt', X'FFFE00', 0, 0)",
+        )
+        .execute(&q.pool)
+        .await
+        .unwrap();
+        // When a consumer receives
+        let got = q.receive(10, Duration::ZERO).await.unwrap();
+        // Then the good message is delivered, and the corrupt one set aside, not redelivered
+        assert_eq!(got.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert_eq!(q.dead_letter_depth().await.unwrap(), Some(1));
+        assert_eq!(q.depth().await.unwrap(), Some(1), "only the good message is left, leased");
+    }
+
+    #[test]
+    fn a_body_that_is_not_text_is_a_typed_error() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let err = conn.query_row("SELECT 7, X'FFFE00', 1", [], |row| Ok(decode_leased(row))).unwrap().unwrap_err();
+        assert_eq!(err.id, 7);
+        assert!(err.to_string().starts_with("corrupt queue message 7"), "{err}");
     }
 
     #[tokio::test]

@@ -38,13 +38,13 @@ use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use tokio::task::JoinSet;
 
-use crate::queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
 
 /// The AWS crates this adapter is built on, so that callers can build an [`aws_config::SdkConfig`]
 /// or an [`aws_sdk_sqs::Client`] without depending on matching versions themselves.
@@ -267,7 +267,7 @@ impl SqsQueue {
             .message_attributes(EVENT_ID_ATTRIBUTE, attribute);
         // The producing request's trace context, where tracing tools (X-Ray, OpenTelemetry)
         // look for it.
-        if let Some(traceparent) = crate::Event::trace_of(&message.body) {
+        if let Some(traceparent) = cashflow_events::Event::trace_of(&message.body) {
             let value = MessageAttributeValue::builder()
                 .data_type("String")
                 .string_value(traceparent)
@@ -376,6 +376,29 @@ impl SqsQueue {
         }
     }
 
+    /// Ends the lease of one batch of at most ten receipts. No retry: a message whose release
+    /// failed reappears after its visibility timeout anyway.
+    async fn release_batch(self, entries: Vec<ChangeMessageVisibilityBatchRequestEntry>) -> Result<(), QueueError> {
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.config.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| sdk_error("ChangeMessageVisibilityBatch", &e))?;
+        // A receipt whose lease already ended (the message was received again) releases nothing.
+        let failed: Vec<&BatchResultErrorEntry> = out
+            .failed()
+            .iter()
+            .filter(|f| !matches!(f.code(), "ReceiptHandleIsInvalid" | "MessageNotInflight"))
+            .collect();
+        match failed.first() {
+            None => Ok(()),
+            Some(first) => Err(entry_error("ChangeMessageVisibilityBatch", first, failed.len())),
+        }
+    }
+
     /// One `ReceiveMessage` call.
     async fn receive_once(self, max: usize, wait_seconds: i32) -> Result<Vec<Delivery>, QueueError> {
         let out = self
@@ -451,24 +474,26 @@ impl EventSource for SqsQueue {
 
     #[tracing::instrument(skip_all, fields(count = receipts.len()))]
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let mut seen = HashSet::new();
-        let unique: Vec<&String> = receipts.iter().filter(|r| seen.insert(r.as_str())).collect();
-        let mut batches = Vec::with_capacity(unique.len().div_ceil(MAX_BATCH));
-        for chunk in unique.chunks(MAX_BATCH) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, receipt)| {
-                    DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt.as_str())
-                        .build()
-                        .map_err(build_error)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            batches.push(self.clone().delete_batch(entries));
-        }
-        all_or_error(run_concurrently(self.config.max_concurrent_requests, batches).await)
+        let batches = receipt_batches(receipts, |id, receipt| {
+            DeleteMessageBatchRequestEntry::builder().id(id).receipt_handle(receipt).build()
+        })?;
+        let requests = batches.into_iter().map(|entries| self.clone().delete_batch(entries)).collect();
+        all_or_error(run_concurrently(self.config.max_concurrent_requests, requests).await)
+    }
+
+    /// `ChangeMessageVisibilityBatch` to 0 seconds; SQS keeps the receive count, so the redrive
+    /// policy still dead-letters a message that is released every time.
+    #[tracing::instrument(skip_all, fields(count = receipts.len()))]
+    async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
+        let batches = receipt_batches(receipts, |id, receipt| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .build()
+        })?;
+        let requests = batches.into_iter().map(|entries| self.clone().release_batch(entries)).collect();
+        all_or_error(run_concurrently(self.config.max_concurrent_requests, requests).await)
     }
 
     #[tracing::instrument(skip_all, fields(queue_url = %self.config.queue_url))]
@@ -495,6 +520,22 @@ impl EventSource for SqsQueue {
         }
         Ok(Some(total))
     }
+}
+
+/// The distinct receipts as batch entries, at most [`MAX_BATCH`] a batch, each entry's id its
+/// index in its batch (ids must be distinct within a batch).
+fn receipt_batches<T>(
+    receipts: &[String],
+    entry: impl Fn(String, &str) -> Result<T, aws_sdk_sqs::error::BuildError>,
+) -> Result<Vec<Vec<T>>, QueueError> {
+    let mut seen = HashSet::new();
+    let unique: Vec<&String> = receipts.iter().filter(|r| seen.insert(r.as_str())).collect();
+    unique
+        .chunks(MAX_BATCH)
+        .map(|chunk| {
+            chunk.iter().enumerate().map(|(i, receipt)| entry(i.to_string(), receipt).map_err(build_error)).collect()
+        })
+        .collect()
 }
 
 /// A received message as a [`Delivery`]; `None` for a message without a receipt handle, which

@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use cashflow_domain::EventId;
-use cashflow_events::sqs::aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use cashflow_events::sqs::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use cashflow_events::sqs::aws_sdk_sqs::{self, Client};
-use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, SqsConfig, SqsQueue};
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage};
+use cashflow_queue::sqs::aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use cashflow_queue::sqs::aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use cashflow_queue::sqs::aws_sdk_sqs::{self, Client};
+use cashflow_queue::{SqsConfig, SqsQueue};
 
 fn endpoint() -> String {
     std::env::var("CASHFLOW_TEST_SQS_ENDPOINT").expect("CASHFLOW_TEST_SQS_ENDPOINT names the SQS emulator")
@@ -21,8 +22,8 @@ fn endpoint() -> String {
 
 /// Dummy credentials and region in the client's own configuration: no process-wide
 /// environment, which tests running in parallel would race on.
-fn sdk_config(endpoint: Option<String>) -> cashflow_events::sqs::aws_config::SdkConfig {
-    let mut builder = cashflow_events::sqs::aws_config::SdkConfig::builder()
+fn sdk_config(endpoint: Option<String>) -> cashflow_queue::sqs::aws_config::SdkConfig {
+    let mut builder = cashflow_queue::sqs::aws_config::SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(Credentials::new(
@@ -172,6 +173,27 @@ async fn an_unacknowledged_message_reappears_after_the_visibility_timeout() {
     assert_eq!(again[0].receive_count, 2);
     queue.ack(&receipts(&again)).await.unwrap();
     assert_eq!(queue.depth().await.unwrap(), Some(0));
+}
+
+#[tokio::test]
+#[cfg_attr(not(sqs_tests), ignore = "set CASHFLOW_TEST_SQS_ENDPOINT to run against an SQS emulator")]
+async fn a_released_message_is_receivable_at_once_and_keeps_its_receive_count() {
+    // Given a message leased for far longer than the test
+    let client = client();
+    let url = create_queue(&client, &unique("cashflow-release"), &[]).await;
+    let queue = adapter(&client, SqsConfig { visibility_timeout: Duration::from_secs(60), ..config(&url) });
+    queue.publish(&[message("hand me back")]).await.unwrap();
+    let first = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(first.len(), 1);
+
+    // When the consumer releases it
+    queue.release(&receipts(&first)).await.unwrap();
+
+    // Then it is received again at once, as a second receive
+    let again = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(again.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["hand me back"]);
+    assert_eq!(again[0].receive_count, 2);
+    queue.ack(&receipts(&again)).await.unwrap();
 }
 
 #[tokio::test]

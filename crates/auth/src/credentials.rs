@@ -1,5 +1,5 @@
-//! What every identity store shares: how credentials are minted, validated, hashed and
-//! checked. Backends differ only in their SQL, so the security-relevant rules live here once.
+//! How credentials are minted, validated, hashed and compared: the primitives
+//! [`crate::identities`] builds its checks from.
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,12 +12,12 @@ use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
+use crate::store::StoreError;
 use crate::Scopes;
 
 /// Password hashing with argon2id, off the async worker threads.
 #[derive(Clone)]
-pub(super) struct Passwords {
+pub(crate) struct Passwords {
     /// Cost of new password hashes. Verification reads the cost from each stored hash.
     params: Params,
     /// A hash with `params` that unknown usernames are verified against, so that a login for a
@@ -32,18 +32,12 @@ impl Default for Passwords {
 }
 
 impl Passwords {
-    pub(super) fn new(params: Params) -> Self {
+    pub(crate) fn new(params: Params) -> Self {
         Self { params, dummy_hash: Arc::default() }
     }
 
-    /// Cheap hashing, so that tests do not spend seconds in unoptimized argon2.
-    #[cfg(test)]
-    pub(super) fn fast() -> Self {
-        Params::new(Params::MIN_M_COST, 1, 1, None).map(Self::new).unwrap_or_default()
-    }
-
     /// The PHC string of a new password.
-    pub(super) async fn hash(&self, password: &SecretString) -> Result<String, StoreError> {
+    pub(crate) async fn hash(&self, password: &SecretString) -> Result<String, StoreError> {
         let salt = SaltString::encode_b64(&random::<16>()?).map_err(|e| StoreError::Crypto(e.to_string()))?;
         let password = password.clone();
         let params = self.params.clone();
@@ -57,7 +51,7 @@ impl Passwords {
 
     /// Whether `password` matches `stored`. Without a stored hash (unknown user) the password is
     /// verified against a dummy hash anyway and the answer is no, in the same time.
-    pub(super) async fn verify(&self, stored: Option<String>, password: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn verify(&self, stored: Option<String>, password: &str) -> Result<bool, StoreError> {
         let password = SecretString::from(password);
         let params = self.params.clone();
         let dummy = Arc::clone(&self.dummy_hash);
@@ -95,7 +89,7 @@ fn dummy_hash(cell: &OnceLock<String>, params: Params) -> &str {
 }
 
 /// A client's optional display name, trimmed; at most 120 characters, no control characters.
-pub(super) fn client_name(name: Option<&str>) -> Result<Option<&str>, StoreError> {
+pub(crate) fn client_name(name: Option<&str>) -> Result<Option<&str>, StoreError> {
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     if name.is_some_and(|n| n.chars().count() > 120 || n.chars().any(char::is_control)) {
         return Err(StoreError::Invalid(
@@ -106,7 +100,7 @@ pub(super) fn client_name(name: Option<&str>) -> Result<Option<&str>, StoreError
 }
 
 /// A new client id (`cf_` and 128 random bits) and secret (256 random bits).
-pub(super) fn new_client_credentials() -> Result<(String, String), StoreError> {
+pub(crate) fn new_client_credentials() -> Result<(String, String), StoreError> {
     let client_id = format!("cf_{}", URL_SAFE_NO_PAD.encode(random::<16>()?));
     let secret = URL_SAFE_NO_PAD.encode(random::<32>()?);
     Ok((client_id, secret))
@@ -114,7 +108,7 @@ pub(super) fn new_client_credentials() -> Result<(String, String), StoreError> {
 
 /// Whether `presented` is the secret whose SHA-256 is `stored`. An unknown client (`None`)
 /// costs the same comparison, against a hash no secret has.
-pub(super) fn client_secret_matches(stored: Option<&str>, presented: &str) -> bool {
+pub(crate) fn client_secret_matches(stored: Option<&str>, presented: &str) -> bool {
     let presented = sha256_hex(presented);
     match stored {
         Some(stored) => constant_time_eq(presented.as_bytes(), stored.as_bytes()),
@@ -126,7 +120,7 @@ pub(super) fn client_secret_matches(stored: Option<&str>, presented: &str) -> bo
 }
 
 /// The rules of a new user's credentials.
-pub(super) fn check_new_user(username: &str, password: &SecretString) -> Result<(), StoreError> {
+pub(crate) fn check_new_user(username: &str, password: &SecretString) -> Result<(), StoreError> {
     if !valid_username(username) {
         return Err(StoreError::Invalid(
             "username must be 3 to 64 characters: letters, digits, `.`, `_`, `@` or `-`".into(),
@@ -138,7 +132,7 @@ pub(super) fn check_new_user(username: &str, password: &SecretString) -> Result<
     Ok(())
 }
 
-pub(super) fn valid_username(username: &str) -> bool {
+pub(crate) fn valid_username(username: &str) -> bool {
     (3..=64).contains(&username.len())
         && username.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
 }
@@ -152,7 +146,7 @@ fn random<const N: usize>() -> Result<[u8; N], StoreError> {
 }
 
 /// Lowercase hex SHA-256: how client secrets are stored.
-pub(super) fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -161,10 +155,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub(super) fn parse_merchant(text: &str) -> Result<MerchantId, StoreError> {
+pub(crate) fn parse_merchant(text: &str) -> Result<MerchantId, StoreError> {
     MerchantId::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-pub(super) fn parse_scopes(text: &str) -> Result<Scopes, StoreError> {
+pub(crate) fn parse_scopes(text: &str) -> Result<Scopes, StoreError> {
     Scopes::parse_list(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
