@@ -130,8 +130,8 @@ pub fn table(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<36}  {:<10}  {:>20}  {:>20}  {:>13}  {}",
-        "merchant", "date", "credits exp/found", "debits exp/found", "count e/f", "repaired"
+        "{:<36}  {:<10}  {:>20}  {:>20}  {:>13}  repaired",
+        "merchant", "date", "credits exp/found", "debits exp/found", "count e/f"
     );
     for f in &report.findings {
         let d = &f.drift;
