@@ -18,6 +18,15 @@ use cashflow_events::{Event, EventBody};
 
 use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
 
+/// Sets a day's totals (the consumer's batches and reconciliation's rebuilds).
+const UPSERT_DAY: &str =
+    "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (merchant_id, business_date) DO UPDATE SET
+       total_credits = excluded.total_credits,
+       total_debits = excluded.total_debits,
+       entry_count = excluded.entry_count";
+
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
     description: "consolidation",
@@ -132,14 +141,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
         for id in &applied_ids {
             record.execute(params![id, now])?;
         }
-        let mut upsert_day = tx.prepare_cached(
-            "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (merchant_id, business_date) DO UPDATE SET
-               total_credits = excluded.total_credits,
-               total_debits = excluded.total_debits,
-               entry_count = excluded.entry_count",
-        )?;
+        let mut upsert_day = tx.prepare_cached(UPSERT_DAY)?;
         for (merchant, date, totals, changed) in days.values() {
             if *changed {
                 upsert_day.execute(params![

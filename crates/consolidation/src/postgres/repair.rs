@@ -3,12 +3,11 @@
 //! Locks are taken in the consumer's order (the day's event ids, sorted, then the day's row),
 //! so a repair racing a consumer on the same day waits for it or makes it wait, never deadlocks.
 
-use sqlx::Row;
 use uuid::Uuid;
 
-use cashflow_domain::{Balance, DayTotals, MerchantId};
+use cashflow_domain::MerchantId;
 
-use super::{count_to_db, micros, unavailable, PostgresConsolidationStore};
+use super::{micros, unavailable, PostgresConsolidationStore};
 use crate::store::{DayRebuild, RebuildOutcome, StoreError};
 
 pub(super) async fn merchants(store: &PostgresConsolidationStore) -> Result<Vec<MerchantId>, StoreError> {
@@ -39,31 +38,7 @@ pub(super) async fn rebuild_day(
     .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
-    // A row to lock even when the day has none yet (a consumer's first posting of the day
-    // then waits for this transaction instead of racing it).
-    sqlx::query(
-        "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-         VALUES ($1, $2, 0, 0, 0) ON CONFLICT (merchant_id, business_date) DO NOTHING",
-    )
-    .bind(merchant)
-    .bind(date)
-    .execute(&mut *tx)
-    .await
-    .map_err(unavailable)?;
-    let row = sqlx::query(
-        "SELECT total_credits, total_debits, entry_count FROM daily_totals
-         WHERE merchant_id = $1 AND business_date = $2 FOR UPDATE",
-    )
-    .bind(merchant)
-    .bind(date)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(unavailable)?;
-    let current = DayTotals {
-        total_credits: Balance::from_minor(row.get("total_credits")),
-        total_debits: Balance::from_minor(row.get("total_debits")),
-        entry_count: u64::try_from(row.get::<i64, _>("entry_count")).unwrap_or(u64::MAX),
-    };
+    let current = super::lock_day(&mut *tx, day.merchant, day.date).await?;
     if current != day.found {
         // Rolls back the claimed ids and the placeholder row.
         tx.rollback().await.map_err(unavailable)?;
@@ -77,18 +52,7 @@ pub(super) async fn rebuild_day(
             .await
             .map_err(unavailable)?;
     } else {
-        sqlx::query(
-            "UPDATE daily_totals SET total_credits = $3, total_debits = $4, entry_count = $5
-             WHERE merchant_id = $1 AND business_date = $2",
-        )
-        .bind(merchant)
-        .bind(date)
-        .bind(totals.total_credits.minor())
-        .bind(totals.total_debits.minor())
-        .bind(count_to_db(totals.entry_count))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        super::set_day(&mut *tx, day.merchant, day.date, totals).await?;
     }
     if let Some(newest) = day.entries.iter().map(|e| e.recorded_at).max() {
         sqlx::query(

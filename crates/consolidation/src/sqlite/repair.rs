@@ -51,15 +51,7 @@ fn rebuild(conn: &mut Connection, day: &DayRebuild, totals: DayTotals) -> Result
     if totals.entry_count == 0 {
         tx.execute("DELETE FROM daily_totals WHERE merchant_id = ?1 AND business_date = ?2", params![merchant, date])?;
     } else {
-        tx.prepare_cached(
-            "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (merchant_id, business_date) DO UPDATE SET
-               total_credits = excluded.total_credits,
-               total_debits = excluded.total_debits,
-               entry_count = excluded.entry_count",
-        )?
-        .execute(params![
+        tx.prepare_cached(super::UPSERT_DAY)?.execute(params![
             merchant,
             date,
             totals.total_credits.minor(),
