@@ -1,7 +1,9 @@
 //! OAuth 2.0 scopes: what an access token lets its bearer do.
 //!
-//! There are three, one per kind of operation, so that a point-of-sale integration can record
-//! entries without reading reports and a dashboard can read without writing.
+//! A merchant's clients get three, one per kind of operation, so that a point-of-sale
+//! integration can record entries without reading reports and a dashboard can read without
+//! writing. A fourth, `ledger:read`, is the service scope the consolidation side reads the
+//! ledger with over gRPC.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +19,9 @@ pub enum Scope {
     EntriesRead,
     /// Read daily consolidated balances.
     ReportsRead,
+    /// A service token: read any merchant's ledger over gRPC (entries and day totals), for the
+    /// consolidation side's reconciliation. Never part of [`Scopes::all`].
+    LedgerRead,
 }
 
 /// A scope name we do not know.
@@ -26,7 +31,7 @@ pub struct UnknownScope(pub String);
 
 impl Scope {
     /// Every scope, in canonical order.
-    pub const ALL: [Scope; 3] = [Scope::EntriesWrite, Scope::EntriesRead, Scope::ReportsRead];
+    pub const ALL: [Scope; 4] = [Scope::EntriesWrite, Scope::EntriesRead, Scope::ReportsRead, Scope::LedgerRead];
 
     /// The wire name, e.g. `entries:write`.
     pub const fn as_str(self) -> &'static str {
@@ -34,6 +39,7 @@ impl Scope {
             Scope::EntriesWrite => "entries:write",
             Scope::EntriesRead => "entries:read",
             Scope::ReportsRead => "reports:read",
+            Scope::LedgerRead => "ledger:read",
         }
     }
 
@@ -55,6 +61,7 @@ impl Scope {
             Scope::EntriesWrite => 1,
             Scope::EntriesRead => 2,
             Scope::ReportsRead => 4,
+            Scope::LedgerRead => 8,
         }
     }
 }
@@ -82,7 +89,8 @@ impl Scopes {
         Self(0)
     }
 
-    /// Every scope.
+    /// Every scope a merchant's own clients and users get: not the service scope
+    /// [`Scope::LedgerRead`], which reads every merchant's ledger and is granted only on purpose.
     pub const fn all() -> Self {
         Self(Scope::EntriesWrite.bit() | Scope::EntriesRead.bit() | Scope::ReportsRead.bit())
     }
@@ -230,6 +238,14 @@ mod tests {
         assert_eq!(scopes.to_string(), "entries:write entries:read reports:read");
         assert_eq!(Scopes::parse_list("").unwrap(), Scopes::empty());
         assert_eq!(Scopes::empty().to_string(), "");
+    }
+
+    #[test]
+    fn the_service_scope_parses_but_is_not_among_the_merchant_scopes() {
+        assert_eq!(Scope::parse("ledger:read"), Ok(Scope::LedgerRead));
+        assert!(!Scopes::all().contains(Scope::LedgerRead));
+        let service = Scopes::parse_list("ledger:read").unwrap();
+        assert_eq!(service.to_string(), "ledger:read");
     }
 
     #[test]

@@ -130,6 +130,9 @@ pub enum Command {
     /// Manage users (OAuth 2.0 password grant).
     #[command(subcommand)]
     User(UserCommand),
+    /// Compare every consolidated day with the ledger (over gRPC), print the drifting days,
+    /// and with --repair rebuild them. Exit status 1 while something drifts.
+    Reconcile(crate::reconcile::ReconcileArgs),
     /// Manage the built-in token issuer.
     #[command(subcommand)]
     Issuer(IssuerCommand),
@@ -167,6 +170,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    /// Also serve the ledger's gRPC service (`cashflow.ledger.v1.LedgerService`, health,
+    /// reflection) on this address.
+    #[arg(long, env = "CASHFLOW_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+
     /// Do not create the demo merchant and client on first start.
     #[arg(long, env = "CASHFLOW_NO_DEMO")]
     pub no_demo: bool,
@@ -187,6 +195,11 @@ pub struct LedgerArgs {
 
     #[command(flatten)]
     pub auth: AuthArgs,
+
+    /// Also serve the ledger's gRPC service (`cashflow.ledger.v1.LedgerService`, health,
+    /// reflection) on this address.
+    #[arg(long, env = "CASHFLOW_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
 
     /// Do not run the outbox relay in this process (run `cashflow relay` instead).
     #[arg(long, env = "CASHFLOW_NO_RELAY")]
@@ -223,6 +236,12 @@ pub struct ConsolidatorArgs {
     /// cache. With Redis it shares the consumer's cache.
     #[arg(long, env = "CASHFLOW_NO_CONSUMER")]
     pub no_consumer: bool,
+
+    #[command(flatten)]
+    pub ledger_grpc: crate::grpc::LedgerGrpcArgs,
+
+    #[command(flatten)]
+    pub reconcile: crate::reconcile::ScheduleArgs,
 
     #[command(flatten)]
     pub backends: BackendArgs,

@@ -22,6 +22,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Ledger(args) => processes::ledger(args).await,
         Command::Relay(args) => processes::relay(args).await,
         Command::Consolidator(args) => processes::consolidator(args).await,
+        Command::Reconcile(args) => crate::reconcile::run(args).await,
         Command::Migrate(backends) => {
             backends.ledger().await?;
             backends.consolidation().await?;

@@ -18,15 +18,19 @@
 //! - [`operator`]: listing, revoking and rotating credentials, listing merchants, rotating
 //!   the issuer's key (`client list|revoke|rotate-secret`, `user list|disable|enable|set-password`,
 //!   `merchant list`, `issuer rotate-key`).
+//! - [`grpc`]: the ledger's gRPC server (`--grpc-listen`) and the consolidation side's client.
+//! - [`reconcile`]: `cashflow reconcile` and the consolidator's scheduled reconciliation.
 //! - [`telemetry`]: logs and their format.
 
 pub mod app;
 pub mod backends;
 pub mod cli;
 pub mod commands;
+pub mod grpc;
 pub mod operator;
 pub mod ops;
 pub mod processes;
+pub mod reconcile;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

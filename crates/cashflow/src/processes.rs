@@ -50,7 +50,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         create_demo(&app, &config.public_url).await?;
     }
     tracing::info!(listen = %local, tls = tls.is_some(), "cashflow serving");
-    app.into_process().run(listener, server, tls, shutdown_on_signal()).await
+    let shutdown = shutdown_on_signal();
+    let grpc =
+        crate::grpc::serve_if(args.grpc_listen, app.ledger_store.clone(), app.verifier.clone(), shutdown.clone())
+            .await?;
+    app.into_process().run(listener, server, tls, shutdown).await?;
+    crate::grpc::join(grpc).await;
+    Ok(())
 }
 
 /// `cashflow ledger`: the ledger API, the token issuer and (unless `--no-relay`) the relay.
@@ -62,9 +68,14 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     if !args.no_relay {
         run.push(Part::Relay);
     }
-    let (process, _) = Process::assemble(Parts::new(config), &run).await?;
+    let (process, parts) = Process::assemble(Parts::new(config), &run).await?;
     tracing::info!(listen = %args.listen, relay = !args.no_relay, "cashflow ledger serving");
-    process.run(listener, server, tls, shutdown_on_signal()).await
+    let shutdown = shutdown_on_signal();
+    let (store, verifier) = (parts.ledger_store().await?, parts.auth().await?.1);
+    let grpc = crate::grpc::serve_if(args.grpc_listen, store, verifier, shutdown.clone()).await?;
+    process.run(listener, server, tls, shutdown).await?;
+    crate::grpc::join(grpc).await;
+    Ok(())
 }
 
 /// `cashflow relay`: moves the ledger's outbox to the queue; serves health and metrics.
@@ -95,9 +106,29 @@ pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
     if !args.no_consumer {
         run.push(Part::Consumer);
     }
-    let (process, _) = Process::assemble(Parts::new(config), &run).await?;
+    let (process, parts) = Process::assemble(Parts::new(config), &run).await?;
     tracing::info!(listen = %args.listen, consumer = !args.no_consumer, "cashflow consolidator serving");
-    process.run(listener, server, tls, shutdown_on_signal()).await
+    let shutdown = shutdown_on_signal();
+    let reconcile = match (args.ledger_grpc.client()?, args.reconcile.reconcile_every) {
+        (Some(client), every) if every > 0 => {
+            let reconciler = cashflow_consolidation::reconcile::Reconciler::new(
+                parts.consolidation_store().await?,
+                parts.cache().await?,
+                std::sync::Arc::new(client),
+            );
+            let every = std::time::Duration::from_secs(every);
+            Some(tokio::spawn(crate::reconcile::schedule(
+                reconciler,
+                every,
+                args.reconcile.reconcile_days,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
+    process.run(listener, server, tls, shutdown).await?;
+    crate::grpc::join(reconcile).await;
+    Ok(())
 }
 
 /// A shutdown flag that turns true on SIGTERM or Ctrl-C.

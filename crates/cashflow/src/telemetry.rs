@@ -243,6 +243,34 @@ pub const DESCRIPTIONS: &[Description] = &[
         Unit::Count,
         "1 when the dependency answered this process's readiness probe at the last scrape, 0 when not.",
     ),
+    describe(
+        "cashflow_reconcile_drifting_days_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Consolidated days reconciliation found to differ from the ledger's own totals.",
+    ),
+    describe(
+        "cashflow_reconcile_repaired_days_total",
+        &[],
+        Kind::Counter,
+        Unit::Count,
+        "Drifting days rebuilt from the ledger's entries.",
+    ),
+    describe(
+        "cashflow_reconcile_drifting_days",
+        &[],
+        Kind::Gauge,
+        Unit::Count,
+        "Days the last reconciliation left drifting (not repaired, or moved while being repaired).",
+    ),
+    describe(
+        "cashflow_reconcile_last_success_timestamp_seconds",
+        &[],
+        Kind::Gauge,
+        Unit::Seconds,
+        "Unix time the last reconciliation run finished.",
+    ),
 ];
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

@@ -498,4 +498,78 @@ async fn no_secret_token_password_or_description_reaches_a_log_line_even_at_trac
         let consumed = lines.iter().any(|l| l.contains("event consolidated") && l.contains(&trace_id));
         assert!(consumed, "no consumer line joins the trace of request {id}");
     }
+
+/// Runs `cashflow reconcile --json …` on `data_dir`: its exit status and its report.
+fn reconcile(data_dir: &Path, args: &[&str]) -> (bool, Value) {
+    let out = Command::new(BIN).arg("reconcile").args(args).arg("--data-dir").arg(data_dir).output().expect("run");
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), report)
+}
+
+#[tokio::test]
+async fn reconcile_over_grpc_lists_a_tampered_day_exits_1_and_repairs_it() {
+    // Given `serve` with its gRPC service, a merchant's consolidated sale, and a service client
+    let dir = tempfile::tempdir().unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let server = start(&["serve", "--no-demo", "--grpc-listen", &grpc], dir.path(), free_port(), None).await;
+    let merchant = cli(dir.path(), &["merchant", "create", "--name", "Mercado", "--timezone", "UTC", "--json"]);
+    let merchant = merchant["merchant_id"].as_str().unwrap().to_owned();
+    let writer = cli(
+        dir.path(),
+        &["client", "create", "--merchant", &merchant, "--scopes", "entries:write,reports:read", "--json"],
+    );
+    let token =
+        token(&server.base, writer["client_id"].as_str().unwrap(), writer["client_secret"].as_str().unwrap()).await;
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/entries", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"type": "credit", "amount": "150.00", "description": "Venda", "occurred_at": "2026-11-23T10:00:00Z"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    daily_when(&server.base, &token, "2026-11-23", 1).await;
+    let service = cli(dir.path(), &["client", "create", "--merchant", &merchant, "--scopes", "ledger:read", "--json"]);
+    let token_url = format!("{}/oauth2/token", server.base);
+    let grpc_url = format!("http://{grpc}");
+    let args = [
+        "--ledger-grpc-url",
+        &grpc_url,
+        "--client-id",
+        service["client_id"].as_str().unwrap(),
+        "--client-secret",
+        service["client_secret"].as_str().unwrap(),
+        "--token-url",
+        &token_url,
+        "--json",
+    ];
+    let (clean, report) = reconcile(dir.path(), &args);
+    assert!(clean && report["findings"] == json!([]), "{report}");
+
+    // When the day's consolidated credits are altered in the database
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("consolidation.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE daily_totals SET total_credits = 1").execute(&db).await.unwrap();
+
+    // Then reconcile lists that day, expected against found, and exits 1
+    let (ok, report) = reconcile(dir.path(), &args);
+    assert!(!ok, "{report}");
+    let finding = &report["findings"][0];
+    assert_eq!(report["findings"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!((finding["date"].as_str(), finding["merchant"].as_str()), (Some("2026-11-23"), Some(merchant.as_str())));
+    assert_eq!(
+        (finding["expected"]["total_credits"].as_i64(), finding["found"]["total_credits"].as_i64()),
+        (Some(15000), Some(1))
+    );
+
+    // And with --repair it exits 0, the day holds the ledger's totals, and a second run is clean
+    let repair: Vec<&str> = args.iter().copied().chain(["--repair"]).collect();
+    let (ok, report) = reconcile(dir.path(), &repair);
+    assert!(ok && report["findings"][0]["repaired"] == json!(true), "{report}");
+    let credits: i64 = sqlx::query_scalar("SELECT total_credits FROM daily_totals").fetch_one(&db).await.unwrap();
+    assert_eq!(credits, 15000);
+    let (ok, report) = reconcile(dir.path(), &args);
+    assert!(ok && report["findings"] == json!([]), "{report}");
 }

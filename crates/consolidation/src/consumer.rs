@@ -265,6 +265,17 @@ mod tests {
             self.check()?;
             self.inner.days(merchant, from, to).await
         }
+        async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {
+            self.check()?;
+            self.inner.merchants().await
+        }
+        async fn rebuild_day(
+            &self,
+            day: &crate::store::DayRebuild,
+        ) -> Result<crate::store::RebuildOutcome, StoreError> {
+            self.check()?;
+            self.inner.rebuild_day(day).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             self.check()
         }

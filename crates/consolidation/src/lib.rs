@@ -15,11 +15,14 @@
 //! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation;
 //!   [`NoCache`] for a reports-only process that cannot share one.
 //! - [`redis_cache`]: [`RedisCache`], the shared implementation on Redis (ElastiCache).
+//! - [`reconcile`]: the [`reconcile::Reconciler`], comparing consolidated days with the ledger
+//!   (through the [`reconcile::LedgerSource`] port) and rebuilding the ones that drift.
 
 pub mod api;
 pub mod cache;
 pub mod consumer;
 pub mod postgres;
+pub mod reconcile;
 pub mod redis_cache;
 pub mod report;
 pub mod sqlite;

@@ -27,6 +27,8 @@
 //!   locked row rather than a savepoint per event: the common path costs two statements per
 //!   day touched, not two per event.
 
+mod repair;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -77,6 +79,52 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 
 fn count_to_db(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// Locks a day's row, created empty if the day has none yet (so a concurrent first posting of
+/// the day waits instead of racing), and reads its totals.
+async fn lock_day(tx: &mut PgConnection, merchant: MerchantId, date: BusinessDate) -> Result<DayTotals, StoreError> {
+    sqlx::query(
+        "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
+         VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(merchant.as_uuid())
+    .bind(date.naive())
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    let row = sqlx::query(
+        "SELECT total_credits, total_debits, entry_count FROM daily_totals
+         WHERE merchant_id = $1 AND business_date = $2 FOR UPDATE",
+    )
+    .bind(merchant.as_uuid())
+    .bind(date.naive())
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    totals_from_row(&row)
+}
+
+/// Writes a locked day's totals back.
+async fn set_day(
+    tx: &mut PgConnection,
+    merchant: MerchantId,
+    date: BusinessDate,
+    totals: DayTotals,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE daily_totals SET total_credits = $3, total_debits = $4, entry_count = $5
+         WHERE merchant_id = $1 AND business_date = $2",
+    )
+    .bind(merchant.as_uuid())
+    .bind(date.naive())
+    .bind(totals.total_credits.minor())
+    .bind(totals.total_debits.minor())
+    .bind(count_to_db(totals.entry_count))
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 fn totals_from_row(row: &sqlx::postgres::PgRow) -> Result<DayTotals, StoreError> {
@@ -161,38 +209,9 @@ impl PostgresConsolidationStore {
         // The rare path: the day is close to overflowing. Hold its row, post one by one with
         // checked arithmetic, and write the result back (safe: nobody else can change the row
         // until we commit).
-        sqlx::query(
-            "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-             VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
-        )
-        .bind(merchant.as_uuid())
-        .bind(date.naive())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let row = sqlx::query(
-            "SELECT total_credits, total_debits, entry_count FROM daily_totals
-             WHERE merchant_id = $1 AND business_date = $2 FOR UPDATE",
-        )
-        .bind(merchant.as_uuid())
-        .bind(date.naive())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let mut totals = totals_from_row(&row)?;
+        let mut totals = lock_day(tx, merchant, date).await?;
         let applied: Vec<bool> = postings.iter().map(|p| totals.post(p.kind, p.amount).is_ok()).collect();
-        sqlx::query(
-            "UPDATE daily_totals SET total_credits = $3, total_debits = $4, entry_count = $5
-             WHERE merchant_id = $1 AND business_date = $2",
-        )
-        .bind(merchant.as_uuid())
-        .bind(date.naive())
-        .bind(totals.total_credits.minor())
-        .bind(totals.total_debits.minor())
-        .bind(count_to_db(totals.entry_count))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
+        set_day(tx, merchant, date, totals).await?;
         Ok(applied)
     }
 
@@ -340,6 +359,14 @@ impl ConsolidationStore for PostgresConsolidationStore {
             days.insert(date, totals_from_row(&r)?);
         }
         Ok((opening, days))
+    }
+
+    async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {
+        repair::merchants(self).await
+    }
+
+    async fn rebuild_day(&self, day: &crate::store::DayRebuild) -> Result<crate::store::RebuildOutcome, StoreError> {
+        repair::rebuild_day(self, day).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

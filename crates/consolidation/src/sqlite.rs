@@ -2,6 +2,8 @@
 //! thread ([`SqliteThread`]: SQLite has one writer anyway, and a batch of postings is then one
 //! hand-over between threads), a reader pool for reports.
 
+mod repair;
+
 use std::collections::{btree_map, BTreeMap, HashMap};
 
 use async_trait::async_trait;
@@ -15,6 +17,15 @@ use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, 
 use cashflow_events::{Event, EventBody};
 
 use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+
+/// Sets a day's totals (the consumer's batches and reconciliation's rebuilds).
+const UPSERT_DAY: &str =
+    "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (merchant_id, business_date) DO UPDATE SET
+       total_credits = excluded.total_credits,
+       total_debits = excluded.total_debits,
+       entry_count = excluded.entry_count";
 
 const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
     version: 1,
@@ -130,14 +141,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
         for id in &applied_ids {
             record.execute(params![id, now])?;
         }
-        let mut upsert_day = tx.prepare_cached(
-            "INSERT INTO daily_totals (merchant_id, business_date, total_credits, total_debits, entry_count)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (merchant_id, business_date) DO UPDATE SET
-               total_credits = excluded.total_credits,
-               total_debits = excluded.total_debits,
-               entry_count = excluded.entry_count",
-        )?;
+        let mut upsert_day = tx.prepare_cached(UPSERT_DAY)?;
         for (merchant, date, totals, changed) in days.values() {
             if *changed {
                 upsert_day.execute(params![
@@ -236,6 +240,14 @@ impl ConsolidationStore for SqliteConsolidationStore {
             );
         }
         Ok((opening, days))
+    }
+
+    async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {
+        repair::merchants(self).await
+    }
+
+    async fn rebuild_day(&self, day: &crate::store::DayRebuild) -> Result<crate::store::RebuildOutcome, StoreError> {
+        repair::rebuild_day(self, day).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

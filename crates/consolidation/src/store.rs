@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
+use cashflow_domain::{
+    Amount, ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EntryType, EventId, MerchantId,
+};
 use cashflow_events::Event;
 
 /// A storage failure.
@@ -41,6 +43,52 @@ pub struct ApplySummary {
     pub rejected: Vec<EventId>,
     /// The earliest business date each merchant had changed, for cache invalidation.
     pub changed_from: BTreeMap<MerchantId, BusinessDate>,
+}
+
+/// One of a day's entries as the ledger has it: what rebuilding the day needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerPosting {
+    /// The id of the event that announced the entry: recorded as applied by the rebuild.
+    pub event_id: EventId,
+    pub kind: EntryType,
+    pub amount: Amount,
+    /// The ledger's commit time (the merchant's `as_of` moves to the newest).
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A drifting day to set to the ledger's entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayRebuild {
+    pub merchant: MerchantId,
+    pub currency: Currency,
+    pub date: BusinessDate,
+    /// The day's consolidated totals when reconciliation read them, before it read the ledger:
+    /// the day is rebuilt only if they are still the same. A consumer that applied an event of
+    /// the day in between wins, and the day is left for the next run (see
+    /// `docs/architecture.md`, reconciliation).
+    pub found: DayTotals,
+    /// Every entry of the day in the ledger.
+    pub entries: Vec<LedgerPosting>,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildOutcome {
+    /// The day now holds exactly the ledger's entries, and their events are recorded as applied.
+    Rebuilt,
+    /// The day changed since it was read; nothing was written.
+    Moved,
+}
+
+impl DayRebuild {
+    /// The totals of the ledger's entries (checked: an overflow is an error, not a wrap).
+    pub fn totals(&self) -> Result<DayTotals, StoreError> {
+        let mut totals = DayTotals::default();
+        for e in &self.entries {
+            totals.post(e.kind, e.amount).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        }
+        Ok(totals)
+    }
 }
 
 /// The first copy of each event of a batch, in delivery order; later copies are duplicates.
@@ -102,6 +150,15 @@ pub trait ConsolidationStore: Send + Sync + 'static {
         from: BusinessDate,
         to: BusinessDate,
     ) -> Result<(Balance, BTreeMap<BusinessDate, DayTotals>), StoreError>;
+
+    /// Every merchant consolidation knows, in id order.
+    async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError>;
+
+    /// Sets one day to the ledger's entries in one transaction: the day's totals (the row is
+    /// removed when the ledger has no entry that day), every entry's event id recorded as
+    /// applied (so that event, still in flight, is a duplicate when it arrives) and the
+    /// merchant's `as_of`; only if the day still holds [`DayRebuild::found`].
+    async fn rebuild_day(&self, day: &DayRebuild) -> Result<RebuildOutcome, StoreError>;
 
     /// Readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;

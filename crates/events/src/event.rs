@@ -75,6 +75,19 @@ impl Event {
         Self { event_id: EventId::new(), version: SCHEMA_VERSION, occurred_at, trace: None, body }
     }
 
+    /// The same event under `id`: an entry's event takes the entry's id, so a day rebuilt from
+    /// the ledger's entries can record the events it already counted (see consolidation's
+    /// reconciliation).
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.event_id = id;
+        self
+    }
+
+    /// The event id that announces the entry `entry` (recorded by this release or later).
+    pub fn id_of_entry(entry: EntryId) -> EventId {
+        EventId::from_uuid(*entry.as_uuid())
+    }
+
     /// The same event, part of the trace `traceparent`.
     pub fn with_trace(mut self, traceparent: Option<String>) -> Self {
         self.trace = traceparent;

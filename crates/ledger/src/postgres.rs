@@ -49,6 +49,8 @@
 //! - Rows are inserted in (merchant, key) order, so two batches sharing keys lock them in the
 //!   same order and cannot deadlock on them (a deadlock would only cost a replay one by one).
 
+mod totals;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -605,6 +607,15 @@ impl LedgerStore for PostgresLedgerStore {
             .await
             .map_err(unavailable)?;
         row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn day_totals(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<(BusinessDate, cashflow_domain::DayTotals)>, StoreError> {
+        totals::day_totals(&self.pool, merchant, from, to).await
     }
 
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError> {

@@ -137,6 +137,7 @@ impl Ledger {
                 reversal_of: entry.reversal_of,
             }),
         )
+        .with_id(Event::id_of_entry(entry.id))
         .with_trace(traceparent);
         let recorded = self.store.record(&entry, idempotency, &event).await?;
         if matches!(recorded, Recorded::Created(_)) {

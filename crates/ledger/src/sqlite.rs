@@ -42,6 +42,8 @@ use cashflow_domain::{
 use cashflow_events::Event;
 
 use crate::group_commit::{Batch, GroupCommit, Intake};
+
+mod totals;
 use crate::store::{EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError};
 
 /// The most requests one transaction commits. Large enough that one fsync serves every request
@@ -482,6 +484,15 @@ impl LedgerStore for SqliteLedgerStore {
             .await
             .map_err(unavailable)?;
         row.as_ref().map(entry_from_row).transpose()
+    }
+
+    async fn day_totals(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<(BusinessDate, cashflow_domain::DayTotals)>, StoreError> {
+        totals::day_totals(&self.reader, merchant, from, to).await
     }
 
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError> {

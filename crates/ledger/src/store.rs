@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use cashflow_domain::{BusinessDate, Entry, EntryId, Merchant, MerchantId};
+use cashflow_domain::{BusinessDate, DayTotals, Entry, EntryId, Merchant, MerchantId};
 use cashflow_events::Event;
 
 /// A storage failure, already sorted by what the caller should do about it.
@@ -68,6 +68,15 @@ pub struct OutboxBacklog {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// A day's totals from the sums of a grouped query (a negative count would mean corrupt rows).
+pub(crate) fn day_totals_of_sums(credits: i64, debits: i64, count: i64) -> Result<DayTotals, StoreError> {
+    Ok(DayTotals {
+        total_credits: cashflow_domain::Balance::from_minor(credits),
+        total_debits: cashflow_domain::Balance::from_minor(debits),
+        entry_count: u64::try_from(count).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?,
+    })
+}
+
 /// Everything the ledger persists.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
@@ -97,6 +106,16 @@ pub trait LedgerStore: Send + Sync + 'static {
 
     /// A page of the merchant's entries.
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError>;
+
+    /// The ledger's own totals of each business date in `from..=to` that has entries, in date
+    /// order, computed by the database with one grouped query over the entries' index: the
+    /// authority consolidation is reconciled with.
+    async fn day_totals(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError>;
 
     /// The oldest unpublished events, in commit order.
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;

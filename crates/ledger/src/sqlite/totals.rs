@@ -1,0 +1,38 @@
+//! The ledger's day totals on SQLite: one grouped query over `entries_by_business_date`.
+
+use sqlx::sqlite::SqlitePool;
+
+use cashflow_domain::{BusinessDate, DayTotals, MerchantId};
+
+use crate::store::{day_totals_of_sums, StoreError};
+
+pub(super) async fn day_totals(
+    reader: &SqlitePool,
+    merchant: MerchantId,
+    from: BusinessDate,
+    to: BusinessDate,
+) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError> {
+    // SUM (unlike `+`) fails on integer overflow instead of turning into a float.
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT business_date,
+                COALESCE(SUM(CASE WHEN type = 'credit' THEN amount_minor END), 0) AS credits,
+                COALESCE(SUM(CASE WHEN type = 'debit' THEN amount_minor END), 0) AS debits,
+                COUNT(*) AS entry_count
+         FROM entries WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3
+         GROUP BY business_date ORDER BY business_date",
+    )
+    .bind(merchant.to_string())
+    .bind(from.to_string())
+    .bind(to.to_string())
+    .fetch_all(reader)
+    .await
+    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    rows.into_iter()
+        .map(|(date, credits, debits, count)| {
+            Ok((
+                BusinessDate::parse(&date).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?,
+                day_totals_of_sums(credits, debits, count)?,
+            ))
+        })
+        .collect()
+}
