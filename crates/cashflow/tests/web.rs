@@ -74,6 +74,7 @@ impl Web {
             public_url: public_url.into(),
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
+            trust_forwarded_for: false,
         };
         let app = Application::build(&config).await.unwrap();
         let merchant = app
