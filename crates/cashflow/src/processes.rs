@@ -25,7 +25,7 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen).await?;
     let local = listener.local_addr()?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, format!("http://{local}"));
+    let config = AppConfig::from_args(&args.auth, &args.backends, format!("http://{local}"))?;
     let app = Application::build(&config).await?;
     if !args.no_demo && app.ledger_store.merchant_count().await? == 0 {
         create_demo(&app, &config.public_url).await?;
@@ -37,7 +37,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `cashflow ledger`: the ledger API, the token issuer and (unless `--no-relay`) the relay.
 pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen).await?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned());
+    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned())?;
     let mut run = vec![Part::LedgerApi, Part::TokenIssuer];
     if !args.no_relay {
         run.push(Part::Relay);
@@ -58,6 +58,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         audience: String::new(),
         token_ttl: std::time::Duration::ZERO,
         trust_forwarded_for: false,
+        oidc: cashflow_auth::oidc::OidcConfig::default(),
     };
     let (process, _) = Process::assemble(Parts::new(config), &[Part::Relay]).await?;
     tracing::info!(listen = %args.listen, "cashflow relay running");
@@ -68,7 +69,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 /// reports API alone (a replica that keeps reports readable while the consumer is down).
 pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
     let listener = bind(args.listen).await?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned());
+    let config = AppConfig::from_args(&args.auth, &args.backends, FRONT_URL.to_owned())?;
     let mut run = vec![Part::ReportsApi];
     if !args.no_consumer {
         run.push(Part::Consumer);
