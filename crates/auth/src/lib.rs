@@ -8,17 +8,19 @@
 //!
 //! Verification is the production path whichever issuer signed the token: [`JwtVerifier`]
 //! checks the signature against a JWKS key chosen by `kid`, an allow-list of asymmetric
-//! algorithms (never HMAC, never `none`), `iss`, `aud`, `exp` and `nbf`. The verifier itself
-//! is ready for Amazon Cognito (RS256 keys, a configurable merchant claim such as
-//! `custom:merchant_id`, `token_use`), but nothing wires it yet: the binary always runs the
-//! built-in [`issuer`] and verifies against its keys, and fetching a remote JWKS is not
-//! implemented. The built-in issuer mints the same kind of token Cognito would, so local runs
-//! exercise exactly the checks production would.
+//! algorithms (never HMAC, never `none`), `iss`, `aud`, `exp` and `nbf`, for the built-in
+//! [`issuer`]'s tokens. External OpenID Connect issuers (Amazon Cognito) are trusted by
+//! configuration: [`TrustedIssuers`] routes each token by its `iss` to the built-in verifier
+//! or to an [`OidcVerifier`], which checks Cognito's shape of token (`token_use`, `client_id`
+//! or `aud` against the accepted app clients, groups and resource-server scopes) against keys
+//! fetched from the issuer's JWKS URL and cached ([`jwks`]).
 //!
 //! # Layout
 //! - [`scope`]: [`Scope`] and [`Scopes`], the permissions a token carries.
 //! - [`principal`]: [`Principal`], its axum extractor and [`Principal::require`].
 //! - [`verifier`]: [`TokenVerifier`] and the JWT/JWKS implementation [`JwtVerifier`].
+//! - [`oidc`]: [`TrustedIssuers`] and [`OidcVerifier`], external issuers such as Cognito.
+//! - [`jwks`]: [`JwksCache`], an external issuer's keys, fetched, cached and refreshed.
 //! - [`error`]: [`AuthError`], rendered as 401/403 problems with `WWW-Authenticate`.
 //! - [`issuer`]: the built-in authorization server (`/oauth2/token`, JWKS, discovery).
 //! - [`identities`]: [`Identities`], the credential checks (secrets, passwords, scopes), once
@@ -37,7 +39,9 @@ mod credentials;
 pub mod error;
 pub mod identities;
 pub mod issuer;
+pub mod jwks;
 pub mod key;
+pub mod oidc;
 pub mod principal;
 pub mod revocation;
 pub mod scope;
@@ -48,7 +52,9 @@ pub mod verifier;
 pub use error::AuthError;
 pub use identities::{ClientGrant, Identities, NewClient, UserGrant};
 pub use issuer::{Issuer, IssuerConfig};
+pub use jwks::{JwksCache, JwksError};
 pub use key::{KeyError, SigningKey};
+pub use oidc::{OidcPolicy, OidcVerifier, TrustedIssuers};
 pub use principal::{bearer_token, Principal};
 pub use revocation::{Refresher, RevocationCheck, Revocations, REFRESH_INTERVAL};
 pub use scope::{Scope, Scopes, UnknownScope};

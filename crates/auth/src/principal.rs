@@ -48,7 +48,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Arc::<dyn TokenVerifier>::from_ref(state);
         let token = bearer_token(&parts.headers)?;
-        verifier.verify(token)
+        verifier.verify_async(token).await
     }
 }
 

@@ -45,7 +45,18 @@ pub const TOKEN_CACHE_CAPACITY: usize = 10_000;
 pub trait TokenVerifier: Send + Sync + 'static {
     /// Verifies `token` (the part after `Bearer `).
     fn verify(&self, token: &str) -> Result<Principal, AuthError>;
+
+    /// Verifies `token`, possibly waiting for I/O first: an external issuer's verifier may
+    /// fetch its JWKS again when a token names a key it does not know yet. The request
+    /// extractor calls this; the default is [`TokenVerifier::verify`].
+    fn verify_async<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
+        Box::pin(std::future::ready(self.verify(token)))
+    }
 }
+
+/// What [`TokenVerifier::verify_async`] returns.
+pub type VerifyFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Principal, AuthError>> + Send + 'a>>;
 
 /// What a token must look like to be accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,12 +135,12 @@ fn now_secs() -> u64 {
 }
 
 /// One JWK, ready to verify.
-struct VerificationKey {
-    kid: Option<String>,
+pub(crate) struct VerificationKey {
+    pub(crate) kid: Option<String>,
     /// The algorithms this key may verify: those its type supports, narrowed to its own `alg`
     /// if it declares one, and to the configured allow-list.
     algorithms: Vec<Algorithm>,
-    key: DecodingKey,
+    pub(crate) key: DecodingKey,
 }
 
 impl JwtVerifier {
@@ -164,7 +175,7 @@ impl JwtVerifier {
 
     /// Verifies the signature and every claim, without the cache.
     fn verify_uncached(&self, token: &str) -> Result<(Principal, Map<String, Value>), AuthError> {
-        let header = self.header(token)?;
+        let header = checked_header(token, &self.config.algorithms)?;
         let keys = Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner));
         let key = select_key(&keys, &header)?;
 
@@ -184,28 +195,6 @@ impl JwtVerifier {
     /// The configuration this verifier enforces.
     pub fn config(&self) -> &VerifierConfig {
         &self.config
-    }
-
-    /// Decodes the header and checks its `alg` against the allow-list, before anything else.
-    fn header(&self, token: &str) -> Result<Header, AuthError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(invalid("not a compact JWS (three dot-separated parts)"));
-        };
-        let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| invalid("header is not base64url"))?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid("header is not JSON"))?;
-        let alg_name = value.get("alg").and_then(Value::as_str).ok_or_else(|| invalid("header has no alg"))?;
-        let alg = Algorithm::from_str(alg_name)
-            .ok()
-            .filter(|alg| self.config.algorithms.contains(alg))
-            .ok_or_else(|| invalid(format!("algorithm {:?} is not allowed", truncate(alg_name))))?;
-        // RFC 7515 §4.1.11: extensions marked critical must be understood; we understand none.
-        if value.get("crit").is_some() {
-            return Err(invalid("header has critical extensions"));
-        }
-        let header: Header = serde_json::from_value(value).map_err(|_| invalid("malformed header"))?;
-        debug_assert_eq!(header.alg, alg);
-        Ok(header)
     }
 
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, AuthError> {
@@ -270,12 +259,39 @@ impl std::fmt::Debug for JwtVerifier {
     }
 }
 
+/// Decodes the header and checks its `alg` against the allow-list, before anything else.
+pub(crate) fn checked_header(token: &str, algorithms: &[Algorithm]) -> Result<Header, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid("not a compact JWS (three dot-separated parts)"));
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| invalid("header is not base64url"))?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid("header is not JSON"))?;
+    let alg_name = value.get("alg").and_then(Value::as_str).ok_or_else(|| invalid("header has no alg"))?;
+    let alg = Algorithm::from_str(alg_name)
+        .ok()
+        .filter(|alg| algorithms.contains(alg))
+        .ok_or_else(|| invalid(format!("algorithm {:?} is not allowed", truncate(alg_name))))?;
+    // RFC 7515 §4.1.11: extensions marked critical must be understood; we understand none.
+    if value.get("crit").is_some() {
+        return Err(invalid("header has critical extensions"));
+    }
+    let header: Header = serde_json::from_value(value).map_err(|_| invalid("malformed header"))?;
+    debug_assert_eq!(header.alg, alg);
+    Ok(header)
+}
+
 fn key_ring(config: &VerifierConfig, jwks: &JwkSet) -> Result<Vec<VerificationKey>, AuthError> {
-    let keys: Vec<_> = jwks.keys.iter().filter_map(|jwk| usable_key(jwk, &config.algorithms)).collect();
+    let keys = usable_keys(jwks, &config.algorithms);
     if keys.is_empty() {
         return Err(AuthError::Config(format!("the key set has no signing key usable with {:?}", config.algorithms)));
     }
     Ok(keys)
+}
+
+/// The keys of `jwks` usable with `allowed`; the others are skipped.
+pub(crate) fn usable_keys(jwks: &JwkSet, allowed: &[Algorithm]) -> Vec<VerificationKey> {
+    jwks.keys.iter().filter_map(|jwk| usable_key(jwk, allowed)).collect()
 }
 
 /// The key, if it is a signature key of a type matching an allowed algorithm.
@@ -322,7 +338,7 @@ fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerificationKey> {
 }
 
 /// The key named by the header `kid`; without a `kid`, the only key there is.
-fn select_key<'k>(keys: &'k [VerificationKey], header: &Header) -> Result<&'k VerificationKey, AuthError> {
+pub(crate) fn select_key<'k>(keys: &'k [VerificationKey], header: &Header) -> Result<&'k VerificationKey, AuthError> {
     let alg = header.alg;
     match &header.kid {
         Some(kid) => {
@@ -344,7 +360,7 @@ fn select_key<'k>(keys: &'k [VerificationKey], header: &Header) -> Result<&'k Ve
 
 /// The `scope` claim: a space-separated string (RFC 8693, Cognito) or, leniently, an array.
 /// Names we do not know are other APIs' scopes and are ignored.
-fn scopes_claim(value: Option<&Value>) -> Result<Scopes, AuthError> {
+pub(crate) fn scopes_claim(value: Option<&Value>) -> Result<Scopes, AuthError> {
     let parse = |name: &str| Scope::parse(name).ok();
     match value {
         None | Some(Value::Null) => Ok(Scopes::empty()),
@@ -354,7 +370,7 @@ fn scopes_claim(value: Option<&Value>) -> Result<Scopes, AuthError> {
     }
 }
 
-fn describe(kind: &ErrorKind) -> String {
+pub(crate) fn describe(kind: &ErrorKind) -> String {
     match kind {
         ErrorKind::ExpiredSignature => "token expired".into(),
         ErrorKind::ImmatureSignature => "token not yet valid (nbf)".into(),
@@ -371,12 +387,12 @@ fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-fn invalid(reason: impl Into<String>) -> AuthError {
+pub(crate) fn invalid(reason: impl Into<String>) -> AuthError {
     AuthError::InvalidToken(reason.into())
 }
 
 /// Attacker-chosen text going to logs stays short.
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 

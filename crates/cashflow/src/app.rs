@@ -17,7 +17,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OnceCell};
 
 use cashflow_auth::issuer::{Issuer, IssuerConfig};
-use cashflow_auth::{Identities, JwtVerifier, Refresher, RevocationCheck, TokenVerifier, REFRESH_INTERVAL};
+use cashflow_auth::jwks::{DEFAULT_JWKS_TTL, DEFAULT_MIN_REFRESH_INTERVAL};
+use cashflow_auth::oidc::OidcConfig;
+use cashflow_auth::{
+    Identities, JwksCache, JwtVerifier, OidcVerifier, Refresher, RevocationCheck, TokenVerifier, TrustedIssuers,
+    REFRESH_INTERVAL,
+};
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
@@ -39,18 +44,21 @@ pub struct AppConfig {
     /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy)
     /// for the token endpoint's throttle.
     pub trust_forwarded_for: bool,
+    /// The external issuers trusted besides (or instead of) the built-in one.
+    pub oidc: OidcConfig,
 }
 
 impl AppConfig {
     /// The settings given on the command line; `default_public_url` when none is given.
-    pub fn from_args(auth: &AuthArgs, backends: &BackendArgs, default_public_url: String) -> Self {
-        Self {
+    pub fn from_args(auth: &AuthArgs, backends: &BackendArgs, default_public_url: String) -> anyhow::Result<Self> {
+        Ok(Self {
             backends: backends.clone(),
             public_url: auth.public_url.clone().unwrap_or(default_public_url),
             audience: auth.audience.clone(),
             token_ttl: Duration::from_secs(auth.token_ttl_secs),
             trust_forwarded_for: auth.trust_forwarded_for,
-        }
+            oidc: auth.oidc.config()?,
+        })
     }
 }
 
@@ -94,6 +102,8 @@ pub struct Parts {
     /// Reloads revocations and signing keys into `auth`'s issuer and verifier: a worker of the
     /// process that runs them.
     refresher: OnceCell<Refresher>,
+    /// The keys of the external issuers `auth` trusts: refreshed by a worker, probed.
+    jwks: OnceCell<Vec<Arc<JwksCache>>>,
     /// Also what wakes the relay: a commit through this ledger signals its outbox.
     ledger: OnceCell<Arc<Ledger>>,
     /// The consumer's invalidations, broadcast to the web app's live pages (nobody listens in a
@@ -114,6 +124,7 @@ impl Parts {
             cache: OnceCell::new(),
             auth: OnceCell::new(),
             refresher: OnceCell::new(),
+            jwks: OnceCell::new(),
             ledger: OnceCell::new(),
             live: cashflow_web::Live::default(),
         }
@@ -174,7 +185,25 @@ impl Parts {
                     Refresher { identities: identity, issuer: issuer.clone(), verifier: jwt, check: check.clone() };
                 refresher.refresh().await.context("loading revocations and signing keys")?;
                 let _ = self.refresher.set(refresher);
-                let verifier: Arc<dyn TokenVerifier> = check;
+                let builtin: Arc<dyn TokenVerifier> = check;
+                let oidc = &self.config.oidc;
+                if oidc.issuers.is_empty() {
+                    return Ok((issuer, builtin));
+                }
+                let policy = Arc::new(oidc.policy.clone());
+                let mut external = Vec::new();
+                for (iss, jwks_url) in &oidc.issuers {
+                    let verifier = OidcVerifier::new(iss, jwks_url, policy.clone(), DEFAULT_MIN_REFRESH_INTERVAL)
+                        .with_context(|| format!("trusting the OIDC issuer {iss}"))?;
+                    // A process starts while an issuer's JWKS is down: it is degraded, not dead.
+                    if let Err(error) = verifier.jwks().refresh().await {
+                        tracing::warn!(%error, issuer = %iss, "could not fetch the JWKS; starting without its keys");
+                    }
+                    external.push(Arc::new(verifier));
+                }
+                let _ = self.jwks.set(external.iter().map(|v| v.jwks().clone()).collect());
+                let builtin = oidc.trust_builtin.then(|| (issuer.verifier_config().issuer, builtin));
+                let verifier: Arc<dyn TokenVerifier> = Arc::new(TrustedIssuers::new(builtin, external));
                 Ok((issuer, verifier))
             })
             .await
@@ -232,6 +261,9 @@ impl Parts {
         if let Some(cache) = self.cache.get() {
             readiness = readiness.cache(cache.clone());
         }
+        if let Some(jwks) = self.jwks.get() {
+            readiness = readiness.oidc_jwks(jwks.clone());
+        }
         readiness
     }
 }
@@ -250,6 +282,8 @@ enum Worker {
     Consumer(Consumer),
     Gauges(Gauges),
     Refresher(Refresher),
+    /// Refetches an external issuer's keys every TTL.
+    Jwks(Arc<JwksCache>),
 }
 
 /// A process assembled from parts, not running: its HTTP API and its background workers.
@@ -301,6 +335,9 @@ impl Process {
         if let Some(refresher) = parts.refresher.get() {
             workers.push(Worker::Refresher(refresher.clone()));
         }
+        for jwks in parts.jwks.get().into_iter().flatten() {
+            workers.push(Worker::Jwks(jwks.clone()));
+        }
         let router = cashflow_http::layers::common(api.merge(ops::router(parts.readiness())));
         Ok((Self { router, workers, live }, parts))
     }
@@ -326,15 +363,8 @@ impl Process {
                 Worker::Relay(relay) => tokio::spawn(relay.run(shutdown.clone())),
                 Worker::Consumer(consumer) => tokio::spawn(consumer.run(shutdown.clone())),
                 Worker::Gauges(gauges) => tokio::spawn(gauges.run(shutdown.clone())),
-                Worker::Refresher(refresher) => {
-                    let mut shutdown = shutdown.clone();
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            _ = refresher.run(REFRESH_INTERVAL) => {}
-                            _ = shutdown.wait_for(|stop| *stop) => {}
-                        }
-                    })
-                }
+                Worker::Refresher(refresher) => until_shutdown(refresher.run(REFRESH_INTERVAL), shutdown.clone()),
+                Worker::Jwks(jwks) => until_shutdown(jwks.run(DEFAULT_JWKS_TTL), shutdown.clone()),
             })
             .collect();
         if let Some(live) = self.live {
@@ -350,6 +380,19 @@ impl Process {
         }
         Ok(())
     }
+}
+
+/// Runs `work` (a loop that never ends) until `shutdown` turns true.
+fn until_shutdown(
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = work => {}
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    })
 }
 
 /// The all-in-one application (`serve`): every part, and the backends under them for the

@@ -1,6 +1,9 @@
 //! The command line. Every option also reads an environment variable, so the same binary is
 //! configured by flags on a laptop and by the environment in a container.
 
+use anyhow::bail;
+use cashflow_auth::oidc::{default_jwks_url, parse_group_scopes, OidcConfig, OidcPolicy, DEFAULT_OIDC_MERCHANT_CLAIM};
+use cashflow_auth::Scopes;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +50,86 @@ pub struct AuthArgs {
     /// nginx does); without one, clients could pick their own address.
     #[arg(long, env = "CASHFLOW_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+}
+
+/// External OpenID Connect issuers (Amazon Cognito) whose tokens are trusted ([`OidcConfig`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OidcArgs {
+    /// The exact `iss` of an issuer to trust, e.g.
+    /// `https://cognito-idp.us-east-1.amazonaws.com/us-east-1_AbC123`. Repeatable (the
+    /// environment variable takes a comma-separated list).
+    #[arg(long = "oidc-issuer", env = "CASHFLOW_OIDC_ISSUER", value_delimiter = ',')]
+    pub oidc_issuers: Vec<String>,
+
+    /// Where each issuer's keys are, in the order of the issuers; default
+    /// `{issuer}/.well-known/jwks.json` (an emulator serves them at another host than its `iss`).
+    #[arg(long = "oidc-jwks-url", env = "CASHFLOW_OIDC_JWKS_URL", value_delimiter = ',')]
+    pub oidc_jwks_urls: Vec<String>,
+
+    /// The app clients accepted: an access token's `client_id`, an ID token's `aud`.
+    #[arg(long, env = "CASHFLOW_OIDC_CLIENT_IDS", value_delimiter = ',')]
+    pub oidc_client_ids: Vec<String>,
+
+    /// Accept ID tokens as well as access tokens (`token_use` is checked either way).
+    #[arg(long, env = "CASHFLOW_OIDC_ACCEPT_ID_TOKENS")]
+    pub oidc_accept_id_tokens: bool,
+
+    /// The claim holding the merchant id.
+    #[arg(long, env = "CASHFLOW_OIDC_MERCHANT_CLAIM", default_value = DEFAULT_OIDC_MERCHANT_CLAIM)]
+    pub oidc_merchant_claim: String,
+
+    /// Scopes granted by a group of `cognito:groups`: `group=scope scope …`. Repeatable (the
+    /// environment variable takes a comma-separated list), e.g.
+    /// `owner=entries:write entries:read reports:read,accountant=entries:read reports:read`.
+    #[arg(long, env = "CASHFLOW_OIDC_GROUP_SCOPES", value_delimiter = ',', value_parser = parse_group_scopes)]
+    pub oidc_group_scopes: Vec<(String, Scopes)>,
+
+    /// The resource server's identifier: `{prefix}/{scope}` in a token's `scope` grants `{scope}`.
+    #[arg(long, env = "CASHFLOW_OIDC_SCOPE_PREFIX")]
+    pub oidc_scope_prefix: Option<String>,
+
+    /// Refuse the built-in issuer's tokens: only the external issuers are trusted.
+    #[arg(long, env = "CASHFLOW_NO_BUILTIN_ISSUER")]
+    pub no_builtin_issuer: bool,
+}
+
+impl OidcArgs {
+    /// The issuers to trust. Fails on settings that cannot work: JWKS URLs not one per issuer,
+    /// an issuer without accepted clients, or no issuer trusted at all.
+    pub fn config(&self) -> anyhow::Result<OidcConfig> {
+        let issuers: Vec<(String, String)> = match self.oidc_jwks_urls.as_slice() {
+            [] => self.oidc_issuers.iter().map(|iss| (iss.clone(), default_jwks_url(iss))).collect(),
+            urls if urls.len() == self.oidc_issuers.len() => {
+                self.oidc_issuers.iter().cloned().zip(urls.iter().cloned()).collect()
+            }
+            urls => bail!(
+                "{} --oidc-jwks-url for {} --oidc-issuer: give one per issuer, in order",
+                urls.len(),
+                self.oidc_issuers.len()
+            ),
+        };
+        if !issuers.is_empty() && self.oidc_client_ids.is_empty() {
+            bail!("--oidc-issuer needs --oidc-client-ids: the app clients whose tokens are accepted");
+        }
+        if issuers.is_empty() && self.no_builtin_issuer {
+            bail!("--no-builtin-issuer without any --oidc-issuer would trust no token at all");
+        }
+        Ok(OidcConfig {
+            issuers,
+            policy: OidcPolicy {
+                client_ids: self.oidc_client_ids.clone(),
+                accept_id_tokens: self.oidc_accept_id_tokens,
+                merchant_claim: self.oidc_merchant_claim.clone(),
+                group_scopes: self.oidc_group_scopes.clone(),
+                scope_prefix: self.oidc_scope_prefix.clone(),
+                ..OidcPolicy::default()
+            },
+            trust_builtin: !self.no_builtin_issuer,
+        })
+    }
 }
 
 /// How long the HTTP server waits for slow clients, and how many it keeps ([`ServerConfig`]).

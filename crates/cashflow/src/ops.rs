@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::OpenApi;
 
-use cashflow_auth::Identities;
+use cashflow_auth::{Identities, JwksCache};
 use cashflow_consolidation::{ConsolidationStore, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::LedgerStore;
@@ -88,6 +88,21 @@ impl Readiness {
         self.probe("cache", Need::Optional, move || {
             let c = cache.clone();
             async move { c.ping().await }
+        })
+    }
+
+    /// Checks that every external issuer's last JWKS fetch succeeded. Optional: tokens of the
+    /// keys already cached (and of the built-in issuer) still verify while it is down.
+    pub fn oidc_jwks(self, caches: Vec<Arc<JwksCache>>) -> Self {
+        self.probe("oidc_jwks", Need::Optional, move || {
+            let down: Vec<String> = caches.iter().filter(|c| !c.is_healthy()).map(|c| c.url().to_owned()).collect();
+            async move {
+                if down.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("JWKS unreachable: {}", down.join(", ")))
+                }
+            }
         })
     }
 

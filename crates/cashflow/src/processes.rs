@@ -44,7 +44,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
     let local = listener.local_addr()?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, format!("{}://{local}", args.http.scheme()));
+    let config = AppConfig::from_args(&args.auth, &args.backends, format!("{}://{local}", args.http.scheme()))?;
     let app = Application::build(&config).await?;
     if !args.no_demo && app.ledger_store.merchant_count().await? == 0 {
         create_demo(&app, &config.public_url).await?;
@@ -63,7 +63,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, front_url(&args.http));
+    let config = AppConfig::from_args(&args.auth, &args.backends, front_url(&args.http))?;
     let mut run = vec![Part::LedgerApi, Part::TokenIssuer];
     if !args.no_relay {
         run.push(Part::Relay);
@@ -90,6 +90,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         audience: String::new(),
         token_ttl: std::time::Duration::ZERO,
         trust_forwarded_for: false,
+        oidc: cashflow_auth::oidc::OidcConfig::default(),
     };
     let (process, _) = Process::assemble(Parts::new(config), &[Part::Relay]).await?;
     tracing::info!(listen = %args.listen, "cashflow relay running");
@@ -101,7 +102,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
 pub async fn consolidator(args: ConsolidatorArgs) -> anyhow::Result<()> {
     let (server, tls) = http(&args.http)?;
     let listener = bind(args.listen).await?;
-    let config = AppConfig::from_args(&args.auth, &args.backends, front_url(&args.http));
+    let config = AppConfig::from_args(&args.auth, &args.backends, front_url(&args.http))?;
     let mut run = vec![Part::ReportsApi];
     if !args.no_consumer {
         run.push(Part::Consumer);

@@ -111,6 +111,20 @@ pub const DESCRIPTIONS: &[Description] = &[
         "Token requests refused, by grant and reason (invalid_client, invalid_grant, throttled).",
     ),
     describe(
+        "cashflow_jwks_refresh_total",
+        &["result"],
+        Kind::Counter,
+        Unit::Count,
+        "Fetches of an external issuer's JWKS (every TTL, or for an unknown kid at most every 5 s), by result (ok, error).",
+    ),
+    describe(
+        "cashflow_token_verification_failures_total",
+        &["reason"],
+        Kind::Counter,
+        Unit::Count,
+        "Bearer tokens refused where external issuers are trusted, by reason (untrusted_issuer, unknown_kid, expired, token_use, client, merchant, ...).",
+    ),
+    describe(
         "cashflow_http_connections_refused_total",
         &[],
         Kind::Counter,

@@ -63,6 +63,7 @@ impl TestApp {
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
             trust_forwarded_for: false,
+            oidc: Default::default(),
         };
         let app = Application::build(&config).await.expect("build app");
         let router = app.router();

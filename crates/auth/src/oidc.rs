@@ -1,0 +1,357 @@
+//! Trusting external OpenID Connect issuers (Amazon Cognito first) by configuration alone.
+//!
+//! [`TrustedIssuers`] is the verifier the APIs use: it reads the token's `iss` (unverified,
+//! only to choose) and hands the token to the verifier of that issuer, the built-in one or an
+//! [`OidcVerifier`]; a token of any other issuer is refused before any key is looked at.
+//! Several issuers can be trusted at once, so a deployment can migrate from the built-in
+//! issuer to Cognito without a flag day.
+//!
+//! An external issuer's tokens do not look like ours. Cognito's access tokens carry
+//! `client_id` and no `aud`, its ID tokens `aud`, both `token_use`; its permissions come as
+//! groups (`cognito:groups`) and as resource-server scopes (`{prefix}/{name}` in `scope`),
+//! and the merchant as a custom attribute (`custom:merchant_id`) that only ID tokens carry
+//! unless a pre-token-generation trigger adds it. So an [`OidcVerifier`] checks `token_use`,
+//! the client against the accepted app clients, and maps groups and prefixed scopes to ours.
+//! A token without the merchant claim is refused, naming the claim; linking a subject or a
+//! client to a merchant in the identity store is not implemented yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use cashflow_domain::MerchantId;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+use crate::jwks::{JwksCache, JwksError};
+use crate::verifier::{
+    checked_header, describe, invalid, select_key, truncate, VerifyFuture, DEFAULT_LEEWAY_SECS, MAX_TOKEN_LEN,
+};
+use crate::{AuthError, Principal, Scope, Scopes, TokenVerifier};
+
+/// The merchant claim Cognito writes for a custom attribute `merchant_id`.
+pub const DEFAULT_OIDC_MERCHANT_CLAIM: &str = "custom:merchant_id";
+
+/// The only algorithms an external issuer's tokens may use: RSA (Cognito) and P-256.
+pub const OIDC_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+
+/// What every trusted external issuer's tokens must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcPolicy {
+    /// The app clients accepted: an access token's `client_id`, an ID token's `aud`.
+    pub client_ids: Vec<String>,
+    /// Accept ID tokens (`token_use: id`) too; by default only access tokens.
+    pub accept_id_tokens: bool,
+    /// The claim holding the merchant id.
+    pub merchant_claim: String,
+    /// Our scopes granted by each group of `cognito:groups`.
+    pub group_scopes: Vec<(String, Scopes)>,
+    /// The resource-server identifier: `{prefix}/{scope}` in `scope` grants `{scope}`.
+    pub scope_prefix: Option<String>,
+    /// Tolerated clock skew for `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for OidcPolicy {
+    fn default() -> Self {
+        Self {
+            client_ids: Vec::new(),
+            accept_id_tokens: false,
+            merchant_claim: DEFAULT_OIDC_MERCHANT_CLAIM.to_owned(),
+            group_scopes: Vec::new(),
+            scope_prefix: None,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+        }
+    }
+}
+
+/// Parses one group mapping, `group=scope scope …` (as `--oidc-group-scopes` takes it).
+pub fn parse_group_scopes(s: &str) -> Result<(String, Scopes), String> {
+    let (group, scopes) = s.split_once('=').ok_or_else(|| format!("`{s}` is not `group=scope scope …`"))?;
+    let group = group.trim();
+    if group.is_empty() {
+        return Err(format!("`{s}` names no group"));
+    }
+    let scopes = Scopes::parse_list(scopes.trim()).map_err(|e| e.to_string())?;
+    Ok((group.to_owned(), scopes))
+}
+
+/// Why an external token was refused: the `reason` label of
+/// `cashflow_token_verification_failures_total`, a fixed set so an attacker cannot mint series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Malformed,
+    UntrustedIssuer,
+    Algorithm,
+    UnknownKey,
+    Signature,
+    Expired,
+    TokenUse,
+    Client,
+    Merchant,
+    /// Refused by the built-in issuer's verifier (its own reasons are in the debug log).
+    Builtin,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Malformed => "malformed",
+            Failure::UntrustedIssuer => "untrusted_issuer",
+            Failure::Algorithm => "algorithm",
+            Failure::UnknownKey => "unknown_kid",
+            Failure::Signature => "signature",
+            Failure::Expired => "expired",
+            Failure::TokenUse => "token_use",
+            Failure::Client => "client",
+            Failure::Merchant => "merchant",
+            Failure::Builtin => "builtin",
+        }
+    }
+}
+
+/// A refusal: its metric label and the reason for the log.
+type Refusal = (Failure, AuthError);
+
+fn refuse(failure: Failure, reason: impl Into<String>) -> Refusal {
+    (failure, invalid(reason))
+}
+
+/// The verifier of one external issuer.
+#[derive(Debug)]
+pub struct OidcVerifier {
+    issuer: String,
+    policy: Arc<OidcPolicy>,
+    jwks: Arc<JwksCache>,
+}
+
+impl OidcVerifier {
+    /// Trusts `issuer` (the exact `iss`) with keys from `jwks_url`. The keys are not fetched
+    /// yet: call [`JwksCache::refresh`] on [`OidcVerifier::jwks`].
+    pub fn new(
+        issuer: impl Into<String>,
+        jwks_url: impl Into<String>,
+        policy: Arc<OidcPolicy>,
+        min_refresh_interval: Duration,
+    ) -> Result<Self, AuthError> {
+        let issuer = issuer.into();
+        if issuer.is_empty() || policy.merchant_claim.is_empty() {
+            return Err(AuthError::Config("an OIDC issuer and its merchant claim must be set".into()));
+        }
+        if policy.client_ids.is_empty() {
+            return Err(AuthError::Config(format!("no client id is accepted for the OIDC issuer {issuer}")));
+        }
+        let jwks = JwksCache::new(jwks_url, OIDC_ALGORITHMS.to_vec(), min_refresh_interval)
+            .map_err(|e: JwksError| AuthError::Config(e.to_string()))?;
+        Ok(Self { issuer, policy, jwks: Arc::new(jwks) })
+    }
+
+    /// The `iss` this verifier trusts.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The issuer's keys, to refresh and to probe.
+    pub fn jwks(&self) -> &Arc<JwksCache> {
+        &self.jwks
+    }
+
+    /// Verifies with the cached keys.
+    fn verify_cached(&self, token: &str) -> Result<Principal, Refusal> {
+        let header = checked_header(token, &OIDC_ALGORITHMS).map_err(|e| (Failure::Algorithm, e))?;
+        let keys = self.jwks.keys();
+        if let Some(kid) = &header.kid {
+            if !keys.iter().any(|k| k.kid.as_deref() == Some(kid.as_str())) {
+                return Err(refuse(Failure::UnknownKey, format!("unknown key id {:?}", truncate(kid))));
+            }
+        }
+        let key = select_key(&keys, &header).map_err(|e| (Failure::UnknownKey, e))?;
+
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = self.policy.leeway_secs;
+        validation.set_issuer(&[&self.issuer]);
+        // Cognito's access tokens have no `aud`: the client is checked below, by token type.
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iss"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| {
+                let failure = match e.kind() {
+                    ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => Failure::Expired,
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => Failure::Signature,
+                    _ => Failure::Malformed,
+                };
+                refuse(failure, describe(e.kind()))
+            })?
+            .claims;
+        self.principal(&claims)
+    }
+
+    fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, Refusal> {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let client = match text("token_use") {
+            Some("access") => text("client_id").map(str::to_owned),
+            Some("id") if self.policy.accept_id_tokens => audiences(claims.get("aud")).into_iter().next(),
+            Some("id") => return Err(refuse(Failure::TokenUse, "an ID token where an access token is required")),
+            _ => return Err(refuse(Failure::TokenUse, "no `token_use` of `access` or `id`")),
+        };
+        let client = client
+            .filter(|c| self.policy.client_ids.iter().any(|accepted| accepted == c))
+            .ok_or_else(|| refuse(Failure::Client, "the token's client is not an accepted app client"))?;
+        let claim = &self.policy.merchant_claim;
+        let merchant = text(claim).ok_or_else(|| refuse(Failure::Merchant, format!("missing `{claim}` claim")))?;
+        let merchant_id = MerchantId::parse(merchant)
+            .map_err(|_| refuse(Failure::Merchant, format!("`{claim}` claim is not a UUID")))?;
+        let subject = text("sub").unwrap_or(&client).to_owned();
+        Ok(Principal { merchant_id, subject, client_id: Some(client), scopes: self.scopes(claims) })
+    }
+
+    /// The scopes the token's groups and prefixed resource-server scopes grant.
+    fn scopes(&self, claims: &Map<String, Value>) -> Scopes {
+        let mut scopes = Scopes::empty();
+        if let Some(Value::Array(groups)) = claims.get("cognito:groups") {
+            for group in groups.iter().filter_map(Value::as_str) {
+                for (name, granted) in &self.policy.group_scopes {
+                    if name == group {
+                        granted.iter().for_each(|s| scopes.insert(s));
+                    }
+                }
+            }
+        }
+        if let (Some(prefix), Some(scope)) = (&self.policy.scope_prefix, claims.get("scope").and_then(Value::as_str)) {
+            let prefix = prefix.trim_end_matches('/');
+            scope
+                .split_ascii_whitespace()
+                .filter_map(|item| item.strip_prefix(prefix)?.strip_prefix('/'))
+                .filter_map(|name| Scope::parse(name).ok())
+                .for_each(|s| scopes.insert(s));
+        }
+        scopes
+    }
+}
+
+/// `aud`: a string or a list of strings.
+fn audiences(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The `iss` of a token, read without verifying anything: only to choose its verifier.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+/// The verifier of every trusted issuer, chosen by the token's `iss`.
+pub struct TrustedIssuers {
+    /// The built-in issuer's `iss` and verifier, unless `--no-builtin-issuer`.
+    builtin: Option<(String, Arc<dyn TokenVerifier>)>,
+    external: Vec<Arc<OidcVerifier>>,
+}
+
+impl TrustedIssuers {
+    pub fn new(builtin: Option<(String, Arc<dyn TokenVerifier>)>, external: Vec<Arc<OidcVerifier>>) -> Self {
+        Self { builtin, external }
+    }
+
+    /// The external issuers' verifiers.
+    pub fn external(&self) -> &[Arc<OidcVerifier>] {
+        &self.external
+    }
+
+    fn route(&self, token: &str) -> Result<Route<'_>, Refusal> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(refuse(Failure::Malformed, "token too long"));
+        }
+        let iss = unverified_issuer(token).ok_or_else(|| refuse(Failure::Malformed, "no readable `iss` claim"))?;
+        if let Some((builtin_iss, verifier)) = &self.builtin {
+            if *builtin_iss == iss {
+                return Ok(Route::Builtin(verifier.as_ref()));
+            }
+        }
+        self.external
+            .iter()
+            .find(|v| v.issuer == iss)
+            .map(|v| Route::External(v.as_ref()))
+            .ok_or_else(|| refuse(Failure::UntrustedIssuer, format!("untrusted issuer {:?}", truncate(&iss))))
+    }
+}
+
+enum Route<'a> {
+    Builtin(&'a dyn TokenVerifier),
+    External(&'a OidcVerifier),
+}
+
+fn counted(result: Result<Principal, Refusal>) -> Result<Principal, AuthError> {
+    result.map_err(|(failure, error)| {
+        metrics::counter!("cashflow_token_verification_failures_total", "reason" => failure.as_str()).increment(1);
+        error
+    })
+}
+
+impl TokenVerifier for TrustedIssuers {
+    /// With the cached keys only: an unknown `kid` is refused (see `verify_async`).
+    fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        counted(match self.route(token) {
+            Ok(Route::Builtin(verifier)) => verifier.verify(token).map_err(|e| (Failure::Builtin, e)),
+            Ok(Route::External(verifier)) => verifier.verify_cached(token),
+            Err(refusal) => Err(refusal),
+        })
+    }
+
+    /// As `verify`, but a token of an external issuer naming a key not cached waits for one
+    /// JWKS fetch (at most one per the cache's minimum interval), then is checked again.
+    fn verify_async<'a>(&'a self, token: &'a str) -> VerifyFuture<'a> {
+        Box::pin(async move {
+            counted(match self.route(token) {
+                Ok(Route::Builtin(verifier)) => verifier.verify_async(token).await.map_err(|e| (Failure::Builtin, e)),
+                Ok(Route::External(verifier)) => match verifier.verify_cached(token) {
+                    Err((Failure::UnknownKey, _)) if verifier.jwks.refresh_for_unknown_kid().await => {
+                        verifier.verify_cached(token)
+                    }
+                    other => other,
+                },
+                Err(refusal) => Err(refusal),
+            })
+        })
+    }
+}
+
+impl std::fmt::Debug for TrustedIssuers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedIssuers")
+            .field("builtin", &self.builtin.as_ref().map(|(iss, _)| iss))
+            .field("external", &self.external)
+            .finish()
+    }
+}
+
+/// Which issuers a process trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// Each external issuer's exact `iss` and its JWKS URL.
+    pub issuers: Vec<(String, String)>,
+    pub policy: OidcPolicy,
+    /// Whether the built-in issuer's tokens are accepted too.
+    pub trust_builtin: bool,
+}
+
+impl Default for OidcConfig {
+    /// The built-in issuer alone.
+    fn default() -> Self {
+        Self { issuers: Vec::new(), policy: OidcPolicy::default(), trust_builtin: true }
+    }
+}
+
+/// Where an issuer publishes its keys unless told otherwise: `{issuer}/.well-known/jwks.json`.
+pub fn default_jwks_url(issuer: &str) -> String {
+    format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+}
