@@ -1,0 +1,124 @@
+//! `admin`: migrations and operator commands for a VPC with no shell, one JSON object per
+//! invocation, answering what the CLI's `--json` prints (the contract is in
+//! `docs/deploy-aws.md`). A bad payload fails the invocation with `errorType`
+//! `invalid_payload`, a backend failure with `database`. Secrets appear only in the answer.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use cashflow::app::Parts;
+use cashflow_auth::Scopes;
+use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+use secrecy::ExposeSecret;
+
+/// One operator command.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Command {
+    /// Creates or migrates every schema.
+    Migrate {},
+    MerchantCreate {
+        name: String,
+        #[serde(default = "default_currency")]
+        currency: String,
+        #[serde(default = "default_timezone")]
+        timezone: String,
+    },
+    /// A client of the built-in issuer.
+    ClientCreate { merchant: String, scopes: Vec<String> },
+    /// Links a Cognito subject or app client to a merchant: needs the OIDC verifier.
+    IdentityLink {
+        merchant: String,
+        subject: Option<String>,
+        client_id: Option<String>,
+        #[serde(default)]
+        scopes: Vec<String>,
+    },
+}
+
+fn default_currency() -> String {
+    "BRL".into()
+}
+
+fn default_timezone() -> String {
+    "America/Sao_Paulo".into()
+}
+
+/// Why a command failed; its variant is the invocation's `errorType`.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    InvalidPayload(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0:#}")]
+    Database(anyhow::Error),
+}
+
+impl AdminError {
+    /// The `errorType` of the failed invocation.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            AdminError::InvalidPayload(_) => "invalid_payload",
+            AdminError::Unsupported(_) => "unsupported",
+            AdminError::Database(_) => "database",
+        }
+    }
+}
+
+impl From<AdminError> for lambda_runtime::Diagnostic {
+    fn from(error: AdminError) -> Self {
+        lambda_runtime::Diagnostic { error_type: error.error_type().into(), error_message: error.to_string() }
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> AdminError {
+    AdminError::InvalidPayload(e.to_string())
+}
+
+/// Runs the command `payload` holds.
+pub async fn handle(parts: &Parts, payload: Value) -> Result<Value, AdminError> {
+    let command: Command = serde_json::from_value(payload).map_err(invalid)?;
+    match command {
+        Command::Migrate {} => {
+            parts.ledger_store().await.map_err(AdminError::Database)?;
+            parts.consolidation_store().await.map_err(AdminError::Database)?;
+            parts.identity().await.map_err(AdminError::Database)?;
+            Ok(json!({ "migrated": ["ledger", "consolidation", "identity"] }))
+        }
+        Command::MerchantCreate { name, currency, timezone } => {
+            let name = MerchantName::parse(&name).map_err(invalid)?;
+            let currency = Currency::parse(&currency).map_err(invalid)?;
+            let time_zone = MerchantTimeZone::parse(&timezone).map_err(invalid)?;
+            let ledger = parts.ledger().await.map_err(AdminError::Database)?;
+            let merchant =
+                ledger.create_merchant(name, currency, time_zone).await.map_err(|e| AdminError::Database(e.into()))?;
+            Ok(json!({ "merchant_id": merchant.id.to_string() }))
+        }
+        Command::ClientCreate { merchant, scopes } => {
+            let scopes = Scopes::parse_list(&scopes.join(" ")).map_err(invalid)?;
+            let merchant = existing_merchant(parts, &merchant).await?;
+            let identity = parts.identity().await.map_err(AdminError::Database)?;
+            let client =
+                identity.create_client(merchant, scopes, None).await.map_err(|e| AdminError::Database(e.into()))?;
+            Ok(json!({
+                "client_id": client.client_id,
+                "client_secret": client.client_secret.expose_secret(),
+                "scopes": scopes.to_string(),
+            }))
+        }
+        Command::IdentityLink { .. } => Err(AdminError::Unsupported(
+            "identity-link needs the OIDC (Cognito) verifier, which this build does not have yet".into(),
+        )),
+    }
+}
+
+async fn existing_merchant(parts: &Parts, id: &str) -> Result<MerchantId, AdminError> {
+    let id = MerchantId::parse(id).map_err(invalid)?;
+    let store = parts.ledger_store().await.map_err(AdminError::Database)?;
+    match store.merchant(id).await {
+        Ok(Some(_)) => Ok(id),
+        Ok(None) => Err(invalid(format!("merchant {id} does not exist"))),
+        Err(e) => Err(AdminError::Database(e.into())),
+    }
+}

@@ -1,0 +1,13 @@
+//! The `consumer` function ([`cashflow_lambda::consumer`]).
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{service_fn, LambdaEvent};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let parts = cashflow_lambda::env::parts().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
+        Ok::<_, std::convert::Infallible>(cashflow_lambda::consumer::handle(&parts, event.payload).await)
+    }))
+    .await
+}

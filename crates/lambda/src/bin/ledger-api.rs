@@ -1,0 +1,9 @@
+//! The `ledger-api` function ([`cashflow_lambda::http`]).
+
+use cashflow_lambda::http::{Api, HttpFunction};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    let function = HttpFunction::new(Api::Ledger, cashflow_lambda::env::parts().await?);
+    lambda_http::run(lambda_http::service_fn(|request| function.handle(request))).await
+}

@@ -1,0 +1,9 @@
+//! The `reports-api` function ([`cashflow_lambda::http`]).
+
+use cashflow_lambda::http::{Api, HttpFunction};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    let function = HttpFunction::new(Api::Reports, cashflow_lambda::env::parts().await?);
+    lambda_http::run(lambda_http::service_fn(|request| function.handle(request))).await
+}

@@ -1,0 +1,130 @@
+//! `ledger-api` and `reports-api`: the processes' routers, behind the same common layers,
+//! driven by API Gateway HTTP API (v2) events through `lambda_http`.
+//!
+//! API Gateway's JWT authorizer has already checked the token when an event arrives; the
+//! routers check it again with the verifier the composition root builds, so the function is
+//! never more trusting than the process.
+//!
+//! After `ledger-api` records an entry (`201`), it publishes the outbox, which holds that
+//! entry's event, before answering: Lambda may freeze the environment right after the answer,
+//! so a relay task would not run. The publish is bounded by [`PUBLISH_TIMEOUT`]; if it fails
+//! or is slow, the answer goes out anyway and the row stays in the outbox for `outbox-sweep`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use axum::Router;
+use http_body_util::BodyExt;
+use lambda_http::{Body, Request, Response};
+use tokio::sync::OnceCell;
+use tower::ServiceExt;
+
+use cashflow_http::problem::Problem;
+
+use cashflow::app::Parts;
+use cashflow_ledger::Relay;
+
+/// Longest a `ledger-api` invocation waits for the inline publish of its entry's event.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Which router a function serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Ledger,
+    Reports,
+}
+
+/// An HTTP function: its router (and, for the ledger, the inline publish), built on the
+/// first invocation and kept for the life of the execution environment.
+pub struct HttpFunction {
+    api: Api,
+    parts: Parts,
+    built: OnceCell<(Router, Option<Relay>)>,
+    publish_timeout: Duration,
+}
+
+impl HttpFunction {
+    /// Nothing is opened until the first invocation.
+    pub fn new(api: Api, parts: Parts) -> Self {
+        Self { api, parts, built: OnceCell::new(), publish_timeout: PUBLISH_TIMEOUT }
+    }
+
+    /// The same, publishing inline for at most `timeout`.
+    pub fn with_publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// The parts the function is built from (its backends, once opened).
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
+    async fn built(&self) -> anyhow::Result<&(Router, Option<Relay>)> {
+        self.built
+            .get_or_try_init(|| async {
+                Ok(match self.api {
+                    Api::Ledger => {
+                        let router = cashflow_http::layers::common(self.parts.ledger_api().await?);
+                        (router, Some(self.parts.relay().await?))
+                    }
+                    Api::Reports => (cashflow_http::layers::common(self.parts.reports_api().await?), None),
+                })
+            })
+            .await
+    }
+
+    /// Answers one API Gateway request. A backend that cannot be opened is a `503` problem
+    /// (the next invocation tries again), never a failed invocation.
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, Infallible> {
+        let response = match self.built().await {
+            Ok((router, relay)) => {
+                let request = request.map(|body| axum::body::Body::from(body.to_vec()));
+                let response = match router.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                if let (http::StatusCode::CREATED, Some(relay)) = (response.status(), relay) {
+                    self.publish(relay).await;
+                }
+                response
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "backends unavailable");
+                Problem::unavailable("the service's backends are unavailable; retry").into_response()
+            }
+        };
+        Ok(to_lambda(response).await)
+    }
+
+    async fn publish(&self, relay: &Relay) {
+        match tokio::time::timeout(self.publish_timeout, relay.publish_batch()).await {
+            Ok(Ok(published)) => tracing::debug!(published, "outbox published inline"),
+            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "inline publish failed; the sweep publishes it"),
+            Err(_) => tracing::warn!(
+                timeout_ms = self.publish_timeout.as_millis() as u64,
+                "inline publish timed out; the sweep publishes it"
+            ),
+        }
+    }
+}
+
+/// An axum response as `lambda_http`'s: UTF-8 bodies as text, anything else as binary.
+async fn to_lambda(response: axum::response::Response) -> Response<Body> {
+    let (head, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => match String::from_utf8(collected.to_bytes().to_vec()) {
+            Ok(text) if text.is_empty() => Body::Empty,
+            Ok(text) => Body::Text(text),
+            Err(e) => Body::Binary(e.into_bytes()),
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "response body failed");
+            let mut failed = Response::new(Body::Empty);
+            *failed.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            return failed;
+        }
+    };
+    Response::from_parts(head, body)
+}

@@ -1,0 +1,231 @@
+//! Each function's handler invoked in-process with the payloads AWS sends (fixtures under
+//! `tests/fixtures`), over the embedded backends in a temporary directory.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
+use serde_json::{json, Value};
+
+use cashflow::app::{AppConfig, Parts};
+use cashflow::backends::BackendArgs;
+use cashflow_auth::Scopes;
+use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+use cashflow_events::{Event, EventBody};
+use cashflow_lambda::http::{Api, HttpFunction};
+use cashflow_lambda::{admin, consumer, sweep};
+
+const POISON_ID: &str = "2e1424d4-f796-459a-8184-9c92662be6da";
+const EVENT_ID: &str = "059f36b4-87a3-44ab-83d2-661975830a7d";
+
+fn parts(dir: &tempfile::TempDir) -> Parts {
+    Parts::new(AppConfig {
+        backends: BackendArgs::embedded(dir.path()),
+        public_url: "http://cashflow.test".into(),
+        audience: "cashflow".into(),
+        token_ttl: Duration::from_secs(600),
+        trust_forwarded_for: false,
+    })
+}
+
+async fn merchant_and_token(parts: &Parts) -> (MerchantId, String) {
+    let merchant = parts
+        .ledger()
+        .await
+        .unwrap()
+        .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
+        .await
+        .unwrap()
+        .id;
+    let token = parts.auth().await.unwrap().0.mint("maria", merchant, Scopes::all()).unwrap().0;
+    (merchant, token)
+}
+
+fn post_entry(merchant: MerchantId, token: &str) -> lambda_http::Request {
+    let text = include_str!("fixtures/http-api-v2-post-entry.json")
+        .replace("{{TOKEN}}", token)
+        .replace("{{MERCHANT}}", &merchant.to_string());
+    lambda_http::request::from_str(&text).unwrap()
+}
+
+/// The fixture's batch with `events` in place of its one good message (the first keeps the
+/// fixture's id, the others get ids of their own), and its poison message.
+fn sqs_batch(events: &[String]) -> SqsEvent {
+    let mut batch: Value = serde_json::from_str(include_str!("fixtures/sqs-batch.json")).unwrap();
+    let records = batch["Records"].as_array_mut().unwrap();
+    let (good, poison) = (records[0].clone(), records[1].clone());
+    records.clear();
+    for (i, event) in events.iter().enumerate() {
+        let mut record = good.clone();
+        record["body"] = Value::String(event.clone());
+        if i > 0 {
+            record["messageId"] = Value::String(format!("{EVENT_ID}-{i}"));
+        }
+        records.push(record);
+    }
+    records.push(poison);
+    serde_json::from_value(batch).unwrap()
+}
+
+fn is_entry_recorded(body: &str) -> bool {
+    matches!(Event::from_json(body).unwrap().body, EventBody::EntryRecorded(_))
+}
+
+fn scheduled() -> EventBridgeEvent {
+    serde_json::from_str(include_str!("fixtures/eventbridge-scheduled.json")).unwrap()
+}
+
+async fn queued(parts: &Parts) -> Vec<String> {
+    let deliveries = parts.queue().await.unwrap().source.receive(10, Duration::ZERO).await.unwrap();
+    deliveries.into_iter().map(|d| d.body).collect()
+}
+
+#[tokio::test]
+async fn ledger_api_records_an_entry_and_publishes_its_event_before_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, token) = merchant_and_token(function.parts()).await;
+
+    let response = function.handle(post_entry(merchant, &token)).await.unwrap();
+
+    assert_eq!(response.status(), 201, "{:?}", response.body());
+    let events = queued(function.parts()).await;
+    assert_eq!(
+        events.iter().filter(|e| is_entry_recorded(e)).count(),
+        1,
+        "the entry's event is on the queue when the function answers"
+    );
+}
+
+#[tokio::test]
+async fn ledger_api_refuses_a_request_whose_token_it_cannot_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, _) = merchant_and_token(function.parts()).await;
+
+    let response = function.handle(post_entry(merchant, "not.a.jwt")).await.unwrap();
+
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert!(queued(function.parts()).await.is_empty());
+}
+
+#[tokio::test]
+async fn consumer_applies_the_batch_and_reports_only_the_poison_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, token) = merchant_and_token(function.parts()).await;
+    assert_eq!(function.handle(post_entry(merchant, &token)).await.unwrap().status(), 201);
+    let events = queued(function.parts()).await;
+
+    let answer = consumer::handle(function.parts(), sqs_batch(&events)).await;
+
+    let failed: Vec<_> = answer.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, [POISON_ID]);
+    let wire = serde_json::to_value(&answer).unwrap();
+    assert_eq!(wire, json!({ "batchItemFailures": [{ "itemIdentifier": POISON_ID }] }));
+
+    let again = consumer::handle(function.parts(), sqs_batch(&events)).await;
+    let failed: Vec<_> = again.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, [POISON_ID], "a redelivered event is a duplicate, applied once, not a failure");
+    assert!(!failed.contains(&EVENT_ID));
+}
+
+#[tokio::test]
+async fn reports_api_shows_the_day_the_consumer_consolidated() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, token) = merchant_and_token(ledger.parts()).await;
+    let recorded = ledger.handle(post_entry(merchant, &token)).await.unwrap();
+    let lambda_http::Body::Text(recorded) = recorded.body() else { panic!("a JSON body") };
+    let day = serde_json::from_str::<Value>(recorded).unwrap()["business_date"].as_str().unwrap().to_owned();
+    let events = queued(ledger.parts()).await;
+    consumer::handle(ledger.parts(), sqs_batch(&events)).await;
+    let reports = HttpFunction::new(Api::Reports, parts(&dir));
+
+    let mut request: Value = serde_json::from_str(
+        &include_str!("fixtures/http-api-v2-post-entry.json")
+            .replace("{{TOKEN}}", &token)
+            .replace("{{MERCHANT}}", &merchant.to_string()),
+    )
+    .unwrap();
+    request["routeKey"] = json!("GET /v1/balances/daily/{date}");
+    request["rawPath"] = json!(format!("/v1/balances/daily/{day}"));
+    request["requestContext"]["http"]["method"] = json!("GET");
+    request["requestContext"]["http"]["path"] = json!(format!("/v1/balances/daily/{day}"));
+    request.as_object_mut().unwrap().remove("body");
+    let response = reports.handle(lambda_http::request::from_str(&request.to_string()).unwrap()).await.unwrap();
+
+    assert_eq!(response.status(), 200, "{:?}", response.body());
+    let lambda_http::Body::Text(body) = response.body() else { panic!("a JSON body") };
+    assert!(body.contains("150.00") || body.contains("15000"), "{body}");
+}
+
+#[tokio::test]
+async fn outbox_sweep_publishes_the_events_the_inline_publish_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = parts(&dir);
+    let (merchant, token) = merchant_and_token(&parts).await;
+    // Given an entry committed without the inline publish (the bare ledger router).
+    let router = parts.ledger_api().await.unwrap();
+    let request = post_entry(merchant, &token).map(|body| axum::body::Body::from(body.to_vec()));
+    let response = tower::ServiceExt::oneshot(router, request).await.unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(queued(&parts).await.is_empty());
+
+    let swept = sweep::handle(&parts, scheduled()).await.unwrap();
+
+    // The merchant's event and the entry's.
+    assert_eq!(swept, sweep::Swept { published: 2 });
+    assert_eq!(queued(&parts).await.iter().filter(|e| is_entry_recorded(e)).count(), 1);
+    assert_eq!(sweep::handle(&parts, scheduled()).await.unwrap(), sweep::Swept { published: 0 });
+}
+
+#[tokio::test]
+async fn admin_migrates_and_creates_a_merchant_and_a_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = parts(&dir);
+
+    let migrated = admin::handle(&parts, json!({ "command": "migrate" })).await.unwrap();
+    assert_eq!(migrated, json!({ "migrated": ["ledger", "consolidation", "identity"] }));
+
+    let merchant = admin::handle(&parts, json!({ "command": "merchant-create", "name": "Padaria" })).await.unwrap();
+    let merchant = merchant["merchant_id"].as_str().unwrap().to_owned();
+
+    let client = admin::handle(
+        &parts,
+        json!({ "command": "client-create", "merchant": merchant, "scopes": ["entries:write", "reports:read"] }),
+    )
+    .await
+    .unwrap();
+    assert!(client["client_id"].is_string() && client["client_secret"].is_string(), "{client}");
+}
+
+#[tokio::test]
+async fn admin_refuses_bad_payloads_with_invalid_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = parts(&dir);
+    for payload in [
+        json!({ "command": "drop-everything" }),
+        json!({ "command": "migrate", "force": true }),
+        json!({ "command": "merchant-create" }),
+        json!({ "command": "merchant-create", "name": "Padaria", "currency": "XXX!" }),
+        json!({ "command": "merchant-create", "name": "Padaria", "timezone": "Mars/Olympus" }),
+        json!({ "command": "client-create", "merchant": "nope", "scopes": ["entries:write"] }),
+    ] {
+        let error = admin::handle(&parts, payload.clone()).await.unwrap_err();
+        let diagnostic = lambda_runtime::Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "invalid_payload", "{payload}: {}", diagnostic.error_message);
+    }
+}
+
+#[test]
+fn the_database_secret_completes_the_database_url() {
+    let url = cashflow_lambda::env::with_credentials(
+        "postgres://cashflow@proxy.example:5432/cashflow?sslmode=verify-full",
+        "cashflow",
+        "p@ss/w:rd",
+    )
+    .unwrap();
+    assert_eq!(url, "postgres://cashflow:p%40ss%2Fw%3Ard@proxy.example:5432/cashflow?sslmode=verify-full");
+}
