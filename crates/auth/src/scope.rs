@@ -1,7 +1,8 @@
 //! OAuth 2.0 scopes: what an access token lets its bearer do.
 //!
-//! There are three, one per kind of operation, so that a point-of-sale integration can record
-//! entries without reading reports and a dashboard can read without writing.
+//! One per kind of operation, so that a point-of-sale integration can record entries without
+//! reading reports, a dashboard can read without writing, and closing (or reopening) the books
+//! is a permission of its own.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +18,10 @@ pub enum Scope {
     EntriesRead,
     /// Read daily consolidated balances.
     ReportsRead,
+    /// Close a day's books ("fechamento de caixa").
+    DaysClose,
+    /// Reopen closed days.
+    DaysReopen,
 }
 
 /// A scope name we do not know.
@@ -26,7 +31,8 @@ pub struct UnknownScope(pub String);
 
 impl Scope {
     /// Every scope, in canonical order.
-    pub const ALL: [Scope; 3] = [Scope::EntriesWrite, Scope::EntriesRead, Scope::ReportsRead];
+    pub const ALL: [Scope; 5] =
+        [Scope::EntriesWrite, Scope::EntriesRead, Scope::ReportsRead, Scope::DaysClose, Scope::DaysReopen];
 
     /// The wire name, e.g. `entries:write`.
     pub const fn as_str(self) -> &'static str {
@@ -34,6 +40,8 @@ impl Scope {
             Scope::EntriesWrite => "entries:write",
             Scope::EntriesRead => "entries:read",
             Scope::ReportsRead => "reports:read",
+            Scope::DaysClose => "days:close",
+            Scope::DaysReopen => "days:reopen",
         }
     }
 
@@ -55,6 +63,8 @@ impl Scope {
             Scope::EntriesWrite => 1,
             Scope::EntriesRead => 2,
             Scope::ReportsRead => 4,
+            Scope::DaysClose => 8,
+            Scope::DaysReopen => 16,
         }
     }
 }

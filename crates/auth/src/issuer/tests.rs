@@ -425,7 +425,10 @@ async fn given_the_discovery_document_when_fetched_then_it_describes_the_token_e
     assert_eq!(body["token_endpoint"], format!("{ISSUER}/oauth2/token"));
     assert_eq!(body["jwks_uri"], format!("{ISSUER}/.well-known/jwks.json"));
     assert_eq!(body["grant_types_supported"], serde_json::json!(["client_credentials", "password"]));
-    assert_eq!(body["scopes_supported"], serde_json::json!(["entries:write", "entries:read", "reports:read"]));
+    assert_eq!(
+        body["scopes_supported"],
+        serde_json::json!(["entries:write", "entries:read", "reports:read", "days:close", "days:reopen"])
+    );
     assert_eq!(
         body["token_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post"])
