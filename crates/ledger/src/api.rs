@@ -352,14 +352,7 @@ async fn reverse_entry(
 ) -> Result<Response, ApiError> {
     principal.require(Scope::EntriesWrite)?;
     let id = parse_entry_id(&id)?;
-    let request: Option<ReversalRequest> = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
-                .detail(e.to_string())
-        })?)
-    };
+    let request: Option<ReversalRequest> = optional_body(&body)?;
     let description = request
         .and_then(|r| r.description)
         .map(|d| Description::parse(&d))
@@ -445,14 +438,7 @@ async fn close_day(
 ) -> Result<Response, ApiError> {
     principal.require(Scope::DaysClose)?;
     let date = parse_date("date", &date)?;
-    let request: CloseDayRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        CloseDayRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
-                .detail(e.to_string())
-        })?
-    };
+    let request: CloseDayRequest = optional_body(&body)?.unwrap_or_default();
     if request.note.as_ref().is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS) {
         return Err(
             Problem::invalid_field("invalid-note", "note", format!("at most {NOTE_MAX_CHARS} characters")).into()
@@ -469,6 +455,17 @@ async fn close_day(
     let close =
         state.ledger.close_day(merchant.id, date, counted_cash.map(|a| a.minor()), request.note, closed_by).await?;
     Ok((StatusCode::CREATED, Json(DayCloseResponse::of(&close, merchant.currency))).into_response())
+}
+
+/// A JSON body that may be left out (empty or only whitespace).
+fn optional_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<T>, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
+            .detail(e.to_string())
+    })
 }
 
 /// Query of `GET /v1/entries`.

@@ -63,6 +63,7 @@
 //!   in read committed then returns the row's newest version (Postgres re-reads an updated row
 //!   a locking read waited for), so the write sees the new watermark and refuses the entries
 //!   it covers. Nothing dated in a closed day is committed after the close's snapshot.
+//!
 //! Share locks do not conflict with each other, so writers still run concurrently, and an
 //! entry's foreign key check (`FOR KEY SHARE`) does not conflict with the close's lock. A
 //! close locks one row and then waits for nothing, so no cycle of waits (deadlock) can form;

@@ -132,7 +132,7 @@ async fn no_entry_slips_past_a_close_racing_many_backdating_writers(store: Arc<d
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 for i in 0..100_000_i64 {
-                    let day = if (w + i as usize) % 2 == 0 { "2026-11-23" } else { "2026-11-22" };
+                    let day = if (w + i as usize).is_multiple_of(2) { "2026-11-23" } else { "2026-11-22" };
                     let kind = if i % 3 == 0 { EntryType::Debit } else { EntryType::Credit };
                     let e = entry_on(&m, day, kind, 1 + (w as i64 * 7 + i) % 500);
                     match record(&store, &e).await {
