@@ -1,9 +1,9 @@
 //! OAuth 2.0 scopes: what an access token lets its bearer do.
 //!
-//! A merchant's clients get three, one per kind of operation, so that a point-of-sale
-//! integration can record entries without reading reports and a dashboard can read without
-//! writing. A fourth, `ledger:read`, is the service scope the consolidation side reads the
-//! ledger with over gRPC.
+//! A merchant's clients get one scope per kind of operation, so that a point-of-sale
+//! integration can record entries without reading reports, a dashboard can read without
+//! writing, and closing (or reopening) the books is a permission of its own. One more,
+//! `ledger:read`, is the service scope the consolidation side reads the ledger with over gRPC.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +22,10 @@ pub enum Scope {
     /// A service token: read any merchant's ledger over gRPC (entries and day totals), for the
     /// consolidation side's reconciliation. Never part of [`Scopes::all`].
     LedgerRead,
+    /// Close a day's books ("fechamento de caixa").
+    DaysClose,
+    /// Reopen closed days.
+    DaysReopen,
 }
 
 /// A scope name we do not know.
@@ -31,7 +35,14 @@ pub struct UnknownScope(pub String);
 
 impl Scope {
     /// Every scope, in canonical order.
-    pub const ALL: [Scope; 4] = [Scope::EntriesWrite, Scope::EntriesRead, Scope::ReportsRead, Scope::LedgerRead];
+    pub const ALL: [Scope; 6] = [
+        Scope::EntriesWrite,
+        Scope::EntriesRead,
+        Scope::ReportsRead,
+        Scope::LedgerRead,
+        Scope::DaysClose,
+        Scope::DaysReopen,
+    ];
 
     /// The wire name, e.g. `entries:write`.
     pub const fn as_str(self) -> &'static str {
@@ -40,6 +51,8 @@ impl Scope {
             Scope::EntriesRead => "entries:read",
             Scope::ReportsRead => "reports:read",
             Scope::LedgerRead => "ledger:read",
+            Scope::DaysClose => "days:close",
+            Scope::DaysReopen => "days:reopen",
         }
     }
 
@@ -62,6 +75,8 @@ impl Scope {
             Scope::EntriesRead => 2,
             Scope::ReportsRead => 4,
             Scope::LedgerRead => 8,
+            Scope::DaysClose => 16,
+            Scope::DaysReopen => 32,
         }
     }
 }

@@ -394,7 +394,7 @@ pub enum ClientCommand {
         #[arg(long)]
         merchant: String,
         /// Allowed scopes, comma- or space-separated.
-        #[arg(long, default_value = "entries:write,entries:read,reports:read")]
+        #[arg(long, default_value = "entries:write,entries:read,reports:read,days:close,days:reopen")]
         scopes: String,
         /// A label for operators.
         #[arg(long)]
@@ -456,7 +456,7 @@ pub enum UserCommand {
         #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true)]
         password: String,
         /// Allowed scopes, comma- or space-separated.
-        #[arg(long, default_value = "entries:write,entries:read,reports:read")]
+        #[arg(long, default_value = "entries:write,entries:read,reports:read,days:close,days:reopen")]
         scopes: String,
         /// Print JSON instead of text.
         #[arg(long)]

@@ -45,14 +45,23 @@ pub fn router(state: LedgerState) -> Router {
         .route("/v1/entries/{id}", get(get_entry))
         .route("/v1/entries/{id}/reversal", post(reverse_entry))
         .route("/v1/merchant", get(get_merchant))
+        .route("/v1/days/{date}/close", post(close_day))
         .with_state(state)
 }
 
 /// The ledger's part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant),
-    components(schemas(CreateEntryRequest, ReversalRequest, EntryResponse, EntryPage, MerchantResponse))
+    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant, close_day),
+    components(schemas(
+        CreateEntryRequest,
+        ReversalRequest,
+        EntryResponse,
+        EntryPage,
+        MerchantResponse,
+        CloseDayRequest,
+        DayCloseResponse
+    ))
 )]
 pub struct LedgerApi;
 
@@ -107,6 +116,18 @@ fn ledger_problem(e: LedgerError) -> Problem {
             "Idempotency-Key already used with a different request",
         )
         .detail("send a new Idempotency-Key for a different entry; nothing was written"),
+        LedgerError::FutureDay(date) => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "day-not-over", "A day can only be closed once it has begun")
+                .detail(format!("{date} is after today in the merchant's time zone"))
+        }
+        LedgerError::Store(StoreError::AlreadyClosed { through }) => {
+            Problem::new(StatusCode::CONFLICT, "day-already-closed", "The day is already closed")
+                .detail(format!("the books are closed through {through}; reopen first to close again"))
+        }
+        LedgerError::Store(StoreError::DayClosed { first_open }) => {
+            Problem::new(StatusCode::CONFLICT, "day-closed", "The entry's business day is closed")
+                .detail(format!("the first open day is {first_open}"))
+        }
         LedgerError::Store(StoreError::AlreadyReversed) => {
             Problem::new(StatusCode::CONFLICT, "already-reversed", "The entry has already been reversed")
         }
@@ -349,14 +370,7 @@ async fn reverse_entry(
 ) -> Result<Response, ApiError> {
     principal.require(Scope::EntriesWrite)?;
     let id = parse_entry_id(&id)?;
-    let request: Option<ReversalRequest> = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        Some(serde_json::from_slice(&body).map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
-                .detail(e.to_string())
-        })?)
-    };
+    let request: Option<ReversalRequest> = optional_body(&body)?;
     let description = request
         .and_then(|r| r.description)
         .map(|d| Description::parse(&d))
@@ -386,6 +400,110 @@ async fn get_merchant(
         minor_digits: merchant.currency.minor_digits(),
         time_zone: merchant.time_zone.name().to_owned(),
     }))
+
+/// The optional body of `POST /v1/days/{date}/close`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseDayRequest {
+    /// What was counted in the drawer, a decimal string in the merchant's currency.
+    #[schema(example = "1234.56")]
+    pub counted_cash: Option<String>,
+    pub note: Option<String>,
+}
+
+/// A close record: what the ledger's own entries said when the day was closed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DayCloseResponse {
+    /// The day closed; every earlier day is closed with it.
+    #[schema(example = "2026-11-23")]
+    pub date: String,
+    pub closed_at: String,
+    /// The token's subject (user or client).
+    pub closed_by: String,
+    pub currency: String,
+    /// Credits and debits dated on `date`, and how many entries that is.
+    pub credits: String,
+    pub debits: String,
+    pub entry_count: u64,
+    /// Credits minus debits of every entry dated on or before `date`.
+    pub expected_balance: String,
+    pub counted_cash: Option<String>,
+    /// Counted minus expected ("quebra de caixa").
+    pub difference: Option<String>,
+    pub note: Option<String>,
+}
+
+impl DayCloseResponse {
+    fn of(close: &crate::store::DayClose, currency: cashflow_domain::Currency) -> Self {
+        Self {
+            date: close.date.to_string(),
+            closed_at: close.closed_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            closed_by: close.closed_by.clone(),
+            currency: currency.code().to_owned(),
+            credits: currency.format_minor(close.credits_minor),
+            debits: currency.format_minor(close.debits_minor),
+            entry_count: close.entry_count,
+            expected_balance: currency.format_minor(close.expected_balance_minor),
+            counted_cash: close.counted_cash_minor.map(|m| currency.format_minor(m)),
+            difference: close.difference_minor().map(|m| currency.format_minor(m)),
+            note: close.note.clone(),
+        }
+    }
+}
+
+/// The most characters a close's note may have.
+const NOTE_MAX_CHARS: usize = 500;
+
+/// Close the books through a day: that day and every earlier one take no more entries.
+#[utoipa::path(
+    post, path = "/v1/days/{date}/close", tag = "ledger",
+    params(("date" = String, Path, description = "Business day to close, YYYY-MM-DD")),
+    request_body(content = Option<CloseDayRequest>, description = "Counted cash and a note, both optional"),
+    responses(
+        (status = 201, body = DayCloseResponse),
+        (status = 400, description = "Invalid input", content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope days:close"),
+        (status = 409, description = "Already closed (that day or a later one)", content_type = "application/problem+json"),
+        (status = 422, description = "The day is after today in the merchant's time zone", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["days:close"]))
+)]
+async fn close_day(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    Path(date): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::DaysClose)?;
+    let date = parse_date("date", &date)?;
+    let request: CloseDayRequest = optional_body(&body)?.unwrap_or_default();
+    if request.note.as_ref().is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS) {
+        return Err(
+            Problem::invalid_field("invalid-note", "note", format!("at most {NOTE_MAX_CHARS} characters")).into()
+        );
+    }
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let counted_cash = request
+        .counted_cash
+        .as_deref()
+        .map(|text| Amount::parse(text, merchant.currency))
+        .transpose()
+        .map_err(|e| Problem::invalid_field("invalid-counted-cash", "counted_cash", e.to_string()))?;
+    let closed_by = principal.subject.clone();
+    let close =
+        state.ledger.close_day(merchant.id, date, counted_cash.map(|a| a.minor()), request.note, closed_by).await?;
+    Ok((StatusCode::CREATED, Json(DayCloseResponse::of(&close, merchant.currency))).into_response())
+}
+
+/// A JSON body that may be left out (empty or only whitespace).
+fn optional_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<T>, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
+            .detail(e.to_string())
+    })
 }
 
 /// Query of `GET /v1/entries`.

@@ -48,6 +48,26 @@
 //!   idempotency key tells which.
 //! - Rows are inserted in (merchant, key) order, so two batches sharing keys lock them in the
 //!   same order and cannot deadlock on them (a deadlock would only cost a replay one by one).
+//!
+//! # Why no entry slips past a close
+//! The watermark is a column of the merchant's row (`merchants.closed_through`), a row that
+//! always exists. Every write of an entry (the batch statement and the one-by-one path) locks
+//! the rows of its merchants `FOR SHARE` before inserting and refuses the entries dated on or
+//! before the watermark it read under that lock; a close locks its merchant's row
+//! `FOR NO KEY UPDATE` first, then computes its totals and moves the watermark in the same
+//! transaction. The two locks conflict, so for one merchant a close and a write are serialized:
+//! - If the write holds the lock first, the close waits until the write has committed. Its
+//!   totals query runs after that, and under read committed a statement's snapshot is taken
+//!   when it starts, so it sees the write's entries: they are in the close's totals.
+//! - If the close holds it first, the write waits until the close has committed; `FOR SHARE`
+//!   in read committed then returns the row's newest version (Postgres re-reads an updated row
+//!   a locking read waited for), so the write sees the new watermark and refuses the entries
+//!   it covers. Nothing dated in a closed day is committed after the close's snapshot.
+//!
+//! Share locks do not conflict with each other, so writers still run concurrently, and an
+//! entry's foreign key check (`FOR KEY SHARE`) does not conflict with the close's lock. A
+//! close locks one row and then waits for nothing, so no cycle of waits (deadlock) can form;
+//! batches lock their merchants in id order.
 
 mod totals;
 
@@ -70,14 +90,23 @@ use cashflow_domain::{
 use cashflow_events::Event;
 
 use crate::group_commit::{Batch, GroupCommit, Intake, Linger};
-use crate::store::{EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError};
+use crate::store::{
+    CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError,
+};
 
 /// The ledger's schema, embedded in the binary.
-const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
-    version: 1,
-    description: "ledger",
-    sql: include_str!("../migrations/postgres/0001_ledger.sql"),
-}];
+const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
+    cashflow_db::MigrationSource {
+        version: 1,
+        description: "ledger",
+        sql: include_str!("../migrations/postgres/0001_ledger.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 2,
+        description: "day close",
+        sql: include_str!("../migrations/postgres/0002_day_close.sql"),
+    },
+];
 
 /// The schema every connection of the store uses.
 const SCHEMA: &str = "ledger";
@@ -188,6 +217,23 @@ fn merchant_from_row(row: &PgRow) -> Result<Merchant, StoreError> {
     })
 }
 
+fn day_close_from_row(row: &PgRow) -> Result<DayClose, StoreError> {
+    let date: NaiveDate = row.try_get("business_date").map_err(corrupt("business_date"))?;
+    Ok(DayClose {
+        merchant_id: MerchantId::from_uuid(row.try_get("merchant_id").map_err(corrupt("merchant_id"))?),
+        date: BusinessDate::from_naive(date).ok_or_else(|| StoreError::Corrupt(format!("business_date: {date}")))?,
+        closed_at: row.try_get("closed_at").map_err(corrupt("closed_at"))?,
+        closed_by: row.try_get("closed_by").map_err(corrupt("closed_by"))?,
+        credits_minor: row.try_get("credits_minor").map_err(corrupt("credits_minor"))?,
+        debits_minor: row.try_get("debits_minor").map_err(corrupt("debits_minor"))?,
+        entry_count: u64::try_from(row.try_get::<i64, _>("entry_count").map_err(corrupt("entry_count"))?)
+            .map_err(corrupt("entry_count"))?,
+        expected_balance_minor: row.try_get("expected_balance_minor").map_err(corrupt("expected_balance_minor"))?,
+        counted_cash_minor: row.try_get("counted_cash_minor").map_err(corrupt("counted_cash_minor"))?,
+        note: row.try_get("note").map_err(corrupt("note"))?,
+    })
+}
+
 impl PostgresLedgerStore {
     /// Opens the ledger on `url` (`postgres://…`) with a pool of [`MAX_CONNECTIONS`] (besides
     /// the [`WRITERS`] connections of the writer tasks), creating and migrating the `ledger`
@@ -268,7 +314,10 @@ type Answer = Result<Recorded, StoreError>;
 // earlier row of this one; `announced` writes the events of exactly the inserted entries, in
 // arrival order (their `seq` order). Entries are inserted in (merchant, key) order so
 // concurrent batches lock shared keys in one order; among rows with the same key, arrival
-// decides which is inserted. The result is the ids of the inserted entries.
+// decides which is inserted. `watermark` locks the merchants' rows (see the module docs) and
+// `refused` is the entries dated on or before their merchant's watermark, which are not
+// inserted. The result is the ids of the inserted entries (with no date) and of the refused
+// ones (with the watermark that refused them).
 const INSERT_BATCH: &str = "
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
@@ -277,12 +326,21 @@ WITH batch AS (
         WITH ORDINALITY AS b (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash,
                               event_id, body, created_at, arrival)
+), watermark AS (
+    SELECT id AS merchant_id, closed_through FROM merchants
+    WHERE id IN (SELECT merchant_id FROM batch)
+    ORDER BY id
+    FOR SHARE
+), refused AS (
+    SELECT b.id, w.closed_through FROM batch b JOIN watermark w ON w.merchant_id = b.merchant_id
+    WHERE b.business_date <= w.closed_through
 ), inserted AS (
     INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                          business_date, recorded_at, reversal_of, idempotency_key, request_hash)
     SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
            business_date, recorded_at, reversal_of, idempotency_key, request_hash
     FROM batch
+    WHERE id NOT IN (SELECT id FROM refused)
     ORDER BY merchant_id, idempotency_key, arrival
     ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
     RETURNING id
@@ -290,7 +348,9 @@ WITH batch AS (
     INSERT INTO outbox (event_id, body, created_at)
     SELECT event_id, body, created_at FROM batch WHERE id IN (SELECT id FROM inserted) ORDER BY arrival
 )
-SELECT id FROM inserted";
+SELECT id, NULL::date AS closed_through FROM inserted
+UNION ALL
+SELECT id, closed_through FROM refused";
 
 /// The rows stored under some (merchant, idempotency key) pairs.
 const SELECT_BY_IDEMPOTENCY_KEYS: &str = "
@@ -334,7 +394,7 @@ async fn write_on(conn: &mut PoolConnection<Postgres>, batch: &[WriteRequest]) -
         return one_by_one(conn, batch).await;
     }
     match insert_batch(conn, batch).await {
-        Ok(inserted) => answer_batch(conn, batch, &inserted).await,
+        Ok(outcome) => answer_batch(conn, batch, &outcome).await,
         Err(e @ sqlx::Error::Database(_)) => {
             // The statement wrote nothing: replay the batch one request per transaction, so that
             // each request gets the answer it would have had alone.
@@ -353,8 +413,15 @@ async fn write_on(conn: &mut PoolConnection<Postgres>, batch: &[WriteRequest]) -
     }
 }
 
-/// Runs `INSERT_BATCH`; returns the ids of the entries it inserted.
-async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result<HashSet<Uuid>, sqlx::Error> {
+/// What `INSERT_BATCH` did with each entry it did not skip.
+struct BatchOutcome {
+    inserted: HashSet<Uuid>,
+    /// Refused entries and the watermark that refused them.
+    refused: HashMap<Uuid, NaiveDate>,
+}
+
+/// Runs `INSERT_BATCH`.
+async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result<BatchOutcome, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|r| *r.entry.id.as_uuid()).collect();
     let merchants: Vec<Uuid> = batch.iter().map(|r| *r.entry.merchant_id.as_uuid()).collect();
     let kinds: Vec<&str> = batch.iter().map(|r| r.entry.kind.as_str()).collect();
@@ -372,7 +439,7 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
     let event_ids: Vec<Uuid> = batch.iter().map(|r| r.outbox.event_id).collect();
     let bodies: Vec<&str> = batch.iter().map(|r| r.outbox.body.as_str()).collect();
     let created: Vec<DateTime<Utc>> = batch.iter().map(|r| r.outbox.created_at).collect();
-    let rows = sqlx::query_scalar::<_, Uuid>(INSERT_BATCH)
+    let rows = sqlx::query_as::<_, (Uuid, Option<NaiveDate>)>(INSERT_BATCH)
         .bind(ids)
         .bind(merchants)
         .bind(kinds)
@@ -391,7 +458,22 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
         .bind(created)
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows.into_iter().collect())
+    let mut outcome = BatchOutcome { inserted: HashSet::with_capacity(rows.len()), refused: HashMap::new() };
+    for (id, closed_through) in rows {
+        match closed_through {
+            None => outcome.inserted.insert(id),
+            Some(through) => outcome.refused.insert(id, through).is_none(),
+        };
+    }
+    Ok(outcome)
+}
+
+/// The refusal of an entry dated on or before `through`.
+fn day_closed(through: NaiveDate) -> StoreError {
+    match BusinessDate::from_naive(through).and_then(|d| d.succ()) {
+        Some(first_open) => StoreError::DayClosed { first_open },
+        None => StoreError::Corrupt(format!("closed_through: {through}")),
+    }
 }
 
 /// The answers to a committed batch: created for the inserted entries; for the others, a replay
@@ -399,15 +481,22 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
 async fn answer_batch(
     conn: &mut PoolConnection<Postgres>,
     batch: &[WriteRequest],
-    inserted: &HashSet<Uuid>,
+    outcome: &BatchOutcome,
 ) -> Vec<Result<Recorded, StoreError>> {
-    let skipped: Vec<&WriteRequest> = batch.iter().filter(|r| !inserted.contains(r.entry.id.as_uuid())).collect();
+    let (inserted, refused) = (&outcome.inserted, &outcome.refused);
+    let skipped: Vec<&WriteRequest> = batch
+        .iter()
+        .filter(|r| !inserted.contains(r.entry.id.as_uuid()) && !refused.contains_key(r.entry.id.as_uuid()))
+        .collect();
     let stored = if skipped.is_empty() { Ok(HashMap::new()) } else { stored_under_keys(conn, &skipped).await };
     batch
         .iter()
         .map(|request| {
             if inserted.contains(request.entry.id.as_uuid()) {
                 return Ok(Recorded::Created(Entry::clone(&request.entry)));
+            }
+            if let Some(through) = refused.get(request.entry.id.as_uuid()) {
+                return Err(day_closed(*through));
             }
             // Only the idempotency key can conflict silently (a NULL key never does).
             let Some(idem) = &request.idempotency else {
@@ -433,6 +522,8 @@ fn again(e: &StoreError) -> StoreError {
         StoreError::IdempotencyConflict => StoreError::IdempotencyConflict,
         StoreError::AlreadyReversed => StoreError::AlreadyReversed,
         StoreError::MerchantExists => StoreError::MerchantExists,
+        StoreError::DayClosed { first_open } => StoreError::DayClosed { first_open: *first_open },
+        StoreError::AlreadyClosed { through } => StoreError::AlreadyClosed { through: *through },
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
@@ -485,6 +576,16 @@ async fn record_alone(
     outbox: &OutboxRow,
 ) -> Result<Recorded, StoreError> {
     let mut tx = conn.begin().await.map_err(unavailable)?;
+    // The same lock and check as `INSERT_BATCH`'s (see the module docs).
+    let through: Option<Option<NaiveDate>> =
+        sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR SHARE")
+            .bind(entry.merchant_id.as_uuid())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+    if let Some(through) = through.flatten().filter(|through| entry.business_date.naive() <= *through) {
+        return Err(day_closed(through));
+    }
     let inserted = sqlx::query(
         "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash)
@@ -642,6 +743,107 @@ impl LedgerStore for PostgresLedgerStore {
             .await
             .map_err(unavailable)?;
         rows.iter().map(entry_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(merchant_id = %close.merchant_id, date = %close.date))]
+    async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // Serializes with every write of the merchant's entries: see the module docs.
+        let through: Option<NaiveDate> =
+            sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(close.merchant_id.as_uuid())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .flatten();
+        if let Some(through) = through.filter(|through| close.date.naive() <= *through) {
+            let through = BusinessDate::from_naive(through)
+                .ok_or_else(|| StoreError::Corrupt(format!("closed_through: {through}")))?;
+            return Err(StoreError::AlreadyClosed { through });
+        }
+        let (credits, debits, count, expected): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(amount_minor) FILTER (WHERE business_date = $2 AND type = 'credit'), 0)::bigint,
+                    COALESCE(SUM(amount_minor) FILTER (WHERE business_date = $2 AND type = 'debit'), 0)::bigint,
+                    COUNT(*) FILTER (WHERE business_date = $2),
+                    COALESCE(SUM(CASE WHEN type = 'credit' THEN amount_minor ELSE -amount_minor END), 0)::bigint
+             FROM entries WHERE merchant_id = $1 AND business_date <= $2",
+        )
+        .bind(close.merchant_id.as_uuid())
+        .bind(close.date.naive())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let record = DayClose {
+            merchant_id: close.merchant_id,
+            date: close.date,
+            closed_at: micros(close.closed_at),
+            closed_by: close.closed_by.clone(),
+            credits_minor: credits,
+            debits_minor: debits,
+            entry_count: u64::try_from(count).unwrap_or(0),
+            expected_balance_minor: expected,
+            counted_cash_minor: close.counted_cash_minor,
+            note: close.note.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO day_closes (merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor,
+                                     entry_count, expected_balance_minor, counted_cash_minor, note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(close.merchant_id.as_uuid())
+        .bind(close.date.naive())
+        .bind(record.closed_at)
+        .bind(&record.closed_by)
+        .bind(credits)
+        .bind(debits)
+        .bind(count)
+        .bind(expected)
+        .bind(record.counted_cash_minor)
+        .bind(&record.note)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("UPDATE merchants SET closed_through = $2 WHERE id = $1")
+            .bind(close.merchant_id.as_uuid())
+            .bind(close.date.naive())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(record)
+    }
+
+    async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {
+        let through: Option<Option<NaiveDate>> =
+            sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1")
+                .bind(merchant.as_uuid())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        through
+            .flatten()
+            .map(|d| BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("closed_through: {d}"))))
+            .transpose()
+    }
+
+    async fn day_closes(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayClose>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor, entry_count,
+                    expected_balance_minor, counted_cash_minor, note
+             FROM day_closes WHERE merchant_id = $1 AND business_date BETWEEN $2 AND $3 ORDER BY business_date, seq",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(day_close_from_row).collect()
     }
 
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {

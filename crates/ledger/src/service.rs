@@ -9,11 +9,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::Notify;
 
 use cashflow_domain::{
-    Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName, MerchantTimeZone, NewEntry,
+    BusinessDate, Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName,
+    MerchantTimeZone, NewEntry,
 };
 use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 
-use crate::store::{EntryQuery, Idempotency, LedgerStore, Recorded, StoreError};
+use crate::store::{CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, Recorded, StoreError};
 
 /// Why a ledger use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum LedgerError {
     /// No such entry for this merchant (another merchant's entry is "not found" too).
     #[error("entry not found")]
     EntryNotFound,
+    /// A day after the merchant's today cannot be closed.
+    #[error("{0} has not ended yet in the merchant's time zone")]
+    FutureDay(BusinessDate),
     /// The request breaks a domain rule.
     #[error(transparent)]
     Entry(#[from] EntryError),
@@ -144,6 +148,35 @@ impl Ledger {
             self.outbox_written.notify_one();
         }
         Ok(recorded)
+    }
+
+    /// Closes the merchant's books through `date` (that day and every earlier one); the store
+    /// takes the totals from its entries in the same transaction. `closed_by` is who asked.
+    pub async fn close_day(
+        &self,
+        merchant_id: MerchantId,
+        date: BusinessDate,
+        counted_cash_minor: Option<i64>,
+        note: Option<String>,
+        closed_by: String,
+    ) -> Result<DayClose, LedgerError> {
+        let merchant = self.merchant(merchant_id).await?;
+        let closed_at = now();
+        if date > BusinessDate::of(closed_at, merchant.time_zone) {
+            return Err(LedgerError::FutureDay(date));
+        }
+        let close = CloseDay { merchant_id, date, closed_at, closed_by, counted_cash_minor, note };
+        Ok(self.store.close_day(&close).await?)
+    }
+
+    /// The merchant's close records for days in `from..=to`.
+    pub async fn day_closes(
+        &self,
+        merchant_id: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayClose>, LedgerError> {
+        Ok(self.store.day_closes(merchant_id, from, to).await?)
     }
 
     /// One of the merchant's entries.

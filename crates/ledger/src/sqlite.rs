@@ -27,6 +27,16 @@
 //! - Nothing is answered before the `COMMIT` returned; if it fails, every request of the batch
 //!   gets the error, including those whose answer was a replay or a refusal (it may rest on a
 //!   write of the same batch that is now gone).
+//!
+//! # Why no entry slips past a close
+//! A close is a write like the others: it goes through the same writer thread and is applied in
+//! arrival order in the same kind of transaction. A record reads the merchant's watermark
+//! (`merchants.closed_through`) in its transaction before inserting, and a close computes its
+//! totals and moves the watermark in one. The writer applies one request at a time, so every
+//! record is either applied before the close (its entry is in the close's totals, read in the
+//! same transaction or a later one) or after it (it sees the new watermark and is refused with
+//! [`StoreError::DayClosed`]). Another process writing the same file would need SQLite's write
+//! lock, which `BEGIN IMMEDIATE` holds for the whole transaction: the same argument holds.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -44,7 +54,9 @@ use cashflow_events::Event;
 use crate::group_commit::{Batch, GroupCommit, Intake};
 
 mod totals;
-use crate::store::{EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError};
+use crate::store::{
+    CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError,
+};
 
 /// The most requests one transaction commits. Large enough that one fsync serves every request
 /// that arrived while the previous commit was on its way to disk, small enough to bound how long
@@ -54,11 +66,18 @@ pub const MAX_BATCH: usize = 512;
 /// Requests waiting for the writer before callers wait to enqueue (backpressure).
 const QUEUE_CAPACITY: usize = 2 * MAX_BATCH;
 
-const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
-    version: 1,
-    description: "ledger",
-    sql: include_str!("../migrations/sqlite/0001_ledger.sql"),
-}];
+const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
+    cashflow_db::MigrationSource {
+        version: 1,
+        description: "ledger",
+        sql: include_str!("../migrations/sqlite/0001_ledger.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 2,
+        description: "day close",
+        sql: include_str!("../migrations/sqlite/0002_day_close.sql"),
+    },
+];
 
 /// The SQLite implementation of [`LedgerStore`].
 #[derive(Clone)]
@@ -95,6 +114,20 @@ const SELECT_BY_IDEMPOTENCY_KEY: &str =
     concat!("SELECT ", entry_columns!(), ", request_hash FROM entries WHERE merchant_id = ?1 AND idempotency_key = ?2");
 const INSERT_MERCHANT: &str =
     "INSERT INTO merchants (id, name, currency, time_zone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SELECT_CLOSED_THROUGH: &str = "SELECT closed_through FROM merchants WHERE id = ?1";
+const SELECT_CLOSE_TOTALS: &str = "
+SELECT COALESCE(SUM(CASE WHEN business_date = ?2 AND type = 'credit' THEN amount_minor END), 0),
+       COALESCE(SUM(CASE WHEN business_date = ?2 AND type = 'debit' THEN amount_minor END), 0),
+       COUNT(CASE WHEN business_date = ?2 THEN 1 END),
+       COALESCE(SUM(CASE WHEN type = 'credit' THEN amount_minor ELSE -amount_minor END), 0)
+FROM entries WHERE merchant_id = ?1 AND business_date <= ?2";
+const INSERT_DAY_CLOSE: &str = "
+INSERT INTO day_closes (merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor, entry_count,
+                        expected_balance_minor, counted_cash_minor, note)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const UPDATE_CLOSED_THROUGH: &str = "UPDATE merchants SET closed_through = ?2 WHERE id = ?1";
+const DAY_CLOSE_COLUMNS: &str = "merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor, \
+                                 entry_count, expected_balance_minor, counted_cash_minor, note";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (event_id, body, created_at) VALUES (?1, ?2, ?3)";
 const DELETE_OUTBOX: &str = "DELETE FROM outbox WHERE seq = ?1";
 
@@ -261,6 +294,7 @@ enum WriteOp {
     DeleteOutbox {
         seqs: Vec<i64>,
     },
+    CloseDay(CloseDay),
 }
 
 /// What a successful write produced.
@@ -269,6 +303,8 @@ enum Written {
     Done,
     /// An entry was recorded or replayed.
     Recorded(Recorded),
+    /// A day was closed.
+    Closed(DayClose),
 }
 
 /// The writer's queue of pending writes and the answer each gets.
@@ -335,7 +371,7 @@ fn commit<'a>(
 fn created(op: &WriteOp) -> Written {
     match op {
         WriteOp::Record { entry, .. } => Written::Recorded(Recorded::Created(Entry::clone(entry))),
-        WriteOp::CreateMerchant { .. } | WriteOp::DeleteOutbox { .. } => Written::Done,
+        WriteOp::CreateMerchant { .. } | WriteOp::DeleteOutbox { .. } | WriteOp::CloseDay(_) => Written::Done,
     }
 }
 
@@ -363,6 +399,14 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
             Ok(Ok(Written::Done))
         }
         WriteOp::Record { entry, id, merchant_id, business_date, reversal_of, idempotency, outbox } => {
+            // The watermark check shares the insert's transaction: see the module docs.
+            if let Some(through) = closed_through(conn, merchant_id)? {
+                if business_date.as_str() <= through.as_str() {
+                    return Ok(
+                        first_open_after(&through).and_then(|first_open| Err(StoreError::DayClosed { first_open }))
+                    );
+                }
+            }
             let inserted = conn.prepare_cached(INSERT_ENTRY)?.execute(params![
                 id,
                 merchant_id,
@@ -403,6 +447,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
             insert_outbox(conn, outbox)?;
             Ok(Ok(created(op)))
         }
+        WriteOp::CloseDay(close) => close_day(conn, close),
         WriteOp::DeleteOutbox { seqs } => {
             let mut delete = conn.prepare_cached(DELETE_OUTBOX)?;
             for seq in seqs {
@@ -411,6 +456,82 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
             Ok(Ok(Written::Done))
         }
     }
+}
+
+/// The merchant's watermark as stored (`YYYY-MM-DD`), if a day was ever closed.
+fn closed_through(conn: &Connection, merchant_id: &str) -> Result<Option<String>, rusqlite::Error> {
+    use cashflow_db::rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(SELECT_CLOSED_THROUGH)?
+        .query_row([merchant_id], |row| row.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+/// The day after a stored watermark; a watermark that does not parse is corrupt.
+fn first_open_after(through: &str) -> Result<BusinessDate, StoreError> {
+    BusinessDate::parse(through)
+        .ok()
+        .and_then(|d| d.succ())
+        .ok_or_else(|| StoreError::Corrupt(format!("closed_through: {through}")))
+}
+
+/// Takes the totals and moves the watermark in the batch's transaction.
+fn close_day(conn: &Connection, close: &CloseDay) -> Result<Result<Written, StoreError>, rusqlite::Error> {
+    let merchant_id = close.merchant_id.to_string();
+    let date = close.date.to_string();
+    if let Some(through) = closed_through(conn, &merchant_id)? {
+        if date.as_str() <= through.as_str() {
+            return Ok(match BusinessDate::parse(&through) {
+                Ok(through) => Err(StoreError::AlreadyClosed { through }),
+                Err(e) => Err(StoreError::Corrupt(format!("closed_through: {e}"))),
+            });
+        }
+    }
+    let (credits, debits, count, expected): (i64, i64, i64, i64) = conn
+        .prepare_cached(SELECT_CLOSE_TOTALS)?
+        .query_row(params![merchant_id, date], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let record = DayClose {
+        merchant_id: close.merchant_id,
+        date: close.date,
+        closed_at: close.closed_at,
+        closed_by: close.closed_by.clone(),
+        credits_minor: credits,
+        debits_minor: debits,
+        entry_count: u64::try_from(count).unwrap_or(0),
+        expected_balance_minor: expected,
+        counted_cash_minor: close.counted_cash_minor,
+        note: close.note.clone(),
+    };
+    conn.prepare_cached(INSERT_DAY_CLOSE)?.execute(params![
+        merchant_id,
+        date,
+        record.closed_at.timestamp_micros(),
+        record.closed_by,
+        credits,
+        debits,
+        count,
+        expected,
+        record.counted_cash_minor,
+        record.note,
+    ])?;
+    conn.prepare_cached(UPDATE_CLOSED_THROUGH)?.execute(params![merchant_id, date])?;
+    Ok(Ok(Written::Closed(record)))
+}
+
+fn day_close_from_row(row: &SqliteRow) -> Result<DayClose, StoreError> {
+    Ok(DayClose {
+        merchant_id: MerchantId::parse(column(row, "merchant_id")?).map_err(corrupt("merchant_id"))?,
+        date: BusinessDate::parse(column(row, "business_date")?).map_err(corrupt("business_date"))?,
+        closed_at: micros_to_time(column(row, "closed_at")?)?,
+        closed_by: column(row, "closed_by")?,
+        credits_minor: column(row, "credits_minor")?,
+        debits_minor: column(row, "debits_minor")?,
+        entry_count: u64::try_from(column::<i64>(row, "entry_count")?).map_err(corrupt("entry_count"))?,
+        expected_balance_minor: column(row, "expected_balance_minor")?,
+        counted_cash_minor: column(row, "counted_cash_minor")?,
+        note: column(row, "note")?,
+    })
 }
 
 fn insert_outbox(conn: &Connection, row: &OutboxRow) -> Result<(), rusqlite::Error> {
@@ -472,7 +593,9 @@ impl LedgerStore for SqliteLedgerStore {
         };
         match self.write(op).await? {
             Written::Recorded(recorded) => Ok(recorded),
-            Written::Done => Err(StoreError::Unavailable("the ledger writer gave no entry back".to_owned())),
+            Written::Done | Written::Closed(_) => {
+                Err(StoreError::Unavailable("the ledger writer gave no entry back".to_owned()))
+            }
         }
     }
 
@@ -516,6 +639,44 @@ impl LedgerStore for SqliteLedgerStore {
         .await
         .map_err(unavailable)?;
         rows.iter().map(entry_from_row).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(merchant_id = %close.merchant_id, date = %close.date))]
+    async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError> {
+        match self.write(WriteOp::CloseDay(close.clone())).await? {
+            Written::Closed(record) => Ok(record),
+            Written::Done | Written::Recorded(_) => {
+                Err(StoreError::Unavailable("the ledger writer gave no close record back".to_owned()))
+            }
+        }
+    }
+
+    async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {
+        let through: Option<Option<String>> = sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = ?1")
+            .bind(merchant.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        through.flatten().map(|d| BusinessDate::parse(&d).map_err(corrupt("closed_through"))).transpose()
+    }
+
+    async fn day_closes(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayClose>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DAY_CLOSE_COLUMNS} FROM day_closes
+             WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3 ORDER BY business_date, seq"
+        ))
+        .bind(merchant.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(day_close_from_row).collect()
     }
 
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError> {

@@ -19,6 +19,15 @@ pub enum StoreError {
     /// The merchant id is taken.
     #[error("merchant already exists")]
     MerchantExists,
+    /// The entry's business date is on or before the merchant's closed-books watermark.
+    #[error("the books are closed through the day before {first_open}")]
+    DayClosed {
+        /// The earliest day that still takes entries.
+        first_open: BusinessDate,
+    },
+    /// The day asked to be closed is already closed (itself or by a later close).
+    #[error("the books are already closed through {through}")]
+    AlreadyClosed { through: BusinessDate },
     /// The database could not be reached or failed; retrying later may work.
     #[error("ledger store unavailable: {0}")]
     Unavailable(String),
@@ -75,6 +84,44 @@ pub(crate) fn day_totals_of_sums(credits: i64, debits: i64, count: i64) -> Resul
         total_debits: cashflow_domain::Balance::from_minor(debits),
         entry_count: u64::try_from(count).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?,
     })
+
+/// A request to close a merchant's books through `date`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseDay {
+    pub merchant_id: MerchantId,
+    pub date: BusinessDate,
+    pub closed_at: DateTime<Utc>,
+    /// The token's subject or client: who closed the day.
+    pub closed_by: String,
+    /// What was counted in the drawer, in minor units, if the merchant counted it.
+    pub counted_cash_minor: Option<i64>,
+    pub note: Option<String>,
+}
+
+/// An immutable close record: what the ledger's own entries said when the day was closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayClose {
+    pub merchant_id: MerchantId,
+    pub date: BusinessDate,
+    pub closed_at: DateTime<Utc>,
+    pub closed_by: String,
+    /// Credits and debits dated on `date`, in minor units, and how many entries that is.
+    pub credits_minor: i64,
+    pub debits_minor: i64,
+    pub entry_count: u64,
+    /// Credits minus debits of every entry dated on or before `date`: what the drawer
+    /// should hold.
+    pub expected_balance_minor: i64,
+    pub counted_cash_minor: Option<i64>,
+    pub note: Option<String>,
+}
+
+impl DayClose {
+    /// The "quebra de caixa": counted minus expected, when cash was counted (`None` if it was
+    /// not, or if the difference does not fit in `i64`).
+    pub fn difference_minor(&self) -> Option<i64> {
+        self.counted_cash_minor?.checked_sub(self.expected_balance_minor)
+    }
 }
 
 /// Everything the ledger persists.
@@ -111,11 +158,25 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// order, computed by the database with one grouped query over the entries' index: the
     /// authority consolidation is reconciled with.
     async fn day_totals(
+
+    /// Closes the merchant's books through `close.date`, with totals computed from the stored
+    /// entries in the same transaction that moves the watermark, so that no concurrent
+    /// [`record`](Self::record) lands in a closed day after the totals were taken.
+    /// [`StoreError::AlreadyClosed`] if the books are already closed through that date.
+    async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError>;
+
+    /// The last day the merchant's books are closed through, if any.
+    async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError>;
+
+    /// The merchant's close records for days in `from..=to`, by date then close time.
+    async fn day_closes(
         &self,
         merchant: MerchantId,
         from: BusinessDate,
         to: BusinessDate,
     ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError>;
+
+    ) -> Result<Vec<DayClose>, StoreError>;
 
     /// The oldest unpublished events, in commit order.
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;

@@ -1,0 +1,187 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Closing the day, at the store: the close record's totals come from the stored entries, the
+//! watermark refuses entries on or before it, and no entry committed concurrently with a close
+//! slips into a closed day. Run against both backends by `contract!` (Postgres when
+//! `CASHFLOW_TEST_POSTGRES_URL` is set).
+
+#[macro_use]
+mod fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cashflow_ledger::store::{CloseDay, DayClose, Recorded};
+use cashflow_ledger::{LedgerStore, StoreError};
+use fixtures::*;
+
+contract! {
+    store: [
+        a_close_records_the_days_totals_and_the_balance_through_it,
+        after_a_close_entries_on_or_before_it_are_refused_naming_the_first_open_day,
+        a_day_cannot_be_closed_twice_nor_behind_the_watermark,
+        no_entry_slips_past_a_close_racing_many_backdating_writers,
+    ],
+    harness: [],
+}
+
+fn date(s: &str) -> BusinessDate {
+    BusinessDate::parse(s).unwrap()
+}
+
+fn entry_on(m: &Merchant, day: &str, kind: EntryType, minor: i64) -> Entry {
+    Entry { kind, business_date: date(day), ..sale(m, minor) }
+}
+
+async fn record(store: &Arc<dyn LedgerStore>, e: &Entry) -> Result<Recorded, StoreError> {
+    store.record(e, None, &recorded_event(e)).await
+}
+
+fn close_of(m: &Merchant, day: &str, counted_cash_minor: Option<i64>) -> CloseDay {
+    CloseDay {
+        merchant_id: m.id,
+        date: date(day),
+        closed_at: now(),
+        closed_by: "operator@padaria".to_owned(),
+        counted_cash_minor,
+        note: Some("fim do expediente".to_owned()),
+    }
+}
+
+/// Credits minus debits of `entries`.
+fn balance(entries: &[Entry]) -> i64 {
+    entries.iter().map(|e| if e.kind == EntryType::Credit { e.amount.minor() } else { -e.amount.minor() }).sum()
+}
+
+async fn a_close_records_the_days_totals_and_the_balance_through_it(store: Arc<dyn LedgerStore>) {
+    // Given a merchant with entries the day before, on and after the day to close
+    let m = given_a_merchant(&store).await;
+    for e in [
+        entry_on(&m, "2026-11-22", EntryType::Credit, 10_000),
+        entry_on(&m, "2026-11-23", EntryType::Credit, 5_000),
+        entry_on(&m, "2026-11-23", EntryType::Debit, 1_500),
+        entry_on(&m, "2026-11-24", EntryType::Credit, 700),
+    ] {
+        record(&store, &e).await.unwrap();
+    }
+
+    // When the 23rd is closed with 135.00 counted in the drawer
+    let close = store.close_day(&close_of(&m, "2026-11-23", Some(13_500))).await.unwrap();
+
+    // Then the record holds the 23rd's totals, the balance of everything through the 23rd, and
+    // the difference against what was counted; the watermark is the 23rd and the record lists
+    assert_eq!((close.credits_minor, close.debits_minor, close.entry_count), (5_000, 1_500, 2));
+    assert_eq!(close.expected_balance_minor, 13_500);
+    assert_eq!(close.difference_minor(), Some(0));
+    assert_eq!(store.closed_through(m.id).await.unwrap(), Some(date("2026-11-23")));
+    let listed: Vec<DayClose> = store.day_closes(m.id, date("2026-11-01"), date("2026-11-30")).await.unwrap();
+    assert_eq!(listed, vec![close]);
+}
+
+async fn after_a_close_entries_on_or_before_it_are_refused_naming_the_first_open_day(store: Arc<dyn LedgerStore>) {
+    // Given a merchant whose books are closed through the 23rd
+    let m = given_a_merchant(&store).await;
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+
+    // When entries are recorded on the 23rd, on an earlier day and on the 24th
+    let on_closed = record(&store, &entry_on(&m, "2026-11-23", EntryType::Credit, 100)).await;
+    let before = record(&store, &entry_on(&m, "2026-10-01", EntryType::Debit, 100)).await;
+    let open = entry_on(&m, "2026-11-24", EntryType::Credit, 100);
+
+    // Then the first two are refused naming the 24th, the third is recorded, and nothing
+    // else was written
+    for refused in [on_closed, before] {
+        assert!(
+            matches!(refused, Err(StoreError::DayClosed { first_open }) if first_open == date("2026-11-24")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(record(&store, &open).await.unwrap(), Recorded::Created(open.clone()));
+    assert_eq!(entries_of(&store, &m).await, vec![open]);
+}
+
+async fn a_day_cannot_be_closed_twice_nor_behind_the_watermark(store: Arc<dyn LedgerStore>) {
+    // Given a merchant whose books are closed through the 23rd
+    let m = given_a_merchant(&store).await;
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+
+    // When the 23rd or the 20th is closed again, Then both are refused naming the watermark
+    for day in ["2026-11-23", "2026-11-20"] {
+        let again = store.close_day(&close_of(&m, day, None)).await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyClosed { through }) if through == date("2026-11-23")),
+            "{again:?}"
+        );
+    }
+    // And a later day can still be closed, moving the watermark forward
+    store.close_day(&close_of(&m, "2026-11-25", None)).await.unwrap();
+    assert_eq!(store.closed_through(m.id).await.unwrap(), Some(date("2026-11-25")));
+    assert_eq!(store.day_closes(m.id, date("2026-11-01"), date("2026-11-30")).await.unwrap().len(), 2);
+}
+
+/// How many writers race the close, each writing until it is refused.
+const WRITERS: usize = 32;
+
+async fn no_entry_slips_past_a_close_racing_many_backdating_writers(store: Arc<dyn LedgerStore>) {
+    // Given a merchant with entries on the day to close, and writers recording more entries on
+    // that day and the day before as fast as they can, each until it is refused
+    let m = given_a_merchant(&store).await;
+    record(&store, &entry_on(&m, "2026-11-23", EntryType::Credit, 1_000)).await.unwrap();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (store, m) = (store.clone(), m.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..100_000_i64 {
+                    let day = if (w + i as usize).is_multiple_of(2) { "2026-11-23" } else { "2026-11-22" };
+                    let kind = if i % 3 == 0 { EntryType::Debit } else { EntryType::Credit };
+                    let e = entry_on(&m, day, kind, 1 + (w as i64 * 7 + i) % 500);
+                    match record(&store, &e).await {
+                        Ok(Recorded::Created(e)) => acknowledged.push(e),
+                        Err(StoreError::DayClosed { first_open }) => return (acknowledged, Some(first_open)),
+                        other => panic!("unexpected answer {other:?}"),
+                    }
+                }
+                (acknowledged, None)
+            })
+        })
+        .collect();
+
+    // When the 23rd is closed while they write
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let close = store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        let (entries, refused) = writer.await.unwrap();
+        // (every writer was still writing when the close came: the race did happen)
+        assert_eq!(refused, Some(date("2026-11-24")));
+        acknowledged.extend(entries);
+    }
+
+    // Then every acknowledged entry is in the close's totals, and the close's totals are what
+    // the stored entries say now: nothing was committed into a closed day after its snapshot
+    let stored = entries_of_all(&store, &m).await;
+    assert_eq!(stored.len(), acknowledged.len() + 1, "every acknowledged entry is stored, nothing else");
+    let on_day: Vec<Entry> = stored.iter().filter(|e| e.business_date == date("2026-11-23")).cloned().collect();
+    let credits: i64 = on_day.iter().filter(|e| e.kind == EntryType::Credit).map(|e| e.amount.minor()).sum();
+    let debits: i64 = on_day.iter().filter(|e| e.kind == EntryType::Debit).map(|e| e.amount.minor()).sum();
+    assert_eq!((close.credits_minor, close.debits_minor), (credits, debits));
+    assert_eq!(close.entry_count, on_day.len() as u64);
+    assert_eq!(close.expected_balance_minor, balance(&stored));
+    assert_eq!(close.expected_balance_minor, balance(&acknowledged) + 1_000);
+    eprintln!("{} entries acknowledged before the close, {WRITERS} writers refused after it", acknowledged.len());
+}
+
+/// Every entry of the merchant, however many.
+async fn entries_of_all(store: &Arc<dyn LedgerStore>, m: &Merchant) -> Vec<Entry> {
+    use cashflow_ledger::store::EntryQuery;
+    let (from, to) = (date("2000-01-01"), date("2099-12-31"));
+    let mut all: Vec<Entry> = Vec::new();
+    loop {
+        let after = all.last().map(|e| (e.business_date, e.id));
+        let page = store.entries(m.id, &EntryQuery { from, to, after, limit: 500 }).await.unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
