@@ -247,17 +247,24 @@ async fn open(
 /// lingering close reads from.
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn into_tcp(self) -> TcpStream;
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr>;
 }
 
 impl Transport for TcpStream {
     fn into_tcp(self) -> TcpStream {
         self
     }
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
 }
 
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
     fn into_tcp(self) -> TcpStream {
         self.into_inner().0
+    }
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.get_ref().0.peer_addr()
     }
 }
 
@@ -272,7 +279,7 @@ async fn connection<S: Transport>(
 ) {
     let activity = Arc::new(Activity::new());
     // The peer address, for handlers that need it (the token endpoint's throttle).
-    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
+    let peer = Transport::peer_addr(&stream).ok().map(axum::extract::ConnectInfo);
     let io = Guarded { stream: Some(stream), activity: activity.clone(), shut_down: false, permit: Some(permit) };
     let body_timeout = config.body_read_timeout;
     let service = TowerToHyperService::new(Tracked {

@@ -498,6 +498,7 @@ async fn no_secret_token_password_or_description_reaches_a_log_line_even_at_trac
         let consumed = lines.iter().any(|l| l.contains("event consolidated") && l.contains(&trace_id));
         assert!(consumed, "no consumer line joins the trace of request {id}");
     }
+}
 
 /// Runs `cashflow reconcile --json …` on `data_dir`: its exit status and its report.
 fn reconcile(data_dir: &Path, args: &[&str]) -> (bool, Value) {

@@ -157,7 +157,7 @@ async fn serve_tls(backends: Option<BackendArgs>, tls: Arc<ServerTls>, config: S
     let cli = Cli::try_parse_from(["cashflow", "serve", "--public-url", "https://localhost"]).unwrap();
     let Subcommand::Serve(args) = cli.command else { unreachable!("parsed `serve`") };
     let backends = backends.unwrap_or_else(|| BackendArgs::embedded(dir.path()));
-    let app = Application::build(&AppConfig::from_args(&args.auth, &backends, String::new())).await.unwrap();
+    let app = Application::build(&AppConfig::from_args(&args.auth, &backends, String::new()).unwrap()).await.unwrap();
     let name = MerchantName::parse("Padaria").unwrap();
     let merchant = app.ledger.create_merchant(name, Currency::BRL, MerchantTimeZone::DEFAULT).await.unwrap();
     let token = app.issuer.mint("test-client", merchant.id, Scopes::all()).unwrap().0;

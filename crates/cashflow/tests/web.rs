@@ -75,6 +75,7 @@ impl Web {
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
             trust_forwarded_for: false,
+            oidc: Default::default(),
         };
         let app = Application::build(&config).await.unwrap();
         let merchant = app

@@ -39,6 +39,8 @@ pub enum EnvError {
     Secret(String),
     #[error("the database secret is set but CASHFLOW_DATABASE_URL is not a postgres:// URL")]
     NoDatabaseUrl,
+    #[error("invalid configuration: {0:#}")]
+    Settings(anyhow::Error),
 }
 
 #[derive(Deserialize)]
@@ -64,11 +66,11 @@ pub async fn parts() -> Result<Parts, EnvError> {
         let url = env.backends.database_url.as_deref().ok_or(EnvError::NoDatabaseUrl)?;
         env.backends.database_url = Some(with_credentials(url, &secret.username, &secret.password)?);
     }
-    Ok(Parts::new(config(&env)))
+    Ok(Parts::new(config(&env).map_err(EnvError::Settings)?))
 }
 
 /// The application settings of `env`.
-pub fn config(env: &Env) -> AppConfig {
+pub fn config(env: &Env) -> anyhow::Result<AppConfig> {
     AppConfig::from_args(&env.auth, &env.backends, DEFAULT_PUBLIC_URL.to_owned())
 }
 

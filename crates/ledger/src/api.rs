@@ -400,6 +400,7 @@ async fn get_merchant(
         minor_digits: merchant.currency.minor_digits(),
         time_zone: merchant.time_zone.name().to_owned(),
     }))
+}
 
 /// The optional body of `POST /v1/days/{date}/close`.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]

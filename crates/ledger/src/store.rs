@@ -84,6 +84,7 @@ pub(crate) fn day_totals_of_sums(credits: i64, debits: i64, count: i64) -> Resul
         total_debits: cashflow_domain::Balance::from_minor(debits),
         entry_count: u64::try_from(count).map_err(|e| StoreError::Corrupt(format!("day totals: {e}")))?,
     })
+}
 
 /// A request to close a merchant's books through `date`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +159,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// order, computed by the database with one grouped query over the entries' index: the
     /// authority consolidation is reconciled with.
     async fn day_totals(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError>;
 
     /// Closes the merchant's books through `close.date`, with totals computed from the stored
     /// entries in the same transaction that moves the watermark, so that no concurrent
@@ -174,8 +180,6 @@ pub trait LedgerStore: Send + Sync + 'static {
         merchant: MerchantId,
         from: BusinessDate,
         to: BusinessDate,
-    ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError>;
-
     ) -> Result<Vec<DayClose>, StoreError>;
 
     /// The oldest unpublished events, in commit order.

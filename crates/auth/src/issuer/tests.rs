@@ -427,7 +427,14 @@ async fn given_the_discovery_document_when_fetched_then_it_describes_the_token_e
     assert_eq!(body["grant_types_supported"], serde_json::json!(["client_credentials", "password"]));
     assert_eq!(
         body["scopes_supported"],
-        serde_json::json!(["entries:write", "entries:read", "reports:read", "ledger:read", "days:close", "days:reopen"])
+        serde_json::json!([
+            "entries:write",
+            "entries:read",
+            "reports:read",
+            "ledger:read",
+            "days:close",
+            "days:reopen"
+        ])
     );
     assert_eq!(
         body["token_endpoint_auth_methods_supported"],
