@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Each function's handler invoked in-process with the payloads AWS sends (fixtures under
 //! `tests/fixtures`), over the embedded backends in a temporary directory.
 

@@ -45,7 +45,7 @@ pub fn format(minor: i64, currency: &str, digits: u8, lang: Lang) -> String {
     let units = (abs / scale).to_string();
     let mut grouped = String::with_capacity(units.len() + units.len() / 3 + 8);
     for (i, c) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i) % 3 == 0 {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
             grouped.push(group);
         }
         grouped.push(c);

@@ -38,7 +38,7 @@ pub(super) async fn rebuild_day(
     .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
-    let current = super::lock_day(&mut *tx, day.merchant, day.date).await?;
+    let current = super::lock_day(&mut tx, day.merchant, day.date).await?;
     if current != day.found {
         // Rolls back the claimed ids and the placeholder row.
         tx.rollback().await.map_err(unavailable)?;
@@ -52,7 +52,7 @@ pub(super) async fn rebuild_day(
             .await
             .map_err(unavailable)?;
     } else {
-        super::set_day(&mut *tx, day.merchant, day.date, totals).await?;
+        super::set_day(&mut tx, day.merchant, day.date, totals).await?;
     }
     if let Some(newest) = day.entries.iter().map(|e| e.recorded_at).max() {
         sqlx::query(
