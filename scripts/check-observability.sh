@@ -21,8 +21,8 @@ cd "$obs"
 allow_missing=(
   # Emitted only by a process that reconciles (a consolidator with --ledger-grpc-url, or
   # `cashflow reconcile`), which the scraped `serve` is not; they stay on this list.
-  cashflow_reconcile_drifting_days_total
-  cashflow_reconcile_repaired_days_total
+  cashflow_reconcile_drifting_total
+  cashflow_reconcile_repaired_total
   cashflow_reconcile_drifting_days
   cashflow_reconcile_last_success_timestamp_seconds
 )

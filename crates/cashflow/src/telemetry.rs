@@ -258,14 +258,14 @@ pub const DESCRIPTIONS: &[Description] = &[
         "1 when the dependency answered this process's readiness probe at the last scrape, 0 when not.",
     ),
     describe(
-        "cashflow_reconcile_drifting_days_total",
+        "cashflow_reconcile_drifting_total",
         &[],
         Kind::Counter,
         Unit::Count,
         "Consolidated days reconciliation found to differ from the ledger's own totals.",
     ),
     describe(
-        "cashflow_reconcile_repaired_days_total",
+        "cashflow_reconcile_repaired_total",
         &[],
         Kind::Counter,
         Unit::Count,

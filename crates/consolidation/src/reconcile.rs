@@ -186,7 +186,7 @@ impl Reconciler {
             let (checked, drifts) = self.find_drift(merchant, scope.from, scope.to).await?;
             report.days_checked += checked;
             if !drifts.is_empty() {
-                metrics::counter!("cashflow_reconcile_drifting_days_total").increment(drifts.len() as u64);
+                metrics::counter!("cashflow_reconcile_drifting_total").increment(drifts.len() as u64);
                 let currency = match scope.repair {
                     true => self.currency(merchant).await?,
                     false => None,
@@ -197,7 +197,7 @@ impl Reconciler {
                         Some(currency) => {
                             let rebuilt = self.repair(&drift, currency).await? == RebuildOutcome::Rebuilt;
                             if rebuilt {
-                                metrics::counter!("cashflow_reconcile_repaired_days_total").increment(1);
+                                metrics::counter!("cashflow_reconcile_repaired_total").increment(1);
                             }
                             Some(rebuilt)
                         }
