@@ -349,7 +349,7 @@ mod tests {
                 _ => {
                     let suffix = d.name.rsplit('_').next().unwrap_or_default();
                     assert!(
-                        ["events", "messages", "connections", "entries", "up"].contains(&suffix),
+                        ["events", "messages", "connections", "entries", "days", "up"].contains(&suffix),
                         "{}: a gauge or histogram names what it counts",
                         d.name
                     );
