@@ -174,8 +174,9 @@ async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
     }
 }
 
-/// The OpenAPI document of the whole `/v1` API, generated from the handlers' annotations.
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document of the whole `/v1` API, generated from the handlers' annotations, with
+/// the answers every operation shares (401, 403, 413, …: see [`cashflow_http::openapi`]).
+pub fn openapi() -> Value {
     let mut doc = cashflow_ledger::LedgerApi::openapi();
     doc.merge(cashflow_consolidation::ConsolidationApi::openapi());
     doc.merge(cashflow_auth::issuer::AuthApi::openapi());
@@ -191,6 +192,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         "bearer",
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
     );
+    let mut doc = serde_json::to_value(doc).unwrap_or_else(|_| json!({}));
+    cashflow_http::openapi::document_shared_answers(&mut doc, "/v1/", "/oauth2/token");
     doc
 }
 

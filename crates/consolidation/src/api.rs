@@ -124,7 +124,7 @@ fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
 /// totals and the previous day's closing as its opening and closing.
 #[utoipa::path(
     get, path = "/v1/balances/daily/{date}", tag = "consolidation",
-    params(("date" = String, Path, description = "Business date, YYYY-MM-DD")),
+    params(("date" = chrono::NaiveDate, Path, description = "Business date, YYYY-MM-DD (1970 or later)", pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")),
     responses(
         (status = 200, body = DailyBalanceResponse),
         (status = 400, description = "Invalid date", content_type = "application/problem+json"),
@@ -180,8 +180,10 @@ async fn daily(
 #[into_params(parameter_in = Query)]
 pub struct RangeParams {
     /// First business date, inclusive.
+    #[param(value_type = chrono::NaiveDate, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     from: String,
-    /// Last business date, inclusive (at most 366 days after `from`).
+    /// Last business date, inclusive (not before `from`, at most 365 days after it).
+    #[param(value_type = chrono::NaiveDate, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     to: String,
 }
 
@@ -190,8 +192,8 @@ pub struct RangeParams {
     get, path = "/v1/balances/daily", tag = "consolidation",
     params(RangeParams),
     responses(
-        (status = 200, body = DailyBalanceRange, content_type = "application/json"),
-        (status = 200, description = "CSV with a header row", content_type = "text/csv"),
+        (status = 200, description = "The days as JSON, or with `Accept: text/csv` as CSV with a header row",
+            content((DailyBalanceRange = "application/json"), (String = "text/csv"))),
         (status = 400, description = "Invalid range", content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reports:read"]))

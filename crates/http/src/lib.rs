@@ -6,10 +6,12 @@
 //! - [`context`]: the request's W3C trace context, carried to the queue and the consumer.
 //! - [`extract`]: `Json`/`Query` extractors whose rejections are problems, not plain text.
 //! - [`layers`]: request ids, panic safety and tracing, applied by [`layers::common`].
+//! - [`openapi`]: the answers every operation shares, written into the OpenAPI document.
 
 pub mod context;
 pub mod extract;
 pub mod layers;
+pub mod openapi;
 pub mod problem;
 
 pub use extract::{ApiJson, ApiQuery};

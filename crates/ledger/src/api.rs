@@ -148,19 +148,33 @@ fn ledger_problem(e: LedgerError) -> Problem {
 pub struct CreateEntryRequest {
     /// `credit` (money in) or `debit` (money out).
     #[serde(rename = "type")]
-    #[schema(example = "credit")]
+    #[schema(example = "credit", pattern = "^(credit|debit)$")]
     pub kind: String,
-    /// Positive decimal string with at most the currency's minor digits.
-    #[schema(example = "150.00")]
+    /// Positive decimal string with at most the merchant currency's minor digits
+    /// (`GET /v1/merchant`: 2 for BRL) and at most 999999999999999 minor units.
+    #[schema(example = "150.00", pattern = r"^[0-9]+(\.[0-9]{1,3})?$")]
     pub amount: String,
-    #[schema(example = "Venda balcão")]
+    /// 1 to 280 characters, not only spaces, no control characters.
+    #[schema(
+        example = "Venda balcão",
+        min_length = 1,
+        max_length = 280,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub description: String,
-    /// RFC 3339 with offset; defaults to now. Backdating is allowed; the future is not.
+    /// RFC 3339 with offset; defaults to now. Backdating is allowed (to 1970); more than
+    /// 5 minutes in the future is not.
     #[serde(default)]
-    #[schema(example = "2026-11-23T10:15:00-03:00")]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>, example = "2026-11-23T10:15:00-03:00")]
     pub occurred_at: Option<String>,
+    /// 1 to 64 characters, not only spaces, no control characters.
     #[serde(default)]
-    #[schema(example = "sales")]
+    #[schema(
+        example = "sales",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub category: Option<String>,
 }
 
@@ -168,6 +182,13 @@ pub struct CreateEntryRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReversalRequest {
+    /// 1 to 280 characters, not only spaces, no control characters; defaults to
+    /// "Reversal of …".
+    #[schema(
+        min_length = 1,
+        max_length = 280,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -334,7 +355,7 @@ async fn create_entry(
 /// One entry.
 #[utoipa::path(
     get, path = "/v1/entries/{id}", tag = "ledger",
-    params(("id" = String, Path, description = "Entry id")),
+    params(("id" = uuid::Uuid, Path, description = "Entry id")),
     responses((status = 200, body = EntryResponse), (status = 404, description = "No such entry for this merchant")),
     security(("bearer" = ["entries:read"]))
 )]
@@ -353,7 +374,7 @@ async fn get_entry(
 /// Reverse an entry: records the opposite entry; the original stays as it was.
 #[utoipa::path(
     post, path = "/v1/entries/{id}/reversal", tag = "ledger",
-    params(("id" = String, Path, description = "Entry to reverse")),
+    params(("id" = uuid::Uuid, Path, description = "Entry to reverse")),
     request_body(content = Option<ReversalRequest>, description = "Optional description of the reversal"),
     responses(
         (status = 201, body = EntryResponse),
@@ -406,9 +427,12 @@ async fn get_merchant(
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloseDayRequest {
-    /// What was counted in the drawer, a decimal string in the merchant's currency.
-    #[schema(example = "1234.56")]
+    /// What was counted in the drawer, a decimal string in the merchant's currency (the
+    /// amount rules of `POST /v1/entries`).
+    #[schema(example = "1234.56", pattern = r"^[0-9]+(\.[0-9]{1,3})?$")]
     pub counted_cash: Option<String>,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
     pub note: Option<String>,
 }
 
@@ -458,7 +482,7 @@ const NOTE_MAX_CHARS: usize = 500;
 /// Close the books through a day: that day and every earlier one take no more entries.
 #[utoipa::path(
     post, path = "/v1/days/{date}/close", tag = "ledger",
-    params(("date" = String, Path, description = "Business day to close, YYYY-MM-DD")),
+    params(("date" = chrono::NaiveDate, Path, description = "Business day to close, YYYY-MM-DD (1970 or later)", pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")),
     request_body(content = Option<CloseDayRequest>, description = "Counted cash and a note, both optional"),
     responses(
         (status = 201, body = DayCloseResponse),
@@ -512,12 +536,16 @@ fn optional_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// One business date (YYYY-MM-DD); or use `from` and `to`.
+    #[param(value_type = Option<chrono::NaiveDate>, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     date: Option<String>,
-    /// First business date, inclusive.
+    /// First business date, inclusive (with `to`, instead of `date`).
+    #[param(value_type = Option<chrono::NaiveDate>, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     from: Option<String>,
-    /// Last business date, inclusive.
+    /// Last business date, inclusive (with `from`; not before it).
+    #[param(value_type = Option<chrono::NaiveDate>, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     to: Option<String>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,

@@ -1,6 +1,7 @@
 //! Health and the API description.
 
 use axum::http::StatusCode;
+use serde_json::Value;
 
 use crate::helpers::TestApp;
 
@@ -35,6 +36,35 @@ async fn the_openapi_document_describes_the_v1_api() {
     }
     assert!(doc["components"]["schemas"]["CreateEntryRequest"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn every_protected_operation_documents_the_answers_its_guards_give_as_problems() {
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json").await.json();
+    let mut protected = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(security) = operation["security"].as_array() else { continue };
+            protected += 1;
+            let scopes: Vec<&Value> = security.iter().filter_map(|s| s["bearer"].as_array()).flatten().collect();
+            let mut expected = vec!["401", "500", "503"];
+            if !scopes.is_empty() {
+                expected.push("403");
+            }
+            if operation.get("requestBody").is_some() {
+                expected.extend(["400", "413", "415"]);
+            }
+            for status in expected {
+                let schema = &operation["responses"][status]["content"]["application/problem+json"]["schema"];
+                assert_eq!(schema["$ref"], "#/components/schemas/Problem", "{method} {path}: {status} undocumented");
+            }
+        }
+    }
+    assert!(protected >= 7, "only {protected} protected operations");
+    let date = &doc["paths"]["/v1/balances/daily/{date}"]["get"]["parameters"][0]["schema"];
+    assert_eq!(date["format"], "date", "dates are typed, so clients and fuzzers send real ones");
+    assert_eq!(doc["components"]["schemas"]["CreateEntryRequest"]["additionalProperties"], false);
 }
 
 #[tokio::test]
