@@ -16,10 +16,17 @@
 //!   --no-relay` + `cashflow relay`, the only writer into the queue) is SIGKILLed instead;
 //! - the cache: on production the run's own Redis is SIGKILLed and restarted empty. The
 //!   embedded cache lives inside the process: it has no failure of its own, and that phase
-//!   runs without a fault.
+//!   runs without a fault;
+//! - the database: on production the run's own Postgres database refuses connections and every
+//!   session on it is terminated (a crash-restart as its clients see it), so the ledger answers
+//!   503 and the consumer's apply fails mid-batch; the consumer must hand its batch back at once
+//!   and converge right after the database returns, not a visibility timeout later. Embedded,
+//!   the consolidation store is locked for writing by another connection for the phase, so
+//!   every apply fails on it while the ledger and the reports carry on. 503 is the one failure
+//!   this phase allows (a database is down); anything else, or a lost entry, fails the run.
 //!
-//! Six phases of equal length (15 s by default: 90 s in all): steady, consolidator down,
-//! recovery, queue down, recovery, cache down. Each phase is its own pair of oha runs (writes
+//! Eight phases of equal length (15 s by default: 120 s in all): steady, consolidator down,
+//! recovery, queue down, recovery, cache down, recovery, database down. Each phase is its own pair of oha runs (writes
 //! and reads at fixed rates, latency-corrected), so each fault gets its own error counts and
 //! latencies; between phases the fault is injected or repaired. A sampler reads, every 0.5 s,
 //! the ledger's count of 201s (`/metrics`) and what the reports show (the sum of the
@@ -51,16 +58,26 @@ enum Fault {
     Consolidator,
     Queue,
     Cache,
+    Database,
 }
 
-const PHASES: [(&str, Fault); 6] = [
+const PHASES: [(&str, Fault); 8] = [
     ("steady", Fault::None),
     ("consolidator killed", Fault::Consolidator),
     ("recovery", Fault::None),
     ("queue down", Fault::Queue),
     ("recovery", Fault::None),
     ("cache down", Fault::Cache),
+    ("recovery", Fault::None),
+    ("database down", Fault::Database),
 ];
+
+/// What a phase holds while its fault lasts: the embedded database outage is a write lock,
+/// which lives as long as the connection that took it.
+#[derive(Default)]
+struct Held {
+    sqlite_lock: Option<sqlx::SqliteConnection>,
+}
 
 /// One sample of the pipeline.
 #[derive(Debug, Clone, Serialize)]
@@ -154,7 +171,13 @@ impl Sampler {
 }
 
 /// Breaks or repairs one part. Returns what the fault is on this backend.
-async fn set_fault(sut: &mut Sut, fault: Fault, broken: bool, relay_process: bool) -> anyhow::Result<String> {
+async fn set_fault(
+    sut: &mut Sut,
+    fault: Fault,
+    broken: bool,
+    relay_process: bool,
+    held: &mut Held,
+) -> anyhow::Result<String> {
     match fault {
         Fault::None => Ok("-".into()),
         Fault::Consolidator => {
@@ -189,7 +212,41 @@ async fn set_fault(sut: &mut Sut, fault: Fault, broken: bool, relay_process: boo
             }
             None => Ok("none: the embedded cache is inside the process and cannot fail on its own".into()),
         },
+        Fault::Database => match sut.backend.database() {
+            Some(database) => {
+                database.refuse_connections(broken).await?;
+                Ok("the run's Postgres database refused connections, every session on it terminated".into())
+            }
+            None => {
+                use sqlx::{ConnectOptions, Connection};
+                if broken {
+                    let path = sut.data_path().join("consolidation.db");
+                    let mut lock = sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(&path)
+                        .busy_timeout(Duration::from_secs(30))
+                        .connect()
+                        .await
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    sqlx::query("BEGIN IMMEDIATE")
+                        .execute(&mut lock)
+                        .await
+                        .context("locking the consolidation store")?;
+                    held.sqlite_lock = Some(lock);
+                } else if let Some(mut lock) = held.sqlite_lock.take() {
+                    sqlx::query("ROLLBACK").execute(&mut lock).await.context("unlocking the consolidation store")?;
+                    let _ = lock.close().await;
+                }
+                Ok("the consolidation store (consolidation.db) locked for writing by another connection".into())
+            }
+        },
     }
+}
+
+/// Requests that failed, less the 503s of a phase whose database was down (the one answer an
+/// outage of the database is allowed).
+fn failures_beyond_the_fault(fault: Fault, r: &RunResult) -> u64 {
+    let allowed = if fault == Fault::Database { r.other_statuses.get("503").copied().unwrap_or(0) } else { 0 };
+    r.failures().saturating_sub(allowed)
 }
 
 /// When the backlog a fault left is gone: the first sample after `from_s` at or under
@@ -273,9 +330,10 @@ pub async fn faults(ctx: &Ctx) -> anyhow::Result<Outcome> {
         let mut phases = Vec::new();
         let mut written = vec![0u64; merchants.len()];
         let mut result = Ok(());
+        let mut held = Held::default();
         for (name, fault) in PHASES {
             let start_s = started.elapsed().as_secs_f64();
-            let what = match set_fault(sut, fault, true, relay_process).await {
+            let what = match set_fault(sut, fault, true, relay_process, &mut held).await {
                 Ok(w) => w,
                 Err(e) => {
                     result = Err(e);
@@ -287,7 +345,7 @@ pub async fn faults(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 ctx.oha.run(&ledger, &write, load(write_rate), &write_groups),
                 ctx.oha.run(&reports, &read, load(read_rate), &read_groups),
             );
-            let repaired = set_fault(sut, fault, false, relay_process).await;
+            let repaired = set_fault(sut, fault, false, relay_process, &mut held).await;
             let (w, r) = match (w, r, repaired) {
                 (Ok(w), Ok(r), Ok(_)) => (w, r),
                 (w, r, repaired) => {
@@ -377,17 +435,28 @@ pub async fn faults(ctx: &Ctx) -> anyhow::Result<Outcome> {
             }
             out.fact(&format!("{} ({:.0}–{:.0} s)", p.name, p.start_s, p.end_s), text, None);
         }
-        let errors = |f: fn(&Phase) -> &RunResult| phases.iter().map(|p| f(p).failures()).sum::<u64>();
+        let errors =
+            |f: fn(&Phase) -> &RunResult| phases.iter().map(|p| failures_beyond_the_fault(p.fault, f(p))).sum::<u64>();
+        let unavailable = |f: fn(&Phase) -> &RunResult| {
+            phases.iter().map(|p| f(p).failures().saturating_sub(failures_beyond_the_fault(p.fault, f(p)))).sum::<u64>()
+        };
         let sent = |f: fn(&Phase) -> &RunResult| phases.iter().map(|p| f(p).ok + f(p).failures()).sum::<u64>();
         let (write_errors, read_errors) = (errors(|p| &p.writes), errors(|p| &p.reads));
+        let (write_503, read_503) = (unavailable(|p| &p.writes), unavailable(|p| &p.reads));
         out.fact(
             "writes through all faults",
-            format!("{} sent, {write_errors} failed", sent(|p| &p.writes)),
+            format!(
+                "{} sent, {write_errors} failed, {write_503} answered 503 while the database was down",
+                sent(|p| &p.writes)
+            ),
             Some(write_errors as f64),
         );
         out.fact(
             "reads through all faults",
-            format!("{} sent, {read_errors} failed", sent(|p| &p.reads)),
+            format!(
+                "{} sent, {read_errors} failed, {read_503} answered 503 while the database was down",
+                sent(|p| &p.reads)
+            ),
             Some(read_errors as f64),
         );
         out.fact(
@@ -399,12 +468,12 @@ pub async fn faults(ctx: &Ctx) -> anyhow::Result<Outcome> {
             out.fact("ledger RSS peak", format!("{peak:.0} MiB"), Some(peak));
         }
         out.checks.push(Check::new(
-            "writes: no errors through the faults",
+            "writes: no errors through the faults (503 only while the database is down)",
             write_errors == 0,
             format!("{write_errors} failed of {}", sent(|p| &p.writes)),
         ));
         out.checks.push(Check::new(
-            "reads: no errors through the faults",
+            "reads: no errors through the faults (503 only while the database is down)",
             read_errors == 0,
             format!("{read_errors} failed of {}", sent(|p| &p.reads)),
         ));

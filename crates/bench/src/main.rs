@@ -101,7 +101,7 @@ struct Cli {
     tls: bool,
 
     /// Seconds of each measured run (each ramp step and ceiling; `fresh`: the whole load;
-    /// `faults`: each of its six phases). Default 10 (`fresh`: 60; `faults`: 15; `--smoke`: 2).
+    /// `faults`: each of its eight phases). Default 10 (`fresh`: 60; `faults`: 15; `--smoke`: 2).
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
 

@@ -66,6 +66,29 @@ impl FreshDatabase {
         Ok(Self { admin_url: admin_url.to_owned(), name: name.to_owned(), url: format!("{prefix}/{name}") })
     }
 
+    /// Takes the database away from its clients, or gives it back: while refused, new
+    /// connections are turned away and every open session is terminated, which is what a
+    /// crash-restart of the server looks like to the processes using it, without touching
+    /// anyone else's database on the same server.
+    pub async fn refuse_connections(&self, refuse: bool) -> anyhow::Result<()> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.admin_url).await.context("connecting as admin")?;
+        sqlx::query(&format!("ALTER DATABASE \"{}\" WITH ALLOW_CONNECTIONS {}", self.name, !refuse))
+            .execute(&mut conn)
+            .await
+            .context("ALTER DATABASE … ALLOW_CONNECTIONS")?;
+        if refuse {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&self.name)
+            .execute(&mut conn)
+            .await
+            .context("terminating the database's sessions")?;
+        }
+        Ok(())
+    }
+
     /// Best effort: a database left behind only costs disk.
     pub async fn drop_now(&self) {
         use sqlx::Connection;
@@ -148,6 +171,13 @@ pub struct Backend {
     pub moto: Option<OwnServer>,
     /// The run's own Redis (production).
     pub redis: Option<OwnServer>,
+}
+
+impl Backend {
+    /// The run's own Postgres database (production).
+    pub fn database(&self) -> Option<&FreshDatabase> {
+        self.database.as_ref()
+    }
 }
 
 /// A name unique to this run, usable as a database or queue name.
@@ -379,6 +409,11 @@ impl Sut {
     }
 
     /// The pid of a running process.
+    /// The data directory every process of the run shares (the embedded databases).
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+
     pub fn pid(&self, role: Role) -> Option<u32> {
         self.processes.iter().find(|p| p.role == role).and_then(|p| p.child.id())
     }
