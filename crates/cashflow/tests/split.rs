@@ -646,6 +646,108 @@ print(copies)
         }
     }
 
+    pub async fn reports_converge_right_after_the_database_returns() {
+        let moto = Server::moto().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut backends = Backends::production(dir.path(), &moto.endpoint(), &shared_redis()).await;
+        // SQS's default lease: a batch whose apply failed and that the consumer did not hand
+        // back would reappear only after 30 s, far past the bound below.
+        for (key, value) in backends.env.iter_mut() {
+            if key == "CASHFLOW_QUEUE_VISIBILITY_TIMEOUT_SECS" {
+                *value = "30".into();
+            }
+        }
+        let database = backends.get("CASHFLOW_DATABASE_URL").rsplit('/').next().unwrap().to_owned();
+        let split = Split::start(dir, backends).await;
+        let token = split.merchant_token().await;
+        let writes = write_load_with_statuses(&split.front, &token, 16, Duration::from_secs(6));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // Given the database taken away under load (new connections refused, every session
+        // terminated: a crash-restart as the processes see it) for 3 s
+        refuse_connections(&database, true);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        refuse_connections(&database, false);
+
+        // Then the writes failed only with 503 meanwhile, and the report holds exactly the
+        // acknowledged entries within seconds of the load's end, not a lease later.
+        let (acked, refused) = writes.await.unwrap();
+        assert!(acked.len() > 100, "the load ran: {} acknowledged", acked.len());
+        assert!(refused.keys().all(|status| status == "503"), "writes failed otherwise than 503: {refused:?}");
+        assert!(refused.get("503").is_some_and(|n| *n > 0), "the outage was felt: {refused:?}");
+        let started = Instant::now();
+        assert_converges(&split, &token, "2026-11-16", acked.len() as u64, acked.iter().sum()).await;
+        let took = started.elapsed();
+        eprintln!("converged {:.2} s after the load ended", took.as_secs_f64());
+        assert!(took < Duration::from_secs(15), "converged only after {took:?}: a failed batch waited out its lease");
+    }
+
+    /// Turns the test's database away from its clients, or lets them back.
+    fn refuse_connections(database: &str, refuse: bool) {
+        let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL").unwrap();
+        let mut sql = format!("ALTER DATABASE \"{database}\" WITH ALLOW_CONNECTIONS {};", !refuse);
+        if refuse {
+            sql.push_str(&format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}';"
+            ));
+        }
+        let out = Command::new("psql").arg(&admin).args(["-v", "ON_ERROR_STOP=1", "-Atc", &sql]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// 4 writers, one entry every 10 ms each, for `duration`: the amounts acknowledged and the
+    /// statuses of the writes that were not.
+    fn write_load_with_statuses(
+        front: &str,
+        token: &str,
+        day: u32,
+        duration: Duration,
+    ) -> tokio::task::JoinHandle<(Vec<i64>, std::collections::BTreeMap<String, u64>)> {
+        let (front, token) = (front.to_owned(), token.to_owned());
+        tokio::spawn(async move {
+            let stop_at = Instant::now() + duration;
+            let writers: Vec<_> = (0..4i64)
+                .map(|w| {
+                    let (front, token) = (front.clone(), token.clone());
+                    tokio::spawn(async move {
+                        let client = reqwest::Client::new();
+                        let (mut acked, mut refused) = (Vec::new(), std::collections::BTreeMap::new());
+                        let mut i = 0;
+                        while Instant::now() < stop_at {
+                            i += 1;
+                            let cents = 100 + w * 10_000 + i;
+                            let r = client
+                                .post(format!("{front}/v1/entries"))
+                                .bearer_auth(&token)
+                                .json(&json!({
+                                    "type": "credit", "amount": format!("{}.{:02}", cents / 100, cents % 100),
+                                    "description": "split", "occurred_at": format!("2026-11-{day:02}T12:00:00-03:00")
+                                }))
+                                .send()
+                                .await;
+                            match r.map(|r| r.status().as_u16()) {
+                                Ok(201) => acked.push(cents),
+                                Ok(status) => *refused.entry(status.to_string()).or_insert(0) += 1,
+                                Err(e) => *refused.entry(format!("no answer: {e}")).or_insert(0) += 1,
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        (acked, refused)
+                    })
+                })
+                .collect();
+            let (mut acked, mut refused) = (Vec::new(), std::collections::BTreeMap::new());
+            for w in writers {
+                let (a, r) = w.await.unwrap();
+                acked.extend(a);
+                for (k, v) in r {
+                    *refused.entry(k).or_insert(0) += v;
+                }
+            }
+            (acked, refused)
+        })
+    }
+
     const POISON: &str = r#"
 import sys, boto3
 sqs = boto3.client("sqs", endpoint_url=sys.argv[1], region_name="us-east-1",
@@ -676,6 +778,11 @@ production_test!(
 production_test!(
     /// Redis killed during the load: reads still 200 (from the database), readiness degraded.
     reports_keep_serving_while_redis_is_down
+);
+production_test!(
+    /// Postgres taken away for 3 s under load: writes meanwhile are 503 (nothing else), and the
+    /// reports converge right after it returns (the consumer hands a failed batch back at once).
+    reports_converge_right_after_the_database_returns
 );
 production_test!(duplicate_deliveries_are_counted_once);
 production_test!(a_poison_message_goes_to_the_dead_letter_queue);
