@@ -30,19 +30,9 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-export CASHFLOW_DATA_DIR="$work/data" RUST_LOG=warn
-"$bin" migrate >/dev/null
-merchant="$("$bin" merchant create --name "Contract check" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["merchant_id"])')"
-client="$("$bin" client create --merchant "$merchant" --scopes entries:write,entries:read,reports:read,days:close --json)"
-id="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")"
-secret="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$client")"
-"$bin" serve --no-demo --listen "127.0.0.1:$port" > "$work/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -sf "$base/health/ready" >/dev/null && break; sleep 0.1; done
-token="$(curl -sf -u "$id:$secret" -d grant_type=client_credentials "$base/oauth2/token" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+# shellcheck source=lib/checked-serve.sh
+source "$root/scripts/lib/checked-serve.sh"
+start_checked_serve "$bin" "$work" "Contract check" entries:write,entries:read,reports:read,days:close
 
 echo "== schemathesis $version against $base/openapi.json"
 status=0

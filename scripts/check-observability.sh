@@ -54,21 +54,9 @@ if [ -z "$bin" ]; then
   (cd "$root" && cargo build -q -p cashflow)
   bin="$root/target/debug/cashflow"
 fi
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-data="$work/data"
-export CASHFLOW_DATA_DIR="$data" RUST_LOG=warn
-"$bin" migrate >/dev/null
-merchant="$("$bin" merchant create --name "Observability check" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["merchant_id"])')"
-client="$("$bin" client create --merchant "$merchant" --scopes entries:write,entries:read,reports:read --json)"
-id="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")"
-secret="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$client")"
-"$bin" serve --no-demo --listen "127.0.0.1:$port" > "$work/serve.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do curl -sf "$base/health/ready" >/dev/null && break; sleep 0.1; done
-
-token="$(curl -sf -u "$id:$secret" -d grant_type=client_credentials "$base/oauth2/token" \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"
+# shellcheck source=lib/checked-serve.sh
+source "$root/scripts/lib/checked-serve.sh"
+start_checked_serve "$bin" "$work" "Observability check" entries:write,entries:read,reports:read
 curl -sf -o /dev/null -X POST "$base/v1/entries" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
   -d '{"type":"credit","amount":"150.00","description":"Observability check"}'
 today="$(TZ=America/Sao_Paulo date +%F)"
