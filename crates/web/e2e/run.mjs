@@ -44,10 +44,10 @@ const test = async (name, fn) => {
   }
 };
 
-const signIn = async (page) => {
+const signIn = async (page, as = user, secret = password) => {
   await page.goto(`${base}/signin`);
-  await page.getByLabel('Usuário').fill(user);
-  await page.getByLabel('Senha').fill(password);
+  await page.getByLabel('Usuário').fill(as);
+  await page.getByLabel('Senha').fill(secret);
   await page.getByRole('button', { name: 'Entrar' }).click();
   await page.waitForURL(`${base}/`);
 };
@@ -119,9 +119,39 @@ await test('a field error from the API is shown next to the field', async () => 
   assert.match(await page.locator('#amount-error').textContent(), /Valor inválido/);
 });
 
+await test('the report shows the period, a chart and its days, and exports the CSV', async () => {
+  await page.getByRole('link', { name: 'Relatórios' }).click();
+  await page.getByRole('heading', { name: 'Relatórios' }).waitFor();
+  for (const label of ['Saldo inicial', 'Créditos', 'Débitos', 'Saldo final']) {
+    await page.locator('.figures dt', { hasText: label }).first().waitFor();
+  }
+  assert.equal(await page.locator('#report-credits').textContent(), 'R$ 1.275,06');
+  assert.equal(await page.locator('#report-closing').textContent(), 'R$ 1.234,56');
+  const chart = page.getByRole('img', { name: 'Créditos, débitos e saldo final por dia' });
+  await chart.waitFor();
+  assert.equal(await page.locator('svg.chart rect.bar-credit').count(), 7, 'seven days by default');
+  assert.equal(await page.locator('table.days tbody tr').count(), 7);
+  await page.screenshot({ path: join(shots, 'reports-phone.png'), fullPage: true });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Exportar CSV' }).click()]);
+  assert.match(download.suggestedFilename(), /^cashflow-\d{4}-\d{2}-\d{2}-\d{4}-\d{2}-\d{2}\.csv$/);
+  const rows = readFileSync(await download.path(), 'utf8').trim().split(/\r?\n/).map((line) => line.split(','));
+  assert.deepEqual(rows[0], ['date', 'currency', 'opening_balance', 'total_credits', 'total_debits', 'net', 'closing_balance', 'entry_count']);
+  assert.equal(rows.length, 8, 'a header and seven days');
+  const last = Object.fromEntries(rows[0].map((k, i) => [k, rows[7][i]]));
+  assert.equal(last.total_credits, '1275.06');
+  assert.equal(last.total_debits, '40.50');
+  assert.equal(await page.locator('#report-debits').textContent(), 'R$ 40,50');
+  assert.equal(last.closing_balance, '1234.56');
+  await page.emulateMedia({ media: 'print' });
+  assert.equal(await page.locator('header.top').isVisible(), false, 'the print stylesheet hides the app bar');
+  assert.equal(await chart.isVisible(), true, 'and prints the chart');
+  await page.screenshot({ path: join(shots, 'reports-print.png'), fullPage: true });
+  await page.emulateMedia({ media: 'screen' });
+});
+
 await test('axe-core finds no violations on the phone pages', async () => {
   const found = [];
-  for (const path of ['/', '/entries', '/record']) {
+  for (const path of ['/', '/entries', '/record', '/reports']) {
     await page.goto(`${base}${path}`);
     found.push(...(await axeViolations(page)).map((v) => `${path} ${v}`));
   }
@@ -151,6 +181,27 @@ await test('desktop: first page weight and server time', async () => {
   await wide.screenshot({ path: join(shots, 'today-desktop.png') });
   await wide.goto(`${base}/entries`);
   await wide.screenshot({ path: join(shots, 'entries-desktop.png') });
+  for (const name of ['reports']) {
+    await wide.goto(`${base}/${name}`);
+    const navigation = await wide.evaluate(() => { const [nav] = performance.getEntriesByType('navigation'); return nav.responseStart - nav.requestStart; });
+    figures[`${name}_server_ms`] = navigation;
+    await wide.screenshot({ path: join(shots, `${name}-desktop.png`), fullPage: true });
+    await axeViolations(wide).then((v) => assert.deepEqual(v, [], name));
+  }
+});
+
+await test('a cashier sees no reports and is refused them', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const cashier = await context.newPage();
+  await signIn(cashier, process.env.CASHFLOW_CASHIER_USER, process.env.CASHFLOW_ROLE_PASSWORD);
+  await cashier.getByLabel('Valor').waitFor();
+  assert.equal(await cashier.getByRole('link', { name: 'Relatórios' }).count(), 0, 'no Reports in the navigation');
+  assert.equal(await cashier.getByRole('link', { name: 'Fechar o caixa' }).count(), 0);
+  const refused = await cashier.goto(`${base}/reports`);
+  assert.equal(refused.status(), 403);
+  await cashier.getByText('Seu perfil não permite esta ação.').waitFor();
+  await cashier.screenshot({ path: join(shots, 'reports-refused-phone.png'), fullPage: true });
+  await context.close();
 });
 
 await test(`live update delay over ${liveSamples} entries (commit to page)`, async () => {
@@ -191,6 +242,38 @@ await test(`live update delay over ${liveSamples} entries (commit to page)`, asy
   const pick = (q) => delays[Math.min(delays.length - 1, Math.ceil(q * delays.length) - 1)];
   figures.live_delay_ms = { samples: delays.length, p50: pick(0.5), p99: pick(0.99), max: delays[delays.length - 1] };
   assert.ok(pick(0.99) <= 1000, `p99 ${pick(0.99)} ms over the 1 s target`);
+});
+
+// Last: closing today's till takes no more entries today.
+await test('closing the till shows expected, counted and the difference', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  await signIn(page, process.env.CASHFLOW_MANAGER_USER, process.env.CASHFLOW_ROLE_PASSWORD);
+  const expected = await closing(page).textContent();
+  await page.getByRole('link', { name: 'Fechar o caixa' }).click();
+  await page.getByRole('heading', { name: 'Fechar o caixa' }).waitFor();
+  figures.close_server_ms = await page.evaluate(() => { const [nav] = performance.getEntriesByType('navigation'); return nav.responseStart - nav.requestStart; });
+  await page.screenshot({ path: join(shots, 'close-phone.png'), fullPage: true });
+  await axeViolations(page).then((v) => assert.deepEqual(v, [], 'close page'));
+  await page.setViewportSize(DESKTOP);
+  await page.screenshot({ path: join(shots, 'close-desktop.png'), fullPage: true });
+  await page.setViewportSize(PHONE);
+  const counted = page.getByLabel('Dinheiro contado');
+  await counted.click();
+  await counted.pressSequentially('100');
+  assert.equal(await counted.inputValue(), '1,00');
+  await page.getByLabel('Observação').fill('Conferido no fim do dia');
+  await page.getByRole('button', { name: 'Fechar o caixa' }).click();
+  await page.getByText('Caixa fechado.').waitFor();
+  assert.equal(await page.locator('#expected').textContent(), expected);
+  assert.equal(await page.locator('#counted').textContent(), 'R$ 1,00');
+  const cents = (text) => Number(text.replace(/[^\d-]/g, ''));
+  assert.equal(cents(await page.locator('#difference').textContent()), 100 - cents(expected), 'counted minus expected');
+  await page.screenshot({ path: join(shots, 'closed-phone.png'), fullPage: true });
+  await page.setViewportSize(DESKTOP);
+  await page.screenshot({ path: join(shots, 'closed-desktop.png'), fullPage: true });
+  await axeViolations(page).then((v) => assert.deepEqual(v, [], 'closed page'));
+  await context.close();
 });
 
 await browser.close();

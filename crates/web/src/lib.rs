@@ -25,6 +25,7 @@ use axum::Router;
 
 pub mod api;
 pub mod assets;
+pub mod chart;
 pub mod handlers;
 pub mod i18n;
 pub mod live;
@@ -67,6 +68,9 @@ pub fn router(state: WebState) -> Router {
         .route("/record", get(handlers::record_page))
         .route("/entries", get(handlers::entries).post(handlers::record))
         .route("/entries/{id}/reverse", get(handlers::reverse_page).post(handlers::reverse))
+        .route("/reports", get(handlers::reports))
+        .route("/reports/export", get(handlers::reports_export))
+        .route("/close", get(handlers::close_page).post(handlers::close))
         .route("/lang/{tag}", get(handlers::switch_lang))
         .route("/assets/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))

@@ -81,6 +81,47 @@ impl Sessions {
     }
 }
 
+/// What the signed-in user's role allows, read from the `scope` claim of the access token, so
+/// that a page shows only what its user may do (a cashier sees no reports, an accountant no
+/// record form). It decides what is *shown* only: the token's signature is not checked here,
+/// and the API checks it, with the scopes, on every call the page makes, so a forged claim gains
+/// nothing but a 403.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Can {
+    /// `entries:write`: record and reverse.
+    pub record: bool,
+    /// `entries:read`: list entries.
+    pub read_entries: bool,
+    /// `reports:read`: balances, reports, the CSV.
+    pub read_reports: bool,
+    /// `days:close`: close the till.
+    pub close_day: bool,
+}
+
+impl Can {
+    /// From a space-separated OAuth 2.0 scope list.
+    pub fn of_scopes(scopes: &str) -> Self {
+        let has = |wanted: &str| scopes.split_whitespace().any(|s| s == wanted);
+        Self {
+            record: has("entries:write"),
+            read_entries: has("entries:read"),
+            read_reports: has("reports:read"),
+            close_day: has("days:close"),
+        }
+    }
+
+    /// From a JWT access token's payload; nothing for a token that is not a readable JWT.
+    pub fn of_token(token: &str) -> Self {
+        let claims = token
+            .split('.')
+            .nth(1)
+            .and_then(|payload| URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok())
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok());
+        let scope = claims.as_ref().and_then(|c| c.get("scope")).and_then(|s| s.as_str()).unwrap_or_default();
+        Self::of_scopes(scope)
+    }
+}
+
 /// 32 random bytes, URL-safe.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -116,6 +157,17 @@ mod tests {
         assert!(!sessions.csrf_ok("session-b", &token));
         assert!(!sessions.csrf_ok("session-a", "forged"));
         assert!(!Sessions::new(false).csrf_ok("session-a", &token), "another process key refuses it");
+    }
+
+    #[test]
+    fn what_a_user_can_do_is_read_from_the_tokens_scope_claim() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"ana","scope":"entries:write entries:read"}"#);
+        let cashier = Can::of_token(&format!("eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln"));
+        assert_eq!(cashier, Can { record: true, read_entries: true, read_reports: false, close_day: false });
+        let accountant = Can::of_scopes("entries:read reports:read");
+        assert!(!accountant.record && accountant.read_reports && accountant.read_entries);
+        assert_eq!(Can::of_token("not-a-jwt"), Can::default(), "an unreadable token shows nothing");
+        assert!(!Can::of_scopes("entries:writer").record, "whole scope names only");
     }
 
     #[test]
