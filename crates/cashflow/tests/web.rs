@@ -688,3 +688,84 @@ async fn only_a_role_with_days_close_may_close_the_till() {
     let manager = web.session_of("gerente", MANAGER).await;
     assert!(web.get("/", &manager).await.text.contains(r#"href="/close""#));
 }
+
+#[tokio::test]
+async fn the_service_worker_is_served_from_the_root_with_this_builds_asset_version() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let page = web.get("/signin", "").await;
+    let version = {
+        let start = page.text.find("/assets/app.js?v=").unwrap() + "/assets/app.js?v=".len();
+        page.text[start..].split('"').next().unwrap().to_owned()
+    };
+
+    let sw = web.get("/sw.js", "").await;
+
+    assert_eq!(sw.status, StatusCode::OK);
+    assert!(sw.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript"));
+    assert_eq!(sw.headers[header::CACHE_CONTROL], "no-cache", "updates are checked on every navigation");
+    assert!(sw.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self'"));
+    assert!(sw.text.contains(&format!("const VERSION = '{version}'")), "caches the assets the pages link");
+    assert!(!sw.text.contains("__VERSION__"));
+    let js = web.get(&format!("/assets/app.js?v={version}"), "").await;
+    assert!(js.text.contains("serviceWorker.register('/sw.js', { scope: '/' })"));
+}
+
+#[tokio::test]
+async fn the_manifest_lists_png_icons_that_are_served_and_a_shortcut_to_record() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let manifest: Value = serde_json::from_str(&web.get("/manifest.webmanifest", "").await.text).unwrap();
+    let icons = manifest["icons"].as_array().unwrap();
+    for size in ["192x192", "512x512"] {
+        let icon = icons.iter().find(|i| i["sizes"] == size).unwrap_or_else(|| panic!("no {size} icon"));
+        let png = web
+            .router
+            .clone()
+            .oneshot(Request::get(icon["src"].as_str().unwrap()).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(png.status(), StatusCode::OK, "{size}");
+        assert_eq!(png.headers()[header::CONTENT_TYPE], "image/png");
+        let bytes = png.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let (width, height) = (
+            u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+            u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+        );
+        assert_eq!(format!("{width}x{height}"), size, "the size it claims");
+    }
+    assert_eq!(manifest["shortcuts"][0]["url"], "/record");
+}
+
+#[tokio::test]
+async fn the_offline_queue_is_on_the_pages_of_those_who_record_and_names_its_user() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, _) = web.session().await;
+    for path in ["/", "/record"] {
+        let page = web.get(path, &cookie).await;
+        assert!(page.text.contains(r#"<section class="card" id="outbox" hidden"#), "{path}: {}", page.text);
+        assert!(page.text.contains(r#"data-owner="maria""#), "{path}");
+    }
+    let accountant = web.session_of("contador", "entries:read reports:read").await;
+    assert!(!web.get("/", &accountant).await.text.contains(r#"id="outbox""#));
+}
+
+#[tokio::test]
+async fn an_entry_sent_from_the_offline_queue_keeps_its_time_and_a_replay_records_it_once() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    // What the page script sends: the device's key and the instant it was typed, in UTC.
+    let made = (chrono::Utc::now() - chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let key = "6f1c2d9e-3b7a-4c51-9d0e-5a8b7c6d5e4f";
+    let form = with(with(record_form(&csrf, "12,34", key), "occurred_at", &made), "description", "Offline 1");
+
+    let first = web.post("/entries", &cookie, &form).await;
+    let replay = web.post("/entries", &cookie, &form).await;
+
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.text);
+    assert_eq!(replay.status, StatusCode::SEE_OTHER, "a replay is answered like the first: {}", replay.text);
+    let entries = web.entries_today().await;
+    assert_eq!(entries.len(), 1, "recorded once");
+    assert_eq!(entries[0]["amount"], "12.34");
+    let occurred = chrono::DateTime::parse_from_rfc3339(entries[0]["occurred_at"].as_str().unwrap()).unwrap();
+    assert_eq!(occurred.to_utc().format("%Y-%m-%dT%H:%M:%SZ").to_string(), made, "dated when it was made");
+}

@@ -204,16 +204,20 @@ await test('a cashier sees no reports and is refused them', async () => {
   await context.close();
 });
 
-await test(`live update delay over ${liveSamples} entries (commit to page)`, async () => {
+const apiToken = async () => {
   const id = process.env.CASHFLOW_CLIENT_ID;
   const secret = process.env.CASHFLOW_CLIENT_SECRET;
   assert.ok(id && secret, 'CASHFLOW_CLIENT_ID and CASHFLOW_CLIENT_SECRET are required');
-  const tokenResponse = await fetch(`${base}/oauth2/token`, {
+  const response = await fetch(`${base}/oauth2/token`, {
     method: 'POST',
     headers: { authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
     body: 'grant_type=client_credentials',
   });
-  const { access_token: token } = await tokenResponse.json();
+  return (await response.json()).access_token;
+};
+
+await test(`live update delay over ${liveSamples} entries (commit to page)`, async () => {
+  const token = await apiToken();
   await page.goto(`${base}/`);
   await page.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
   await page.evaluate(() => {
@@ -242,6 +246,56 @@ await test(`live update delay over ${liveSamples} entries (commit to page)`, asy
   const pick = (q) => delays[Math.min(delays.length - 1, Math.ceil(q * delays.length) - 1)];
   figures.live_delay_ms = { samples: delays.length, p50: pick(0.5), p99: pick(0.99), max: delays[delays.length - 1] };
   assert.ok(pick(0.99) <= 1000, `p99 ${pick(0.99)} ms over the 1 s target`);
+});
+
+// Integer cents as the page writes them, without floats: 123456 -> "R$ 1.234,56".
+const brl = (minor) => `${minor < 0 ? '-' : ''}R$ ${String(Math.trunc(Math.abs(minor) / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, '.')},${String(Math.abs(minor) % 100).padStart(2, '0')}`;
+const centsOf = (text) => (text.trim().startsWith('-') ? -1 : 1) * Number(text.replace(/\D/g, ''));
+
+await test('offline: two entries wait on the device, count in a provisional balance, and are sent once online', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const tab = await context.newPage();
+  await signIn(tab);
+  await tab.evaluate(async () => { await navigator.serviceWorker.ready; });
+  await tab.reload(); // now controlled by the service worker, which keeps this page for offline use
+  assert.equal(await tab.evaluate(() => navigator.serviceWorker.controller?.scriptURL), `${base}/sw.js`);
+  await tab.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
+  const other = await context.newPage(); // a second tab: both try to send when back online
+  await other.goto(`${base}/`);
+  const before = centsOf(await closing(tab).textContent());
+
+  await context.setOffline(true);
+  for (const [kind, typed, description] of [['Crédito', '1000', 'Offline 1'], ['Débito', '250', 'Offline 2']]) {
+    await tab.getByLabel(kind).check();
+    await tab.getByLabel('Valor').pressSequentially(typed);
+    await tab.getByLabel('Descrição').fill(description);
+    await tab.getByRole('button', { name: 'Registrar', exact: true }).click();
+    await tab.locator('#outbox-items li', { hasText: description }).waitFor();
+  }
+  await tab.getByText('Sem conexão: lançamento guardado no aparelho').waitFor();
+  assert.equal(await tab.locator('[data-live]').getAttribute('data-state'), 'offline');
+  assert.equal(await tab.locator('#outbox-items li').count(), 2);
+  assert.equal(await tab.locator('#provisional-balance').textContent(), brl(before + 1000 - 250), 'counted in a provisional balance');
+  await other.locator('#outbox-items li').nth(1).waitFor(); // the other tab heard of them
+  await tab.screenshot({ path: join(shots, 'offline-phone.png'), fullPage: true });
+  await tab.reload(); // offline: the service worker's copy of the page, and the queue is still there
+  await tab.locator('#outbox-items li').nth(1).waitFor();
+  await axeViolations(tab).then((v) => assert.deepEqual(v, [], 'offline page'));
+  await tab.setViewportSize(DESKTOP);
+  await tab.screenshot({ path: join(shots, 'offline-desktop.png'), fullPage: true });
+  await tab.setViewportSize(PHONE);
+
+  await context.setOffline(false);
+  await tab.waitForFunction(() => document.getElementById('outbox')?.hidden === true, null, { timeout: 10000 });
+  await other.waitForFunction(() => document.getElementById('outbox')?.hidden === true, null, { timeout: 10000 });
+
+  const today = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Sao_Paulo' }).format(new Date());
+  const listed = await fetch(`${base}/v1/entries?date=${today}&limit=500`, { headers: { authorization: `Bearer ${await apiToken()}` } });
+  const { items } = await listed.json();
+  const offline = items.filter((e) => e.description.startsWith('Offline '));
+  assert.deepEqual(offline.map((e) => [e.description, e.type, e.amount]).sort(), [['Offline 1', 'credit', '10.00'], ['Offline 2', 'debit', '2.50']], 'exactly two recorded');
+  await tab.waitForFunction((n) => document.querySelector('#closing-balance')?.textContent === n, brl(before + 750), { timeout: 15000 });
+  await context.close();
 });
 
 // Last: closing today's till takes no more entries today.

@@ -57,6 +57,7 @@ impl WebState {
             csrf: token.map(|t| self.sessions.csrf(t)),
             path: path.to_owned(),
             can: token.map(session::Can::of_token).unwrap_or_default(),
+            user: token.and_then(session::subject),
         }
     }
 

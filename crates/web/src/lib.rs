@@ -74,6 +74,7 @@ pub fn router(state: WebState) -> Router {
         .route("/lang/{tag}", get(handlers::switch_lang))
         .route("/assets/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
+        .route("/sw.js", get(assets::service_worker))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -21,6 +21,8 @@ pub struct View {
     pub path: String,
     /// What the user's role allows: what the navigation and the page offer.
     pub can: Can,
+    /// The signed-in user (the token's subject): whose offline entries this page may send.
+    pub user: Option<String>,
 }
 
 impl View {
@@ -286,6 +288,7 @@ pub fn today(view: &View, panel: Markup, form: &RecordForm, notice: Option<&str>
         m.today,
         html! {
             (flash(notice, None))
+            @if view.can.record { (outbox(view)) }
             div.today-grid { (panel) @if view.can.record { (record_form(view, form, false)) } }
         },
     )
@@ -294,7 +297,23 @@ pub fn today(view: &View, panel: Markup, form: &RecordForm, notice: Option<&str>
 /// The record page ("save and add another" lands here).
 pub fn record(view: &View, form: &RecordForm, notice: Option<&str>) -> Markup {
     let m = view.m();
-    layout(view, m.record, html! { (flash(notice, None)) (record_form(view, form, true)) })
+    layout(view, m.record, html! { (flash(notice, None)) (outbox(view)) (record_form(view, form, true)) })
+}
+
+/// The entries recorded on this device while offline, waiting to be sent: filled in by the
+/// page script from the device's queue (hidden while the queue is empty), with the balance
+/// they would make when the page shows one.
+pub fn outbox(view: &View) -> Markup {
+    let m = view.m();
+    html! {
+        section #outbox .card hidden aria-labelledby="outbox-title" data-owner=(view.user.as_deref().unwrap_or_default())
+            data-queued=(m.offline_queued) {
+            h2 #outbox-title { (m.pending) }
+            ul #outbox-items {}
+            p #provisional hidden { (m.provisional_balance) ": " strong #provisional-balance {} }
+            p #outbox-expired .error hidden { a href="/signin" { (m.sign_in_to_send) } }
+        }
+    }
 }
 
 /// The query of the entries page.

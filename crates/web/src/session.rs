@@ -112,14 +112,22 @@ impl Can {
 
     /// From a JWT access token's payload; nothing for a token that is not a readable JWT.
     pub fn of_token(token: &str) -> Self {
-        let claims = token
-            .split('.')
-            .nth(1)
-            .and_then(|payload| URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok())
-            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok());
-        let scope = claims.as_ref().and_then(|c| c.get("scope")).and_then(|s| s.as_str()).unwrap_or_default();
-        Self::of_scopes(scope)
+        Self::of_scopes(&claim(token, "scope").unwrap_or_default())
     }
+}
+
+/// Who the session is (the token's `sub`), to keep one user's offline entries from being sent
+/// in another's session on a shared device. Unverified, like [`Can`]: the API decides.
+pub fn subject(token: &str) -> Option<String> {
+    claim(token, "sub")
+}
+
+/// A string claim of a JWT's payload, read without checking the signature.
+fn claim(token: &str, name: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let json = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims = serde_json::from_slice::<serde_json::Value>(&json).ok()?;
+    claims.get(name)?.as_str().map(str::to_owned)
 }
 
 /// 32 random bytes, URL-safe.
@@ -164,6 +172,7 @@ mod tests {
         let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"ana","scope":"entries:write entries:read"}"#);
         let cashier = Can::of_token(&format!("eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln"));
         assert_eq!(cashier, Can { record: true, read_entries: true, read_reports: false, close_day: false });
+        assert_eq!(subject(&format!("h.{payload}.s")).as_deref(), Some("ana"));
         let accountant = Can::of_scopes("entries:read reports:read");
         assert!(!accountant.record && accountant.read_reports && accountant.read_entries);
         assert_eq!(Can::of_token("not-a-jwt"), Can::default(), "an unreadable token shows nothing");
