@@ -237,7 +237,13 @@
     refreshPanel = refresh;
     const connect = () => {
       source = new EventSource(lastId ? '/events?last_id=' + encodeURIComponent(lastId) : '/events');
-      source.onopen = () => { delay = 1000; live.dataset.state = 'live'; };
+      source.onopen = () => {
+        delay = 1000;
+        live.dataset.state = 'live';
+        // Commits made while there was no stream (a reconnection, or a page opened offline
+        // from the service worker's copy) are not replayed: refetch once connected.
+        refresh().catch(() => {});
+      };
       source.addEventListener('balance', (event) => {
         lastId = event.lastEventId || lastId;
         refresh().catch(() => {});

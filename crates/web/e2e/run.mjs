@@ -201,6 +201,9 @@ await test('a cashier sees no reports and is refused them', async () => {
   assert.equal(refused.status(), 403);
   await cashier.getByText('Seu perfil não permite esta ação.').waitFor();
   await cashier.screenshot({ path: join(shots, 'reports-refused-phone.png'), fullPage: true });
+  await axeViolations(cashier).then((v) => assert.deepEqual(v, [], 'refused page'));
+  await cashier.setViewportSize(DESKTOP);
+  await cashier.screenshot({ path: join(shots, 'reports-refused-desktop.png'), fullPage: true });
   await context.close();
 });
 
@@ -294,7 +297,11 @@ await test('offline: two entries wait on the device, count in a provisional bala
   const { items } = await listed.json();
   const offline = items.filter((e) => e.description.startsWith('Offline '));
   assert.deepEqual(offline.map((e) => [e.description, e.type, e.amount]).sort(), [['Offline 1', 'credit', '10.00'], ['Offline 2', 'debit', '2.50']], 'exactly two recorded');
-  await tab.waitForFunction((n) => document.querySelector('#closing-balance')?.textContent === n, brl(before + 750), { timeout: 15000 });
+  const sent = brl(before + 750);
+  await tab.waitForFunction((n) => document.querySelector('#closing-balance')?.textContent === n, sent, { timeout: 15000 }).catch(async (e) => {
+    const shown = await tab.evaluate(() => [document.querySelector('#closing-balance')?.textContent, document.querySelector('[data-live]')?.dataset.state]);
+    throw new Error(`the balance shows ${shown[0]} (stream ${shown[1]}), not ${sent}: ${e.message}`);
+  });
   await context.close();
 });
 

@@ -67,7 +67,7 @@ impl WebState {
         let m = view.m();
         match error {
             ApiError::Unauthorized => self.expired(),
-            ApiError::Forbidden(_) => html(StatusCode::FORBIDDEN, pages::error(view, m.not_allowed)),
+            ApiError::Forbidden(_) => html(StatusCode::FORBIDDEN, pages::forbidden(view)),
             ApiError::Problem(problem) => {
                 let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
                 let message = problem_message(view, &problem);

@@ -370,12 +370,16 @@ pub fn reverse_confirm(view: &View, books: &Books, entry: &Entry, error: Option<
 
 /// A page for an error that has no better place.
 pub fn error(view: &View, message: &str) -> Markup {
-    layout(view, view.m().app_name, html! { (flash(None, Some(message))) p { a href="/" { (view.m().today) } } })
+    error_page(view, view.m().error_title, message)
+}
+
+fn error_page(view: &View, title: &str, message: &str) -> Markup {
+    layout(view, title, html! { h1 { (title) } (flash(None, Some(message))) p { a href="/" { (view.m().today) } } })
 }
 
 /// A 403 page: the user's role does not allow this page.
 pub fn forbidden(view: &View) -> Markup {
-    error(view, view.m().not_allowed)
+    error_page(view, view.m().forbidden_title, view.m().not_allowed)
 }
 
 /// The period of the reports page and the totals of its days.
