@@ -305,6 +305,34 @@ await test('offline: two entries wait on the device, count in a provisional bala
   await context.close();
 });
 
+await test('offline: a session that expired meanwhile keeps the queue, asks to sign in, then sends it once', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const tab = await context.newPage();
+  await signIn(tab);
+  const recorded = async () => {
+    const today = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Sao_Paulo' }).format(new Date());
+    const listed = await fetch(`${base}/v1/entries?date=${today}&limit=500`, { headers: { authorization: `Bearer ${await apiToken()}` } });
+    return (await listed.json()).items.filter((e) => e.description === 'Offline 3').length;
+  };
+
+  await context.setOffline(true);
+  await tab.getByLabel('Valor').pressSequentially('500');
+  await tab.getByLabel('Descrição').fill('Offline 3');
+  await tab.getByRole('button', { name: 'Registrar', exact: true }).click();
+  await tab.locator('#outbox-items li', { hasText: 'Offline 3' }).waitFor();
+  await context.clearCookies(); // the session ended while offline
+  await context.setOffline(false);
+
+  // Asked to sign in again: by the queue's note, or by the sign-in page the live panel opens.
+  await Promise.race([tab.waitForURL(/\/signin/, { timeout: 10000 }), tab.locator('#outbox-expired').waitFor({ timeout: 10000 })]);
+  assert.equal(await recorded(), 0, 'nothing sent without a session');
+  await signIn(tab);
+  for (let i = 0; i < 50 && (await recorded()) === 0; i += 1) await tab.waitForTimeout(200);
+  await tab.waitForFunction(() => document.getElementById('outbox')?.hidden === true, null, { timeout: 10000 });
+  assert.equal(await recorded(), 1, 'sent once after signing in again');
+  await context.close();
+});
+
 // Last: closing today's till takes no more entries today.
 await test('closing the till shows expected, counted and the difference', async () => {
   const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
