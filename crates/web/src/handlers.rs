@@ -571,7 +571,8 @@ impl Period {
     /// The dates asked for; the last seven days by default. Unreadable dates are the default.
     fn dates(&self, today: NaiveDate) -> (NaiveDate, NaiveDate) {
         let to = date_param(self.to.as_deref()).unwrap_or(today);
-        let from = date_param(self.from.as_deref()).unwrap_or_else(|| to - chrono::Days::new(6));
+        let week_before = to.checked_sub_days(chrono::Days::new(6)).unwrap_or(to);
+        let from = date_param(self.from.as_deref()).unwrap_or(week_before);
         (from, to)
     }
 }
@@ -742,5 +743,21 @@ pub async fn close(
             again(status, &field, &problem_message(&view, &problem))
         }
         Err(e) => state.failure(&view, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_is_the_last_seven_days_by_default_and_never_panics_at_the_calendars_edge() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 6).unwrap_or_default();
+        let default = Period::default().dates(today);
+        assert_eq!(default, (NaiveDate::from_ymd_opt(2026, 11, 30).unwrap_or_default(), today));
+        let edge = Period { from: None, to: Some(NaiveDate::MIN.to_string()) };
+        assert_eq!(edge.dates(today), (NaiveDate::MIN, NaiveDate::MIN), "{:?}", NaiveDate::MIN.to_string());
+        let unreadable = Period { from: Some("30/11/2026".into()), to: Some("x".into()) };
+        assert_eq!(unreadable.dates(today), default);
     }
 }
