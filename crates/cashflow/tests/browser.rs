@@ -1,7 +1,8 @@
 //! The web app in a real browser: `cashflow serve` on a free port and a temporary data
 //! directory, and the playwright-core suite in `crates/web/e2e` driving Debian's chromium
 //! against it (sign in, record a credit typed "1.234,56" and watch the balance change live,
-//! record a debit, reverse it, axe-core, screenshots under `target/screenshots/`, and the live
+//! record a debit, reverse it, the report and its CSV, a cashier refused the reports, closing
+//! the till, axe-core, screenshots under `target/screenshots/`, and the live
 //! delay and first-page figures in `target/screenshots/figures.json`).
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `crates/web/e2e`; runs with
@@ -67,6 +68,22 @@ fn the_web_app_works_in_a_real_browser() {
             .unwrap_or_else(|| panic!("no {name} in:\n{banner}"))
             .to_owned()
     };
+    // A cashier (entries only) for the roles scenario and a manager who may close the till,
+    // added with the CLI beside the running server.
+    let password = "senha-de-teste-123";
+    let create_user = |username: &str, scopes: &str| {
+        let created = Command::new(BIN)
+            .args(["user", "create", "--username", username, "--scopes", scopes, "--merchant"])
+            .arg(field("merchant_id:"))
+            .env("CASHFLOW_USER_PASSWORD", password)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "user create: {}", String::from_utf8_lossy(&created.stderr));
+    };
+    create_user("caixa", "entries:write,entries:read");
+    create_user("gerente", "entries:write,entries:read,reports:read,days:close");
     let shots = root.join("target/screenshots");
     let status = Command::new("node")
         .arg("run.mjs")
@@ -76,6 +93,9 @@ fn the_web_app_works_in_a_real_browser() {
         .env("CASHFLOW_WEB_PASSWORD", field("password:"))
         .env("CASHFLOW_CLIENT_ID", field("client_id:"))
         .env("CASHFLOW_CLIENT_SECRET", field("client_secret:"))
+        .env("CASHFLOW_CASHIER_USER", "caixa")
+        .env("CASHFLOW_MANAGER_USER", "gerente")
+        .env("CASHFLOW_ROLE_PASSWORD", password)
         .env("CASHFLOW_SCREENSHOTS", &shots)
         .status()
         .expect("run node");

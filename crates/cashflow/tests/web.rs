@@ -122,13 +122,25 @@ impl Web {
 
     /// Signs in through the page; returns the session cookie's `Set-Cookie`.
     async fn sign_in(&self) -> String {
+        self.sign_in_as("maria").await
+    }
+
+    /// A user of the merchant allowed only `scopes`, and a session cookie header of theirs.
+    async fn session_of(&self, username: &str, scopes: &str) -> String {
+        let scopes = Scopes::parse_list(scopes).unwrap();
+        self.app.identity.create_user(username, &SecretString::from(PASSWORD), self.merchant, scopes).await.unwrap();
+        format!("cf_session={}", cookie_value(&self.sign_in_as(username).await))
+    }
+
+    /// Signs `username` in through the page; returns the session cookie's `Set-Cookie`.
+    async fn sign_in_as(&self, username: &str) -> String {
         let page = self.get("/signin", "").await;
         let pre = cookie_value(&page.set_cookie("cf_pre").expect("a pre-session cookie"));
         let signed = self
             .post(
                 "/signin",
                 &format!("cf_pre={pre}"),
-                &[("csrf", &page.csrf()), ("username", "maria"), ("password", PASSWORD)],
+                &[("csrf", &page.csrf()), ("username", username), ("password", PASSWORD)],
             )
             .await;
         assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.text);
@@ -155,6 +167,11 @@ impl Web {
         let page = self.send(request).await;
         let body: Value = serde_json::from_str(&page.text).unwrap();
         body["items"].as_array().unwrap().clone()
+    }
+
+    /// A token of the merchant with every scope, for calling the API directly.
+    fn token(&self) -> String {
+        self.app.issuer.mint("test", self.merchant, Scopes::all()).unwrap().0
     }
 
     async fn consolidate(&self) {
@@ -456,4 +473,299 @@ async fn a_consolidation_commit_is_pushed_to_the_merchants_event_stream() {
 
     let unsigned = web.get("/events", "").await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}
+
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().with_timezone(&chrono_tz::America::Sao_Paulo).date_naive()
+}
+
+/// Records `amount` (pt-BR) of `kind` through the page, then lets consolidation apply it.
+async fn record(web: &Web, cookie: &str, csrf: &str, kind: &str, amount: &str, key: &str) {
+    let form = with(record_form(csrf, amount, key), "type", kind);
+    let recorded = web.post("/entries", cookie, &form).await;
+    assert_eq!(recorded.status, StatusCode::SEE_OTHER, "{}", recorded.text);
+}
+
+/// The text of the element with `id`, up to its closing tag.
+fn text_of(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker).unwrap_or_else(|| panic!("no #{id} in {html}"));
+    let open_end = html[start..].find('>').unwrap() + start + 1;
+    html[open_end..].split('<').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_report_shows_the_periods_figures_a_chart_and_a_table_of_its_days() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    let yesterday = today() - chrono::Days::new(1);
+    let backdated = format!("{yesterday}T09:00");
+    let form = with(record_form(&csrf, "100,00", "k-y"), "occurred_at", &backdated);
+    assert_eq!(web.post("/entries", &cookie, &form).await.status, StatusCode::SEE_OTHER);
+    record(&web, &cookie, &csrf, "credit", "1.234,56", "k-c").await;
+    record(&web, &cookie, &csrf, "debit", "40,50", "k-d").await;
+    web.consolidate().await;
+
+    let page = web.get(&format!("/reports?from={yesterday}&to={}", today()), &cookie).await;
+
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    for label in ["Saldo inicial", "Créditos", "Débitos", "Saldo final", "Exportar CSV"] {
+        assert!(page.text.contains(label), "{label}");
+    }
+    assert_eq!(text_of(&page.text, "report-opening"), "R$ 0,00");
+    assert_eq!(text_of(&page.text, "report-credits"), "R$ 1.334,56");
+    assert_eq!(text_of(&page.text, "report-debits"), "R$ 40,50");
+    assert_eq!(text_of(&page.text, "report-closing"), "R$ 1.294,06");
+    assert!(page.text.contains(r#"role="img""#) && page.text.contains(r#"<title id="chart-title">"#));
+    assert!(page.text.contains(r#"<desc id="chart-desc">"#));
+    assert_eq!(page.text.matches("class=\"bar-credit\"").count(), 2, "a credit bar per day");
+    assert_eq!(page.text.matches("data-day=").count(), 2, "a table row per day");
+    assert!(page.text.contains(&format!("/reports/export?from={yesterday}&amp;to={}", today())));
+
+    let en = web.get(&format!("/reports?from={yesterday}&to={}", today()), &format!("{cookie}; cf_lang=en")).await;
+    for label in ["Opening balance", "Credits", "Debits", "Closing balance", "Export CSV"] {
+        assert!(en.text.contains(label), "{label}");
+    }
+}
+
+#[tokio::test]
+async fn the_csv_export_is_the_apis_csv_as_a_download() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    record(&web, &cookie, &csrf, "credit", "10,00", "k-1").await;
+    web.consolidate().await;
+    let from = today() - chrono::Days::new(2);
+
+    let csv = web.get(&format!("/reports/export?from={from}&to={}", today()), &cookie).await;
+
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    assert!(csv.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    let disposition = csv.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert_eq!(disposition, format!("attachment; filename=\"cashflow-{from}-{}.csv\"", today()));
+    let api = Request::get(format!("/v1/balances/daily?from={from}&to={}", today()))
+        .header(header::AUTHORIZATION, format!("Bearer {}", web.token()))
+        .header(header::ACCEPT, "text/csv")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(csv.text, web.send(api).await.text, "byte for byte the API's");
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and three days: {}", csv.text);
+    assert!(lines[3].starts_with(&format!("{},BRL,0.00,10.00,0.00,10.00,10.00,1", today())), "{}", lines[3]);
+}
+
+#[tokio::test]
+async fn a_period_the_api_refuses_is_a_4xx_page_with_the_reason() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, _) = web.session().await;
+    let reversed = web.get("/reports?from=2026-12-05&to=2026-12-01", &cookie).await;
+    assert_eq!(reversed.status, StatusCode::BAD_REQUEST, "{}", reversed.text);
+    assert!(reversed.text.contains("Período inválido"), "{}", reversed.text);
+    let too_long = web.get("/reports?from=2024-01-01&to=2026-01-01", &cookie).await;
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    let csv = web.get("/reports/export?from=2026-12-05&to=2026-12-01", &cookie).await;
+    assert_eq!(csv.status, StatusCode::BAD_REQUEST, "{}", csv.text);
+}
+
+#[tokio::test]
+async fn a_cashier_sees_no_reports_and_is_refused_them() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let cashier = web.session_of("caixa", "entries:write entries:read").await;
+
+    let today = web.get("/", &cashier).await;
+    assert_eq!(today.status, StatusCode::OK, "{}", today.text);
+    assert!(!today.text.contains(r#"href="/reports""#), "no Reports in the navigation");
+    assert!(!today.text.contains(r#"href="/close""#), "no Close the till either");
+    assert!(today.text.contains(r#"action="/entries""#), "the record form is there");
+
+    let reports = web.get("/reports", &cashier).await;
+    assert_eq!(reports.status, StatusCode::FORBIDDEN);
+    assert!(reports.text.contains("Seu perfil não permite"), "{}", reports.text);
+    assert_eq!(web.get("/reports/export", &cashier).await.status, StatusCode::FORBIDDEN, "the API refuses it");
+    assert_eq!(web.get("/close", &cashier).await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_accountant_sees_no_record_form_and_cannot_record_or_reverse() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    record(&web, &cookie, &csrf, "credit", "5,00", "k-acc").await;
+    let id = web.entries_today().await[0]["id"].as_str().unwrap().to_owned();
+    let accountant = web.session_of("contador", "entries:read reports:read").await;
+
+    let today = web.get("/", &accountant).await;
+    assert_eq!(today.status, StatusCode::OK, "{}", today.text);
+    assert!(!today.text.contains(r#"id="record""#), "no record form");
+    assert!(!today.text.contains(r#"href="/record""#));
+    assert!(today.text.contains(r#"href="/reports""#));
+    let entries = web.get("/entries", &accountant).await;
+    assert!(entries.text.contains("data-entry=") && !entries.text.contains("/reverse"), "no reversal links");
+    assert_eq!(web.get("/record", &accountant).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(web.get(&format!("/entries/{id}/reverse"), &accountant).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(web.get("/reports", &accountant).await.status, StatusCode::OK);
+
+    // The server enforces it whatever the page showed: a form posted by hand is refused.
+    let csrf = {
+        let page = web.get("/reports", &accountant).await;
+        page.csrf()
+    };
+    let posted = web.post("/entries", &accountant, &record_form(&csrf, "9,00", "k-forged")).await;
+    assert_eq!(posted.status, StatusCode::FORBIDDEN, "{}", posted.text);
+    let reversed = web.post(&format!("/entries/{id}/reverse"), &accountant, &[("csrf", &csrf)]).await;
+    assert_eq!(reversed.status, StatusCode::FORBIDDEN, "{}", reversed.text);
+    assert_eq!(web.entries_today().await.len(), 1, "nothing was recorded");
+}
+
+const MANAGER: &str = "entries:write entries:read reports:read days:close";
+
+#[tokio::test]
+async fn closing_the_till_shows_expected_counted_and_the_difference() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let manager = web.session_of("gerente", MANAGER).await;
+    let form = web.get("/close", &manager).await;
+    assert_eq!(form.status, StatusCode::OK, "{}", form.text);
+    assert!(form.text.contains("Fechar o caixa") && form.text.contains("Dinheiro contado"));
+    assert!(form.text.contains(&format!(r#"value="{}""#, today())), "today by default");
+    let csrf = form.csrf();
+    record(&web, &manager, &csrf, "credit", "150,00", "k-1").await;
+    record(&web, &manager, &csrf, "debit", "20,00", "k-2").await;
+
+    let closed = web
+        .post(
+            "/close",
+            &manager,
+            &[("csrf", &csrf), ("date", &today().to_string()), ("counted_cash", "1.125,50"), ("note", "Conferido")],
+        )
+        .await;
+
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
+    assert!(closed.text.contains("Caixa fechado."));
+    assert_eq!(text_of(&closed.text, "expected"), "R$ 130,00");
+    assert_eq!(text_of(&closed.text, "counted"), "R$ 1.125,50");
+    assert_eq!(text_of(&closed.text, "difference"), "R$ 995,50", "counted minus expected");
+    assert!(closed.text.contains("Diferença (quebra de caixa)"));
+
+    let again = web.post("/close", &manager, &[("csrf", &csrf), ("date", &today().to_string())]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    assert!(again.text.contains("Este dia já está fechado."), "{}", again.text);
+    let late = web.post("/entries", &manager, &record_form(&csrf, "1,00", "k-late")).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "a closed day takes no entries: {}", late.text);
+    assert!(late.text.contains("O dia deste lançamento já está fechado."), "{}", late.text);
+}
+
+#[tokio::test]
+async fn a_short_till_shows_a_negative_difference_and_bad_input_closes_nothing() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let manager = web.session_of("gerente", MANAGER).await;
+    let csrf = web.get("/close", &manager).await.csrf();
+    record(&web, &manager, &csrf, "credit", "50,00", "k-1").await;
+    let date = today().to_string();
+
+    let unreadable = web.post("/close", &manager, &[("csrf", &csrf), ("date", &date), ("counted_cash", "abc")]).await;
+    assert_eq!(unreadable.status, StatusCode::BAD_REQUEST, "{}", unreadable.text);
+    assert!(unreadable.text.contains(r#"id="counted_cash-error""#), "{}", unreadable.text);
+    assert!(unreadable.text.contains(r#"value="abc""#), "what was typed stays");
+    let future = (today() + chrono::Days::new(2)).to_string();
+    let early = web.post("/close", &manager, &[("csrf", &csrf), ("date", &future)]).await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", early.text);
+    let forged = web.post("/close", &manager, &[("csrf", "forged"), ("date", &date)]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    let short = web.post("/close", &manager, &[("csrf", &csrf), ("date", &date), ("counted_cash", "45,00")]).await;
+    assert_eq!(short.status, StatusCode::OK, "nothing was closed before: {}", short.text);
+    assert_eq!(text_of(&short.text, "difference"), "-R$ 5,00");
+    assert!(short.text.contains(r#"<div class="debit"><dt>Diferença"#), "a short till is shown as a loss");
+}
+
+#[tokio::test]
+async fn only_a_role_with_days_close_may_close_the_till() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    let page = web.get("/", &cookie).await;
+    assert!(!page.text.contains(r#"href="/close""#), "entries and reports only: no Close the till");
+    assert_eq!(web.get("/close", &cookie).await.status, StatusCode::FORBIDDEN);
+    let posted = web.post("/close", &cookie, &[("csrf", &csrf), ("date", &today().to_string())]).await;
+    assert_eq!(posted.status, StatusCode::FORBIDDEN, "the API refuses it: {}", posted.text);
+    let manager = web.session_of("gerente", MANAGER).await;
+    assert!(web.get("/", &manager).await.text.contains(r#"href="/close""#));
+}
+
+#[tokio::test]
+async fn the_service_worker_is_served_from_the_root_with_this_builds_asset_version() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let page = web.get("/signin", "").await;
+    let version = {
+        let start = page.text.find("/assets/app.js?v=").unwrap() + "/assets/app.js?v=".len();
+        page.text[start..].split('"').next().unwrap().to_owned()
+    };
+
+    let sw = web.get("/sw.js", "").await;
+
+    assert_eq!(sw.status, StatusCode::OK);
+    assert!(sw.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript"));
+    assert_eq!(sw.headers[header::CACHE_CONTROL], "no-cache", "updates are checked on every navigation");
+    assert!(sw.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("script-src 'self'"));
+    assert!(sw.text.contains(&format!("const VERSION = '{version}'")), "caches the assets the pages link");
+    assert!(!sw.text.contains("__VERSION__"));
+    let js = web.get(&format!("/assets/app.js?v={version}"), "").await;
+    assert!(js.text.contains("serviceWorker.register('/sw.js', { scope: '/' })"));
+}
+
+#[tokio::test]
+async fn the_manifest_lists_png_icons_that_are_served_and_a_shortcut_to_record() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let manifest: Value = serde_json::from_str(&web.get("/manifest.webmanifest", "").await.text).unwrap();
+    let icons = manifest["icons"].as_array().unwrap();
+    for size in ["192x192", "512x512"] {
+        let icon = icons.iter().find(|i| i["sizes"] == size).unwrap_or_else(|| panic!("no {size} icon"));
+        let png = web
+            .router
+            .clone()
+            .oneshot(Request::get(icon["src"].as_str().unwrap()).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(png.status(), StatusCode::OK, "{size}");
+        assert_eq!(png.headers()[header::CONTENT_TYPE], "image/png");
+        let bytes = png.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let (width, height) = (
+            u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+            u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+        );
+        assert_eq!(format!("{width}x{height}"), size, "the size it claims");
+    }
+    assert_eq!(manifest["shortcuts"][0]["url"], "/record");
+}
+
+#[tokio::test]
+async fn the_offline_queue_is_on_the_pages_of_those_who_record_and_names_its_user() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, _) = web.session().await;
+    for path in ["/", "/record"] {
+        let page = web.get(path, &cookie).await;
+        assert!(page.text.contains(r#"<section class="card" id="outbox" hidden"#), "{path}: {}", page.text);
+        assert!(page.text.contains(r#"data-owner="maria""#), "{path}");
+    }
+    let accountant = web.session_of("contador", "entries:read reports:read").await;
+    assert!(!web.get("/", &accountant).await.text.contains(r#"id="outbox""#));
+}
+
+#[tokio::test]
+async fn an_entry_sent_from_the_offline_queue_keeps_its_time_and_a_replay_records_it_once() {
+    let web = Web::spawn("http://cashflow.test").await;
+    let (cookie, csrf) = web.session().await;
+    // What the page script sends: the device's key and the instant it was typed, in UTC.
+    let made = (chrono::Utc::now() - chrono::Duration::minutes(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let key = "6f1c2d9e-3b7a-4c51-9d0e-5a8b7c6d5e4f";
+    let form = with(with(record_form(&csrf, "12,34", key), "occurred_at", &made), "description", "Offline 1");
+
+    let first = web.post("/entries", &cookie, &form).await;
+    let replay = web.post("/entries", &cookie, &form).await;
+
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.text);
+    assert_eq!(replay.status, StatusCode::SEE_OTHER, "a replay is answered like the first: {}", replay.text);
+    let entries = web.entries_today().await;
+    assert_eq!(entries.len(), 1, "recorded once");
+    assert_eq!(entries[0]["amount"], "12.34");
+    let occurred = chrono::DateTime::parse_from_rfc3339(entries[0]["occurred_at"].as_str().unwrap()).unwrap();
+    assert_eq!(occurred.to_utc().format("%Y-%m-%dT%H:%M:%SZ").to_string(), made, "dated when it was made");
 }

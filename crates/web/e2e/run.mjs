@@ -44,10 +44,10 @@ const test = async (name, fn) => {
   }
 };
 
-const signIn = async (page) => {
+const signIn = async (page, as = user, secret = password) => {
   await page.goto(`${base}/signin`);
-  await page.getByLabel('Usuário').fill(user);
-  await page.getByLabel('Senha').fill(password);
+  await page.getByLabel('Usuário').fill(as);
+  await page.getByLabel('Senha').fill(secret);
   await page.getByRole('button', { name: 'Entrar' }).click();
   await page.waitForURL(`${base}/`);
 };
@@ -119,9 +119,39 @@ await test('a field error from the API is shown next to the field', async () => 
   assert.match(await page.locator('#amount-error').textContent(), /Valor inválido/);
 });
 
+await test('the report shows the period, a chart and its days, and exports the CSV', async () => {
+  await page.getByRole('link', { name: 'Relatórios' }).click();
+  await page.getByRole('heading', { name: 'Relatórios' }).waitFor();
+  for (const label of ['Saldo inicial', 'Créditos', 'Débitos', 'Saldo final']) {
+    await page.locator('.figures dt', { hasText: label }).first().waitFor();
+  }
+  assert.equal(await page.locator('#report-credits').textContent(), 'R$ 1.275,06');
+  assert.equal(await page.locator('#report-closing').textContent(), 'R$ 1.234,56');
+  const chart = page.getByRole('img', { name: 'Créditos, débitos e saldo final por dia' });
+  await chart.waitFor();
+  assert.equal(await page.locator('svg.chart rect.bar-credit').count(), 7, 'seven days by default');
+  assert.equal(await page.locator('table.days tbody tr').count(), 7);
+  await page.screenshot({ path: join(shots, 'reports-phone.png'), fullPage: true });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Exportar CSV' }).click()]);
+  assert.match(download.suggestedFilename(), /^cashflow-\d{4}-\d{2}-\d{2}-\d{4}-\d{2}-\d{2}\.csv$/);
+  const rows = readFileSync(await download.path(), 'utf8').trim().split(/\r?\n/).map((line) => line.split(','));
+  assert.deepEqual(rows[0], ['date', 'currency', 'opening_balance', 'total_credits', 'total_debits', 'net', 'closing_balance', 'entry_count']);
+  assert.equal(rows.length, 8, 'a header and seven days');
+  const last = Object.fromEntries(rows[0].map((k, i) => [k, rows[7][i]]));
+  assert.equal(last.total_credits, '1275.06');
+  assert.equal(last.total_debits, '40.50');
+  assert.equal(await page.locator('#report-debits').textContent(), 'R$ 40,50');
+  assert.equal(last.closing_balance, '1234.56');
+  await page.emulateMedia({ media: 'print' });
+  assert.equal(await page.locator('header.top').isVisible(), false, 'the print stylesheet hides the app bar');
+  assert.equal(await chart.isVisible(), true, 'and prints the chart');
+  await page.screenshot({ path: join(shots, 'reports-print.png'), fullPage: true });
+  await page.emulateMedia({ media: 'screen' });
+});
+
 await test('axe-core finds no violations on the phone pages', async () => {
   const found = [];
-  for (const path of ['/', '/entries', '/record']) {
+  for (const path of ['/', '/entries', '/record', '/reports']) {
     await page.goto(`${base}${path}`);
     found.push(...(await axeViolations(page)).map((v) => `${path} ${v}`));
   }
@@ -151,18 +181,46 @@ await test('desktop: first page weight and server time', async () => {
   await wide.screenshot({ path: join(shots, 'today-desktop.png') });
   await wide.goto(`${base}/entries`);
   await wide.screenshot({ path: join(shots, 'entries-desktop.png') });
+  for (const name of ['reports']) {
+    await wide.goto(`${base}/${name}`);
+    const navigation = await wide.evaluate(() => { const [nav] = performance.getEntriesByType('navigation'); return nav.responseStart - nav.requestStart; });
+    figures[`${name}_server_ms`] = navigation;
+    await wide.screenshot({ path: join(shots, `${name}-desktop.png`), fullPage: true });
+    await axeViolations(wide).then((v) => assert.deepEqual(v, [], name));
+  }
 });
 
-await test(`live update delay over ${liveSamples} entries (commit to page)`, async () => {
+await test('a cashier sees no reports and is refused them', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const cashier = await context.newPage();
+  await signIn(cashier, process.env.CASHFLOW_CASHIER_USER, process.env.CASHFLOW_ROLE_PASSWORD);
+  await cashier.getByLabel('Valor').waitFor();
+  assert.equal(await cashier.getByRole('link', { name: 'Relatórios' }).count(), 0, 'no Reports in the navigation');
+  assert.equal(await cashier.getByRole('link', { name: 'Fechar o caixa' }).count(), 0);
+  const refused = await cashier.goto(`${base}/reports`);
+  assert.equal(refused.status(), 403);
+  await cashier.getByText('Seu perfil não permite esta ação.').waitFor();
+  await cashier.screenshot({ path: join(shots, 'reports-refused-phone.png'), fullPage: true });
+  await axeViolations(cashier).then((v) => assert.deepEqual(v, [], 'refused page'));
+  await cashier.setViewportSize(DESKTOP);
+  await cashier.screenshot({ path: join(shots, 'reports-refused-desktop.png'), fullPage: true });
+  await context.close();
+});
+
+const apiToken = async () => {
   const id = process.env.CASHFLOW_CLIENT_ID;
   const secret = process.env.CASHFLOW_CLIENT_SECRET;
   assert.ok(id && secret, 'CASHFLOW_CLIENT_ID and CASHFLOW_CLIENT_SECRET are required');
-  const tokenResponse = await fetch(`${base}/oauth2/token`, {
+  const response = await fetch(`${base}/oauth2/token`, {
     method: 'POST',
     headers: { authorization: `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
     body: 'grant_type=client_credentials',
   });
-  const { access_token: token } = await tokenResponse.json();
+  return (await response.json()).access_token;
+};
+
+await test(`live update delay over ${liveSamples} entries (commit to page)`, async () => {
+  const token = await apiToken();
   await page.goto(`${base}/`);
   await page.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
   await page.evaluate(() => {
@@ -191,6 +249,120 @@ await test(`live update delay over ${liveSamples} entries (commit to page)`, asy
   const pick = (q) => delays[Math.min(delays.length - 1, Math.ceil(q * delays.length) - 1)];
   figures.live_delay_ms = { samples: delays.length, p50: pick(0.5), p99: pick(0.99), max: delays[delays.length - 1] };
   assert.ok(pick(0.99) <= 1000, `p99 ${pick(0.99)} ms over the 1 s target`);
+});
+
+// Integer cents as the page writes them, without floats: 123456 -> "R$ 1.234,56".
+const brl = (minor) => `${minor < 0 ? '-' : ''}R$ ${String(Math.trunc(Math.abs(minor) / 100)).replace(/\B(?=(\d{3})+(?!\d))/g, '.')},${String(Math.abs(minor) % 100).padStart(2, '0')}`;
+const centsOf = (text) => (text.trim().startsWith('-') ? -1 : 1) * Number(text.replace(/\D/g, ''));
+
+await test('offline: two entries wait on the device, count in a provisional balance, and are sent once online', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const tab = await context.newPage();
+  await signIn(tab);
+  await tab.evaluate(async () => { await navigator.serviceWorker.ready; });
+  await tab.reload(); // now controlled by the service worker, which keeps this page for offline use
+  assert.equal(await tab.evaluate(() => navigator.serviceWorker.controller?.scriptURL), `${base}/sw.js`);
+  await tab.locator('[data-live][data-state="live"]').waitFor({ timeout: 5000 });
+  const other = await context.newPage(); // a second tab: both try to send when back online
+  await other.goto(`${base}/`);
+  const before = centsOf(await closing(tab).textContent());
+
+  await context.setOffline(true);
+  for (const [kind, typed, description] of [['Crédito', '1000', 'Offline 1'], ['Débito', '250', 'Offline 2']]) {
+    await tab.getByLabel(kind).check();
+    await tab.getByLabel('Valor').pressSequentially(typed);
+    await tab.getByLabel('Descrição').fill(description);
+    await tab.getByRole('button', { name: 'Registrar', exact: true }).click();
+    await tab.locator('#outbox-items li', { hasText: description }).waitFor();
+  }
+  await tab.getByText('Sem conexão: lançamento guardado no aparelho').waitFor();
+  assert.equal(await tab.locator('[data-live]').getAttribute('data-state'), 'offline');
+  assert.equal(await tab.locator('#outbox-items li').count(), 2);
+  assert.equal(await tab.locator('#provisional-balance').textContent(), brl(before + 1000 - 250), 'counted in a provisional balance');
+  await other.locator('#outbox-items li').nth(1).waitFor(); // the other tab heard of them
+  await tab.screenshot({ path: join(shots, 'offline-phone.png'), fullPage: true });
+  await tab.reload(); // offline: the service worker's copy of the page, and the queue is still there
+  await tab.locator('#outbox-items li').nth(1).waitFor();
+  await axeViolations(tab).then((v) => assert.deepEqual(v, [], 'offline page'));
+  await tab.setViewportSize(DESKTOP);
+  await tab.screenshot({ path: join(shots, 'offline-desktop.png'), fullPage: true });
+  await tab.setViewportSize(PHONE);
+
+  await context.setOffline(false);
+  await tab.waitForFunction(() => document.getElementById('outbox')?.hidden === true, null, { timeout: 10000 });
+  await other.waitForFunction(() => document.getElementById('outbox')?.hidden === true, null, { timeout: 10000 });
+
+  const today = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Sao_Paulo' }).format(new Date());
+  const listed = await fetch(`${base}/v1/entries?date=${today}&limit=500`, { headers: { authorization: `Bearer ${await apiToken()}` } });
+  const { items } = await listed.json();
+  const offline = items.filter((e) => e.description.startsWith('Offline '));
+  assert.deepEqual(offline.map((e) => [e.description, e.type, e.amount]).sort(), [['Offline 1', 'credit', '10.00'], ['Offline 2', 'debit', '2.50']], 'exactly two recorded');
+  const sent = brl(before + 750);
+  await tab.waitForFunction((n) => document.querySelector('#closing-balance')?.textContent === n, sent, { timeout: 15000 }).catch(async (e) => {
+    const shown = await tab.evaluate(() => [document.querySelector('#closing-balance')?.textContent, document.querySelector('[data-live]')?.dataset.state]);
+    throw new Error(`the balance shows ${shown[0]} (stream ${shown[1]}), not ${sent}: ${e.message}`);
+  });
+  await context.close();
+});
+
+await test('offline: a session that expired meanwhile keeps the queue, asks to sign in, then sends it once', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const tab = await context.newPage();
+  await signIn(tab);
+  const recorded = async () => {
+    const today = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/Sao_Paulo' }).format(new Date());
+    const listed = await fetch(`${base}/v1/entries?date=${today}&limit=500`, { headers: { authorization: `Bearer ${await apiToken()}` } });
+    return (await listed.json()).items.filter((e) => e.description === 'Offline 3').length;
+  };
+
+  await context.setOffline(true);
+  await tab.getByLabel('Valor').pressSequentially('500');
+  await tab.getByLabel('Descrição').fill('Offline 3');
+  await tab.getByRole('button', { name: 'Registrar', exact: true }).click();
+  await tab.locator('#outbox-items li', { hasText: 'Offline 3' }).waitFor();
+  await context.clearCookies(); // the session ended while offline
+  await context.setOffline(false);
+
+  // Asked to sign in again: by the queue's note, or by the sign-in page the live panel opens.
+  await Promise.race([tab.waitForURL(/\/signin/, { timeout: 10000 }), tab.locator('#outbox-expired').waitFor({ timeout: 10000 })]);
+  assert.equal(await recorded(), 0, 'nothing sent without a session');
+  await signIn(tab);
+  for (let i = 0; i < 50 && (await recorded()) === 0; i += 1) await tab.waitForTimeout(200);
+  await tab.waitForFunction(() => document.getElementById('outbox')?.hidden === true, null, { timeout: 10000 });
+  assert.equal(await recorded(), 1, 'sent once after signing in again');
+  await context.close();
+});
+
+// Last: closing today's till takes no more entries today.
+await test('closing the till shows expected, counted and the difference', async () => {
+  const context = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  await signIn(page, process.env.CASHFLOW_MANAGER_USER, process.env.CASHFLOW_ROLE_PASSWORD);
+  const expected = await closing(page).textContent();
+  await page.getByRole('link', { name: 'Fechar o caixa' }).click();
+  await page.getByRole('heading', { name: 'Fechar o caixa' }).waitFor();
+  figures.close_server_ms = await page.evaluate(() => { const [nav] = performance.getEntriesByType('navigation'); return nav.responseStart - nav.requestStart; });
+  await page.screenshot({ path: join(shots, 'close-phone.png'), fullPage: true });
+  await axeViolations(page).then((v) => assert.deepEqual(v, [], 'close page'));
+  await page.setViewportSize(DESKTOP);
+  await page.screenshot({ path: join(shots, 'close-desktop.png'), fullPage: true });
+  await page.setViewportSize(PHONE);
+  const counted = page.getByLabel('Dinheiro contado');
+  await counted.click();
+  await counted.pressSequentially('100');
+  assert.equal(await counted.inputValue(), '1,00');
+  await page.getByLabel('Observação').fill('Conferido no fim do dia');
+  await page.getByRole('button', { name: 'Fechar o caixa' }).click();
+  await page.getByText('Caixa fechado.').waitFor();
+  assert.equal(await page.locator('#expected').textContent(), expected);
+  assert.equal(await page.locator('#counted').textContent(), 'R$ 1,00');
+  const cents = (text) => Number(text.replace(/[^\d-]/g, ''));
+  assert.equal(cents(await page.locator('#difference').textContent()), 100 - cents(expected), 'counted minus expected');
+  await page.screenshot({ path: join(shots, 'closed-phone.png'), fullPage: true });
+  await page.setViewportSize(DESKTOP);
+  await page.screenshot({ path: join(shots, 'closed-desktop.png'), fullPage: true });
+  await axeViolations(page).then((v) => assert.deepEqual(v, [], 'closed page'));
+  await context.close();
 });
 
 await browser.close();

@@ -115,6 +115,48 @@ pub struct DailyBalance {
     pub as_of: String,
 }
 
+/// One day of `GET /v1/balances/daily?from=&to=`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DayBalance {
+    pub date: String,
+    pub opening_balance: String,
+    pub total_credits: String,
+    pub total_debits: String,
+    pub closing_balance: String,
+    pub entry_count: u64,
+}
+
+/// `GET /v1/balances/daily?from=&to=`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DailyBalanceRange {
+    pub as_of: String,
+    pub days: Vec<DayBalance>,
+}
+
+/// `POST /v1/days/{date}/close` body.
+#[derive(Debug, Clone, Serialize)]
+pub struct CloseDay {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counted_cash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `POST /v1/days/{date}/close` answer: what the ledger expected and what was counted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DayClose {
+    pub date: String,
+    pub closed_at: String,
+    pub credits: String,
+    pub debits: String,
+    pub entry_count: u64,
+    pub expected_balance: String,
+    pub counted_cash: Option<String>,
+    /// Counted minus expected ("quebra de caixa").
+    pub difference: Option<String>,
+    pub note: Option<String>,
+}
+
 /// An entry.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Entry {
@@ -189,6 +231,36 @@ impl Client {
         self.get(token, format!("/v1/balances/daily/{date}")).await
     }
 
+    /// The daily balances of `from..=to` (the API refuses more than 366 days).
+    pub async fn daily_range(
+        &self,
+        token: &str,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<DailyBalanceRange, ApiError> {
+        self.get(token, format!("/v1/balances/daily?from={from}&to={to}")).await
+    }
+
+    /// The same report as the API's CSV (`Accept: text/csv`), byte for byte.
+    pub async fn daily_range_csv(&self, token: &str, from: NaiveDate, to: NaiveDate) -> Result<Bytes, ApiError> {
+        let uri = format!("/v1/balances/daily?from={from}&to={to}");
+        let request = authorized(Method::GET, &uri, token)?
+            .header(header::ACCEPT, "text/csv")
+            .body(Body::empty())
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        self.call_raw(request).await
+    }
+
+    /// Closes the books through `date`, with the cash counted in the drawer.
+    pub async fn close_day(&self, token: &str, date: NaiveDate, close: &CloseDay) -> Result<DayClose, ApiError> {
+        let body = serde_json::to_vec(close).map_err(|e| ApiError::Transport(e.to_string()))?;
+        let request = authorized(Method::POST, &format!("/v1/days/{date}/close"), token)?
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(|e| ApiError::Transport(e.to_string()))?;
+        self.call(request).await
+    }
+
     pub async fn entries(&self, token: &str, query: &EntryQuery) -> Result<EntryPage, ApiError> {
         let mut uri = if query.from == query.to {
             format!("/v1/entries?date={}&limit={}", query.from, query.limit)
@@ -239,9 +311,15 @@ impl Client {
     }
 
     async fn call<T: DeserializeOwned>(&self, request: Request<Body>) -> Result<T, ApiError> {
+        let body = self.call_raw(request).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Transport(format!("unexpected answer: {e}")))
+    }
+
+    /// The body of a successful answer, or the problem.
+    async fn call_raw(&self, request: Request<Body>) -> Result<Bytes, ApiError> {
         let (status, body) = self.api.send(request).await?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|e| ApiError::Transport(format!("unexpected answer: {e}")));
+            return Ok(body);
         }
         let problem: Problem = serde_json::from_slice(&body).unwrap_or_else(|_| Problem {
             status: status.as_u16(),

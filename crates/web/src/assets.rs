@@ -1,6 +1,7 @@
 //! The static files, embedded in the binary (no build step, nothing to install). Their URLs
 //! carry a hash of their content, so a browser may keep them for a year and still never runs
-//! a stale script after an upgrade.
+//! a stale script after an upgrade. The service worker ([`service_worker`]) caches them for
+//! offline use under the same version.
 
 use std::sync::LazyLock;
 
@@ -18,7 +19,12 @@ const ASSETS: &[Asset] = &[
     Asset { name: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../assets/app.css") },
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_bytes!("../assets/app.js") },
     Asset { name: "icon.svg", content_type: "image/svg+xml", body: include_bytes!("../assets/icon.svg") },
+    // Rendered from icon.svg by `e2e/icons.mjs`; the manifest's icons for launchers that want PNG.
+    Asset { name: "icon-192.png", content_type: "image/png", body: include_bytes!("../assets/icon-192.png") },
+    Asset { name: "icon-512.png", content_type: "image/png", body: include_bytes!("../assets/icon-512.png") },
 ];
+
+const SERVICE_WORKER: &str = include_str!("../assets/sw.js");
 
 const MANIFEST: &[u8] = include_bytes!("../assets/manifest.webmanifest");
 
@@ -47,6 +53,20 @@ pub async fn asset(Path(name): Path<String>) -> Response {
             (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
         ],
         asset.body,
+    )
+        .into_response()
+}
+
+/// `GET /sw.js`: the service worker, at the root so that its scope is the whole app, with
+/// this build's asset version in it (a new build is a new worker, which drops the old cache).
+/// Browsers check it for updates on navigation; `no-cache` makes them ask every time.
+pub async fn service_worker() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        SERVICE_WORKER.replace("__VERSION__", &VERSION),
     )
         .into_response()
 }

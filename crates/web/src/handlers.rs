@@ -11,9 +11,10 @@ use chrono_tz::Tz;
 use maud::Markup;
 use serde::Deserialize;
 
-use crate::api::{ApiError, Entry, EntryQuery, Merchant, NewEntry};
+use crate::api::{ApiError, CloseDay, DailyBalanceRange, Entry, EntryQuery, Merchant, NewEntry};
+use crate::chart::ReportDay;
 use crate::i18n::Lang;
-use crate::pages::{self, Books, RecordForm, View};
+use crate::pages::{self, Books, CloseForm, RecordForm, ReportView, View};
 use crate::session::{self, cookie, random_token};
 use crate::{money, WebState};
 
@@ -51,7 +52,13 @@ fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response 
 
 impl WebState {
     fn view(&self, lang: Lang, token: Option<&str>, path: &str) -> View {
-        View { lang, csrf: token.map(|t| self.sessions.csrf(t)), path: path.to_owned() }
+        View {
+            lang,
+            csrf: token.map(|t| self.sessions.csrf(t)),
+            path: path.to_owned(),
+            can: token.map(session::Can::of_token).unwrap_or_default(),
+            user: token.and_then(session::subject),
+        }
     }
 
     /// The page for an API failure: sign in again, not allowed, the API's problem, or
@@ -60,7 +67,7 @@ impl WebState {
         let m = view.m();
         match error {
             ApiError::Unauthorized => self.expired(),
-            ApiError::Forbidden(_) => html(StatusCode::FORBIDDEN, pages::error(view, m.not_allowed)),
+            ApiError::Forbidden(_) => html(StatusCode::FORBIDDEN, pages::forbidden(view)),
             ApiError::Problem(problem) => {
                 let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
                 let message = problem_message(view, &problem);
@@ -425,6 +432,9 @@ pub async fn record_page(State(state): State<WebState>, headers: HeaderMap, Quer
     let lang = lang_of(&headers);
     let Some(token) = session_token(&headers) else { return redirect("/signin") };
     let view = state.view(lang, Some(token), "/record");
+    if !view.can.record {
+        return html(StatusCode::FORBIDDEN, pages::forbidden(&view));
+    }
     html(StatusCode::OK, pages::record(&view, &fresh_form(), notice.text(lang)))
 }
 
@@ -499,6 +509,9 @@ pub async fn reverse_page(State(state): State<WebState>, headers: HeaderMap, Pat
     let lang = lang_of(&headers);
     let Some(token) = session_token(&headers) else { return redirect("/signin") };
     let view = state.view(lang, Some(token), "/entries");
+    if !view.can.record {
+        return html(StatusCode::FORBIDDEN, pages::forbidden(&view));
+    }
     confirm(&state, &view, token, &id, StatusCode::OK, None).await
 }
 
@@ -544,5 +557,207 @@ pub async fn switch_lang(State(state): State<WebState>, Path(tag): Path<String>,
     match Lang::from_tag(&tag) {
         Some(lang) => with_cookie(redirect(&next), state.sessions.lang_cookie(lang.tag())),
         None => redirect(&next),
+    }
+}
+
+/// The period of the reports page and of its CSV.
+#[derive(Debug, Default, Deserialize)]
+pub struct Period {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl Period {
+    /// The dates asked for; the last seven days by default. Unreadable dates are the default.
+    fn dates(&self, today: NaiveDate) -> (NaiveDate, NaiveDate) {
+        let to = date_param(self.to.as_deref()).unwrap_or(today);
+        let week_before = to.checked_sub_days(chrono::Days::new(6)).unwrap_or(to);
+        let from = date_param(self.from.as_deref()).unwrap_or(week_before);
+        (from, to)
+    }
+}
+
+/// The API's report in minor units; `None` when an amount is not one the API writes.
+fn report_days(range: &DailyBalanceRange, digits: u8) -> Option<Vec<ReportDay>> {
+    range
+        .days
+        .iter()
+        .map(|d| {
+            Some(ReportDay {
+                date: NaiveDate::parse_from_str(&d.date, "%Y-%m-%d").ok()?,
+                opening: money::parse_api(&d.opening_balance, digits)?,
+                credits: money::parse_api(&d.total_credits, digits)?,
+                debits: money::parse_api(&d.total_debits, digits)?,
+                closing: money::parse_api(&d.closing_balance, digits)?,
+                entry_count: d.entry_count,
+            })
+        })
+        .collect()
+}
+
+/// `GET /reports`: a period's opening balance, credits, debits and closing balance, a chart
+/// and the days as a table (`reports:read`).
+pub async fn reports(State(state): State<WebState>, headers: HeaderMap, Query(period): Query<Period>) -> Response {
+    let lang = lang_of(&headers);
+    let Some(token) = session_token(&headers) else { return redirect("/signin") };
+    let view = state.view(lang, Some(token), "/reports");
+    if !view.can.read_reports {
+        return html(StatusCode::FORBIDDEN, pages::forbidden(&view));
+    }
+    let merchant = match state.client.merchant(token).await {
+        Ok(merchant) => merchant,
+        Err(e) => return state.failure(&view, e),
+    };
+    let tz = time_zone(&merchant);
+    let (from, to) = period.dates(today_in(tz));
+    let books = Books { merchant: &merchant, tz };
+    let page = |status, days: &[ReportDay], error: Option<&str>| {
+        let credits = days.iter().try_fold(0i64, |sum, d| sum.checked_add(d.credits));
+        let debits = days.iter().try_fold(0i64, |sum, d| sum.checked_add(d.debits));
+        let report = ReportView { from, to, days, credits, debits };
+        html(status, pages::layout(&view, view.m().reports, pages::reports(&view, &books, &report, error)))
+    };
+    match state.client.daily_range(token, from, to).await {
+        Ok(range) => match report_days(&range, merchant.minor_digits) {
+            Some(days) => page(StatusCode::OK, &days, None),
+            None => state.failure(&view, ApiError::Transport("a report amount is not a decimal".into())),
+        },
+        Err(ApiError::Problem(problem)) if problem.status < 500 => {
+            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+            page(status, &[], Some(&problem_message(&view, &problem)))
+        }
+        Err(e) => state.failure(&view, e),
+    }
+}
+
+/// `GET /reports/export`: the period as the API's CSV, downloaded as a file.
+pub async fn reports_export(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(period): Query<Period>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some(token) = session_token(&headers) else { return redirect("/signin") };
+    let view = state.view(lang, Some(token), "/reports");
+    let merchant = match state.client.merchant(token).await {
+        Ok(merchant) => merchant,
+        Err(e) => return state.failure(&view, e),
+    };
+    let (from, to) = period.dates(today_in(time_zone(&merchant)));
+    match state.client.daily_range_csv(token, from, to).await {
+        Ok(csv) => {
+            let disposition = format!("attachment; filename=\"cashflow-{from}-{to}.csv\"");
+            let mut response = (StatusCode::OK, csv).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Ok(value) = HeaderValue::from_str(&disposition) {
+                headers.insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        Err(e) => state.failure(&view, e),
+    }
+}
+
+/// `GET /close`: the "close the till" form, for today by default (`days:close`).
+pub async fn close_page(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&headers);
+    let Some(token) = session_token(&headers) else { return redirect("/signin") };
+    let view = state.view(lang, Some(token), "/close");
+    if !view.can.close_day {
+        return html(StatusCode::FORBIDDEN, pages::forbidden(&view));
+    }
+    let merchant = match state.client.merchant(token).await {
+        Ok(merchant) => merchant,
+        Err(e) => return state.failure(&view, e),
+    };
+    let form = CloseForm { date: today_in(time_zone(&merchant)).to_string(), ..CloseForm::default() };
+    html(StatusCode::OK, pages::layout(&view, view.m().close_till, pages::close_form(&view, &form)))
+}
+
+/// The close form as posted.
+#[derive(Deserialize)]
+pub struct CloseInput {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    date: String,
+    #[serde(default)]
+    counted_cash: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /close`: closes the books through the day with the cash counted, and shows what was
+/// expected, what was counted and the difference. The answer is the result page itself (the
+/// API has no read of a close to redirect to); sending it again is refused as already closed.
+pub async fn close(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    form: Result<Form<CloseInput>, FormRejection>,
+) -> Response {
+    let lang = lang_of(&headers);
+    let Some(token) = session_token(&headers) else { return state.expired() };
+    let view = state.view(lang, Some(token), "/close");
+    let m = view.m();
+    let Ok(Form(input)) = form else { return html(StatusCode::BAD_REQUEST, pages::error(&view, m.invalid_field)) };
+    let again = |status, field: &str, message: &str| {
+        let form = CloseForm {
+            date: input.date.clone(),
+            counted_cash: input.counted_cash.clone(),
+            note: input.note.clone(),
+            errors: vec![(field.to_owned(), message.to_owned())],
+        };
+        html(status, pages::layout(&view, m.close_till, pages::close_form(&view, &form)))
+    };
+    if !state.sessions.csrf_ok(token, &input.csrf) {
+        return again(StatusCode::FORBIDDEN, "form", m.form_expired);
+    }
+    let Some(date) = date_param(Some(&input.date)) else {
+        return again(StatusCode::BAD_REQUEST, "date", m.invalid_field);
+    };
+    let merchant = match state.client.merchant(token).await {
+        Ok(merchant) => merchant,
+        Err(e) => return state.failure(&view, e),
+    };
+    // What the page cannot read goes to the API as typed, so the API's validation answers it.
+    let typed = input.counted_cash.trim();
+    let counted_cash = Some(typed).filter(|t| !t.is_empty()).map(|t| {
+        money::parse(t, &merchant.currency, merchant.minor_digits, lang)
+            .map(|minor| money::to_api(minor, merchant.minor_digits))
+            .unwrap_or_else(|_| t.to_owned())
+    });
+    let note = Some(input.note.trim().to_owned()).filter(|n| !n.is_empty());
+    match state.client.close_day(token, date, &CloseDay { counted_cash, note }).await {
+        Ok(close) => {
+            let books = Books { tz: time_zone(&merchant), merchant: &merchant };
+            html(StatusCode::OK, pages::layout(&view, m.close_till, pages::closed(&view, &books, &close)))
+        }
+        Err(ApiError::Problem(problem)) if problem.status < 500 => {
+            let field = match problem.field.as_deref() {
+                Some(f @ ("counted_cash" | "note" | "date")) => f.to_owned(),
+                _ => "form".to_owned(),
+            };
+            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+            again(status, &field, &problem_message(&view, &problem))
+        }
+        Err(e) => state.failure(&view, e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_period_is_the_last_seven_days_by_default_and_never_panics_at_the_calendars_edge() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 6).unwrap_or_default();
+        let default = Period::default().dates(today);
+        assert_eq!(default, (NaiveDate::from_ymd_opt(2026, 11, 30).unwrap_or_default(), today));
+        let edge = Period { from: None, to: Some(NaiveDate::MIN.to_string()) };
+        assert_eq!(edge.dates(today), (NaiveDate::MIN, NaiveDate::MIN), "{:?}", NaiveDate::MIN.to_string());
+        let unreadable = Period { from: Some("30/11/2026".into()), to: Some("x".into()) };
+        assert_eq!(unreadable.dates(today), default);
     }
 }

@@ -67,6 +67,14 @@ impl Lang {
         }
     }
 
+    /// A date on the chart's axis: `01/12` in Portuguese, `1 Dec` in English.
+    pub fn short_date(self, date: NaiveDate) -> String {
+        match self {
+            Lang::Pt => date.format("%d/%m").to_string(),
+            Lang::En => date.format("%-d %b").to_string(),
+        }
+    }
+
     /// An instant in the merchant's time zone, to the minute.
     pub fn date_time(self, instant: DateTime<Tz>) -> String {
         format!("{} {}", self.date(instant.date_naive()), instant.format("%H:%M"))
@@ -138,6 +146,33 @@ pub struct Messages {
     pub already_reversed: &'static str,
     pub cannot_reverse_a_reversal: &'static str,
     pub occurred_in_future: &'static str,
+    pub reports: &'static str,
+    pub error_title: &'static str,
+    pub forbidden_title: &'static str,
+    pub nav_record: &'static str,
+    pub report_title: &'static str,
+    pub chart_title: &'static str,
+    pub chart_desc: &'static str,
+    pub per_day: &'static str,
+    pub print: &'static str,
+    pub close_till: &'static str,
+    pub close_hint: &'static str,
+    pub counted_cash: &'static str,
+    pub counted_cash_hint: &'static str,
+    pub note: &'static str,
+    pub till_closed: &'static str,
+    pub expected: &'static str,
+    pub counted: &'static str,
+    pub difference: &'static str,
+    pub not_counted: &'static str,
+    pub day_already_closed: &'static str,
+    pub day_not_over: &'static str,
+    pub day_closed: &'static str,
+    pub invalid_range: &'static str,
+    pub offline_queued: &'static str,
+    pub pending: &'static str,
+    pub provisional_balance: &'static str,
+    pub sign_in_to_send: &'static str,
 }
 
 impl Messages {
@@ -151,6 +186,11 @@ impl Messages {
             "invalid-occurred-at" => self.occurred_in_future,
             "invalid-grant" => self.sign_in_failed,
             "not-found" => self.not_found,
+            "day-already-closed" => self.day_already_closed,
+            "day-not-over" => self.day_not_over,
+            "day-closed" => self.day_closed,
+            "invalid-counted-cash" => self.invalid_amount,
+            "invalid-date-range" | "date-range-too-long" | "invalid-date" => self.invalid_range,
             _ => return None,
         })
     }
@@ -213,6 +253,33 @@ pub const PT: Messages = Messages {
     already_reversed: "Este lançamento já foi estornado.",
     cannot_reverse_a_reversal: "Um estorno não pode ser estornado.",
     occurred_in_future: "Data e hora inválidas: não pode ser no futuro.",
+    reports: "Relatórios",
+    error_title: "Não foi possível continuar",
+    forbidden_title: "Sem permissão",
+    nav_record: "Registrar",
+    report_title: "Relatório do período",
+    chart_title: "Créditos, débitos e saldo final por dia",
+    chart_desc: "Barras: créditos e débitos de cada dia. Linha: saldo final de cada dia.",
+    per_day: "Por dia",
+    print: "Imprimir",
+    close_till: "Fechar o caixa",
+    close_hint: "Fecha este dia e todos os anteriores: depois disso não aceitam lançamentos.",
+    counted_cash: "Dinheiro contado",
+    counted_cash_hint: "O que há na gaveta agora. Vazio: não contado.",
+    note: "Observação",
+    till_closed: "Caixa fechado.",
+    expected: "Esperado",
+    counted: "Contado",
+    difference: "Diferença (quebra de caixa)",
+    not_counted: "Não contado",
+    day_already_closed: "Este dia já está fechado.",
+    day_not_over: "Não é possível fechar um dia que ainda não começou.",
+    day_closed: "O dia deste lançamento já está fechado.",
+    invalid_range: "Período inválido: a data inicial deve ser anterior à final, e no máximo 366 dias.",
+    offline_queued: "Sem conexão: lançamento guardado no aparelho, será enviado ao voltar a conexão.",
+    pending: "Pendentes de envio",
+    provisional_balance: "Saldo provisório (com pendentes)",
+    sign_in_to_send: "Sua sessão expirou: entre novamente para enviar os lançamentos pendentes.",
 };
 
 /// English.
@@ -272,6 +339,33 @@ pub const EN: Messages = Messages {
     already_reversed: "This entry has already been reversed.",
     cannot_reverse_a_reversal: "A reversal cannot be reversed.",
     occurred_in_future: "Invalid date and time: it cannot be in the future.",
+    reports: "Reports",
+    error_title: "Could not continue",
+    forbidden_title: "Not allowed",
+    nav_record: "Record",
+    report_title: "Report for the period",
+    chart_title: "Credits, debits and closing balance per day",
+    chart_desc: "Bars: each day's credits and debits. Line: each day's closing balance.",
+    per_day: "Per day",
+    print: "Print",
+    close_till: "Close the till",
+    close_hint: "Closes this day and every earlier one: after that they take no entries.",
+    counted_cash: "Cash counted",
+    counted_cash_hint: "What is in the drawer now. Empty: not counted.",
+    note: "Note",
+    till_closed: "Till closed.",
+    expected: "Expected",
+    counted: "Counted",
+    difference: "Difference (over/short)",
+    not_counted: "Not counted",
+    day_already_closed: "This day is already closed.",
+    day_not_over: "A day that has not begun cannot be closed.",
+    day_closed: "The day of this entry is already closed.",
+    invalid_range: "Invalid period: the start must not be after the end, and at most 366 days.",
+    offline_queued: "Offline: the entry is kept on this device and will be sent when back online.",
+    pending: "Waiting to be sent",
+    provisional_balance: "Provisional balance (with pending)",
+    sign_in_to_send: "Your session expired: sign in again to send the pending entries.",
 };
 
 #[cfg(test)]

@@ -1,10 +1,15 @@
 //! The merchant's web app, served by the same binary at `/`: sign in, today's balance updated
-//! live, record an entry in seconds on a phone, list and reverse entries.
+//! live, record an entry in seconds on a phone, list and reverse entries, a period's report
+//! (chart, table, CSV), and closing the till with the cash counted.
 //!
 //! Pages are rendered on the server (maud) and every form is a plain POST answered by a
-//! redirect, so all of it works without JavaScript; one small script of ours adds the keypad
-//! amount field, background form submission and the live balance. Everything it serves is
-//! embedded in the binary.
+//! redirect (closing the till answers with its result), so all of it works without JavaScript;
+//! one small script of ours adds the keypad amount field, background form submission, the live
+//! balance and the offline queue, and a service worker keeps the app shell for offline use.
+//! Everything it serves is embedded in the binary.
+//!
+//! A page shows what the user's role allows, read from the session token's scopes
+//! ([`session::Can`]); that only decides what is shown, the API checks every call.
 //!
 //! The app is a client of the `/v1` API, not of the stores ([`api`]): in `serve` it calls the
 //! combined API router in process, so the rules, validation messages and problem `type`s are
@@ -12,7 +17,7 @@
 //!
 //! # Layout
 //! - [`api`]: the `Api` port, its in-process implementation and the typed client.
-//! - [`handlers`]: one function per route; [`pages`]: the markup.
+//! - [`handlers`]: one function per route; [`pages`]: the markup; [`chart`]: the report's SVG.
 //! - [`session`]: the session cookie and CSRF tokens; [`i18n`]: texts and formats;
 //!   [`money`]: amounts as people read and type them; [`assets`]: the embedded files.
 
@@ -25,6 +30,7 @@ use axum::Router;
 
 pub mod api;
 pub mod assets;
+pub mod chart;
 pub mod handlers;
 pub mod i18n;
 pub mod live;
@@ -67,9 +73,13 @@ pub fn router(state: WebState) -> Router {
         .route("/record", get(handlers::record_page))
         .route("/entries", get(handlers::entries).post(handlers::record))
         .route("/entries/{id}/reverse", get(handlers::reverse_page).post(handlers::reverse))
+        .route("/reports", get(handlers::reports))
+        .route("/reports/export", get(handlers::reports_export))
+        .route("/close", get(handlers::close_page).post(handlers::close))
         .route("/lang/{tag}", get(handlers::switch_lang))
         .route("/assets/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
+        .route("/sw.js", get(assets::service_worker))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }

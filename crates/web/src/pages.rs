@@ -5,10 +5,12 @@ use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
 use maud::{html, Markup, DOCTYPE};
 
-use crate::api::{DailyBalance, Entry, Merchant};
+use crate::api::{DailyBalance, DayClose, Entry, Merchant};
 use crate::assets;
+use crate::chart::{self, ChartText, ReportDay};
 use crate::i18n::{Lang, Messages};
 use crate::money;
+use crate::session::Can;
 
 /// What every page needs: the language and, when signed in, the form token.
 pub struct View {
@@ -17,6 +19,10 @@ pub struct View {
     pub csrf: Option<String>,
     /// The path of this page, for the language switch to come back to.
     pub path: String,
+    /// What the user's role allows: what the navigation and the page offer.
+    pub can: Can,
+    /// The signed-in user (the token's subject): whose offline entries this page may send.
+    pub user: Option<String>,
 }
 
 impl View {
@@ -72,8 +78,10 @@ pub fn layout(view: &View, title: &str, body: Markup) -> Markup {
                     @if view.csrf.is_some() {
                         nav aria-label=(m.app_name) {
                             a href="/" { (m.today) }
-                            a href="/entries" { (m.entries) }
-                            a href="/record" { (m.record) }
+                            @if view.can.read_entries { a href="/entries" { (m.entries) } }
+                            @if view.can.record { a href="/record" { (m.nav_record) } }
+                            @if view.can.read_reports { a href="/reports" { (m.reports) } }
+                            @if view.can.close_day { a href="/close" { (m.close_till) } }
                         }
                     }
                     a.lang href={ "/lang/" (m.switch_lang.tag()) "?next=" (crate::api::percent_encode(&view.path)) }
@@ -280,7 +288,8 @@ pub fn today(view: &View, panel: Markup, form: &RecordForm, notice: Option<&str>
         m.today,
         html! {
             (flash(notice, None))
-            div.today-grid { (panel) (record_form(view, form, false)) }
+            @if view.can.record { (outbox(view)) }
+            div.today-grid { (panel) @if view.can.record { (record_form(view, form, false)) } }
         },
     )
 }
@@ -288,7 +297,23 @@ pub fn today(view: &View, panel: Markup, form: &RecordForm, notice: Option<&str>
 /// The record page ("save and add another" lands here).
 pub fn record(view: &View, form: &RecordForm, notice: Option<&str>) -> Markup {
     let m = view.m();
-    layout(view, m.record, html! { (flash(notice, None)) (record_form(view, form, true)) })
+    layout(view, m.record, html! { (flash(notice, None)) (outbox(view)) (record_form(view, form, true)) })
+}
+
+/// The entries recorded on this device while offline, waiting to be sent: filled in by the
+/// page script from the device's queue (hidden while the queue is empty), with the balance
+/// they would make when the page shows one.
+pub fn outbox(view: &View) -> Markup {
+    let m = view.m();
+    html! {
+        section #outbox .card hidden aria-labelledby="outbox-title" data-owner=(view.user.as_deref().unwrap_or_default())
+            data-queued=(m.offline_queued) {
+            h2 #outbox-title { (m.pending) }
+            ul #outbox-items {}
+            p #provisional hidden { (m.provisional_balance) ": " strong #provisional-balance {} }
+            p #outbox-expired .error hidden { a href="/signin" { (m.sign_in_to_send) } }
+        }
+    }
 }
 
 /// The query of the entries page.
@@ -317,7 +342,7 @@ pub fn entries(
             input #to name="to" type="date" value=(query.to);
             button type="submit" { (m.show) }
         }
-        (entry_table(view, books, entries, view.csrf.is_some()))
+        (entry_table(view, books, entries, view.csrf.is_some() && view.can.record))
         @if let Some(cursor) = &query.next_cursor {
             p.pager { a rel="next" href={ "/entries?from=" (query.from) "&to=" (query.to) "&cursor=" (crate::api::percent_encode(cursor)) } { (m.next_page) } }
         }
@@ -345,5 +370,172 @@ pub fn reverse_confirm(view: &View, books: &Books, entry: &Entry, error: Option<
 
 /// A page for an error that has no better place.
 pub fn error(view: &View, message: &str) -> Markup {
-    layout(view, view.m().app_name, html! { (flash(None, Some(message))) p { a href="/" { (view.m().today) } } })
+    error_page(view, view.m().error_title, message)
+}
+
+fn error_page(view: &View, title: &str, message: &str) -> Markup {
+    layout(view, title, html! { h1 { (title) } (flash(None, Some(message))) p { a href="/" { (view.m().today) } } })
+}
+
+/// A 403 page: the user's role does not allow this page.
+pub fn forbidden(view: &View) -> Markup {
+    error_page(view, view.m().forbidden_title, view.m().not_allowed)
+}
+
+/// The period of the reports page and the totals of its days.
+pub struct ReportView<'a> {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: &'a [ReportDay],
+    /// `None` when a total does not fit the range of an amount.
+    pub credits: Option<i64>,
+    pub debits: Option<i64>,
+}
+
+/// The reports page: the period form, the period's figures, the chart, the table of days and
+/// the CSV export; `error` when the API refused the period.
+pub fn reports(view: &View, books: &Books, report: &ReportView, error: Option<&str>) -> Markup {
+    let m = view.m();
+    let lang = view.lang;
+    let money = |minor: i64| money::format(minor, &books.merchant.currency, books.merchant.minor_digits, lang);
+    let total = |minor: Option<i64>| minor.map_or_else(|| "—".to_owned(), money);
+    let export = format!("/reports/export?from={}&to={}", report.from, report.to);
+    html! {
+        h1 { (m.reports) }
+        (flash(None, error))
+        form.filters.period method="get" action="/reports" {
+            div { label for="from" { (m.from) } input #from name="from" type="date" value=(report.from); }
+            div { label for="to" { (m.to) } input #to name="to" type="date" value=(report.to); }
+            button type="submit" { (m.show) }
+        }
+        @if let (Some(first), Some(last)) = (report.days.first(), report.days.last()) {
+            section.report aria-labelledby="report-title" {
+                h2 #report-title { (m.report_title) ": " (lang.date(report.from)) " – " (lang.date(report.to)) }
+                dl.figures.four {
+                    div { dt { (m.opening_balance) } dd #report-opening { (money(first.opening)) } }
+                    div.credit { dt { (m.credits) } dd #report-credits { (total(report.credits)) } }
+                    div.debit { dt { (m.debits) } dd #report-debits { (total(report.debits)) } }
+                    div.closing { dt { (m.closing_balance) } dd #report-closing { (money(last.closing)) } }
+                }
+                figure.chart-box {
+                    (chart::chart(report.days, &ChartText {
+                        title: m.chart_title,
+                        desc: format!(
+                            "{} {} – {}. {}: {}. {}: {}. {}: {}. {}: {}.",
+                            m.chart_desc, lang.date(report.from), lang.date(report.to),
+                            m.opening_balance, money(first.opening),
+                            m.credits, total(report.credits), m.debits, total(report.debits),
+                            m.closing_balance, money(last.closing),
+                        ),
+                        amount: &money,
+                        date: &|d: NaiveDate| lang.short_date(d),
+                    }))
+                    figcaption.legend aria-hidden="true" {
+                        span.key.key-credit {} (m.credits) " "
+                        span.key.key-debit {} (m.debits) " "
+                        span.key.key-closing {} (m.closing_balance)
+                    }
+                }
+                div.actions.report-actions {
+                    a.button href=(export) download { (m.export_csv) }
+                }
+                h2 { (m.per_day) }
+                div.table-wrap role="region" aria-label=(m.per_day) tabindex="0" { table.days {
+                    thead { tr {
+                        th scope="col" { (m.date) }
+                        th scope="col" .num { (m.opening_balance) }
+                        th scope="col" .num { (m.credits) }
+                        th scope="col" .num { (m.debits) }
+                        th scope="col" .num { (m.closing_balance) }
+                        th scope="col" .num { (m.entry_count) }
+                    } }
+                    tbody {
+                        @for d in report.days {
+                            tr data-day=(d.date) {
+                                th scope="row" { (lang.date(d.date)) }
+                                td.num { (money(d.opening)) }
+                                td.num.credit { (money(d.credits)) }
+                                td.num.debit { (money(d.debits)) }
+                                td.num { (money(d.closing)) }
+                                td.num { (d.entry_count) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    }
+}
+
+/// What the close form shows again after a refusal.
+#[derive(Debug, Default, Clone)]
+pub struct CloseForm {
+    pub date: String,
+    pub counted_cash: String,
+    pub note: String,
+    /// `(field, message)`; field `form` for errors of no single field.
+    pub errors: Vec<(String, String)>,
+}
+
+impl CloseForm {
+    fn error(&self, field: &str) -> Option<&str> {
+        self.errors.iter().find(|(f, _)| f == field).map(|(_, e)| e.as_str())
+    }
+}
+
+/// "Fechar o caixa": the day, the cash counted in the drawer and a note.
+pub fn close_form(view: &View, form: &CloseForm) -> Markup {
+    let m = view.m();
+    let csrf = view.csrf.as_deref().unwrap_or_default();
+    let (group, decimal) = view.lang.separators();
+    html! {
+        h1 { (m.close_till) }
+        form #close .card method="post" action="/close" {
+            input type="hidden" name="csrf" value=(csrf);
+            @if let Some(error) = form.error("form") { p.error role="alert" { (error) } }
+            p.hint { (m.close_hint) }
+            label for="date" { (m.date) }
+            input #date name="date" type="date" required value=(form.date)
+                aria-invalid=[form.error("date").map(|_| "true")] aria-describedby=[form.error("date").map(|_| "date-error")];
+            (field_error(form.error("date"), "date"))
+            label for="counted_cash" { (m.counted_cash) }
+            input #counted_cash name="counted_cash" type="text" inputmode="numeric" autocomplete="off"
+                placeholder=(money::format_plain(0, 2, view.lang)) value=(form.counted_cash)
+                data-keypad="2" data-group=(group) data-decimal=(decimal)
+                aria-invalid=[form.error("counted_cash").map(|_| "true")]
+                aria-describedby={ "counted_cash-hint" @if form.error("counted_cash").is_some() { " counted_cash-error" } };
+            small #counted_cash-hint { (m.counted_cash_hint) }
+            (field_error(form.error("counted_cash"), "counted_cash"))
+            label for="note" { (m.note) }
+            input #note name="note" type="text" maxlength="500" value=(form.note)
+                aria-invalid=[form.error("note").map(|_| "true")] aria-describedby=[form.error("note").map(|_| "note-error")];
+            (field_error(form.error("note"), "note"))
+            div.actions { button.primary type="submit" { (m.close_till) } }
+        }
+    }
+}
+
+/// The closed day: expected, counted and the difference ("quebra de caixa").
+pub fn closed(view: &View, books: &Books, close: &DayClose) -> Markup {
+    let m = view.m();
+    let lang = view.lang;
+    let amount = |text: &str| books.amount(text, lang);
+    let difference = close.difference.as_deref().and_then(|d| money::parse_api(d, books.merchant.minor_digits));
+    let tone = match difference {
+        Some(d) if d < 0 => "debit",
+        Some(d) if d > 0 => "credit",
+        _ => "even",
+    };
+    html! {
+        (flash(Some(m.till_closed), None))
+        h1 { (m.close_till) ", " (NaiveDate::parse_from_str(&close.date, "%Y-%m-%d").map_or_else(|_| close.date.clone(), |d| lang.date(d))) }
+        dl.figures.four #till {
+            div { dt { (m.expected) } dd #expected { (amount(&close.expected_balance)) } }
+            div { dt { (m.counted) } dd #counted { (close.counted_cash.as_deref().map_or_else(|| m.not_counted.to_owned(), amount)) } }
+            div.(tone) { dt { (m.difference) } dd #difference { (close.difference.as_deref().map_or_else(|| "—".to_owned(), amount)) } }
+            div { dt { (m.entry_count) } dd { (close.entry_count) } }
+        }
+        @if let Some(note) = &close.note { p { (m.note) ": " (note) } }
+        p { a href="/" { (m.today) } }
+    }
 }

@@ -81,6 +81,55 @@ impl Sessions {
     }
 }
 
+/// What the signed-in user's role allows, read from the `scope` claim of the access token, so
+/// that a page shows only what its user may do (a cashier sees no reports, an accountant no
+/// record form). It decides what is *shown* only: the token's signature is not checked here,
+/// and the API checks it, with the scopes, on every call the page makes, so a forged claim gains
+/// nothing but a 403.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Can {
+    /// `entries:write`: record and reverse.
+    pub record: bool,
+    /// `entries:read`: list entries.
+    pub read_entries: bool,
+    /// `reports:read`: balances, reports, the CSV.
+    pub read_reports: bool,
+    /// `days:close`: close the till.
+    pub close_day: bool,
+}
+
+impl Can {
+    /// From a space-separated OAuth 2.0 scope list.
+    pub fn of_scopes(scopes: &str) -> Self {
+        let has = |wanted: &str| scopes.split_whitespace().any(|s| s == wanted);
+        Self {
+            record: has("entries:write"),
+            read_entries: has("entries:read"),
+            read_reports: has("reports:read"),
+            close_day: has("days:close"),
+        }
+    }
+
+    /// From a JWT access token's payload; nothing for a token that is not a readable JWT.
+    pub fn of_token(token: &str) -> Self {
+        Self::of_scopes(&claim(token, "scope").unwrap_or_default())
+    }
+}
+
+/// Who the session is (the token's `sub`), to keep one user's offline entries from being sent
+/// in another's session on a shared device. Unverified, like [`Can`]: the API decides.
+pub fn subject(token: &str) -> Option<String> {
+    claim(token, "sub")
+}
+
+/// A string claim of a JWT's payload, read without checking the signature.
+fn claim(token: &str, name: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let json = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims = serde_json::from_slice::<serde_json::Value>(&json).ok()?;
+    claims.get(name)?.as_str().map(str::to_owned)
+}
+
 /// 32 random bytes, URL-safe.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -116,6 +165,18 @@ mod tests {
         assert!(!sessions.csrf_ok("session-b", &token));
         assert!(!sessions.csrf_ok("session-a", "forged"));
         assert!(!Sessions::new(false).csrf_ok("session-a", &token), "another process key refuses it");
+    }
+
+    #[test]
+    fn what_a_user_can_do_is_read_from_the_tokens_scope_claim() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"ana","scope":"entries:write entries:read"}"#);
+        let cashier = Can::of_token(&format!("eyJhbGciOiJFUzI1NiJ9.{payload}.c2ln"));
+        assert_eq!(cashier, Can { record: true, read_entries: true, read_reports: false, close_day: false });
+        assert_eq!(subject(&format!("h.{payload}.s")).as_deref(), Some("ana"));
+        let accountant = Can::of_scopes("entries:read reports:read");
+        assert!(!accountant.record && accountant.read_reports && accountant.read_entries);
+        assert_eq!(Can::of_token("not-a-jwt"), Can::default(), "an unreadable token shows nothing");
+        assert!(!Can::of_scopes("entries:writer").record, "whole scope names only");
     }
 
     #[test]
