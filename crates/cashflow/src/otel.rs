@@ -103,8 +103,14 @@ where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
     cashflow_http::context::export_spans(Box::new(Export { format }));
+    // Only the spans' own fields: code locations, thread names and busy/idle times would
+    // double what each span carries.
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("cashflow"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(FilterFn::new(exported as fn(&Metadata<'_>) -> bool))
 }
 

@@ -107,7 +107,7 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     }
     let (status, elapsed) = (response.status(), started.elapsed());
     if export.is_some() {
-        span.record("http.response.status_code", status.as_u16());
+        span.record("http.response.status_code", i64::from(status.as_u16()));
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
         }
