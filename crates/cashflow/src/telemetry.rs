@@ -109,6 +109,14 @@ pub fn flush() {
     }
 }
 
+/// [`flush`] from async code (a Lambda handler): the wait happens on a blocking thread, not on
+/// the runtime's.
+pub async fn flush_async() {
+    if TRACES.get().is_some() {
+        let _ = tokio::task::spawn_blocking(flush).await;
+    }
+}
+
 /// Exports the spans still held and stops the exporter: the last thing before the process exits.
 pub fn shutdown() {
     if let Some(provider) = TRACES.get() {
