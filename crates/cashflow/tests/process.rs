@@ -657,3 +657,35 @@ async fn serve_exports_an_entrys_trace_from_the_request_to_the_consumer_and_flus
     );
     drop(receiver);
 }
+
+#[tokio::test]
+async fn serve_exits_within_seconds_on_sigterm_when_the_trace_collector_never_answers() {
+    // Given a "collector" that accepts connections and never answers, and `serve` exporting to it
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = cashflow(&["serve"], data.path(), port);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let mut server = launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), &["serve"], port).await;
+    // with spans to export, stuck in an export that hangs
+    let _ = merchant_token(&server, data.path()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // When it is told to stop
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+
+    // Then it exits cleanly, the exporter's shutdown bounded (5 s) rather than waiting on the collector
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(12), "serve hung on its trace exporter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "serve exited with {status}");
+    println!("exited {:?} after SIGTERM", stopped.elapsed());
+    drop(collector);
+}
