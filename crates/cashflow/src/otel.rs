@@ -14,8 +14,10 @@
 //!   *blocking* reqwest client: an async client there would need a runtime the thread does
 //!   not have (a panic that silently ends export), and the tonic exporter deadlocks when
 //!   flushed from the current-thread runtimes that serve HTTP ([`crate::server`]). A flush or
-//!   shutdown ([`shutdown`]) blocks only its caller until the processor's thread has sent what
-//!   it holds (bounded by `OTEL_BSP_EXPORT_TIMEOUT`, 30 s by default).
+//!   shutdown ([`crate::telemetry::shutdown`]) blocks only its caller until the processor's
+//!   thread has sent what it holds, at most 5 s: a collector that never answers delays the
+//!   exit by that much and no more (`tests/process.rs`). Requests never wait on export: past
+//!   a full queue (`OTEL_BSP_MAX_QUEUE_SIZE`) spans are dropped.
 //! - Sampling is the SDK's standard configuration (`OTEL_TRACES_SAMPLER`,
 //!   `OTEL_TRACES_SAMPLER_ARG`; parent-based always-on by default), so a request whose caller
 //!   sampled it out is not exported here either, and the consumer follows the request's
