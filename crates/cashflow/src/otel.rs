@@ -216,6 +216,20 @@ mod tests {
     }
 
     #[test]
+    fn a_new_trace_takes_the_id_handed_over_once_and_xray_ids_carry_the_time() {
+        let handed = TraceId::from_hex("0a37b3206160403c8af4150f3ade4544").unwrap();
+        let w3c = Ids { format: TraceFormat::W3c };
+        NEXT_TRACE.with(|next| next.set(Some(handed)));
+        assert_eq!(w3c.new_trace_id(), handed);
+        assert_ne!(w3c.new_trace_id(), handed, "taken once");
+
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let xray = Ids { format: TraceFormat::Xray }.new_trace_id().to_bytes();
+        let seconds = u64::from(u32::from_be_bytes([xray[0], xray[1], xray[2], xray[3]]));
+        assert!(seconds.abs_diff(now) <= 1, "{seconds} vs {now}");
+    }
+
+    #[test]
     fn a_traceparent_round_trips_through_a_remote_span_context() {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let context = remote(traceparent).unwrap();
