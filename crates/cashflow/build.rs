@@ -12,6 +12,8 @@ fn main() {
         // TLS backends started by the tests: PostgreSQL's `initdb`/`pg_ctl` and `redis-server`.
         ("pg_tls_tests", "CASHFLOW_TEST_PG_BIN"),
         ("redis_tls_tests", "CASHFLOW_TEST_REDIS_SERVER"),
+        // The OTLP/HTTP receiver of the exported-traces test (scripts/otlp-receiver.py).
+        ("otlp_tests", "CASHFLOW_TEST_OTLP_RECEIVER"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         println!("cargo::rerun-if-env-changed={var}");

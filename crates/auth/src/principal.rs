@@ -7,6 +7,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use cashflow_domain::MerchantId;
+use tracing::Instrument;
 
 use crate::{AuthError, Scope, Scopes, TokenVerifier};
 
@@ -48,7 +49,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Arc::<dyn TokenVerifier>::from_ref(state);
         let token = bearer_token(&parts.headers)?;
-        verifier.verify_async(token).await
+        verifier.verify_async(token).instrument(tracing::debug_span!("auth.verify_token")).await
     }
 }
 

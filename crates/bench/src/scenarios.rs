@@ -58,6 +58,8 @@ pub struct Ctx {
     pub faults_rate: f64,
     /// `faults`: the report reads per second.
     pub read_rate: f64,
+    /// `--otel-sampling`: the sampling ratios of the traced runs (none: no traced runs).
+    pub otel_sampling: Option<Vec<f64>>,
     pub backlog_entries: u64,
     pub seed_entries: u64,
     pub catch_up_timeout: Duration,
@@ -523,6 +525,7 @@ pub async fn write(ctx: &Ctx) -> anyhow::Result<Outcome> {
     ));
 
     summarize_ramp(ctx, &mut out, &ramp, &nginx, Some(storage.ok_per_sec));
+    tracing_cost(ctx, &mut out, "write", &request, duration).await?;
     out.detail("probe", &ramp.probe);
     out.detail("steps", &ramp.steps);
     out.detail("storage_ceiling", &storage);
@@ -631,9 +634,73 @@ pub async fn read(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let sustainable_rate = ramp.sustainable.as_ref().and_then(|r| r.target_rate);
     let nginx = http_ceiling(ctx, &mut out, &request, &groups, &sample, sustainable_rate, duration).await?;
     summarize_ramp(ctx, &mut out, &ramp, &nginx, None);
+    tracing_cost(ctx, &mut out, "read", &request, duration).await?;
     out.detail("probe", &ramp.probe);
     out.detail("steps", &ramp.steps);
     Ok(out)
+}
+
+/// `--otel-sampling`: the closed-loop rate of `label`'s request untraced and then with traces
+/// exported at each sampling ratio, each on a fresh `serve` set up the same way (for `read`,
+/// entries recorded and the cache warmed first), so the ratios compare like with like.
+async fn tracing_cost(
+    ctx: &Ctx,
+    out: &mut Outcome,
+    label: &str,
+    request: &Request,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let Some(ratios) = &ctx.otel_sampling else { return Ok(()) };
+    let sink = crate::otlp_sink::Sink::start().await?;
+    let mut untraced = None;
+    for sampling in std::iter::once(None).chain(ratios.iter().copied().map(Some)) {
+        let run = with_sut(ctx, label, async |sut: &mut Sut| {
+            if let Some(arg) = sampling {
+                sut.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.endpoint);
+                sut.set_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
+                sut.set_env("OTEL_TRACES_SAMPLER_ARG", &arg.to_string());
+            }
+            let base = sut.start(Role::Serve).await?;
+            let merchants = setup_merchants(ctx, sut, &base, &base).await?;
+            if label == "read" {
+                for m in &merchants {
+                    sut.post_entry(&base, &m.token, &ctx.entry_body()).await?;
+                }
+                sut.wait_applied(&base, 2 * merchants.len() as u64, ctx.catch_up_timeout).await?;
+                for m in &merchants {
+                    sut.balance(&base, &m.token, &ctx.date).await?;
+                }
+            }
+            let groups = ctx.groups(&merchants);
+            ctx.oha.run(&base, request, Load { rate: None, stop: Stop::After(duration) }, &groups).await
+        })
+        .await?;
+        if run.failures() > 0 {
+            out.checks.push(Check::new(
+                "traced runs without errors",
+                false,
+                format!("{} failed at sampling {sampling:?}", run.failures()),
+            ));
+        }
+        match sampling {
+            None => {
+                out.fact("untraced closed loop (beside the traced runs)", format!("{:.0}/s", run.ok_per_sec), None);
+                untraced = Some(run.ok_per_sec);
+            }
+            Some(arg) => {
+                let r = untraced.and_then(|u| ratio(run.ok_per_sec, u));
+                let target = if arg >= 1.0 { "85%" } else { "97%" };
+                out.fact(
+                    &format!("traced, sampling {arg}"),
+                    format!("{:.0}/s, {} of untraced (target >= {target})", run.ok_per_sec, pct(r)),
+                    r,
+                );
+            }
+        }
+    }
+    let (requests, bytes) = sink.received();
+    out.fact("spans exported to the sink", format!("{requests} OTLP requests, {} KiB", bytes / 1024), None);
+    Ok(())
 }
 
 /// One sample of the time series `fresh` records.

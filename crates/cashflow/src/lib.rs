@@ -20,7 +20,7 @@
 //!   `merchant list`, `issuer rotate-key`).
 //! - [`grpc`]: the ledger's gRPC server (`--grpc-listen`) and the consolidation side's client.
 //! - [`reconcile`]: `cashflow reconcile` and the consolidator's scheduled reconciliation.
-//! - [`telemetry`]: logs and their format.
+//! - [`telemetry`]: logs and their format, metrics, and the trace exporter ([`otel`]).
 
 pub mod app;
 pub mod backends;
@@ -29,6 +29,7 @@ pub mod commands;
 pub mod grpc;
 pub mod operator;
 pub mod ops;
+pub mod otel;
 pub mod processes;
 pub mod reconcile;
 pub mod server;

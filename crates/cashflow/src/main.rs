@@ -18,7 +18,10 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     cashflow::tls::install_default_provider();
     telemetry::init(cli.log_format);
-    match commands::run(cli.command).await {
+    let outcome = commands::run(cli.command).await;
+    // The spans of the last requests, still in the exporter's batch.
+    telemetry::shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

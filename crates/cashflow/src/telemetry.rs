@@ -1,4 +1,4 @@
-//! Telemetry in one place: logs and metrics.
+//! Telemetry in one place: logs, metrics and (when an OTLP endpoint is configured) traces.
 //!
 //! Logs are human-readable by default and JSON lines for collectors (`--log-format json`),
 //! level from `RUST_LOG` (default `info`). Every line logged while a request is served carries
@@ -16,6 +16,10 @@
 //! installed, so an operator reading a scrape (or `promtool check metrics`) never meets an
 //! unexplained name. A metric added without a line there has no HELP, and the check script
 //! (`scripts/check-observability.sh`) fails on it.
+//!
+//! Traces are exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set ([`crate::otel`]
+//! says how and why); [`shutdown`] flushes them before the process exits, [`flush`] after each
+//! Lambda invocation.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -23,6 +27,7 @@ use std::time::Duration;
 
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the logs.
@@ -35,18 +40,90 @@ pub enum LogFormat {
 /// `info`, but not Postgres's notices ("relation already exists, skipping") that sqlx relays.
 const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
-/// Installs the global subscriber (once; later calls are ignored, which tests rely on).
+/// The exporting tracer provider, when traces are exported (set once by [`init`]).
+static TRACES: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Installs the global subscriber (once; later calls are ignored, which tests rely on), with
+/// the OpenTelemetry exporter when the environment configures one. A bad trace configuration
+/// (`CASHFLOW_TRACE_FORMAT`, an unusable endpoint) is reported and traces stay off: the
+/// process serves without them rather than not at all.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    // Colours only on a terminal: escape codes in a log file or a collector are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let traces = match crate::otel::configured().then(traces).transpose() {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("traces not exported: {e:#}");
+            None
+        }
     };
+    let Some((provider, trace_format)) = traces else {
+        // Colours only on a terminal: escape codes in a log file or a collector are noise.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
+        let _ = match format {
+            LogFormat::Text => builder.try_init(),
+            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        };
+        return;
+    };
+    if with_traces(filter, format, &provider, trace_format) {
+        let _ = TRACES.set(provider);
+    }
+}
+
+/// The OTLP provider and the trace id format the environment asks for.
+fn traces() -> anyhow::Result<(SdkTracerProvider, crate::otel::TraceFormat)> {
+    let format = crate::otel::TraceFormat::from_env().map_err(anyhow::Error::msg)?;
+    Ok((crate::otel::otlp_provider(format)?, format))
+}
+
+/// Installs logs and the span exporter of `provider` as the global subscriber; false if one
+/// was installed already. The log filter applies to the logs only: the exporter has its own.
+pub fn with_traces(
+    filter: EnvFilter,
+    format: LogFormat,
+    provider: &SdkTracerProvider,
+    trace_format: crate::otel::TraceFormat,
+) -> bool {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry().with(logs).with(crate::otel::layer(provider, trace_format)).try_init().is_ok()
+}
+
+/// Exports the spans finished so far (blocking until sent, or the export timeout); a no-op
+/// when traces are not exported. Lambda calls it at the end of each invocation, as the
+/// process may be frozen right after.
+pub fn flush() {
+    if let Some(provider) = TRACES.get() {
+        if let Err(e) = provider.force_flush() {
+            tracing::warn!(error = %e, "spans not exported");
+        }
+    }
+}
+
+/// [`flush`] from async code (a Lambda handler): the wait happens on a blocking thread, not on
+/// the runtime's.
+pub async fn flush_async() {
+    if TRACES.get().is_some() {
+        let _ = tokio::task::spawn_blocking(flush).await;
+    }
+}
+
+/// Exports the spans still held and stops the exporter: the last thing before the process exits.
+pub fn shutdown() {
+    if let Some(provider) = TRACES.get() {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("spans not exported at shutdown: {e}");
+        }
+    }
 }
 
 /// Latency buckets, in seconds: fine-grained below 10 ms where the API lives, coarse above.

@@ -1,5 +1,6 @@
 //! The real `cashflow` binary: operator commands while `serve` runs, durability across a
-//! SIGKILL, and a graceful stop on SIGTERM.
+//! SIGKILL, a graceful stop on SIGTERM, and traces exported over OTLP/HTTP to a receiver
+//! (`CASHFLOW_TEST_OTLP_RECEIVER`: scripts/otlp-receiver.py, which `.ci/run` sets).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
@@ -573,4 +574,118 @@ async fn reconcile_over_grpc_lists_a_tampered_day_exits_1_and_repairs_it() {
     assert_eq!(credits, 15000);
     let (ok, report) = reconcile(dir.path(), &args);
     assert!(ok && report["findings"] == json!([]), "{report}");
+}
+
+/// `scripts/otlp-receiver.py serve <spans>` on a free port, killed when dropped.
+struct Receiver {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn otlp_receiver(script: &str, spans: &Path) -> Receiver {
+    use std::io::BufRead;
+    let mut child = Command::new(script).arg("serve").arg(spans).stdout(Stdio::piped()).spawn().expect("receiver");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("receiver said {line:?}"));
+    Receiver { child, endpoint: format!("http://127.0.0.1:{port}") }
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(otlp_tests),
+    ignore = "set CASHFLOW_TEST_OTLP_RECEIVER to scripts/otlp-receiver.py (PyPI's opentelemetry-proto)"
+)]
+async fn serve_exports_an_entrys_trace_from_the_request_to_the_consumer_and_flushes_it_on_exit() {
+    // Given an OTLP/HTTP receiver and `serve` exporting to it
+    let script = std::env::var("CASHFLOW_TEST_OTLP_RECEIVER").unwrap();
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let spans = out.path().join("spans.jsonl");
+    let receiver = otlp_receiver(&script, &spans);
+    let port = free_port();
+    let mut cmd = cashflow(&["serve"], data.path(), port);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint).env("OTEL_SERVICE_NAME", "cashflow-process-test");
+    let mut server = launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), &["serve"], port).await;
+    let token = merchant_token(&server, data.path()).await;
+
+    // When an entry is recorded and has reached the report
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/entries", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"type": "credit", "amount": "3.00", "description": "traced", "occurred_at": "2026-11-20T10:00:00-03:00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let traceparent = r.headers()["traceparent"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daily(&server.base, &token, "2026-11-20").await["entry_count"] != 1 {
+        assert!(Instant::now() < deadline, "the entry never reached the report");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // and the server is stopped at once (its batch of spans is still held: the default
+    // schedule exports every 5 s)
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "serve did not exit promptly while exporting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "serve exited with {status}");
+
+    // Then the receiver has the whole chain: the request's span, the ledger's write under it,
+    // and the consumer's apply under it too, in one trace
+    let mut ids = traceparent.split('-').skip(1);
+    let (trace, span) = (ids.next().unwrap(), ids.next().unwrap());
+    let check = Command::new(&script).arg("check").arg(&spans).args([trace, span]).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    drop(receiver);
+}
+
+#[tokio::test]
+async fn serve_exits_within_seconds_on_sigterm_when_the_trace_collector_never_answers() {
+    // Given a "collector" that accepts connections and never answers, and `serve` exporting to it
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = cashflow(&["serve"], data.path(), port);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).env("OTEL_BSP_SCHEDULE_DELAY", "100");
+    let mut server = launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), &["serve"], port).await;
+    // with spans to export, stuck in an export that hangs
+    let _ = merchant_token(&server, data.path()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // When it is told to stop
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+
+    // Then it exits cleanly, the exporter's shutdown bounded (5 s) rather than waiting on the collector
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(12), "serve hung on its trace exporter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "serve exited with {status}");
+    println!("exited {:?} after SIGTERM", stopped.elapsed());
+    drop(collector);
 }

@@ -131,6 +131,7 @@ fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
     ),
     security(("bearer" = ["reports:read"]))
 )]
+#[tracing::instrument(name = "report.read", level = "debug", skip_all, fields(cache = tracing::field::Empty))]
 async fn daily(
     State(state): State<ConsolidationState>,
     principal: Principal,
@@ -142,10 +143,12 @@ async fn daily(
     let generation = match state.cache.get(merchant, date).await {
         Lookup::Hit(report) => {
             metrics::counter!("cashflow_report_cache_hits_total").increment(1);
+            tracing::Span::current().record("cache", "hit");
             return Ok(report.into_response());
         }
         Lookup::Miss(generation) => {
             metrics::counter!("cashflow_report_cache_misses_total").increment(1);
+            tracing::Span::current().record("cache", "miss");
             generation
         }
     };

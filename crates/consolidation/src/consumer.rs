@@ -19,11 +19,23 @@
 //! outage costs each message one receive, not one per retry, and healthy messages do not reach
 //! the dead-letter queue because the database was down; a release keeps the receive count, so
 //! a message that makes the store fail every time still does.
+//!
+//! # Spans
+//! A receive that brings messages is a `queue.receive` span; the batch is a
+//! `consolidation.batch` span (following it) holding the store's transaction, the cache
+//! invalidation and the acknowledgement. Each event also gets its own `consolidation.apply`
+//! span, a child of the span that wrote it (the request's, through the `traceparent` the event
+//! carries), covering its batch's transaction to its acknowledgement. One span per event
+//! rather than one batch span with links: the issue's question is "what happened to *this*
+//! entry", and a trace viewer answers it only for spans inside the request's trace; a batch
+//! span linked to hundreds of traces shows in none of them. The batch span is still there for
+//! the consumer's own view, and each event's span follows it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use cashflow_events::{Event, EventBody, EventSource};
 
@@ -43,6 +55,15 @@ fn record_applied(events: &[Event], summary: &crate::store::ApplySummary) {
         let seconds = (now - event.occurred_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
         lag.record(seconds.max(0.0));
     }
+}
+
+/// The span of one event's consolidation: a child of the span that recorded it, following the
+/// current (batch) span.
+fn event_span(event: &Event) -> tracing::Span {
+    let span = tracing::debug_span!("consolidation.apply", event_id = %event.event_id);
+    cashflow_http::context::continue_trace(&span, event.trace.as_deref());
+    span.follows_from(tracing::Span::current());
+    span
 }
 
 /// Consumer settings.
@@ -90,10 +111,20 @@ impl Consumer {
 
     /// Receives and applies one batch; returns how many messages were acknowledged.
     pub async fn poll_once(&self, wait: Duration) -> anyhow::Result<usize> {
-        let deliveries = self.source.receive(self.config.batch_size, wait).await?;
+        let receive = tracing::debug_span!("queue.receive", messages = tracing::field::Empty);
+        let deliveries = self.source.receive(self.config.batch_size, wait).instrument(receive.clone()).await?;
         if deliveries.is_empty() {
             return Ok(0);
         }
+        receive.record("messages", deliveries.len());
+        let batch = tracing::debug_span!("consolidation.batch", messages = deliveries.len());
+        batch.follows_from(&receive);
+        drop(receive);
+        self.apply_batch(deliveries).instrument(batch).await
+    }
+
+    /// Applies and acknowledges what one receive brought.
+    async fn apply_batch(&self, deliveries: Vec<cashflow_events::Delivery>) -> anyhow::Result<usize> {
         let mut events = Vec::with_capacity(deliveries.len());
         let mut receipts = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
@@ -109,7 +140,10 @@ impl Consumer {
                 }
             }
         }
-        let summary = match self.store.apply(&events).await {
+        // Each event's span, open until its batch is acknowledged (see the module docs).
+        let _event_spans: Vec<tracing::Span> = events.iter().map(event_span).collect();
+        let apply = tracing::debug_span!("consolidation.store_apply", events = events.len());
+        let summary = match self.store.apply(&events).instrument(apply).await {
             Ok(summary) => summary,
             Err(e) => {
                 let leased: Vec<String> = deliveries.iter().map(|d| d.receipt.clone()).collect();
@@ -138,9 +172,13 @@ impl Consumer {
                     .or_insert(e.business_date);
             }
         }
-        for (merchant, from) in &changed_from {
-            self.cache.invalidate(*merchant, *from).await;
+        async {
+            for (merchant, from) in &changed_from {
+                self.cache.invalidate(*merchant, *from).await;
+            }
         }
+        .instrument(tracing::debug_span!("cache.invalidate", merchants = changed_from.len()))
+        .await;
         let mut ack = Vec::with_capacity(events.len());
         let mut parsed = events.iter();
         for receipt in receipts {
@@ -150,7 +188,7 @@ impl Consumer {
                 ack.push(receipt);
             }
         }
-        self.source.ack(&ack).await?;
+        self.source.ack(&ack).instrument(tracing::debug_span!("queue.ack", messages = ack.len())).await?;
         tracing::debug!(
             applied = summary.applied.len(),
             duplicates = summary.duplicates.len(),

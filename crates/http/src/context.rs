@@ -5,8 +5,61 @@
 //! the request id, so one id follows an entry from the HTTP request through the outbox and the
 //! queue to the consolidator's logs. It is carried in a task-local for the request's handler,
 //! which passes it on to the use case as a value; code outside a request sees `None`.
+//!
+//! When spans are exported (OpenTelemetry, installed by the binary), the exporter is the
+//! [`SpanExport`] set with [`export_spans`]: the request's span then continues the caller's
+//! trace in the exported tree too, and the request's `traceparent` names that span, so the
+//! consumer's spans (which take the outbox's `traceparent` as their parent through
+//! [`continue_trace`]) hang under it. This crate owns the small trait and knows nothing of
+//! OpenTelemetry; with no exporter installed, each of these is one load of an empty cell.
+//!
+//! An `X-Amzn-Trace-Id` header (API Gateway's, X-Ray's) is continued like a `traceparent`
+//! when no `traceparent` came: `Root=1-<8 hex>-<24 hex>` is the same 128-bit trace id.
+
+use std::sync::OnceLock;
 
 use axum::http::{HeaderMap, HeaderValue};
+
+/// What a span exporter does with our spans: a seam owned by the code that makes the spans
+/// (this crate, the consumer), implemented by the binary's telemetry module.
+pub trait SpanExport: Send + Sync + 'static {
+    /// Makes `span` (not yet entered) a child of the remote span `traceparent` names.
+    fn set_parent(&self, span: &tracing::Span, traceparent: &str);
+    /// Links `span` to the span `traceparent` names (work done for it, not inside it).
+    fn add_link(&self, span: &tracing::Span, traceparent: &str);
+    /// Starts `span` (not yet entered) as a child of the remote span `parent`, or else as the
+    /// root of a new trace, whose id is `new_trace` (32 hex digits) where the exporter's id
+    /// format allows; returns the `traceparent` of `span` itself (its trace id, its span id,
+    /// the sampling decision), or `None` if `span` is not exported.
+    fn start(&self, span: &tracing::Span, parent: Option<&str>, new_trace: &str) -> Option<String>;
+}
+
+static EXPORT: OnceLock<Box<dyn SpanExport>> = OnceLock::new();
+
+/// Installs the process's span exporter (once; a second call is ignored and returns false).
+pub fn export_spans(export: Box<dyn SpanExport>) -> bool {
+    EXPORT.set(export).is_ok()
+}
+
+/// The installed span exporter, if spans are exported.
+pub fn span_export() -> Option<&'static dyn SpanExport> {
+    EXPORT.get().map(|e| &**e)
+}
+
+/// Makes `span` continue the trace of `traceparent` (a valid one; others are ignored) when
+/// spans are exported.
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if let (Some(export), Some(parent)) = (span_export(), traceparent.filter(|t| is_valid(t))) {
+        export.set_parent(span, parent);
+    }
+}
+
+/// Links `span` to the span of `traceparent` (a valid one) when spans are exported.
+pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
+    if let (Some(export), Some(other)) = (span_export(), traceparent.filter(|t| is_valid(t))) {
+        export.add_link(span, other);
+    }
+}
 
 tokio::task_local! {
     static TRACEPARENT: String;
@@ -77,10 +130,46 @@ fn start_trace(request_id: Option<&HeaderValue>) -> String {
     format!("00-{trace}-{:016x}-01", new_span_id())
 }
 
+/// The caller's trace context: a valid `traceparent`, or else an `X-Amzn-Trace-Id` turned
+/// into one.
+pub(crate) fn incoming(headers: &HeaderMap) -> Option<String> {
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
+    match traceparent {
+        Some(t) => Some(t.to_owned()),
+        None => headers.get("x-amzn-trace-id").and_then(|v| v.to_str().ok()).and_then(from_xray),
+    }
+}
+
+/// The `traceparent` of an X-Ray trace header (`Root=1-5759e988-bd862e3fe1be46a994272793;
+/// Parent=53995c3f42cd8ad8;Sampled=1`); `None` without a root and a parent.
+pub fn from_xray(header: &str) -> Option<String> {
+    let (mut root, mut parent, mut sampled) = (None, None, "01");
+    for part in header.split(';').map(str::trim) {
+        match part.split_once('=') {
+            Some(("Root", v)) => root = v.strip_prefix("1-").and_then(|v| v.split_once('-')),
+            Some(("Parent", v)) => parent = Some(v),
+            Some(("Sampled", "0")) => sampled = "00",
+            _ => {}
+        }
+    }
+    let (time, random) = root?;
+    let traceparent = format!("00-{time}{random}-{}-{sampled}", parent?).to_ascii_lowercase();
+    is_valid(&traceparent).then_some(traceparent)
+}
+
+/// The X-Ray trace header of a `traceparent` (its root, parent and sampled flag).
+pub fn to_xray(traceparent: &str) -> Option<String> {
+    if !is_valid(traceparent) {
+        return None;
+    }
+    let (trace, span) = (trace_id(traceparent)?, span_id(traceparent)?);
+    let sampled = if traceparent.ends_with("01") { 1 } else { 0 };
+    Some(format!("Root=1-{}-{};Parent={span};Sampled={sampled}", &trace[..8], &trace[8..]))
+}
+
 /// The trace context of a request: the caller's trace continued with a span of our own, or a
 /// trace started from the request id (called by the shared middleware, [`crate::layers`]).
-pub(crate) fn for_request(headers: &HeaderMap, request_id: &HeaderValue) -> String {
-    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| is_valid(v));
+pub(crate) fn for_request(incoming: Option<&str>, request_id: &HeaderValue) -> String {
     match incoming {
         Some(parent) => {
             format!("00-{}-{:016x}-{}", trace_id(parent).unwrap_or_default(), new_span_id(), &parent[53..55])
@@ -127,6 +216,21 @@ mod tests {
             assert!(is_valid(&tp), "{tp}");
             assert_ne!(trace_id(&tp), Some(&unusable.replace('-', "")[..32]), "{unusable}");
         }
+    }
+
+    #[test]
+    fn an_xray_trace_header_is_the_same_trace_as_a_traceparent() {
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let traceparent = from_xray(header).unwrap();
+        assert_eq!(traceparent, "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01");
+        assert_eq!(to_xray(&traceparent).as_deref(), Some(header));
+        assert_eq!(
+            from_xray("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0").as_deref(),
+            Some("00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-00")
+        );
+        // Lambda's header before any segment has no parent; a root alone names no span.
+        assert_eq!(from_xray("Root=1-5759e988-bd862e3fe1be46a994272793"), None);
+        assert_eq!(from_xray("Root=1-zz59e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8"), None);
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 //! the trace id come first), instead of formatting it and then recording the trace id into it.
 //! For the same reason the metric handles of each (route, method, status) are looked up once
 //! and kept ([`RouteMetrics`]), instead of building and hashing their label set twice per
-//! request.
+//! request. When spans are exported ([`crate::context::SpanExport`] installed) the span is
+//! another one, named after the route, whose OpenTelemetry ids become the request's trace
+//! context and which records the response status; without an exporter that costs one load.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -73,18 +75,26 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
             id
         }
     };
-    let traceparent = crate::context::for_request(req.headers(), &request_id);
+    let incoming = crate::context::incoming(req.headers());
+    let traceparent = crate::context::for_request(incoming.as_deref(), &request_id);
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let span = tracing::info_span!(
-        "http",
-        method = %method,
-        route = %route,
-        request_id = %request_id.to_str().unwrap_or_default(),
-        trace_id = %crate::context::trace_id(&traceparent).unwrap_or_default(),
-        span_id = %crate::context::span_id(&traceparent).unwrap_or_default(),
-    );
+    let export = crate::context::span_export();
+    let (span, traceparent) = match export {
+        None => {
+            let span = tracing::info_span!(
+                "http",
+                method = %method,
+                route = %route,
+                request_id = %request_id.to_str().unwrap_or_default(),
+                trace_id = %crate::context::trace_id(&traceparent).unwrap_or_default(),
+                span_id = %crate::context::span_id(&traceparent).unwrap_or_default(),
+            );
+            (span, traceparent)
+        }
+        Some(export) => exported_span(export, &method, route, &request_id, incoming.as_deref(), traceparent),
+    };
     let handled = crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
         .instrument(span.clone())
         .await;
@@ -98,6 +108,12 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         headers.insert(TRACEPARENT, value);
     }
     let (status, elapsed) = (response.status(), started.elapsed());
+    if export.is_some() {
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     if status.is_server_error() {
         span.in_scope(|| tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed"));
     } else {
@@ -109,6 +125,37 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     count.increment(1);
     latency.record(elapsed.as_secs_f64());
     response
+}
+
+/// The request's span when spans are exported: a server span named after the route (as
+/// OpenTelemetry's HTTP conventions name it), continuing the caller's trace, whose own ids
+/// become the request's `traceparent` (so the outbox event names this span as its parent).
+/// Its status is recorded once the response is known.
+fn exported_span(
+    export: &dyn crate::context::SpanExport,
+    method: &Method,
+    route: &str,
+    request_id: &HeaderValue,
+    incoming: Option<&str>,
+    started: String,
+) -> (tracing::Span, String) {
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        method = %method,
+        route = %route,
+        request_id = %request_id.to_str().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let new_trace = crate::context::trace_id(&started).unwrap_or_default();
+    let traceparent = export.start(&span, incoming, new_trace).unwrap_or(started);
+    span.record("trace_id", crate::context::trace_id(&traceparent).unwrap_or_default());
+    span.record("span_id", crate::context::span_id(&traceparent).unwrap_or_default());
+    (span, traceparent)
 }
 
 /// A fresh request id: a random UUID, hyphenated.

@@ -43,7 +43,9 @@ impl<J, R> GroupCommit<J, R> {
         (Self { queue }, Intake { receiver, arrived: Vec::new() })
     }
 
-    /// Queues `job` and waits for its answer, which comes once its batch is committed.
+    /// Queues `job` and waits for its answer, which comes once its batch is committed (the
+    /// span is that wait: the queue, the linger and the shared transaction).
+    #[tracing::instrument(name = "ledger.group_commit", level = "debug", skip_all)]
     pub(crate) async fn submit(&self, job: J) -> Result<R, WriterStopped> {
         let (reply, answer) = oneshot::channel();
         self.queue.send((job, reply)).await.map_err(|_| WriterStopped)?;

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
+use tracing::Instrument;
 
 use cashflow_domain::EventId;
-use cashflow_events::{EventPublisher, OutboundMessage};
+use cashflow_events::{Event, EventPublisher, OutboundMessage};
 
 use crate::store::LedgerStore;
 
@@ -77,9 +78,21 @@ impl Relay {
             .iter()
             .map(|r| Ok(OutboundMessage { event_id: EventId::parse(&r.event_id)?, body: r.body.clone() }))
             .collect::<Result<Vec<_>, cashflow_domain::IdError>>()?;
-        self.publisher.publish(&messages).await?;
+        // One span for the batch, linked to the trace of each event it carries.
+        let span = tracing::debug_span!("relay.publish", events = messages.len());
+        if cashflow_http::context::span_export().is_some() {
+            for message in &messages {
+                cashflow_http::context::link(&span, Event::trace_of(&message.body).as_deref());
+            }
+        }
         let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();
-        self.store.delete_outbox(&seqs).await?;
+        async {
+            self.publisher.publish(&messages).await?;
+            self.store.delete_outbox(&seqs).await?;
+            anyhow::Ok(())
+        }
+        .instrument(span)
+        .await?;
         metrics::counter!("cashflow_events_published_total").increment(batch.len() as u64);
         Ok(batch.len())
     }

@@ -93,6 +93,7 @@ impl Ledger {
     /// Records an entry, or replays the one recorded earlier under the same idempotency key.
     /// `traceparent` is the caller's W3C trace context (the HTTP request's, or none), carried
     /// by the entry's event to the consolidator.
+    #[tracing::instrument(name = "ledger.record", level = "debug", skip_all, fields(merchant_id = %merchant_id))]
     pub async fn record(
         &self,
         merchant_id: MerchantId,
@@ -107,6 +108,7 @@ impl Ledger {
 
     /// Reverses an entry: a new entry of the opposite type and the same amount. `traceparent`
     /// as for [`record`](Self::record).
+    #[tracing::instrument(name = "ledger.reverse", level = "debug", skip_all, fields(merchant_id = %merchant_id))]
     pub async fn reverse(
         &self,
         merchant_id: MerchantId,

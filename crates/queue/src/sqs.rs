@@ -39,7 +39,8 @@ use aws_sdk_sqs::config::{BehaviorVersion, Region};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
-    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use tokio::task::JoinSet;
@@ -62,6 +63,19 @@ pub const MAX_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 pub const EVENT_ID_ATTRIBUTE: &str = "event_id";
 /// The message attribute carrying the W3C trace context of the producing request.
 pub const TRACEPARENT_ATTRIBUTE: &str = "traceparent";
+
+/// X-Ray's trace header (`Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=<0|1>`) of a W3C
+/// `traceparent` (`00-<32 hex>-<16 hex>-<flags>`): the same trace and parent span.
+fn aws_trace_header(traceparent: &str) -> Option<String> {
+    let mut parts = traceparent.split('-');
+    let (_, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(hex(trace, 32) && hex(span, 16) && hex(flags, 2)) {
+        return None;
+    }
+    let sampled = u8::from_str_radix(flags, 16).ok()? & 1;
+    Some(format!("Root=1-{}-{};Parent={span};Sampled={sampled}", trace.get(..8)?, trace.get(8..)?))
+}
 
 /// Region used to sign requests to an emulator when none is configured (emulators accept any).
 const EMULATOR_REGION: &str = "us-east-1";
@@ -270,10 +284,19 @@ impl SqsQueue {
         if let Some(traceparent) = cashflow_events::Event::trace_of(&message.body) {
             let value = MessageAttributeValue::builder()
                 .data_type("String")
-                .string_value(traceparent)
+                .string_value(&traceparent)
                 .build()
                 .map_err(build_error)?;
             entry = entry.message_attributes(TRACEPARENT_ATTRIBUTE, value);
+            // The same context as X-Ray's header, in the system attribute Lambda and X-Ray read.
+            if let Some(header) = aws_trace_header(&traceparent) {
+                let value = MessageSystemAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(header)
+                    .build()
+                    .map_err(build_error)?;
+                entry = entry.message_system_attributes(MessageSystemAttributeNameForSends::AwsTraceHeader, value);
+            }
         }
         if self.config.is_fifo() {
             entry = entry.message_deduplication_id(&event_id).message_group_id(&event_id);
@@ -684,6 +707,20 @@ fn region_of_aws_host(host: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_aws_trace_header_is_the_traceparents_trace_and_parent_in_xrays_form() {
+        // (moto does not keep system attributes sent in a batch, so this is checked here.)
+        assert_eq!(
+            aws_trace_header("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1")
+        );
+        assert_eq!(
+            aws_trace_header("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").as_deref(),
+            Some("Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=0")
+        );
+        assert_eq!(aws_trace_header("00-4bf92f35-00f067aa0ba902b7-01"), None);
+    }
 
     #[test]
     fn the_defaults_are_valid_and_within_sqs_limits() {

@@ -7,7 +7,10 @@ use lambda_runtime::{service_fn, LambdaEvent};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let parts = cashflow_lambda::env::parts().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async {
-        Ok::<_, std::convert::Infallible>(cashflow_lambda::consumer::handle(&parts, event.payload).await)
+        let response = cashflow_lambda::consumer::handle(&parts, event.payload).await;
+        // The process may be frozen once the invocation answers: export its spans first.
+        cashflow::telemetry::flush_async().await;
+        Ok::<_, std::convert::Infallible>(response)
     }))
     .await
 }

@@ -7,9 +7,10 @@ use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let parts = cashflow_lambda::env::parts().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<EventBridgeEvent>| async {
-        cashflow_lambda::sweep::handle(&parts, event.payload)
-            .await
-            .map_err(|e| Diagnostic { error_type: "sweep".into(), error_message: format!("{e:#}") })
+        let swept = cashflow_lambda::sweep::handle(&parts, event.payload).await;
+        // The process may be frozen once the invocation answers: export its spans first.
+        cashflow::telemetry::flush_async().await;
+        swept.map_err(|e| Diagnostic { error_type: "sweep".into(), error_message: format!("{e:#}") })
     }))
     .await
 }
