@@ -293,6 +293,7 @@ mod tests {
                 currency: Currency::BRL,
                 recorded_at: chrono::Utc::now(),
                 reversal_of: None,
+                adjusts_date: None,
             }),
         );
         OutboundMessage { event_id: event.event_id, body: event.to_json() }

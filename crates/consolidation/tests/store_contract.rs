@@ -138,6 +138,7 @@ fn posting_at(
             currency: Currency::BRL,
             recorded_at,
             reversal_of: None,
+            adjusts_date: None,
         }),
     )
 }

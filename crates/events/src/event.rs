@@ -60,6 +60,11 @@ pub struct EntryRecorded {
     pub recorded_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal_of: Option<EntryId>,
+    /// Set on an adjustment: the closed day the entry was meant for. It counts on
+    /// `business_date` like any entry; absent from the wire form otherwise, so the events of
+    /// earlier producers parse and older consumers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjusts_date: Option<BusinessDate>,
 }
 
 impl EntryRecorded {
@@ -141,6 +146,7 @@ mod tests {
                 currency: Currency::BRL,
                 recorded_at: Utc::now(),
                 reversal_of: None,
+                adjusts_date: Some(BusinessDate::parse("2026-11-20").unwrap()),
             }),
         );
         let json = event.to_json();

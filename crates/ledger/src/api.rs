@@ -22,7 +22,7 @@ use cashflow_domain::{
 };
 use cashflow_http::{context, ApiJson, ApiQuery, Problem};
 
-use crate::service::{Ledger, LedgerError};
+use crate::service::{ClosedDay, Ledger, LedgerError};
 use crate::store::{EntryQuery, Idempotency, Recorded, StoreError};
 
 /// What the ledger's handlers share.
@@ -162,6 +162,11 @@ pub struct CreateEntryRequest {
     #[serde(default)]
     #[schema(example = "sales")]
     pub category: Option<String>,
+    /// When the entry's business day is closed: `true` records it on the first open day, with
+    /// `adjusts_date` set to the day it was meant for; otherwise (the default) it is refused
+    /// with 409 `day-closed`. No effect on an open day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjust_into_open_day: Option<bool>,
 }
 
 /// Optional body of a reversal.
@@ -187,6 +192,10 @@ pub struct EntryResponse {
     pub business_date: String,
     pub recorded_at: String,
     pub reversal_of: Option<String>,
+    /// Set on an adjustment: the closed day (YYYY-MM-DD) this entry was meant for. It counts
+    /// on `business_date`, the first day that was open when it was recorded.
+    #[schema(example = json!(null))]
+    pub adjusts_date: Option<String>,
 }
 
 impl EntryResponse {
@@ -202,6 +211,7 @@ impl EntryResponse {
             business_date: entry.business_date.to_string(),
             recorded_at: entry.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             reversal_of: entry.reversal_of.map(|id| id.to_string()),
+            adjusts_date: entry.adjusts_date.map(|d| d.to_string()),
         }
     }
 }
@@ -308,7 +318,7 @@ fn created(entry: &Entry, tz: MerchantTimeZone, replayed: bool) -> Response {
         (status = 400, description = "Invalid input", content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token"),
         (status = 403, description = "Missing scope entries:write"),
-        (status = 409, description = "Idempotency-Key reused with a different body"),
+        (status = 409, description = "Idempotency-Key reused with a different body (`idempotency-key-reused`), or the entry's business day is closed and `adjust_into_open_day` is not true (`day-closed`, naming the first open day)", content_type = "application/problem+json"),
         (status = 413, description = "Body too large"),
     ),
     security(("bearer" = ["entries:write"]))
@@ -324,7 +334,10 @@ async fn create_entry(
     let key = idempotency_key(&headers)?;
     let new = parse_new_entry(&req, merchant.currency)?;
     let idempotency = key.map(|key| Idempotency { key, request_hash: request_hash(&req) });
-    let (entry, replayed) = match state.ledger.record(merchant.id, new, idempotency, context::traceparent()).await? {
+    let closed_day =
+        if req.adjust_into_open_day == Some(true) { ClosedDay::AdjustIntoOpenDay } else { ClosedDay::Refuse };
+    let recorded = state.ledger.record_with(merchant.id, new, idempotency, context::traceparent(), closed_day).await?;
+    let (entry, replayed) = match recorded {
         Recorded::Created(e) => (e, false),
         Recorded::Replayed(e) => (e, true),
     };
@@ -350,7 +363,9 @@ async fn get_entry(
     Ok(Json(EntryResponse::from_entry(&entry, merchant.time_zone)))
 }
 
-/// Reverse an entry: records the opposite entry; the original stays as it was.
+/// Reverse an entry: records the opposite entry; the original stays as it was. The reversal
+/// of an entry of a closed day is dated on the first open day, with `adjusts_date` set to the
+/// original's business date.
 #[utoipa::path(
     post, path = "/v1/entries/{id}/reversal", tag = "ledger",
     params(("id" = String, Path, description = "Entry to reverse")),
@@ -630,6 +645,7 @@ mod tests {
             description: "x".into(),
             occurred_at: None,
             category: None,
+            adjust_into_open_day: None,
         };
         assert_eq!(request_hash(&req("1.00")), request_hash(&req("1.00")));
         assert_ne!(request_hash(&req("1.00")), request_hash(&req("2.00")));

@@ -106,6 +106,11 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "day close",
         sql: include_str!("../migrations/postgres/0002_day_close.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "adjusts date",
+        sql: include_str!("../migrations/postgres/0003_adjusts_date.sql"),
+    },
 ];
 
 /// The schema every connection of the store uses.
@@ -179,13 +184,14 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 const ENTRY_COLUMNS: &str = "id, merchant_id, type, amount_minor, currency, description, category, occurred_at, \
-                             business_date, recorded_at, reversal_of";
+                             business_date, recorded_at, reversal_of, adjusts_date";
 
 fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
     let get_uuid = |column: &'static str| row.try_get::<Uuid, _>(column).map_err(corrupt(column));
     let category: Option<String> = row.try_get("category").map_err(corrupt("category"))?;
     let reversal_of: Option<Uuid> = row.try_get("reversal_of").map_err(corrupt("reversal_of"))?;
     let business_date: NaiveDate = row.try_get("business_date").map_err(corrupt("business_date"))?;
+    let adjusts_date: Option<NaiveDate> = row.try_get("adjusts_date").map_err(corrupt("adjusts_date"))?;
     Ok(Entry {
         id: EntryId::from_uuid(get_uuid("id")?),
         merchant_id: MerchantId::from_uuid(get_uuid("merchant_id")?),
@@ -202,6 +208,9 @@ fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
             .ok_or_else(|| StoreError::Corrupt(format!("business_date: {business_date}")))?,
         recorded_at: row.try_get("recorded_at").map_err(corrupt("recorded_at"))?,
         reversal_of: reversal_of.map(EntryId::from_uuid),
+        adjusts_date: adjusts_date
+            .map(|d| BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("adjusts_date: {d}"))))
+            .transpose()?,
     })
 }
 
@@ -322,10 +331,10 @@ const INSERT_BATCH: &str = "
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
                          $8::timestamptz[], $9::date[], $10::timestamptz[], $11::uuid[], $12::text[], $13::text[],
-                         $14::uuid[], $15::text[], $16::timestamptz[])
+                         $14::uuid[], $15::text[], $16::timestamptz[], $17::date[])
         WITH ORDINALITY AS b (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash,
-                              event_id, body, created_at, arrival)
+                              event_id, body, created_at, adjusts_date, arrival)
 ), watermark AS (
     SELECT id AS merchant_id, closed_through FROM merchants
     WHERE id IN (SELECT merchant_id FROM batch)
@@ -336,9 +345,9 @@ WITH batch AS (
     WHERE b.business_date <= w.closed_through
 ), inserted AS (
     INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-                         business_date, recorded_at, reversal_of, idempotency_key, request_hash)
+                         business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
     SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-           business_date, recorded_at, reversal_of, idempotency_key, request_hash
+           business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date
     FROM batch
     WHERE id NOT IN (SELECT id FROM refused)
     ORDER BY merchant_id, idempotency_key, arrival
@@ -355,7 +364,7 @@ SELECT id, closed_through FROM refused";
 /// The rows stored under some (merchant, idempotency key) pairs.
 const SELECT_BY_IDEMPOTENCY_KEYS: &str = "
 SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date,
-       recorded_at, reversal_of, idempotency_key, request_hash
+       recorded_at, reversal_of, adjusts_date, idempotency_key, request_hash
 FROM entries
 WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))";
 
@@ -439,6 +448,7 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
     let event_ids: Vec<Uuid> = batch.iter().map(|r| r.outbox.event_id).collect();
     let bodies: Vec<&str> = batch.iter().map(|r| r.outbox.body.as_str()).collect();
     let created: Vec<DateTime<Utc>> = batch.iter().map(|r| r.outbox.created_at).collect();
+    let adjusts: Vec<Option<NaiveDate>> = batch.iter().map(|r| r.entry.adjusts_date.map(|d| d.naive())).collect();
     let rows = sqlx::query_as::<_, (Uuid, Option<NaiveDate>)>(INSERT_BATCH)
         .bind(ids)
         .bind(merchants)
@@ -456,6 +466,7 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
         .bind(event_ids)
         .bind(bodies)
         .bind(created)
+        .bind(adjusts)
         .fetch_all(&mut *conn)
         .await?;
     let mut outcome = BatchOutcome { inserted: HashSet::with_capacity(rows.len()), refused: HashMap::new() };
@@ -588,8 +599,8 @@ async fn record_alone(
     }
     let inserted = sqlx::query(
         "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-                              business_date, recorded_at, reversal_of, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                              business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
     )
     .bind(entry.id.as_uuid())
@@ -605,6 +616,7 @@ async fn record_alone(
     .bind(entry.reversal_of.map(|id| *id.as_uuid()))
     .bind(idempotency.map(|i| i.key.as_str()))
     .bind(idempotency.map(|i| i.request_hash.as_str()))
+    .bind(entry.adjusts_date.map(|d| d.naive()))
     .execute(&mut *tx)
     .await;
     let inserted = match inserted {

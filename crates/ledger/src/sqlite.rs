@@ -77,6 +77,11 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "day close",
         sql: include_str!("../migrations/sqlite/0002_day_close.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "adjusts date",
+        sql: include_str!("../migrations/sqlite/0003_adjusts_date.sql"),
+    },
 ];
 
 /// The SQLite implementation of [`LedgerStore`].
@@ -100,7 +105,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 macro_rules! entry_columns {
     () => {
         "id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date, \
-         recorded_at, reversal_of"
+         recorded_at, reversal_of, adjusts_date"
     };
 }
 const ENTRY_COLUMNS: &str = entry_columns!();
@@ -108,8 +113,8 @@ const ENTRY_COLUMNS: &str = entry_columns!();
 // The writer's statements, each prepared once and reused from the connection's statement cache.
 const INSERT_ENTRY: &str = "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category,
                                      occurred_at, business_date, recorded_at, reversal_of, idempotency_key,
-                                     request_hash)
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                                     request_hash, adjusts_date)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 const SELECT_BY_IDEMPOTENCY_KEY: &str =
     concat!("SELECT ", entry_columns!(), ", request_hash FROM entries WHERE merchant_id = ?1 AND idempotency_key = ?2");
 const INSERT_MERCHANT: &str =
@@ -153,6 +158,7 @@ struct EntryRow {
     business_date: String,
     recorded_at: i64,
     reversal_of: Option<String>,
+    adjusts_date: Option<String>,
 }
 
 impl EntryRow {
@@ -171,6 +177,7 @@ impl EntryRow {
             business_date: column(row, "business_date")?,
             recorded_at: column(row, "recorded_at")?,
             reversal_of: column(row, "reversal_of")?,
+            adjusts_date: column(row, "adjusts_date")?,
         })
     }
 
@@ -187,6 +194,7 @@ impl EntryRow {
             business_date: row.get("business_date")?,
             recorded_at: row.get("recorded_at")?,
             reversal_of: row.get("reversal_of")?,
+            adjusts_date: row.get("adjusts_date")?,
         })
     }
 
@@ -203,6 +211,12 @@ impl EntryRow {
             business_date: BusinessDate::parse(&self.business_date).map_err(corrupt("business_date"))?,
             recorded_at: micros_to_time(self.recorded_at)?,
             reversal_of: self.reversal_of.as_deref().map(EntryId::parse).transpose().map_err(corrupt("reversal_of"))?,
+            adjusts_date: self
+                .adjusts_date
+                .as_deref()
+                .map(BusinessDate::parse)
+                .transpose()
+                .map_err(corrupt("adjusts_date"))?,
         })
     }
 }
@@ -421,6 +435,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
                 reversal_of,
                 idempotency.as_ref().map(|i| i.key.as_str()),
                 idempotency.as_ref().map(|i| i.request_hash.as_str()),
+                entry.adjusts_date.map(|d| d.to_string()),
             ]);
             match inserted {
                 Ok(_) => {}

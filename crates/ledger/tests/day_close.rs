@@ -20,6 +20,7 @@ contract! {
         after_a_close_entries_on_or_before_it_are_refused_naming_the_first_open_day,
         a_day_cannot_be_closed_twice_nor_behind_the_watermark,
         no_entry_slips_past_a_close_racing_many_backdating_writers,
+        an_adjustment_is_stored_on_the_open_day_carrying_the_day_it_was_meant_for,
     ],
     harness: [],
 }
@@ -116,6 +117,26 @@ async fn a_day_cannot_be_closed_twice_nor_behind_the_watermark(store: Arc<dyn Le
     store.close_day(&close_of(&m, "2026-11-25", None)).await.unwrap();
     assert_eq!(store.closed_through(m.id).await.unwrap(), Some(date("2026-11-25")));
     assert_eq!(store.day_closes(m.id, date("2026-11-01"), date("2026-11-30")).await.unwrap().len(), 2);
+}
+
+async fn an_adjustment_is_stored_on_the_open_day_carrying_the_day_it_was_meant_for(store: Arc<dyn LedgerStore>) {
+    // Given a merchant whose books are closed through the 23rd
+    let m = given_a_merchant(&store).await;
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+
+    // When a sale of the 20th is recorded as an adjustment on the 24th
+    let adjustment =
+        entry_on(&m, "2026-11-20", EntryType::Credit, 2_500).adjusted_into(date("2026-11-24"), date("2026-11-20"));
+    let recorded = record(&store, &adjustment).await.unwrap();
+
+    // Then it is stored on the 24th carrying the 20th, read back whole by id and in the 24th's
+    // page, and the closed 20th holds nothing
+    assert_eq!(recorded, Recorded::Created(adjustment.clone()));
+    assert_eq!(store.entry(m.id, adjustment.id).await.unwrap(), Some(adjustment.clone()));
+    assert_eq!(entries_of(&store, &m).await, vec![adjustment.clone()]);
+    assert_eq!(adjustment.adjusts_date, Some(date("2026-11-20")));
+    let totals = store.day_totals(m.id, date("2026-11-20"), date("2026-11-24")).await.unwrap();
+    assert_eq!(totals.iter().map(|(d, _)| *d).collect::<Vec<_>>(), vec![date("2026-11-24")]);
 }
 
 /// How many writers race the close, each writing until it is refused.
