@@ -40,14 +40,23 @@ use uuid::Uuid;
 use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
-use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+use crate::store::{
+    corrupt, first_copies, touch, ApplySummary, ConsolidationStore, DayMark, MarkAction, MerchantBooks, StoreError,
+};
 
 /// The consolidation's schema, embedded in the binary.
-pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
-    version: 1,
-    description: "consolidation",
-    sql: include_str!("../migrations/postgres/0001_consolidation.sql"),
-}];
+pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
+    cashflow_db::MigrationSource {
+        version: 1,
+        description: "consolidation",
+        sql: include_str!("../migrations/postgres/0001_consolidation.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 2,
+        description: "day marks",
+        sql: include_str!("../migrations/postgres/0002_day_marks.sql"),
+    },
+];
 
 /// The schema every connection of the store uses.
 pub const SCHEMA: &str = "consolidation";
@@ -121,6 +130,29 @@ async fn set_day(
     .bind(totals.total_credits.minor())
     .bind(totals.total_debits.minor())
     .bind(count_to_db(totals.entry_count))
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Records a close or reopen; a mark already recorded (same merchant and seq) is left as is.
+async fn insert_mark(tx: &mut PgConnection, merchant: MerchantId, mark: &DayMark) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO day_marks (merchant_id, seq, action, business_date, from_date, closed_through, at, counted_cash,
+                                difference)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (merchant_id, seq) DO NOTHING",
+    )
+    .bind(merchant.as_uuid())
+    .bind(mark.seq)
+    .bind(mark.action.as_str())
+    .bind(mark.date.naive())
+    .bind(mark.from.map(|d| d.naive()))
+    .bind(mark.closed_through.map(|d| d.naive()))
+    .bind(micros(mark.at))
+    .bind(mark.counted_cash)
+    .bind(mark.difference)
     .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
@@ -259,6 +291,8 @@ impl ConsolidationStore for PostgresConsolidationStore {
         let mut merchants = BTreeMap::new();
         // Each day's new postings, keyed (and so visited) in lock order.
         let mut days: BTreeMap<(MerchantId, BusinessDate), Vec<(EventId, &EntryRecorded)>> = BTreeMap::new();
+        let mut marks: BTreeMap<(MerchantId, i64), DayMark> = BTreeMap::new();
+        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
         for event in &distinct {
             if !new.contains(event.event_id.as_uuid()) {
                 outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
@@ -272,10 +306,23 @@ impl ConsolidationStore for PostgresConsolidationStore {
                 EventBody::EntryRecorded(e) => {
                     days.entry((e.merchant_id, e.business_date)).or_default().push((event.event_id, e));
                 }
+                EventBody::DayClosed(_) | EventBody::DayReopened(_) => {
+                    if let Some((merchant, mark)) = DayMark::of(event) {
+                        marks.insert((merchant, mark.seq), mark);
+                    }
+                    if let Some((merchant, from)) = event.changes_reports_from() {
+                        changed_from.entry(merchant).and_modify(|d| *d = (*d).min(from)).or_insert(from);
+                    }
+                    outcomes.insert(event.event_id, ApplyOutcome::Applied);
+                }
+                EventBody::Unknown => {
+                    // A newer producer's kind: nothing to do here, and not poison.
+                    tracing::warn!(event_id = %event.event_id, "event of an unknown kind skipped");
+                    outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
+                }
             }
         }
 
-        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
         let mut rejected: Vec<Uuid> = Vec::new();
         for ((merchant, date), postings) in &mut days {
             postings.sort_unstable_by_key(|(id, _)| *id);
@@ -301,6 +348,10 @@ impl ConsolidationStore for PostgresConsolidationStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+        }
+        // In (merchant, seq) order, after the day rows: the lock order of the module docs.
+        for ((merchant, _), mark) in &marks {
+            insert_mark(&mut tx, *merchant, mark).await?;
         }
         Self::touch_merchants(&mut tx, &merchants).await?;
         tx.commit().await.map_err(unavailable)?;
@@ -359,6 +410,49 @@ impl ConsolidationStore for PostgresConsolidationStore {
             days.insert(date, totals_from_row(&r)?);
         }
         Ok((opening, days))
+    }
+
+    async fn day_marks(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayMark>, StoreError> {
+        let rows = sqlx::query(
+            "(SELECT seq, action, business_date, from_date, closed_through, at, counted_cash, difference
+              FROM day_marks WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1)
+             UNION
+             SELECT seq, action, business_date, from_date, closed_through, at, counted_cash, difference
+             FROM day_marks
+             WHERE merchant_id = $1 AND action = 'close' AND business_date >= $2
+               AND (from_date IS NULL OR from_date <= $3)",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::postgres::PgRow, name: &'static str| -> Result<Option<BusinessDate>, StoreError> {
+            r.try_get::<Option<NaiveDate>, _>(name)
+                .map_err(corrupt(name))?
+                .map(|d| BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("{name}: {d}"))))
+                .transpose()
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(DayMark {
+                    seq: r.try_get("seq").map_err(corrupt("seq"))?,
+                    action: MarkAction::parse(r.try_get("action").map_err(corrupt("action"))?)?,
+                    date: date(r, "business_date")?.ok_or_else(|| StoreError::Corrupt("business_date: null".into()))?,
+                    from: date(r, "from_date")?,
+                    closed_through: date(r, "closed_through")?,
+                    at: r.try_get("at").map_err(corrupt("at"))?,
+                    counted_cash: r.try_get("counted_cash").map_err(corrupt("counted_cash"))?,
+                    difference: r.try_get("difference").map_err(corrupt("difference"))?,
+                })
+            })
+            .collect()
     }
 
     async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {

@@ -46,13 +46,15 @@ pub fn router(state: LedgerState) -> Router {
         .route("/v1/entries/{id}/reversal", post(reverse_entry))
         .route("/v1/merchant", get(get_merchant))
         .route("/v1/days/{date}/close", post(close_day))
+        .route("/v1/days/{date}/reopen", post(reopen_day))
+        .route("/v1/days", get(list_days))
         .with_state(state)
 }
 
 /// The ledger's part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant, close_day),
+    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant, close_day, reopen_day, list_days),
     components(schemas(
         CreateEntryRequest,
         ReversalRequest,
@@ -60,7 +62,10 @@ pub fn router(state: LedgerState) -> Router {
         EntryPage,
         MerchantResponse,
         CloseDayRequest,
-        DayCloseResponse
+        DayCloseResponse,
+        ReopenDayRequest,
+        DayAuditResponse,
+        DaysResponse
     ))
 )]
 pub struct LedgerApi;
@@ -123,6 +128,15 @@ fn ledger_problem(e: LedgerError) -> Problem {
         LedgerError::Store(StoreError::AlreadyClosed { through }) => {
             Problem::new(StatusCode::CONFLICT, "day-already-closed", "The day is already closed")
                 .detail(format!("the books are closed through {through}; reopen first to close again"))
+        }
+        LedgerError::Store(StoreError::NotClosed { closed_through }) => {
+            let detail = match closed_through {
+                Some(through) => {
+                    format!("the books are closed through {through}; only a day on or before it can be reopened")
+                }
+                None => "no day of this merchant is closed".to_owned(),
+            };
+            Problem::new(StatusCode::CONFLICT, "day-not-closed", "The day is not closed").detail(detail)
         }
         LedgerError::Store(StoreError::DayClosed { first_open }) => {
             Problem::new(StatusCode::CONFLICT, "day-closed", "The entry's business day is closed")
@@ -509,6 +523,156 @@ async fn close_day(
     let close =
         state.ledger.close_day(merchant.id, date, counted_cash.map(|a| a.minor()), request.note, closed_by).await?;
     Ok((StatusCode::CREATED, Json(DayCloseResponse::of(&close, merchant.currency))).into_response())
+}
+
+/// The body of `POST /v1/days/{date}/reopen`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReopenDayRequest {
+    /// Why the day is reopened: 1 to 500 characters, required (it goes to the audit trail).
+    #[schema(example = "venda de sábado lançada no dia errado")]
+    pub reason: String,
+}
+
+/// One close or reopen of the audit trail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DayAuditResponse {
+    /// `close` or `reopen`.
+    #[schema(example = "reopen")]
+    pub action: String,
+    /// The day closed, or the first day reopened.
+    #[schema(example = "2026-11-23")]
+    pub date: String,
+    /// When it happened.
+    pub at: String,
+    /// The token's subject (user or client).
+    pub by: String,
+    /// The reopen's reason, or the close's note.
+    pub reason: Option<String>,
+    /// The watermark before and after: the books were closed through these days.
+    pub closed_through_before: Option<String>,
+    pub closed_through_after: Option<String>,
+}
+
+impl DayAuditResponse {
+    fn of(audit: &crate::store::DayAudit) -> Self {
+        Self {
+            action: audit.action.as_str().to_owned(),
+            date: audit.date.to_string(),
+            at: audit.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            by: audit.by.clone(),
+            reason: audit.reason.clone(),
+            closed_through_before: audit.closed_through_before.map(|d| d.to_string()),
+            closed_through_after: audit.closed_through_after.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// Reopen the books from a day: that day and every later closed day take entries again; the
+/// watermark moves back to the day before. Required `reason`, kept in the audit trail.
+#[utoipa::path(
+    post, path = "/v1/days/{date}/reopen", tag = "ledger",
+    params(("date" = String, Path, description = "First business day to reopen, YYYY-MM-DD")),
+    request_body = ReopenDayRequest,
+    responses(
+        (status = 200, body = DayAuditResponse, description = "The reopen's audit row"),
+        (status = 400, description = "Invalid date or reason, or a body of another shape", content_type = "application/problem+json"),
+        (status = 415, description = "No JSON body", content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope days:reopen"),
+        (status = 409, description = "The day is not closed (`day-not-closed`)", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["days:reopen"]))
+)]
+async fn reopen_day(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    Path(date): Path<String>,
+    ApiJson(request): ApiJson<ReopenDayRequest>,
+) -> Result<Json<DayAuditResponse>, ApiError> {
+    principal.require(Scope::DaysReopen)?;
+    let date = parse_date("date", &date)?;
+    let reason = request.reason;
+    let valid =
+        !reason.trim().is_empty() && reason.chars().count() <= NOTE_MAX_CHARS && !reason.chars().any(char::is_control);
+    if !valid {
+        return Err(Problem::invalid_field(
+            "invalid-reason",
+            "reason",
+            format!("1 to {NOTE_MAX_CHARS} characters without control characters"),
+        )
+        .into());
+    }
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let audit = state.ledger.reopen_day(merchant.id, date, reason, principal.subject.clone()).await?;
+    Ok(Json(DayAuditResponse::of(&audit)))
+}
+
+/// Query of `GET /v1/days`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DaysParams {
+    /// First business date, inclusive.
+    from: String,
+    /// Last business date, inclusive (at most 366 days after `from`).
+    to: String,
+}
+
+/// The closes and the audit trail of a range of days.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DaysResponse {
+    /// The merchant's watermark now: every day on or before it is closed (`null`: none).
+    pub closed_through: Option<String>,
+    /// The close records of days in the range, by date then close time (a day closed,
+    /// reopened and closed again has two).
+    pub closes: Vec<DayCloseResponse>,
+    /// Every close and reopen of a day in the range, in the order they happened.
+    pub audit: Vec<DayAuditResponse>,
+}
+
+/// Longest range `GET /v1/days` may span.
+const MAX_DAYS_RANGE: i64 = 366;
+
+/// The close records and the audit trail (who closed or reopened, when, why) of a range of
+/// days. Read with `reports:read`: what an accountant checking closed reports needs, and no
+/// entry.
+#[utoipa::path(
+    get, path = "/v1/days", tag = "ledger",
+    params(DaysParams),
+    responses(
+        (status = 200, body = DaysResponse),
+        (status = 400, description = "Invalid or too long range (at most 366 days)", content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope reports:read"),
+    ),
+    security(("bearer" = ["reports:read"]))
+)]
+async fn list_days(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<DaysParams>,
+) -> Result<Json<DaysResponse>, ApiError> {
+    principal.require(Scope::ReportsRead)?;
+    let from = parse_date("from", &params.from)?;
+    let to = parse_date("to", &params.to)?;
+    if from > to {
+        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`").into());
+    }
+    if from.days_until(to) >= MAX_DAYS_RANGE {
+        return Err(Problem::invalid_field(
+            "date-range-too-long",
+            "to",
+            format!("a listing spans at most {MAX_DAYS_RANGE} days"),
+        )
+        .into());
+    }
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let closed_through = state.ledger.closed_through(merchant.id).await?;
+    let closes = state.ledger.day_closes(merchant.id, from, to).await?;
+    let audit = state.ledger.day_audit(merchant.id, from, to).await?;
+    Ok(Json(DaysResponse {
+        closed_through: closed_through.map(|d| d.to_string()),
+        closes: closes.iter().map(|c| DayCloseResponse::of(c, merchant.currency)).collect(),
+        audit: audit.iter().map(DayAuditResponse::of).collect(),
+    }))
 }
 
 /// A JSON body that may be left out (empty or only whitespace).

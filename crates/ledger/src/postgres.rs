@@ -91,7 +91,8 @@ use cashflow_events::Event;
 
 use crate::group_commit::{Batch, GroupCommit, Intake, Linger};
 use crate::store::{
-    CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError,
+    day_closed_event, day_reopened_event, CloseDay, DayAction, DayAudit, DayClose, EntryQuery, Idempotency,
+    LedgerStore, OutboxBacklog, OutboxRecord, Recorded, ReopenDay, StoreError,
 };
 
 /// The ledger's schema, embedded in the binary.
@@ -110,6 +111,11 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         version: 3,
         description: "adjusts date",
         sql: include_str!("../migrations/postgres/0003_adjusts_date.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 4,
+        description: "day audit",
+        sql: include_str!("../migrations/postgres/0004_day_audit.sql"),
     },
 ];
 
@@ -241,6 +247,74 @@ fn day_close_from_row(row: &PgRow) -> Result<DayClose, StoreError> {
         counted_cash_minor: row.try_get("counted_cash_minor").map_err(corrupt("counted_cash_minor"))?,
         note: row.try_get("note").map_err(corrupt("note"))?,
     })
+}
+
+fn date_of(d: NaiveDate, what: &'static str) -> Result<BusinessDate, StoreError> {
+    BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("{what}: {d}")))
+}
+
+fn day_audit_from_row(row: &PgRow) -> Result<DayAudit, StoreError> {
+    let optional = |name: &'static str| -> Result<Option<BusinessDate>, StoreError> {
+        row.try_get::<Option<NaiveDate>, _>(name).map_err(corrupt(name))?.map(|d| date_of(d, name)).transpose()
+    };
+    Ok(DayAudit {
+        seq: row.try_get("seq").map_err(corrupt("seq"))?,
+        merchant_id: MerchantId::from_uuid(row.try_get("merchant_id").map_err(corrupt("merchant_id"))?),
+        action: DayAction::parse(row.try_get("action").map_err(corrupt("action"))?)?,
+        date: date_of(row.try_get("business_date").map_err(corrupt("business_date"))?, "business_date")?,
+        at: row.try_get("at").map_err(corrupt("at"))?,
+        by: row.try_get("by").map_err(corrupt("by"))?,
+        reason: row.try_get("reason").map_err(corrupt("reason"))?,
+        closed_through_before: optional("closed_through_before")?,
+        closed_through_after: optional("closed_through_after")?,
+    })
+}
+
+/// Locks the merchant's row as a close or a reopen does (see the module docs) and returns its
+/// watermark.
+async fn lock_watermark(conn: &mut PgConnection, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {
+    let through: Option<NaiveDate> =
+        sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(merchant.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?
+            .flatten();
+    through.map(|d| date_of(d, "closed_through")).transpose()
+}
+
+/// Appends an audit row; its `seq`.
+async fn insert_day_audit(conn: &mut PgConnection, audit: &DayAudit) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO day_audit (merchant_id, action, business_date, at, by, reason, closed_through_before,
+                                closed_through_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+    )
+    .bind(audit.merchant_id.as_uuid())
+    .bind(audit.action.as_str())
+    .bind(audit.date.naive())
+    .bind(micros(audit.at))
+    .bind(&audit.by)
+    .bind(&audit.reason)
+    .bind(audit.closed_through_before.map(|d| d.naive()))
+    .bind(audit.closed_through_after.map(|d| d.naive()))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(unavailable)
+}
+
+async fn set_watermark(
+    conn: &mut PgConnection,
+    merchant: MerchantId,
+    through: Option<BusinessDate>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE merchants SET closed_through = $2 WHERE id = $1")
+        .bind(merchant.as_uuid())
+        .bind(through.map(|d| d.naive()))
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 impl PostgresLedgerStore {
@@ -535,6 +609,7 @@ fn again(e: &StoreError) -> StoreError {
         StoreError::MerchantExists => StoreError::MerchantExists,
         StoreError::DayClosed { first_open } => StoreError::DayClosed { first_open: *first_open },
         StoreError::AlreadyClosed { through } => StoreError::AlreadyClosed { through: *through },
+        StoreError::NotClosed { closed_through } => StoreError::NotClosed { closed_through: *closed_through },
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
@@ -761,16 +836,8 @@ impl LedgerStore for PostgresLedgerStore {
     async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Serializes with every write of the merchant's entries: see the module docs.
-        let through: Option<NaiveDate> =
-            sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(close.merchant_id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .flatten();
-        if let Some(through) = through.filter(|through| close.date.naive() <= *through) {
-            let through = BusinessDate::from_naive(through)
-                .ok_or_else(|| StoreError::Corrupt(format!("closed_through: {through}")))?;
+        let previous = lock_watermark(&mut tx, close.merchant_id).await?;
+        if let Some(through) = previous.filter(|through| close.date <= *through) {
             return Err(StoreError::AlreadyClosed { through });
         }
         let (credits, debits, count, expected): (i64, i64, i64, i64) = sqlx::query_as(
@@ -815,14 +882,68 @@ impl LedgerStore for PostgresLedgerStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        sqlx::query("UPDATE merchants SET closed_through = $2 WHERE id = $1")
-            .bind(close.merchant_id.as_uuid())
-            .bind(close.date.naive())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        set_watermark(&mut tx, close.merchant_id, Some(close.date)).await?;
+        let audit = DayAudit {
+            seq: 0,
+            merchant_id: close.merchant_id,
+            action: DayAction::Close,
+            date: close.date,
+            at: record.closed_at,
+            by: record.closed_by.clone(),
+            reason: record.note.clone(),
+            closed_through_before: previous,
+            closed_through_after: Some(close.date),
+        };
+        let seq = insert_day_audit(&mut tx, &audit).await?;
+        insert_outbox(&mut tx, &OutboxRow::of(&day_closed_event(&record, previous, seq))).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(record)
+    }
+
+    #[tracing::instrument(skip_all, fields(merchant_id = %reopen.merchant_id, date = %reopen.date))]
+    async fn reopen_day(&self, reopen: &ReopenDay) -> Result<DayAudit, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The same lock as a close: records wait for the reopen's commit, and then see it.
+        let previous = match lock_watermark(&mut tx, reopen.merchant_id).await? {
+            Some(through) if reopen.date <= through => through,
+            closed_through => return Err(StoreError::NotClosed { closed_through }),
+        };
+        let after = reopen.date.pred();
+        set_watermark(&mut tx, reopen.merchant_id, after).await?;
+        let mut audit = DayAudit {
+            seq: 0,
+            merchant_id: reopen.merchant_id,
+            action: DayAction::Reopen,
+            date: reopen.date,
+            at: micros(reopen.reopened_at),
+            by: reopen.reopened_by.clone(),
+            reason: Some(reopen.reason.clone()),
+            closed_through_before: Some(previous),
+            closed_through_after: after,
+        };
+        audit.seq = insert_day_audit(&mut tx, &audit).await?;
+        insert_outbox(&mut tx, &OutboxRow::of(&day_reopened_event(&audit, previous))).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(audit)
+    }
+
+    async fn day_audit(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayAudit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, merchant_id, action, business_date, at, by, reason, closed_through_before, closed_through_after
+             FROM day_audit WHERE merchant_id = $1 AND business_date BETWEEN $2 AND $3 ORDER BY seq",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(day_audit_from_row).collect()
     }
 
     async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {

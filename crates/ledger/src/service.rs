@@ -14,7 +14,9 @@ use cashflow_domain::{
 };
 use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 
-use crate::store::{CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, Recorded, StoreError};
+use crate::store::{
+    CloseDay, DayAudit, DayClose, EntryQuery, Idempotency, LedgerStore, Recorded, ReopenDay, StoreError,
+};
 
 /// Why a ledger use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +232,40 @@ impl Ledger {
             return Err(LedgerError::FutureDay(date));
         }
         let close = CloseDay { merchant_id, date, closed_at, closed_by, counted_cash_minor, note };
-        Ok(self.store.close_day(&close).await?)
+        let record = self.store.close_day(&close).await?;
+        self.outbox_written.notify_one();
+        Ok(record)
+    }
+
+    /// Reopens the merchant's books from `date` (that day and every later closed one): the
+    /// watermark moves back to the day before. `reason` is required, `reopened_by` is who asked.
+    pub async fn reopen_day(
+        &self,
+        merchant_id: MerchantId,
+        date: BusinessDate,
+        reason: String,
+        reopened_by: String,
+    ) -> Result<DayAudit, LedgerError> {
+        self.merchant(merchant_id).await?;
+        let reopen = ReopenDay { merchant_id, date, reopened_at: now(), reopened_by, reason };
+        let audit = self.store.reopen_day(&reopen).await?;
+        self.outbox_written.notify_one();
+        Ok(audit)
+    }
+
+    /// The merchant's closes and reopens of days in `from..=to`, in the order they happened.
+    pub async fn day_audit(
+        &self,
+        merchant_id: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayAudit>, LedgerError> {
+        Ok(self.store.day_audit(merchant_id, from, to).await?)
+    }
+
+    /// The last day the merchant's books are closed through, if any.
+    pub async fn closed_through(&self, merchant_id: MerchantId) -> Result<Option<BusinessDate>, LedgerError> {
+        Ok(self.store.closed_through(merchant_id).await?)
     }
 
     /// The merchant's close records for days in `from..=to`.

@@ -1,13 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The ledger's migrations run on an existing database: one migrated by the release before
-//! adjustments (migrations 1 and 2), holding a merchant, an entry and a close, opens with the
-//! current store, keeps every row as it was and takes adjustments. SQLite always; Postgres
-//! when `CASHFLOW_TEST_POSTGRES_URL` is set.
+//! adjustments and reopening (migrations 1 and 2), holding a merchant, an entry and a close,
+//! opens with the current store, keeps every row as it was, has its close in the audit trail
+//! and takes adjustments and reopens. SQLite always; Postgres when `CASHFLOW_TEST_POSTGRES_URL`
+//! is set.
 
 mod fixtures;
 
 use cashflow_db::MigrationSource;
-use cashflow_ledger::store::Recorded;
+use cashflow_ledger::store::{DayAction, Recorded, ReopenDay};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
 use fixtures::*;
 
@@ -49,11 +50,25 @@ async fn then_the_old_rows_read_as_before_and_an_adjustment_is_taken(store: &dyn
     let recorded = store.record(&adjustment, None, &recorded_event(&adjustment)).await.unwrap();
     assert_eq!(recorded, Recorded::Created(adjustment.clone()));
     assert_eq!(store.entry(merchant, adjustment.id).await.unwrap(), Some(adjustment));
+
+    let audit = store.day_audit(merchant, date("2026-11-01"), date("2026-11-30")).await.unwrap();
+    let trail: Vec<_> =
+        audit.iter().map(|a| (a.action, a.date, a.closed_through_before, a.closed_through_after)).collect();
+    assert_eq!(trail, vec![(DayAction::Close, date("2026-11-23"), None, Some(date("2026-11-23")))]);
+    let reopen = ReopenDay {
+        merchant_id: merchant,
+        date: date("2026-11-23"),
+        reopened_at: now(),
+        reopened_by: "gerente".into(),
+        reason: "conferência".into(),
+    };
+    store.reopen_day(&reopen).await.unwrap();
+    assert_eq!(store.closed_through(merchant).await.unwrap(), Some(date("2026-11-22")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sqlite_ledger_of_the_release_before_adjustments_migrates_in_place() {
-    // Given a ledger.db migrated and written by the release before adjustments
+async fn an_sqlite_ledger_of_the_release_before_adjustments_and_reopening_migrates_in_place() {
+    // Given a ledger.db migrated and written by the release before adjustments and reopening
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
     let pool = cashflow_db::open_sqlite(&url, 1).await.unwrap();
@@ -67,6 +82,11 @@ async fn an_sqlite_ledger_of_the_release_before_adjustments_migrates_in_place() 
             "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, occurred_at,
                                   business_date, recorded_at)
              VALUES ('{ENTRY}', '{MERCHANT}', 'credit', 15000, 'BRL', 'Venda', 0, '2026-11-22', 0)"
+        ),
+        format!(
+            "INSERT INTO day_closes (merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor,
+                                     entry_count, expected_balance_minor)
+             VALUES ('{MERCHANT}', '2026-11-23', 0, 'operator', 0, 0, 0, 15000)"
         ),
     ] {
         sqlx::query(&sql).execute(&pool).await.unwrap();
@@ -82,8 +102,8 @@ async fn an_sqlite_ledger_of_the_release_before_adjustments_migrates_in_place() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
-async fn a_postgres_ledger_of_the_release_before_adjustments_migrates_in_place() {
-    // Given a ledger schema migrated and written by the release before adjustments
+async fn a_postgres_ledger_of_the_release_before_adjustments_and_reopening_migrates_in_place() {
+    // Given a ledger schema migrated and written by the release before adjustments and reopening
     let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL").unwrap();
     let db = cashflow_db::TestDatabase::create(&admin).await.unwrap();
     let pool = cashflow_db::open_postgres(db.url(), 1, "ledger").await.unwrap();
@@ -97,6 +117,11 @@ async fn a_postgres_ledger_of_the_release_before_adjustments_migrates_in_place()
             "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, occurred_at,
                                   business_date, recorded_at)
              VALUES ('{ENTRY}', '{MERCHANT}', 'credit', 15000, 'BRL', 'Venda', now(), '2026-11-22', now())"
+        ),
+        format!(
+            "INSERT INTO day_closes (merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor,
+                                     entry_count, expected_balance_minor)
+             VALUES ('{MERCHANT}', '2026-11-23', now(), 'operator', 0, 0, 0, 15000)"
         ),
     ] {
         sqlx::query(&sql).execute(&pool).await.unwrap();
