@@ -17,7 +17,9 @@ use cashflow_domain::{daily_balances, BusinessDate, Currency, MerchantId};
 use cashflow_http::{ApiQuery, Problem};
 
 use crate::cache::{Lookup, ReportCache};
-use crate::report::{day_balance, CachedReport, DailyBalanceRange, DailyBalanceResponse, DayBalance};
+use crate::report::{
+    day_balance, AdjustmentResponse, CachedReport, DailyBalanceRange, DailyBalanceResponse, DayBalance,
+};
 use crate::store::{closed_day, ConsolidationStore, MerchantBooks, StoreError};
 
 /// How long a client may keep a closed day's report without asking again (a day): it cannot
@@ -52,7 +54,10 @@ pub fn router(state: ConsolidationState) -> Router {
 
 /// The consolidation's part of the OpenAPI document.
 #[derive(OpenApi)]
-#[openapi(paths(daily, daily_range), components(schemas(DailyBalanceResponse, DailyBalanceRange, DayBalance)))]
+#[openapi(
+    paths(daily, daily_range),
+    components(schemas(DailyBalanceResponse, DailyBalanceRange, DayBalance, AdjustmentResponse))
+)]
 pub struct ConsolidationApi;
 
 /// Every way a report request can fail.
@@ -206,10 +211,11 @@ async fn daily(
     let books = books(&state, merchant).await?;
     let (opening, days) = state.store.days(merchant, date, date).await?;
     let marks = state.store.day_marks(merchant, date, date).await?;
+    let adjustments = state.store.adjustments(merchant, date, date).await?;
     let balances = daily_balances(opening, date, date, &days).map_err(report_problem)?;
     let day = balances
         .first()
-        .map(|d| day_balance(d, books.currency, closed_day(&marks, date)))
+        .map(|d| day_balance(d, books.currency, closed_day(&marks, date), &adjustments))
         .ok_or_else(|| ApiError::Problem(Problem::internal()))?;
     let report = DailyBalanceResponse {
         date: day.date,
@@ -225,6 +231,7 @@ async fn daily(
         closed_at: day.closed_at,
         counted_cash: day.counted_cash,
         difference: day.difference,
+        adjustments: day.adjustments,
     };
     let report = CachedReport::of(&report).map_err(|e| {
         tracing::error!(error = %e, "report serialization failed");
@@ -278,9 +285,10 @@ async fn daily_range(
     let books = books(&state, principal.merchant_id).await?;
     let (opening, days) = state.store.days(principal.merchant_id, from, to).await?;
     let marks = state.store.day_marks(principal.merchant_id, from, to).await?;
+    let adjustments = state.store.adjustments(principal.merchant_id, from, to).await?;
     let balances = daily_balances(opening, from, to, &days).map_err(report_problem)?;
     let days: Vec<DayBalance> =
-        balances.iter().map(|d| day_balance(d, books.currency, closed_day(&marks, d.date))).collect();
+        balances.iter().map(|d| day_balance(d, books.currency, closed_day(&marks, d.date), &adjustments)).collect();
     if wants_csv(&headers) {
         return Ok(csv(books.currency, &days));
     }

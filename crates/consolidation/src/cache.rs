@@ -193,6 +193,7 @@ mod tests {
             closed_at: None,
             counted_cash: None,
             difference: None,
+            adjustments: Vec::new(),
         })
         .unwrap()
     }

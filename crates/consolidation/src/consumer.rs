@@ -266,6 +266,15 @@ mod tests {
             self.check()?;
             self.inner.merchants().await
         }
+        async fn adjustments(
+            &self,
+            merchant: MerchantId,
+            from: BusinessDate,
+            to: BusinessDate,
+        ) -> Result<crate::store::Adjustments, StoreError> {
+            self.check()?;
+            self.inner.adjustments(merchant, from, to).await
+        }
         async fn day_marks(
             &self,
             merchant: MerchantId,

@@ -41,7 +41,8 @@ use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, 
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
 use crate::store::{
-    corrupt, first_copies, touch, ApplySummary, ConsolidationStore, DayMark, MarkAction, MerchantBooks, StoreError,
+    add_adjustment, corrupt, first_copies, touch, Adjustments, ApplySummary, ConsolidationStore, DayMark, MarkAction,
+    MerchantBooks, StoreError,
 };
 
 /// The consolidation's schema, embedded in the binary.
@@ -55,6 +56,11 @@ pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         version: 2,
         description: "day marks",
         sql: include_str!("../migrations/postgres/0002_day_marks.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "day adjustments",
+        sql: include_str!("../migrations/postgres/0003_day_adjustments.sql"),
     },
 ];
 
@@ -127,6 +133,35 @@ async fn set_day(
     )
     .bind(merchant.as_uuid())
     .bind(date.naive())
+    .bind(totals.total_credits.minor())
+    .bind(totals.total_debits.minor())
+    .bind(count_to_db(totals.entry_count))
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Adds a batch's adjustments of one (day, closed day) by an atomic increment.
+async fn add_adjustment_row(
+    tx: &mut PgConnection,
+    merchant: MerchantId,
+    date: BusinessDate,
+    meant_for: BusinessDate,
+    totals: &DayTotals,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO day_adjustments AS t (merchant_id, business_date, adjusts_date, total_credits, total_debits,
+                                            entry_count)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (merchant_id, business_date, adjusts_date) DO UPDATE SET
+           total_credits = t.total_credits + excluded.total_credits,
+           total_debits = t.total_debits + excluded.total_debits,
+           entry_count = t.entry_count + excluded.entry_count",
+    )
+    .bind(merchant.as_uuid())
+    .bind(date.naive())
+    .bind(meant_for.naive())
     .bind(totals.total_credits.minor())
     .bind(totals.total_debits.minor())
     .bind(count_to_db(totals.entry_count))
@@ -324,6 +359,7 @@ impl ConsolidationStore for PostgresConsolidationStore {
         }
 
         let mut rejected: Vec<Uuid> = Vec::new();
+        let mut adjustments: BTreeMap<(MerchantId, BusinessDate, BusinessDate), DayTotals> = BTreeMap::new();
         for ((merchant, date), postings) in &mut days {
             postings.sort_unstable_by_key(|(id, _)| *id);
             let entries: Vec<&EntryRecorded> = postings.iter().map(|(_, e)| *e).collect();
@@ -331,6 +367,7 @@ impl ConsolidationStore for PostgresConsolidationStore {
             for ((event_id, e), applied) in postings.iter().zip(applied) {
                 if applied {
                     outcomes.insert(*event_id, ApplyOutcome::Applied);
+                    add_adjustment(&mut adjustments, e);
                     touch(&mut merchants, e.merchant_id, e.currency, micros(e.recorded_at));
                     changed_from.entry(*merchant).and_modify(|d| *d = (*d).min(*date)).or_insert(*date);
                 } else {
@@ -348,6 +385,10 @@ impl ConsolidationStore for PostgresConsolidationStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+        }
+        // Atomic increments in key order, after the day rows: the lock order of the module docs.
+        for ((merchant, date, meant_for), totals) in &adjustments {
+            add_adjustment_row(&mut tx, *merchant, *date, *meant_for, totals).await?;
         }
         // In (merchant, seq) order, after the day rows: the lock order of the module docs.
         for ((merchant, _), mark) in &marks {
@@ -453,6 +494,29 @@ impl ConsolidationStore for PostgresConsolidationStore {
                 })
             })
             .collect()
+    }
+
+    async fn adjustments(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Adjustments, StoreError> {
+        let rows = sqlx::query(
+            "SELECT business_date, adjusts_date, total_credits, total_debits, entry_count FROM day_adjustments
+             WHERE merchant_id = $1 AND business_date >= $2 AND business_date <= $3",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::postgres::PgRow, name: &'static str| -> Result<BusinessDate, StoreError> {
+            let d: NaiveDate = r.try_get(name).map_err(corrupt(name))?;
+            BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("{name}: {d}")))
+        };
+        rows.iter().map(|r| Ok(((date(r, "business_date")?, date(r, "adjusts_date")?), totals_from_row(r)?))).collect()
     }
 
     async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {

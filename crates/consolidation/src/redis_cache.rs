@@ -572,6 +572,7 @@ mod tests {
             closed_at: None,
             counted_cash: None,
             difference: None,
+            adjustments: Vec::new(),
         })
         .unwrap();
         // Clear the rest period so that only the NEVER check can skip the round trip.

@@ -10,9 +10,38 @@ use utoipa::ToSchema;
 use chrono::SecondsFormat;
 use sha2::{Digest, Sha256};
 
-use cashflow_domain::{Currency, DailyBalance};
+use cashflow_domain::{Currency, DailyBalance, DayTotals};
 
-use crate::store::ClosedDay;
+use crate::store::{Adjustments, ClosedDay};
+
+/// The part of a day's totals recorded for an earlier, closed day: entries sent with
+/// `adjust_into_open_day`, and reversals of a closed day's entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AdjustmentResponse {
+    /// The closed day these entries were meant for.
+    #[schema(example = "2026-11-22")]
+    pub adjusts_date: String,
+    pub total_credits: String,
+    pub total_debits: String,
+    pub entry_count: u64,
+}
+
+/// The adjustments counted on `day`, by the closed day they were meant for.
+fn adjustments_on(
+    adjustments: &Adjustments,
+    day: cashflow_domain::BusinessDate,
+    c: Currency,
+) -> Vec<AdjustmentResponse> {
+    adjustments
+        .range((day, cashflow_domain::BusinessDate::MIN)..=(day, cashflow_domain::BusinessDate::MAX))
+        .map(|((_, meant_for), t): (_, &DayTotals)| AdjustmentResponse {
+            adjusts_date: meant_for.to_string(),
+            total_credits: t.total_credits.format(c),
+            total_debits: t.total_debits.format(c),
+            entry_count: t.entry_count,
+        })
+        .collect()
+}
 
 /// The consolidated balance of one business date.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -43,6 +72,9 @@ pub struct DailyBalanceResponse {
     /// Counted minus expected ("quebra de caixa"), with `counted_cash`; `null` otherwise.
     #[schema(example = "-9.50")]
     pub difference: Option<String>,
+    /// The part of this day's totals recorded for earlier, closed days, per closed day
+    /// (empty when none).
+    pub adjustments: Vec<AdjustmentResponse>,
 }
 
 /// One day of a range report.
@@ -60,6 +92,7 @@ pub struct DayBalance {
     pub closed_at: Option<String>,
     pub counted_cash: Option<String>,
     pub difference: Option<String>,
+    pub adjustments: Vec<AdjustmentResponse>,
 }
 
 /// Daily balances of a range of business dates.
@@ -72,7 +105,12 @@ pub struct DailyBalanceRange {
 }
 
 /// One day of a report, formatted in the merchant's currency, with its close if it is closed.
-pub(crate) fn day_balance(d: &DailyBalance, c: Currency, closed: Option<ClosedDay>) -> DayBalance {
+pub(crate) fn day_balance(
+    d: &DailyBalance,
+    c: Currency,
+    closed: Option<ClosedDay>,
+    adjustments: &Adjustments,
+) -> DayBalance {
     DayBalance {
         date: d.date.to_string(),
         opening_balance: d.opening_balance.format(c),
@@ -85,6 +123,7 @@ pub(crate) fn day_balance(d: &DailyBalance, c: Currency, closed: Option<ClosedDa
         closed_at: closed.map(|x| x.closed_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         counted_cash: closed.and_then(|x| x.counted_cash).map(|m| c.format_minor(m)),
         difference: closed.and_then(|x| x.difference).map(|m| c.format_minor(m)),
+        adjustments: adjustments_on(adjustments, d.date, c),
     }
 }
 
@@ -156,6 +195,7 @@ mod tests {
             closed_at: closed.then(|| "2026-11-24T00:00:00.000000Z".into()),
             counted_cash: None,
             difference: None,
+            adjustments: Vec::new(),
         }
     }
 

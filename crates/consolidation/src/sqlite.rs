@@ -17,7 +17,8 @@ use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, 
 use cashflow_events::{Event, EventBody};
 
 use crate::store::{
-    corrupt, first_copies, touch, ApplySummary, ConsolidationStore, DayMark, MarkAction, MerchantBooks, StoreError,
+    add_adjustment, corrupt, first_copies, touch, Adjustments, ApplySummary, ConsolidationStore, DayMark, MarkAction,
+    MerchantBooks, StoreError,
 };
 
 /// Sets a day's totals (the consumer's batches and reconciliation's rebuilds).
@@ -40,7 +41,21 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "day marks",
         sql: include_str!("../migrations/sqlite/0002_day_marks.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "day adjustments",
+        sql: include_str!("../migrations/sqlite/0003_day_adjustments.sql"),
+    },
 ];
+
+/// Adds a batch's adjustments of one (day, closed day).
+const ADD_ADJUSTMENT: &str = "
+INSERT INTO day_adjustments (merchant_id, business_date, adjusts_date, total_credits, total_debits, entry_count)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (merchant_id, business_date, adjusts_date) DO UPDATE SET
+  total_credits = total_credits + excluded.total_credits,
+  total_debits = total_debits + excluded.total_debits,
+  entry_count = entry_count + excluded.entry_count";
 
 /// Records a close or reopen; a mark already recorded (same merchant and seq) is left as is.
 const INSERT_MARK: &str = "
@@ -94,6 +109,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
     let mut days: BTreeMap<(MerchantId, BusinessDate), (String, String, DayTotals, bool)> = BTreeMap::new();
     let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
     let mut marks: Vec<(MerchantId, DayMark)> = Vec::new();
+    let mut adjustments: BTreeMap<(MerchantId, BusinessDate, BusinessDate), DayTotals> = BTreeMap::new();
     {
         let mut processed = tx.prepare_cached("SELECT 1 FROM processed_events WHERE event_id = ?1")?;
         let mut stored_day = tx.prepare_cached(
@@ -154,6 +170,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                     }
                     *totals = posted;
                     *changed = true;
+                    add_adjustment(&mut adjustments, e);
                     touch(&mut merchants, e.merchant_id, e.currency, e.recorded_at.timestamp_micros());
                     changed_from
                         .entry(e.merchant_id)
@@ -182,6 +199,17 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                     i64::try_from(totals.entry_count).unwrap_or(i64::MAX),
                 ])?;
             }
+        }
+        let mut add = tx.prepare_cached(ADD_ADJUSTMENT)?;
+        for ((merchant, date, meant_for), totals) in &adjustments {
+            add.execute(params![
+                merchant.to_string(),
+                date.to_string(),
+                meant_for.to_string(),
+                totals.total_credits.minor(),
+                totals.total_debits.minor(),
+                i64::try_from(totals.entry_count).unwrap_or(i64::MAX),
+            ])?;
         }
         let mut insert_mark = tx.prepare_cached(INSERT_MARK)?;
         for (merchant, mark) in &marks {
@@ -327,6 +355,38 @@ impl ConsolidationStore for SqliteConsolidationStore {
                     counted_cash: r.try_get("counted_cash").map_err(corrupt("counted_cash"))?,
                     difference: r.try_get("difference").map_err(corrupt("difference"))?,
                 })
+            })
+            .collect()
+    }
+
+    async fn adjustments(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Adjustments, StoreError> {
+        let rows = sqlx::query(
+            "SELECT business_date, adjusts_date, total_credits, total_debits, entry_count FROM day_adjustments
+             WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3",
+        )
+        .bind(merchant.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::sqlite::SqliteRow, name: &'static str| -> Result<BusinessDate, StoreError> {
+            BusinessDate::parse(r.try_get(name).map_err(corrupt(name))?).map_err(corrupt(name))
+        };
+        rows.iter()
+            .map(|r| {
+                let totals = DayTotals {
+                    total_credits: Balance::from_minor(r.try_get("total_credits").map_err(corrupt("total_credits"))?),
+                    total_debits: Balance::from_minor(r.try_get("total_debits").map_err(corrupt("total_debits"))?),
+                    entry_count: u64::try_from(r.try_get::<i64, _>("entry_count").map_err(corrupt("entry_count"))?)
+                        .map_err(corrupt("entry_count"))?,
+                };
+                Ok(((date(r, "business_date")?, date(r, "adjusts_date")?), totals))
             })
             .collect()
     }

@@ -210,6 +210,23 @@ impl DayMark {
     }
 }
 
+/// Adjustment totals by (the day they count on, the closed day they were meant for).
+pub type Adjustments = BTreeMap<(BusinessDate, BusinessDate), DayTotals>;
+
+/// Adds an applied entry to the batch's adjustment totals if it is an adjustment. The sums are
+/// a part of its day's totals, which were checked, so they cannot overflow.
+pub(crate) fn add_adjustment(
+    adjustments: &mut BTreeMap<(MerchantId, BusinessDate, BusinessDate), DayTotals>,
+    entry: &cashflow_events::EntryRecorded,
+) {
+    if let Some(meant_for) = entry.adjusts_date {
+        let totals = adjustments.entry((entry.merchant_id, entry.business_date, meant_for)).or_default();
+        if totals.post(entry.kind, entry.amount).is_err() {
+            tracing::error!(entry_id = %entry.entry_id, "adjustment totals overflow; not counted as an adjustment");
+        }
+    }
+}
+
 /// What a closed day's report says about its close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClosedDay {
@@ -267,6 +284,15 @@ pub trait ConsolidationStore: Send + Sync + 'static {
         from: BusinessDate,
         to: BusinessDate,
     ) -> Result<Vec<DayMark>, StoreError>;
+
+    /// The adjustments counted on each day of `from..=to` that has any, by (day, the closed
+    /// day they were meant for): the part of the day's totals recorded for closed days.
+    async fn adjustments(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Adjustments, StoreError>;
 
     /// Every merchant consolidation knows, in id order.
     async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError>;

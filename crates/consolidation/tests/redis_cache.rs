@@ -34,6 +34,7 @@ fn report(closing: &str) -> CachedReport {
         closed_at: None,
         counted_cash: None,
         difference: None,
+        adjustments: Vec::new(),
     })
     .unwrap()
 }

@@ -92,6 +92,7 @@ contract! {
     concurrent_consumers_on_one_hot_day_count_every_event_once,
     a_healthy_store_answers_pings,
     closes_and_reopens_in_any_order_and_twice_leave_the_newest_watermark,
+    adjustments_are_summed_per_day_and_closed_day_once_each,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -572,4 +573,46 @@ async fn closes_and_reopens_in_any_order_and_twice_leave_the_newest_watermark(st
     assert_eq!(store.apply(&[stale]).await.unwrap().applied.len(), 1);
     let known = store.day_marks(merchant, from, to).await.unwrap();
     assert!(closed_day(&known, date("2026-11-24")).is_some());
+}
+
+async fn adjustments_are_summed_per_day_and_closed_day_once_each(store: Arc<dyn ConsolidationStore>) {
+    // Given a merchant, an ordinary sale of the 24th and three adjustments counted on the 24th
+    // (two for the 20th, one reversal for the 22nd)
+    let merchant = MerchantId::new();
+    store.apply(&[registration(merchant, at("2026-11-01T12:00:00Z"))]).await.unwrap();
+    let adjusting = |meant_for: &str, kind: EntryType, minor: i64| {
+        let mut event = posting(merchant, "2026-11-24", kind, minor);
+        if let EventBody::EntryRecorded(e) = &mut event.body {
+            e.adjusts_date = Some(date(meant_for));
+        }
+        event
+    };
+    let events = vec![
+        posting(merchant, "2026-11-24", EntryType::Credit, 10_000),
+        adjusting("2026-11-20", EntryType::Credit, 2_500),
+        adjusting("2026-11-20", EntryType::Debit, 500),
+        adjusting("2026-11-22", EntryType::Debit, 4_000),
+    ];
+
+    // When they are applied, and then all delivered again
+    store.apply(&events).await.unwrap();
+    let again = store.apply(&events).await.unwrap();
+
+    // Then the day counts all four once, and its adjustments are the three, per closed day
+    assert_eq!(again.duplicates.len(), 4);
+    let (_, days) = store.days(merchant, date("2026-11-24"), date("2026-11-24")).await.unwrap();
+    assert_eq!(days[&date("2026-11-24")].entry_count, 4);
+    let adjustments = store.adjustments(merchant, date("2026-11-01"), date("2026-11-30")).await.unwrap();
+    let summary: Vec<_> = adjustments
+        .iter()
+        .map(|((day, meant_for), t)| (*day, *meant_for, t.total_credits.minor(), t.total_debits.minor(), t.entry_count))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (date("2026-11-24"), date("2026-11-20"), 2_500, 500, 2),
+            (date("2026-11-24"), date("2026-11-22"), 0, 4_000, 1),
+        ]
+    );
+    assert!(store.adjustments(merchant, date("2026-11-25"), date("2026-11-30")).await.unwrap().is_empty());
 }

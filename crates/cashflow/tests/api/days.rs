@@ -56,6 +56,14 @@ async fn an_entry_for_a_closed_day_is_adjusted_into_the_first_open_day_when_aske
     let (day22, day24) = (app.balance("2026-11-22").await, app.balance("2026-11-24").await);
     assert_eq!((day22["total_credits"].as_str(), day22["closing_balance"].as_str()), (Some("100.00"), Some("100.00")));
     assert_eq!((day24["total_credits"].as_str(), day24["closing_balance"].as_str()), (Some("25.00"), Some("125.00")));
+    // And the 24th's report shows which part of it adjusts the 22nd; the 22nd has none
+    assert_eq!(
+        day24["adjustments"],
+        json!([{"adjusts_date": "2026-11-22", "total_credits": "25.00", "total_debits": "0.00", "entry_count": 1}])
+    );
+    assert_eq!(day22["adjustments"], json!([]));
+    let range = app.get("/v1/balances/daily?from=2026-11-22&to=2026-11-24").await.json();
+    assert_eq!(range["days"][2]["adjustments"], day24["adjustments"]);
 }
 
 #[tokio::test]
@@ -97,7 +105,10 @@ async fn the_reversal_of_a_closed_days_entry_is_dated_on_the_first_open_day() {
     assert_eq!(reversal["reversal_of"], sale["id"]);
     app.consolidate().await;
     assert_eq!(app.balance("2026-11-20").await["closing_balance"], "40.00");
-    assert_eq!(app.balance("2026-11-24").await["closing_balance"], "0.00");
+    let day24 = app.balance("2026-11-24").await;
+    assert_eq!(day24["closing_balance"], "0.00");
+    assert_eq!(day24["adjustments"][0]["adjusts_date"], "2026-11-20");
+    assert_eq!(day24["adjustments"][0]["total_debits"], "40.00");
 }
 
 #[tokio::test]
