@@ -228,8 +228,20 @@ impl TestApp {
 
 #[tokio::test]
 async fn a_closed_days_report_says_so_and_is_served_with_an_etag_that_a_reopen_changes() {
+    closed_day_reports_and_their_etags(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+#[cfg_attr(not(redis_tests), ignore = "set CASHFLOW_TEST_REDIS_URL to cache the reports in Redis")]
+async fn a_closed_days_report_cached_in_redis_turns_open_on_a_reopen_and_its_etag_changes() {
+    let url = std::env::var("CASHFLOW_TEST_REDIS_URL").expect("CASHFLOW_TEST_REDIS_URL");
+    closed_day_reports_and_their_etags(TestApp::spawn_with_cache(Some(&url)).await).await;
+}
+
+/// The closed-day report rules, whichever cache holds the reports (each read below after a
+/// change is a cache entry the consumer had to invalidate).
+async fn closed_day_reports_and_their_etags(app: TestApp) {
     // Given sales on the 22nd and 23rd, the 23rd's report read (and cached) while open
-    let app = TestApp::spawn().await;
     app.record("credit", "100.00", "2026-11-22T10:00:00-03:00").await;
     app.record("credit", "150.00", "2026-11-23T10:00:00-03:00").await;
     app.consolidate().await;
