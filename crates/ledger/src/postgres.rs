@@ -64,6 +64,10 @@
 //!   a locking read waited for), so the write sees the new watermark and refuses the entries
 //!   it covers. Nothing dated in a closed day is committed after the close's snapshot.
 //!
+//! A reopen takes the same lock as a close before it moves the watermark back, so the same
+//! argument holds for it (a write that waited sees the older watermark). A close's or reopen's
+//! audit row and event are written in its transaction.
+//!
 //! Share locks do not conflict with each other, so writers still run concurrently, and an
 //! entry's foreign key check (`FOR KEY SHARE`) does not conflict with the close's lock. A
 //! close locks one row and then waits for nothing, so no cycle of waits (deadlock) can form;

@@ -37,6 +37,8 @@
 //! same transaction or a later one) or after it (it sees the new watermark and is refused with
 //! [`StoreError::DayClosed`]). Another process writing the same file would need SQLite's write
 //! lock, which `BEGIN IMMEDIATE` holds for the whole transaction: the same argument holds.
+//! A reopen moves the watermark back the same way (one more request of the writer), and a
+//! close's or reopen's audit row and event are written in its transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

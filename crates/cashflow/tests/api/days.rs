@@ -326,3 +326,26 @@ async fn the_range_report_and_its_csv_carry_the_close_columns() {
     assert_eq!(lines[1], format!("2026-11-21,BRL,0.00,10.00,0.00,10.00,10.00,1,true,{closed_at},10.00,0.00"));
     assert_eq!(lines[2], "2026-11-22,BRL,10.00,0.00,0.00,0.00,10.00,0,false,,,");
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_closing_reopening_listing_and_closed_day_reports() {
+    let doc = TestApp::spawn().await.get("/openapi.json").await.json();
+    let paths = &doc["paths"];
+    assert!(paths["/v1/days/{date}/close"]["post"].is_object());
+    let reopen = &paths["/v1/days/{date}/reopen"]["post"];
+    for status in ["200", "400", "403", "409", "415"] {
+        assert!(reopen["responses"][status].is_object(), "reopen {status}");
+    }
+    assert_eq!(reopen["security"][0]["bearer"], json!(["days:reopen"]));
+    assert_eq!(paths["/v1/days"]["get"]["security"][0]["bearer"], json!(["reports:read"]));
+    let daily = &paths["/v1/balances/daily/{date}"]["get"]["responses"];
+    assert!(daily["304"].is_object());
+    assert!(daily["200"]["headers"]["ETag"].is_object());
+    let schemas = &doc["components"]["schemas"];
+    for field in ["closed", "closed_at", "counted_cash", "difference", "adjustments"] {
+        assert!(schemas["DailyBalanceResponse"]["properties"][field].is_object(), "report field {field}");
+    }
+    assert!(schemas["CreateEntryRequest"]["properties"]["adjust_into_open_day"].is_object());
+    assert!(schemas["EntryResponse"]["properties"]["adjusts_date"].is_object());
+    assert!(schemas["DaysResponse"]["properties"]["audit"].is_object());
+}
