@@ -349,3 +349,23 @@ async fn the_openapi_document_describes_closing_reopening_listing_and_closed_day
     assert!(schemas["EntryResponse"]["properties"]["adjusts_date"].is_object());
     assert!(schemas["DaysResponse"]["properties"]["audit"].is_object());
 }
+
+#[tokio::test]
+async fn an_adjustment_sent_again_with_its_idempotency_key_is_replayed_not_recorded_twice() {
+    // Given the books closed through the 23rd and an adjustment of the 22nd sent with a key
+    let app = TestApp::spawn().await;
+    assert_eq!(app.day("2026-11-23", "close", None).await.status, StatusCode::CREATED);
+    let body = json!({"type": "credit", "amount": "25.00", "description": "Venda esquecida",
+                      "occurred_at": "2026-11-22T15:00:00-03:00", "adjust_into_open_day": true});
+    let first = app.post_with_key("esquecida-1", body.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+
+    // When it is sent again with the same key
+    let again = app.post_with_key("esquecida-1", body).await;
+
+    // Then it is the same entry, replayed, and the 24th holds it once
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json(), first.json());
+    assert_eq!(app.get("/v1/entries?date=2026-11-24").await.json()["items"].as_array().unwrap().len(), 1);
+}
