@@ -205,6 +205,7 @@ pub async fn consolidation_ceiling(
                         currency: Currency::BRL,
                         recorded_at: now,
                         reversal_of: None,
+                        adjusts_date: None,
                     }),
                 ));
             }

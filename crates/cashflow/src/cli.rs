@@ -219,6 +219,72 @@ pub enum Command {
     /// Manage the built-in token issuer.
     #[command(subcommand)]
     Issuer(IssuerCommand),
+    /// Close, reopen and list a merchant's days (the same rules as `/v1/days`).
+    #[command(subcommand)]
+    Day(DayCommand),
+}
+
+/// `day …`: written to the ledger store the services use, so it works while they run (the
+/// relay publishes the close's or reopen's event like any other).
+#[derive(Debug, Subcommand)]
+pub enum DayCommand {
+    /// Close the merchant's books through a day (that day and every earlier one).
+    Close {
+        /// The merchant.
+        #[arg(long)]
+        merchant: String,
+        /// The business day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// What was counted in the drawer, a decimal in the merchant's currency (`150.00`).
+        #[arg(long)]
+        counted_cash: Option<String>,
+        /// A note kept with the close (at most 500 characters).
+        #[arg(long)]
+        note: Option<String>,
+        /// Who closes, for the audit trail.
+        #[arg(long, default_value = "operator")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Reopen the merchant's books from a day: the watermark moves back to the day before.
+    Reopen {
+        /// The merchant.
+        #[arg(long)]
+        merchant: String,
+        /// The first business day to reopen, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// Why (required; kept in the audit trail, at most 500 characters).
+        #[arg(long)]
+        reason: String,
+        /// Who reopens, for the audit trail.
+        #[arg(long, default_value = "operator")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// List the close records and the audit trail of closes and reopens of a range of days.
+    List {
+        /// The merchant.
+        #[arg(long)]
+        merchant: String,
+        /// First business day, inclusive (YYYY-MM-DD).
+        #[arg(long)]
+        from: String,
+        /// Last business day, inclusive (YYYY-MM-DD).
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
 }
 
 /// `issuer …`

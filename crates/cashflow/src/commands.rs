@@ -12,7 +12,7 @@ use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use cashflow_ledger::Ledger;
 
 use crate::backends::BackendArgs;
-use crate::cli::{ClientCommand, Command, IssuerCommand, MerchantCommand, UserCommand};
+use crate::cli::{ClientCommand, Command, DayCommand, IssuerCommand, MerchantCommand, UserCommand};
 use crate::{operator, processes};
 
 /// Runs one command to completion.
@@ -51,6 +51,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Issuer(IssuerCommand::RotateKey { token_ttl_secs, json, store }) => {
             operator::issuer_rotate_key(&store, Duration::from_secs(token_ttl_secs), json).await
+        }
+        Command::Day(DayCommand::Close { merchant, date, counted_cash, note, by, json, store }) => {
+            let merchant = existing_merchant(&store, &merchant).await?;
+            let close = operator::DayClose { date: &date, counted_cash: counted_cash.as_deref(), note, by };
+            operator::day_close(&ledger(&store).await?, merchant, close, json).await
+        }
+        Command::Day(DayCommand::Reopen { merchant, date, reason, by, json, store }) => {
+            let merchant = existing_merchant(&store, &merchant).await?;
+            operator::day_reopen(&ledger(&store).await?, merchant, &date, reason, by, json).await
+        }
+        Command::Day(DayCommand::List { merchant, from, to, json, store }) => {
+            let merchant = existing_merchant(&store, &merchant).await?;
+            operator::day_list(&ledger(&store).await?, merchant, &from, &to, json).await
         }
         Command::Merchant(MerchantCommand::Create { name, currency, timezone, json, store }) => {
             let name = MerchantName::parse(&name).map_err(anyhow::Error::msg)?;

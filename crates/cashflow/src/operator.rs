@@ -1,8 +1,9 @@
-//! Operator commands on credentials and merchants: list, revoke, disable, rotate. They write
-//! to the same stores the services read, so they work while the services run: every service
-//! process reloads revocations and signing keys every [`REFRESH_INTERVAL`]
-//! ([`cashflow_auth::revocation`]), which bounds how long a revoked credential's tokens keep
-//! working.
+//! Operator commands on credentials, merchants and closed days: list, revoke, disable,
+//! rotate, close, reopen. They write to the same stores the services read, so they work while
+//! the services run: every service process reloads revocations and signing keys every
+//! [`REFRESH_INTERVAL`] ([`cashflow_auth::revocation`]), which bounds how long a revoked
+//! credential's tokens keep working; a close or reopen is serialized with the services' writes
+//! by the ledger store itself, and its event waits in the outbox for the relay.
 
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use serde_json::{json, Value};
 
 use cashflow_auth::verifier::DEFAULT_LEEWAY_SECS;
 use cashflow_auth::REFRESH_INTERVAL;
+
+use cashflow_domain::{Amount, BusinessDate, MerchantId};
+use cashflow_ledger::store::{DayAudit, DayClose as CloseRecord};
+use cashflow_ledger::Ledger;
 
 use crate::backends::BackendArgs;
 
@@ -184,5 +189,135 @@ pub async fn issuer_rotate_key(store: &BackendArgs, token_ttl: Duration, json: b
             )
         },
     );
+    Ok(())
+}
+
+/// What `day close` was asked for, as typed.
+pub struct DayClose<'a> {
+    pub date: &'a str,
+    pub counted_cash: Option<&'a str>,
+    pub note: Option<String>,
+    pub by: String,
+}
+
+/// The longest note or reason, as the API allows.
+const TEXT_MAX_CHARS: usize = 500;
+
+fn business_date(what: &str, text: &str) -> anyhow::Result<BusinessDate> {
+    BusinessDate::parse(text).map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+}
+
+fn bounded(what: &str, text: &str) -> anyhow::Result<()> {
+    if text.trim().is_empty() || text.chars().count() > TEXT_MAX_CHARS || text.chars().any(char::is_control) {
+        bail!("--{what} must be 1 to {TEXT_MAX_CHARS} characters without control characters");
+    }
+    Ok(())
+}
+
+fn close_json(close: &CloseRecord, currency: cashflow_domain::Currency) -> Value {
+    json!({
+        "date": close.date.to_string(),
+        "closed_at": close.closed_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "closed_by": close.closed_by,
+        "currency": currency.code(),
+        "credits": currency.format_minor(close.credits_minor),
+        "debits": currency.format_minor(close.debits_minor),
+        "entry_count": close.entry_count,
+        "expected_balance": currency.format_minor(close.expected_balance_minor),
+        "counted_cash": close.counted_cash_minor.map(|m| currency.format_minor(m)),
+        "difference": close.difference_minor().map(|m| currency.format_minor(m)),
+        "note": close.note,
+    })
+}
+
+fn audit_json(audit: &DayAudit) -> Value {
+    json!({
+        "action": audit.action.as_str(),
+        "date": audit.date.to_string(),
+        "at": audit.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "by": audit.by,
+        "reason": audit.reason,
+        "closed_through_before": audit.closed_through_before.map(|d| d.to_string()),
+        "closed_through_after": audit.closed_through_after.map(|d| d.to_string()),
+    })
+}
+
+/// `day close`
+pub async fn day_close(ledger: &Ledger, merchant: MerchantId, close: DayClose<'_>, json: bool) -> anyhow::Result<()> {
+    let date = business_date("date", close.date)?;
+    if let Some(note) = &close.note {
+        bounded("note", note)?;
+    }
+    bounded("by", &close.by)?;
+    let currency = ledger.merchant(merchant).await?.currency;
+    let counted = close
+        .counted_cash
+        .map(|text| Amount::parse(text, currency).map_err(|e| anyhow::anyhow!("--counted-cash: {e}")))
+        .transpose()?;
+    let record = ledger.close_day(merchant, date, counted.map(|a| a.minor()), close.note, close.by).await?;
+    print(json, close_json(&record, currency), || {
+        let difference = record.difference_minor().map(|m| format!(", difference {}", currency.format_minor(m)));
+        format!(
+            "closed through {}: {} entries that day, expected balance {} {}{}",
+            record.date,
+            record.entry_count,
+            currency.format_minor(record.expected_balance_minor),
+            currency,
+            difference.unwrap_or_default()
+        )
+    });
+    Ok(())
+}
+
+/// `day reopen`
+pub async fn day_reopen(
+    ledger: &Ledger,
+    merchant: MerchantId,
+    date: &str,
+    reason: String,
+    by: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    let date = business_date("date", date)?;
+    bounded("reason", &reason)?;
+    bounded("by", &by)?;
+    let audit = ledger.reopen_day(merchant, date, reason, by).await?;
+    print(json, audit_json(&audit), || match audit.closed_through_after {
+        Some(through) => format!("reopened from {}; the books are closed through {through}", audit.date),
+        None => format!("reopened from {}; no day is closed", audit.date),
+    });
+    Ok(())
+}
+
+/// `day list`
+pub async fn day_list(ledger: &Ledger, merchant: MerchantId, from: &str, to: &str, json: bool) -> anyhow::Result<()> {
+    let (from, to) = (business_date("from", from)?, business_date("to", to)?);
+    if from > to {
+        bail!("--from must not be after --to");
+    }
+    let currency = ledger.merchant(merchant).await?.currency;
+    let closed_through = ledger.closed_through(merchant).await?;
+    let closes = ledger.day_closes(merchant, from, to).await?;
+    let audit = ledger.day_audit(merchant, from, to).await?;
+    let value = json!({
+        "closed_through": closed_through.map(|d| d.to_string()),
+        "closes": closes.iter().map(|c| close_json(c, currency)).collect::<Vec<_>>(),
+        "audit": audit.iter().map(audit_json).collect::<Vec<_>>(),
+    });
+    print(json, value, || {
+        let mut lines =
+            vec![format!("closed through: {}", closed_through.map_or_else(|| "-".to_owned(), |d| d.to_string()))];
+        lines.extend(audit.iter().map(|a| {
+            format!(
+                "{}  {:<6}  {}  by {}  {}",
+                a.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                a.action.as_str(),
+                a.date,
+                a.by,
+                a.reason.as_deref().unwrap_or("")
+            )
+        }));
+        lines.join("\n")
+    });
     Ok(())
 }

@@ -689,3 +689,98 @@ async fn serve_exits_within_seconds_on_sigterm_when_the_trace_collector_never_an
     println!("exited {:?} after SIGTERM", stopped.elapsed());
     drop(collector);
 }
+
+/// `cashflow day …` with `--json`; its exit status and what it printed.
+fn day_cli(data_dir: &Path, args: &[&str]) -> (bool, Value, String) {
+    let out =
+        Command::new(BIN).arg("day").args(args).arg("--json").arg("--data-dir").arg(data_dir).output().expect("run");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Polls the day's report until `pred` holds.
+async fn daily_until(base: &str, token: &str, date: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/v1/balances/daily/{date}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let day: Value = r.json().await.unwrap();
+            if pred(&day) {
+                return day;
+            }
+        }
+        assert!(Instant::now() < deadline, "the report of {date} never got there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_day_commands_close_reopen_and_list_while_serve_is_running() {
+    // Given `serve` running, a merchant and a sale of the 20th
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let merchant = cli(dir.path(), &["merchant", "create", "--name", "Padaria", "--json"])["merchant_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let client = cli(dir.path(), &["client", "create", "--merchant", &merchant, "--json"]);
+    let token =
+        token(&server.base, client["client_id"].as_str().unwrap(), client["client_secret"].as_str().unwrap()).await;
+    let sale = json!({"type": "credit", "amount": "12.34", "description": "Venda", "occurred_at": "2026-11-20T10:00:00-03:00"});
+    let post = |body: Value| {
+        let (base, token) = (server.base.clone(), token.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/v1/entries"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(post(sale.clone()).await.status(), 201);
+
+    // When the operator closes the 20th from the command line, with 12.00 counted
+    let (ok, close, stderr) = day_cli(
+        dir.path(),
+        &["close", "--merchant", &merchant, "--date", "2026-11-20", "--counted-cash", "12.00", "--by", "gerente"],
+    );
+
+    // Then the close holds the day's sale and the difference, the running server refuses a
+    // new entry of the 20th, and its report says the day is closed
+    assert!(ok, "{stderr}");
+    assert_eq!((close["credits"].as_str(), close["difference"].as_str()), (Some("12.34"), Some("-0.34")));
+    assert_eq!(close["closed_by"], "gerente");
+    assert_eq!(post(sale.clone()).await.status(), 409);
+    daily_until(&server.base, &token, "2026-11-20", |d| d["closed"] == true && d["counted_cash"] == "12.00").await;
+
+    // When a day that is not closed is reopened, Then the command fails saying so
+    let (ok, _, stderr) =
+        day_cli(dir.path(), &["reopen", "--merchant", &merchant, "--date", "2026-11-21", "--reason", "x"]);
+    assert!(!ok && stderr.contains("not closed"), "{stderr}");
+
+    // When the 20th is reopened with a reason, Then the server takes its entries again, the
+    // report turns open, and the list shows the close and the reopen
+    let (ok, reopen, stderr) =
+        day_cli(dir.path(), &["reopen", "--merchant", &merchant, "--date", "2026-11-20", "--reason", "recontagem"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        (reopen["action"].as_str(), reopen["closed_through_after"].as_str()),
+        (Some("reopen"), Some("2026-11-19"))
+    );
+    assert_eq!(post(sale).await.status(), 201);
+    daily_until(&server.base, &token, "2026-11-20", |d| d["closed"] == false && d["total_credits"] == "24.68").await;
+    let (ok, list, stderr) =
+        day_cli(dir.path(), &["list", "--merchant", &merchant, "--from", "2026-11-01", "--to", "2026-11-30"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(list["closed_through"], "2026-11-19");
+    let actions: Vec<&str> = list["audit"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["close", "reopen"]);
+    assert_eq!(list["audit"][1]["reason"], "recontagem");
+}

@@ -17,8 +17,15 @@ use cashflow_domain::{daily_balances, BusinessDate, Currency, MerchantId};
 use cashflow_http::{ApiQuery, Problem};
 
 use crate::cache::{Lookup, ReportCache};
-use crate::report::{day_balance, CachedReport, DailyBalanceRange, DailyBalanceResponse, DayBalance};
-use crate::store::{ConsolidationStore, MerchantBooks, StoreError};
+use crate::report::{
+    day_balance, AdjustmentResponse, CachedReport, DailyBalanceRange, DailyBalanceResponse, DayBalance,
+};
+use crate::store::{closed_day, ConsolidationStore, MerchantBooks, StoreError};
+
+/// How long a client may keep a closed day's report without asking again (a day): it cannot
+/// change until a reopen, after which its `ETag` changes, so a client that revalidates
+/// (`If-None-Match`) sees the reopen at once.
+pub const CLOSED_DAY_MAX_AGE_SECS: u64 = 86_400;
 
 /// Longest range one report request may span.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -47,7 +54,10 @@ pub fn router(state: ConsolidationState) -> Router {
 
 /// The consolidation's part of the OpenAPI document.
 #[derive(OpenApi)]
-#[openapi(paths(daily, daily_range), components(schemas(DailyBalanceResponse, DailyBalanceRange, DayBalance)))]
+#[openapi(
+    paths(daily, daily_range),
+    components(schemas(DailyBalanceResponse, DailyBalanceRange, DayBalance, AdjustmentResponse))
+)]
 pub struct ConsolidationApi;
 
 /// Every way a report request can fail.
@@ -86,8 +96,47 @@ impl IntoResponse for ApiError {
 
 impl IntoResponse for CachedReport {
     fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.into_bytes()).into_response()
+        let validators = closed_day_validators(&self);
+        let mut response =
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.into_bytes()).into_response();
+        response.headers_mut().extend(validators);
+        response
     }
+}
+
+/// `ETag` and `Cache-Control` of a closed day's report; nothing for an open day.
+fn closed_day_validators(report: &CachedReport) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(etag) = report.etag().and_then(|e| HeaderValue::from_str(e).ok()) {
+        headers.insert(header::ETAG, etag);
+        if let Ok(cache_control) = HeaderValue::from_str(&format!("private, max-age={CLOSED_DAY_MAX_AGE_SECS}")) {
+            headers.insert(header::CACHE_CONTROL, cache_control);
+        }
+    }
+    headers
+}
+
+/// Whether `If-None-Match` names the report's `ETag` (or is `*`): the client's copy is current.
+/// Weak comparison, as RFC 9110 asks for `If-None-Match`.
+fn not_modified(headers: &HeaderMap, report: &CachedReport) -> bool {
+    let Some(etag) = report.etag() else { return false };
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+/// The report, or 304 Not Modified (with its validators, no body) when the client has it.
+fn answer(headers: &HeaderMap, report: CachedReport) -> Response {
+    if not_modified(headers, &report) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        response.headers_mut().extend(closed_day_validators(&report));
+        return response;
+    }
+    report.into_response()
 }
 
 fn as_of(books: &MerchantBooks) -> String {
@@ -121,12 +170,21 @@ fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
 }
 
 /// The consolidated balance of one business date. A day without entries is reported with zero
-/// totals and the previous day's closing as its opening and closing.
+/// totals and the previous day's closing as its opening and closing. A closed day's report
+/// (`closed: true`) cannot change until a reopen: it carries an `ETag` and
+/// `Cache-Control: private, max-age=86400`, and `If-None-Match` with that tag gets a 304.
 #[utoipa::path(
     get, path = "/v1/balances/daily/{date}", tag = "consolidation",
-    params(("date" = chrono::NaiveDate, Path, description = "Business date, YYYY-MM-DD (1970 or later)", pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")),
+    params(
+        ("date" = chrono::NaiveDate, Path, description = "Business date, YYYY-MM-DD (1970 or later)", pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"),
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of a closed day's report the client holds"),
+    ),
     responses(
-        (status = 200, body = DailyBalanceResponse),
+        (status = 200, body = DailyBalanceResponse, headers(
+            ("ETag" = String, description = "Closed days only: the report's entity tag"),
+            ("Cache-Control" = String, description = "Closed days only: `private, max-age=86400`"),
+        )),
+        (status = 304, description = "Closed day: the report is the one `If-None-Match` names (no body)"),
         (status = 400, description = "Invalid date", content_type = "application/problem+json"),
     ),
     security(("bearer" = ["reports:read"]))
@@ -135,6 +193,7 @@ fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
 async fn daily(
     State(state): State<ConsolidationState>,
     principal: Principal,
+    headers: HeaderMap,
     Path(date): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::ReportsRead)?;
@@ -144,7 +203,7 @@ async fn daily(
         Lookup::Hit(report) => {
             metrics::counter!("cashflow_report_cache_hits_total").increment(1);
             tracing::Span::current().record("cache", "hit");
-            return Ok(report.into_response());
+            return Ok(answer(&headers, report));
         }
         Lookup::Miss(generation) => {
             metrics::counter!("cashflow_report_cache_misses_total").increment(1);
@@ -154,10 +213,12 @@ async fn daily(
     };
     let books = books(&state, merchant).await?;
     let (opening, days) = state.store.days(merchant, date, date).await?;
+    let marks = state.store.day_marks(merchant, date, date).await?;
+    let adjustments = state.store.adjustments(merchant, date, date).await?;
     let balances = daily_balances(opening, date, date, &days).map_err(report_problem)?;
     let day = balances
         .first()
-        .map(|d| day_balance(d, books.currency))
+        .map(|d| day_balance(d, books.currency, closed_day(&marks, date), &adjustments))
         .ok_or_else(|| ApiError::Problem(Problem::internal()))?;
     let report = DailyBalanceResponse {
         date: day.date,
@@ -169,13 +230,18 @@ async fn daily(
         closing_balance: day.closing_balance,
         entry_count: day.entry_count,
         as_of: as_of(&books),
+        closed: day.closed,
+        closed_at: day.closed_at,
+        counted_cash: day.counted_cash,
+        difference: day.difference,
+        adjustments: day.adjustments,
     };
     let report = CachedReport::of(&report).map_err(|e| {
         tracing::error!(error = %e, "report serialization failed");
         ApiError::Problem(Problem::internal())
     })?;
     state.cache.put(merchant, date, generation, report.clone()).await;
-    Ok(report.into_response())
+    Ok(answer(&headers, report))
 }
 
 /// Query of the range report.
@@ -195,7 +261,7 @@ pub struct RangeParams {
     get, path = "/v1/balances/daily", tag = "consolidation",
     params(RangeParams),
     responses(
-        (status = 200, description = "The days as JSON, or with `Accept: text/csv` as CSV with a header row",
+        (status = 200, description = "The days as JSON, or with `Accept: text/csv` as CSV with a header row: date, currency, opening_balance, total_credits, total_debits, net, closing_balance, entry_count, closed, closed_at, counted_cash, difference (the last three empty when null)",
             content((DailyBalanceRange = "application/json"), (String = "text/csv"))),
         (status = 400, description = "Invalid range", content_type = "application/problem+json"),
     ),
@@ -223,8 +289,11 @@ async fn daily_range(
     }
     let books = books(&state, principal.merchant_id).await?;
     let (opening, days) = state.store.days(principal.merchant_id, from, to).await?;
+    let marks = state.store.day_marks(principal.merchant_id, from, to).await?;
+    let adjustments = state.store.adjustments(principal.merchant_id, from, to).await?;
     let balances = daily_balances(opening, from, to, &days).map_err(report_problem)?;
-    let days: Vec<DayBalance> = balances.iter().map(|d| day_balance(d, books.currency)).collect();
+    let days: Vec<DayBalance> =
+        balances.iter().map(|d| day_balance(d, books.currency, closed_day(&marks, d.date), &adjustments)).collect();
     if wants_csv(&headers) {
         return Ok(csv(books.currency, &days));
     }
@@ -241,13 +310,17 @@ fn wants_csv(headers: &HeaderMap) -> bool {
         .any(|media| media.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv")))
 }
 
-/// Every field is a date, a currency code, a decimal or an integer: nothing needs quoting.
+/// Every field is a date, a timestamp, a currency code, a decimal, an integer or a boolean:
+/// nothing needs quoting. A null (an open day's close fields) is an empty field.
 fn csv(currency: Currency, days: &[DayBalance]) -> Response {
-    let mut body =
-        String::from("date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count\r\n");
+    let mut body = String::from(
+        "date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count,\
+         closed,closed_at,counted_cash,difference\r\n",
+    );
+    let or_empty = |v: &Option<String>| v.clone().unwrap_or_default();
     for d in days {
         body.push_str(&format!(
-            "{},{},{},{},{},{},{},{}\r\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
             d.date,
             currency,
             d.opening_balance,
@@ -255,7 +328,11 @@ fn csv(currency: Currency, days: &[DayBalance]) -> Response {
             d.total_debits,
             d.net,
             d.closing_balance,
-            d.entry_count
+            d.entry_count,
+            d.closed,
+            or_empty(&d.closed_at),
+            or_empty(&d.counted_cash),
+            or_empty(&d.difference),
         ));
     }
     let mut response = (StatusCode::OK, body).into_response();

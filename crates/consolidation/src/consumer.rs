@@ -37,7 +37,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use cashflow_events::{Event, EventBody, EventSource};
+use cashflow_events::{Event, EventSource};
 
 use crate::cache::ReportCache;
 use crate::store::{ConsolidationStore, StoreError};
@@ -165,11 +165,8 @@ impl Consumer {
         // invalidation is what heals a cache that missed it (Redis outlives our process).
         let mut changed_from = summary.changed_from.clone();
         for event in events.iter().filter(|e| !rejected.contains(&e.event_id)) {
-            if let EventBody::EntryRecorded(e) = &event.body {
-                changed_from
-                    .entry(e.merchant_id)
-                    .and_modify(|d| *d = (*d).min(e.business_date))
-                    .or_insert(e.business_date);
+            if let Some((merchant, from)) = event.changes_reports_from() {
+                changed_from.entry(merchant).and_modify(|d| *d = (*d).min(from)).or_insert(from);
             }
         }
         async {
@@ -261,7 +258,7 @@ mod tests {
 
     use async_trait::async_trait;
     use cashflow_domain::{Amount, Balance, BusinessDate, Currency, DayTotals, EntryId, EntryType, MerchantId};
-    use cashflow_events::{EntryRecorded, EventPublisher, OutboundMessage};
+    use cashflow_events::{EntryRecorded, EventBody, EventPublisher, OutboundMessage};
     use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig};
 
     use super::*;
@@ -307,6 +304,24 @@ mod tests {
             self.check()?;
             self.inner.merchants().await
         }
+        async fn adjustments(
+            &self,
+            merchant: MerchantId,
+            from: BusinessDate,
+            to: BusinessDate,
+        ) -> Result<crate::store::Adjustments, StoreError> {
+            self.check()?;
+            self.inner.adjustments(merchant, from, to).await
+        }
+        async fn day_marks(
+            &self,
+            merchant: MerchantId,
+            from: BusinessDate,
+            to: BusinessDate,
+        ) -> Result<Vec<crate::store::DayMark>, StoreError> {
+            self.check()?;
+            self.inner.day_marks(merchant, from, to).await
+        }
         async fn rebuild_day(
             &self,
             day: &crate::store::DayRebuild,
@@ -331,6 +346,7 @@ mod tests {
                 currency: Currency::BRL,
                 recorded_at: chrono::Utc::now(),
                 reversal_of: None,
+                adjusts_date: None,
             }),
         );
         OutboundMessage { event_id: event.event_id, body: event.to_json() }
@@ -383,5 +399,33 @@ mod tests {
         assert_eq!(queue.dead_letter_depth().await.unwrap(), Some(0));
         stop.send(true).unwrap();
         running.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_event_of_a_kind_this_release_does_not_know_is_acknowledged_not_dead_lettered() {
+        // Given a queue holding a sale and an event of a kind a newer ledger produces
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+        let queue = Arc::new(
+            EmbeddedQueue::open(&url("queue.db"), EmbeddedQueueConfig { max_receives: 1, ..Default::default() })
+                .await
+                .unwrap(),
+        );
+        let store = Arc::new(SqliteConsolidationStore::open(&url("consolidation.db")).await.unwrap());
+        let sale = sale(MerchantId::new());
+        let newer = OutboundMessage {
+            event_id: cashflow_domain::EventId::new(),
+            body: sale.body.replace(r#""type":"entry_recorded""#, r#""type":"till_counted""#),
+        };
+        queue.publish(&[sale, newer]).await.unwrap();
+
+        // When the consumer drains the queue
+        let consumer = Consumer::new(store, queue.clone(), Arc::new(NoCache), ConsumerConfig::default());
+        let acknowledged = consumer.drain().await.unwrap();
+
+        // Then both were acknowledged: nothing is left and nothing was dead-lettered
+        assert_eq!(acknowledged, 2);
+        assert_eq!(queue.depth().await.unwrap(), Some(0));
+        assert_eq!(queue.dead_letter_depth().await.unwrap(), Some(0));
     }
 }

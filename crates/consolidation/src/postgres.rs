@@ -40,14 +40,29 @@ use uuid::Uuid;
 use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{EntryRecorded, Event, EventBody};
 
-use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+use crate::store::{
+    add_adjustment, corrupt, first_copies, touch, Adjustments, ApplySummary, ConsolidationStore, DayMark, MarkAction,
+    MerchantBooks, StoreError,
+};
 
 /// The consolidation's schema, embedded in the binary.
-pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
-    version: 1,
-    description: "consolidation",
-    sql: include_str!("../migrations/postgres/0001_consolidation.sql"),
-}];
+pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
+    cashflow_db::MigrationSource {
+        version: 1,
+        description: "consolidation",
+        sql: include_str!("../migrations/postgres/0001_consolidation.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 2,
+        description: "day marks",
+        sql: include_str!("../migrations/postgres/0002_day_marks.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "day adjustments",
+        sql: include_str!("../migrations/postgres/0003_day_adjustments.sql"),
+    },
+];
 
 /// The schema every connection of the store uses.
 pub const SCHEMA: &str = "consolidation";
@@ -121,6 +136,58 @@ async fn set_day(
     .bind(totals.total_credits.minor())
     .bind(totals.total_debits.minor())
     .bind(count_to_db(totals.entry_count))
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Adds a batch's adjustments of one (day, closed day) by an atomic increment.
+async fn add_adjustment_row(
+    tx: &mut PgConnection,
+    merchant: MerchantId,
+    date: BusinessDate,
+    meant_for: BusinessDate,
+    totals: &DayTotals,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO day_adjustments AS t (merchant_id, business_date, adjusts_date, total_credits, total_debits,
+                                            entry_count)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (merchant_id, business_date, adjusts_date) DO UPDATE SET
+           total_credits = t.total_credits + excluded.total_credits,
+           total_debits = t.total_debits + excluded.total_debits,
+           entry_count = t.entry_count + excluded.entry_count",
+    )
+    .bind(merchant.as_uuid())
+    .bind(date.naive())
+    .bind(meant_for.naive())
+    .bind(totals.total_credits.minor())
+    .bind(totals.total_debits.minor())
+    .bind(count_to_db(totals.entry_count))
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Records a close or reopen; a mark already recorded (same merchant and seq) is left as is.
+async fn insert_mark(tx: &mut PgConnection, merchant: MerchantId, mark: &DayMark) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO day_marks (merchant_id, seq, action, business_date, from_date, closed_through, at, counted_cash,
+                                difference)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (merchant_id, seq) DO NOTHING",
+    )
+    .bind(merchant.as_uuid())
+    .bind(mark.seq)
+    .bind(mark.action.as_str())
+    .bind(mark.date.naive())
+    .bind(mark.from.map(|d| d.naive()))
+    .bind(mark.closed_through.map(|d| d.naive()))
+    .bind(micros(mark.at))
+    .bind(mark.counted_cash)
+    .bind(mark.difference)
     .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
@@ -259,6 +326,8 @@ impl ConsolidationStore for PostgresConsolidationStore {
         let mut merchants = BTreeMap::new();
         // Each day's new postings, keyed (and so visited) in lock order.
         let mut days: BTreeMap<(MerchantId, BusinessDate), Vec<(EventId, &EntryRecorded)>> = BTreeMap::new();
+        let mut marks: BTreeMap<(MerchantId, i64), DayMark> = BTreeMap::new();
+        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
         for event in &distinct {
             if !new.contains(event.event_id.as_uuid()) {
                 outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
@@ -272,11 +341,25 @@ impl ConsolidationStore for PostgresConsolidationStore {
                 EventBody::EntryRecorded(e) => {
                     days.entry((e.merchant_id, e.business_date)).or_default().push((event.event_id, e));
                 }
+                EventBody::DayClosed(_) | EventBody::DayReopened(_) => {
+                    if let Some((merchant, mark)) = DayMark::of(event) {
+                        marks.insert((merchant, mark.seq), mark);
+                    }
+                    if let Some((merchant, from)) = event.changes_reports_from() {
+                        changed_from.entry(merchant).and_modify(|d| *d = (*d).min(from)).or_insert(from);
+                    }
+                    outcomes.insert(event.event_id, ApplyOutcome::Applied);
+                }
+                EventBody::Unknown => {
+                    // A newer producer's kind: nothing to do here, and not poison.
+                    tracing::warn!(event_id = %event.event_id, "event of an unknown kind skipped");
+                    outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
+                }
             }
         }
 
-        let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
         let mut rejected: Vec<Uuid> = Vec::new();
+        let mut adjustments: BTreeMap<(MerchantId, BusinessDate, BusinessDate), DayTotals> = BTreeMap::new();
         for ((merchant, date), postings) in &mut days {
             postings.sort_unstable_by_key(|(id, _)| *id);
             let entries: Vec<&EntryRecorded> = postings.iter().map(|(_, e)| *e).collect();
@@ -284,6 +367,7 @@ impl ConsolidationStore for PostgresConsolidationStore {
             for ((event_id, e), applied) in postings.iter().zip(applied) {
                 if applied {
                     outcomes.insert(*event_id, ApplyOutcome::Applied);
+                    add_adjustment(&mut adjustments, e);
                     touch(&mut merchants, e.merchant_id, e.currency, micros(e.recorded_at));
                     changed_from.entry(*merchant).and_modify(|d| *d = (*d).min(*date)).or_insert(*date);
                 } else {
@@ -301,6 +385,14 @@ impl ConsolidationStore for PostgresConsolidationStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
+        }
+        // Atomic increments in key order, after the day rows: the lock order of the module docs.
+        for ((merchant, date, meant_for), totals) in &adjustments {
+            add_adjustment_row(&mut tx, *merchant, *date, *meant_for, totals).await?;
+        }
+        // In (merchant, seq) order, after the day rows: the lock order of the module docs.
+        for ((merchant, _), mark) in &marks {
+            insert_mark(&mut tx, *merchant, mark).await?;
         }
         Self::touch_merchants(&mut tx, &merchants).await?;
         tx.commit().await.map_err(unavailable)?;
@@ -359,6 +451,72 @@ impl ConsolidationStore for PostgresConsolidationStore {
             days.insert(date, totals_from_row(&r)?);
         }
         Ok((opening, days))
+    }
+
+    async fn day_marks(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayMark>, StoreError> {
+        let rows = sqlx::query(
+            "(SELECT seq, action, business_date, from_date, closed_through, at, counted_cash, difference
+              FROM day_marks WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1)
+             UNION
+             SELECT seq, action, business_date, from_date, closed_through, at, counted_cash, difference
+             FROM day_marks
+             WHERE merchant_id = $1 AND action = 'close' AND business_date >= $2
+               AND (from_date IS NULL OR from_date <= $3)",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::postgres::PgRow, name: &'static str| -> Result<Option<BusinessDate>, StoreError> {
+            r.try_get::<Option<NaiveDate>, _>(name)
+                .map_err(corrupt(name))?
+                .map(|d| BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("{name}: {d}"))))
+                .transpose()
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(DayMark {
+                    seq: r.try_get("seq").map_err(corrupt("seq"))?,
+                    action: MarkAction::parse(r.try_get("action").map_err(corrupt("action"))?)?,
+                    date: date(r, "business_date")?.ok_or_else(|| StoreError::Corrupt("business_date: null".into()))?,
+                    from: date(r, "from_date")?,
+                    closed_through: date(r, "closed_through")?,
+                    at: r.try_get("at").map_err(corrupt("at"))?,
+                    counted_cash: r.try_get("counted_cash").map_err(corrupt("counted_cash"))?,
+                    difference: r.try_get("difference").map_err(corrupt("difference"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn adjustments(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Adjustments, StoreError> {
+        let rows = sqlx::query(
+            "SELECT business_date, adjusts_date, total_credits, total_debits, entry_count FROM day_adjustments
+             WHERE merchant_id = $1 AND business_date >= $2 AND business_date <= $3",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::postgres::PgRow, name: &'static str| -> Result<BusinessDate, StoreError> {
+            let d: NaiveDate = r.try_get(name).map_err(corrupt(name))?;
+            BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("{name}: {d}")))
+        };
+        rows.iter().map(|r| Ok(((date(r, "business_date")?, date(r, "adjusts_date")?), totals_from_row(r)?))).collect()
     }
 
     async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {

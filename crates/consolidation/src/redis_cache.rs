@@ -568,6 +568,11 @@ mod tests {
             closing_balance: "1.00".into(),
             entry_count: 1,
             as_of: "2026-11-23T10:00:00Z".into(),
+            closed: false,
+            closed_at: None,
+            counted_cash: None,
+            difference: None,
+            adjustments: Vec::new(),
         })
         .unwrap();
         // Clear the rest period so that only the NEVER check can skip the round trip.

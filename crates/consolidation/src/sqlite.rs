@@ -16,7 +16,10 @@ use cashflow_db::SqliteThread;
 use cashflow_domain::{ApplyOutcome, Balance, BusinessDate, Currency, DayTotals, EventId, MerchantId};
 use cashflow_events::{Event, EventBody};
 
-use crate::store::{corrupt, first_copies, touch, ApplySummary, ConsolidationStore, MerchantBooks, StoreError};
+use crate::store::{
+    add_adjustment, corrupt, first_copies, touch, Adjustments, ApplySummary, ConsolidationStore, DayMark, MarkAction,
+    MerchantBooks, StoreError,
+};
 
 /// Sets a day's totals (the consumer's batches and reconciliation's rebuilds).
 const UPSERT_DAY: &str =
@@ -27,11 +30,38 @@ const UPSERT_DAY: &str =
        total_debits = excluded.total_debits,
        entry_count = excluded.entry_count";
 
-const MIGRATIONS: &[cashflow_db::MigrationSource] = &[cashflow_db::MigrationSource {
-    version: 1,
-    description: "consolidation",
-    sql: include_str!("../migrations/sqlite/0001_consolidation.sql"),
-}];
+const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
+    cashflow_db::MigrationSource {
+        version: 1,
+        description: "consolidation",
+        sql: include_str!("../migrations/sqlite/0001_consolidation.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 2,
+        description: "day marks",
+        sql: include_str!("../migrations/sqlite/0002_day_marks.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "day adjustments",
+        sql: include_str!("../migrations/sqlite/0003_day_adjustments.sql"),
+    },
+];
+
+/// Adds a batch's adjustments of one (day, closed day).
+const ADD_ADJUSTMENT: &str = "
+INSERT INTO day_adjustments (merchant_id, business_date, adjusts_date, total_credits, total_debits, entry_count)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (merchant_id, business_date, adjusts_date) DO UPDATE SET
+  total_credits = total_credits + excluded.total_credits,
+  total_debits = total_debits + excluded.total_debits,
+  entry_count = entry_count + excluded.entry_count";
+
+/// Records a close or reopen; a mark already recorded (same merchant and seq) is left as is.
+const INSERT_MARK: &str = "
+INSERT INTO day_marks (merchant_id, seq, action, business_date, from_date, closed_through, at, counted_cash, difference)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+ON CONFLICT (merchant_id, seq) DO NOTHING";
 
 /// The SQLite implementation of [`ConsolidationStore`].
 #[derive(Clone)]
@@ -78,6 +108,8 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
     // Each touched day: its totals as stored, then with this batch's postings.
     let mut days: BTreeMap<(MerchantId, BusinessDate), (String, String, DayTotals, bool)> = BTreeMap::new();
     let mut changed_from: BTreeMap<MerchantId, BusinessDate> = BTreeMap::new();
+    let mut marks: Vec<(MerchantId, DayMark)> = Vec::new();
+    let mut adjustments: BTreeMap<(MerchantId, BusinessDate, BusinessDate), DayTotals> = BTreeMap::new();
     {
         let mut processed = tx.prepare_cached("SELECT 1 FROM processed_events WHERE event_id = ?1")?;
         let mut stored_day = tx.prepare_cached(
@@ -93,6 +125,20 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
             match &event.body {
                 EventBody::MerchantRegistered(m) => {
                     touch(&mut merchants, m.merchant_id, m.currency, event.occurred_at.timestamp_micros());
+                }
+                EventBody::DayClosed(_) | EventBody::DayReopened(_) => {
+                    if let Some(mark) = DayMark::of(event) {
+                        marks.push(mark);
+                    }
+                    if let Some((merchant, from)) = event.changes_reports_from() {
+                        changed_from.entry(merchant).and_modify(|d| *d = (*d).min(from)).or_insert(from);
+                    }
+                }
+                EventBody::Unknown => {
+                    // A newer producer's kind: nothing to do here, and not poison.
+                    tracing::warn!(event_id = %event.event_id, "event of an unknown kind skipped");
+                    outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
+                    continue;
                 }
                 EventBody::EntryRecorded(e) => {
                     let key = (e.merchant_id, e.business_date);
@@ -124,6 +170,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                     }
                     *totals = posted;
                     *changed = true;
+                    add_adjustment(&mut adjustments, e);
                     touch(&mut merchants, e.merchant_id, e.currency, e.recorded_at.timestamp_micros());
                     changed_from
                         .entry(e.merchant_id)
@@ -152,6 +199,31 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                     i64::try_from(totals.entry_count).unwrap_or(i64::MAX),
                 ])?;
             }
+        }
+        let mut add = tx.prepare_cached(ADD_ADJUSTMENT)?;
+        for ((merchant, date, meant_for), totals) in &adjustments {
+            add.execute(params![
+                merchant.to_string(),
+                date.to_string(),
+                meant_for.to_string(),
+                totals.total_credits.minor(),
+                totals.total_debits.minor(),
+                i64::try_from(totals.entry_count).unwrap_or(i64::MAX),
+            ])?;
+        }
+        let mut insert_mark = tx.prepare_cached(INSERT_MARK)?;
+        for (merchant, mark) in &marks {
+            insert_mark.execute(params![
+                merchant.to_string(),
+                mark.seq,
+                mark.action.as_str(),
+                mark.date.to_string(),
+                mark.from.map(|d| d.to_string()),
+                mark.closed_through.map(|d| d.to_string()),
+                mark.at.timestamp_micros(),
+                mark.counted_cash,
+                mark.difference,
+            ])?;
         }
         let mut touch_merchant = tx.prepare_cached(
             "INSERT INTO merchants (merchant_id, currency, as_of) VALUES (?1, ?2, ?3)
@@ -240,6 +312,83 @@ impl ConsolidationStore for SqliteConsolidationStore {
             );
         }
         Ok((opening, days))
+    }
+
+    async fn day_marks(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayMark>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT seq, action, business_date, from_date, closed_through, at, counted_cash, difference
+                            FROM day_marks WHERE merchant_id = ?1 ORDER BY seq DESC LIMIT 1)
+             UNION
+             SELECT seq, action, business_date, from_date, closed_through, at, counted_cash, difference
+             FROM day_marks
+             WHERE merchant_id = ?1 AND action = 'close' AND business_date >= ?2
+               AND (from_date IS NULL OR from_date <= ?3)",
+        )
+        .bind(merchant.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::sqlite::SqliteRow, name: &'static str| -> Result<Option<BusinessDate>, StoreError> {
+            r.try_get::<Option<String>, _>(name)
+                .map_err(corrupt(name))?
+                .map(|d| BusinessDate::parse(&d).map_err(corrupt(name)))
+                .transpose()
+        };
+        rows.iter()
+            .map(|r| {
+                let at: i64 = r.try_get("at").map_err(corrupt("at"))?;
+                Ok(DayMark {
+                    seq: r.try_get("seq").map_err(corrupt("seq"))?,
+                    action: MarkAction::parse(r.try_get("action").map_err(corrupt("action"))?)?,
+                    date: date(r, "business_date")?.ok_or_else(|| StoreError::Corrupt("business_date: null".into()))?,
+                    from: date(r, "from_date")?,
+                    closed_through: date(r, "closed_through")?,
+                    at: DateTime::from_timestamp_micros(at)
+                        .ok_or_else(|| StoreError::Corrupt(format!("at: {at} is out of range")))?,
+                    counted_cash: r.try_get("counted_cash").map_err(corrupt("counted_cash"))?,
+                    difference: r.try_get("difference").map_err(corrupt("difference"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn adjustments(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Adjustments, StoreError> {
+        let rows = sqlx::query(
+            "SELECT business_date, adjusts_date, total_credits, total_debits, entry_count FROM day_adjustments
+             WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3",
+        )
+        .bind(merchant.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        let date = |r: &sqlx::sqlite::SqliteRow, name: &'static str| -> Result<BusinessDate, StoreError> {
+            BusinessDate::parse(r.try_get(name).map_err(corrupt(name))?).map_err(corrupt(name))
+        };
+        rows.iter()
+            .map(|r| {
+                let totals = DayTotals {
+                    total_credits: Balance::from_minor(r.try_get("total_credits").map_err(corrupt("total_credits"))?),
+                    total_debits: Balance::from_minor(r.try_get("total_debits").map_err(corrupt("total_debits"))?),
+                    entry_count: u64::try_from(r.try_get::<i64, _>("entry_count").map_err(corrupt("entry_count"))?)
+                        .map_err(corrupt("entry_count"))?,
+                };
+                Ok(((date(r, "business_date")?, date(r, "adjusts_date")?), totals))
+            })
+            .collect()
     }
 
     async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError> {

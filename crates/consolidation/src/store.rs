@@ -133,6 +133,131 @@ impl ApplySummary {
     }
 }
 
+/// Whether a mark closed or reopened days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkAction {
+    Close,
+    Reopen,
+}
+
+impl MarkAction {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MarkAction::Close => "close",
+            MarkAction::Reopen => "reopen",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "close" => Ok(MarkAction::Close),
+            "reopen" => Ok(MarkAction::Reopen),
+            other => Err(StoreError::Corrupt(format!("mark action: {other}"))),
+        }
+    }
+}
+
+/// A close or reopen as the ledger announced it ([`cashflow_events::DayClosed`],
+/// [`cashflow_events::DayReopened`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayMark {
+    /// The ledger's order of the merchant's closes and reopens.
+    pub seq: i64,
+    pub action: MarkAction,
+    /// The day closed, or the first day reopened.
+    pub date: BusinessDate,
+    /// A close: the first day it closed (`None`: every day up to `date`).
+    pub from: Option<BusinessDate>,
+    /// The watermark after this mark.
+    pub closed_through: Option<BusinessDate>,
+    pub at: DateTime<Utc>,
+    pub counted_cash: Option<i64>,
+    pub difference: Option<i64>,
+}
+
+impl DayMark {
+    /// The mark an event records, if it is a close or a reopen.
+    pub(crate) fn of(event: &Event) -> Option<(MerchantId, DayMark)> {
+        match &event.body {
+            cashflow_events::EventBody::DayClosed(c) => Some((
+                c.merchant_id,
+                DayMark {
+                    seq: c.seq,
+                    action: MarkAction::Close,
+                    date: c.date,
+                    from: c.previous_closed_through.and_then(|d| d.succ()),
+                    closed_through: Some(c.date),
+                    at: c.closed_at,
+                    counted_cash: c.counted_cash,
+                    difference: c.difference,
+                },
+            )),
+            cashflow_events::EventBody::DayReopened(r) => Some((
+                r.merchant_id,
+                DayMark {
+                    seq: r.seq,
+                    action: MarkAction::Reopen,
+                    date: r.date,
+                    from: None,
+                    closed_through: r.closed_through,
+                    at: r.reopened_at,
+                    counted_cash: None,
+                    difference: None,
+                },
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Adjustment totals by (the day they count on, the closed day they were meant for).
+pub type Adjustments = BTreeMap<(BusinessDate, BusinessDate), DayTotals>;
+
+/// Adds an applied entry to the batch's adjustment totals if it is an adjustment. The sums are
+/// a part of its day's totals, which were checked, so they cannot overflow.
+pub(crate) fn add_adjustment(
+    adjustments: &mut BTreeMap<(MerchantId, BusinessDate, BusinessDate), DayTotals>,
+    entry: &cashflow_events::EntryRecorded,
+) {
+    if let Some(meant_for) = entry.adjusts_date {
+        let totals = adjustments.entry((entry.merchant_id, entry.business_date, meant_for)).or_default();
+        if totals.post(entry.kind, entry.amount).is_err() {
+            tracing::error!(entry_id = %entry.entry_id, "adjustment totals overflow; not counted as an adjustment");
+        }
+    }
+}
+
+/// What a closed day's report says about its close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClosedDay {
+    /// When the close that covers the day was made.
+    pub closed_at: DateTime<Utc>,
+    /// Only on the day the close was made for (the one whose drawer was counted).
+    pub counted_cash: Option<i64>,
+    pub difference: Option<i64>,
+}
+
+/// Whether `day` is closed, given the merchant's marks (at least the newest one and every close
+/// covering `day`, as [`ConsolidationStore::day_marks`] returns them): closed when the newest
+/// mark's watermark is on or after it, by the newest close covering it. Applying marks in any
+/// order gives the same answer, since only `seq` decides.
+pub fn closed_day(marks: &[DayMark], day: BusinessDate) -> Option<ClosedDay> {
+    let newest = marks.iter().max_by_key(|m| m.seq)?;
+    if newest.closed_through.is_none_or(|through| day > through) {
+        return None;
+    }
+    let close = marks
+        .iter()
+        .filter(|m| m.action == MarkAction::Close && day <= m.date && m.from.is_none_or(|from| from <= day))
+        .max_by_key(|m| m.seq)?;
+    let own = close.date == day;
+    Some(ClosedDay {
+        closed_at: close.at,
+        counted_cash: close.counted_cash.filter(|_| own),
+        difference: close.difference.filter(|_| own),
+    })
+}
+
 /// The consolidation's persistence.
 #[async_trait]
 pub trait ConsolidationStore: Send + Sync + 'static {
@@ -150,6 +275,24 @@ pub trait ConsolidationStore: Send + Sync + 'static {
         from: BusinessDate,
         to: BusinessDate,
     ) -> Result<(Balance, BTreeMap<BusinessDate, DayTotals>), StoreError>;
+
+    /// The merchant's newest close or reopen and every close covering a day of `from..=to`
+    /// (what [`closed_day`] needs for those days).
+    async fn day_marks(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayMark>, StoreError>;
+
+    /// The adjustments counted on each day of `from..=to` that has any, by (day, the closed
+    /// day they were meant for): the part of the day's totals recorded for closed days.
+    async fn adjustments(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Adjustments, StoreError>;
 
     /// Every merchant consolidation knows, in id order.
     async fn merchants(&self) -> Result<Vec<MerchantId>, StoreError>;

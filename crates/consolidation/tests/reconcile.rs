@@ -126,6 +126,7 @@ impl FakeLedger {
             currency: Currency::BRL,
             recorded_at: Utc::now(),
             reversal_of: None,
+            adjusts_date: None,
         };
         self.entries.lock().unwrap().push(entry.clone());
         Event::new(entry.recorded_at, EventBody::EntryRecorded(entry.clone()))

@@ -30,6 +30,11 @@ fn report(closing: &str) -> CachedReport {
         closing_balance: closing.into(),
         entry_count: 1,
         as_of: "2026-11-23T10:00:00Z".into(),
+        closed: false,
+        closed_at: None,
+        counted_cash: None,
+        difference: None,
+        adjustments: Vec::new(),
     })
     .unwrap()
 }

@@ -15,14 +15,14 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use cashflow_consolidation::store::{ApplySummary, MerchantBooks};
+use cashflow_consolidation::store::{closed_day, ApplySummary, ClosedDay, MerchantBooks};
 use cashflow_consolidation::{ConsolidationStore, PostgresConsolidationStore, SqliteConsolidationStore};
 use cashflow_db::TestDatabase;
 use cashflow_domain::{
     daily_balances, Amount, ApplyOutcome, Balance, BusinessDate, Currency, EntryId, EntryType, EventId, MerchantDays,
     MerchantId, Posting,
 };
-use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
+use cashflow_events::{DayClosed, DayReopened, EntryRecorded, Event, EventBody, MerchantRegistered};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -91,6 +91,8 @@ contract! {
     an_event_that_would_overflow_a_day_is_rejected_and_the_rest_applies,
     concurrent_consumers_on_one_hot_day_count_every_event_once,
     a_healthy_store_answers_pings,
+    closes_and_reopens_in_any_order_and_twice_leave_the_newest_watermark,
+    adjustments_are_summed_per_day_and_closed_day_once_each,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +140,7 @@ fn posting_at(
             currency: Currency::BRL,
             recorded_at,
             reversal_of: None,
+            adjusts_date: None,
         }),
     )
 }
@@ -153,7 +156,7 @@ fn posting_of(entry: &EntryRecorded) -> Posting {
 fn entry_of(event: &Event) -> Option<&EntryRecorded> {
     match &event.body {
         EventBody::EntryRecorded(e) => Some(e),
-        EventBody::MerchantRegistered(_) => None,
+        _ => None,
     }
 }
 
@@ -485,4 +488,131 @@ async fn hot_day_round(store: &Arc<dyn ConsolidationStore>, round: u64) {
 
 async fn a_healthy_store_answers_pings(store: Arc<dyn ConsolidationStore>) {
     store.ping().await.unwrap();
+}
+
+fn closed(merchant: MerchantId, day: &str, previous: Option<&str>, counted: Option<i64>, seq: i64) -> Event {
+    let closed_at = at("2026-11-24T21:00:00Z") + Duration::seconds(seq);
+    Event::new(
+        closed_at,
+        EventBody::DayClosed(DayClosed {
+            merchant_id: merchant,
+            date: date(day),
+            previous_closed_through: previous.map(date),
+            closed_at,
+            counted_cash: counted,
+            difference: counted.map(|c| c - 1_000),
+            seq,
+        }),
+    )
+}
+
+fn reopened(merchant: MerchantId, day: &str, previous: &str, seq: i64) -> Event {
+    let at = at("2026-11-24T21:00:00Z") + Duration::seconds(seq);
+    Event::new(
+        at,
+        EventBody::DayReopened(DayReopened {
+            merchant_id: merchant,
+            date: date(day),
+            previous_closed_through: date(previous),
+            closed_through: date(day).pred(),
+            reopened_at: at,
+            seq,
+        }),
+    )
+}
+
+async fn closes_and_reopens_in_any_order_and_twice_leave_the_newest_watermark(store: Arc<dyn ConsolidationStore>) {
+    // Given a merchant that closed the 20th (cash counted), closed the 23rd, reopened from the
+    // 22nd and closed the 25th, in that order (seq 1 to 4)
+    let merchant = MerchantId::new();
+    store.apply(&[registration(merchant, at("2026-11-01T12:00:00Z"))]).await.unwrap();
+    let marks = [
+        closed(merchant, "2026-11-20", None, Some(1_500), 1),
+        closed(merchant, "2026-11-23", Some("2026-11-20"), None, 2),
+        reopened(merchant, "2026-11-22", "2026-11-23", 3),
+        closed(merchant, "2026-11-25", Some("2026-11-21"), Some(900), 4),
+    ];
+
+    // When consolidation receives them newest first, each twice
+    let mut delivery: Vec<Event> = marks.iter().rev().cloned().collect();
+    delivery.extend(marks.iter().cloned());
+    let first = store.apply(&delivery[..4]).await.unwrap();
+    let second = store.apply(&delivery[4..]).await.unwrap();
+
+    // Then each is applied once, reports are invalidated from the first day each changed, and
+    // every day through the 25th reads closed by the close that covers it now: the 20th by the
+    // first (with its count), the 21st by the second, the 22nd to the 25th by the fourth
+    assert_eq!(first.applied.len(), 4);
+    assert_eq!(second.duplicates.len(), 4);
+    assert_eq!(first.changed_from.get(&merchant), Some(&BusinessDate::MIN), "the first close closes every earlier day");
+    let (from, to) = (date("2026-11-19"), date("2026-11-26"));
+    let known = store.day_marks(merchant, from, to).await.unwrap();
+    let closed_at = |seq: i64| at("2026-11-24T21:00:00Z") + Duration::seconds(seq);
+    let expected = |day: &str| -> Option<ClosedDay> {
+        match day {
+            "2026-11-19" => Some(ClosedDay { closed_at: closed_at(1), counted_cash: None, difference: None }),
+            "2026-11-20" => {
+                Some(ClosedDay { closed_at: closed_at(1), counted_cash: Some(1_500), difference: Some(500) })
+            }
+            "2026-11-21" => Some(ClosedDay { closed_at: closed_at(2), counted_cash: None, difference: None }),
+            "2026-11-25" => {
+                Some(ClosedDay { closed_at: closed_at(4), counted_cash: Some(900), difference: Some(-100) })
+            }
+            "2026-11-26" => None,
+            _ => Some(ClosedDay { closed_at: closed_at(4), counted_cash: None, difference: None }),
+        }
+    };
+    let mut day = from;
+    while day <= to {
+        assert_eq!(closed_day(&known, day), expected(&day.to_string()), "{day}");
+        day = day.succ().unwrap();
+    }
+
+    // And a reopen the ledger committed before those closes, delivered only now, undoes none
+    let stale = reopened(merchant, "2026-11-10", "2026-11-12", 0);
+    assert_eq!(store.apply(&[stale]).await.unwrap().applied.len(), 1);
+    let known = store.day_marks(merchant, from, to).await.unwrap();
+    assert!(closed_day(&known, date("2026-11-24")).is_some());
+}
+
+async fn adjustments_are_summed_per_day_and_closed_day_once_each(store: Arc<dyn ConsolidationStore>) {
+    // Given a merchant, an ordinary sale of the 24th and three adjustments counted on the 24th
+    // (two for the 20th, one reversal for the 22nd)
+    let merchant = MerchantId::new();
+    store.apply(&[registration(merchant, at("2026-11-01T12:00:00Z"))]).await.unwrap();
+    let adjusting = |meant_for: &str, kind: EntryType, minor: i64| {
+        let mut event = posting(merchant, "2026-11-24", kind, minor);
+        if let EventBody::EntryRecorded(e) = &mut event.body {
+            e.adjusts_date = Some(date(meant_for));
+        }
+        event
+    };
+    let events = vec![
+        posting(merchant, "2026-11-24", EntryType::Credit, 10_000),
+        adjusting("2026-11-20", EntryType::Credit, 2_500),
+        adjusting("2026-11-20", EntryType::Debit, 500),
+        adjusting("2026-11-22", EntryType::Debit, 4_000),
+    ];
+
+    // When they are applied, and then all delivered again
+    store.apply(&events).await.unwrap();
+    let again = store.apply(&events).await.unwrap();
+
+    // Then the day counts all four once, and its adjustments are the three, per closed day
+    assert_eq!(again.duplicates.len(), 4);
+    let (_, days) = store.days(merchant, date("2026-11-24"), date("2026-11-24")).await.unwrap();
+    assert_eq!(days[&date("2026-11-24")].entry_count, 4);
+    let adjustments = store.adjustments(merchant, date("2026-11-01"), date("2026-11-30")).await.unwrap();
+    let summary: Vec<_> = adjustments
+        .iter()
+        .map(|((day, meant_for), t)| (*day, *meant_for, t.total_credits.minor(), t.total_debits.minor(), t.entry_count))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (date("2026-11-24"), date("2026-11-20"), 2_500, 500, 2),
+            (date("2026-11-24"), date("2026-11-22"), 0, 4_000, 1),
+        ]
+    );
+    assert!(store.adjustments(merchant, date("2026-11-25"), date("2026-11-30")).await.unwrap().is_empty());
 }

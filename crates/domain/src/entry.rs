@@ -145,6 +145,10 @@ pub struct Entry {
     pub recorded_at: DateTime<Utc>,
     /// Set on a reversal: the entry it cancels.
     pub reversal_of: Option<EntryId>,
+    /// Set on an adjustment: the closed business day this entry was meant for. It counts on
+    /// `business_date` (the first day that was open when it was recorded), so the closed day's
+    /// totals stay as they were closed and every balance from `business_date` on is right.
+    pub adjusts_date: Option<BusinessDate>,
 }
 
 impl Entry {
@@ -167,6 +171,7 @@ impl Entry {
             business_date: BusinessDate::of(occurred_at, merchant.time_zone),
             recorded_at: now,
             reversal_of: None,
+            adjusts_date: None,
         })
     }
 
@@ -200,7 +205,14 @@ impl Entry {
             business_date: BusinessDate::of(now, time_zone),
             recorded_at: now,
             reversal_of: Some(self.id),
+            adjusts_date: None,
         })
+    }
+
+    /// The same entry counted on `open_day` instead of `meant_for`, a closed day: an
+    /// adjustment. Nothing else changes (`occurred_at` still says when it happened).
+    pub fn adjusted_into(self, open_day: BusinessDate, meant_for: BusinessDate) -> Entry {
+        Entry { business_date: open_day, adjusts_date: Some(meant_for), ..self }
     }
 }
 
@@ -279,6 +291,18 @@ mod tests {
         assert_eq!(reversal.reversal_of, Some(original.id));
         assert_eq!(reversal.description.as_str(), "Reversal of Venda balcão");
         assert_eq!(reversal.reversal(EntryId::new(), None, m.time_zone, now), Err(EntryError::ReversalOfReversal));
+    }
+
+    #[test]
+    fn an_adjustment_counts_on_the_open_day_and_remembers_the_day_it_was_meant_for() {
+        let m = merchant();
+        let now = Utc::now();
+        let entry = Entry::record(sale(None), &m, EntryId::new(), now).unwrap();
+        let (open, meant) = (BusinessDate::parse("2026-11-24").unwrap(), BusinessDate::parse("2026-11-20").unwrap());
+        let adjusted = entry.clone().adjusted_into(open, meant);
+        assert_eq!((adjusted.business_date, adjusted.adjusts_date), (open, Some(meant)));
+        assert_eq!((adjusted.id, adjusted.amount, adjusted.occurred_at), (entry.id, entry.amount, entry.occurred_at));
+        assert_eq!(entry.adjusts_date, None);
     }
 
     #[test]

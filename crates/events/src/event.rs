@@ -13,6 +13,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// One integration event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireEvent")]
 pub struct Event {
     /// Unique per event; consumers deduplicate on it.
     pub event_id: EventId,
@@ -35,6 +36,85 @@ pub struct Event {
 pub enum EventBody {
     MerchantRegistered(MerchantRegistered),
     EntryRecorded(EntryRecorded),
+    DayClosed(DayClosed),
+    DayReopened(DayReopened),
+    /// A kind this release does not know (a newer producer's): parsed, so it is acknowledged
+    /// and skipped instead of dead-lettered. Consumers of releases before this variant existed
+    /// treat such an event as poison (see `docs/architecture.md`, "Closing a day"). Never
+    /// produced, so never serialized.
+    #[serde(skip)]
+    Unknown,
+}
+
+/// The wire form as read: the body's kind and data are parsed apart, so that an unknown kind
+/// becomes [`EventBody::Unknown`] while a known kind with bad data is still an error (poison).
+#[derive(Deserialize)]
+struct WireEvent {
+    event_id: EventId,
+    version: u32,
+    occurred_at: DateTime<Utc>,
+    #[serde(default)]
+    trace: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    data: serde_json::Value,
+}
+
+impl TryFrom<WireEvent> for Event {
+    type Error = serde_json::Error;
+
+    fn try_from(wire: WireEvent) -> Result<Self, Self::Error> {
+        let body = match wire.kind.as_str() {
+            "merchant_registered" => EventBody::MerchantRegistered(serde_json::from_value(wire.data)?),
+            "entry_recorded" => EventBody::EntryRecorded(serde_json::from_value(wire.data)?),
+            "day_closed" => EventBody::DayClosed(serde_json::from_value(wire.data)?),
+            "day_reopened" => EventBody::DayReopened(serde_json::from_value(wire.data)?),
+            _ => EventBody::Unknown,
+        };
+        Ok(Event {
+            event_id: wire.event_id,
+            version: wire.version,
+            occurred_at: wire.occurred_at,
+            trace: wire.trace,
+            body,
+        })
+    }
+}
+
+/// The merchant closed its books through `date` (and every earlier day). `seq` orders the
+/// merchant's closes and reopens as the ledger committed them, so a consumer applying them in
+/// any order ends with the latest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayClosed {
+    pub merchant_id: MerchantId,
+    pub date: BusinessDate,
+    /// The watermark before this close: the close closes the days after it through `date`
+    /// (every day up to `date` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_closed_through: Option<BusinessDate>,
+    pub closed_at: DateTime<Utc>,
+    /// What was counted in the drawer, minor units (absent when not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_cash: Option<i64>,
+    /// Counted minus expected, minor units (absent when not counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difference: Option<i64>,
+    pub seq: i64,
+}
+
+/// The merchant reopened its books from `date`: the watermark moved back to
+/// `closed_through` (the day before `date`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayReopened {
+    pub merchant_id: MerchantId,
+    pub date: BusinessDate,
+    /// The watermark before the reopen: the days `date..=previous_closed_through` are open again.
+    pub previous_closed_through: BusinessDate,
+    /// The watermark after it (absent when no day stays closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_through: Option<BusinessDate>,
+    pub reopened_at: DateTime<Utc>,
+    pub seq: i64,
 }
 
 /// A merchant exists; consolidation learns its currency so that an empty report can be shown.
@@ -60,6 +140,11 @@ pub struct EntryRecorded {
     pub recorded_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal_of: Option<EntryId>,
+    /// Set on an adjustment: the closed day the entry was meant for. It counts on
+    /// `business_date` like any entry; absent from the wire form otherwise, so the events of
+    /// earlier producers parse and older consumers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjusts_date: Option<BusinessDate>,
 }
 
 impl EntryRecorded {
@@ -104,11 +189,28 @@ impl Event {
         serde_json::from_str::<TraceOnly>(json).ok().and_then(|t| t.trace)
     }
 
-    /// The merchant the event is about.
-    pub fn merchant_id(&self) -> MerchantId {
+    /// The merchant the event is about (none for a kind this release does not know).
+    pub fn merchant_id(&self) -> Option<MerchantId> {
         match &self.body {
-            EventBody::MerchantRegistered(m) => m.merchant_id,
-            EventBody::EntryRecorded(e) => e.merchant_id,
+            EventBody::MerchantRegistered(m) => Some(m.merchant_id),
+            EventBody::EntryRecorded(e) => Some(e.merchant_id),
+            EventBody::DayClosed(c) => Some(c.merchant_id),
+            EventBody::DayReopened(r) => Some(r.merchant_id),
+            EventBody::Unknown => None,
+        }
+    }
+
+    /// The merchant and the earliest business date whose report the event changes (a closed
+    /// or reopened day's report says so), for cache invalidation; none for a registration.
+    pub fn changes_reports_from(&self) -> Option<(MerchantId, BusinessDate)> {
+        match &self.body {
+            EventBody::EntryRecorded(e) => Some((e.merchant_id, e.business_date)),
+            EventBody::DayClosed(c) => Some((
+                c.merchant_id,
+                c.previous_closed_through.and_then(|d| d.succ()).unwrap_or(BusinessDate::MIN).min(c.date),
+            )),
+            EventBody::DayReopened(r) => Some((r.merchant_id, r.date)),
+            EventBody::MerchantRegistered(_) | EventBody::Unknown => None,
         }
     }
 
@@ -141,6 +243,7 @@ mod tests {
                 currency: Currency::BRL,
                 recorded_at: Utc::now(),
                 reversal_of: None,
+                adjusts_date: Some(BusinessDate::parse("2026-11-20").unwrap()),
             }),
         );
         let json = event.to_json();
@@ -185,6 +288,39 @@ mod tests {
     fn an_unknown_time_zone_makes_the_event_a_poison_message() {
         let bad = MERCHANT_REGISTERED_V1.replace("America/Sao_Paulo", "Mars/Olympus_Mons");
         assert!(Event::from_json(&bad).is_err());
+    }
+
+    #[test]
+    fn close_and_reopen_events_round_trip_and_an_unknown_kind_parses_as_unknown() {
+        let closed = Event::new(
+            Utc::now(),
+            EventBody::DayClosed(DayClosed {
+                merchant_id: MerchantId::new(),
+                date: BusinessDate::parse("2026-11-23").unwrap(),
+                previous_closed_through: None,
+                closed_at: Utc::now(),
+                counted_cash: Some(10_000),
+                difference: Some(-950),
+                seq: 7,
+            }),
+        );
+        let reopened = Event::new(
+            Utc::now(),
+            EventBody::DayReopened(DayReopened {
+                merchant_id: MerchantId::new(),
+                date: BusinessDate::parse("2026-11-20").unwrap(),
+                previous_closed_through: BusinessDate::parse("2026-11-23").unwrap(),
+                closed_through: BusinessDate::parse("2026-11-19").ok(),
+                reopened_at: Utc::now(),
+                seq: 8,
+            }),
+        );
+        for event in [closed, reopened] {
+            assert_eq!(Event::from_json(&event.to_json()).unwrap(), event);
+        }
+        let newer = ENTRY_RECORDED_V1.replace(r#""type":"entry_recorded""#, r#""type":"till_counted""#);
+        let parsed = Event::from_json(&newer).expect("a newer kind is not poison");
+        assert_eq!((parsed.merchant_id(), parsed.body), (None, EventBody::Unknown));
     }
 
     #[test]

@@ -16,5 +16,5 @@
 pub mod event;
 pub mod queue;
 
-pub use event::{EntryRecorded, Event, EventBody, MerchantRegistered};
+pub use event::{DayClosed, DayReopened, EntryRecorded, Event, EventBody, MerchantRegistered};
 pub use queue::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};

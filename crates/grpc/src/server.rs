@@ -68,6 +68,7 @@ pub fn entry_message(e: &Entry) -> pb::Entry {
         reversal_of: e.reversal_of.map(|id| id.to_string()).unwrap_or_default(),
         description: e.description.as_str().to_owned(),
         category: e.category.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default(),
+        adjusts_date: e.adjusts_date.map(|d| d.to_string()).unwrap_or_default(),
     }
 }
 

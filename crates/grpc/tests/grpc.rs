@@ -135,6 +135,39 @@ async fn stream_entries_returns_every_entry_of_the_range_in_order_across_pages()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_adjustment_carries_the_closed_day_it_was_meant_for() {
+    // Given a merchant whose books are closed through two days ago, a sale of three days ago
+    // recorded as an adjustment, and an ordinary sale of today
+    let server = Server::start().await;
+    let merchant = server.merchant().await;
+    server.ledger.close_day(merchant, back(2), None, None, "gerente".into()).await.unwrap();
+    let sale = |days_ago: i64| NewEntry {
+        kind: EntryType::Credit,
+        amount: Amount::from_minor(2_500).unwrap(),
+        description: Description::parse("venda esquecida").unwrap(),
+        category: None,
+        occurred_at: Some(Utc::now() - Duration::days(days_ago)),
+    };
+    let adjust = cashflow_ledger::ClosedDay::AdjustIntoOpenDay;
+    server.ledger.record_with(merchant, sale(3), None, None, adjust).await.unwrap();
+    server.ledger.record(merchant, sale(0), None, None).await.unwrap();
+
+    // When the open days are streamed
+    let mut stream = server.client().stream_entries(merchant, back(1), today()).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(entry) = stream.message().await.unwrap() {
+        seen.push((entry.business_date, entry.adjusts_date));
+    }
+
+    // Then the adjustment counts on the first open day and names the closed day; the other
+    // entry's adjusts_date is empty
+    let mut expected = vec![(back(1).to_string(), back(3).to_string()), (today().to_string(), String::new())];
+    expected.sort();
+    seen.sort();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn day_totals_are_the_ledgers_own_sums_per_business_date() {
     let server = Server::start().await;
     let merchant = server.merchant().await;

@@ -22,7 +22,7 @@ use cashflow_domain::{
 };
 use cashflow_http::{context, ApiJson, ApiQuery, Problem};
 
-use crate::service::{Ledger, LedgerError};
+use crate::service::{ClosedDay, Ledger, LedgerError};
 use crate::store::{EntryQuery, Idempotency, Recorded, StoreError};
 
 /// What the ledger's handlers share.
@@ -46,13 +46,15 @@ pub fn router(state: LedgerState) -> Router {
         .route("/v1/entries/{id}/reversal", post(reverse_entry))
         .route("/v1/merchant", get(get_merchant))
         .route("/v1/days/{date}/close", post(close_day))
+        .route("/v1/days/{date}/reopen", post(reopen_day))
+        .route("/v1/days", get(list_days))
         .with_state(state)
 }
 
 /// The ledger's part of the OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant, close_day),
+    paths(create_entry, list_entries, get_entry, reverse_entry, get_merchant, close_day, reopen_day, list_days),
     components(schemas(
         CreateEntryRequest,
         ReversalRequest,
@@ -60,7 +62,10 @@ pub fn router(state: LedgerState) -> Router {
         EntryPage,
         MerchantResponse,
         CloseDayRequest,
-        DayCloseResponse
+        DayCloseResponse,
+        ReopenDayRequest,
+        DayAuditResponse,
+        DaysResponse
     ))
 )]
 pub struct LedgerApi;
@@ -124,6 +129,15 @@ fn ledger_problem(e: LedgerError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "day-already-closed", "The day is already closed")
                 .detail(format!("the books are closed through {through}; reopen first to close again"))
         }
+        LedgerError::Store(StoreError::NotClosed { closed_through }) => {
+            let detail = match closed_through {
+                Some(through) => {
+                    format!("the books are closed through {through}; only a day on or before it can be reopened")
+                }
+                None => "no day of this merchant is closed".to_owned(),
+            };
+            Problem::new(StatusCode::CONFLICT, "day-not-closed", "The day is not closed").detail(detail)
+        }
         LedgerError::Store(StoreError::DayClosed { first_open }) => {
             Problem::new(StatusCode::CONFLICT, "day-closed", "The entry's business day is closed")
                 .detail(format!("the first open day is {first_open}"))
@@ -176,6 +190,11 @@ pub struct CreateEntryRequest {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     pub category: Option<String>,
+    /// When the entry's business day is closed: `true` records it on the first open day, with
+    /// `adjusts_date` set to the day it was meant for; otherwise (the default) it is refused
+    /// with 409 `day-closed`. No effect on an open day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adjust_into_open_day: Option<bool>,
 }
 
 /// Optional body of a reversal.
@@ -208,6 +227,10 @@ pub struct EntryResponse {
     pub business_date: String,
     pub recorded_at: String,
     pub reversal_of: Option<String>,
+    /// Set on an adjustment: the closed day (YYYY-MM-DD) this entry was meant for. It counts
+    /// on `business_date`, the first day that was open when it was recorded.
+    #[schema(example = json!(null))]
+    pub adjusts_date: Option<String>,
 }
 
 impl EntryResponse {
@@ -223,6 +246,7 @@ impl EntryResponse {
             business_date: entry.business_date.to_string(),
             recorded_at: entry.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             reversal_of: entry.reversal_of.map(|id| id.to_string()),
+            adjusts_date: entry.adjusts_date.map(|d| d.to_string()),
         }
     }
 }
@@ -329,7 +353,7 @@ fn created(entry: &Entry, tz: MerchantTimeZone, replayed: bool) -> Response {
         (status = 400, description = "Invalid input", content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token"),
         (status = 403, description = "Missing scope entries:write"),
-        (status = 409, description = "Idempotency-Key reused with a different body"),
+        (status = 409, description = "Idempotency-Key reused with a different body (`idempotency-key-reused`), or the entry's business day is closed and `adjust_into_open_day` is not true (`day-closed`, naming the first open day)", content_type = "application/problem+json"),
         (status = 413, description = "Body too large"),
     ),
     security(("bearer" = ["entries:write"]))
@@ -345,7 +369,10 @@ async fn create_entry(
     let key = idempotency_key(&headers)?;
     let new = parse_new_entry(&req, merchant.currency)?;
     let idempotency = key.map(|key| Idempotency { key, request_hash: request_hash(&req) });
-    let (entry, replayed) = match state.ledger.record(merchant.id, new, idempotency, context::traceparent()).await? {
+    let closed_day =
+        if req.adjust_into_open_day == Some(true) { ClosedDay::AdjustIntoOpenDay } else { ClosedDay::Refuse };
+    let recorded = state.ledger.record_with(merchant.id, new, idempotency, context::traceparent(), closed_day).await?;
+    let (entry, replayed) = match recorded {
         Recorded::Created(e) => (e, false),
         Recorded::Replayed(e) => (e, true),
     };
@@ -371,7 +398,9 @@ async fn get_entry(
     Ok(Json(EntryResponse::from_entry(&entry, merchant.time_zone)))
 }
 
-/// Reverse an entry: records the opposite entry; the original stays as it was.
+/// Reverse an entry: records the opposite entry; the original stays as it was. The reversal
+/// of an entry of a closed day is dated on the first open day, with `adjusts_date` set to the
+/// original's business date.
 #[utoipa::path(
     post, path = "/v1/entries/{id}/reversal", tag = "ledger",
     params(("id" = uuid::Uuid, Path, description = "Entry to reverse")),
@@ -520,6 +549,163 @@ async fn close_day(
     Ok((StatusCode::CREATED, Json(DayCloseResponse::of(&close, merchant.currency))).into_response())
 }
 
+/// The body of `POST /v1/days/{date}/reopen`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReopenDayRequest {
+    /// Why the day is reopened: 1 to 500 characters, required (it goes to the audit trail).
+    #[schema(
+        example = "venda de sábado lançada no dia errado",
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    pub reason: String,
+}
+
+/// One close or reopen of the audit trail.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DayAuditResponse {
+    /// `close` or `reopen`.
+    #[schema(example = "reopen")]
+    pub action: String,
+    /// The day closed, or the first day reopened.
+    #[schema(example = "2026-11-23")]
+    pub date: String,
+    /// When it happened.
+    pub at: String,
+    /// The token's subject (user or client).
+    pub by: String,
+    /// The reopen's reason, or the close's note.
+    pub reason: Option<String>,
+    /// The watermark before and after: the books were closed through these days.
+    pub closed_through_before: Option<String>,
+    pub closed_through_after: Option<String>,
+}
+
+impl DayAuditResponse {
+    fn of(audit: &crate::store::DayAudit) -> Self {
+        Self {
+            action: audit.action.as_str().to_owned(),
+            date: audit.date.to_string(),
+            at: audit.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            by: audit.by.clone(),
+            reason: audit.reason.clone(),
+            closed_through_before: audit.closed_through_before.map(|d| d.to_string()),
+            closed_through_after: audit.closed_through_after.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// Reopen the books from a day: that day and every later closed day take entries again; the
+/// watermark moves back to the day before. Required `reason`, kept in the audit trail.
+#[utoipa::path(
+    post, path = "/v1/days/{date}/reopen", tag = "ledger",
+    params(("date" = chrono::NaiveDate, Path, description = "First business day to reopen, YYYY-MM-DD (1970 or later)", pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")),
+    request_body = ReopenDayRequest,
+    responses(
+        (status = 200, body = DayAuditResponse, description = "The reopen's audit row"),
+        (status = 400, description = "Invalid date or reason, or a body of another shape", content_type = "application/problem+json"),
+        (status = 415, description = "No JSON body", content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope days:reopen"),
+        (status = 409, description = "The day is not closed (`day-not-closed`)", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["days:reopen"]))
+)]
+async fn reopen_day(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    Path(date): Path<String>,
+    ApiJson(request): ApiJson<ReopenDayRequest>,
+) -> Result<Json<DayAuditResponse>, ApiError> {
+    principal.require(Scope::DaysReopen)?;
+    let date = parse_date("date", &date)?;
+    let reason = request.reason;
+    let valid =
+        !reason.trim().is_empty() && reason.chars().count() <= NOTE_MAX_CHARS && !reason.chars().any(char::is_control);
+    if !valid {
+        return Err(Problem::invalid_field(
+            "invalid-reason",
+            "reason",
+            format!("1 to {NOTE_MAX_CHARS} characters without control characters"),
+        )
+        .into());
+    }
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let audit = state.ledger.reopen_day(merchant.id, date, reason, principal.subject.clone()).await?;
+    Ok(Json(DayAuditResponse::of(&audit)))
+}
+
+/// Query of `GET /v1/days`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DaysParams {
+    /// First business date, inclusive.
+    #[param(value_type = chrono::NaiveDate, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+    from: String,
+    /// Last business date, inclusive (not before `from`, at most 365 days after it).
+    #[param(value_type = chrono::NaiveDate, pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+    to: String,
+}
+
+/// The closes and the audit trail of a range of days.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DaysResponse {
+    /// The merchant's watermark now: every day on or before it is closed (`null`: none).
+    pub closed_through: Option<String>,
+    /// The close records of days in the range, by date then close time (a day closed,
+    /// reopened and closed again has two).
+    pub closes: Vec<DayCloseResponse>,
+    /// Every close and reopen of a day in the range, in the order they happened.
+    pub audit: Vec<DayAuditResponse>,
+}
+
+/// Longest range `GET /v1/days` may span.
+const MAX_DAYS_RANGE: i64 = 366;
+
+/// The close records and the audit trail (who closed or reopened, when, why) of a range of
+/// days. Read with `reports:read`: what an accountant checking closed reports needs, and no
+/// entry.
+#[utoipa::path(
+    get, path = "/v1/days", tag = "ledger",
+    params(DaysParams),
+    responses(
+        (status = 200, body = DaysResponse),
+        (status = 400, description = "Invalid or too long range (at most 366 days)", content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope reports:read"),
+    ),
+    security(("bearer" = ["reports:read"]))
+)]
+async fn list_days(
+    State(state): State<LedgerState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<DaysParams>,
+) -> Result<Json<DaysResponse>, ApiError> {
+    principal.require(Scope::ReportsRead)?;
+    let from = parse_date("from", &params.from)?;
+    let to = parse_date("to", &params.to)?;
+    if from > to {
+        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`").into());
+    }
+    if from.days_until(to) >= MAX_DAYS_RANGE {
+        return Err(Problem::invalid_field(
+            "date-range-too-long",
+            "to",
+            format!("a listing spans at most {MAX_DAYS_RANGE} days"),
+        )
+        .into());
+    }
+    let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    let closed_through = state.ledger.closed_through(merchant.id).await?;
+    let closes = state.ledger.day_closes(merchant.id, from, to).await?;
+    let audit = state.ledger.day_audit(merchant.id, from, to).await?;
+    Ok(Json(DaysResponse {
+        closed_through: closed_through.map(|d| d.to_string()),
+        closes: closes.iter().map(|c| DayCloseResponse::of(c, merchant.currency)).collect(),
+        audit: audit.iter().map(DayAuditResponse::of).collect(),
+    }))
+}
+
 /// A JSON body that may be left out (empty or only whitespace).
 fn optional_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<T>, Problem> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -658,6 +844,7 @@ mod tests {
             description: "x".into(),
             occurred_at: None,
             category: None,
+            adjust_into_open_day: None,
         };
         assert_eq!(request_hash(&req("1.00")), request_hash(&req("1.00")));
         assert_ne!(request_hash(&req("1.00")), request_hash(&req("2.00")));

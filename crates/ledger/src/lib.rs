@@ -23,6 +23,6 @@ pub mod store;
 pub use api::{router, LedgerApi, LedgerState};
 pub use postgres::PostgresLedgerStore;
 pub use relay::{Relay, RelayConfig};
-pub use service::{Ledger, LedgerError};
+pub use service::{ClosedDay, Ledger, LedgerError};
 pub use sqlite::SqliteLedgerStore;
 pub use store::{LedgerStore, StoreError};

@@ -64,6 +64,10 @@
 //!   a locking read waited for), so the write sees the new watermark and refuses the entries
 //!   it covers. Nothing dated in a closed day is committed after the close's snapshot.
 //!
+//! A reopen takes the same lock as a close before it moves the watermark back, so the same
+//! argument holds for it (a write that waited sees the older watermark). A close's or reopen's
+//! audit row and event are written in its transaction.
+//!
 //! Share locks do not conflict with each other, so writers still run concurrently, and an
 //! entry's foreign key check (`FOR KEY SHARE`) does not conflict with the close's lock. A
 //! close locks one row and then waits for nothing, so no cycle of waits (deadlock) can form;
@@ -91,7 +95,8 @@ use cashflow_events::Event;
 
 use crate::group_commit::{Batch, GroupCommit, Intake, Linger};
 use crate::store::{
-    CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError,
+    day_closed_event, day_reopened_event, CloseDay, DayAction, DayAudit, DayClose, EntryQuery, Idempotency,
+    LedgerStore, OutboxBacklog, OutboxRecord, Recorded, ReopenDay, StoreError,
 };
 
 /// The ledger's schema, embedded in the binary.
@@ -105,6 +110,16 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         version: 2,
         description: "day close",
         sql: include_str!("../migrations/postgres/0002_day_close.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "adjusts date",
+        sql: include_str!("../migrations/postgres/0003_adjusts_date.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 4,
+        description: "day audit",
+        sql: include_str!("../migrations/postgres/0004_day_audit.sql"),
     },
 ];
 
@@ -179,13 +194,14 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 const ENTRY_COLUMNS: &str = "id, merchant_id, type, amount_minor, currency, description, category, occurred_at, \
-                             business_date, recorded_at, reversal_of";
+                             business_date, recorded_at, reversal_of, adjusts_date";
 
 fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
     let get_uuid = |column: &'static str| row.try_get::<Uuid, _>(column).map_err(corrupt(column));
     let category: Option<String> = row.try_get("category").map_err(corrupt("category"))?;
     let reversal_of: Option<Uuid> = row.try_get("reversal_of").map_err(corrupt("reversal_of"))?;
     let business_date: NaiveDate = row.try_get("business_date").map_err(corrupt("business_date"))?;
+    let adjusts_date: Option<NaiveDate> = row.try_get("adjusts_date").map_err(corrupt("adjusts_date"))?;
     Ok(Entry {
         id: EntryId::from_uuid(get_uuid("id")?),
         merchant_id: MerchantId::from_uuid(get_uuid("merchant_id")?),
@@ -202,6 +218,9 @@ fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
             .ok_or_else(|| StoreError::Corrupt(format!("business_date: {business_date}")))?,
         recorded_at: row.try_get("recorded_at").map_err(corrupt("recorded_at"))?,
         reversal_of: reversal_of.map(EntryId::from_uuid),
+        adjusts_date: adjusts_date
+            .map(|d| BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("adjusts_date: {d}"))))
+            .transpose()?,
     })
 }
 
@@ -232,6 +251,74 @@ fn day_close_from_row(row: &PgRow) -> Result<DayClose, StoreError> {
         counted_cash_minor: row.try_get("counted_cash_minor").map_err(corrupt("counted_cash_minor"))?,
         note: row.try_get("note").map_err(corrupt("note"))?,
     })
+}
+
+fn date_of(d: NaiveDate, what: &'static str) -> Result<BusinessDate, StoreError> {
+    BusinessDate::from_naive(d).ok_or_else(|| StoreError::Corrupt(format!("{what}: {d}")))
+}
+
+fn day_audit_from_row(row: &PgRow) -> Result<DayAudit, StoreError> {
+    let optional = |name: &'static str| -> Result<Option<BusinessDate>, StoreError> {
+        row.try_get::<Option<NaiveDate>, _>(name).map_err(corrupt(name))?.map(|d| date_of(d, name)).transpose()
+    };
+    Ok(DayAudit {
+        seq: row.try_get("seq").map_err(corrupt("seq"))?,
+        merchant_id: MerchantId::from_uuid(row.try_get("merchant_id").map_err(corrupt("merchant_id"))?),
+        action: DayAction::parse(row.try_get("action").map_err(corrupt("action"))?)?,
+        date: date_of(row.try_get("business_date").map_err(corrupt("business_date"))?, "business_date")?,
+        at: row.try_get("at").map_err(corrupt("at"))?,
+        by: row.try_get("by").map_err(corrupt("by"))?,
+        reason: row.try_get("reason").map_err(corrupt("reason"))?,
+        closed_through_before: optional("closed_through_before")?,
+        closed_through_after: optional("closed_through_after")?,
+    })
+}
+
+/// Locks the merchant's row as a close or a reopen does (see the module docs) and returns its
+/// watermark.
+async fn lock_watermark(conn: &mut PgConnection, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {
+    let through: Option<NaiveDate> =
+        sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(merchant.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(unavailable)?
+            .flatten();
+    through.map(|d| date_of(d, "closed_through")).transpose()
+}
+
+/// Appends an audit row; its `seq`.
+async fn insert_day_audit(conn: &mut PgConnection, audit: &DayAudit) -> Result<i64, StoreError> {
+    sqlx::query_scalar(
+        "INSERT INTO day_audit (merchant_id, action, business_date, at, by, reason, closed_through_before,
+                                closed_through_after)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+    )
+    .bind(audit.merchant_id.as_uuid())
+    .bind(audit.action.as_str())
+    .bind(audit.date.naive())
+    .bind(micros(audit.at))
+    .bind(&audit.by)
+    .bind(&audit.reason)
+    .bind(audit.closed_through_before.map(|d| d.naive()))
+    .bind(audit.closed_through_after.map(|d| d.naive()))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(unavailable)
+}
+
+async fn set_watermark(
+    conn: &mut PgConnection,
+    merchant: MerchantId,
+    through: Option<BusinessDate>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE merchants SET closed_through = $2 WHERE id = $1")
+        .bind(merchant.as_uuid())
+        .bind(through.map(|d| d.naive()))
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 impl PostgresLedgerStore {
@@ -322,10 +409,10 @@ const INSERT_BATCH: &str = "
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
                          $8::timestamptz[], $9::date[], $10::timestamptz[], $11::uuid[], $12::text[], $13::text[],
-                         $14::uuid[], $15::text[], $16::timestamptz[])
+                         $14::uuid[], $15::text[], $16::timestamptz[], $17::date[])
         WITH ORDINALITY AS b (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash,
-                              event_id, body, created_at, arrival)
+                              event_id, body, created_at, adjusts_date, arrival)
 ), watermark AS (
     SELECT id AS merchant_id, closed_through FROM merchants
     WHERE id IN (SELECT merchant_id FROM batch)
@@ -336,9 +423,9 @@ WITH batch AS (
     WHERE b.business_date <= w.closed_through
 ), inserted AS (
     INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-                         business_date, recorded_at, reversal_of, idempotency_key, request_hash)
+                         business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
     SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-           business_date, recorded_at, reversal_of, idempotency_key, request_hash
+           business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date
     FROM batch
     WHERE id NOT IN (SELECT id FROM refused)
     ORDER BY merchant_id, idempotency_key, arrival
@@ -355,7 +442,7 @@ SELECT id, closed_through FROM refused";
 /// The rows stored under some (merchant, idempotency key) pairs.
 const SELECT_BY_IDEMPOTENCY_KEYS: &str = "
 SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date,
-       recorded_at, reversal_of, idempotency_key, request_hash
+       recorded_at, reversal_of, adjusts_date, idempotency_key, request_hash
 FROM entries
 WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))";
 
@@ -439,6 +526,7 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
     let event_ids: Vec<Uuid> = batch.iter().map(|r| r.outbox.event_id).collect();
     let bodies: Vec<&str> = batch.iter().map(|r| r.outbox.body.as_str()).collect();
     let created: Vec<DateTime<Utc>> = batch.iter().map(|r| r.outbox.created_at).collect();
+    let adjusts: Vec<Option<NaiveDate>> = batch.iter().map(|r| r.entry.adjusts_date.map(|d| d.naive())).collect();
     let rows = sqlx::query_as::<_, (Uuid, Option<NaiveDate>)>(INSERT_BATCH)
         .bind(ids)
         .bind(merchants)
@@ -456,6 +544,7 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
         .bind(event_ids)
         .bind(bodies)
         .bind(created)
+        .bind(adjusts)
         .fetch_all(&mut *conn)
         .await?;
     let mut outcome = BatchOutcome { inserted: HashSet::with_capacity(rows.len()), refused: HashMap::new() };
@@ -524,6 +613,7 @@ fn again(e: &StoreError) -> StoreError {
         StoreError::MerchantExists => StoreError::MerchantExists,
         StoreError::DayClosed { first_open } => StoreError::DayClosed { first_open: *first_open },
         StoreError::AlreadyClosed { through } => StoreError::AlreadyClosed { through: *through },
+        StoreError::NotClosed { closed_through } => StoreError::NotClosed { closed_through: *closed_through },
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
@@ -588,8 +678,8 @@ async fn record_alone(
     }
     let inserted = sqlx::query(
         "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-                              business_date, recorded_at, reversal_of, idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                              business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
     )
     .bind(entry.id.as_uuid())
@@ -605,6 +695,7 @@ async fn record_alone(
     .bind(entry.reversal_of.map(|id| *id.as_uuid()))
     .bind(idempotency.map(|i| i.key.as_str()))
     .bind(idempotency.map(|i| i.request_hash.as_str()))
+    .bind(entry.adjusts_date.map(|d| d.naive()))
     .execute(&mut *tx)
     .await;
     let inserted = match inserted {
@@ -749,16 +840,8 @@ impl LedgerStore for PostgresLedgerStore {
     async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError> {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         // Serializes with every write of the merchant's entries: see the module docs.
-        let through: Option<NaiveDate> =
-            sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(close.merchant_id.as_uuid())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .flatten();
-        if let Some(through) = through.filter(|through| close.date.naive() <= *through) {
-            let through = BusinessDate::from_naive(through)
-                .ok_or_else(|| StoreError::Corrupt(format!("closed_through: {through}")))?;
+        let previous = lock_watermark(&mut tx, close.merchant_id).await?;
+        if let Some(through) = previous.filter(|through| close.date <= *through) {
             return Err(StoreError::AlreadyClosed { through });
         }
         let (credits, debits, count, expected): (i64, i64, i64, i64) = sqlx::query_as(
@@ -803,14 +886,68 @@ impl LedgerStore for PostgresLedgerStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        sqlx::query("UPDATE merchants SET closed_through = $2 WHERE id = $1")
-            .bind(close.merchant_id.as_uuid())
-            .bind(close.date.naive())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        set_watermark(&mut tx, close.merchant_id, Some(close.date)).await?;
+        let audit = DayAudit {
+            seq: 0,
+            merchant_id: close.merchant_id,
+            action: DayAction::Close,
+            date: close.date,
+            at: record.closed_at,
+            by: record.closed_by.clone(),
+            reason: record.note.clone(),
+            closed_through_before: previous,
+            closed_through_after: Some(close.date),
+        };
+        let seq = insert_day_audit(&mut tx, &audit).await?;
+        insert_outbox(&mut tx, &OutboxRow::of(&day_closed_event(&record, previous, seq))).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(record)
+    }
+
+    #[tracing::instrument(skip_all, fields(merchant_id = %reopen.merchant_id, date = %reopen.date))]
+    async fn reopen_day(&self, reopen: &ReopenDay) -> Result<DayAudit, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        // The same lock as a close: records wait for the reopen's commit, and then see it.
+        let previous = match lock_watermark(&mut tx, reopen.merchant_id).await? {
+            Some(through) if reopen.date <= through => through,
+            closed_through => return Err(StoreError::NotClosed { closed_through }),
+        };
+        let after = reopen.date.pred();
+        set_watermark(&mut tx, reopen.merchant_id, after).await?;
+        let mut audit = DayAudit {
+            seq: 0,
+            merchant_id: reopen.merchant_id,
+            action: DayAction::Reopen,
+            date: reopen.date,
+            at: micros(reopen.reopened_at),
+            by: reopen.reopened_by.clone(),
+            reason: Some(reopen.reason.clone()),
+            closed_through_before: Some(previous),
+            closed_through_after: after,
+        };
+        audit.seq = insert_day_audit(&mut tx, &audit).await?;
+        insert_outbox(&mut tx, &OutboxRow::of(&day_reopened_event(&audit, previous))).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(audit)
+    }
+
+    async fn day_audit(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayAudit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, merchant_id, action, business_date, at, by, reason, closed_through_before, closed_through_after
+             FROM day_audit WHERE merchant_id = $1 AND business_date BETWEEN $2 AND $3 ORDER BY seq",
+        )
+        .bind(merchant.as_uuid())
+        .bind(from.naive())
+        .bind(to.naive())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(day_audit_from_row).collect()
     }
 
     async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {

@@ -14,7 +14,9 @@ use cashflow_domain::{
 };
 use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 
-use crate::store::{CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, Recorded, StoreError};
+use crate::store::{
+    CloseDay, DayAudit, DayClose, EntryQuery, Idempotency, LedgerStore, Recorded, ReopenDay, StoreError,
+};
 
 /// Why a ledger use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,21 @@ pub enum LedgerError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// What to do with an entry whose business day is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClosedDay {
+    /// Refuse it ([`StoreError::DayClosed`], naming the first open day).
+    #[default]
+    Refuse,
+    /// Record it on the first open day as an adjustment of the day it was meant for
+    /// ([`Entry::adjusts_date`]).
+    AdjustIntoOpenDay,
+}
+
+/// How many times a write refused for a closed day is re-dated onto the first open day the
+/// store named: only closes committed in between can refuse it again.
+const ADJUST_ATTEMPTS: usize = 4;
 
 /// The ledger.
 pub struct Ledger {
@@ -101,9 +118,38 @@ impl Ledger {
         idempotency: Option<Idempotency>,
         traceparent: Option<String>,
     ) -> Result<Recorded, LedgerError> {
+        self.record_with(merchant_id, new, idempotency, traceparent, ClosedDay::Refuse).await
+    }
+
+    /// [`record`](Self::record), choosing what happens when the entry's day is closed. The
+    /// store's watermark check, in the insert's transaction, is the authority: an adjustment is
+    /// first written as is, and re-dated onto the first open day the refusal names (again if a
+    /// close slipped in between), so it never lands in a closed day.
+    pub async fn record_with(
+        &self,
+        merchant_id: MerchantId,
+        new: NewEntry,
+        idempotency: Option<Idempotency>,
+        traceparent: Option<String>,
+        closed_day: ClosedDay,
+    ) -> Result<Recorded, LedgerError> {
         let merchant = self.merchant(merchant_id).await?;
         let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
-        self.write(entry, idempotency.as_ref(), traceparent).await
+        let meant_for = entry.business_date;
+        let mut attempt = entry.clone();
+        for _ in 0..ADJUST_ATTEMPTS {
+            match self.write(attempt, idempotency.as_ref(), traceparent.clone()).await {
+                Err(LedgerError::Store(StoreError::DayClosed { first_open }))
+                    if closed_day == ClosedDay::AdjustIntoOpenDay =>
+                {
+                    attempt = entry.clone().adjusted_into(first_open, meant_for);
+                }
+                outcome => return outcome,
+            }
+        }
+        Err(LedgerError::Store(StoreError::Unavailable(
+            "the books kept closing while an adjustment was written".into(),
+        )))
     }
 
     /// Reverses an entry: a new entry of the opposite type and the same amount. `traceparent`
@@ -119,9 +165,28 @@ impl Ledger {
         let merchant = self.merchant(merchant_id).await?;
         let original = self.entry(merchant_id, id).await?;
         let reversal = original.reversal(EntryId::new(), description, merchant.time_zone, now())?;
-        match self.write(reversal, None, traceparent).await? {
-            Recorded::Created(entry) | Recorded::Replayed(entry) => Ok(entry),
+        // The reversal of a closed day's entry is an adjustment of that day, dated on the
+        // first open day; the store's refusal (a close in between) names the newer one.
+        let closed_through = self.store.closed_through(merchant_id).await?;
+        let mut attempt = match closed_through.filter(|through| original.business_date <= *through) {
+            Some(through) => match through.succ() {
+                Some(first_open) => reversal.clone().adjusted_into(first_open, original.business_date),
+                None => reversal.clone(),
+            },
+            None => reversal.clone(),
+        };
+        for _ in 0..ADJUST_ATTEMPTS {
+            match self.write(attempt, None, traceparent.clone()).await {
+                Err(LedgerError::Store(StoreError::DayClosed { first_open }))
+                    if original.business_date < first_open =>
+                {
+                    attempt = reversal.clone().adjusted_into(first_open, original.business_date);
+                }
+                Ok(Recorded::Created(entry) | Recorded::Replayed(entry)) => return Ok(entry),
+                Err(e) => return Err(e),
+            }
         }
+        Err(LedgerError::Store(StoreError::Unavailable("the books kept closing while a reversal was written".into())))
     }
 
     async fn write(
@@ -141,6 +206,7 @@ impl Ledger {
                 currency: entry.currency,
                 recorded_at: entry.recorded_at,
                 reversal_of: entry.reversal_of,
+                adjusts_date: entry.adjusts_date,
             }),
         )
         .with_id(Event::id_of_entry(entry.id))
@@ -168,7 +234,40 @@ impl Ledger {
             return Err(LedgerError::FutureDay(date));
         }
         let close = CloseDay { merchant_id, date, closed_at, closed_by, counted_cash_minor, note };
-        Ok(self.store.close_day(&close).await?)
+        let record = self.store.close_day(&close).await?;
+        self.outbox_written.notify_one();
+        Ok(record)
+    }
+
+    /// Reopens the merchant's books from `date` (that day and every later closed one): the
+    /// watermark moves back to the day before. `reason` is required, `reopened_by` is who asked.
+    pub async fn reopen_day(
+        &self,
+        merchant_id: MerchantId,
+        date: BusinessDate,
+        reason: String,
+        reopened_by: String,
+    ) -> Result<DayAudit, LedgerError> {
+        self.merchant(merchant_id).await?;
+        let reopen = ReopenDay { merchant_id, date, reopened_at: now(), reopened_by, reason };
+        let audit = self.store.reopen_day(&reopen).await?;
+        self.outbox_written.notify_one();
+        Ok(audit)
+    }
+
+    /// The merchant's closes and reopens of days in `from..=to`, in the order they happened.
+    pub async fn day_audit(
+        &self,
+        merchant_id: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayAudit>, LedgerError> {
+        Ok(self.store.day_audit(merchant_id, from, to).await?)
+    }
+
+    /// The last day the merchant's books are closed through, if any.
+    pub async fn closed_through(&self, merchant_id: MerchantId) -> Result<Option<BusinessDate>, LedgerError> {
+        Ok(self.store.closed_through(merchant_id).await?)
     }
 
     /// The merchant's close records for days in `from..=to`.

@@ -37,6 +37,8 @@
 //! same transaction or a later one) or after it (it sees the new watermark and is refused with
 //! [`StoreError::DayClosed`]). Another process writing the same file would need SQLite's write
 //! lock, which `BEGIN IMMEDIATE` holds for the whole transaction: the same argument holds.
+//! A reopen moves the watermark back the same way (one more request of the writer), and a
+//! close's or reopen's audit row and event are written in its transaction.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -55,7 +57,8 @@ use crate::group_commit::{Batch, GroupCommit, Intake};
 
 mod totals;
 use crate::store::{
-    CloseDay, DayClose, EntryQuery, Idempotency, LedgerStore, OutboxBacklog, OutboxRecord, Recorded, StoreError,
+    day_closed_event, day_reopened_event, CloseDay, DayAction, DayAudit, DayClose, EntryQuery, Idempotency,
+    LedgerStore, OutboxBacklog, OutboxRecord, Recorded, ReopenDay, StoreError,
 };
 
 /// The most requests one transaction commits. Large enough that one fsync serves every request
@@ -76,6 +79,16 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         version: 2,
         description: "day close",
         sql: include_str!("../migrations/sqlite/0002_day_close.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 3,
+        description: "adjusts date",
+        sql: include_str!("../migrations/sqlite/0003_adjusts_date.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 4,
+        description: "day audit",
+        sql: include_str!("../migrations/sqlite/0004_day_audit.sql"),
     },
 ];
 
@@ -100,7 +113,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 macro_rules! entry_columns {
     () => {
         "id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date, \
-         recorded_at, reversal_of"
+         recorded_at, reversal_of, adjusts_date"
     };
 }
 const ENTRY_COLUMNS: &str = entry_columns!();
@@ -108,8 +121,8 @@ const ENTRY_COLUMNS: &str = entry_columns!();
 // The writer's statements, each prepared once and reused from the connection's statement cache.
 const INSERT_ENTRY: &str = "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category,
                                      occurred_at, business_date, recorded_at, reversal_of, idempotency_key,
-                                     request_hash)
-                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                                     request_hash, adjusts_date)
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 const SELECT_BY_IDEMPOTENCY_KEY: &str =
     concat!("SELECT ", entry_columns!(), ", request_hash FROM entries WHERE merchant_id = ?1 AND idempotency_key = ?2");
 const INSERT_MERCHANT: &str =
@@ -126,6 +139,11 @@ INSERT INTO day_closes (merchant_id, business_date, closed_at, closed_by, credit
                         expected_balance_minor, counted_cash_minor, note)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 const UPDATE_CLOSED_THROUGH: &str = "UPDATE merchants SET closed_through = ?2 WHERE id = ?1";
+const INSERT_DAY_AUDIT: &str = "
+INSERT INTO day_audit (merchant_id, action, business_date, at, by, reason, closed_through_before, closed_through_after)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const DAY_AUDIT_COLUMNS: &str =
+    "seq, merchant_id, action, business_date, at, by, reason, closed_through_before, closed_through_after";
 const DAY_CLOSE_COLUMNS: &str = "merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor, \
                                  entry_count, expected_balance_minor, counted_cash_minor, note";
 const INSERT_OUTBOX: &str = "INSERT INTO outbox (event_id, body, created_at) VALUES (?1, ?2, ?3)";
@@ -153,6 +171,7 @@ struct EntryRow {
     business_date: String,
     recorded_at: i64,
     reversal_of: Option<String>,
+    adjusts_date: Option<String>,
 }
 
 impl EntryRow {
@@ -171,6 +190,7 @@ impl EntryRow {
             business_date: column(row, "business_date")?,
             recorded_at: column(row, "recorded_at")?,
             reversal_of: column(row, "reversal_of")?,
+            adjusts_date: column(row, "adjusts_date")?,
         })
     }
 
@@ -187,6 +207,7 @@ impl EntryRow {
             business_date: row.get("business_date")?,
             recorded_at: row.get("recorded_at")?,
             reversal_of: row.get("reversal_of")?,
+            adjusts_date: row.get("adjusts_date")?,
         })
     }
 
@@ -203,6 +224,12 @@ impl EntryRow {
             business_date: BusinessDate::parse(&self.business_date).map_err(corrupt("business_date"))?,
             recorded_at: micros_to_time(self.recorded_at)?,
             reversal_of: self.reversal_of.as_deref().map(EntryId::parse).transpose().map_err(corrupt("reversal_of"))?,
+            adjusts_date: self
+                .adjusts_date
+                .as_deref()
+                .map(BusinessDate::parse)
+                .transpose()
+                .map_err(corrupt("adjusts_date"))?,
         })
     }
 }
@@ -295,6 +322,7 @@ enum WriteOp {
         seqs: Vec<i64>,
     },
     CloseDay(CloseDay),
+    ReopenDay(ReopenDay),
 }
 
 /// What a successful write produced.
@@ -305,6 +333,8 @@ enum Written {
     Recorded(Recorded),
     /// A day was closed.
     Closed(DayClose),
+    /// Days were reopened.
+    Reopened(DayAudit),
 }
 
 /// The writer's queue of pending writes and the answer each gets.
@@ -371,7 +401,10 @@ fn commit<'a>(
 fn created(op: &WriteOp) -> Written {
     match op {
         WriteOp::Record { entry, .. } => Written::Recorded(Recorded::Created(Entry::clone(entry))),
-        WriteOp::CreateMerchant { .. } | WriteOp::DeleteOutbox { .. } | WriteOp::CloseDay(_) => Written::Done,
+        WriteOp::CreateMerchant { .. }
+        | WriteOp::DeleteOutbox { .. }
+        | WriteOp::CloseDay(_)
+        | WriteOp::ReopenDay(_) => Written::Done,
     }
 }
 
@@ -421,6 +454,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
                 reversal_of,
                 idempotency.as_ref().map(|i| i.key.as_str()),
                 idempotency.as_ref().map(|i| i.request_hash.as_str()),
+                entry.adjusts_date.map(|d| d.to_string()),
             ]);
             match inserted {
                 Ok(_) => {}
@@ -448,6 +482,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
             Ok(Ok(created(op)))
         }
         WriteOp::CloseDay(close) => close_day(conn, close),
+        WriteOp::ReopenDay(reopen) => reopen_day(conn, reopen),
         WriteOp::DeleteOutbox { seqs } => {
             let mut delete = conn.prepare_cached(DELETE_OUTBOX)?;
             for seq in seqs {
@@ -480,14 +515,12 @@ fn first_open_after(through: &str) -> Result<BusinessDate, StoreError> {
 fn close_day(conn: &Connection, close: &CloseDay) -> Result<Result<Written, StoreError>, rusqlite::Error> {
     let merchant_id = close.merchant_id.to_string();
     let date = close.date.to_string();
-    if let Some(through) = closed_through(conn, &merchant_id)? {
-        if date.as_str() <= through.as_str() {
-            return Ok(match BusinessDate::parse(&through) {
-                Ok(through) => Err(StoreError::AlreadyClosed { through }),
-                Err(e) => Err(StoreError::Corrupt(format!("closed_through: {e}"))),
-            });
-        }
-    }
+    let previous = match closed_through(conn, &merchant_id)?.map(|through| BusinessDate::parse(&through)) {
+        Some(Ok(through)) if close.date <= through => return Ok(Err(StoreError::AlreadyClosed { through })),
+        Some(Ok(through)) => Some(through),
+        Some(Err(e)) => return Ok(Err(StoreError::Corrupt(format!("closed_through: {e}")))),
+        None => None,
+    };
     let (credits, debits, count, expected): (i64, i64, i64, i64) = conn
         .prepare_cached(SELECT_CLOSE_TOTALS)?
         .query_row(params![merchant_id, date], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
@@ -516,7 +549,73 @@ fn close_day(conn: &Connection, close: &CloseDay) -> Result<Result<Written, Stor
         record.note,
     ])?;
     conn.prepare_cached(UPDATE_CLOSED_THROUGH)?.execute(params![merchant_id, date])?;
+    conn.prepare_cached(INSERT_DAY_AUDIT)?.execute(params![
+        merchant_id,
+        DayAction::Close.as_str(),
+        date,
+        record.closed_at.timestamp_micros(),
+        record.closed_by,
+        record.note,
+        previous.map(|d| d.to_string()),
+        date,
+    ])?;
+    let event = day_closed_event(&record, previous, conn.last_insert_rowid());
+    insert_outbox(conn, &OutboxRow::of(&event))?;
     Ok(Ok(Written::Closed(record)))
+}
+
+/// Moves the watermark back, with its audit row and event, in the batch's transaction.
+fn reopen_day(conn: &Connection, reopen: &ReopenDay) -> Result<Result<Written, StoreError>, rusqlite::Error> {
+    let merchant_id = reopen.merchant_id.to_string();
+    let previous = match closed_through(conn, &merchant_id)?.map(|through| BusinessDate::parse(&through)) {
+        Some(Ok(through)) if reopen.date <= through => through,
+        Some(Ok(through)) => return Ok(Err(StoreError::NotClosed { closed_through: Some(through) })),
+        Some(Err(e)) => return Ok(Err(StoreError::Corrupt(format!("closed_through: {e}")))),
+        None => return Ok(Err(StoreError::NotClosed { closed_through: None })),
+    };
+    let after = reopen.date.pred();
+    conn.prepare_cached(UPDATE_CLOSED_THROUGH)?.execute(params![merchant_id, after.map(|d| d.to_string())])?;
+    conn.prepare_cached(INSERT_DAY_AUDIT)?.execute(params![
+        merchant_id,
+        DayAction::Reopen.as_str(),
+        reopen.date.to_string(),
+        reopen.reopened_at.timestamp_micros(),
+        reopen.reopened_by,
+        reopen.reason,
+        previous.to_string(),
+        after.map(|d| d.to_string()),
+    ])?;
+    let audit = DayAudit {
+        seq: conn.last_insert_rowid(),
+        merchant_id: reopen.merchant_id,
+        action: DayAction::Reopen,
+        date: reopen.date,
+        at: reopen.reopened_at,
+        by: reopen.reopened_by.clone(),
+        reason: Some(reopen.reason.clone()),
+        closed_through_before: Some(previous),
+        closed_through_after: after,
+    };
+    insert_outbox(conn, &OutboxRow::of(&day_reopened_event(&audit, previous)))?;
+    Ok(Ok(Written::Reopened(audit)))
+}
+
+fn optional_date(row: &SqliteRow, name: &'static str) -> Result<Option<BusinessDate>, StoreError> {
+    column::<Option<String>>(row, name)?.map(|d| BusinessDate::parse(&d).map_err(corrupt(name))).transpose()
+}
+
+fn day_audit_from_row(row: &SqliteRow) -> Result<DayAudit, StoreError> {
+    Ok(DayAudit {
+        seq: column(row, "seq")?,
+        merchant_id: MerchantId::parse(column(row, "merchant_id")?).map_err(corrupt("merchant_id"))?,
+        action: DayAction::parse(column(row, "action")?)?,
+        date: BusinessDate::parse(column(row, "business_date")?).map_err(corrupt("business_date"))?,
+        at: micros_to_time(column(row, "at")?)?,
+        by: column(row, "by")?,
+        reason: column(row, "reason")?,
+        closed_through_before: optional_date(row, "closed_through_before")?,
+        closed_through_after: optional_date(row, "closed_through_after")?,
+    })
 }
 
 fn day_close_from_row(row: &SqliteRow) -> Result<DayClose, StoreError> {
@@ -593,7 +692,7 @@ impl LedgerStore for SqliteLedgerStore {
         };
         match self.write(op).await? {
             Written::Recorded(recorded) => Ok(recorded),
-            Written::Done | Written::Closed(_) => {
+            Written::Done | Written::Closed(_) | Written::Reopened(_) => {
                 Err(StoreError::Unavailable("the ledger writer gave no entry back".to_owned()))
             }
         }
@@ -645,10 +744,39 @@ impl LedgerStore for SqliteLedgerStore {
     async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError> {
         match self.write(WriteOp::CloseDay(close.clone())).await? {
             Written::Closed(record) => Ok(record),
-            Written::Done | Written::Recorded(_) => {
+            Written::Done | Written::Recorded(_) | Written::Reopened(_) => {
                 Err(StoreError::Unavailable("the ledger writer gave no close record back".to_owned()))
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(merchant_id = %reopen.merchant_id, date = %reopen.date))]
+    async fn reopen_day(&self, reopen: &ReopenDay) -> Result<DayAudit, StoreError> {
+        match self.write(WriteOp::ReopenDay(reopen.clone())).await? {
+            Written::Reopened(audit) => Ok(audit),
+            Written::Done | Written::Recorded(_) | Written::Closed(_) => {
+                Err(StoreError::Unavailable("the ledger writer gave no reopen record back".to_owned()))
+            }
+        }
+    }
+
+    async fn day_audit(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayAudit>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DAY_AUDIT_COLUMNS} FROM day_audit
+             WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3 ORDER BY seq"
+        ))
+        .bind(merchant.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(day_audit_from_row).collect()
     }
 
     async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError> {

@@ -28,6 +28,12 @@ pub enum StoreError {
     /// The day asked to be closed is already closed (itself or by a later close).
     #[error("the books are already closed through {through}")]
     AlreadyClosed { through: BusinessDate },
+    /// The day asked to be reopened is not closed.
+    #[error("the day is not closed")]
+    NotClosed {
+        /// The watermark, if any day is closed.
+        closed_through: Option<BusinessDate>,
+    },
     /// The database could not be reached or failed; retrying later may work.
     #[error("ledger store unavailable: {0}")]
     Unavailable(String),
@@ -125,6 +131,94 @@ impl DayClose {
     }
 }
 
+/// A request to reopen a merchant's books from `date`: the watermark moves back to the day
+/// before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReopenDay {
+    pub merchant_id: MerchantId,
+    pub date: BusinessDate,
+    pub reopened_at: DateTime<Utc>,
+    /// The token's subject or client: who reopened.
+    pub reopened_by: String,
+    /// Why (required: reopening changes what a closed report said).
+    pub reason: String,
+}
+
+/// What one close or reopen did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DayAction {
+    Close,
+    Reopen,
+}
+
+impl DayAction {
+    /// `"close"` or `"reopen"`, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DayAction::Close => "close",
+            DayAction::Reopen => "reopen",
+        }
+    }
+
+    /// The stored name back; anything else is a corrupt row.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "close" => Ok(DayAction::Close),
+            "reopen" => Ok(DayAction::Reopen),
+            other => Err(StoreError::Corrupt(format!("day action: {other}"))),
+        }
+    }
+}
+
+/// An immutable audit row: who closed or reopened which day, when and why, and how the
+/// watermark moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayAudit {
+    /// Orders the merchant's closes and reopens as they were committed.
+    pub seq: i64,
+    pub merchant_id: MerchantId,
+    pub action: DayAction,
+    /// The day closed, or the first day reopened.
+    pub date: BusinessDate,
+    pub at: DateTime<Utc>,
+    pub by: String,
+    /// The close's note or the reopen's reason.
+    pub reason: Option<String>,
+    pub closed_through_before: Option<BusinessDate>,
+    pub closed_through_after: Option<BusinessDate>,
+}
+
+/// The event that tells consolidation about a close, once its audit row has its `seq`.
+pub(crate) fn day_closed_event(close: &DayClose, previous: Option<BusinessDate>, seq: i64) -> Event {
+    Event::new(
+        close.closed_at,
+        cashflow_events::EventBody::DayClosed(cashflow_events::DayClosed {
+            merchant_id: close.merchant_id,
+            date: close.date,
+            previous_closed_through: previous,
+            closed_at: close.closed_at,
+            counted_cash: close.counted_cash_minor,
+            difference: close.difference_minor(),
+            seq,
+        }),
+    )
+}
+
+/// The event that tells consolidation about a reopen.
+pub(crate) fn day_reopened_event(audit: &DayAudit, previous: BusinessDate) -> Event {
+    Event::new(
+        audit.at,
+        cashflow_events::EventBody::DayReopened(cashflow_events::DayReopened {
+            merchant_id: audit.merchant_id,
+            date: audit.date,
+            previous_closed_through: previous,
+            closed_through: audit.closed_through_after,
+            reopened_at: audit.at,
+            seq: audit.seq,
+        }),
+    )
+}
+
 /// Everything the ledger persists.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + 'static {
@@ -168,8 +262,23 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Closes the merchant's books through `close.date`, with totals computed from the stored
     /// entries in the same transaction that moves the watermark, so that no concurrent
     /// [`record`](Self::record) lands in a closed day after the totals were taken.
-    /// [`StoreError::AlreadyClosed`] if the books are already closed through that date.
+    /// [`StoreError::AlreadyClosed`] if the books are already closed through that date. Writes
+    /// the close's audit row and the event that tells consolidation in the same transaction.
     async fn close_day(&self, close: &CloseDay) -> Result<DayClose, StoreError>;
+
+    /// Moves the merchant's watermark back to the day before `reopen.date`, writing an audit
+    /// row and the event that tells consolidation, in the same transaction and serialized with
+    /// records and closes exactly like [`close_day`](Self::close_day).
+    /// [`StoreError::NotClosed`] if `reopen.date` is after the watermark (or none is set).
+    async fn reopen_day(&self, reopen: &ReopenDay) -> Result<DayAudit, StoreError>;
+
+    /// The merchant's closes and reopens of days in `from..=to`, in commit order.
+    async fn day_audit(
+        &self,
+        merchant: MerchantId,
+        from: BusinessDate,
+        to: BusinessDate,
+    ) -> Result<Vec<DayAudit>, StoreError>;
 
     /// The last day the merchant's books are closed through, if any.
     async fn closed_through(&self, merchant: MerchantId) -> Result<Option<BusinessDate>, StoreError>;

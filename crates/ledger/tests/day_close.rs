@@ -10,7 +10,7 @@ mod fixtures;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cashflow_ledger::store::{CloseDay, DayClose, Recorded};
+use cashflow_ledger::store::{CloseDay, DayAction, DayClose, Recorded, ReopenDay};
 use cashflow_ledger::{LedgerStore, StoreError};
 use fixtures::*;
 
@@ -20,6 +20,10 @@ contract! {
         after_a_close_entries_on_or_before_it_are_refused_naming_the_first_open_day,
         a_day_cannot_be_closed_twice_nor_behind_the_watermark,
         no_entry_slips_past_a_close_racing_many_backdating_writers,
+        an_adjustment_is_stored_on_the_open_day_carrying_the_day_it_was_meant_for,
+        a_reopen_moves_the_watermark_back_to_the_day_before_and_those_days_take_entries_again,
+        only_a_closed_day_can_be_reopened,
+        closes_and_reopens_leave_an_audit_trail_and_ordered_events_for_consolidation,
     ],
     harness: [],
 }
@@ -116,6 +120,129 @@ async fn a_day_cannot_be_closed_twice_nor_behind_the_watermark(store: Arc<dyn Le
     store.close_day(&close_of(&m, "2026-11-25", None)).await.unwrap();
     assert_eq!(store.closed_through(m.id).await.unwrap(), Some(date("2026-11-25")));
     assert_eq!(store.day_closes(m.id, date("2026-11-01"), date("2026-11-30")).await.unwrap().len(), 2);
+}
+
+async fn an_adjustment_is_stored_on_the_open_day_carrying_the_day_it_was_meant_for(store: Arc<dyn LedgerStore>) {
+    // Given a merchant whose books are closed through the 23rd
+    let m = given_a_merchant(&store).await;
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+
+    // When a sale of the 20th is recorded as an adjustment on the 24th
+    let adjustment =
+        entry_on(&m, "2026-11-20", EntryType::Credit, 2_500).adjusted_into(date("2026-11-24"), date("2026-11-20"));
+    let recorded = record(&store, &adjustment).await.unwrap();
+
+    // Then it is stored on the 24th carrying the 20th, read back whole by id and in the 24th's
+    // page, and the closed 20th holds nothing
+    assert_eq!(recorded, Recorded::Created(adjustment.clone()));
+    assert_eq!(store.entry(m.id, adjustment.id).await.unwrap(), Some(adjustment.clone()));
+    assert_eq!(entries_of(&store, &m).await, vec![adjustment.clone()]);
+    assert_eq!(adjustment.adjusts_date, Some(date("2026-11-20")));
+    let totals = store.day_totals(m.id, date("2026-11-20"), date("2026-11-24")).await.unwrap();
+    assert_eq!(totals.iter().map(|(d, _)| *d).collect::<Vec<_>>(), vec![date("2026-11-24")]);
+}
+
+fn reopen_of(m: &Merchant, day: &str) -> ReopenDay {
+    ReopenDay {
+        merchant_id: m.id,
+        date: date(day),
+        reopened_at: now(),
+        reopened_by: "gerente@padaria".to_owned(),
+        reason: "venda lançada no dia errado".to_owned(),
+    }
+}
+
+async fn a_reopen_moves_the_watermark_back_to_the_day_before_and_those_days_take_entries_again(
+    store: Arc<dyn LedgerStore>,
+) {
+    // Given a merchant whose books are closed through the 23rd
+    let m = given_a_merchant(&store).await;
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+
+    // When the books are reopened from the 21st
+    let audit = store.reopen_day(&reopen_of(&m, "2026-11-21")).await.unwrap();
+
+    // Then the watermark is the 20th, an entry of the 21st is taken, one of the 20th is still
+    // refused naming the 21st, and the reopen says how the watermark moved
+    assert_eq!(store.closed_through(m.id).await.unwrap(), Some(date("2026-11-20")));
+    assert_eq!(
+        (audit.action, audit.closed_through_before, audit.closed_through_after),
+        (DayAction::Reopen, Some(date("2026-11-23")), Some(date("2026-11-20")))
+    );
+    assert_eq!(audit.reason.as_deref(), Some("venda lançada no dia errado"));
+    record(&store, &entry_on(&m, "2026-11-21", EntryType::Credit, 100)).await.unwrap();
+    let refused = record(&store, &entry_on(&m, "2026-11-20", EntryType::Credit, 100)).await;
+    assert!(matches!(refused, Err(StoreError::DayClosed { first_open }) if first_open == date("2026-11-21")));
+    // And the 21st can be closed again
+    store.close_day(&close_of(&m, "2026-11-21", None)).await.unwrap();
+}
+
+async fn only_a_closed_day_can_be_reopened(store: Arc<dyn LedgerStore>) {
+    // Given a merchant that never closed a day, When it reopens one, Then it is refused
+    let m = given_a_merchant(&store).await;
+    let never = store.reopen_day(&reopen_of(&m, "2026-11-23")).await;
+    assert!(matches!(never, Err(StoreError::NotClosed { closed_through: None })), "{never:?}");
+
+    // Given the books closed through the 23rd, When the 24th is reopened, Then it is refused
+    // naming the watermark, which did not move
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+    let open = store.reopen_day(&reopen_of(&m, "2026-11-24")).await;
+    assert!(
+        matches!(open, Err(StoreError::NotClosed { closed_through: Some(d) }) if d == date("2026-11-23")),
+        "{open:?}"
+    );
+    assert_eq!(store.closed_through(m.id).await.unwrap(), Some(date("2026-11-23")));
+}
+
+async fn closes_and_reopens_leave_an_audit_trail_and_ordered_events_for_consolidation(store: Arc<dyn LedgerStore>) {
+    // Given a merchant
+    let m = given_a_merchant(&store).await;
+    let registered = store.outbox_batch(100).await.unwrap().len();
+
+    // When it closes the 20th, closes the 23rd, reopens from the 22nd and closes the 25th
+    store.close_day(&close_of(&m, "2026-11-20", Some(0))).await.unwrap();
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+    store.reopen_day(&reopen_of(&m, "2026-11-22")).await.unwrap();
+    store.close_day(&close_of(&m, "2026-11-25", None)).await.unwrap();
+
+    // Then the audit trail holds the four, in order, with how each moved the watermark
+    let audit = store.day_audit(m.id, date("2026-11-01"), date("2026-11-30")).await.unwrap();
+    let trail: Vec<_> = audit
+        .iter()
+        .map(|a| (a.action, a.date, a.closed_through_before, a.closed_through_after, a.by.as_str()))
+        .collect();
+    let d = |s| Some(date(s));
+    assert_eq!(
+        trail,
+        vec![
+            (DayAction::Close, date("2026-11-20"), None, d("2026-11-20"), "operator@padaria"),
+            (DayAction::Close, date("2026-11-23"), d("2026-11-20"), d("2026-11-23"), "operator@padaria"),
+            (DayAction::Reopen, date("2026-11-22"), d("2026-11-23"), d("2026-11-21"), "gerente@padaria"),
+            (DayAction::Close, date("2026-11-25"), d("2026-11-21"), d("2026-11-25"), "operator@padaria"),
+        ]
+    );
+    assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq), "seq orders them");
+    // And a range sees only its days' rows
+    assert_eq!(store.day_audit(m.id, date("2026-11-21"), date("2026-11-23")).await.unwrap().len(), 2);
+
+    // And one event per close or reopen went to the outbox, carrying the audit seq
+    let events: Vec<Event> = store.outbox_batch(100).await.unwrap()[registered..]
+        .iter()
+        .map(|r| Event::from_json(&r.body).unwrap())
+        .collect();
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|e| match &e.body {
+            EventBody::DayClosed(c) => c.seq,
+            EventBody::DayReopened(r) => r.seq,
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, audit.iter().map(|a| a.seq).collect::<Vec<_>>());
+    let EventBody::DayClosed(first) = &events[0].body else { panic!("a close") };
+    assert_eq!((first.counted_cash, first.difference, first.previous_closed_through), (Some(0), Some(0), None));
+    let EventBody::DayReopened(reopen) = &events[2].body else { panic!("a reopen") };
+    assert_eq!((reopen.previous_closed_through, reopen.closed_through), (date("2026-11-23"), d("2026-11-21")));
 }
 
 /// How many writers race the close, each writing until it is refused.

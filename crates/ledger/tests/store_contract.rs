@@ -84,6 +84,7 @@ fn entry_on(m: &Merchant, day: &str, kind: EntryType, minor: i64) -> Entry {
         business_date: date(day),
         recorded_at: now(),
         reversal_of: None,
+        adjusts_date: None,
     }
 }
 

@@ -90,9 +90,9 @@ async fn a_range_report_is_available_as_csv() {
     assert_eq!(
         lines,
         [
-            "date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count",
-            "2026-11-20,BRL,0.00,10.00,0.00,10.00,10.00,1",
-            "2026-11-21,BRL,10.00,0.00,0.00,0.00,10.00,0",
+            "date,currency,opening_balance,total_credits,total_debits,net,closing_balance,entry_count,closed,closed_at,counted_cash,difference",
+            "2026-11-20,BRL,0.00,10.00,0.00,10.00,10.00,1,false,,,",
+            "2026-11-21,BRL,10.00,0.00,0.00,0.00,10.00,0,false,,,",
         ]
     );
 }

@@ -56,9 +56,18 @@ pub const ISSUER: &str = "http://cashflow.test";
 impl TestApp {
     /// A fresh application with one BRL merchant in São Paulo.
     pub async fn spawn() -> Self {
+        Self::spawn_with_cache(None).await
+    }
+
+    /// The same, with its reports cached at `cache_url` (`redis://…`) instead of in memory.
+    pub async fn spawn_with_cache(cache_url: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut backends = BackendArgs::embedded(dir.path());
+        if let Some(url) = cache_url {
+            backends.cache_url = url.to_owned();
+        }
         let config = AppConfig {
-            backends: BackendArgs::embedded(dir.path()),
+            backends,
             public_url: ISSUER.into(),
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),

@@ -7,6 +7,7 @@
 mod auth;
 mod bad_input;
 mod balances;
+mod days;
 mod entries;
 mod helpers;
 mod ops;

@@ -56,6 +56,7 @@ fn entry_event(app: &TestApp, date: &str, kind: EntryType, minor: i64) -> Event 
             currency: Currency::BRL,
             recorded_at: Utc::now(),
             reversal_of: None,
+            adjusts_date: None,
         }),
     )
 }
