@@ -32,7 +32,7 @@ trap cleanup EXIT
 
 # shellcheck source=lib/checked-serve.sh
 source "$root/scripts/lib/checked-serve.sh"
-start_checked_serve "$bin" "$work" "Contract check" entries:write,entries:read,reports:read,days:close
+start_checked_serve "$bin" "$work" "Contract check" entries:write,entries:read,reports:read,days:close,days:reopen
 
 echo "== schemathesis $version against $base/openapi.json"
 status=0

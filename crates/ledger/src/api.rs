@@ -537,15 +537,19 @@ async fn close_day(
         );
     }
     let merchant = state.ledger.merchant(principal.merchant_id).await?;
+    // An empty drawer is a count too: zero is the one non-positive amount a count may be.
     let counted_cash = request
         .counted_cash
         .as_deref()
-        .map(|text| Amount::parse(text, merchant.currency))
+        .map(|text| match Amount::parse(text, merchant.currency) {
+            Ok(amount) => Ok(amount.minor()),
+            Err(MoneyError::NotPositive) => Ok(0),
+            Err(e) => Err(e),
+        })
         .transpose()
         .map_err(|e| Problem::invalid_field("invalid-counted-cash", "counted_cash", e.to_string()))?;
     let closed_by = principal.subject.clone();
-    let close =
-        state.ledger.close_day(merchant.id, date, counted_cash.map(|a| a.minor()), request.note, closed_by).await?;
+    let close = state.ledger.close_day(merchant.id, date, counted_cash, request.note, closed_by).await?;
     Ok((StatusCode::CREATED, Json(DayCloseResponse::of(&close, merchant.currency))).into_response())
 }
 

@@ -369,3 +369,20 @@ async fn an_adjustment_sent_again_with_its_idempotency_key_is_replayed_not_recor
     assert_eq!(again.json(), first.json());
     assert_eq!(app.get("/v1/entries?date=2026-11-24").await.json()["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_empty_drawer_closes_the_day_with_the_whole_balance_as_the_difference() {
+    // Given a day with 12.50 of sales
+    let app = TestApp::spawn().await;
+    let token = app.token.clone();
+    let sale = json!({"type": "credit", "amount": "12.50", "description": "venda", "occurred_at": "2026-11-23T10:00:00-03:00"});
+    assert_eq!(app.call(Method::POST, "/v1/entries", Some(&token), Some(sale)).await.status, StatusCode::CREATED);
+
+    // When the till is closed with nothing counted in it
+    let close = app.day("2026-11-23", "close", Some(json!({"counted_cash": "0.00"}))).await;
+
+    // Then the close records a count of zero and the whole balance missing
+    assert_eq!(close.status, StatusCode::CREATED, "{}", close.text);
+    let record = close.json();
+    assert_eq!((record["counted_cash"].as_str(), record["difference"].as_str()), (Some("0.00"), Some("-12.50")));
+}
