@@ -219,6 +219,9 @@ pub enum Command {
     /// Manage the built-in token issuer.
     #[command(subcommand)]
     Issuer(IssuerCommand),
+    /// Link external issuers' (Cognito's) subjects and machine clients to merchants.
+    #[command(subcommand)]
+    Identity(crate::operator::IdentityCommand),
 }
 
 /// `issuer …`
