@@ -251,7 +251,8 @@ impl Who {
     }
 }
 
-fn link_json(link: &IdentityLink) -> Value {
+/// A link as `identity … --json` prints it (and the `admin` Lambda function answers).
+pub fn link_json(link: &IdentityLink) -> Value {
     json!({
         "kind": link.kind.as_str(),
         "external_id": link.external_id,
