@@ -96,22 +96,30 @@ pub struct LinkGrant {
 /// The links as loaded, by kind and id.
 #[derive(Debug, Default)]
 pub struct LinkTable {
-    by_id: HashMap<(LinkKind, String), LinkGrant>,
+    subjects: HashMap<String, LinkGrant>,
+    clients: HashMap<String, LinkGrant>,
 }
 
 impl LinkTable {
     pub fn new(links: impl IntoIterator<Item = IdentityLink>) -> Self {
-        let by_id = links
-            .into_iter()
-            .map(|l| ((l.kind, l.external_id), LinkGrant { merchant_id: l.merchant_id, scopes: l.scopes }))
-            .collect();
-        Self { by_id }
+        let mut table = Self::default();
+        for link in links {
+            let grant = LinkGrant { merchant_id: link.merchant_id, scopes: link.scopes };
+            match link.kind {
+                LinkKind::Subject => table.subjects.insert(link.external_id, grant),
+                LinkKind::Client => table.clients.insert(link.external_id, grant),
+            };
+        }
+        table
     }
 
     /// The grant of the link of `kind` for `id`, if there is one.
     pub fn get(&self, kind: LinkKind, id: &str) -> Option<LinkGrant> {
-        // The key is owned; links are few and lookups happen only for unclaimed tokens.
-        self.by_id.get(&(kind, id.to_owned())).copied()
+        match kind {
+            LinkKind::Subject => self.subjects.get(id),
+            LinkKind::Client => self.clients.get(id),
+        }
+        .copied()
     }
 }
 
