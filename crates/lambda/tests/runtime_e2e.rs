@@ -4,6 +4,11 @@
 //! invoked with `cargo lambda invoke --data-file`, over the local PostgreSQL, moto's SQS and
 //! Cognito, and Redis.
 //!
+//! The story: `admin` migrates and creates merchants; a moto Cognito token records an entry
+//! through `ledger-api`; `consumer` applies the queue's messages and reports a poison one;
+//! `reports-api` shows the day exact; a token without the merchant claim works once `admin`
+//! links its subject; and `outbox-sweep` publishes what a cut-off `ledger-api` could not.
+//!
 //! Each function is its own process with its own environment, as on AWS, so one of them can
 //! be given a dead queue. Ignored unless `CASHFLOW_TEST_CARGO_LAMBDA` names the `cargo-lambda`
 //! executable and the backends' `CASHFLOW_TEST_*` variables are set (see `build.rs`).
@@ -153,6 +158,15 @@ async fn drain_queue(sqs: &Client, url: &str) -> Vec<Value> {
     }
 }
 
+/// The `sub` claim of a token (read, not verified: the function verifies it).
+fn subject_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
 fn poison() -> Value {
     json!({
         "messageId": POISON_ID,
@@ -259,6 +273,32 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
     assert_eq!(status, 200, "{response}");
     assert_eq!((&report["total_credits"], &report["closing_balance"]), (&json!("42.50"), &json!("42.50")), "{report}");
     assert_eq!(report["entry_count"], 1, "{report}");
+
+    // When maria's access token, which carries no merchant claim, reaches ledger-api
+    let access = tokens["maria"]["access"].as_str().unwrap();
+    let subject = subject_of(access);
+    let response =
+        emulator.invoke("ledger-api", &http_event("POST", "/v1/entries", access, Some(entry())), dir.path()).await;
+
+    // Then it is refused, naming the missing link
+    let (status, problem) = answer(&response);
+    assert_eq!(status, 401, "{response}");
+    assert!(problem["detail"].as_str().unwrap().contains(&format!("subject `{subject}` is not linked")), "{problem}");
+
+    // And once `admin` links the subject, the warm function accepts it within the reload interval
+    let link = json!({"command": "identity-link", "merchant": merchants[0], "subject": subject});
+    assert_eq!(emulator.invoke("admin", &link, dir.path()).await["kind"], "subject");
+    let linked_at = Instant::now();
+    loop {
+        let event = http_event("POST", "/v1/entries", access, Some(entry()));
+        let (status, body) = answer(&emulator.invoke("ledger-api", &event, dir.path()).await);
+        if status == 201 {
+            break;
+        }
+        assert!(linked_at.elapsed() < Duration::from_secs(7), "still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drain_queue(&sqs, &queue).await;
 
     // When ledger-api runs where its queue is unreachable (another deployment of the function,
     // behind an emulator of its own)
