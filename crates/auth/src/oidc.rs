@@ -245,16 +245,15 @@ impl OidcVerifier {
     /// What a token without the merchant claim lacks, and the command that would supply it.
     fn missing(&self, sub: Option<&str>, client: &str, machine: bool) -> String {
         let claim = &self.policy.merchant_claim;
-        let (kind, id) = match sub {
-            Some(sub) if !machine => ("subject", sub),
-            _ => ("client-id", client),
+        let (what, flag, id) = match (machine, sub) {
+            (true, _) => ("client", "client-id", client),
+            (false, Some(sub)) => ("subject", "subject", sub),
+            (false, None) => return format!("The token has no `{claim}` claim and no `sub` to link to a merchant"),
         };
+        let id = truncate(id);
         format!(
-            "The token has no `{claim}` claim and its {} `{}` is not linked to a merchant \
-             (an operator links it with `cashflow identity link --merchant M --{kind} {}`)",
-            if machine { "client" } else { "subject" },
-            truncate(id),
-            truncate(id),
+            "The token has no `{claim}` claim and its {what} `{id}` is not linked to a merchant \
+             (an operator links it with `cashflow identity link --merchant M --{flag} {id}`)"
         )
     }
 
@@ -484,6 +483,15 @@ mod tests {
         let AuthError::NoMerchant(message) = error else { panic!("{error:?}") };
         assert!(message.contains("`custom:merchant_id` claim") && message.contains("subject `joao`"), "{message}");
         assert!(message.contains("--subject joao"), "{message}");
+    }
+
+    #[test]
+    fn an_id_token_without_a_subject_is_refused_saying_there_is_nothing_to_link() {
+        let token = claims(serde_json::json!({"token_use": "id", "aud": "app"}));
+        let (failure, error) =
+            verifier(vec![link(LinkKind::Client, "app", MerchantId::new(), None)]).principal(&token).unwrap_err();
+        assert_eq!(failure, Failure::Unlinked, "an ID token is a person's: the client link does not apply");
+        assert!(error.to_string().contains("no `sub`"), "{error}");
     }
 
     #[test]
