@@ -21,6 +21,11 @@ pub enum AuthError {
     /// 401: a token was sent but is malformed, forged, expired or not meant for us.
     #[error("invalid token: {0}")]
     InvalidToken(String),
+    /// 401: the token is valid but names no merchant: no merchant claim and no identity link
+    /// for its subject or client. The message says which claim and link are missing, for the
+    /// caller (it only echoes what the verified token says).
+    #[error("{0}")]
+    NoMerchant(String),
     /// 403: the token is valid but lacks a scope the operation needs.
     #[error("the token lacks the `{0}` scope")]
     InsufficientScope(Scope),
@@ -48,6 +53,11 @@ impl IntoResponse for AuthError {
                     format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
                 )
             }
+            AuthError::NoMerchant(missing) => (
+                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "No merchant for this identity")
+                    .detail(missing.clone()),
+                format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            ),
             AuthError::InsufficientScope(scope) => (
                 Problem::new(StatusCode::FORBIDDEN, "insufficient-scope", "Insufficient scope")
                     .detail(format!("This operation requires the `{scope}` scope"))

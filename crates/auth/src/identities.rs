@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use crate::credentials::{self, Passwords};
 use crate::key::SigningKey;
+use crate::links::{self, IdentityLink, LinkKind};
 use crate::revocation::Revocations;
 use crate::store::{ClientRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
 use crate::Scopes;
@@ -249,6 +250,40 @@ impl Identities {
         self.store.rotate_key(&key, activates_at_ms, retires_at_ms).await?;
         tracing::info!(kid = key.kid(), activates_at_ms, old_retires_at_ms = retires_at_ms, "signing key rotated");
         Ok(KeyRecord { key, activates_at_ms, retires_at_ms: None })
+    }
+
+    /// Links an external issuer's subject or machine client to `merchant_id`, its tokens
+    /// granting at most `scopes` (`None`: what the token grants). Every verifier picks it up at
+    /// its next reload. [`StoreError::Conflict`] if that subject or client is already linked.
+    #[tracing::instrument(skip_all, fields(merchant_id = %merchant_id, kind = %kind))]
+    pub async fn link(
+        &self,
+        kind: LinkKind,
+        external_id: &str,
+        merchant_id: MerchantId,
+        scopes: Option<Scopes>,
+    ) -> Result<IdentityLink, StoreError> {
+        links::check_external_id(kind, external_id)?;
+        let link =
+            IdentityLink { kind, external_id: external_id.to_owned(), merchant_id, scopes, created_at_ms: now_ms() };
+        self.store.insert_link(&link).await?;
+        tracing::info!(%external_id, scopes = ?scopes.map(|s| s.to_string()), "identity linked");
+        Ok(link)
+    }
+
+    /// Removes a link: its tokens stop resolving to the merchant at the verifiers' next
+    /// reload. `false` if there was none.
+    pub async fn unlink(&self, kind: LinkKind, external_id: &str) -> Result<bool, StoreError> {
+        let removed = self.store.delete_link(kind, external_id).await?;
+        if removed {
+            tracing::info!(%kind, %external_id, "identity unlinked");
+        }
+        Ok(removed)
+    }
+
+    /// Every identity link, oldest first.
+    pub async fn links(&self) -> Result<Vec<IdentityLink>, StoreError> {
+        self.store.links().await
     }
 
     /// Whether the store answers, for readiness probes.

@@ -13,7 +13,8 @@
 //! configuration: [`TrustedIssuers`] routes each token by its `iss` to the built-in verifier
 //! or to an [`OidcVerifier`], which checks Cognito's shape of token (`token_use`, `client_id`
 //! or `aud` against the accepted app clients, groups and resource-server scopes) against keys
-//! fetched from the issuer's JWKS URL and cached ([`jwks`]).
+//! fetched from the issuer's JWKS URL and cached ([`jwks`]). A token without the merchant
+//! claim resolves its merchant through an identity link ([`links`]).
 //!
 //! # Layout
 //! - [`scope`]: [`Scope`] and [`Scopes`], the permissions a token carries.
@@ -26,6 +27,8 @@
 //! - [`identities`]: [`Identities`], the credential checks (secrets, passwords, scopes), once
 //!   for every backend.
 //! - [`store`]: the rows of clients, users and signing keys, in SQLite or Postgres.
+//! - [`links`]: [`Links`], the merchant of an external subject or machine client whose tokens
+//!   carry no merchant claim (`cashflow identity link`).
 //! - [`revocation`]: revoked clients, disabled users and rotated keys reach every process's
 //!   verifier within [`REFRESH_INTERVAL`].
 //! - [`throttle`]: failed token requests counted per account and address, and the delay
@@ -41,6 +44,7 @@ pub mod identities;
 pub mod issuer;
 pub mod jwks;
 pub mod key;
+pub mod links;
 pub mod oidc;
 pub mod principal;
 pub mod revocation;
@@ -54,6 +58,7 @@ pub use identities::{ClientGrant, Identities, NewClient, UserGrant};
 pub use issuer::{Issuer, IssuerConfig};
 pub use jwks::{JwksCache, JwksError};
 pub use key::{KeyError, SigningKey};
+pub use links::{IdentityLink, LinkKind, Links};
 pub use oidc::{OidcPolicy, OidcVerifier, TrustedIssuers};
 pub use principal::{bearer_token, Principal};
 pub use revocation::{Refresher, RevocationCheck, Revocations, REFRESH_INTERVAL};

@@ -12,8 +12,9 @@
 //! and the merchant as a custom attribute (`custom:merchant_id`) that only ID tokens carry
 //! unless a pre-token-generation trigger adds it. So an [`OidcVerifier`] checks `token_use`,
 //! the client against the accepted app clients, and maps groups and prefixed scopes to ours.
-//! A token without the merchant claim is refused, naming the claim; linking a subject or a
-//! client to a merchant in the identity store is not implemented yet.
+//! A token without the merchant claim gets its merchant from an identity link of its subject
+//! or (a machine-to-machine token) its client, which may cap its scopes ([`crate::links`]);
+//! with neither, it is refused with a 401 naming the missing claim and link.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 use crate::jwks::{JwksCache, JwksError};
+use crate::links::{LinkKind, Links};
 use crate::verifier::{
     checked_header, describe, invalid, select_key, truncate, VerifyFuture, DEFAULT_LEEWAY_SECS, MAX_TOKEN_LEN,
 };
@@ -91,6 +93,8 @@ pub enum Failure {
     TokenUse,
     Client,
     Merchant,
+    /// No merchant claim and no identity link.
+    Unlinked,
     /// Refused by the built-in issuer's verifier (its own reasons are in the debug log).
     Builtin,
 }
@@ -107,6 +111,7 @@ impl Failure {
             Failure::TokenUse => "token_use",
             Failure::Client => "client",
             Failure::Merchant => "merchant",
+            Failure::Unlinked => "unlinked",
             Failure::Builtin => "builtin",
         }
     }
@@ -125,6 +130,8 @@ pub struct OidcVerifier {
     issuer: String,
     policy: Arc<OidcPolicy>,
     jwks: Arc<JwksCache>,
+    /// The identity links of tokens without the merchant claim (none unless given).
+    links: Arc<Links>,
 }
 
 impl OidcVerifier {
@@ -145,7 +152,15 @@ impl OidcVerifier {
         }
         let jwks = JwksCache::new(jwks_url, OIDC_ALGORITHMS.to_vec(), min_refresh_interval)
             .map_err(|e: JwksError| AuthError::Config(e.to_string()))?;
-        Ok(Self { issuer, policy, jwks: Arc::new(jwks) })
+        Ok(Self { issuer, policy, jwks: Arc::new(jwks), links: Arc::default() })
+    }
+
+    /// Resolves the merchant of tokens without the merchant claim through `links` (kept
+    /// current by the process's [`crate::Refresher`]).
+    #[must_use]
+    pub fn with_links(mut self, links: Arc<Links>) -> Self {
+        self.links = links;
+        self
     }
 
     /// The `iss` this verifier trusts.
@@ -202,11 +217,44 @@ impl OidcVerifier {
             .filter(|c| self.policy.client_ids.iter().any(|accepted| accepted == c))
             .ok_or_else(|| refuse(Failure::Client, "the token's client is not an accepted app client"))?;
         let claim = &self.policy.merchant_claim;
-        let merchant = text(claim).ok_or_else(|| refuse(Failure::Merchant, format!("missing `{claim}` claim")))?;
-        let merchant_id = MerchantId::parse(merchant)
-            .map_err(|_| refuse(Failure::Merchant, format!("`{claim}` claim is not a UUID")))?;
-        let subject = text("sub").unwrap_or(&client).to_owned();
-        Ok(Principal { merchant_id, subject, client_id: Some(client), scopes: self.scopes(claims) })
+        let sub = text("sub");
+        let scopes = self.scopes(claims);
+        let (merchant_id, scopes) = match text(claim) {
+            Some(merchant) => {
+                let merchant_id = MerchantId::parse(merchant)
+                    .map_err(|_| refuse(Failure::Merchant, format!("`{claim}` claim is not a UUID")))?;
+                (merchant_id, scopes)
+            }
+            None => {
+                // A machine-to-machine token: an access token whose subject, if any, is its
+                // client (Cognito's client-credentials tokens). Only these may use a client
+                // link; a person's token is never bound by the app client they signed in with.
+                let machine = text("token_use") == Some("access") && sub.is_none_or(|s| s == client);
+                let table = self.links.table();
+                let link = sub
+                    .and_then(|s| table.get(LinkKind::Subject, s))
+                    .or_else(|| machine.then(|| table.get(LinkKind::Client, &client)).flatten())
+                    .ok_or_else(|| (Failure::Unlinked, AuthError::NoMerchant(self.missing(sub, &client, machine))))?;
+                (link.merchant_id, link.scopes.map_or(scopes, |cap| scopes.intersection(cap)))
+            }
+        };
+        let subject = sub.unwrap_or(&client).to_owned();
+        Ok(Principal { merchant_id, subject, client_id: Some(client), scopes })
+    }
+
+    /// What a token without the merchant claim lacks, and the command that would supply it.
+    fn missing(&self, sub: Option<&str>, client: &str, machine: bool) -> String {
+        let claim = &self.policy.merchant_claim;
+        let (what, flag, id) = match (machine, sub) {
+            (true, _) => ("client", "client-id", client),
+            (false, Some(sub)) => ("subject", "subject", sub),
+            (false, None) => return format!("The token has no `{claim}` claim and no `sub` to link to a merchant"),
+        };
+        let id = truncate(id);
+        format!(
+            "The token has no `{claim}` claim and its {what} `{id}` is not linked to a merchant \
+             (an operator links it with `cashflow identity link --merchant M --{flag} {id}`)"
+        )
     }
 
     /// The scopes the token's groups and prefixed resource-server scopes grant.
@@ -354,4 +402,103 @@ impl Default for OidcConfig {
 /// Where an issuer publishes its keys unless told otherwise: `{issuer}/.well-known/jwks.json`.
 pub fn default_jwks_url(issuer: &str) -> String {
     format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The merchant of a verified token: claim, subject link, client link (machines only).
+    use super::*;
+    use crate::links::IdentityLink;
+
+    fn verifier(links: Vec<IdentityLink>) -> OidcVerifier {
+        let policy = OidcPolicy {
+            client_ids: vec!["app".into()],
+            accept_id_tokens: true,
+            group_scopes: vec![parse_group_scopes("owner=entries:write entries:read reports:read").unwrap()],
+            ..OidcPolicy::default()
+        };
+        let table = Arc::new(Links::default());
+        table.set(links);
+        OidcVerifier::new("https://issuer.test", "http://127.0.0.1:9/jwks.json", Arc::new(policy), Duration::ZERO)
+            .unwrap()
+            .with_links(table)
+    }
+
+    fn link(kind: LinkKind, id: &str, merchant: MerchantId, scopes: Option<&str>) -> IdentityLink {
+        IdentityLink {
+            kind,
+            external_id: id.into(),
+            merchant_id: merchant,
+            scopes: scopes.map(|s| Scopes::parse_list(s).unwrap()),
+            created_at_ms: 1,
+        }
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn person(sub: &str) -> Map<String, Value> {
+        claims(serde_json::json!({"token_use": "access", "client_id": "app", "sub": sub, "cognito:groups": ["owner"]}))
+    }
+
+    fn machine() -> Map<String, Value> {
+        claims(
+            serde_json::json!({"token_use": "access", "client_id": "app", "sub": "app", "cognito:groups": ["owner"]}),
+        )
+    }
+
+    #[test]
+    fn the_merchant_claim_wins_over_any_link() {
+        let (claimed, linked) = (MerchantId::new(), MerchantId::new());
+        let v = verifier(vec![link(LinkKind::Subject, "maria", linked, None)]);
+        let mut token = person("maria");
+        token.insert(DEFAULT_OIDC_MERCHANT_CLAIM.into(), Value::String(claimed.to_string()));
+        assert_eq!(v.principal(&token).unwrap().merchant_id, claimed);
+    }
+
+    #[test]
+    fn a_linked_subject_acts_for_its_merchant_with_its_scopes_capped_by_the_link() {
+        let merchant = MerchantId::new();
+        let v = verifier(vec![link(LinkKind::Subject, "maria", merchant, Some("entries:read reports:read"))]);
+        let principal = v.principal(&person("maria")).unwrap();
+        assert_eq!(principal.merchant_id, merchant);
+        assert_eq!(principal.subject, "maria");
+        assert_eq!(
+            principal.scopes,
+            Scopes::parse_list("entries:read reports:read").unwrap(),
+            "owner's write is capped"
+        );
+    }
+
+    #[test]
+    fn a_client_link_binds_machine_tokens_but_never_a_persons_token_of_that_app_client() {
+        let merchant = MerchantId::new();
+        let v = verifier(vec![link(LinkKind::Client, "app", merchant, None)]);
+        let principal = v.principal(&machine()).unwrap();
+        assert_eq!((principal.merchant_id, principal.scopes), (merchant, Scopes::all()), "no cap: the token's scopes");
+
+        let (failure, error) = v.principal(&person("joao")).unwrap_err();
+        assert_eq!(failure, Failure::Unlinked);
+        let AuthError::NoMerchant(message) = error else { panic!("{error:?}") };
+        assert!(message.contains("`custom:merchant_id` claim") && message.contains("subject `joao`"), "{message}");
+        assert!(message.contains("--subject joao"), "{message}");
+    }
+
+    #[test]
+    fn an_id_token_without_a_subject_is_refused_saying_there_is_nothing_to_link() {
+        let token = claims(serde_json::json!({"token_use": "id", "aud": "app"}));
+        let (failure, error) =
+            verifier(vec![link(LinkKind::Client, "app", MerchantId::new(), None)]).principal(&token).unwrap_err();
+        assert_eq!(failure, Failure::Unlinked, "an ID token is a person's: the client link does not apply");
+        assert!(error.to_string().contains("no `sub`"), "{error}");
+    }
+
+    #[test]
+    fn an_unlinked_machine_token_is_refused_naming_its_client() {
+        let (failure, error) = verifier(vec![]).principal(&machine()).unwrap_err();
+        assert_eq!(failure, Failure::Unlinked);
+        let AuthError::NoMerchant(message) = error else { panic!("{error:?}") };
+        assert!(message.contains("client `app`") && message.contains("--client-id app"), "{message}");
+    }
 }

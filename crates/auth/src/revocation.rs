@@ -8,10 +8,13 @@
 //! revocations to the [`RevocationCheck`] in front of the JWT verifier, and the keys to the
 //! issuer and the verifier. So a revoked credential's tokens fail at most one interval (plus
 //! a query) after the command, and a rotated key is in every JWKS before it signs anything.
+//! The identity links of external issuers' tokens ([`crate::links`]) are reloaded with them.
 
 use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+use crate::links::Links;
 
 use crate::identities::Identities;
 use crate::{AuthError, Issuer, JwtVerifier, Principal, TokenVerifier};
@@ -82,12 +85,15 @@ pub struct Refresher {
     pub issuer: Arc<Issuer>,
     pub verifier: Arc<JwtVerifier>,
     pub check: Arc<RevocationCheck>,
+    /// The identity links the external issuers' verifiers resolve merchants with.
+    pub links: Arc<Links>,
 }
 
 impl Refresher {
     /// One reload.
     pub async fn refresh(&self) -> Result<(), crate::StoreError> {
         self.check.set(self.identities.revocations().await?);
+        self.links.set(self.identities.links().await?);
         let keys = self.identities.published_keys().await?;
         if !keys.is_empty() && self.issuer.set_keys(keys) {
             let jwks = self.issuer.jwks();
@@ -96,6 +102,15 @@ impl Refresher {
             }
         }
         Ok(())
+    }
+
+    /// Reloads unless the last reload is younger than `max_age`: for a process with no
+    /// background worker (a Lambda function, frozen between invocations), called per request.
+    pub async fn refresh_if_older_than(&self, max_age: Duration) -> Result<(), crate::StoreError> {
+        match self.links.loaded_at() {
+            Some(at) if at.elapsed() < max_age => Ok(()),
+            _ => self.refresh().await,
+        }
     }
 
     /// Reloads every `interval`, forever; a failed reload keeps the previous state.

@@ -27,7 +27,7 @@ use cashflow_auth::{
     ClientGrant, Identities, IdentityStore, PostgresIdentityStore, Scope, Scopes, SqliteIdentityStore, StoreError,
     ThrottleConfig, ThrottlePolicy, UserGrant,
 };
-use cashflow_auth::{JwtVerifier, Refresher, RevocationCheck, TokenVerifier};
+use cashflow_auth::{JwtVerifier, LinkKind, Links, Refresher, RevocationCheck, TokenVerifier};
 use cashflow_db::{Backend, TestDatabase};
 use cashflow_domain::MerchantId;
 
@@ -142,6 +142,8 @@ contract! {
         malformed_usernames_and_empty_passwords_are_refused,
         concurrent_first_calls_agree_on_one_signing_key,
         a_healthy_store_answers_pings,
+        a_subject_or_client_is_linked_to_one_merchant_listed_and_unlinked,
+        link_ids_no_issuer_writes_are_refused,
     ],
     harness: [
         only_hashes_of_secrets_and_passwords_are_stored,
@@ -155,6 +157,7 @@ contract! {
         a_disabled_user_gets_no_token_until_enabled_and_its_tokens_fail_meanwhile,
         rotated_secrets_and_passwords_replace_the_old_ones,
         a_rotated_keys_tokens_verify_until_it_retires_and_new_tokens_use_the_new_kid,
+        a_new_or_removed_link_reaches_every_process_within_the_refresh_interval,
     ],
 }
 
@@ -454,7 +457,13 @@ async fn service(harness: &Harness, token_ttl: Duration) -> Service {
     let issuer = Arc::new(Issuer::new(config, key, identities.clone()));
     let jwt = Arc::new(JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).unwrap());
     let verifier = Arc::new(RevocationCheck::new(jwt.clone()));
-    let refresher = Refresher { identities, issuer: issuer.clone(), verifier: jwt, check: verifier.clone() };
+    let refresher = Refresher {
+        identities,
+        issuer: issuer.clone(),
+        verifier: jwt,
+        check: verifier.clone(),
+        links: Arc::new(Links::default()),
+    };
     Service { router: issuer::router(issuer.clone()), issuer, verifier, refresher }
 }
 
@@ -585,4 +594,94 @@ async fn a_rotated_keys_tokens_verify_until_it_retires_and_new_tokens_use_the_ne
     assert!(service.verifier.verify(&old).is_err());
     // The store agrees: a restarted process signs with the new key
     assert_eq!(operator.signing_key().await.unwrap().kid(), new_key.key.kid());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity links
+// ---------------------------------------------------------------------------------------------
+
+async fn a_subject_or_client_is_linked_to_one_merchant_listed_and_unlinked(store: Arc<Identities>) {
+    // Given a subject linked with a scope cap and a client linked without one
+    let (a, b) = (MerchantId::new(), MerchantId::new());
+    let sub = "3f1c2a9e-8d4b-4c1e-9a7f-0b6e5d4c3b2a";
+    let cap = Scopes::parse_list("entries:read reports:read").unwrap();
+    store.link(LinkKind::Subject, sub, a, Some(cap)).await.unwrap();
+    store.link(LinkKind::Client, "5p8n3q1f0aq2l6dq9q7a3c1b0e", b, None).await.unwrap();
+
+    // When the same subject is linked again (to any merchant)
+    let again = store.link(LinkKind::Subject, sub, b, None).await;
+
+    // Then it is refused: one merchant per identity, relinking needs an unlink
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // And the same id as another kind is another identity
+    store.link(LinkKind::Client, sub, b, None).await.unwrap();
+
+    // And the links read back as made, oldest first
+    let links = store.links().await.unwrap();
+    let rows: Vec<_> = links.iter().map(|l| (l.kind, l.external_id.as_str(), l.merchant_id, l.scopes)).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (LinkKind::Subject, sub, a, Some(cap)),
+            (LinkKind::Client, "5p8n3q1f0aq2l6dq9q7a3c1b0e", b, None),
+            (LinkKind::Client, sub, b, None),
+        ]
+    );
+    assert!(links.iter().all(|l| l.created_at_ms > 0));
+
+    // When the subject is unlinked, twice
+    assert!(store.unlink(LinkKind::Subject, sub).await.unwrap());
+    assert!(!store.unlink(LinkKind::Subject, sub).await.unwrap(), "nothing left to unlink");
+
+    // Then only the client links remain, and the subject can be linked anew
+    assert_eq!(store.links().await.unwrap().len(), 2);
+    store.link(LinkKind::Subject, sub, b, None).await.unwrap();
+}
+
+async fn link_ids_no_issuer_writes_are_refused(store: Arc<Identities>) {
+    for id in ["", " padded ", "line\nbreak", &"x".repeat(257)] {
+        let result = store.link(LinkKind::Subject, id, MerchantId::new(), None).await;
+        assert!(matches!(result, Err(StoreError::Invalid(_))), "{id:?}: {result:?}");
+    }
+    assert!(store.links().await.unwrap().is_empty(), "nothing was stored");
+}
+
+async fn a_new_or_removed_link_reaches_every_process_within_the_refresh_interval(harness: &Harness) {
+    // Given a service reloading every 200 ms, which knows no link yet
+    let operator = harness.open().await;
+    let service = service(harness, Duration::from_secs(600)).await;
+    let links = service.refresher.links.clone();
+    service.refresher.refresh().await.unwrap();
+    assert_eq!(links.table().get(LinkKind::Subject, "maria"), None);
+    let reloads = tokio::spawn(service.refresher.clone().run(Duration::from_millis(200)));
+
+    // When the operator (another process) links a subject
+    let merchant = MerchantId::new();
+    operator.link(LinkKind::Subject, "maria", merchant, Some(Scopes::from(Scope::ReportsRead))).await.unwrap();
+    let linked_at = Instant::now();
+
+    // Then the service resolves it within the interval (plus a reload)
+    while links.table().get(LinkKind::Subject, "maria").is_none() {
+        assert!(linked_at.elapsed() < Duration::from_millis(1_000), "not linked after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let grant = links.table().get(LinkKind::Subject, "maria").unwrap();
+    assert_eq!((grant.merchant_id, grant.scopes), (merchant, Some(Scopes::from(Scope::ReportsRead))));
+
+    // And after an unlink, it forgets it just as fast
+    assert!(operator.unlink(LinkKind::Subject, "maria").await.unwrap());
+    let unlinked_at = Instant::now();
+    while links.table().get(LinkKind::Subject, "maria").is_some() {
+        assert!(unlinked_at.elapsed() < Duration::from_millis(1_000), "still linked after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // And a process without a reload worker (a Lambda function) reloads when its copy is stale
+    reloads.abort();
+    let _ = reloads.await;
+    operator.link(LinkKind::Client, "machine", merchant, None).await.unwrap();
+    service.refresher.refresh_if_older_than(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(links.table().get(LinkKind::Client, "machine"), None, "a fresh copy is kept");
+    service.refresher.refresh_if_older_than(Duration::ZERO).await.unwrap();
+    assert!(links.table().get(LinkKind::Client, "machine").is_some(), "a stale copy is reloaded");
 }

@@ -20,7 +20,7 @@ use cashflow_auth::issuer::{Issuer, IssuerConfig};
 use cashflow_auth::jwks::{DEFAULT_JWKS_TTL, DEFAULT_MIN_REFRESH_INTERVAL};
 use cashflow_auth::oidc::OidcConfig;
 use cashflow_auth::{
-    Identities, JwksCache, JwtVerifier, OidcVerifier, Refresher, RevocationCheck, TokenVerifier, TrustedIssuers,
+    Identities, JwksCache, JwtVerifier, Links, OidcVerifier, Refresher, RevocationCheck, TokenVerifier, TrustedIssuers,
     REFRESH_INTERVAL,
 };
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
@@ -181,8 +181,14 @@ impl Parts {
                     JwtVerifier::new(issuer.verifier_config(), issuer.jwks()).context("building the token verifier")?,
                 );
                 let check = Arc::new(RevocationCheck::new(jwt.clone()));
-                let refresher =
-                    Refresher { identities: identity, issuer: issuer.clone(), verifier: jwt, check: check.clone() };
+                let links = Arc::new(Links::default());
+                let refresher = Refresher {
+                    identities: identity,
+                    issuer: issuer.clone(),
+                    verifier: jwt,
+                    check: check.clone(),
+                    links: links.clone(),
+                };
                 refresher.refresh().await.context("loading revocations and signing keys")?;
                 let _ = self.refresher.set(refresher);
                 let builtin: Arc<dyn TokenVerifier> = check;
@@ -194,7 +200,8 @@ impl Parts {
                 let mut external = Vec::new();
                 for (iss, jwks_url) in &oidc.issuers {
                     let verifier = OidcVerifier::new(iss, jwks_url, policy.clone(), DEFAULT_MIN_REFRESH_INTERVAL)
-                        .with_context(|| format!("trusting the OIDC issuer {iss}"))?;
+                        .with_context(|| format!("trusting the OIDC issuer {iss}"))?
+                        .with_links(links.clone());
                     // A process starts while an issuer's JWKS is down: it is degraded, not dead.
                     if let Err(error) = verifier.jwks().refresh().await {
                         tracing::warn!(%error, issuer = %iss, "could not fetch the JWKS; starting without its keys");
@@ -208,6 +215,12 @@ impl Parts {
             })
             .await
             .cloned()
+    }
+
+    /// What reloads revocations, signing keys and identity links, once [`Parts::auth`] has
+    /// built it: a process without background workers (a Lambda function) calls it itself.
+    pub fn refresher(&self) -> Option<&Refresher> {
+        self.refresher.get()
     }
 
     pub async fn ledger(&self) -> anyhow::Result<Arc<Ledger>> {

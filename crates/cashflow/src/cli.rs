@@ -222,6 +222,9 @@ pub enum Command {
     /// Close, reopen and list a merchant's days (the same rules as `/v1/days`).
     #[command(subcommand)]
     Day(DayCommand),
+    /// Link external issuers' (Cognito's) subjects and machine clients to merchants.
+    #[command(subcommand)]
+    Identity(crate::operator::IdentityCommand),
 }
 
 /// `day …`: written to the ledger store the services use, so it works while they run (the

@@ -23,6 +23,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Relay(args) => processes::relay(args).await,
         Command::Consolidator(args) => processes::consolidator(args).await,
         Command::Reconcile(args) => crate::reconcile::run(args).await,
+        Command::Identity(command) => operator::identity(command).await,
         Command::Migrate(backends) => {
             backends.ledger().await?;
             backends.consolidation().await?;

@@ -1,19 +1,21 @@
-//! Operator commands on credentials, merchants and closed days: list, revoke, disable,
-//! rotate, close, reopen. They write to the same stores the services read, so they work while
-//! the services run: every service process reloads revocations and signing keys every
-//! [`REFRESH_INTERVAL`] ([`cashflow_auth::revocation`]), which bounds how long a revoked
-//! credential's tokens keep working; a close or reopen is serialized with the services' writes
-//! by the ledger store itself, and its event waits in the outbox for the relay.
+//! Operator commands on credentials, merchants, external identities and closed days: list,
+//! revoke, disable, rotate, link (`identity …`, [`IdentityCommand`]), close, reopen. They write
+//! to the same stores the services read, so they work while the services run: every service
+//! process reloads revocations, identity links and signing keys every [`REFRESH_INTERVAL`]
+//! ([`cashflow_auth::revocation`]), which bounds how long a revoked credential's tokens keep
+//! working and how long a new or removed link takes to apply; a close or reopen is serialized
+//! with the services' writes by the ledger store itself, and its event waits in the outbox for
+//! the relay.
 
 use std::time::Duration;
 
 use anyhow::bail;
+use clap::{Args, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use cashflow_auth::verifier::DEFAULT_LEEWAY_SECS;
-use cashflow_auth::REFRESH_INTERVAL;
-
+use cashflow_auth::{IdentityLink, LinkKind, Scopes, REFRESH_INTERVAL};
 use cashflow_domain::{Amount, BusinessDate, MerchantId};
 use cashflow_ledger::store::{DayAudit, DayClose as CloseRecord};
 use cashflow_ledger::Ledger;
@@ -252,9 +254,9 @@ pub async fn day_close(ledger: &Ledger, merchant: MerchantId, close: DayClose<'_
     let currency = ledger.merchant(merchant).await?.currency;
     let counted = close
         .counted_cash
-        .map(|text| Amount::parse(text, currency).map_err(|e| anyhow::anyhow!("--counted-cash: {e}")))
+        .map(|text| Amount::parse_count(text, currency).map_err(|e| anyhow::anyhow!("--counted-cash: {e}")))
         .transpose()?;
-    let record = ledger.close_day(merchant, date, counted.map(|a| a.minor()), close.note, close.by).await?;
+    let record = ledger.close_day(merchant, date, counted, close.note, close.by).await?;
     print(json, close_json(&record, currency), || {
         let difference = record.difference_minor().map(|m| format!(", difference {}", currency.format_minor(m)));
         format!(
@@ -319,5 +321,123 @@ pub async fn day_list(ledger: &Ledger, merchant: MerchantId, from: &str, to: &st
         }));
         lines.join("\n")
     });
+    Ok(())
+}
+
+/// `identity …`: which merchant an external issuer's (Cognito's) subject or machine client acts
+/// for when its tokens carry no merchant claim ([`cashflow_auth::links`]).
+#[derive(Debug, Subcommand)]
+pub enum IdentityCommand {
+    /// Link a subject (a person's `sub`) or a machine client (`client_id`) to a merchant; every
+    /// process applies it within 5 s.
+    Link {
+        /// The merchant its tokens act for.
+        #[arg(long)]
+        merchant: String,
+        #[command(flatten)]
+        who: Who,
+        /// The most its tokens may grant, comma- or space-separated (default: what the token
+        /// grants through its groups and scopes).
+        #[arg(long)]
+        scopes: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// Remove a link; its tokens are refused (no merchant) within 5 s everywhere.
+    Unlink {
+        #[command(flatten)]
+        who: Who,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+    /// List the links.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: BackendArgs,
+    },
+}
+
+/// The identity a link is for: exactly one of `--subject` and `--client-id`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Who {
+    /// The token's `sub` (a person; Cognito: the user's `sub` attribute).
+    #[arg(long)]
+    subject: Option<String>,
+    /// A machine-to-machine token's `client_id` (Cognito: the app client id).
+    #[arg(long)]
+    client_id: Option<String>,
+}
+
+impl Who {
+    fn kind_and_id(&self) -> anyhow::Result<(LinkKind, &str)> {
+        match (&self.subject, &self.client_id) {
+            (Some(subject), None) => Ok((LinkKind::Subject, subject)),
+            (None, Some(client)) => Ok((LinkKind::Client, client)),
+            _ => bail!("give exactly one of --subject and --client-id"),
+        }
+    }
+}
+
+/// A link as `identity … --json` prints it (and the `admin` Lambda function answers).
+pub fn link_json(link: &IdentityLink) -> Value {
+    json!({
+        "kind": link.kind.as_str(),
+        "external_id": link.external_id,
+        "merchant_id": link.merchant_id.to_string(),
+        "scopes": link.scopes.map(|s| s.to_string()),
+        "created_at": millis_rfc3339(Some(link.created_at_ms)),
+    })
+}
+
+fn cap(scopes: Option<Scopes>) -> String {
+    scopes.map_or_else(|| "what the token grants".to_owned(), |s| s.to_string())
+}
+
+/// Runs an `identity` command.
+pub async fn identity(command: IdentityCommand) -> anyhow::Result<()> {
+    match command {
+        IdentityCommand::Link { merchant, who, scopes, json, store } => {
+            let (kind, id) = who.kind_and_id()?;
+            let scopes = scopes.map(|s| Scopes::parse_list(&s)).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let merchant = MerchantId::parse(&merchant)?;
+            if store.ledger().await?.merchant(merchant).await?.is_none() {
+                bail!("merchant {merchant} does not exist (create it with `cashflow merchant create`)");
+            }
+            let link = store.identity().await?.link(kind, id, merchant, scopes).await?;
+            print(json, link_json(&link), || {
+                format!(
+                    "{kind} {id} linked to merchant {merchant} (scopes: {}); every process applies it within {} s",
+                    cap(scopes),
+                    REFRESH_INTERVAL.as_secs()
+                )
+            });
+        }
+        IdentityCommand::Unlink { who, json, store } => {
+            let (kind, id) = who.kind_and_id()?;
+            if !store.identity().await?.unlink(kind, id).await? {
+                bail!("no link for {kind} {id}");
+            }
+            print(json, json!({ "kind": kind.as_str(), "external_id": id, "unlinked": true }), || {
+                format!("{kind} {id} unlinked; its tokens are refused within {} s", REFRESH_INTERVAL.as_secs())
+            });
+        }
+        IdentityCommand::List { json, store } => {
+            let links = store.identity().await?.links().await?;
+            print(json, Value::Array(links.iter().map(link_json).collect()), || {
+                links
+                    .iter()
+                    .map(|l| format!("{}  {}  {}  {}", l.kind, l.external_id, l.merchant_id, cap(l.scopes)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
     Ok(())
 }

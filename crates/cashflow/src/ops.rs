@@ -183,8 +183,10 @@ pub fn openapi() -> Value {
     doc.info.title = "cashflow".into();
     doc.info.description = Some(
         "A merchant's ledger of debits and credits and its daily consolidated balance. \
-         Every /v1 call needs a Bearer JWT from POST /oauth2/token (client_credentials or password grant); \
-         errors are application/problem+json."
+         Every /v1 call needs a Bearer JWT from POST /oauth2/token (client_credentials or password grant) \
+         or from a trusted OpenID Connect issuer such as Amazon Cognito, whose token names its merchant by a \
+         claim or through an identity link of its subject or machine client (401 with a detail naming the \
+         missing claim and link otherwise); errors are application/problem+json."
             .into(),
     );
     let components = doc.components.get_or_insert_with(Default::default);

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,8 +24,9 @@ use tower::ServiceExt;
 
 use cashflow::app::{AppConfig, Application};
 use cashflow::backends::BackendArgs;
+use cashflow::server::ServerConfig;
 use cashflow_auth::oidc::{parse_group_scopes, OidcConfig, OidcPolicy};
-use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
+use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 
 /// A JWKS endpoint that serves a fixed document, counts its fetches and can go down (503).
 struct JwksServer {
@@ -79,6 +81,8 @@ struct Fixture {
     app: Application,
     tokens: Value,
     jwks: JwksServer,
+    /// The merchant of maria and of the machine tokens.
+    merchant_a: MerchantId,
     _dir: tempfile::TempDir,
 }
 
@@ -142,7 +146,7 @@ impl Fixture {
             trust_builtin: true,
         };
         let app = Application::build(&config).await.unwrap();
-        Self { app, tokens, jwks, _dir: dir }
+        Self { app, tokens, jwks, merchant_a, _dir: dir }
     }
 
     fn token(&self, path: &str) -> String {
@@ -151,21 +155,11 @@ impl Fixture {
     }
 
     async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let builder =
-            Request::builder().method(method).uri(path).header(header::AUTHORIZATION, format!("Bearer {token}"));
-        let request = match body {
-            Some(b) => builder.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
-            None => builder.body(Body::empty()),
-        };
-        let response = self.app.router().oneshot(request.unwrap()).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        call(&self.app.router(), method, path, token, body).await
     }
 
     async fn record(&self, token: &str) -> (StatusCode, Value) {
-        let entry = json!({"type": "credit", "amount": "42.50", "description": "Venda", "occurred_at": "2026-11-23T12:00:00-03:00"});
-        self.call(Method::POST, "/v1/entries", token, Some(entry)).await
+        record(&self.app.router(), token).await
     }
 
     async fn ready(&self) -> Value {
@@ -173,6 +167,23 @@ impl Fixture {
         let response = self.app.router().oneshot(request).await.unwrap();
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
     }
+}
+
+async fn call(router: &Router, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let builder = Request::builder().method(method).uri(path).header(header::AUTHORIZATION, format!("Bearer {token}"));
+    let request = match body {
+        Some(b) => builder.header(header::CONTENT_TYPE, "application/json").body(Body::from(b.to_string())),
+        None => builder.body(Body::empty()),
+    };
+    let response = router.clone().oneshot(request.unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn record(router: &Router, token: &str) -> (StatusCode, Value) {
+    let entry = json!({"type": "credit", "amount": "42.50", "description": "Venda", "occurred_at": "2026-11-23T12:00:00-03:00"});
+    call(router, Method::POST, "/v1/entries", token, Some(entry)).await
 }
 
 fn assert_unauthorized(result: &(StatusCode, Value), case: &str) {
@@ -298,4 +309,113 @@ async fn the_process_starts_while_the_jwks_endpoint_is_down_and_reports_itself_d
     tokio::time::sleep(cashflow_auth::jwks::DEFAULT_MIN_REFRESH_INTERVAL).await;
     assert_eq!(fx.record(&fx.token("machine_a")).await.0, StatusCode::CREATED);
     assert_eq!(fx.ready().await["status"], "ready");
+}
+
+/// The `sub` claim of a token (read, not verified: the application verifies it).
+fn subject_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+/// Runs `cashflow identity ARGS --json` on the data directory, as an operator would while the
+/// service runs; its JSON answer.
+async fn identity(dir: &std::path::Path, args: &[&str]) -> Value {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_cashflow"))
+        .arg("identity")
+        .args(args)
+        .args(["--json", "--data-dir"])
+        .arg(dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "identity {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Calls `attempt` until it answers `expected`, for at most the reload interval plus 2 s.
+async fn within_the_reload_interval<F, Fut>(expected: StatusCode, what: &str, mut attempt: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (StatusCode, Value)>,
+{
+    let deadline = std::time::Instant::now() + cashflow_auth::REFRESH_INTERVAL + Duration::from_secs(2);
+    loop {
+        let (status, body) = attempt().await;
+        if status == expected {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[cfg_attr(not(sqs_tests), ignore = "set CASHFLOW_TEST_SQS_ENDPOINT to run against moto's Cognito")]
+async fn a_token_without_the_merchant_claim_is_refused_naming_the_missing_link_until_an_operator_links_it() {
+    // Given the application running (its workers reload links), taking access tokens only
+    let Fixture { app, tokens, merchant_a, _dir: dir, .. } = Fixture::new(false, false).await;
+    let router = app.router();
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = tokio::spawn(app.into_process().run(listener, ServerConfig::default(), None, shutdown));
+    // maria's real moto access token has no `custom:merchant_id`; nor has the machine token
+    let maria = tokens["maria"]["access"].as_str().unwrap().to_owned();
+    let machine = tokens["machine_unclaimed"].as_str().unwrap().to_owned();
+    let (sub, client) = (subject_of(&maria), tokens["client_id"].as_str().unwrap().to_owned());
+
+    // When maria records an entry
+    let (status, problem) = record(&router, &maria).await;
+
+    // Then she is refused with a 401 that names the missing claim and link
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert_eq!(problem["type"], "/problems/unauthorized", "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("`custom:merchant_id` claim"), "{detail}");
+    assert!(detail.contains(&format!("subject `{sub}` is not linked")), "{detail}");
+    assert!(problem["request_id"].is_string(), "{problem}");
+    // And the machine token's refusal names its client
+    let (status, problem) = record(&router, &machine).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains(&format!("client `{client}` is not linked")), "{problem}");
+
+    // When an operator links her subject to merchant A, while the service runs
+    let link = identity(dir.path(), &["link", "--merchant", &merchant_a.to_string(), "--subject", &sub]).await;
+    assert_eq!((link["kind"].as_str(), link["external_id"].as_str()), (Some("subject"), Some(sub.as_str())));
+
+    // Then within the reload interval she records an entry, for merchant A, and reads it back
+    let entry = within_the_reload_interval(StatusCode::CREATED, "linked maria", || record(&router, &maria)).await;
+    let id = entry["id"].as_str().unwrap();
+    let (status, read) = call(&router, Method::GET, &format!("/v1/entries/{id}"), &maria, None).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+
+    // When the app client is linked for machines with reports only
+    let scopes = ["--scopes", "reports:read"];
+    let link = identity(
+        dir.path(),
+        &[&["link", "--merchant", &merchant_a.to_string(), "--client-id", &client], &scopes[..]].concat(),
+    )
+    .await;
+    assert_eq!(link["scopes"], "reports:read", "{link}");
+
+    // Then the machine token reads reports, but its `cashflow/entries:write` is capped by the link
+    let report = "/v1/balances/daily/2026-11-23";
+    within_the_reload_interval(StatusCode::OK, "linked machine", || call(&router, Method::GET, report, &machine, None))
+        .await;
+    let (status, problem) = record(&router, &machine).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(problem["scope"], "entries:write");
+    let listed = identity(dir.path(), &["list"]).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // When the operator unlinks her, she is refused again within the interval: her app
+    // client's link binds machine tokens only, never a person's
+    let unlinked = identity(dir.path(), &["unlink", "--subject", &sub]).await;
+    assert_eq!(unlinked["unlinked"], true);
+    within_the_reload_interval(StatusCode::UNAUTHORIZED, "unlinked maria", || record(&router, &maria)).await;
+
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
 }

@@ -118,6 +118,8 @@ print(
             "joao": user(pool_id, client_id, f"joao-{suffix}", merchant_b, "accountant"),
             "other_pool": user(other_pool_id, other_client_id, f"eve-{suffix}", merchant_a, "owner"),
             "machine_a": mint(machine(client_id, merchant_a)),
+            # No pre-token-generation trigger: nothing says which merchant (identity links).
+            "machine_unclaimed": mint({k: v for k, v in machine(client_id, merchant_a).items() if k != "custom:merchant_id"}),
             "wrong_client": mint(machine("not-our-client", merchant_a)),
             "expired": mint(machine(client_id, merchant_a), lifetime=-3600),
             "alg_none": swapped(machine(client_id, merchant_a), "none"),

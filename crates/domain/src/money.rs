@@ -209,6 +209,18 @@ impl Amount {
         Self::from_minor(minor)
     }
 
+    /// Parses a count of money, such as the cash found in a drawer: an amount as [`parse`]
+    /// takes it, or zero (an empty drawer is a count too). Returns minor units.
+    ///
+    /// [`parse`]: Amount::parse
+    pub fn parse_count(text: &str, currency: Currency) -> Result<i64, MoneyError> {
+        match Self::parse(text, currency) {
+            Ok(amount) => Ok(amount.minor()),
+            Err(MoneyError::NotPositive) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The amount in minor units.
     pub fn minor(&self) -> i64 {
         self.0
@@ -273,6 +285,15 @@ mod tests {
         assert_eq!(brl("150"), Ok(15_000));
         assert_eq!(brl("0.01"), Ok(1));
         assert_eq!(brl("000123.45"), Ok(12_345));
+    }
+
+    #[test]
+    fn a_count_may_be_zero_but_keeps_every_other_rule_of_an_amount() {
+        assert_eq!(Amount::parse_count("0", Currency::BRL), Ok(0));
+        assert_eq!(Amount::parse_count("0.00", Currency::BRL), Ok(0));
+        assert_eq!(Amount::parse_count("12.50", Currency::BRL), Ok(1250));
+        assert!(Amount::parse_count("-1", Currency::BRL).is_err());
+        assert!(Amount::parse_count("0.001", Currency::BRL).is_err());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `admin`: migrations and operator commands for a VPC with no shell, one JSON object per
 //! invocation, answering what the CLI's `--json` prints (the contract is in
 //! `docs/deploy-aws.md`). A bad payload fails the invocation with `errorType`
-//! `invalid_payload`, a backend failure with `database`. Secrets appear only in the answer.
+//! `invalid_payload` (so does an identity already linked), a backend failure with `database`. Secrets appear only in the answer.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use cashflow::app::Parts;
-use cashflow_auth::Scopes;
+use cashflow::operator;
+use cashflow_auth::{LinkKind, Scopes, StoreError};
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use secrecy::ExposeSecret;
 
@@ -26,14 +27,13 @@ pub enum Command {
     },
     /// A client of the built-in issuer.
     ClientCreate { merchant: String, scopes: Vec<String> },
-    /// Links a Cognito subject or app client to a merchant: needs the OIDC verifier.
-    IdentityLink {
-        merchant: String,
-        subject: Option<String>,
-        client_id: Option<String>,
-        #[serde(default)]
-        scopes: Vec<String>,
-    },
+    /// Links a Cognito subject or machine app client to a merchant (`cashflow identity link`);
+    /// without `scopes`, its tokens grant what they carry.
+    IdentityLink { merchant: String, subject: Option<String>, client_id: Option<String>, scopes: Option<Vec<String>> },
+    /// Removes a link (`cashflow identity unlink`).
+    IdentityUnlink { subject: Option<String>, client_id: Option<String> },
+    /// Every link (`cashflow identity list`).
+    IdentityList {},
 }
 
 fn default_currency() -> String {
@@ -49,8 +49,6 @@ fn default_timezone() -> String {
 pub enum AdminError {
     #[error("{0}")]
     InvalidPayload(String),
-    #[error("{0}")]
-    Unsupported(String),
     #[error("{0:#}")]
     Database(anyhow::Error),
 }
@@ -60,7 +58,6 @@ impl AdminError {
     pub fn error_type(&self) -> &'static str {
         match self {
             AdminError::InvalidPayload(_) => "invalid_payload",
-            AdminError::Unsupported(_) => "unsupported",
             AdminError::Database(_) => "database",
         }
     }
@@ -107,9 +104,44 @@ pub async fn handle(parts: &Parts, payload: Value) -> Result<Value, AdminError> 
                 "scopes": scopes.to_string(),
             }))
         }
-        Command::IdentityLink { .. } => Err(AdminError::Unsupported(
-            "identity-link needs the OIDC (Cognito) verifier, which this build does not have yet".into(),
-        )),
+        Command::IdentityLink { merchant, subject, client_id, scopes } => {
+            let (kind, id) = who(subject, client_id)?;
+            let scopes = scopes.map(|s| Scopes::parse_list(&s.join(" "))).transpose().map_err(invalid)?;
+            let merchant = existing_merchant(parts, &merchant).await?;
+            let identity = parts.identity().await.map_err(AdminError::Database)?;
+            let link = identity.link(kind, &id, merchant, scopes).await.map_err(store_error)?;
+            Ok(operator::link_json(&link))
+        }
+        Command::IdentityUnlink { subject, client_id } => {
+            let (kind, id) = who(subject, client_id)?;
+            let identity = parts.identity().await.map_err(AdminError::Database)?;
+            if !identity.unlink(kind, &id).await.map_err(store_error)? {
+                return Err(invalid(format!("no link for {kind} {id}")));
+            }
+            Ok(json!({ "kind": kind.as_str(), "external_id": id, "unlinked": true }))
+        }
+        Command::IdentityList {} => {
+            let identity = parts.identity().await.map_err(AdminError::Database)?;
+            let links = identity.links().await.map_err(store_error)?;
+            Ok(Value::Array(links.iter().map(operator::link_json).collect()))
+        }
+    }
+}
+
+/// Exactly one of `subject` and `client_id`.
+fn who(subject: Option<String>, client_id: Option<String>) -> Result<(LinkKind, String), AdminError> {
+    match (subject, client_id) {
+        (Some(subject), None) => Ok((LinkKind::Subject, subject)),
+        (None, Some(client)) => Ok((LinkKind::Client, client)),
+        _ => Err(invalid("give exactly one of `subject` and `client_id`")),
+    }
+}
+
+/// An operator's mistake (a bad id, an identity already linked) is the payload's fault.
+fn store_error(error: StoreError) -> AdminError {
+    match error {
+        StoreError::Invalid(_) | StoreError::Conflict(_) => invalid(error),
+        other => AdminError::Database(other.into()),
     }
 }
 

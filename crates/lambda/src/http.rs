@@ -3,7 +3,9 @@
 //!
 //! API Gateway's JWT authorizer has already checked the token when an event arrives; the
 //! routers check it again with the verifier the composition root builds, so the function is
-//! never more trusting than the process.
+//! never more trusting than the process. Revocations and identity links reach a warm function
+//! within [`REFRESH_INTERVAL`], as they reach a process: the first request after the interval
+//! reloads them.
 //!
 //! After `ledger-api` records an entry (`201`), it publishes the outbox, which holds that
 //! entry's event, before answering: Lambda may freeze the environment right after the answer,
@@ -23,6 +25,7 @@ use tower::ServiceExt;
 use cashflow_http::problem::Problem;
 
 use cashflow::app::Parts;
+use cashflow_auth::REFRESH_INTERVAL;
 use cashflow_ledger::Relay;
 
 /// Longest a `ledger-api` invocation waits for the inline publish of its entry's event.
@@ -80,6 +83,7 @@ impl HttpFunction {
     pub async fn handle(&self, request: Request) -> Result<Response<Body>, Infallible> {
         let response = match self.built().await {
             Ok((router, relay)) => {
+                self.refresh_auth().await;
                 let request = request.map(|body| axum::body::Body::from(body.to_vec()));
                 let response = match router.clone().oneshot(request).await {
                     Ok(response) => response,
@@ -96,6 +100,18 @@ impl HttpFunction {
             }
         };
         Ok(to_lambda(response).await)
+    }
+
+    /// Reloads revocations, signing keys and identity links when the copy is older than
+    /// [`REFRESH_INTERVAL`]: no background worker runs in a frozen environment, so a warm
+    /// function does it on the request path, at most once per interval. A failed reload keeps
+    /// the previous copy (and is retried by the next request).
+    async fn refresh_auth(&self) {
+        if let Some(refresher) = self.parts.refresher() {
+            if let Err(error) = refresher.refresh_if_older_than(REFRESH_INTERVAL).await {
+                tracing::warn!(%error, "could not reload revocations, keys and identity links");
+            }
+        }
     }
 
     async fn publish(&self, relay: &Relay) {

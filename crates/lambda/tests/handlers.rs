@@ -231,3 +231,91 @@ fn the_database_secret_completes_the_database_url() {
     .unwrap();
     assert_eq!(url, "postgres://cashflow:p%40ss%2Fw%3Ard@proxy.example:5432/cashflow?sslmode=verify-full");
 }
+
+#[tokio::test]
+async fn admin_links_a_subject_or_client_to_a_merchant_lists_and_unlinks_it() {
+    // Given a merchant
+    let dir = tempfile::tempdir().unwrap();
+    let parts = parts(&dir);
+    let merchant = admin::handle(&parts, json!({ "command": "merchant-create", "name": "Padaria" })).await.unwrap();
+    let merchant = merchant["merchant_id"].as_str().unwrap().to_owned();
+
+    // When a Cognito subject is linked with a scope cap, and a machine client without one
+    let sub = "3f1c2a9e-8d4b-4c1e-9a7f-0b6e5d4c3b2a";
+    let linked = admin::handle(
+        &parts,
+        json!({ "command": "identity-link", "merchant": merchant, "subject": sub, "scopes": ["reports:read"] }),
+    )
+    .await
+    .unwrap();
+    let client = json!({ "command": "identity-link", "merchant": merchant, "client_id": "5p8n3q1f0aq2l6dq9q7a3c1b0e" });
+    admin::handle(&parts, client).await.unwrap();
+
+    // Then the answers and the list are the CLI's `identity … --json`
+    assert_eq!(
+        (&linked["kind"], &linked["external_id"], &linked["merchant_id"]),
+        (&json!("subject"), &json!(sub), &json!(merchant))
+    );
+    assert_eq!(linked["scopes"], "reports:read");
+    let listed = admin::handle(&parts, json!({ "command": "identity-list" })).await.unwrap();
+    let kinds: Vec<_> = listed.as_array().unwrap().iter().map(|l| (l["kind"].clone(), l["scopes"].clone())).collect();
+    assert_eq!(kinds, vec![(json!("subject"), json!("reports:read")), (json!("client"), Value::Null)]);
+
+    // And linking the subject again, to any merchant, is the payload's fault
+    let again = json!({ "command": "identity-link", "merchant": merchant, "subject": sub });
+    let error = admin::handle(&parts, again).await.unwrap_err();
+    assert_eq!(error.error_type(), "invalid_payload", "{error}");
+
+    // When it is unlinked, it is gone, and unlinking again is refused
+    let unlinked = admin::handle(&parts, json!({ "command": "identity-unlink", "subject": sub })).await.unwrap();
+    assert_eq!(unlinked["unlinked"], true);
+    let error = admin::handle(&parts, json!({ "command": "identity-unlink", "subject": sub })).await.unwrap_err();
+    assert_eq!(error.error_type(), "invalid_payload", "{error}");
+    let listed = admin::handle(&parts, json!({ "command": "identity-list" })).await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+}
+
+#[tokio::test]
+async fn admin_refuses_identity_links_naming_no_one_both_or_an_unknown_merchant() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = parts(&dir);
+    let merchant = admin::handle(&parts, json!({ "command": "merchant-create", "name": "Padaria" })).await.unwrap();
+    let merchant = merchant["merchant_id"].as_str().unwrap().to_owned();
+    for payload in [
+        json!({ "command": "identity-link", "merchant": merchant }),
+        json!({ "command": "identity-link", "merchant": merchant, "subject": "a", "client_id": "b" }),
+        json!({ "command": "identity-link", "merchant": MerchantId::new().to_string(), "subject": "a" }),
+        json!({ "command": "identity-link", "merchant": merchant, "subject": "a", "scopes": ["root"] }),
+        json!({ "command": "identity-link", "merchant": merchant, "subject": " padded " }),
+    ] {
+        let error = admin::handle(&parts, payload.clone()).await.unwrap_err();
+        assert_eq!(error.error_type(), "invalid_payload", "{payload}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_warm_ledger_api_refuses_a_disabled_users_token_within_the_refresh_interval() {
+    // Given a warm ledger-api that accepted maria's token
+    let dir = tempfile::tempdir().unwrap();
+    let parts = parts(&dir);
+    let (merchant, token) = merchant_and_token(&parts).await;
+    let identity = parts.identity().await.unwrap();
+    let password = secrecy::SecretString::from("a long passphrase".to_owned());
+    identity.create_user("maria", &password, merchant, Scopes::all()).await.unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts);
+    assert_eq!(function.handle(post_entry(merchant, &token)).await.unwrap().status(), 201);
+
+    // When an operator disables her (no background worker runs in the function)
+    assert!(identity.set_user_disabled("maria", true).await.unwrap());
+    let disabled_at = std::time::Instant::now();
+
+    // Then a request after the interval reloads the revocations and is refused
+    loop {
+        let status = function.handle(post_entry(merchant, &token)).await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert!(disabled_at.elapsed() < cashflow_auth::REFRESH_INTERVAL + Duration::from_secs(1), "still {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

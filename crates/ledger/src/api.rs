@@ -537,15 +537,10 @@ async fn close_day(
         );
     }
     let merchant = state.ledger.merchant(principal.merchant_id).await?;
-    // An empty drawer is a count too: zero is the one non-positive amount a count may be.
     let counted_cash = request
         .counted_cash
         .as_deref()
-        .map(|text| match Amount::parse(text, merchant.currency) {
-            Ok(amount) => Ok(amount.minor()),
-            Err(MoneyError::NotPositive) => Ok(0),
-            Err(e) => Err(e),
-        })
+        .map(|text| Amount::parse_count(text, merchant.currency))
         .transpose()
         .map_err(|e| Problem::invalid_field("invalid-counted-cash", "counted_cash", e.to_string()))?;
     let closed_by = principal.subject.clone();

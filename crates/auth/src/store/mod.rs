@@ -1,6 +1,8 @@
 //! Where the identities the built-in issuer vouches for are kept: OAuth clients, users and the
 //! signing key.
 //!
+//! Also the identity links of external issuers' subjects and clients ([`crate::links`]).
+//!
 //! The trait is rows in, rows out. What a row means (is this the secret? may this user get
 //! that scope?) is decided once, above the backends, in [`crate::identities`]; a backend only
 //! stores and finds. Backends: SQLite ([`SqliteIdentityStore`]) and Postgres
@@ -10,6 +12,7 @@ use async_trait::async_trait;
 use cashflow_domain::MerchantId;
 
 use crate::key::{KeyError, SigningKey};
+use crate::links::{IdentityLink, LinkKind};
 use crate::Scopes;
 
 pub mod postgres;
@@ -163,6 +166,16 @@ pub trait IdentityStore: Send + Sync + 'static {
 
     /// Forgets the failures counted under `key`.
     async fn clear_failures(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Stores a new identity link; [`StoreError::Conflict`] when its subject or client is
+    /// already linked.
+    async fn insert_link(&self, link: &IdentityLink) -> Result<(), StoreError>;
+
+    /// Deletes the link of `kind` for `external_id`; `false` if there is none.
+    async fn delete_link(&self, kind: LinkKind, external_id: &str) -> Result<bool, StoreError>;
+
+    /// Every identity link, oldest first.
+    async fn links(&self) -> Result<Vec<IdentityLink>, StoreError>;
 
     /// Whether the store answers, for readiness probes.
     async fn ping(&self) -> Result<(), StoreError>;

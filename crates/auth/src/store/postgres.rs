@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::{db, ClientRecord, FailureRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
 use crate::credentials::parse_scopes;
 use crate::key::SigningKey;
+use crate::links::{IdentityLink, LinkKind};
 
 /// The identity schema on Postgres, embedded in the binary.
 pub const MIGRATIONS: &[MigrationSource] = &[
@@ -34,6 +35,11 @@ pub const MIGRATIONS: &[MigrationSource] = &[
         version: 3,
         description: "revocation",
         sql: include_str!("../../migrations/postgres/0003_revocation.sql"),
+    },
+    MigrationSource {
+        version: 4,
+        description: "identity links",
+        sql: include_str!("../../migrations/postgres/0004_identity_links.sql"),
     },
 ];
 
@@ -301,6 +307,58 @@ impl IdentityStore for PostgresIdentityStore {
         Ok(())
     }
 
+    async fn insert_link(&self, link: &IdentityLink) -> Result<(), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO identity_links (kind, external_id, merchant_id, scopes, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(link.kind.as_str())
+        .bind(&link.external_id)
+        .bind(link.merchant_id.as_uuid())
+        .bind(link.scopes.map(|s| s.to_string()))
+        .bind(link.created_at_ms)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("{} `{}` is already linked", link.kind, link.external_id)))
+            }
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn delete_link(&self, kind: LinkKind, external_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM identity_links WHERE kind = $1 AND external_id = $2")
+            .bind(kind.as_str())
+            .bind(external_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn links(&self) -> Result<Vec<IdentityLink>, StoreError> {
+        let rows: Vec<(String, String, Uuid, Option<String>, i64)> = sqlx::query_as(
+            "SELECT kind, external_id, merchant_id, scopes, created_at FROM identity_links
+             ORDER BY created_at, kind, external_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(kind, external_id, merchant, scopes, created_at_ms)| {
+                Ok(IdentityLink {
+                    kind: link_kind(&kind)?,
+                    external_id,
+                    merchant_id: MerchantId::from_uuid(merchant),
+                    scopes: scopes.as_deref().map(parse_scopes).transpose()?,
+                    created_at_ms,
+                })
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
@@ -330,4 +388,8 @@ fn user(row: &PgRow) -> Result<UserRecord, StoreError> {
         merchant_id: merchant(row)?,
         scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
     })
+}
+
+fn link_kind(name: &str) -> Result<LinkKind, StoreError> {
+    LinkKind::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown link kind `{name}`")))
 }

@@ -8,6 +8,7 @@ use sqlx::Row;
 use super::{db, ClientRecord, FailureRecord, IdentityStore, KeyRecord, StoreError, UserRecord};
 use crate::credentials::{parse_merchant, parse_scopes};
 use crate::key::SigningKey;
+use crate::links::{IdentityLink, LinkKind};
 
 /// The identity schema, embedded in the binary.
 pub const MIGRATIONS: &[MigrationSource] = &[
@@ -25,6 +26,11 @@ pub const MIGRATIONS: &[MigrationSource] = &[
         version: 3,
         description: "revocation",
         sql: include_str!("../../migrations/sqlite/0003_revocation.sql"),
+    },
+    MigrationSource {
+        version: 4,
+        description: "identity links",
+        sql: include_str!("../../migrations/sqlite/0004_identity_links.sql"),
     },
 ];
 
@@ -280,6 +286,57 @@ impl IdentityStore for SqliteIdentityStore {
         Ok(())
     }
 
+    async fn insert_link(&self, link: &IdentityLink) -> Result<(), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO identity_links (kind, external_id, merchant_id, scopes, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(link.kind.as_str())
+        .bind(&link.external_id)
+        .bind(link.merchant_id.to_string())
+        .bind(link.scopes.map(|s| s.to_string()))
+        .bind(link.created_at_ms)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("{} `{}` is already linked", link.kind, link.external_id)))
+            }
+            Err(e) => Err(db(e)),
+        }
+    }
+
+    async fn delete_link(&self, kind: LinkKind, external_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM identity_links WHERE kind = ? AND external_id = ?")
+            .bind(kind.as_str())
+            .bind(external_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn links(&self) -> Result<Vec<IdentityLink>, StoreError> {
+        let rows: Vec<(String, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT kind, external_id, merchant_id, scopes, created_at FROM identity_links
+             ORDER BY created_at, kind, external_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(kind, external_id, merchant, scopes, created_at_ms)| {
+                Ok(IdentityLink {
+                    kind: link_kind(&kind)?,
+                    external_id,
+                    merchant_id: parse_merchant(&merchant)?,
+                    scopes: scopes.as_deref().map(parse_scopes).transpose()?,
+                    created_at_ms,
+                })
+            })
+            .collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
@@ -309,4 +366,8 @@ fn user(row: &SqliteRow) -> Result<UserRecord, StoreError> {
         merchant_id: parse_merchant(&row.try_get::<String, _>("merchant_id").map_err(db)?)?,
         scopes: parse_scopes(&row.try_get::<String, _>("scopes").map_err(db)?)?,
     })
+}
+
+fn link_kind(name: &str) -> Result<LinkKind, StoreError> {
+    LinkKind::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown link kind `{name}`")))
 }

@@ -1,0 +1,325 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The five functions as Lambda runs them, end to end: the built binaries (`bootstrap`s in
+//! debug) polling cargo-lambda's runtime API emulator (`cargo lambda watch --only-lambda-apis`),
+//! invoked with `cargo lambda invoke --data-file`, over the local PostgreSQL, moto's SQS and
+//! Cognito, and Redis.
+//!
+//! The story: `admin` migrates and creates merchants; a moto Cognito token records an entry
+//! through `ledger-api`; `consumer` applies the queue's messages and reports a poison one;
+//! `reports-api` shows the day exact; a token without the merchant claim works once `admin`
+//! links its subject; and `outbox-sweep` publishes what a cut-off `ledger-api` could not.
+//!
+//! Each function is its own process with its own environment, as on AWS, so one of them can
+//! be given a dead queue. Ignored unless `CASHFLOW_TEST_CARGO_LAMBDA` names the `cargo-lambda`
+//! executable and the backends' `CASHFLOW_TEST_*` variables are set (see `build.rs`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use cashflow_db::TestDatabase;
+use cashflow_queue::sqs::aws_config::{self, BehaviorVersion, Region};
+use cashflow_queue::sqs::aws_sdk_sqs::config::{Credentials, SharedCredentialsProvider};
+use cashflow_queue::sqs::aws_sdk_sqs::Client;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+const POISON_ID: &str = "2e1424d4-f796-459a-8184-9c92662be6da";
+const DAY: &str = "2026-11-23";
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
+}
+
+/// The runtime API emulator, on a port of its own; killed on drop.
+struct Emulator {
+    port: u16,
+    _child: Child,
+}
+
+impl Emulator {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(var("CASHFLOW_TEST_CARGO_LAMBDA"))
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "the emulator did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { port, _child: child }
+    }
+
+    /// Starts the function `name` (its binary) polling the emulator, with `env` on top of the
+    /// stack's environment.
+    fn function(&self, name: &str, binary: &str, env: &[(&str, String)]) -> Child {
+        Command::new(binary)
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", self.port))
+            .env("AWS_LAMBDA_FUNCTION_NAME", name)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    /// `cargo lambda invoke NAME --data-file` with `payload`; the function's answer.
+    async fn invoke(&self, name: &str, payload: &Value, dir: &Path) -> Value {
+        let file = dir.join(format!("{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&file, payload.to_string()).unwrap();
+        let output = Command::new(var("CASHFLOW_TEST_CARGO_LAMBDA"))
+            .args(["lambda", "invoke", name, "-A", "127.0.0.1", "-P", &self.port.to_string(), "--data-file"])
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "invoke {name}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+}
+
+/// An API Gateway HTTP API (v2) event, from the recorded fixture.
+fn http_event(method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let mut event: Value = serde_json::from_str(include_str!("fixtures/http-api-v2-post-entry.json")).unwrap();
+    event["routeKey"] = json!(format!("{method} {path}"));
+    event["rawPath"] = json!(path);
+    event["requestContext"]["routeKey"] = event["routeKey"].clone();
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    event["headers"]["idempotency-key"] = json!(uuid::Uuid::new_v4().to_string());
+    match body {
+        Some(body) => event["body"] = json!(body.to_string()),
+        None => {
+            event.as_object_mut().unwrap().remove("body");
+        }
+    }
+    event
+}
+
+fn entry() -> Value {
+    json!({"type": "credit", "amount": "42.50", "description": "Venda", "occurred_at": format!("{DAY}T12:00:00-03:00")})
+}
+
+/// The status and JSON body of a function's HTTP answer.
+fn answer(response: &Value) -> (u64, Value) {
+    let body = response["body"].as_str().map_or(Value::Null, |b| serde_json::from_str(b).unwrap_or(Value::Null));
+    (response["statusCode"].as_u64().unwrap(), body)
+}
+
+fn sqs_client() -> Client {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "tests")))
+        .endpoint_url(var("CASHFLOW_TEST_SQS_ENDPOINT"))
+        .build();
+    Client::new(&sdk)
+}
+
+/// Everything the queue holds now, as the records of an SQS event (their real message ids).
+async fn drain_queue(sqs: &Client, url: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(60)
+            .send()
+            .await
+            .unwrap();
+        let messages = received.messages();
+        if messages.is_empty() {
+            return records;
+        }
+        for m in messages {
+            records.push(json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1796166000123"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cashflow-events",
+                "awsRegion": "us-east-1",
+            }));
+        }
+    }
+}
+
+/// The `sub` claim of a token (read, not verified: the function verifies it).
+fn subject_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims["sub"].as_str().unwrap().to_owned()
+}
+
+fn poison() -> Value {
+    json!({
+        "messageId": POISON_ID,
+        "receiptHandle": "poison",
+        "body": "this is not an event",
+        "attributes": {"ApproximateReceiveCount": "3"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:cashflow-events",
+        "awsRegion": "us-east-1",
+    })
+}
+
+fn bin(name: &str) -> String {
+    match name {
+        "admin" => env!("CARGO_BIN_EXE_admin"),
+        "ledger-api" => env!("CARGO_BIN_EXE_ledger-api"),
+        "reports-api" => env!("CARGO_BIN_EXE_reports-api"),
+        "consumer" => env!("CARGO_BIN_EXE_consumer"),
+        "outbox-sweep" => env!("CARGO_BIN_EXE_outbox-sweep"),
+        other => panic!("no function {other}"),
+    }
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(cargo_lambda_tests),
+    ignore = "set CASHFLOW_TEST_CARGO_LAMBDA (and the Postgres, Redis and SQS variables) to run under cargo lambda"
+)]
+async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emulator() {
+    // Given a fresh database, an SQS queue, and the emulator
+    let dir = tempfile::tempdir().unwrap();
+    let database = TestDatabase::create(&var("CASHFLOW_TEST_POSTGRES_URL")).await.unwrap();
+    let sqs = sqs_client();
+    let name = format!("cashflow-e2e-{}", uuid::Uuid::new_v4().simple());
+    let queue = sqs.create_queue().queue_name(name).send().await.unwrap().queue_url().unwrap().to_owned();
+    let emulator = Emulator::start().await;
+    let mut env: Vec<(&str, String)> = vec![
+        ("CASHFLOW_DATABASE_URL", database.url().to_owned()),
+        ("CASHFLOW_QUEUE_URL", queue.clone()),
+        ("CASHFLOW_CACHE_URL", var("CASHFLOW_TEST_REDIS_URL")),
+        ("CASHFLOW_DATA_DIR", dir.path().display().to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ];
+
+    // And the schemas and two merchants made by the `admin` function
+    let _admin = emulator.function("admin", &bin("admin"), &env);
+    let migrated = emulator.invoke("admin", &json!({"command": "migrate"}), dir.path()).await;
+    assert_eq!(migrated["migrated"], json!(["ledger", "consolidation", "identity"]));
+    let mut merchants = Vec::new();
+    for name in ["Padaria", "Oficina"] {
+        let created = emulator.invoke("admin", &json!({"command": "merchant-create", "name": name}), dir.path()).await;
+        merchants.push(created["merchant_id"].as_str().unwrap().to_owned());
+    }
+
+    // And a Cognito pool in moto whose users carry those merchants
+    let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "cashflow", "tests", "cognito_pool.py"].iter().collect();
+    let pool = Command::new("python3")
+        .arg(&script)
+        .args([var("CASHFLOW_TEST_SQS_ENDPOINT"), merchants[0].clone(), merchants[1].clone()])
+        .output()
+        .await
+        .unwrap();
+    assert!(pool.status.success(), "cognito_pool.py: {}", String::from_utf8_lossy(&pool.stderr));
+    let tokens: Value = serde_json::from_slice(&pool.stdout).unwrap();
+    let maria = tokens["maria"]["id"].as_str().unwrap();
+    env.extend([
+        ("CASHFLOW_OIDC_ISSUER", tokens["issuer"].as_str().unwrap().to_owned()),
+        ("CASHFLOW_OIDC_JWKS_URL", tokens["jwks_url"].as_str().unwrap().to_owned()),
+        ("CASHFLOW_OIDC_CLIENT_IDS", tokens["client_id"].as_str().unwrap().to_owned()),
+        ("CASHFLOW_OIDC_ACCEPT_ID_TOKENS", "true".into()),
+        ("CASHFLOW_OIDC_GROUP_SCOPES", "owner=entries:write entries:read reports:read".into()),
+        ("CASHFLOW_NO_BUILTIN_ISSUER", "true".into()),
+    ]);
+    let _ledger_api = emulator.function("ledger-api", &bin("ledger-api"), &env);
+    let _reports_api = emulator.function("reports-api", &bin("reports-api"), &env);
+    let _consumer = emulator.function("consumer", &bin("consumer"), &env);
+    let _sweep = emulator.function("outbox-sweep", &bin("outbox-sweep"), &env);
+
+    // When ledger-api gets maria's entry with her moto token
+    let response =
+        emulator.invoke("ledger-api", &http_event("POST", "/v1/entries", maria, Some(entry())), dir.path()).await;
+
+    // Then it is recorded (201), and its event (with the merchants') is on the queue
+    let (status, recorded) = answer(&response);
+    assert_eq!(status, 201, "{response}");
+    let entry_id = recorded["id"].as_str().unwrap().to_owned();
+    let mut records = drain_queue(&sqs, &queue).await;
+    assert_eq!(records.len(), 3, "two merchants and one entry: {records:?}");
+    assert_eq!(records.iter().filter(|r| r["body"].as_str().unwrap().contains(&entry_id)).count(), 1);
+
+    // When the consumer gets those messages and a poison one
+    records.push(poison());
+    let batch = emulator.invoke("consumer", &json!({ "Records": records }), dir.path()).await;
+
+    // Then only the poison is handed back, and the day's report is exact
+    assert_eq!(batch, json!({ "batchItemFailures": [{ "itemIdentifier": POISON_ID }] }));
+    let report_path = format!("/v1/balances/daily/{DAY}");
+    let response = emulator.invoke("reports-api", &http_event("GET", &report_path, maria, None), dir.path()).await;
+    let (status, report) = answer(&response);
+    assert_eq!(status, 200, "{response}");
+    assert_eq!((&report["total_credits"], &report["closing_balance"]), (&json!("42.50"), &json!("42.50")), "{report}");
+    assert_eq!(report["entry_count"], 1, "{report}");
+
+    // When maria's access token, which carries no merchant claim, reaches ledger-api
+    let access = tokens["maria"]["access"].as_str().unwrap();
+    let subject = subject_of(access);
+    let response =
+        emulator.invoke("ledger-api", &http_event("POST", "/v1/entries", access, Some(entry())), dir.path()).await;
+
+    // Then it is refused, naming the missing link
+    let (status, problem) = answer(&response);
+    assert_eq!(status, 401, "{response}");
+    assert!(problem["detail"].as_str().unwrap().contains(&format!("subject `{subject}` is not linked")), "{problem}");
+
+    // And once `admin` links the subject, the warm function accepts it within the reload interval
+    let link = json!({"command": "identity-link", "merchant": merchants[0], "subject": subject});
+    assert_eq!(emulator.invoke("admin", &link, dir.path()).await["kind"], "subject");
+    let linked_at = Instant::now();
+    loop {
+        let event = http_event("POST", "/v1/entries", access, Some(entry()));
+        let (status, body) = answer(&emulator.invoke("ledger-api", &event, dir.path()).await);
+        if status == 201 {
+            break;
+        }
+        assert!(linked_at.elapsed() < Duration::from_secs(7), "still {status} {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    drain_queue(&sqs, &queue).await;
+
+    // When ledger-api runs where its queue is unreachable (another deployment of the function,
+    // behind an emulator of its own)
+    let dead = [("CASHFLOW_QUEUE_URL", "http://127.0.0.1:9/000000000000/unreachable".to_owned())];
+    let dead_env: Vec<_> = env.iter().filter(|(k, _)| *k != "CASHFLOW_QUEUE_URL").cloned().chain(dead).collect();
+    let cut_off = Emulator::start().await;
+    let _cut_off_ledger_api = cut_off.function("ledger-api", &bin("ledger-api"), &dead_env);
+    let event = http_event("POST", "/v1/entries", maria, Some(entry()));
+    let response = cut_off.invoke("ledger-api", &event, dir.path()).await;
+
+    // Then the entry is still recorded, its event stays in the outbox, not on the queue
+    let (status, recorded) = answer(&response);
+    assert_eq!(status, 201, "{response}");
+    let second = recorded["id"].as_str().unwrap().to_owned();
+    assert!(drain_queue(&sqs, &queue).await.is_empty(), "the inline publish could not reach the queue");
+
+    // And outbox-sweep publishes it
+    let scheduled: Value = serde_json::from_str(include_str!("fixtures/eventbridge-scheduled.json")).unwrap();
+    let swept = emulator.invoke("outbox-sweep", &scheduled, dir.path()).await;
+    assert_eq!(swept, json!({ "published": 1 }));
+    let records = drain_queue(&sqs, &queue).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0]["body"].as_str().unwrap().contains(&second), "{records:?}");
+}
