@@ -135,7 +135,7 @@ await test('the report shows the period, a chart and its days, and exports the C
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('link', { name: 'Exportar CSV' }).click()]);
   assert.match(download.suggestedFilename(), /^cashflow-\d{4}-\d{2}-\d{2}-\d{4}-\d{2}-\d{2}\.csv$/);
   const rows = readFileSync(await download.path(), 'utf8').trim().split(/\r?\n/).map((line) => line.split(','));
-  assert.deepEqual(rows[0], ['date', 'currency', 'opening_balance', 'total_credits', 'total_debits', 'net', 'closing_balance', 'entry_count']);
+  assert.deepEqual(rows[0], ['date', 'currency', 'opening_balance', 'total_credits', 'total_debits', 'net', 'closing_balance', 'entry_count', 'closed', 'closed_at', 'counted_cash', 'difference']);
   assert.equal(rows.length, 8, 'a header and seven days');
   const last = Object.fromEntries(rows[0].map((k, i) => [k, rows[7][i]]));
   assert.equal(last.total_credits, '1275.06');
