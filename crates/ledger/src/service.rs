@@ -110,7 +110,6 @@ impl Ledger {
     /// Records an entry, or replays the one recorded earlier under the same idempotency key.
     /// `traceparent` is the caller's W3C trace context (the HTTP request's, or none), carried
     /// by the entry's event to the consolidator.
-    #[tracing::instrument(name = "ledger.record", level = "debug", skip_all, fields(merchant_id = %merchant_id))]
     pub async fn record(
         &self,
         merchant_id: MerchantId,
@@ -125,6 +124,7 @@ impl Ledger {
     /// store's watermark check, in the insert's transaction, is the authority: an adjustment is
     /// first written as is, and re-dated onto the first open day the refusal names (again if a
     /// close slipped in between), so it never lands in a closed day.
+    #[tracing::instrument(name = "ledger.record", level = "debug", skip_all, fields(merchant_id = %merchant_id))]
     pub async fn record_with(
         &self,
         merchant_id: MerchantId,
