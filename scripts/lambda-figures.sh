@@ -24,14 +24,6 @@ TARGET=${CARGO_TARGET_DIR:-target}
 command -v cargo-lambda >/dev/null || { echo "cargo-lambda is missing: pip install cargo-lambda" >&2; exit 1; }
 cargo lambda build --release "$ARCH" -p cashflow-lambda --output-format zip >&2
 
-echo "| function | package (zip) |"
-echo "|---|---:|"
-for f in "${FUNCTIONS[@]}"; do
-  bytes=$(stat -c %s "$TARGET/lambda/$f/bootstrap.zip")
-  awk -v f="$f" -v b="$bytes" 'BEGIN { printf "| `%s` | %.1f MB |\n", f, b / 1000000 }'
-done
-[[ "$ARCH" == --arm64 ]] && exit 0
-
 WORK=$(mktemp -d)
 DB="cashflow_figures_$(date +%s)"
 cleanup() {
@@ -39,9 +31,24 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# The release profile keeps line tables; the `lambda` profile (Cargo.toml) strips them and the
+# symbols, which `strip` on a copy reproduces without a second build (x86_64 only: the host's strip).
+echo "| function | package (zip, release) | package (zip, stripped: profile lambda) |"
+echo "|---|---:|---:|"
 for f in "${FUNCTIONS[@]}"; do
-  mkdir -p "$WORK/$f" && unzip -q -o "$TARGET/lambda/$f/bootstrap.zip" -d "$WORK/$f"
+  zipped=$(stat -c %s "$TARGET/lambda/$f/bootstrap.zip")
+  mkdir -p "$WORK/$f" "$WORK/stripped/$f" && unzip -q -o "$TARGET/lambda/$f/bootstrap.zip" -d "$WORK/$f"
+  stripped=0
+  if [[ "$ARCH" == --x86-64 ]]; then
+    strip -o "$WORK/stripped/$f/bootstrap" "$WORK/$f/bootstrap"
+    (cd "$WORK/stripped/$f" && zip -q -9 bootstrap.zip bootstrap)
+    stripped=$(stat -c %s "$WORK/stripped/$f/bootstrap.zip")
+  fi
+  awk -v f="$f" -v z="$zipped" -v s="$stripped" \
+    'BEGIN { printf "| `%s` | %.1f MB | %s |\n", f, z / 1e6, s ? sprintf("%.1f MB", s / 1e6) : "-" }'
 done
+[[ "$ARCH" == --arm64 ]] && exit 0
 psql -q "$PG" -c "CREATE DATABASE $DB" >/dev/null
 
 WORK="$WORK" WARM="$WARM" DATABASE_URL="${PG%/*}/$DB" REDIS="$REDIS" MOTO="$MOTO" python3 - <<'PY'

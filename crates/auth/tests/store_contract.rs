@@ -605,8 +605,12 @@ async fn a_subject_or_client_is_linked_to_one_merchant_listed_and_unlinked(store
     let (a, b) = (MerchantId::new(), MerchantId::new());
     let sub = "3f1c2a9e-8d4b-4c1e-9a7f-0b6e5d4c3b2a";
     let cap = Scopes::parse_list("entries:read reports:read").unwrap();
+    // (a few milliseconds apart: links are listed by creation time, kept in milliseconds)
+    let apart = || tokio::time::sleep(Duration::from_millis(3));
     store.link(LinkKind::Subject, sub, a, Some(cap)).await.unwrap();
+    apart().await;
     store.link(LinkKind::Client, "5p8n3q1f0aq2l6dq9q7a3c1b0e", b, None).await.unwrap();
+    apart().await;
 
     // When the same subject is linked again (to any merchant)
     let again = store.link(LinkKind::Subject, sub, b, None).await;
