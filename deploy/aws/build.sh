@@ -6,10 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 arch="${1:---x86-64}"
-# The zips first (the size figure), then the bare bootstraps sam deploy zips itself; the
+# The `lambda` profile (Cargo.toml): release without debug information or symbols, so each zip
+# stays under 10 MB. The zips first (the size figure), then the bare bootstraps sam deploy zips itself; the
 # second run only repackages.
-cargo lambda build --release "$arch" -p cashflow-lambda --output-format zip
-cargo lambda build --release "$arch" -p cashflow-lambda
+cargo lambda build --profile lambda "$arch" -p cashflow-lambda --output-format zip
+cargo lambda build --profile lambda "$arch" -p cashflow-lambda
 for function in ledger-api reports-api consumer outbox-sweep admin; do
     ls -l "target/lambda/$function/bootstrap.zip"
 done
