@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use cashflow_auth::Scopes;
+use cashflow_auth::{Scope, Scopes};
 use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
 
 use crate::app::{AppConfig, Application, Part, Parts, Process};
@@ -176,9 +176,12 @@ async fn create_demo(app: &Application, base: &str) -> anyhow::Result<()> {
             MerchantTimeZone::DEFAULT,
         )
         .await?;
-    let client = app.identity.create_client(merchant.id, Scopes::all(), Some("demo")).await?;
+    // The demo is the merchant's owner: it records, reads and closes the till (the README's
+    // close example and the web app's "Fechar o caixa" use it).
+    let owner = Scopes::all().with(Scope::DaysClose).with(Scope::DaysReopen);
+    let client = app.identity.create_client(merchant.id, owner, Some("demo")).await?;
     let password = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-    app.identity.create_user("demo", &SecretString::from(password.clone()), merchant.id, Scopes::all()).await?;
+    app.identity.create_user("demo", &SecretString::from(password.clone()), merchant.id, owner).await?;
     let id = &client.client_id;
     let secret = client.client_secret.expose_secret();
     println!(
