@@ -718,21 +718,24 @@ impl LedgerStore for SqliteLedgerStore {
     }
 
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError> {
+        // One lower bound, the cursor or (without one) the range's first day with an id below
+        // every id, so SQLite seeks the index (merchant_id, business_date, id) straight to it.
+        // With `business_date >= from` beside the row comparison it seeks to `from` instead and
+        // walks every earlier page again: a long stream went quadratic (2,763 entries/s for a
+        // merchant's million).
         let (after_date, after_id) = match query.after {
-            Some((d, id)) => (d.to_string(), id.to_string()),
-            None => (String::new(), String::new()),
+            Some((d, id)) if d >= query.from => (d.to_string(), id.to_string()),
+            _ => (query.from.to_string(), String::new()),
         };
         let rows = sqlx::query(&format!(
             "SELECT {ENTRY_COLUMNS} FROM entries
-             WHERE merchant_id = ?1 AND business_date >= ?2 AND business_date <= ?3
-               AND (business_date, id) > (?4, ?5)
-             ORDER BY business_date, id LIMIT ?6"
+             WHERE merchant_id = ?1 AND (business_date, id) > (?2, ?3) AND business_date <= ?4
+             ORDER BY business_date, id LIMIT ?5"
         ))
         .bind(merchant.to_string())
-        .bind(query.from.to_string())
-        .bind(query.to.to_string())
         .bind(after_date)
         .bind(after_id)
+        .bind(query.to.to_string())
         .bind(i64::from(query.limit))
         .fetch_all(&self.reader)
         .await
