@@ -356,16 +356,7 @@ async fn sigterm_lets_in_flight_writes_finish_and_exits_cleanly() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(15), "serve did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, _) = terminate(&mut server, Duration::from_secs(15), "serve did not exit after SIGTERM").await;
     assert!(status.success(), "serve exited with {status}");
     let mut acked = 0;
     for w in writers {
@@ -577,6 +568,21 @@ async fn reconcile_over_grpc_lists_a_tampered_day_exits_1_and_repairs_it() {
 }
 
 /// `scripts/otlp-receiver.py serve <spans>` on a free port, killed when dropped.
+/// Sends SIGTERM to `server` and waits for it to exit, failing with `hung` past `bound`;
+/// returns its exit status and how long it took.
+async fn terminate(server: &mut Server, bound: Duration, hung: &str) -> (std::process::ExitStatus, Duration) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return (status, stopped.elapsed());
+        }
+        assert!(stopped.elapsed() < bound, "{hung}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 struct Receiver {
     child: Child,
     endpoint: String,
@@ -632,16 +638,8 @@ async fn serve_exports_an_entrys_trace_from_the_request_to_the_consumer_and_flus
     }
     // and the server is stopped at once (its batch of spans is still held: the default
     // schedule exports every 5 s)
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let stopped = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(10), "serve did not exit promptly while exporting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, _) =
+        terminate(&mut server, Duration::from_secs(10), "serve did not exit promptly while exporting").await;
     assert!(status.success(), "serve exited with {status}");
 
     // Then the receiver has the whole chain: the request's span, the ledger's write under it,
@@ -673,20 +671,10 @@ async fn serve_exits_within_seconds_on_sigterm_when_the_trace_collector_never_an
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // When it is told to stop
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let stopped = Instant::now();
-
     // Then it exits cleanly, the exporter's shutdown bounded (5 s) rather than waiting on the collector
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(12), "serve hung on its trace exporter");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, took) = terminate(&mut server, Duration::from_secs(12), "serve hung on its trace exporter").await;
     assert!(status.success(), "serve exited with {status}");
-    println!("exited {:?} after SIGTERM", stopped.elapsed());
+    println!("exited {took:?} after SIGTERM");
     drop(collector);
 }
 

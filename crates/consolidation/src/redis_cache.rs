@@ -558,23 +558,7 @@ mod tests {
     async fn a_put_under_the_never_generation_costs_nothing() {
         let cache = RedisCache::connect("redis://127.0.0.1:1", RedisCacheConfig::default()).await.unwrap();
         assert!(cache.inner.unavailable.load(Ordering::SeqCst), "the startup probe noticed");
-        let report = CachedReport::of(&crate::report::DailyBalanceResponse {
-            date: "2026-11-23".into(),
-            currency: "BRL".into(),
-            opening_balance: "0.00".into(),
-            total_credits: "1.00".into(),
-            total_debits: "0.00".into(),
-            net: "1.00".into(),
-            closing_balance: "1.00".into(),
-            entry_count: 1,
-            as_of: "2026-11-23T10:00:00Z".into(),
-            closed: false,
-            closed_at: None,
-            counted_cash: None,
-            difference: None,
-            adjustments: Vec::new(),
-        })
-        .unwrap();
+        let report = CachedReport::of(&crate::report::tests::report(false)).unwrap();
         // Clear the rest period so that only the NEVER check can skip the round trip.
         cache.inner.retry_at_ms.store(0, Ordering::SeqCst);
         cache.put(MerchantId::new(), BusinessDate::parse("2026-11-23").unwrap(), NEVER, report).await;

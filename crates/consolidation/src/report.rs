@@ -177,10 +177,11 @@ impl CachedReport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn report(closed: bool) -> DailyBalanceResponse {
+    /// A one-credit day's report, open or closed: the fixture the cache tests share.
+    pub(crate) fn report(closed: bool) -> DailyBalanceResponse {
         DailyBalanceResponse {
             date: "2026-11-23".into(),
             currency: "BRL".into(),
