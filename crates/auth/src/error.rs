@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cashflow_http::Problem;
+use cashflow_http::{Problem, ProblemType};
 
 use crate::Scope;
 
@@ -41,25 +41,25 @@ impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let (problem, challenge) = match &self {
             AuthError::MissingToken => (
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required")
+                Problem::new(StatusCode::UNAUTHORIZED, ProblemType::Unauthorized, "Authentication required")
                     .detail("Send an OAuth 2.0 access token: `Authorization: Bearer <token>`"),
                 format!("Bearer realm=\"{REALM}\""),
             ),
             AuthError::InvalidToken(reason) => {
                 tracing::debug!(%reason, "rejected bearer token");
                 (
-                    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Invalid or expired token")
+                    Problem::new(StatusCode::UNAUTHORIZED, ProblemType::Unauthorized, "Invalid or expired token")
                         .detail("The access token is invalid or has expired; obtain a new one"),
                     format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
                 )
             }
             AuthError::NoMerchant(missing) => (
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "No merchant for this identity")
+                Problem::new(StatusCode::UNAUTHORIZED, ProblemType::Unauthorized, "No merchant for this identity")
                     .detail(missing.clone()),
                 format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
             ),
             AuthError::InsufficientScope(scope) => (
-                Problem::new(StatusCode::FORBIDDEN, "insufficient-scope", "Insufficient scope")
+                Problem::new(StatusCode::FORBIDDEN, ProblemType::InsufficientScope, "Insufficient scope")
                     .detail(format!("This operation requires the `{scope}` scope"))
                     .with("scope", scope.as_str()),
                 format!("Bearer error=\"insufficient_scope\", scope=\"{scope}\""),

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, OpenApi};
 
 use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
 use cashflow_domain::{daily_balances, BusinessDate, Currency, MerchantId};
-use cashflow_http::{ApiQuery, Problem};
+use cashflow_http::{ApiQuery, Problem, ProblemType};
 
 use crate::cache::{Lookup, ReportCache};
 use crate::report::{
@@ -144,7 +144,7 @@ fn as_of(books: &MerchantBooks) -> String {
 }
 
 fn parse_date(field: &'static str, text: &str) -> Result<BusinessDate, Problem> {
-    BusinessDate::parse(text).map_err(|e| Problem::invalid_field("invalid-date", field, e.to_string()))
+    BusinessDate::parse(text).map_err(|e| Problem::invalid_field(ProblemType::InvalidDate, field, e.to_string()))
 }
 
 async fn books(state: &ConsolidationState, merchant: MerchantId) -> Result<MerchantBooks, ApiError> {
@@ -152,7 +152,7 @@ async fn books(state: &ConsolidationState, merchant: MerchantId) -> Result<Merch
         ApiError::Problem(
             Problem::new(
                 StatusCode::NOT_FOUND,
-                "merchant-not-consolidated",
+                ProblemType::MerchantNotConsolidated,
                 "No consolidated data for this merchant yet",
             )
             .detail("consolidation has not yet received this merchant's registration; retry in a moment"),
@@ -164,7 +164,7 @@ fn report_problem(e: cashflow_domain::ConsolidationError) -> ApiError {
     tracing::error!(error = %e, "daily balance overflow");
     ApiError::Problem(Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "balance-overflow",
+        ProblemType::BalanceOverflow,
         "The balance exceeds the representable range",
     ))
 }
@@ -277,11 +277,13 @@ async fn daily_range(
     let from = parse_date("from", &params.from)?;
     let to = parse_date("to", &params.to)?;
     if from > to {
-        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`").into());
+        return Err(
+            Problem::invalid_field(ProblemType::InvalidDateRange, "from", "`from` must not be after `to`").into()
+        );
     }
     if from.days_until(to) >= MAX_RANGE_DAYS {
         return Err(Problem::invalid_field(
-            "date-range-too-long",
+            ProblemType::DateRangeTooLong,
             "to",
             format!("a report spans at most {MAX_RANGE_DAYS} days"),
         )

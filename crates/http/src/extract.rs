@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::Problem;
+use crate::{Problem, ProblemType};
 
 /// `axum::Json` with problem rejections.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,20 +32,24 @@ fn json_problem(rejection: JsonRejection) -> Problem {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ProblemType::UnsupportedMediaType,
             "Expected Content-Type: application/json",
         ),
         JsonRejection::JsonSyntaxError(e) => {
-            Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "The body is not valid JSON").detail(e.body_text())
-        }
-        JsonRejection::JsonDataError(e) => {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
+            Problem::new(StatusCode::BAD_REQUEST, ProblemType::MalformedJson, "The body is not valid JSON")
                 .detail(e.body_text())
         }
+        JsonRejection::JsonDataError(e) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            ProblemType::InvalidBody,
+            "The body does not match the expected shape",
+        )
+        .detail(e.body_text()),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "The body is too large")
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE, ProblemType::PayloadTooLarge, "The body is too large")
         }
-        other => Problem::new(other.status(), "invalid-body", "The body could not be read").detail(other.body_text()),
+        other => Problem::new(other.status(), ProblemType::InvalidBody, "The body could not be read")
+            .detail(other.body_text()),
     }
 }
 
@@ -69,5 +73,6 @@ where
 }
 
 fn query_problem(rejection: QueryRejection) -> Problem {
-    Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is invalid").detail(rejection.body_text())
+    Problem::new(StatusCode::BAD_REQUEST, ProblemType::InvalidQuery, "The query string is invalid")
+        .detail(rejection.body_text())
 }

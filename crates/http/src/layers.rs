@@ -32,7 +32,7 @@ use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
 use crate::problem::PROBLEM_JSON;
-use crate::Problem;
+use crate::{Problem, ProblemType};
 
 /// The request id header, set by us when the client (or the API gateway) did not.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,9 +47,13 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Wraps a service router with the shared middleware and problem fallbacks.
 pub fn common(router: Router) -> Router {
     router
-        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "No such route") })
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "No such route") })
         .method_not_allowed_fallback(|| async {
-            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed for this route")
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ProblemType::MethodNotAllowed,
+                "Method not allowed for this route",
+            )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(RouteMetrics::default()), around))
@@ -249,7 +253,10 @@ mod tests {
             Router::new()
                 .route("/ok", get(|| async { "ok" }))
                 .route("/boom", get(|| async { panic!("a bug") as &'static str }))
-                .route("/teapot", get(|| async { Problem::new(StatusCode::IM_A_TEAPOT, "teapot", "I'm a teapot") })),
+                .route(
+                    "/conflict",
+                    get(|| async { Problem::new(StatusCode::CONFLICT, ProblemType::DayClosed, "Closed") }),
+                ),
         )
     }
 
@@ -276,11 +283,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_callers_request_id_is_kept_and_put_in_problem_bodies() {
-        let (status, headers, body) = call("/teapot", &[("x-request-id", "gateway-42")]).await;
-        assert_eq!(status, StatusCode::IM_A_TEAPOT);
+        let (status, headers, body) = call("/conflict", &[("x-request-id", "gateway-42")]).await;
+        assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(headers[&REQUEST_ID], "gateway-42");
         assert_eq!(body["request_id"], "gateway-42");
-        assert_eq!(body["type"].as_str().map(|t| t.ends_with("teapot")), Some(true), "{body}");
+        assert_eq!(body["type"], "/problems/day-closed", "{body}");
     }
 
     #[tokio::test]

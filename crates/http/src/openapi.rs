@@ -16,22 +16,33 @@
 use serde_json::{json, Map, Value};
 
 use crate::problem::PROBLEM_JSON;
+use crate::problem_type::ProblemType;
 
 /// The component name of the problem body.
 pub const PROBLEM_SCHEMA: &str = "Problem";
 
-/// The RFC 9457 body every error of the `/v1` API has.
+/// The RFC 9457 body every error of the `/v1` API has. Its `type` enumerates
+/// [`ProblemType::ALL`], so a contract check refuses an answer of any other type.
 fn problem_schema() -> Value {
+    let types: Vec<String> = ProblemType::ALL.iter().map(|kind| kind.uri()).collect();
+    let described: Vec<String> =
+        ProblemType::ALL.iter().map(|kind| format!("- `{}`: {}", kind.slug(), kind.description())).collect();
     json!({
         "type": "object",
         "description": "RFC 9457 problem details. `type` is stable (`/problems/<slug>`): match on it, not on `title`.",
         "required": ["type", "title", "status"],
         "properties": {
-            "type": { "type": "string", "example": "/problems/invalid-amount" },
+            "type": {
+                "type": "string",
+                "enum": types,
+                "example": "/problems/invalid-amount",
+                "description": format!("The stable kind of problem. Every type:\n{}", described.join("\n"))
+            },
             "title": { "type": "string" },
             "status": { "type": "integer", "minimum": 400, "maximum": 599 },
             "detail": { "type": "string" },
             "field": { "type": "string", "description": "The request field at fault, for a validation failure" },
+            "scope": { "type": "string", "description": "For insufficient-scope: the scope the operation requires" },
             "first_open_day": { "type": "string", "format": "date", "description": "For day-closed: the first day that takes entries" },
             "request_id": { "type": "string", "description": "The x-request-id of this request, to quote to support" }
         }
@@ -54,7 +65,7 @@ fn token_error_schema() -> Value {
                     "error": {
                         "type": "string",
                         "enum": ["invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
-                                 "unsupported_grant_type", "invalid_scope", "slow_down"]
+                                 "unsupported_grant_type", "invalid_scope", "slow_down", "server_error"]
                     },
                     "error_description": { "type": "string" }
                 }

@@ -8,6 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::problem_type::ProblemType;
+
 /// The media type of problem bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -15,16 +17,16 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone)]
 pub struct Problem {
     status: StatusCode,
-    slug: &'static str,
+    kind: ProblemType,
     title: &'static str,
     detail: Option<String>,
     extra: Map<String, Value>,
 }
 
 impl Problem {
-    /// A problem of kind `slug` (stable, kebab-case) with a short human title.
-    pub fn new(status: StatusCode, slug: &'static str, title: &'static str) -> Self {
-        Self { status, slug, title, detail: None, extra: Map::new() }
+    /// A problem of a listed type with a short human title.
+    pub fn new(status: StatusCode, kind: ProblemType, title: &'static str) -> Self {
+        Self { status, kind, title, detail: None, extra: Map::new() }
     }
 
     /// What went wrong this time, for humans.
@@ -44,35 +46,41 @@ impl Problem {
         self.status
     }
 
+    /// The stable `type`.
+    pub fn kind(&self) -> ProblemType {
+        self.kind
+    }
+
     /// The stable slug of the `type`.
     pub fn slug(&self) -> &'static str {
-        self.slug
+        self.kind.slug()
     }
 
     /// 400 with a field name, the common shape of a validation failure.
-    pub fn invalid_field(slug: &'static str, field: &str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, slug, "The request is invalid").detail(detail).with("field", field)
+    pub fn invalid_field(kind: ProblemType, field: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, "The request is invalid").detail(detail).with("field", field)
     }
 
     /// 404 for a resource that does not exist for this caller.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(format!("{what} not found"))
+        Self::new(StatusCode::NOT_FOUND, ProblemType::NotFound, "Not found").detail(format!("{what} not found"))
     }
 
     /// 500 with no detail: the cause goes to the log, never to the client.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal server error")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ProblemType::Internal, "Internal server error")
     }
 
     /// 503 when a dependency is unavailable.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service temporarily unavailable").detail(detail)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, ProblemType::Unavailable, "Service temporarily unavailable")
+            .detail(detail)
     }
 
     /// The JSON body.
     pub fn body(&self) -> Value {
         let mut body = Map::new();
-        body.insert("type".into(), format!("/problems/{}", self.slug).into());
+        body.insert("type".into(), self.kind.uri().into());
         body.insert("title".into(), self.title.into());
         body.insert("status".into(), self.status.as_u16().into());
         if let Some(detail) = &self.detail {
@@ -87,7 +95,7 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.slug)
+        write!(f, "{} {}", self.status.as_u16(), self.kind)
     }
 }
 

@@ -20,7 +20,7 @@ use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
 use cashflow_domain::{
     Amount, BusinessDate, Category, Description, Entry, EntryError, EntryId, MerchantTimeZone, MoneyError, NewEntry,
 };
-use cashflow_http::{context, ApiJson, ApiQuery, Problem};
+use cashflow_http::{context, ApiJson, ApiQuery, Problem, ProblemType};
 
 use crate::service::{ClosedDay, Ledger, LedgerError};
 use crate::store::{EntryQuery, Idempotency, Recorded, StoreError};
@@ -102,31 +102,36 @@ impl IntoResponse for ApiError {
 
 fn ledger_problem(e: LedgerError) -> Problem {
     match e {
-        LedgerError::UnknownMerchant => Problem::new(StatusCode::FORBIDDEN, "unknown-merchant", "Unknown merchant")
-            .detail("the token's merchant is not registered in this ledger"),
+        LedgerError::UnknownMerchant => {
+            Problem::new(StatusCode::FORBIDDEN, ProblemType::UnknownMerchant, "Unknown merchant")
+                .detail("the token's merchant is not registered in this ledger")
+        }
         LedgerError::EntryNotFound => Problem::not_found("entry"),
         LedgerError::Entry(EntryError::ReversalOfReversal) => {
-            Problem::new(StatusCode::CONFLICT, "cannot-reverse-a-reversal", "A reversal cannot be reversed")
+            Problem::new(StatusCode::CONFLICT, ProblemType::CannotReverseAReversal, "A reversal cannot be reversed")
                 .detail(EntryError::ReversalOfReversal.to_string())
         }
         LedgerError::Entry(e @ (EntryError::OccursInFuture | EntryError::OccursTooEarly)) => {
-            Problem::invalid_field("invalid-occurred-at", "occurred_at", e.to_string())
+            Problem::invalid_field(ProblemType::InvalidOccurredAt, "occurred_at", e.to_string())
         }
         LedgerError::Entry(e) => {
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-entry", "The entry is invalid").detail(e.to_string())
+            Problem::new(StatusCode::BAD_REQUEST, ProblemType::InvalidEntry, "The entry is invalid")
+                .detail(e.to_string())
         }
         LedgerError::Store(StoreError::IdempotencyConflict) => Problem::new(
             StatusCode::CONFLICT,
-            "idempotency-key-reused",
+            ProblemType::IdempotencyKeyReused,
             "Idempotency-Key already used with a different request",
         )
         .detail("send a new Idempotency-Key for a different entry; nothing was written"),
-        LedgerError::FutureDay(date) => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "day-not-over", "A day can only be closed once it has begun")
-                .detail(format!("{date} is after today in the merchant's time zone"))
-        }
+        LedgerError::FutureDay(date) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemType::DayNotOver,
+            "A day can only be closed once it has begun",
+        )
+        .detail(format!("{date} is after today in the merchant's time zone")),
         LedgerError::Store(StoreError::AlreadyClosed { through }) => {
-            Problem::new(StatusCode::CONFLICT, "day-already-closed", "The day is already closed")
+            Problem::new(StatusCode::CONFLICT, ProblemType::DayAlreadyClosed, "The day is already closed")
                 .detail(format!("the books are closed through {through}; reopen first to close again"))
         }
         LedgerError::Store(StoreError::NotClosed { closed_through }) => {
@@ -136,14 +141,14 @@ fn ledger_problem(e: LedgerError) -> Problem {
                 }
                 None => "no day of this merchant is closed".to_owned(),
             };
-            Problem::new(StatusCode::CONFLICT, "day-not-closed", "The day is not closed").detail(detail)
+            Problem::new(StatusCode::CONFLICT, ProblemType::DayNotClosed, "The day is not closed").detail(detail)
         }
         LedgerError::Store(StoreError::DayClosed { first_open }) => {
-            Problem::new(StatusCode::CONFLICT, "day-closed", "The entry's business day is closed")
+            Problem::new(StatusCode::CONFLICT, ProblemType::DayClosed, "The entry's business day is closed")
                 .detail(format!("the first open day is {first_open}"))
         }
         LedgerError::Store(StoreError::AlreadyReversed) => {
-            Problem::new(StatusCode::CONFLICT, "already-reversed", "The entry has already been reversed")
+            Problem::new(StatusCode::CONFLICT, ProblemType::AlreadyReversed, "The entry has already been reversed")
         }
         LedgerError::Store(StoreError::Unavailable(cause)) => {
             tracing::error!(%cause, "ledger store unavailable");
@@ -276,23 +281,25 @@ pub struct EntryPage {
 }
 
 fn parse_new_entry(req: &CreateEntryRequest, currency: cashflow_domain::Currency) -> Result<NewEntry, Problem> {
-    let kind =
-        req.kind.parse().map_err(|e: EntryError| Problem::invalid_field("invalid-type", "type", e.to_string()))?;
+    let kind = req
+        .kind
+        .parse()
+        .map_err(|e: EntryError| Problem::invalid_field(ProblemType::InvalidType, "type", e.to_string()))?;
     let amount = Amount::parse(&req.amount, currency).map_err(|e| {
         let slug = match e {
-            MoneyError::TooLarge { .. } | MoneyError::Overflow => "amount-too-large",
-            _ => "invalid-amount",
+            MoneyError::TooLarge { .. } | MoneyError::Overflow => ProblemType::AmountTooLarge,
+            _ => ProblemType::InvalidAmount,
         };
         Problem::invalid_field(slug, "amount", e.to_string())
     })?;
     let description = Description::parse(&req.description)
-        .map_err(|e| Problem::invalid_field("invalid-description", "description", e.to_string()))?;
+        .map_err(|e| Problem::invalid_field(ProblemType::InvalidDescription, "description", e.to_string()))?;
     let category = req
         .category
         .as_deref()
         .map(Category::parse)
         .transpose()
-        .map_err(|e| Problem::invalid_field("invalid-category", "category", e.to_string()))?;
+        .map_err(|e| Problem::invalid_field(ProblemType::InvalidCategory, "category", e.to_string()))?;
     let occurred_at = req.occurred_at.as_deref().map(parse_instant).transpose()?;
     Ok(NewEntry { kind, amount, description, category, occurred_at })
 }
@@ -300,7 +307,7 @@ fn parse_new_entry(req: &CreateEntryRequest, currency: cashflow_domain::Currency
 fn parse_instant(text: &str) -> Result<DateTime<Utc>, Problem> {
     DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc).trunc_subsecs(6)).map_err(|_| {
         Problem::invalid_field(
-            "invalid-occurred-at",
+            ProblemType::InvalidOccurredAt,
             "occurred_at",
             "occurred_at must be an RFC 3339 date-time with an offset, such as 2026-11-23T10:15:00-03:00",
         )
@@ -311,7 +318,7 @@ fn parse_instant(text: &str) -> Result<DateTime<Utc>, Problem> {
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
     let invalid = || {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "Invalid Idempotency-Key")
+        Problem::new(StatusCode::BAD_REQUEST, ProblemType::InvalidIdempotencyKey, "Invalid Idempotency-Key")
             .detail("Idempotency-Key must be 1 to 255 visible ASCII characters")
     };
     let key = value.to_str().map_err(|_| invalid())?;
@@ -328,7 +335,7 @@ fn request_hash(req: &CreateEntryRequest) -> String {
 }
 
 fn parse_entry_id(text: &str) -> Result<EntryId, Problem> {
-    EntryId::parse(text).map_err(|e| Problem::invalid_field("invalid-id", "id", e.to_string()))
+    EntryId::parse(text).map_err(|e| Problem::invalid_field(ProblemType::InvalidId, "id", e.to_string()))
 }
 
 fn created(entry: &Entry, tz: MerchantTimeZone, replayed: bool) -> Response {
@@ -425,7 +432,7 @@ async fn reverse_entry(
         .and_then(|r| r.description)
         .map(|d| Description::parse(&d))
         .transpose()
-        .map_err(|e| Problem::invalid_field("invalid-description", "description", e.to_string()))?;
+        .map_err(|e| Problem::invalid_field(ProblemType::InvalidDescription, "description", e.to_string()))?;
     let merchant = state.ledger.merchant(principal.merchant_id).await?;
     let reversal = state.ledger.reverse(merchant.id, id, description, context::traceparent()).await?;
     Ok(created(&reversal, merchant.time_zone, false))
@@ -532,9 +539,12 @@ async fn close_day(
     let date = parse_date("date", &date)?;
     let request: CloseDayRequest = optional_body(&body)?.unwrap_or_default();
     if request.note.as_ref().is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS) {
-        return Err(
-            Problem::invalid_field("invalid-note", "note", format!("at most {NOTE_MAX_CHARS} characters")).into()
-        );
+        return Err(Problem::invalid_field(
+            ProblemType::InvalidNote,
+            "note",
+            format!("at most {NOTE_MAX_CHARS} characters"),
+        )
+        .into());
     }
     let merchant = state.ledger.merchant(principal.merchant_id).await?;
     let counted_cash = request
@@ -542,7 +552,7 @@ async fn close_day(
         .as_deref()
         .map(|text| Amount::parse_count(text, merchant.currency))
         .transpose()
-        .map_err(|e| Problem::invalid_field("invalid-counted-cash", "counted_cash", e.to_string()))?;
+        .map_err(|e| Problem::invalid_field(ProblemType::InvalidCountedCash, "counted_cash", e.to_string()))?;
     let closed_by = principal.subject.clone();
     let close = state.ledger.close_day(merchant.id, date, counted_cash, request.note, closed_by).await?;
     Ok((StatusCode::CREATED, Json(DayCloseResponse::of(&close, merchant.currency))).into_response())
@@ -624,7 +634,7 @@ async fn reopen_day(
         !reason.trim().is_empty() && reason.chars().count() <= NOTE_MAX_CHARS && !reason.chars().any(char::is_control);
     if !valid {
         return Err(Problem::invalid_field(
-            "invalid-reason",
+            ProblemType::InvalidReason,
             "reason",
             format!("1 to {NOTE_MAX_CHARS} characters without control characters"),
         )
@@ -684,11 +694,13 @@ async fn list_days(
     let from = parse_date("from", &params.from)?;
     let to = parse_date("to", &params.to)?;
     if from > to {
-        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`").into());
+        return Err(
+            Problem::invalid_field(ProblemType::InvalidDateRange, "from", "`from` must not be after `to`").into()
+        );
     }
     if from.days_until(to) >= MAX_DAYS_RANGE {
         return Err(Problem::invalid_field(
-            "date-range-too-long",
+            ProblemType::DateRangeTooLong,
             "to",
             format!("a listing spans at most {MAX_DAYS_RANGE} days"),
         )
@@ -711,7 +723,7 @@ fn optional_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<Option<
         return Ok(None);
     }
     serde_json::from_slice(body).map(Some).map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-body", "The body does not match the expected shape")
+        Problem::new(StatusCode::BAD_REQUEST, ProblemType::InvalidBody, "The body does not match the expected shape")
             .detail(e.to_string())
     })
 }
@@ -739,7 +751,7 @@ pub struct ListParams {
 const MAX_PAGE: u32 = 500;
 
 fn parse_date(field: &'static str, text: &str) -> Result<BusinessDate, Problem> {
-    BusinessDate::parse(text).map_err(|e| Problem::invalid_field("invalid-date", field, e.to_string()))
+    BusinessDate::parse(text).map_err(|e| Problem::invalid_field(ProblemType::InvalidDate, field, e.to_string()))
 }
 
 fn encode_cursor(date: BusinessDate, id: EntryId) -> String {
@@ -747,7 +759,8 @@ fn encode_cursor(date: BusinessDate, id: EntryId) -> String {
 }
 
 fn decode_cursor(text: &str) -> Result<(BusinessDate, EntryId), Problem> {
-    let invalid = || Problem::invalid_field("invalid-cursor", "cursor", "cursor is not one this API returned");
+    let invalid =
+        || Problem::invalid_field(ProblemType::InvalidCursor, "cursor", "cursor is not one this API returned");
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let mut parts = text.split('|');
@@ -767,16 +780,20 @@ fn entry_query(params: &ListParams) -> Result<EntryQuery, Problem> {
         }
         (None, Some(from), Some(to)) => (parse_date("from", from)?, parse_date("to", to)?),
         _ => {
-            return Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "The query string is invalid")
+            return Err(Problem::new(StatusCode::BAD_REQUEST, ProblemType::InvalidQuery, "The query string is invalid")
                 .detail("give either `date`, or both `from` and `to`"))
         }
     };
     if from > to {
-        return Err(Problem::invalid_field("invalid-date-range", "from", "`from` must not be after `to`"));
+        return Err(Problem::invalid_field(ProblemType::InvalidDateRange, "from", "`from` must not be after `to`"));
     }
     let limit = params.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Problem::invalid_field("invalid-limit", "limit", format!("limit must be 1 to {MAX_PAGE}")));
+        return Err(Problem::invalid_field(
+            ProblemType::InvalidLimit,
+            "limit",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
     }
     let after = params.cursor.as_deref().map(decode_cursor).transpose()?;
     Ok(EntryQuery { from, to, after, limit })

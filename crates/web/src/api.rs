@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
+use cashflow_http::ProblemType;
 use chrono::NaiveDate;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
@@ -62,9 +63,9 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// The stable slug of the `type`.
-    pub fn slug(&self) -> &str {
-        self.kind.strip_prefix("/problems/").unwrap_or(&self.kind)
+    /// The `type`, when it is one the API documents.
+    pub fn problem_type(&self) -> Option<ProblemType> {
+        ProblemType::parse(&self.kind)
     }
 }
 
@@ -327,7 +328,9 @@ impl Client {
             ..Problem::default()
         });
         Err(match status {
-            StatusCode::UNAUTHORIZED if problem.slug() != "invalid-client" => ApiError::Unauthorized,
+            StatusCode::UNAUTHORIZED if problem.problem_type() != Some(ProblemType::InvalidClient) => {
+                ApiError::Unauthorized
+            }
             StatusCode::FORBIDDEN => ApiError::Forbidden(problem),
             _ => ApiError::Problem(problem),
         })

@@ -91,8 +91,9 @@ fn problem_message(view: &View, problem: &crate::api::Problem) -> String {
     if problem.status >= 500 {
         return view.m().unavailable.to_owned();
     }
-    view.m()
-        .problem(problem.slug())
+    problem
+        .problem_type()
+        .and_then(|kind| view.m().problem(kind))
         .map(str::to_owned)
         .or_else(|| problem.detail.clone())
         .unwrap_or_else(|| problem.title.clone())

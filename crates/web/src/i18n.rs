@@ -2,6 +2,7 @@
 //! switch (a cookie). Every text is a field of [`Messages`], and each language is one value of
 //! it, so a text missing in one language does not compile.
 
+use cashflow_http::ProblemType;
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
 
@@ -178,19 +179,21 @@ pub struct Messages {
 impl Messages {
     /// The page's text for an API problem `type`: ours for the ones a merchant can cause, the
     /// API's own detail otherwise (the API is the one place that validates).
-    pub fn problem(&self, slug: &str) -> Option<&'static str> {
-        Some(match slug {
-            "invalid-amount" | "amount-too-large" => self.invalid_amount,
-            "already-reversed" => self.already_reversed,
-            "cannot-reverse-a-reversal" => self.cannot_reverse_a_reversal,
-            "invalid-occurred-at" => self.occurred_in_future,
-            "invalid-grant" => self.sign_in_failed,
-            "not-found" => self.not_found,
-            "day-already-closed" => self.day_already_closed,
-            "day-not-over" => self.day_not_over,
-            "day-closed" => self.day_closed,
-            "invalid-counted-cash" => self.invalid_amount,
-            "invalid-date-range" | "date-range-too-long" | "invalid-date" => self.invalid_range,
+    pub fn problem(&self, kind: ProblemType) -> Option<&'static str> {
+        Some(match kind {
+            ProblemType::InvalidAmount | ProblemType::AmountTooLarge => self.invalid_amount,
+            ProblemType::AlreadyReversed => self.already_reversed,
+            ProblemType::CannotReverseAReversal => self.cannot_reverse_a_reversal,
+            ProblemType::InvalidOccurredAt => self.occurred_in_future,
+            ProblemType::InvalidGrant => self.sign_in_failed,
+            ProblemType::NotFound => self.not_found,
+            ProblemType::DayAlreadyClosed => self.day_already_closed,
+            ProblemType::DayNotOver => self.day_not_over,
+            ProblemType::DayClosed => self.day_closed,
+            ProblemType::InvalidCountedCash => self.invalid_amount,
+            ProblemType::InvalidDateRange | ProblemType::DateRangeTooLong | ProblemType::InvalidDate => {
+                self.invalid_range
+            }
             _ => return None,
         })
     }

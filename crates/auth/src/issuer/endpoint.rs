@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use cashflow_http::Problem;
+use cashflow_http::{Problem, ProblemType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -96,42 +96,42 @@ impl IntoResponse for OAuthError {
         };
         let (status, slug, title, code, description) = match self {
             OAuthError::InvalidRequest(d) => {
-                (StatusCode::BAD_REQUEST, "invalid-request", "Invalid token request", "invalid_request", d)
+                (StatusCode::BAD_REQUEST, ProblemType::InvalidRequest, "Invalid token request", "invalid_request", d)
             }
             OAuthError::InvalidClient => (
                 StatusCode::UNAUTHORIZED,
-                "invalid-client",
+                ProblemType::InvalidClient,
                 "Client authentication failed",
                 "invalid_client",
                 "Unknown client or wrong client secret".to_owned(),
             ),
             OAuthError::InvalidGrant => (
                 StatusCode::BAD_REQUEST,
-                "invalid-grant",
+                ProblemType::InvalidGrant,
                 "Invalid grant",
                 "invalid_grant",
                 "Wrong username or password".to_owned(),
             ),
             OAuthError::UnsupportedGrantType => (
                 StatusCode::BAD_REQUEST,
-                "unsupported-grant-type",
+                ProblemType::UnsupportedGrantType,
                 "Unsupported grant type",
                 "unsupported_grant_type",
                 "Supported grant types: client_credentials, password".to_owned(),
             ),
             OAuthError::InvalidScope(d) => {
-                (StatusCode::BAD_REQUEST, "invalid-scope", "Invalid scope", "invalid_scope", d)
+                (StatusCode::BAD_REQUEST, ProblemType::InvalidScope, "Invalid scope", "invalid_scope", d)
             }
             OAuthError::SlowDown(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                "slow-down",
+                ProblemType::SlowDown,
                 "Too many failed attempts",
                 "slow_down",
                 format!("Too many failed attempts; retry in {} s", retry_after_secs(wait)),
             ),
             OAuthError::Server => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ProblemType::Internal,
                 "Internal server error",
                 "server_error",
                 "The token could not be issued; try again later".to_owned(),

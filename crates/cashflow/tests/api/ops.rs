@@ -1,6 +1,7 @@
 //! Health and the API description.
 
 use axum::http::StatusCode;
+use cashflow_http::ProblemType;
 use serde_json::Value;
 
 use crate::helpers::TestApp;
@@ -65,6 +66,28 @@ async fn every_protected_operation_documents_the_answers_its_guards_give_as_prob
     let date = &doc["paths"]["/v1/balances/daily/{date}"]["get"]["parameters"][0]["schema"];
     assert_eq!(date["format"], "date", "dates are typed, so clients and fuzzers send real ones");
     assert_eq!(doc["components"]["schemas"]["CreateEntryRequest"]["additionalProperties"], false);
+}
+
+#[tokio::test]
+async fn the_problem_schema_lists_every_problem_type_and_no_other() {
+    // Given the served document
+    let app = TestApp::spawn().await;
+    let doc = app.get("/openapi.json").await.json();
+
+    // Then the problem body's `type` is exactly the catalogue, each type described
+    let kind = &doc["components"]["schemas"]["Problem"]["properties"]["type"];
+    let listed: Vec<&str> =
+        kind["enum"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let catalogue: Vec<String> = ProblemType::ALL.iter().map(|k| k.uri()).collect();
+    assert_eq!(listed, catalogue);
+    let description = kind["description"].as_str().unwrap_or_default();
+    for k in ProblemType::ALL {
+        assert!(description.contains(&format!("`{}`: {}", k.slug(), k.description())), "{k} undescribed");
+    }
+
+    // And the token endpoint's errors are problems of the same schema
+    let token_error = &doc["components"]["schemas"]["TokenError"]["allOf"][0]["$ref"];
+    assert_eq!(token_error, "#/components/schemas/Problem");
 }
 
 #[tokio::test]
