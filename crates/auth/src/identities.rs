@@ -263,7 +263,7 @@ impl Identities {
         merchant_id: MerchantId,
         scopes: Option<Scopes>,
     ) -> Result<IdentityLink, StoreError> {
-        links::check_external_id(kind, external_id)?;
+        links::check_external_id(kind, external_id).map_err(StoreError::Invalid)?;
         let link =
             IdentityLink { kind, external_id: external_id.to_owned(), merchant_id, scopes, created_at_ms: now_ms() };
         self.store.insert_link(&link).await?;
