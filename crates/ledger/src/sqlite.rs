@@ -551,7 +551,9 @@ fn close_day(conn: &Connection, close: &CloseDay) -> Result<Result<Written, Stor
     };
     let (credits, debits, count, expected): (i64, i64, i64, i64) = conn
         .prepare_cached(SELECT_CLOSE_TOTALS)?
-        .query_row(params![merchant_id, columns::date_key(close.date)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        .query_row(params![merchant_id, columns::date_key(close.date)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
     let record = DayClose {
         merchant_id: close.merchant_id,
         date: close.date,

@@ -32,10 +32,7 @@ pub(super) async fn day_totals(
     .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     rows.into_iter()
         .map(|(date, credits, debits, count)| {
-            Ok((
-                date_of_key(date, "day totals")?,
-                day_totals_of_sums(credits, debits, count)?,
-            ))
+            Ok((date_of_key(date, "day totals")?, day_totals_of_sums(credits, debits, count)?))
         })
         .collect()
 }
