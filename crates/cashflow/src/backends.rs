@@ -239,3 +239,20 @@ pub struct Queue {
     pub publisher: Arc<dyn EventPublisher>,
     pub source: Arc<dyn EventSource>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dedup_window_not_longer_than_the_queue_keeps_a_message_is_refused() {
+        let with_days = |days| BackendArgs { dedup_window_days: days, ..BackendArgs::embedded("data") };
+        let default = with_days(DEFAULT_DEDUP_WINDOW_DAYS).dedup_window().unwrap();
+        assert_eq!(default.duration().as_secs(), 15 * 24 * 3600);
+        for days in [0, 1, 14] {
+            let refused = format!("{:#}", with_days(days).dedup_window().unwrap_err());
+            assert!(refused.starts_with(&format!("--dedup-window-days {days}: ")), "{refused}");
+            assert!(refused.contains("must be longer than the queue's retention"), "{refused}");
+        }
+    }
+}

@@ -132,6 +132,10 @@ macro_rules! merchant_key {
 // After the macros, which they use.
 mod columns;
 mod totals;
+/// One entry of a merchant.
+const ENTRY_BY_ID: &str =
+    concat!("SELECT ", entry_columns!(), " FROM entries WHERE id = ?1 AND merchant = ", merchant_key!("?2"));
+
 /// A page of a merchant's entries in (business date, id) order after a cursor.
 const PAGE_OF_ENTRIES: &str = concat!(
     "SELECT ",
@@ -722,17 +726,12 @@ impl LedgerStore for SqliteLedgerStore {
     }
 
     async fn entry(&self, merchant: MerchantId, id: EntryId) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            entry_columns!(),
-            " FROM entries WHERE id = ?1 AND merchant = ",
-            merchant_key!("?2")
-        ))
-        .bind(id.as_uuid().as_bytes().as_slice())
-        .bind(merchant.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(unavailable)?;
+        let row = sqlx::query(ENTRY_BY_ID)
+            .bind(id.as_uuid().as_bytes().as_slice())
+            .bind(merchant.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
         row.as_ref().map(|row| entry_from_row(row, merchant)).transpose()
     }
 
@@ -874,5 +873,41 @@ impl LedgerStore for SqliteLedgerStore {
     fn pool_usage(&self) -> Vec<(&'static str, u32, u32)> {
         let idle = |p: &SqlitePool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
         vec![(concat!("ledger", "_reader"), self.reader.size(), idle(&self.reader))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every query of entries the API serves (by id, a page by cursor and the gRPC stream's
+    /// pages, day and range totals, a close's totals, an idempotency replay, a reversal's
+    /// uniqueness) seeks an index: none scans the table.
+    #[test]
+    fn every_query_of_entries_seeks_an_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        for m in MIGRATIONS {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        let plans = [
+            (ENTRY_BY_ID, "PRIMARY KEY"),
+            (PAGE_OF_ENTRIES, "entries_by_business_date"),
+            (totals::DAY_TOTALS, "entries_by_business_date"),
+            (SELECT_CLOSE_TOTALS, "entries_by_business_date"),
+            (SELECT_BY_IDEMPOTENCY_KEY, "entries_idempotency_key_per_merchant"),
+            ("SELECT 1 FROM entries WHERE reversal_of = ?1", "entries_one_reversal_per_entry"),
+            (SELECT_CLOSED_THROUGH, "sqlite_autoindex_merchants_1"),
+        ];
+        for (sql, index) in plans {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let params = vec![rusqlite::types::Null; stmt.parameter_count()];
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{sql}\n{plan:#?}");
+            assert!(plan.iter().any(|step| step.contains(index)), "{sql} should use {index}\n{plan:#?}");
+        }
     }
 }
