@@ -72,6 +72,6 @@ async fn markers_of_the_schema_before_the_window_still_absorb_their_redeliveries
     assert_eq!((summary.duplicates, summary.applied), (vec![applied.event_id], vec![fresh.event_id]));
     // and the old marker is pruned by its time, the new one kept
     assert_eq!(store.prune_processed(Utc::now() - chrono::Duration::milliseconds(500), 10).await.unwrap(), 1);
-    let again = store.apply(&[fresh.clone()]).await.unwrap();
+    let again = store.apply(std::slice::from_ref(&fresh)).await.unwrap();
     assert_eq!(again.duplicates, vec![fresh.event_id]);
 }
