@@ -23,6 +23,7 @@ use cashflow_auth::{
     Identities, JwksCache, JwtVerifier, Links, OidcVerifier, Refresher, RevocationCheck, TokenVerifier, TrustedIssuers,
     REFRESH_INTERVAL,
 };
+use cashflow_consolidation::dedup::Pruner;
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
@@ -256,6 +257,12 @@ impl Parts {
         Ok(consumer(self.consolidation_store().await?, &self.queue().await?, self.live.wrap(self.cache().await?)))
     }
 
+    /// The pruner of consolidation's deduplication markers, run beside the consumer.
+    pub async fn pruner(&self) -> anyhow::Result<Pruner> {
+        let window = self.config.backends.dedup_window()?;
+        Ok(Pruner::new(self.consolidation_store().await?, window, PRUNE_EVERY))
+    }
+
     /// Probes of every backend opened so far: a process is ready when what it uses is.
     pub fn readiness(&self) -> Readiness {
         let mut readiness = Readiness::default();
@@ -289,10 +296,16 @@ fn consumer(store: Arc<dyn ConsolidationStore>, queue: &Queue, cache: Arc<dyn Re
     Consumer::new(store, queue.source.clone(), cache, ConsumerConfig::default())
 }
 
+/// How often the consumer's process prunes deduplication markers past the window (and how long
+/// after it starts it first does: see `cashflow_consolidation::dedup`).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A background worker of a process.
 enum Worker {
     Relay(Relay),
     Consumer(Consumer),
+    /// Forgets deduplication markers past the window.
+    Pruner(Pruner),
     Gauges(Gauges),
     Refresher(Refresher),
     /// Refetches an external issuer's keys every TTL.
@@ -336,6 +349,7 @@ impl Process {
         }
         if has(Part::Consumer) {
             workers.push(Worker::Consumer(parts.consumer().await?));
+            workers.push(Worker::Pruner(parts.pruner().await?));
         }
         // The queue's depth is sampled where it is consumed, and by a relay running alone
         // (which has nothing else to show); a ledger only publishes.
@@ -375,6 +389,7 @@ impl Process {
             .map(|worker| match worker {
                 Worker::Relay(relay) => tokio::spawn(relay.run(shutdown.clone())),
                 Worker::Consumer(consumer) => tokio::spawn(consumer.run(shutdown.clone())),
+                Worker::Pruner(pruner) => tokio::spawn(pruner.run(shutdown.clone())),
                 Worker::Gauges(gauges) => tokio::spawn(gauges.run(shutdown.clone())),
                 Worker::Refresher(refresher) => until_shutdown(refresher.run(REFRESH_INTERVAL), shutdown.clone()),
                 Worker::Jwks(jwks) => until_shutdown(jwks.run(DEFAULT_JWKS_TTL), shutdown.clone()),

@@ -28,6 +28,8 @@ pub const DEFAULT_QUEUE_VISIBILITY_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_QUEUE_MAX_RECEIVES: u32 = 5;
 /// Default of `--queue-max-attempts`.
 pub const DEFAULT_QUEUE_MAX_ATTEMPTS: u32 = 3;
+/// Default of `--dedup-window-days`: a day longer than SQS keeps a message (14 days).
+pub const DEFAULT_DEDUP_WINDOW_DAYS: u32 = 15;
 /// Default of `--cache-url`: the in-process cache.
 pub const MEMORY_CACHE: &str = "memory";
 
@@ -67,6 +69,11 @@ pub struct BackendArgs {
     #[arg(long, env = "CASHFLOW_QUEUE_MAX_ATTEMPTS", default_value_t = DEFAULT_QUEUE_MAX_ATTEMPTS)]
     pub queue_max_attempts: u32,
 
+    /// Consolidation: days an applied event's deduplication marker is kept before the consumer's
+    /// process prunes it. Must be longer than the queue keeps a message (SQS: at most 14 days).
+    #[arg(long, env = "CASHFLOW_DEDUP_WINDOW_DAYS", default_value_t = DEFAULT_DEDUP_WINDOW_DAYS)]
+    pub dedup_window_days: u32,
+
     /// The report cache: `memory` (in-process), `redis://…`, or `rediss://…` (TLS).
     #[arg(long, env = "CASHFLOW_CACHE_URL", default_value = MEMORY_CACHE, hide_env_values = true)]
     pub cache_url: String,
@@ -92,9 +99,18 @@ impl BackendArgs {
             queue_visibility_timeout_secs: DEFAULT_QUEUE_VISIBILITY_TIMEOUT_SECS,
             queue_max_receives: DEFAULT_QUEUE_MAX_RECEIVES,
             queue_max_attempts: DEFAULT_QUEUE_MAX_ATTEMPTS,
+            dedup_window_days: DEFAULT_DEDUP_WINDOW_DAYS,
             cache_url: MEMORY_CACHE.into(),
             cache_ca_file: None,
         }
+    }
+
+    /// The deduplication window of `--dedup-window-days`, refused when it is not longer than
+    /// the longest a queue keeps a message.
+    pub fn dedup_window(&self) -> anyhow::Result<cashflow_consolidation::dedup::DedupWindow> {
+        let window = std::time::Duration::from_secs(u64::from(self.dedup_window_days) * 24 * 3600);
+        cashflow_consolidation::dedup::DedupWindow::new(window, cashflow_consolidation::dedup::MAX_QUEUE_RETENTION)
+            .with_context(|| format!("--dedup-window-days {}", self.dedup_window_days))
     }
 
     fn data_file(&self, file: &str) -> anyhow::Result<String> {
@@ -222,4 +238,21 @@ impl BackendArgs {
 pub struct Queue {
     pub publisher: Arc<dyn EventPublisher>,
     pub source: Arc<dyn EventSource>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dedup_window_not_longer_than_the_queue_keeps_a_message_is_refused() {
+        let with_days = |days| BackendArgs { dedup_window_days: days, ..BackendArgs::embedded("data") };
+        let default = with_days(DEFAULT_DEDUP_WINDOW_DAYS).dedup_window().unwrap();
+        assert_eq!(default.duration().as_secs(), 15 * 24 * 3600);
+        for days in [0, 1, 14] {
+            let refused = format!("{:#}", with_days(days).dedup_window().unwrap_err());
+            assert!(refused.starts_with(&format!("--dedup-window-days {days}: ")), "{refused}");
+            assert!(refused.contains("must be longer than the queue's retention"), "{refused}");
+        }
+    }
 }

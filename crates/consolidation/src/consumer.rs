@@ -329,6 +329,14 @@ mod tests {
             self.check()?;
             self.inner.rebuild_day(day).await
         }
+        async fn prune_processed(
+            &self,
+            applied_before: chrono::DateTime<chrono::Utc>,
+            limit: u32,
+        ) -> Result<u64, StoreError> {
+            self.check()?;
+            self.inner.prune_processed(applied_before, limit).await
+        }
         async fn ping(&self) -> Result<(), StoreError> {
             self.check()
         }

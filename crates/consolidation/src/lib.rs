@@ -10,6 +10,8 @@
 //! - [`report`]: the report bodies ([`DailyBalanceResponse`](report::DailyBalanceResponse), …)
 //!   and [`CachedReport`], a report's JSON as the caches keep it.
 //! - [`consumer`]: the queue consumer.
+//! - [`dedup`]: how long deduplication markers are kept ([`dedup::DedupWindow`]) and the
+//!   [`dedup::Pruner`] that forgets older ones.
 //! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
 //!   implement it, chosen by URL.
 //! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation;
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod cache;
 pub mod consumer;
+pub mod dedup;
 pub mod postgres;
 pub mod reconcile;
 pub mod redis_cache;

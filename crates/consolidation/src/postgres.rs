@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "day adjustments",
         sql: include_str!("../migrations/postgres/0003_day_adjustments.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 4,
+        description: "processed events window",
+        sql: include_str!("../migrations/postgres/0004_processed_events_window.sql"),
+    },
 ];
 
 /// The schema every connection of the store uses.
@@ -525,6 +530,22 @@ impl ConsolidationStore for PostgresConsolidationStore {
 
     async fn rebuild_day(&self, day: &crate::store::DayRebuild) -> Result<crate::store::RebuildOutcome, StoreError> {
         repair::rebuild_day(self, day).await
+    }
+
+    async fn prune_processed(&self, applied_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        // SKIP LOCKED: two pruners (two consolidators) take different rows instead of waiting on
+        // each other; a marker a consumer is inserting is not old enough to be among them.
+        let removed = sqlx::query(
+            "DELETE FROM processed_events WHERE event_id IN
+               (SELECT event_id FROM processed_events WHERE applied_at < $1
+                ORDER BY applied_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(applied_before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(removed.rows_affected())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

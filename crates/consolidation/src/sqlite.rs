@@ -7,7 +7,7 @@ mod repair;
 use std::collections::{btree_map, BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqlitePool;
 use sqlx::Row;
 
@@ -46,7 +46,17 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "day adjustments",
         sql: include_str!("../migrations/sqlite/0003_day_adjustments.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 4,
+        description: "processed events window",
+        sql: include_str!("../migrations/sqlite/0004_processed_events_window.sql"),
+    },
 ];
+
+/// Forgets the oldest deduplication markers applied before `?1`, at most `?2` of them, through
+/// `processed_events_by_time`.
+const PRUNE_PROCESSED: &str = "DELETE FROM processed_events WHERE event_id IN
+     (SELECT event_id FROM processed_events WHERE applied_at < ?1 ORDER BY applied_at LIMIT ?2)";
 
 /// Adds a batch's adjustments of one (day, closed day).
 const ADD_ADJUSTMENT: &str = "
@@ -103,7 +113,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
     // IMMEDIATE: the transaction reads before it writes, and must not have to upgrade.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes: HashMap<EventId, ApplyOutcome> = HashMap::new();
-    let mut applied_ids: Vec<String> = Vec::new();
+    let mut applied_ids: Vec<EventId> = Vec::new();
     let mut merchants: BTreeMap<MerchantId, (Currency, i64)> = BTreeMap::new();
     // Each touched day: its totals as stored, then with this batch's postings.
     let mut days: BTreeMap<(MerchantId, BusinessDate), (String, String, DayTotals, bool)> = BTreeMap::new();
@@ -117,8 +127,7 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
              WHERE merchant_id = ?1 AND business_date = ?2",
         )?;
         for event in first_copies(events) {
-            let id = event.event_id.to_string();
-            if processed.exists([&id])? {
+            if processed.exists([event.event_id.as_uuid().as_bytes()])? {
                 outcomes.insert(event.event_id, ApplyOutcome::Duplicate);
                 continue;
             }
@@ -179,14 +188,14 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
                 }
             }
             outcomes.insert(event.event_id, ApplyOutcome::Applied);
-            applied_ids.push(id);
+            applied_ids.push(event.event_id);
         }
     }
     {
         let now = chrono::Utc::now().timestamp_micros();
         let mut record = tx.prepare_cached("INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2)")?;
         for id in &applied_ids {
-            record.execute(params![id, now])?;
+            record.execute(params![id.as_uuid().as_bytes(), now])?;
         }
         let mut upsert_day = tx.prepare_cached(UPSERT_DAY)?;
         for (merchant, date, totals, changed) in days.values() {
@@ -397,6 +406,19 @@ impl ConsolidationStore for SqliteConsolidationStore {
 
     async fn rebuild_day(&self, day: &crate::store::DayRebuild) -> Result<crate::store::RebuildOutcome, StoreError> {
         repair::rebuild_day(self, day).await
+    }
+
+    async fn prune_processed(&self, applied_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        let before = applied_before.timestamp_micros();
+        // One short job of the writer thread: the consumer's batches queue behind it for as long
+        // as one indexed delete of `limit` rows takes.
+        let removed = self
+            .writer
+            .run(move |conn| conn.prepare_cached(PRUNE_PROCESSED)?.execute(params![before, limit]))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(u64::try_from(removed).unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -303,6 +303,12 @@ pub trait ConsolidationStore: Send + Sync + 'static {
     /// merchant's `as_of`; only if the day still holds [`DayRebuild::found`].
     async fn rebuild_day(&self, day: &DayRebuild) -> Result<RebuildOutcome, StoreError>;
 
+    /// Forgets the oldest deduplication markers of events applied before `applied_before`, at
+    /// most `limit` of them, in one short transaction; returns how many it removed. A redelivery
+    /// of a forgotten event would count again: callers keep the markers for a window longer than
+    /// any redelivery can come (see [`crate::dedup`]).
+    async fn prune_processed(&self, applied_before: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
+
     /// Readiness probe.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -60,17 +60,17 @@ impl Harness {
     /// Runs `sql` with `{t}` naming the consolidation tables' prefix (the schema on Postgres),
     /// `$m`/`$d`/`$e` the merchant, date and event id (test values, inlined as literals).
     async fn tamper(&self, sql: &str, merchant: MerchantId, date: BusinessDate, event: Option<&Event>) {
-        let event = event.map(|e| e.event_id.to_string()).unwrap_or_default();
-        let sql = sql
-            .replace("$m", &format!("'{merchant}'"))
-            .replace("$d", &format!("'{date}'"))
-            .replace("$e", &format!("'{event}'"));
+        let event = event.map(|e| *e.event_id.as_uuid()).unwrap_or_default();
+        let sql = sql.replace("$m", &format!("'{merchant}'")).replace("$d", &format!("'{date}'"));
         match &self.db {
             Db::Sqlite(pool, _) => {
-                sqlx::query(&sql.replace("{t}", "")).execute(pool).await.unwrap();
+                // SQLite keeps an event id as its 16 bytes.
+                let sql = sql.replace("$e", &format!("unhex('{}')", event.simple())).replace("{t}", "");
+                sqlx::query(&sql).execute(pool).await.unwrap();
             }
             Db::Postgres(pool, _) => {
-                sqlx::query(&sql.replace("{t}", "consolidation.")).execute(pool).await.unwrap();
+                let sql = sql.replace("$e", &format!("'{event}'")).replace("{t}", "consolidation.");
+                sqlx::query(&sql).execute(pool).await.unwrap();
             }
         }
     }

@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
+use cashflow_consolidation::dedup::{prune_expired, DedupWindow};
 use cashflow_consolidation::store::{closed_day, ApplySummary, ClosedDay, MerchantBooks};
 use cashflow_consolidation::{ConsolidationStore, PostgresConsolidationStore, SqliteConsolidationStore};
 use cashflow_db::TestDatabase;
@@ -93,6 +94,8 @@ contract! {
     a_healthy_store_answers_pings,
     closes_and_reopens_in_any_order_and_twice_leave_the_newest_watermark,
     adjustments_are_summed_per_day_and_closed_day_once_each,
+    markers_past_the_window_are_pruned_and_those_inside_still_absorb_redeliveries,
+    markers_stay_flat_in_a_soak_that_runs_past_the_window,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,6 +491,91 @@ async fn hot_day_round(store: &Arc<dyn ConsolidationStore>, round: u64) {
 
 async fn a_healthy_store_answers_pings(store: Arc<dyn ConsolidationStore>) {
     store.ping().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The deduplication window
+// ---------------------------------------------------------------------------------------------
+
+/// A one-second window (for a queue that keeps nothing): what the tests can wait past.
+fn one_second_window() -> DedupWindow {
+    DedupWindow::new(std::time::Duration::from_secs(1), std::time::Duration::ZERO).unwrap()
+}
+
+fn outcomes(summary: &ApplySummary) -> (usize, usize) {
+    (summary.applied.len(), summary.duplicates.len())
+}
+
+async fn markers_past_the_window_are_pruned_and_those_inside_still_absorb_redeliveries(
+    store: Arc<dyn ConsolidationStore>,
+) {
+    // Given 30 events applied, then (past a one-second window) 20 more
+    let merchant = MerchantId::new();
+    let (from, to) = (date("2026-11-20"), date("2026-11-24"));
+    let day = |i: u8| day_after(from, i % 5).to_string();
+    let old: Vec<Event> = (0..30).map(|i| posting(merchant, &day(i), EntryType::Credit, 100 + i64::from(i))).collect();
+    let recent: Vec<Event> = (0..20).map(|i| posting(merchant, &day(i), EntryType::Debit, 10 + i64::from(i))).collect();
+    assert_eq!(outcomes(&store.apply(&old).await.unwrap()), (30, 0));
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    assert_eq!(outcomes(&store.apply(&recent).await.unwrap()), (20, 0));
+    let every: Vec<Event> = old.iter().chain(&recent).cloned().collect();
+    let before = store.days(merchant, from, to).await.unwrap();
+
+    // When the markers past the window are pruned (in batches of 7, then nothing is left to do)
+    let mut removed = 0;
+    loop {
+        let n = store.prune_processed(Utc::now() - Duration::seconds(1), 7).await.unwrap();
+        assert!(n <= 7, "a batch removes at most its limit: {n}");
+        removed += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(prune_expired(&*store, one_second_window(), Utc::now() - Duration::milliseconds(800)).await.unwrap(), 0);
+
+    // Then exactly the 30 old markers went, and the totals did not move
+    assert_eq!(removed, 30);
+    assert_eq!(store.days(merchant, from, to).await.unwrap(), before);
+    assert_report_is_the_direct_sum(&store, merchant, &every, from, to).await;
+
+    // and a redelivery inside the window is still absorbed: no double count
+    let mut redelivered = recent.clone();
+    shuffle(&mut redelivered, 17);
+    assert_eq!(outcomes(&store.apply(&redelivered).await.unwrap()), (0, 20));
+    assert_eq!(store.days(merchant, from, to).await.unwrap(), before);
+
+    // while a forgotten event is news again (what the window must make impossible)
+    assert_eq!(outcomes(&store.apply(&old[..1]).await.unwrap()), (1, 0));
+    assert_ne!(store.days(merchant, from, to).await.unwrap(), before);
+}
+
+async fn markers_stay_flat_in_a_soak_that_runs_past_the_window(store: Arc<dyn ConsolidationStore>) {
+    // Given a consumer applying 100 events every 250 ms for 3 s, with a one-second window pruned
+    // after each batch
+    let merchant = MerchantId::new();
+    let (mut applied, mut pruned, mut kept) = (0_u64, 0_u64, Vec::new());
+    let mut events = Vec::new();
+    for round in 0..12 {
+        let batch: Vec<Event> =
+            (0..100).map(|i| posting(merchant, "2026-11-23", EntryType::Credit, 1 + i64::from(i))).collect();
+        applied += store.apply(&batch).await.unwrap().applied.len() as u64;
+        pruned += prune_expired(&*store, one_second_window(), Utc::now()).await.unwrap();
+        kept.push(applied - pruned);
+        events.extend(batch);
+        if round < 11 {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
+    // Then the markers kept stop growing once the soak is past the window: the last batches keep
+    // what one window holds (at most 6 batches here), while the applied events grew to 1,200
+    assert_eq!(applied, 1_200);
+    let late = &kept[6..];
+    assert!(late.iter().all(|&k| k <= 600), "markers kept per round: {kept:?}");
+    assert!(late.iter().max() <= kept[..6].iter().max(), "markers kept per round: {kept:?}");
+    // and every event still counts once
+    let day = date("2026-11-23");
+    assert_report_is_the_direct_sum(&store, merchant, &events, day, day).await;
 }
 
 fn closed(merchant: MerchantId, day: &str, previous: Option<&str>, counted: Option<i64>, seq: i64) -> Event {

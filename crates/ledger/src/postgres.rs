@@ -121,6 +121,11 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "day audit",
         sql: include_str!("../migrations/postgres/0004_day_audit.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 5,
+        description: "partial unique indexes",
+        sql: include_str!("../migrations/postgres/0005_partial_unique_indexes.sql"),
+    },
 ];
 
 /// The schema every connection of the store uses.
@@ -429,7 +434,7 @@ WITH batch AS (
     FROM batch
     WHERE id NOT IN (SELECT id FROM refused)
     ORDER BY merchant_id, idempotency_key, arrival
-    ON CONFLICT (merchant_id, idempotency_key) DO NOTHING
+    ON CONFLICT (merchant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), announced AS (
     INSERT INTO outbox (event_id, body, created_at)
@@ -680,7 +685,7 @@ async fn record_alone(
         "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (merchant_id, idempotency_key) DO NOTHING",
+         ON CONFLICT (merchant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     )
     .bind(entry.id.as_uuid())
     .bind(entry.merchant_id.as_uuid())

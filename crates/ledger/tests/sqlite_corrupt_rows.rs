@@ -26,9 +26,11 @@ async fn an_entry_whose_amount_is_text_reads_as_corrupt_not_as_a_panic() {
     let id = EntryId::new();
     harness
         .execute_raw(&format!(
-            "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, occurred_at,
+            "INSERT INTO entries (id, merchant, type, amount_minor, currency, description, occurred_at,
                                   business_date, recorded_at)
-             VALUES ('{id}', '{}', 'credit', 'a lot', 'BRL', 'Venda', 0, '2026-11-23', 0)",
+             VALUES (unhex('{}'), (SELECT seq FROM merchants WHERE id = '{}'), 0, 'a lot', 'BRL', 'Venda', 0,
+                     20261123, 0)",
+            id.as_uuid().simple(),
             m.id
         ))
         .await

@@ -65,7 +65,7 @@ fn rebuild(conn: &mut Connection, day: &DayRebuild, totals: DayTotals) -> Result
             "INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2) ON CONFLICT (event_id) DO NOTHING",
         )?;
         for entry in &day.entries {
-            record.execute(params![entry.event_id.to_string(), now])?;
+            record.execute(params![entry.event_id.as_uuid().as_bytes(), now])?;
         }
     }
     if let Some(newest) = day.entries.iter().map(|e| e.recorded_at.timestamp_micros()).max() {
