@@ -578,9 +578,12 @@ async fn answer_batch(
     outcome: &BatchOutcome,
 ) -> Vec<Result<Recorded, StoreError>> {
     let (inserted, refused) = (&outcome.inserted, &outcome.refused);
+    // Skipped entries, and refused ones with a key: a retry of a request recorded before the
+    // day closed is answered as a replay, only a new entry is refused.
     let skipped: Vec<&WriteRequest> = batch
         .iter()
-        .filter(|r| !inserted.contains(r.entry.id.as_uuid()) && !refused.contains_key(r.entry.id.as_uuid()))
+        .filter(|r| !inserted.contains(r.entry.id.as_uuid()))
+        .filter(|r| !refused.contains_key(r.entry.id.as_uuid()) || r.idempotency.is_some())
         .collect();
     let stored = if skipped.is_empty() { Ok(HashMap::new()) } else { stored_under_keys(conn, &skipped).await };
     batch
@@ -589,16 +592,20 @@ async fn answer_batch(
             if inserted.contains(request.entry.id.as_uuid()) {
                 return Ok(Recorded::Created(Entry::clone(&request.entry)));
             }
-            if let Some(through) = refused.get(request.entry.id.as_uuid()) {
-                return Err(day_closed(*through));
-            }
+            let refused_through = refused.get(request.entry.id.as_uuid());
             // Only the idempotency key can conflict silently (a NULL key never does).
             let Some(idem) = &request.idempotency else {
-                return Err(StoreError::Unavailable("entry insert was skipped without an idempotency key".into()));
+                return Err(match refused_through {
+                    Some(through) => day_closed(*through),
+                    None => StoreError::Unavailable("entry insert was skipped without an idempotency key".into()),
+                });
             };
             let stored = stored.as_ref().map_err(again)?;
             let Some(row) = stored.get(&(*request.entry.merchant_id.as_uuid(), idem.key.clone())) else {
-                return Err(StoreError::Unavailable("entry insert was skipped but no entry holds its key".into()));
+                return Err(match refused_through {
+                    Some(through) => day_closed(*through),
+                    None => StoreError::Unavailable("entry insert was skipped but no entry holds its key".into()),
+                });
             };
             let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
             if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
@@ -679,6 +686,13 @@ async fn record_alone(
             .await
             .map_err(unavailable)?;
     if let Some(through) = through.flatten().filter(|through| entry.business_date.naive() <= *through) {
+        // A retry of a request recorded before the day closed is answered as a replay: only a
+        // new entry is refused.
+        if let Some(idem) = idempotency {
+            if let Some(replayed) = replay_of(&mut tx, entry, idem).await? {
+                return Ok(replayed);
+            }
+        }
         return Err(day_closed(through));
     }
     let inserted = sqlx::query(
@@ -713,24 +727,33 @@ async fn record_alone(
         let Some(idem) = idempotency else {
             return Err(StoreError::Unavailable("entry insert was skipped without an idempotency key".into()));
         };
-        let row = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS}, request_hash FROM entries WHERE merchant_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(entry.merchant_id.as_uuid())
-        .bind(&idem.key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
-        return if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
-            Ok(Recorded::Replayed(entry_from_row(&row)?))
-        } else {
-            Err(StoreError::IdempotencyConflict)
-        };
+        return replay_of(&mut tx, entry, idem)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("entry insert was skipped but no entry holds its key".into()));
     }
     insert_outbox(&mut tx, outbox).await?;
     tx.commit().await.map_err(unavailable)?;
     Ok(Recorded::Created(entry.clone()))
+}
+
+/// The entry stored under `idem`'s key, as a replay if it was recorded from the same request;
+/// [`StoreError::IdempotencyConflict`] if from another; `None` if the key is unused.
+async fn replay_of(conn: &mut PgConnection, entry: &Entry, idem: &Idempotency) -> Result<Option<Recorded>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ENTRY_COLUMNS}, request_hash FROM entries WHERE merchant_id = $1 AND idempotency_key = $2"
+    ))
+    .bind(entry.merchant_id.as_uuid())
+    .bind(&idem.key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    let Some(row) = row else { return Ok(None) };
+    let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
+    if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
+        Ok(Some(Recorded::Replayed(entry_from_row(&row)?)))
+    } else {
+        Err(StoreError::IdempotencyConflict)
+    }
 }
 
 #[async_trait]

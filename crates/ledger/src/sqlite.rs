@@ -463,6 +463,13 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
             };
             if let Some(through) = through {
                 if entry.business_date.to_string() <= through {
+                    // A retry of a request recorded before the day closed is answered as a
+                    // replay: only a new entry is refused.
+                    if let Some(idem) = idempotency {
+                        if let Some(answer) = replay_of(conn, merchant, idem, entry.merchant_id)? {
+                            return Ok(answer);
+                        }
+                    }
                     return Ok(
                         first_open_after(&through).and_then(|first_open| Err(StoreError::DayClosed { first_open }))
                     );
@@ -490,16 +497,7 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
                     let Some(idem) = idempotency else { return Err(e) };
                     // Sees the writes of earlier requests of the same batch: a key used twice
                     // in one batch replays or conflicts exactly as if the requests were apart.
-                    let (stored, stored_hash) = conn
-                        .prepare_cached(SELECT_BY_IDEMPOTENCY_KEY)?
-                        .query_row(params![merchant, idem.key], |row| {
-                            Ok((EntryRow::of_rusqlite(row)?, row.get::<_, Option<String>>("request_hash")?))
-                        })?;
-                    return Ok(if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
-                        stored.parse(entry.merchant_id).map(|e| Written::Recorded(Recorded::Replayed(e)))
-                    } else {
-                        Err(StoreError::IdempotencyConflict)
-                    });
+                    return replay_of(conn, merchant, idem, entry.merchant_id)?.ok_or(e);
                 }
                 Err(e) if cashflow_db::is_unique_violation_on(&e, "reversal_of") => {
                     return Ok(Err(StoreError::AlreadyReversed))
@@ -519,6 +517,29 @@ fn apply(conn: &Connection, op: &WriteOp) -> Result<Result<Written, StoreError>,
             Ok(Ok(Written::Done))
         }
     }
+}
+
+/// The entry stored under `idem`'s key: a replay if it was recorded from the same request, a
+/// conflict if from another; `None` if the key is unused.
+fn replay_of(
+    conn: &Connection,
+    merchant: i64,
+    idem: &Idempotency,
+    merchant_id: MerchantId,
+) -> Result<Option<Result<Written, StoreError>>, rusqlite::Error> {
+    use cashflow_db::rusqlite::OptionalExtension;
+    let stored = conn
+        .prepare_cached(SELECT_BY_IDEMPOTENCY_KEY)?
+        .query_row(params![merchant, idem.key], |row| {
+            Ok((EntryRow::of_rusqlite(row)?, row.get::<_, Option<String>>("request_hash")?))
+        })
+        .optional()?;
+    let Some((stored, stored_hash)) = stored else { return Ok(None) };
+    Ok(Some(if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
+        stored.parse(merchant_id).map(|e| Written::Recorded(Recorded::Replayed(e)))
+    } else {
+        Err(StoreError::IdempotencyConflict)
+    }))
 }
 
 /// The merchant's key in `entries` and its watermark as stored (`YYYY-MM-DD`, if a day was

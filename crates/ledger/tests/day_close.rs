@@ -18,6 +18,7 @@ contract! {
     store: [
         a_close_records_the_days_totals_and_the_balance_through_it,
         after_a_close_entries_on_or_before_it_are_refused_naming_the_first_open_day,
+        a_retry_of_a_request_recorded_before_the_close_replays_and_a_new_key_is_refused,
         a_day_cannot_be_closed_twice_nor_behind_the_watermark,
         no_entry_slips_past_a_close_racing_many_backdating_writers,
         an_adjustment_is_stored_on_the_open_day_carrying_the_day_it_was_meant_for,
@@ -101,6 +102,36 @@ async fn after_a_close_entries_on_or_before_it_are_refused_naming_the_first_open
     }
     assert_eq!(record(&store, &open).await.unwrap(), Recorded::Created(open.clone()));
     assert_eq!(entries_of(&store, &m).await, vec![open]);
+}
+
+async fn a_retry_of_a_request_recorded_before_the_close_replays_and_a_new_key_is_refused(store: Arc<dyn LedgerStore>) {
+    // Given a sale of the 23rd recorded with an idempotency key (a phone that lost the answer),
+    // and then the 23rd closed
+    let m = given_a_merchant(&store).await;
+    let sale = entry_on(&m, "2026-11-23", EntryType::Credit, 4_200);
+    let idem = key("phone-7f3a", "hash-of-the-request");
+    assert_eq!(
+        store.record(&sale, Some(&idem), &recorded_event(&sale)).await.unwrap(),
+        Recorded::Created(sale.clone())
+    );
+    store.close_day(&close_of(&m, "2026-11-23", None)).await.unwrap();
+
+    // When the phone retries the same request (a new entry id minted for it, as the service does)
+    let retry = entry_on(&m, "2026-11-23", EntryType::Credit, 4_200);
+    let replayed = store.record(&retry, Some(&idem), &recorded_event(&retry)).await;
+
+    // Then it is answered with the entry recorded before the close, not refused: the client
+    // must not take a recorded sale for a lost one
+    assert_eq!(replayed.unwrap(), Recorded::Replayed(sale.clone()));
+    // And the same key with another body is a conflict, a new key is refused, nothing is added
+    let other = store.record(&retry, Some(&key("phone-7f3a", "another-request")), &recorded_event(&retry)).await;
+    assert!(matches!(other, Err(StoreError::IdempotencyConflict)), "{other:?}");
+    let fresh = store.record(&retry, Some(&key("phone-9b1c", "h")), &recorded_event(&retry)).await;
+    assert!(
+        matches!(fresh, Err(StoreError::DayClosed { first_open }) if first_open == date("2026-11-24")),
+        "{fresh:?}"
+    );
+    assert_eq!(entries_of(&store, &m).await, vec![sale]);
 }
 
 async fn a_day_cannot_be_closed_twice_nor_behind_the_watermark(store: Arc<dyn LedgerStore>) {
