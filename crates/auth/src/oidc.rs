@@ -124,6 +124,13 @@ fn refuse(failure: Failure, reason: impl Into<String>) -> Refusal {
     (failure, invalid(reason))
 }
 
+/// What a verified ID token says about the person who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdToken {
+    /// `sub`: the same subject as the access token issued with it.
+    pub subject: String,
+}
+
 /// The verifier of one external issuer.
 #[derive(Debug)]
 pub struct OidcVerifier {
@@ -175,6 +182,12 @@ impl OidcVerifier {
 
     /// Verifies with the cached keys.
     fn verify_cached(&self, token: &str) -> Result<Principal, Refusal> {
+        self.principal(&self.decode(token)?)
+    }
+
+    /// The claims of a token signed by a cached key of this issuer, with its `iss`, `exp` and
+    /// `nbf` checked; what the claims mean is for the caller to check.
+    fn decode(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
         let header = checked_header(token, &OIDC_ALGORITHMS).map_err(|e| (Failure::Algorithm, e))?;
         let keys = self.jwks.keys();
         if let Some(kid) = &header.kid {
@@ -202,7 +215,40 @@ impl OidcVerifier {
                 refuse(failure, describe(e.kind()))
             })?
             .claims;
-        self.principal(&claims)
+        Ok(claims)
+    }
+
+    /// Verifies the ID token the token endpoint returned to the web app's authorization code
+    /// flow: signed by this issuer's keys (one JWKS refetch for an unknown `kid`, as for access
+    /// tokens), unexpired, issued to `client_id` (`aud`, and `azp` when there are several
+    /// audiences), and carrying the `nonce` the flow sent, so a token minted for another
+    /// sign-in cannot be replayed into this one (OpenID Connect Core §3.1.3.7). A Cognito ID
+    /// token says `token_use: id`; another issuer's may say nothing, but never `access`.
+    pub async fn verify_id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<IdToken, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(invalid("ID token too long"));
+        }
+        let decoded = match self.decode(token) {
+            Err((Failure::UnknownKey, _)) if self.jwks.refresh_for_unknown_kid().await => self.decode(token),
+            other => other,
+        };
+        let claims = decoded.map_err(|(_, error)| error)?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+        if text("token_use").is_some_and(|used| used != "id") {
+            return Err(invalid("not an ID token"));
+        }
+        let audiences = audiences(claims.get("aud"));
+        if !audiences.iter().any(|aud| aud == client_id) {
+            return Err(invalid("the ID token was not issued to this client"));
+        }
+        if audiences.len() > 1 && text("azp") != Some(client_id) {
+            return Err(invalid("the ID token's authorized party is another client"));
+        }
+        if text("nonce") != Some(nonce) {
+            return Err(invalid("the ID token's nonce is not this sign-in's"));
+        }
+        let subject = text("sub").ok_or_else(|| invalid("the ID token has no subject"))?.to_owned();
+        Ok(IdToken { subject })
     }
 
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, Refusal> {
@@ -390,12 +436,66 @@ pub struct OidcConfig {
     pub policy: OidcPolicy,
     /// Whether the built-in issuer's tokens are accepted too.
     pub trust_builtin: bool,
+    /// The app client the web app signs people in with, through the issuer's hosted UI.
+    pub web: Option<WebClient>,
+}
+
+/// An app client of a trusted issuer that the web app signs people in with: the authorization
+/// code flow with PKCE through the issuer's hosted UI (Cognito's), then the same session as the
+/// built-in issuer's password sign-in. Its access tokens are verified like any other, so its
+/// id is one of the policy's accepted clients.
+#[derive(Debug, Clone)]
+pub struct WebClient {
+    /// The `iss` of the issuer, one of [`OidcConfig::issuers`].
+    pub issuer: String,
+    pub client_id: String,
+    /// A confidential app client's secret, sent with HTTP Basic to the token endpoint; `None`
+    /// for a public client (PKCE alone binds the code to the browser that asked for it).
+    pub client_secret: Option<secrecy::SecretString>,
+    /// Where the authorization, token and logout endpoints are.
+    pub endpoints: WebEndpoints,
+    /// The scopes asked for, space-separated (`openid` at least).
+    pub scopes: String,
+    /// The provider's name on the sign-in button ("Entrar com Cognito").
+    pub display_name: String,
+}
+
+impl PartialEq for WebClient {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.issuer == other.issuer
+            && self.client_id == other.client_id
+            && self.client_secret.as_ref().map(|s| s.expose_secret().to_owned())
+                == other.client_secret.as_ref().map(|s| s.expose_secret().to_owned())
+            && self.endpoints == other.endpoints
+            && self.scopes == other.scopes
+            && self.display_name == other.display_name
+    }
+}
+
+impl Eq for WebClient {}
+
+/// How the web app finds an issuer's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebEndpoints {
+    /// From the OpenID Provider's discovery document at this URL
+    /// (`{issuer}/.well-known/openid-configuration`): `authorization_endpoint`,
+    /// `token_endpoint`, and `end_session_endpoint` (RP-initiated logout) if it has one.
+    Discovery(String),
+    /// A Cognito user pool's hosted UI domain, e.g. `https://padaria.auth.us-east-1.amazoncognito.com`:
+    /// `/oauth2/authorize`, `/oauth2/token` and `/logout` (Cognito's `logout_uri` parameter).
+    CognitoDomain(String),
+}
+
+/// Where an OpenID Provider's discovery document is: `{issuer}/.well-known/openid-configuration`.
+pub fn default_discovery_url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
 }
 
 impl Default for OidcConfig {
     /// The built-in issuer alone.
     fn default() -> Self {
-        Self { issuers: Vec::new(), policy: OidcPolicy::default(), trust_builtin: true }
+        Self { issuers: Vec::new(), policy: OidcPolicy::default(), trust_builtin: true, web: None }
     }
 }
 
