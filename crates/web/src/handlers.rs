@@ -314,7 +314,8 @@ pub async fn sign_out(
     match form {
         Ok(Form(form)) if state.sessions.csrf_ok(token, &form.csrf) => {
             let cleared = state.sessions.clear(session::SESSION);
-            let provider = state.sign_in.oidc.as_ref().filter(|oidc| session::issuer(token).as_deref() == Some(oidc.issuer()));
+            let provider =
+                state.sign_in.oidc.as_ref().filter(|oidc| session::issuer(token).as_deref() == Some(oidc.issuer()));
             let logout = match provider {
                 Some(oidc) => oidc.logout_url().await,
                 None => None,
@@ -363,7 +364,11 @@ pub struct Callback {
 /// `GET /auth/callback`: finishes the sign-in the flow cookie holds, then moves on to `/`
 /// with the session cookie (a page, not a redirect: see [`pages::moving_on`]). The flow
 /// cookie is cleared whatever happens: a flow is used once.
-pub async fn auth_callback(State(state): State<WebState>, headers: HeaderMap, Query(callback): Query<Callback>) -> Response {
+pub async fn auth_callback(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Response {
     let Some(oidc) = &state.sign_in.oidc else { return redirect("/signin") };
     let view = state.view(lang_of(&headers), None, "/signin");
     let m = view.m();

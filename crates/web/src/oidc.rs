@@ -296,7 +296,9 @@ impl OidcSignIn {
         let endpoints = self.endpoints().await.ok()?;
         let client_id = self.client.client_id.as_str();
         Some(match endpoints.logout.as_ref()? {
-            Logout::Cognito(url) => with_query(url, &[("client_id", client_id), ("logout_uri", &self.after_logout_uri)]),
+            Logout::Cognito(url) => {
+                with_query(url, &[("client_id", client_id), ("logout_uri", &self.after_logout_uri)])
+            }
             Logout::EndSession(url) => {
                 with_query(url, &[("client_id", client_id), ("post_logout_redirect_uri", &self.after_logout_uri)])
             }
@@ -413,7 +415,10 @@ mod tests {
 
     #[test]
     fn query_parameters_are_encoded_and_joined_to_an_existing_query() {
-        assert_eq!(with_query("https://idp/authorize", &[("a", "x y"), ("b", "1&2")]), "https://idp/authorize?a=x%20y&b=1%262");
+        assert_eq!(
+            with_query("https://idp/authorize", &[("a", "x y"), ("b", "1&2")]),
+            "https://idp/authorize?a=x%20y&b=1%262"
+        );
         assert_eq!(with_query("https://idp/authorize?p=1", &[("a", "b")]), "https://idp/authorize?p=1&a=b");
     }
 }
