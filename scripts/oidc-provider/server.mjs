@@ -10,6 +10,8 @@
 //
 // Started by crates/cashflow/tests/oidc_sign_in.rs and browser.rs. Env:
 //   PORT                 port on 127.0.0.1 (default 0: any free port)
+//   OIDC_HOST            the host name of the issuer URL (default 127.0.0.1; `localhost` makes
+//                        the provider another site than an app at 127.0.0.1, as Cognito's is)
 //   OIDC_CLIENTS         JSON array of clients: {client_id, client_secret?, redirect_uris,
 //                        post_logout_redirect_uris}; without a secret, a public client
 //   OIDC_ACCOUNTS_FILE   JSON object, login → extra access-token claims, e.g.
@@ -43,7 +45,7 @@ const accounts = () => {
 
 const server = createServer();
 await new Promise((resolve) => server.listen(Number(process.env.PORT || 0), '127.0.0.1', resolve));
-const issuer = `http://127.0.0.1:${server.address().port}`;
+const issuer = `http://${process.env.OIDC_HOST || '127.0.0.1'}:${server.address().port}`;
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: `k-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' };

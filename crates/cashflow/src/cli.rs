@@ -145,8 +145,8 @@ impl OidcArgs {
                 self.oidc_issuers.len()
             ),
         };
-        if !issuers.is_empty() && self.oidc_client_ids.is_empty() {
-            bail!("--oidc-issuer needs --oidc-client-ids: the app clients whose tokens are accepted");
+        if !issuers.is_empty() && self.oidc_client_ids.is_empty() && self.oidc_web_client_id.is_none() {
+            bail!("--oidc-issuer needs --oidc-client-ids (or --oidc-web-client-id): the app clients whose tokens are accepted");
         }
         if issuers.is_empty() && self.no_builtin_issuer {
             bail!("--no-builtin-issuer without any --oidc-issuer would trust no token at all");
