@@ -385,6 +385,10 @@ async fn a_callback_with_another_state_is_refused_before_its_code_is_spent() {
     assert_eq!(forged.cookie("cf_session"), None);
     let no_state = web.get(&with_param(&callback, "state", ""), &format!("cf_oidc={flow}")).await;
     assert_eq!((no_state.status, no_state.cookie("cf_session")), (StatusCode::BAD_REQUEST, None));
+    // The provider names itself (RFC 9207); an answer naming another issuer is a mix-up.
+    assert!(param(&callback, "iss").starts_with("http%3A%2F%2F127.0.0.1"), "{callback}");
+    let mixed_up = web.get(&with_param(&callback, "iss", "https%3A%2F%2Fevil.test"), &format!("cf_oidc={flow}")).await;
+    assert_eq!((mixed_up.status, mixed_up.cookie("cf_session")), (StatusCode::BAD_REQUEST, None));
 
     // The code was not exchanged: the genuine callback still signs in.
     let genuine = web.get(&callback, &format!("cf_oidc={flow}")).await;

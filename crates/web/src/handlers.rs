@@ -359,6 +359,9 @@ pub struct Callback {
     state: Option<String>,
     /// `access_denied` and the like (RFC 6749 §4.1.2.1).
     error: Option<String>,
+    /// The issuer that answered, when the provider says (RFC 9207): an answer from another
+    /// issuer than the one this flow went to is refused (a mix-up attack).
+    iss: Option<String>,
 }
 
 /// `GET /auth/callback`: finishes the sign-in the flow cookie holds, then moves on to `/`
@@ -376,6 +379,7 @@ pub async fn auth_callback(
         let flow = cookie(&headers, session::FLOW)
             .and_then(|sealed| Flow::open(&state.sessions, sealed))
             .filter(|flow| callback.state.as_deref().is_some_and(|s| flow.state_is(s)))
+            .filter(|_| callback.iss.as_deref().is_none_or(|iss| iss == oidc.issuer()))
             .ok_or(SignInError::State)?;
         if let Some(error) = &callback.error {
             return Err(SignInError::Denied(error.chars().take(64).collect()));
