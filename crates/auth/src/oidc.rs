@@ -594,6 +594,74 @@ mod tests {
         assert!(error.to_string().contains("no `sub`"), "{error}");
     }
 
+    /// The claims of an ID token of `https://issuer.test` for client `web`, `sub` maria, nonce
+    /// `n-1`, valid for five minutes, with `changes` applied (`null` removes a claim).
+    fn id_claims(changes: Value) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "iss": "https://issuer.test", "aud": "web", "sub": "maria", "nonce": "n-1", "exp": now + 300, "iat": now,
+        });
+        for (name, value) in changes.as_object().unwrap() {
+            match value {
+                Value::Null => claims.as_object_mut().unwrap().remove(name),
+                v => claims.as_object_mut().unwrap().insert(name.clone(), v.clone()),
+            };
+        }
+        claims
+    }
+
+    #[tokio::test]
+    async fn an_id_token_is_accepted_only_for_its_client_and_the_nonce_of_its_sign_in() {
+        use jsonwebtoken::{EncodingKey, Header};
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        // An ES256 key of the issuer's, its JWKS served on a loopback port.
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let point = pair.public_key().as_ref().to_vec(); // 0x04 ‖ x ‖ y
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = OidcPolicy { client_ids: vec!["web".into()], ..OidcPolicy::default() };
+        let verifier = OidcVerifier::new("https://issuer.test", url, Arc::new(policy), Duration::ZERO).unwrap();
+        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+        let sign = |claims: Value| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some("k1".into());
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        let verify = |token: String, nonce: &'static str| {
+            let verifier = &verifier;
+            async move { verifier.verify_id_token(&token, "web", nonce).await }
+        };
+
+        // The issuer's keys are fetched for the first token (an unknown `kid`).
+        let person = verify(sign(id_claims(serde_json::json!({}))), "n-1").await.unwrap();
+        assert_eq!(person.subject, "maria");
+        let cognito = serde_json::json!({"token_use": "id", "aud": ["web", "other"], "azp": "web"});
+        assert!(verify(sign(id_claims(cognito)), "n-1").await.is_ok(), "Cognito's shape, several audiences");
+
+        for (case, claims, nonce) in [
+            ("another sign-in's nonce", id_claims(serde_json::json!({})), "n-2"),
+            ("no nonce", id_claims(serde_json::json!({"nonce": null})), "n-1"),
+            ("another client's", id_claims(serde_json::json!({"aud": "other"})), "n-1"),
+            ("authorized for another", id_claims(serde_json::json!({"aud": ["web", "other"], "azp": "other"})), "n-1"),
+            ("an access token", id_claims(serde_json::json!({"token_use": "access"})), "n-1"),
+            ("expired", id_claims(serde_json::json!({"exp": chrono::Utc::now().timestamp() - 3600})), "n-1"),
+            ("another issuer's", id_claims(serde_json::json!({"iss": "https://evil.test"})), "n-1"),
+            ("no subject", id_claims(serde_json::json!({"sub": null})), "n-1"),
+        ] {
+            assert!(verify(sign(claims), nonce).await.is_err(), "{case} is refused");
+        }
+        let forged = format!("{}x", sign(id_claims(serde_json::json!({}))));
+        assert!(verify(forged, "n-1").await.is_err(), "a bad signature is refused");
+    }
+
     #[test]
     fn an_unlinked_machine_token_is_refused_naming_its_client() {
         let (failure, error) = verifier(vec![]).principal(&machine()).unwrap_err();
