@@ -25,7 +25,7 @@ use tower::ServiceExt;
 use cashflow::app::{AppConfig, Application};
 use cashflow::backends::BackendArgs;
 use cashflow_auth::oidc::{default_discovery_url, parse_group_scopes, OidcConfig, OidcPolicy, WebClient, WebEndpoints};
-use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
 
 const PUBLIC_URL: &str = "http://cashflow.test";
 const CLIENT: &str = "cashflow-web";
@@ -159,9 +159,9 @@ impl Page {
 
 /// The application `serve` builds, trusting the provider and signing in through it.
 struct Web {
-    app: Application,
+    /// Kept for its backends and workers' handles, as `serve` keeps them.
+    _app: Application,
     router: Router,
-    merchant: MerchantId,
     provider: Provider,
     _dir: TempDir,
 }
@@ -212,7 +212,7 @@ impl Web {
         app.relay().drain().await.unwrap();
         app.consumer().drain().await.unwrap();
         let router = app.router();
-        Self { app, router, merchant, provider, _dir: dir }
+        Self { _app: app, router, provider, _dir: dir }
     }
 
     async fn send(&self, request: Request<Body>) -> Page {
