@@ -389,7 +389,7 @@ mod tests {
     fn the_code_challenge_is_rfc_7636s_s256_of_the_verifier() {
         // RFC 7636, Appendix B.
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-1B5Gr-1ZbyDQzkGF4eNBMOoOUPVm9M"),
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         let flow = Flow::new();
