@@ -9,6 +9,8 @@ fn main() {
         ("sqs_tests", "CASHFLOW_TEST_SQS_ENDPOINT"),
         ("nginx_tests", "CASHFLOW_TEST_NGINX"),
         ("browser_tests", "CASHFLOW_TEST_BROWSER"),
+        // The web app's OpenID sign-in against scripts/oidc-provider (node, `npm ci` there).
+        ("oidc_provider_tests", "CASHFLOW_TEST_OIDC_PROVIDER"),
         // TLS backends started by the tests: PostgreSQL's `initdb`/`pg_ctl` and `redis-server`.
         ("pg_tls_tests", "CASHFLOW_TEST_PG_BIN"),
         ("redis_tls_tests", "CASHFLOW_TEST_REDIS_SERVER"),

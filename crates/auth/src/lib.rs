@@ -59,7 +59,7 @@ pub use issuer::{Issuer, IssuerConfig};
 pub use jwks::{JwksCache, JwksError};
 pub use key::{KeyError, SigningKey};
 pub use links::{IdentityLink, LinkKind, Links};
-pub use oidc::{OidcPolicy, OidcVerifier, TrustedIssuers};
+pub use oidc::{IdToken, OidcPolicy, OidcVerifier, TrustedIssuers, WebClient, WebEndpoints};
 pub use principal::{bearer_token, Principal};
 pub use revocation::{Refresher, RevocationCheck, Revocations, REFRESH_INTERVAL};
 pub use scope::{Scope, Scopes, UnknownScope};

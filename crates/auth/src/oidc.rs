@@ -124,6 +124,13 @@ fn refuse(failure: Failure, reason: impl Into<String>) -> Refusal {
     (failure, invalid(reason))
 }
 
+/// What a verified ID token says about the person who signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdToken {
+    /// `sub`: the same subject as the access token issued with it.
+    pub subject: String,
+}
+
 /// The verifier of one external issuer.
 #[derive(Debug)]
 pub struct OidcVerifier {
@@ -175,6 +182,12 @@ impl OidcVerifier {
 
     /// Verifies with the cached keys.
     fn verify_cached(&self, token: &str) -> Result<Principal, Refusal> {
+        self.principal(&self.decode(token)?)
+    }
+
+    /// The claims of a token signed by a cached key of this issuer, with its `iss`, `exp` and
+    /// `nbf` checked; what the claims mean is for the caller to check.
+    fn decode(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
         let header = checked_header(token, &OIDC_ALGORITHMS).map_err(|e| (Failure::Algorithm, e))?;
         let keys = self.jwks.keys();
         if let Some(kid) = &header.kid {
@@ -202,7 +215,40 @@ impl OidcVerifier {
                 refuse(failure, describe(e.kind()))
             })?
             .claims;
-        self.principal(&claims)
+        Ok(claims)
+    }
+
+    /// Verifies the ID token the token endpoint returned to the web app's authorization code
+    /// flow: signed by this issuer's keys (one JWKS refetch for an unknown `kid`, as for access
+    /// tokens), unexpired, issued to `client_id` (`aud`, and `azp` when there are several
+    /// audiences), and carrying the `nonce` the flow sent, so a token minted for another
+    /// sign-in cannot be replayed into this one (OpenID Connect Core §3.1.3.7). A Cognito ID
+    /// token says `token_use: id`; another issuer's may say nothing, but never `access`.
+    pub async fn verify_id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<IdToken, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(invalid("ID token too long"));
+        }
+        let decoded = match self.decode(token) {
+            Err((Failure::UnknownKey, _)) if self.jwks.refresh_for_unknown_kid().await => self.decode(token),
+            other => other,
+        };
+        let claims = decoded.map_err(|(_, error)| error)?;
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| !s.is_empty());
+        if text("token_use").is_some_and(|used| used != "id") {
+            return Err(invalid("not an ID token"));
+        }
+        let audiences = audiences(claims.get("aud"));
+        if !audiences.iter().any(|aud| aud == client_id) {
+            return Err(invalid("the ID token was not issued to this client"));
+        }
+        if audiences.len() > 1 && text("azp") != Some(client_id) {
+            return Err(invalid("the ID token's authorized party is another client"));
+        }
+        if text("nonce") != Some(nonce) {
+            return Err(invalid("the ID token's nonce is not this sign-in's"));
+        }
+        let subject = text("sub").ok_or_else(|| invalid("the ID token has no subject"))?.to_owned();
+        Ok(IdToken { subject })
     }
 
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, Refusal> {
@@ -390,12 +436,66 @@ pub struct OidcConfig {
     pub policy: OidcPolicy,
     /// Whether the built-in issuer's tokens are accepted too.
     pub trust_builtin: bool,
+    /// The app client the web app signs people in with, through the issuer's hosted UI.
+    pub web: Option<WebClient>,
+}
+
+/// An app client of a trusted issuer that the web app signs people in with: the authorization
+/// code flow with PKCE through the issuer's hosted UI (Cognito's), then the same session as the
+/// built-in issuer's password sign-in. Its access tokens are verified like any other, so its
+/// id is one of the policy's accepted clients.
+#[derive(Debug, Clone)]
+pub struct WebClient {
+    /// The `iss` of the issuer, one of [`OidcConfig::issuers`].
+    pub issuer: String,
+    pub client_id: String,
+    /// A confidential app client's secret, sent with HTTP Basic to the token endpoint; `None`
+    /// for a public client (PKCE alone binds the code to the browser that asked for it).
+    pub client_secret: Option<secrecy::SecretString>,
+    /// Where the authorization, token and logout endpoints are.
+    pub endpoints: WebEndpoints,
+    /// The scopes asked for, space-separated (`openid` at least).
+    pub scopes: String,
+    /// The provider's name on the sign-in button ("Entrar com Cognito").
+    pub display_name: String,
+}
+
+impl PartialEq for WebClient {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.issuer == other.issuer
+            && self.client_id == other.client_id
+            && self.client_secret.as_ref().map(|s| s.expose_secret().to_owned())
+                == other.client_secret.as_ref().map(|s| s.expose_secret().to_owned())
+            && self.endpoints == other.endpoints
+            && self.scopes == other.scopes
+            && self.display_name == other.display_name
+    }
+}
+
+impl Eq for WebClient {}
+
+/// How the web app finds an issuer's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebEndpoints {
+    /// From the OpenID Provider's discovery document at this URL
+    /// (`{issuer}/.well-known/openid-configuration`): `authorization_endpoint`,
+    /// `token_endpoint`, and `end_session_endpoint` (RP-initiated logout) if it has one.
+    Discovery(String),
+    /// A Cognito user pool's hosted UI domain, e.g. `https://padaria.auth.us-east-1.amazoncognito.com`:
+    /// `/oauth2/authorize`, `/oauth2/token` and `/logout` (Cognito's `logout_uri` parameter).
+    CognitoDomain(String),
+}
+
+/// Where an OpenID Provider's discovery document is: `{issuer}/.well-known/openid-configuration`.
+pub fn default_discovery_url(issuer: &str) -> String {
+    format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
 }
 
 impl Default for OidcConfig {
     /// The built-in issuer alone.
     fn default() -> Self {
-        Self { issuers: Vec::new(), policy: OidcPolicy::default(), trust_builtin: true }
+        Self { issuers: Vec::new(), policy: OidcPolicy::default(), trust_builtin: true, web: None }
     }
 }
 
@@ -492,6 +592,74 @@ mod tests {
             verifier(vec![link(LinkKind::Client, "app", MerchantId::new(), None)]).principal(&token).unwrap_err();
         assert_eq!(failure, Failure::Unlinked, "an ID token is a person's: the client link does not apply");
         assert!(error.to_string().contains("no `sub`"), "{error}");
+    }
+
+    /// The claims of an ID token of `https://issuer.test` for client `web`, `sub` maria, nonce
+    /// `n-1`, valid for five minutes, with `changes` applied (`null` removes a claim).
+    fn id_claims(changes: Value) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "iss": "https://issuer.test", "aud": "web", "sub": "maria", "nonce": "n-1", "exp": now + 300, "iat": now,
+        });
+        for (name, value) in changes.as_object().unwrap() {
+            match value {
+                Value::Null => claims.as_object_mut().unwrap().remove(name),
+                v => claims.as_object_mut().unwrap().insert(name.clone(), v.clone()),
+            };
+        }
+        claims
+    }
+
+    #[tokio::test]
+    async fn an_id_token_is_accepted_only_for_its_client_and_the_nonce_of_its_sign_in() {
+        use jsonwebtoken::{EncodingKey, Header};
+        use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+        // An ES256 key of the issuer's, its JWKS served on a loopback port.
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let point = pair.public_key().as_ref().to_vec(); // 0x04 ‖ x ‖ y
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        }]});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let app = axum::Router::new().route("/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let policy = OidcPolicy { client_ids: vec!["web".into()], ..OidcPolicy::default() };
+        let verifier = OidcVerifier::new("https://issuer.test", url, Arc::new(policy), Duration::ZERO).unwrap();
+        let key = EncodingKey::from_ec_der(pkcs8.as_ref());
+        let sign = |claims: Value| {
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some("k1".into());
+            jsonwebtoken::encode(&header, &claims, &key).unwrap()
+        };
+        let verify = |token: String, nonce: &'static str| {
+            let verifier = &verifier;
+            async move { verifier.verify_id_token(&token, "web", nonce).await }
+        };
+
+        // The issuer's keys are fetched for the first token (an unknown `kid`).
+        let person = verify(sign(id_claims(serde_json::json!({}))), "n-1").await.unwrap();
+        assert_eq!(person.subject, "maria");
+        let cognito = serde_json::json!({"token_use": "id", "aud": ["web", "other"], "azp": "web"});
+        assert!(verify(sign(id_claims(cognito)), "n-1").await.is_ok(), "Cognito's shape, several audiences");
+
+        for (case, claims, nonce) in [
+            ("another sign-in's nonce", id_claims(serde_json::json!({})), "n-2"),
+            ("no nonce", id_claims(serde_json::json!({"nonce": null})), "n-1"),
+            ("another client's", id_claims(serde_json::json!({"aud": "other"})), "n-1"),
+            ("authorized for another", id_claims(serde_json::json!({"aud": ["web", "other"], "azp": "other"})), "n-1"),
+            ("an access token", id_claims(serde_json::json!({"token_use": "access"})), "n-1"),
+            ("expired", id_claims(serde_json::json!({"exp": chrono::Utc::now().timestamp() - 3600})), "n-1"),
+            ("another issuer's", id_claims(serde_json::json!({"iss": "https://evil.test"})), "n-1"),
+            ("no subject", id_claims(serde_json::json!({"sub": null})), "n-1"),
+        ] {
+            assert!(verify(sign(claims), nonce).await.is_err(), "{case} is refused");
+        }
+        let forged = format!("{}x", sign(id_claims(serde_json::json!({}))));
+        assert!(verify(forged, "n-1").await.is_err(), "a bad signature is refused");
     }
 
     #[test]

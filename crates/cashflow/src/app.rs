@@ -105,6 +105,9 @@ pub struct Parts {
     refresher: OnceCell<Refresher>,
     /// The keys of the external issuers `auth` trusts: refreshed by a worker, probed.
     jwks: OnceCell<Vec<Arc<JwksCache>>>,
+    /// The verifiers of the external issuers `auth` trusts: the web app's OpenID sign-in
+    /// verifies its ID tokens with its issuer's.
+    external: OnceCell<Vec<Arc<OidcVerifier>>>,
     /// Also what wakes the relay: a commit through this ledger signals its outbox.
     ledger: OnceCell<Arc<Ledger>>,
     /// The consumer's invalidations, broadcast to the web app's live pages (nobody listens in a
@@ -126,6 +129,7 @@ impl Parts {
             auth: OnceCell::new(),
             refresher: OnceCell::new(),
             jwks: OnceCell::new(),
+            external: OnceCell::new(),
             ledger: OnceCell::new(),
             live: cashflow_web::Live::default(),
         }
@@ -210,6 +214,7 @@ impl Parts {
                     external.push(Arc::new(verifier));
                 }
                 let _ = self.jwks.set(external.iter().map(|v| v.jwks().clone()).collect());
+                let _ = self.external.set(external.clone());
                 let builtin = oidc.trust_builtin.then(|| (issuer.verifier_config().issuer, builtin));
                 let verifier: Arc<dyn TokenVerifier> = Arc::new(TrustedIssuers::new(builtin, external));
                 Ok((issuer, verifier))
@@ -244,6 +249,34 @@ impl Parts {
     /// The token issuer's routes (`/oauth2/token`, JWKS, discovery).
     pub async fn token_issuer(&self) -> anyhow::Result<Router> {
         Ok(cashflow_auth::issuer::router(self.auth().await?.0))
+    }
+
+    /// The web app over `api` (the API routers of this process, called in process): pages show
+    /// what the API's verifier grants; sign-in by password when the built-in issuer is trusted,
+    /// and through the OpenID Provider's hosted UI when its web app client is configured.
+    pub async fn web(&self, api: Router) -> anyhow::Result<cashflow_web::WebState> {
+        let (_, verifier) = self.auth().await?;
+        let public_url = &self.config.public_url;
+        let oidc = match &self.config.oidc.web {
+            None => None,
+            Some(client) => {
+                let id_tokens = self
+                    .external
+                    .get()
+                    .and_then(|external| external.iter().find(|v| v.issuer() == client.issuer))
+                    .cloned()
+                    .with_context(|| format!("the web app's issuer {} is not trusted", client.issuer))?;
+                let sign_in = cashflow_web::OidcSignIn::new(client.clone(), public_url, id_tokens, verifier.clone())
+                    .map_err(|e| anyhow::anyhow!("the web app's OpenID sign-in: {e}"))?;
+                tracing::info!(issuer = %client.issuer, callback = %sign_in.redirect_uri(), "web: sign-in through the OpenID Provider");
+                Some(sign_in)
+            }
+        };
+        Ok(cashflow_web::WebState::in_process(api, self.live.clone(), public_url).with_sign_in(
+            verifier,
+            self.config.oidc.trust_builtin,
+            oidc,
+        ))
     }
 
     /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
@@ -340,7 +373,7 @@ impl Process {
         }
         let mut live = None;
         if has(Part::Web) {
-            let web = cashflow_web::WebState::in_process(api.clone(), parts.live.clone(), &parts.config.public_url);
+            let web = parts.web(api.clone()).await?;
             api = api.merge(cashflow_web::router(web));
             live = Some(parts.live.clone());
         }

@@ -2,9 +2,13 @@
 //! configured by flags on a laptop and by the environment in a container.
 
 use anyhow::bail;
-use cashflow_auth::oidc::{default_jwks_url, parse_group_scopes, OidcConfig, OidcPolicy, DEFAULT_OIDC_MERCHANT_CLAIM};
+use cashflow_auth::oidc::{
+    default_discovery_url, default_jwks_url, parse_group_scopes, OidcConfig, OidcPolicy, WebClient, WebEndpoints,
+    DEFAULT_OIDC_MERCHANT_CLAIM,
+};
 use cashflow_auth::Scopes;
 use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -94,6 +98,36 @@ pub struct OidcArgs {
     /// Refuse the built-in issuer's tokens: only the external issuers are trusted.
     #[arg(long, env = "CASHFLOW_NO_BUILTIN_ISSUER")]
     pub no_builtin_issuer: bool,
+
+    /// The app client the web app signs people in with, through the issuer's hosted UI (the
+    /// authorization code flow with PKCE; callback `{public URL}/auth/callback`). Its access
+    /// tokens are accepted like those of `--oidc-client-ids`.
+    #[arg(long, env = "CASHFLOW_OIDC_WEB_CLIENT_ID")]
+    pub oidc_web_client_id: Option<String>,
+
+    /// The secret of `--oidc-web-client-id`, for an app client that has one (sent to the token
+    /// endpoint with HTTP Basic).
+    #[arg(long, env = "CASHFLOW_OIDC_WEB_CLIENT_SECRET", hide_env_values = true, requires = "oidc_web_client_id")]
+    pub oidc_web_client_secret: Option<SecretString>,
+
+    /// Which `--oidc-issuer` the web app signs in with; needed only when several are trusted.
+    #[arg(long, env = "CASHFLOW_OIDC_WEB_ISSUER", requires = "oidc_web_client_id")]
+    pub oidc_web_issuer: Option<String>,
+
+    /// A Cognito user pool's hosted UI domain, e.g.
+    /// `https://padaria.auth.us-east-1.amazoncognito.com`: its `/oauth2/authorize`,
+    /// `/oauth2/token` and `/logout`. Without it, the endpoints come from the issuer's
+    /// `/.well-known/openid-configuration`.
+    #[arg(long, env = "CASHFLOW_OIDC_WEB_DOMAIN", requires = "oidc_web_client_id")]
+    pub oidc_web_domain: Option<String>,
+
+    /// The scopes the web app asks for, space-separated.
+    #[arg(long, env = "CASHFLOW_OIDC_WEB_SCOPES", default_value = "openid")]
+    pub oidc_web_scopes: String,
+
+    /// The provider's name on the sign-in button ("Entrar com Cognito").
+    #[arg(long, env = "CASHFLOW_OIDC_WEB_NAME", default_value = "Cognito")]
+    pub oidc_web_name: String,
 }
 
 impl OidcArgs {
@@ -111,16 +145,25 @@ impl OidcArgs {
                 self.oidc_issuers.len()
             ),
         };
-        if !issuers.is_empty() && self.oidc_client_ids.is_empty() {
-            bail!("--oidc-issuer needs --oidc-client-ids: the app clients whose tokens are accepted");
+        if !issuers.is_empty() && self.oidc_client_ids.is_empty() && self.oidc_web_client_id.is_none() {
+            bail!("--oidc-issuer needs --oidc-client-ids (or --oidc-web-client-id): the app clients whose tokens are accepted");
         }
         if issuers.is_empty() && self.no_builtin_issuer {
             bail!("--no-builtin-issuer without any --oidc-issuer would trust no token at all");
         }
+        let web = self.web_client(&issuers)?;
+        let mut client_ids = self.oidc_client_ids.clone();
+        // The web app calls the API with the access tokens of its own app client.
+        if let Some(web) = &web {
+            if !client_ids.contains(&web.client_id) {
+                client_ids.push(web.client_id.clone());
+            }
+        }
         Ok(OidcConfig {
             issuers,
+            web,
             policy: OidcPolicy {
-                client_ids: self.oidc_client_ids.clone(),
+                client_ids,
                 accept_id_tokens: self.oidc_accept_id_tokens,
                 merchant_claim: self.oidc_merchant_claim.clone(),
                 group_scopes: self.oidc_group_scopes.clone(),
@@ -129,6 +172,38 @@ impl OidcArgs {
             },
             trust_builtin: !self.no_builtin_issuer,
         })
+    }
+}
+
+impl OidcArgs {
+    /// The web app's app client, if `--oidc-web-client-id` is given: of the one trusted issuer,
+    /// or of the one `--oidc-web-issuer` names.
+    fn web_client(&self, issuers: &[(String, String)]) -> anyhow::Result<Option<WebClient>> {
+        let Some(client_id) = self.oidc_web_client_id.clone().filter(|id| !id.is_empty()) else {
+            return Ok(None);
+        };
+        let issuer = match (&self.oidc_web_issuer, issuers) {
+            (Some(issuer), _) if issuers.iter().any(|(iss, _)| iss == issuer) => issuer.clone(),
+            (Some(issuer), _) => bail!("--oidc-web-issuer {issuer} is not one of the --oidc-issuer trusted"),
+            (None, [(issuer, _)]) => issuer.clone(),
+            (None, []) => bail!("--oidc-web-client-id needs the --oidc-issuer it signs in with"),
+            (None, _) => bail!("several --oidc-issuer are trusted: name the web app's with --oidc-web-issuer"),
+        };
+        if !self.oidc_web_scopes.split_whitespace().any(|s| s == "openid") {
+            bail!("--oidc-web-scopes must include `openid`: the sign-in needs an ID token");
+        }
+        let endpoints = match &self.oidc_web_domain {
+            Some(domain) => WebEndpoints::CognitoDomain(domain.trim_end_matches('/').to_owned()),
+            None => WebEndpoints::Discovery(default_discovery_url(&issuer)),
+        };
+        Ok(Some(WebClient {
+            issuer,
+            client_id,
+            client_secret: self.oidc_web_client_secret.clone(),
+            endpoints,
+            scopes: self.oidc_web_scopes.clone(),
+            display_name: self.oidc_web_name.clone(),
+        }))
     }
 }
 

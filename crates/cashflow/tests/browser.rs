@@ -5,8 +5,13 @@
 //! the till, axe-core, screenshots under `target/screenshots/`, and the live
 //! delay and first-page figures in `target/screenshots/figures.json`).
 //!
+//! A second scenario signs in through an OpenID Provider's hosted UI (`crates/web/e2e/oidc.mjs`
+//! against `scripts/oidc-provider`, a certified provider): an owner and a cashier see their
+//! roles, an entry is recorded, signing out visits the provider's logout.
+//!
 //! Needs `/usr/bin/chromium` and `npm ci` in `crates/web/e2e`; runs with
-//! `CASHFLOW_TEST_BROWSER=1`, and is reported as ignored otherwise.
+//! `CASHFLOW_TEST_BROWSER=1`, and is reported as ignored otherwise. The OpenID scenario also
+//! needs `npm ci` in `scripts/oidc-provider`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
@@ -101,4 +106,82 @@ fn the_web_app_works_in_a_real_browser() {
         .expect("run node");
     drop(server);
     assert!(status.success(), "the browser suite failed (screenshots in {})", shots.display());
+}
+
+#[test]
+#[cfg_attr(not(browser_tests), ignore = "set CASHFLOW_TEST_BROWSER=1 (chromium and npm ci in crates/web/e2e) to run")]
+fn signing_in_through_an_openid_providers_hosted_ui_works_in_a_real_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let e2e = root.join("crates/web/e2e");
+    let provider_dir = root.join("scripts/oidc-provider");
+    assert!(e2e.join("node_modules/playwright-core").exists(), "run `npm ci` in {}", e2e.display());
+    assert!(provider_dir.join("node_modules/oidc-provider").exists(), "run `npm ci` in {}", provider_dir.display());
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let accounts = dir.path().join("accounts.json");
+
+    // The provider first (the app trusts its issuer from the start), as another site.
+    let clients = serde_json::json!([{
+        "client_id": "cashflow-web",
+        "client_secret": "segredo-do-app-client",
+        "redirect_uris": [format!("{base}/auth/callback")],
+        "post_logout_redirect_uris": [format!("{base}/signin")],
+    }]);
+    let mut provider = Command::new("node")
+        .arg("server.mjs")
+        .current_dir(&provider_dir)
+        .env("OIDC_HOST", "localhost")
+        .env("OIDC_CLIENTS", clients.to_string())
+        .env("OIDC_ACCOUNTS_FILE", &accounts)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(provider.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _provider = Server(provider);
+    let issuer = serde_json::from_str::<serde_json::Value>(&line).unwrap()["issuer"].as_str().unwrap().to_owned();
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .args(["--oidc-issuer", &issuer, "--oidc-jwks-url", &format!("{issuer}/jwks")])
+        .args(["--oidc-web-client-id", "cashflow-web", "--oidc-web-client-secret", "segredo-do-app-client"])
+        .args(["--oidc-group-scopes", "owner=entries:write entries:read reports:read days:close"])
+        .args(["--oidc-group-scopes", "cashier=entries:write entries:read"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let server = Server(child);
+    let mut banner = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !banner.contains("merchant_id:") {
+        assert!(Instant::now() < deadline, "no merchant printed:\n{banner}");
+        banner.push_str(&lines.next().expect("serve printed its banner").unwrap());
+        banner.push('\n');
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let merchant = banner.split_whitespace().skip_while(|w| *w != "merchant_id:").nth(1).unwrap().to_owned();
+    let accounts_json = serde_json::json!({
+        "maria": {"custom:merchant_id": merchant, "cognito:groups": ["owner"]},
+        "joao": {"custom:merchant_id": merchant, "cognito:groups": ["cashier"]},
+    });
+    std::fs::write(&accounts, accounts_json.to_string()).unwrap();
+
+    let shots = root.join("target/screenshots");
+    let status = Command::new("node")
+        .arg("oidc.mjs")
+        .current_dir(&e2e)
+        .env("CASHFLOW_WEB_URL", &base)
+        .env("OIDC_ISSUER", &issuer)
+        .env("CASHFLOW_SCREENSHOTS", &shots)
+        .status()
+        .expect("run node");
+    drop(server);
+    assert!(status.success(), "the OpenID sign-in scenario failed (screenshots in {})", shots.display());
 }

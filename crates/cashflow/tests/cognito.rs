@@ -144,6 +144,7 @@ impl Fixture {
             issuers: vec![(tokens["issuer"].as_str().unwrap().to_owned(), jwks.url.clone())],
             policy: policy(tokens["client_id"].as_str().unwrap(), accept_id_tokens),
             trust_builtin: true,
+            web: None,
         };
         let app = Application::build(&config).await.unwrap();
         Self { app, tokens, jwks, merchant_a, _dir: dir }

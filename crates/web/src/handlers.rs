@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::api::{ApiError, CloseDay, DailyBalanceRange, Entry, EntryQuery, Merchant, NewEntry};
 use crate::chart::ReportDay;
 use crate::i18n::Lang;
+use crate::oidc::{Flow, OidcSignIn, SignInError};
 use crate::pages::{self, Books, CloseForm, RecordForm, ReportView, View};
 use crate::session::{self, cookie, random_token};
 use crate::{money, WebState};
@@ -52,13 +53,17 @@ fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response 
 
 impl WebState {
     fn view(&self, lang: Lang, token: Option<&str>, path: &str) -> View {
-        View {
-            lang,
-            csrf: token.map(|t| self.sessions.csrf(t)),
-            path: path.to_owned(),
-            can: token.map(session::Can::of_token).unwrap_or_default(),
-            user: token.and_then(session::subject),
-        }
+        let (can, user) = match (token, &self.sign_in.verifier) {
+            (None, _) => (session::Can::default(), None),
+            // What the API's verifier grants (an external issuer's groups, resource-server
+            // scopes and identity link included), with the keys it has: the API decides alike.
+            (Some(token), Some(verifier)) => match verifier.verify(token) {
+                Ok(principal) => (session::Can::of_granted(principal.scopes), Some(principal.subject)),
+                Err(_) => (session::Can::default(), session::subject(token)),
+            },
+            (Some(token), None) => (session::Can::of_token(token), session::subject(token)),
+        };
+        View { lang, csrf: token.map(|t| self.sessions.csrf(t)), path: path.to_owned(), can, user }
     }
 
     /// The page for an API failure: sign in again, not allowed, the API's problem, or
@@ -241,7 +246,11 @@ fn sign_in_form(
         None => state.sessions.pre_session_cookie(),
     };
     let csrf = state.sessions.csrf(&pre);
-    with_cookie(html(status, pages::sign_in(&view, &csrf, username, error)), cookie)
+    let offers = pages::SignInOptions {
+        password: state.sign_in.password,
+        provider: state.sign_in.oidc.as_ref().map(OidcSignIn::display_name),
+    };
+    with_cookie(html(status, pages::sign_in(&view, &csrf, username, error, &offers)), cookie)
 }
 
 /// `GET /signin`.
@@ -259,6 +268,10 @@ pub async fn sign_in(
     form: Result<Form<SignIn>, FormRejection>,
 ) -> Response {
     let m = lang_of(&headers).messages();
+    if !state.sign_in.password {
+        // The built-in issuer's tokens are not trusted here: its password grant signs no one in.
+        return redirect("/signin");
+    }
     let Ok(Form(form)) = form else { return sign_in_form(&state, &headers, StatusCode::BAD_REQUEST, "", None) };
     let bound = cookie(&headers, session::PRE_SESSION).is_some_and(|pre| state.sessions.csrf_ok(pre, &form.csrf));
     if !bound {
@@ -290,7 +303,9 @@ pub struct CsrfOnly {
     csrf: String,
 }
 
-/// `POST /signout`: clears the session cookie.
+/// `POST /signout`: clears the session cookie; a session made through the OpenID Provider
+/// then signs out of the provider too (its logout endpoint sends the browser back to
+/// `/signin`), else back to `/signin` directly.
 pub async fn sign_out(
     State(state): State<WebState>,
     headers: HeaderMap,
@@ -299,9 +314,105 @@ pub async fn sign_out(
     let Some(token) = session_token(&headers) else { return redirect("/signin") };
     match form {
         Ok(Form(form)) if state.sessions.csrf_ok(token, &form.csrf) => {
-            with_cookie(redirect("/signin"), state.sessions.clear(session::SESSION))
+            let cleared = state.sessions.clear(session::SESSION);
+            let provider =
+                state.sign_in.oidc.as_ref().filter(|oidc| session::issuer(token).as_deref() == Some(oidc.issuer()));
+            let logout = match provider {
+                Some(oidc) => oidc.logout_url().await,
+                None => None,
+            };
+            match logout {
+                Some(url) => {
+                    let view = state.view(lang_of(&headers), None, "/signin");
+                    with_cookie(html(StatusCode::OK, pages::moving_on(&view, view.m().signing_out, &url)), cleared)
+                }
+                None => with_cookie(redirect("/signin"), cleared),
+            }
         }
         _ => redirect("/"),
+    }
+}
+
+/// `GET /auth/start`: a sign-in through the OpenID Provider. A fresh flow goes into its sealed
+/// cookie and the browser to the provider's authorization endpoint. A link, not a form: it
+/// changes nothing here but that cookie, and a form's redirect to another origin is what
+/// `form-action 'self'` forbids.
+pub async fn auth_start(State(state): State<WebState>, headers: HeaderMap) -> Response {
+    let Some(oidc) = &state.sign_in.oidc else { return redirect("/signin") };
+    let m = lang_of(&headers).messages();
+    let flow = Flow::new();
+    let Some(sealed) = flow.seal(&state.sessions) else {
+        return sign_in_form(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, "", Some(m.unavailable));
+    };
+    match oidc.authorization_url(&flow).await {
+        Ok(url) => with_cookie(redirect(&url), state.sessions.flow_cookie(&sealed)),
+        Err(error) => {
+            tracing::error!(%error, "web: cannot start a sign-in at the OpenID Provider");
+            sign_in_form(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, "", Some(m.unavailable))
+        }
+    }
+}
+
+/// The provider's answer at the callback.
+#[derive(Debug, Default, Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    /// `access_denied` and the like (RFC 6749 §4.1.2.1).
+    error: Option<String>,
+    /// The issuer that answered, when the provider says (RFC 9207): an answer from another
+    /// issuer than the one this flow went to is refused (a mix-up attack).
+    iss: Option<String>,
+}
+
+/// `GET /auth/callback`: finishes the sign-in the flow cookie holds, then moves on to `/`
+/// with the session cookie (a page, not a redirect: see [`pages::moving_on`]). The flow
+/// cookie is cleared whatever happens: a flow is used once.
+pub async fn auth_callback(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Query(callback): Query<Callback>,
+) -> Response {
+    let Some(oidc) = &state.sign_in.oidc else { return redirect("/signin") };
+    let view = state.view(lang_of(&headers), None, "/signin");
+    let m = view.m();
+    let result = async {
+        let flow = cookie(&headers, session::FLOW)
+            .and_then(|sealed| Flow::open(&state.sessions, sealed))
+            .filter(|flow| callback.state.as_deref().is_some_and(|s| flow.state_is(s)))
+            .filter(|_| callback.iss.as_deref().is_none_or(|iss| iss == oidc.issuer()))
+            .ok_or(SignInError::State)?;
+        if let Some(error) = &callback.error {
+            return Err(SignInError::Denied(error.chars().take(64).collect()));
+        }
+        let code = callback.code.as_deref().filter(|c| !c.is_empty()).ok_or(SignInError::State)?;
+        oidc.complete(&flow, code).await
+    }
+    .await;
+    let cleared = state.sessions.clear_flow();
+    match result {
+        Ok(signed) => {
+            tracing::info!(subject = %signed.principal.subject, merchant = %signed.principal.merchant_id, "web: signed in through the OpenID Provider");
+            let page = html(StatusCode::OK, pages::moving_on(&view, m.signed_in, "/"));
+            let page = with_cookie(page, state.sessions.session_cookie(&signed.access_token, signed.max_age_secs));
+            with_cookie(with_cookie(page, cleared), state.sessions.clear(session::PRE_SESSION))
+        }
+        Err(error) => {
+            let (status, message, detail) = match &error {
+                SignInError::State => (StatusCode::BAD_REQUEST, m.oidc_state, None),
+                SignInError::Denied(_) => (StatusCode::FORBIDDEN, m.oidc_denied, None),
+                SignInError::Code(_) => (StatusCode::BAD_REQUEST, m.oidc_code, None),
+                SignInError::Tokens(_) => (StatusCode::BAD_REQUEST, m.oidc_tokens, None),
+                SignInError::NotLinked(detail) => (StatusCode::FORBIDDEN, m.oidc_not_linked, Some(detail.as_str())),
+                SignInError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, m.unavailable, None),
+            };
+            if status.is_server_error() {
+                tracing::error!(%error, "web: sign-in through the OpenID Provider failed");
+            } else {
+                tracing::info!(%error, "web: sign-in through the OpenID Provider refused");
+            }
+            with_cookie(html(status, pages::sign_in_failed(&view, message, detail)), cleared)
+        }
     }
 }
 

@@ -174,6 +174,19 @@ pub struct Messages {
     pub pending: &'static str,
     pub provisional_balance: &'static str,
     pub sign_in_to_send: &'static str,
+    /// "Sign in with" and the OpenID Provider's name.
+    pub sign_in_with: &'static str,
+    /// Above the password form when a provider is offered too.
+    pub or_password: &'static str,
+    pub oidc_state: &'static str,
+    pub oidc_denied: &'static str,
+    pub oidc_code: &'static str,
+    pub oidc_tokens: &'static str,
+    pub oidc_not_linked: &'static str,
+    pub try_again: &'static str,
+    pub continue_: &'static str,
+    pub signed_in: &'static str,
+    pub signing_out: &'static str,
 }
 
 impl Messages {
@@ -283,6 +296,17 @@ pub const PT: Messages = Messages {
     pending: "Pendentes de envio",
     provisional_balance: "Saldo provisório (com pendentes)",
     sign_in_to_send: "Sua sessão expirou: entre novamente para enviar os lançamentos pendentes.",
+    sign_in_with: "Entrar com",
+    or_password: "Ou com usuário e senha",
+    oidc_state: "Não foi possível concluir a entrada: ela expirou ou foi iniciada em outro navegador. Tente de novo.",
+    oidc_denied: "O provedor de identidade não autorizou a entrada.",
+    oidc_code: "O código de entrada expirou ou já foi usado. Tente de novo.",
+    oidc_tokens: "Não foi possível confirmar a sua identidade. Tente de novo.",
+    oidc_not_linked: "Sua conta ainda não está ligada a um estabelecimento. Mostre esta mensagem ao administrador:",
+    try_again: "Tentar de novo",
+    continue_: "Continuar",
+    signed_in: "Entrada concluída",
+    signing_out: "Saindo também do provedor de identidade…",
 };
 
 /// English.
@@ -369,6 +393,17 @@ pub const EN: Messages = Messages {
     pending: "Waiting to be sent",
     provisional_balance: "Provisional balance (with pending)",
     sign_in_to_send: "Your session expired: sign in again to send the pending entries.",
+    sign_in_with: "Sign in with",
+    or_password: "Or with a username and password",
+    oidc_state: "The sign-in could not be completed: it expired or was started in another browser. Please try again.",
+    oidc_denied: "The identity provider did not sign you in.",
+    oidc_code: "The sign-in code expired or was already used. Please try again.",
+    oidc_tokens: "Your identity could not be confirmed. Please try again.",
+    oidc_not_linked: "Your account is not linked to a merchant yet. Show this message to your administrator:",
+    try_again: "Try again",
+    continue_: "Continue",
+    signed_in: "Signed in",
+    signing_out: "Signing out of the identity provider too…",
 };
 
 #[cfg(test)]

@@ -8,8 +8,13 @@
 //! balance and the offline queue, and a service worker keeps the app shell for offline use.
 //! Everything it serves is embedded in the binary.
 //!
-//! A page shows what the user's role allows, read from the session token's scopes
-//! ([`session::Can`]); that only decides what is shown, the API checks every call.
+//! A page shows what the user's role allows ([`session::Can`]): the scopes the API's own
+//! verifier grants the session's token (given with [`WebState::with_sign_in`]; the token's
+//! `scope` claim without one). That only decides what is shown; the API checks every call.
+//!
+//! Sign-in is the built-in issuer's password grant, done by the server, and, with an OpenID
+//! Provider's app client configured (Amazon Cognito's hosted UI), the authorization code flow
+//! with PKCE ([`oidc`]); both end in the same session.
 //!
 //! The app is a client of the `/v1` API, not of the stores ([`api`]): in `serve` it calls the
 //! combined API router in process, so the rules, validation messages and problem `type`s are
@@ -18,7 +23,8 @@
 //! # Layout
 //! - [`api`]: the `Api` port, its in-process implementation and the typed client.
 //! - [`handlers`]: one function per route; [`pages`]: the markup; [`chart`]: the report's SVG.
-//! - [`session`]: the session cookie and CSRF tokens; [`i18n`]: texts and formats;
+//! - [`session`]: the session cookie and CSRF tokens; [`oidc`]: sign-in through an OpenID
+//!   Provider's hosted UI; [`i18n`]: texts and formats;
 //!   [`money`]: amounts as people read and type them; [`assets`]: the embedded files.
 
 use std::sync::Arc;
@@ -35,11 +41,13 @@ pub mod handlers;
 pub mod i18n;
 pub mod live;
 pub mod money;
+pub mod oidc;
 pub mod pages;
 pub mod session;
 
 pub use api::{Api, Client, InProcessApi};
 pub use live::Live;
+pub use oidc::OidcSignIn;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -47,12 +55,43 @@ pub struct WebState {
     pub(crate) client: Client,
     pub(crate) sessions: Arc<session::Sessions>,
     pub(crate) live: Live,
+    pub(crate) sign_in: Arc<SignIn>,
+}
+
+/// How people sign in, and who decides what their pages show.
+pub(crate) struct SignIn {
+    /// The built-in issuer's password form (off when its tokens are not trusted).
+    pub(crate) password: bool,
+    /// An OpenID Provider's hosted UI.
+    pub(crate) oidc: Option<OidcSignIn>,
+    /// The API's verifier: the scopes it grants a session's token are what its pages show.
+    pub(crate) verifier: Option<Arc<dyn cashflow_auth::TokenVerifier>>,
 }
 
 impl WebState {
     /// A web app calling `api`, hearing commits on `live`; `secure_cookies` when served on https.
+    /// Sign-in is the password form alone until [`WebState::with_sign_in`].
     pub fn new(api: Arc<dyn Api>, live: Live, secure_cookies: bool) -> Self {
-        Self { client: Client::new(api), sessions: Arc::new(session::Sessions::new(secure_cookies)), live }
+        Self {
+            client: Client::new(api),
+            sessions: Arc::new(session::Sessions::new(secure_cookies)),
+            live,
+            sign_in: Arc::new(SignIn { password: true, oidc: None, verifier: None }),
+        }
+    }
+
+    /// Pages show what `verifier` (the API's) grants the session's token; the sign-in page
+    /// offers `oidc`'s provider when given, and the password form only when `password` (the
+    /// built-in issuer's tokens are trusted).
+    #[must_use]
+    pub fn with_sign_in(
+        mut self,
+        verifier: Arc<dyn cashflow_auth::TokenVerifier>,
+        password: bool,
+        oidc: Option<OidcSignIn>,
+    ) -> Self {
+        self.sign_in = Arc::new(SignIn { password, oidc, verifier: Some(verifier) });
+        self
     }
 
     /// The web app of `serve`: the API router in the same process, cookies `Secure` when the
@@ -70,6 +109,8 @@ pub fn router(state: WebState) -> Router {
         .route("/events", get(handlers::events))
         .route("/signin", get(handlers::sign_in_page).post(handlers::sign_in))
         .route("/signout", post(handlers::sign_out))
+        .route("/auth/start", get(handlers::auth_start))
+        .route("/auth/callback", get(handlers::auth_callback))
         .route("/record", get(handlers::record_page))
         .route("/entries", get(handlers::entries).post(handlers::record))
         .route("/entries/{id}/reverse", get(handlers::reverse_page).post(handlers::reverse))

@@ -109,8 +109,17 @@ pub fn flash(notice: Option<&str>, error: Option<&str>) -> Markup {
     }
 }
 
-/// The sign-in page.
-pub fn sign_in(view: &View, csrf: &str, username: &str, error: Option<&str>) -> Markup {
+/// What the sign-in page offers.
+pub struct SignInOptions<'a> {
+    /// The built-in issuer's username and password form.
+    pub password: bool,
+    /// The OpenID Provider's name, for its "Sign in with …" button.
+    pub provider: Option<&'a str>,
+}
+
+/// The sign-in page: the provider's button (a link: it leaves for the provider's hosted UI)
+/// and the password form, as configured.
+pub fn sign_in(view: &View, csrf: &str, username: &str, error: Option<&str>, offers: &SignInOptions) -> Markup {
     let m = view.m();
     layout(
         view,
@@ -118,16 +127,66 @@ pub fn sign_in(view: &View, csrf: &str, username: &str, error: Option<&str>) -> 
         html! {
             h1 { (m.sign_in) }
             (flash(None, error))
-            form.card method="post" action="/signin" {
-                input type="hidden" name="csrf" value=(csrf);
-                label for="username" { (m.username) }
-                input #username name="username" type="text" autocomplete="username" required autofocus value=(username);
-                label for="password" { (m.password) }
-                input #password name="password" type="password" autocomplete="current-password" required;
-                button.primary type="submit" { (m.sign_in) }
+            @if let Some(provider) = offers.provider {
+                p.card { a.button.primary #oidc-sign-in href="/auth/start" { (m.sign_in_with) " " (provider) } }
+            }
+            @if offers.password {
+                @if offers.provider.is_some() { h2 { (m.or_password) } }
+                form.card method="post" action="/signin" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    label for="username" { (m.username) }
+                    input #username name="username" type="text" autocomplete="username" required autofocus[offers.provider.is_none()] value=(username);
+                    label for="password" { (m.password) }
+                    input #password name="password" type="password" autocomplete="current-password" required;
+                    button.primary type="submit" { (m.sign_in) }
+                }
             }
         },
     )
+}
+
+/// A sign-in through the provider that did not end in a session: why, the detail the
+/// administrator needs (the subject to link), and a way to try again.
+pub fn sign_in_failed(view: &View, message: &str, detail: Option<&str>) -> Markup {
+    let m = view.m();
+    layout(
+        view,
+        m.sign_in,
+        html! {
+            h1 { (m.sign_in) }
+            (flash(None, Some(message)))
+            @if let Some(detail) = detail { p.card { code #oidc-detail { (detail) } } }
+            p { a.button #try-again href="/signin" { (m.try_again) } }
+        },
+    )
+}
+
+/// A page that moves on to `to` by itself (`meta refresh`, no script) and offers the link.
+///
+/// Used where a redirect would not do: after the provider's callback, a redirect would still be
+/// part of the provider's cross-site navigation, on which the browser does not send the new
+/// `SameSite=Strict` session cookie; and after a sign-out form, whose redirect to the
+/// provider's logout a `form-action 'self'` policy blocks.
+pub fn moving_on(view: &View, title: &str, to: &str) -> Markup {
+    let m = view.m();
+    html! {
+        (DOCTYPE)
+        html lang=(view.lang.tag()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content={ "0; url=" (to) };
+                title { (title) " · " (m.app_name) }
+                link rel="stylesheet" href=(assets::url("app.css"));
+            }
+            body {
+                main #main {
+                    h1 { (title) }
+                    p { a #continue href=(to) { (m.continue_) } }
+                }
+            }
+        }
+    }
 }
 
 /// The day's figures and latest entries; refetched whole by the page script on each live

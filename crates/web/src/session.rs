@@ -7,10 +7,17 @@
 //! session under a key of this process, checked on every POST; the sign-in form, before there
 //! is a session, is bound the same way to a random pre-session cookie (no login CSRF). A
 //! restart changes the key, so a form rendered before it is refused once and shown again.
+//!
+//! A sign-in through an OpenID Provider keeps its secrets (state, nonce, PKCE verifier) in one
+//! more cookie, sealed (AES-256-GCM under another key of this process, so the browser can
+//! neither read nor alter it), `HttpOnly`, limited to the callback's path and ten minutes. It is
+//! the one `SameSite=Lax` cookie: the provider sends the browser back with a cross-site
+//! navigation, on which a `Strict` cookie would not be sent.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -20,10 +27,20 @@ pub const SESSION: &str = "cf_session";
 pub const PRE_SESSION: &str = "cf_pre";
 /// The language chosen with the switch.
 pub const LANG: &str = "cf_lang";
+/// The sealed secrets of an OpenID sign-in in progress.
+pub const FLOW: &str = "cf_oidc";
+/// The only path the flow cookie is sent to.
+pub const FLOW_PATH: &str = "/auth/callback";
+/// How long a sign-in at the provider may take, in seconds.
+pub const FLOW_MAX_AGE_SECS: u64 = 600;
 
-/// Makes and checks CSRF tokens, and writes the cookies with the right flags.
+/// Makes and checks CSRF tokens, seals the sign-in flow, and writes the cookies with the right
+/// flags.
 pub struct Sessions {
     key: hmac::Key,
+    /// Seals the flow cookie; `None` only if the system had no randomness for it (then an
+    /// OpenID sign-in cannot start, and says so).
+    sealing: Option<LessSafeKey>,
     secure: bool,
 }
 
@@ -36,7 +53,63 @@ impl Sessions {
         if SystemRandom::new().fill(&mut bytes).is_err() {
             tracing::error!("no system randomness for the CSRF key");
         }
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, &bytes), secure }
+        let mut sealing = [0u8; 32];
+        let sealing = match SystemRandom::new().fill(&mut sealing) {
+            Ok(()) => UnboundKey::new(&AES_256_GCM, &sealing).ok().map(LessSafeKey::new),
+            Err(_) => {
+                tracing::error!("no system randomness for the sign-in flow's key");
+                None
+            }
+        };
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, &bytes), sealing, secure }
+    }
+
+    /// `plaintext` encrypted and authenticated for `purpose` (a value sealed for one purpose
+    /// does not open for another), URL-safe; `None` without a key or randomness.
+    pub fn seal(&self, purpose: &str, plaintext: &[u8]) -> Option<String> {
+        let key = self.sealing.as_ref()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        SystemRandom::new().fill(&mut nonce).ok()?;
+        let mut sealed = plaintext.to_vec();
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(purpose.as_bytes()), &mut sealed)
+            .ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Some(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    /// What [`Sessions::seal`] sealed for `purpose` under this process's key; `None` for
+    /// anything else (altered, another purpose, another process, not ours at all).
+    pub fn open(&self, purpose: &str, sealed: &str) -> Option<Vec<u8>> {
+        let key = self.sealing.as_ref()?;
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buffer = ciphertext.to_vec();
+        let plaintext = key.open_in_place(nonce, Aad::from(purpose.as_bytes()), &mut buffer).ok()?;
+        Some(plaintext.to_vec())
+    }
+
+    /// `Set-Cookie` for the sealed flow of a sign-in through the provider: sent back only to
+    /// the callback, on the provider's cross-site redirect (`Lax`), for ten minutes.
+    pub fn flow_cookie(&self, sealed: &str) -> Option<HeaderValue> {
+        self.flow_cookie_for(sealed, FLOW_MAX_AGE_SECS)
+    }
+
+    /// `Set-Cookie` that removes the flow cookie (a flow is used once).
+    pub fn clear_flow(&self) -> Option<HeaderValue> {
+        self.flow_cookie_for("", 0)
+    }
+
+    fn flow_cookie_for(&self, value: &str, max_age_secs: u64) -> Option<HeaderValue> {
+        let secure = if self.secure { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{FLOW}={value}; Path={FLOW_PATH}; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}"
+        ))
+        .ok()
     }
 
     /// The CSRF token for a session (or pre-session) value.
@@ -110,6 +183,17 @@ impl Can {
         }
     }
 
+    /// From the scopes a verifier granted.
+    pub fn of_granted(scopes: cashflow_auth::Scopes) -> Self {
+        use cashflow_auth::Scope;
+        Self {
+            record: scopes.contains(Scope::EntriesWrite),
+            read_entries: scopes.contains(Scope::EntriesRead),
+            read_reports: scopes.contains(Scope::ReportsRead),
+            close_day: scopes.contains(Scope::DaysClose),
+        }
+    }
+
     /// From a JWT access token's payload; nothing for a token that is not a readable JWT.
     pub fn of_token(token: &str) -> Self {
         Self::of_scopes(&claim(token, "scope").unwrap_or_default())
@@ -120,6 +204,12 @@ impl Can {
 /// in another's session on a shared device. Unverified, like [`Can`]: the API decides.
 pub fn subject(token: &str) -> Option<String> {
     claim(token, "sub")
+}
+
+/// The token's issuer (`iss`), unverified: whether the session came through the OpenID
+/// Provider, whose logout endpoint signing out then visits.
+pub fn issuer(token: &str) -> Option<String> {
+    claim(token, "iss")
 }
 
 /// A string claim of a JWT's payload, read without checking the signature.
@@ -177,6 +267,25 @@ mod tests {
         assert!(!accountant.record && accountant.read_reports && accountant.read_entries);
         assert_eq!(Can::of_token("not-a-jwt"), Can::default(), "an unreadable token shows nothing");
         assert!(!Can::of_scopes("entries:writer").record, "whole scope names only");
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_unaltered_for_its_purpose_under_its_process_key() {
+        let sessions = Sessions::new(true);
+        let sealed = sessions.seal("flow", b"state=s;verifier=v").unwrap();
+        assert!(!sealed.contains("verifier"), "the browser cannot read it");
+        assert_eq!(sessions.open("flow", &sealed).as_deref(), Some(&b"state=s;verifier=v"[..]));
+        assert_eq!(sessions.open("other", &sealed), None, "sealed for another purpose");
+        assert_eq!(Sessions::new(true).open("flow", &sealed), None, "another process's key");
+        let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(sessions.open("flow", &URL_SAFE_NO_PAD.encode(bytes)), None, "altered");
+        assert_eq!(sessions.open("flow", "c2hvcnQ"), None, "shorter than a nonce");
+        assert_ne!(sessions.seal("flow", b"x"), sessions.seal("flow", b"x"), "a fresh nonce each time");
+        let cookie = sessions.flow_cookie(&sealed).unwrap();
+        let cookie = cookie.to_str().unwrap();
+        assert!(cookie.contains("Path=/auth/callback; HttpOnly; SameSite=Lax; Max-Age=600; Secure"), "{cookie}");
     }
 
     #[test]
