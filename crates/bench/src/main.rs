@@ -13,7 +13,8 @@
 //! ```
 //!
 //! # Layout
-//! - [`scenarios`]: `write`, `read`, `fresh`, `backlog`; [`faults`]: `faults`.
+//! - [`scenarios`]: `write`, `read`, `fresh`, `backlog`; [`faults`]: `faults`; [`soak`]: `soak`,
+//!   judged by the rule of [`trend`].
 //! - [`sut`]: the system under test (the `cashflow` binary on the chosen backend).
 //! - [`oha`]: running oha and reading its JSON reports.
 //! - [`nginx`]: the HTTP ceiling. [`storage`]: the storage ceilings.
@@ -29,9 +30,11 @@ mod procs;
 mod prom;
 mod report;
 mod scenarios;
+mod soak;
 mod storage;
 mod sut;
 mod tls;
+mod trend;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +58,9 @@ enum Scenario {
     Backlog,
     /// Writes and reads while the consolidator, the queue and the cache fail in turn; loss check.
     Faults,
+    /// Writes (and optionally reads) at a fixed rate for 10 minutes: RSS, p99 and bytes on disk
+    /// per entry over time; fails if RSS or p99 trends upward.
+    Soak,
     /// Every scenario above.
     All,
 }
@@ -67,6 +73,7 @@ impl Scenario {
             Scenario::Fresh => "fresh",
             Scenario::Backlog => "backlog",
             Scenario::Faults => "faults",
+            Scenario::Soak => "soak",
             Scenario::All => "all",
         }
     }
@@ -76,10 +83,19 @@ impl Scenario {
         match self {
             Scenario::Fresh => 60,
             Scenario::Faults => 15,
+            Scenario::Soak => SOAK_SECS,
             _ => 10,
         }
     }
 }
+
+/// `soak`'s default length (`--smoke`: [`SOAK_SMOKE_SECS`]), and its sampling window.
+const SOAK_SECS: u64 = 600;
+const SOAK_SMOKE_SECS: u64 = 12;
+const SOAK_WINDOW_SECS: u64 = 10;
+const SOAK_SMOKE_WINDOW_SECS: u64 = 2;
+/// `soak`'s default write rate: about a quarter of the 19k/s `write` sustains here (session 21).
+const SOAK_RATE: f64 = 5000.0;
 
 /// Benchmarks the cashflow service against its ceilings and writes the raw results as JSON.
 #[derive(Debug, Parser)]
@@ -102,8 +118,9 @@ struct Cli {
     #[arg(long)]
     tls: bool,
 
-    /// Seconds of each measured run (each ramp step and ceiling; `fresh`: the whole load;
-    /// `faults`: each of its eight phases). Default 10 (`fresh`: 60; `faults`: 15; `--smoke`: 2).
+    /// Seconds of each measured run (each ramp step and ceiling; `fresh` and `soak`: the whole
+    /// load; `faults`: each of its eight phases). Default 10 (`fresh`: 60; `faults`: 15; `soak`:
+    /// 600; `--smoke`: 2, `soak` 12).
     #[arg(long, value_name = "SECS")]
     duration: Option<u64>,
 
@@ -132,15 +149,21 @@ struct Cli {
     #[arg(long)]
     p99_ms: Option<f64>,
 
-    /// `fresh` and `faults`: the write rate. Default: `fresh` after `write` in the same run
-    /// (`all`) takes the sustainable rate `write` found, else 1000/s; `faults` 1000/s
-    /// (`--smoke`: 20).
+    /// `fresh`, `faults` and `soak`: the write rate. Default: `fresh` after `write` in the same
+    /// run (`all`) takes the sustainable rate `write` found, else 1000/s; `faults` 1000/s;
+    /// `soak` 5000/s, or half of what `write` sustained in the same run (`--smoke`: 20).
     #[arg(long)]
     rate: Option<f64>,
 
-    /// `faults`: the report reads per second. Default 50 (`--smoke`: 10).
+    /// `faults` and `soak`: the report reads per second. Default: `faults` 50, `soak` none
+    /// (`--smoke`: 10 for both).
     #[arg(long)]
     read_rate: Option<f64>,
+
+    /// `soak`: seconds per sampling window (one oha run each; RSS, p99 and bytes on disk are
+    /// sampled after each). Default 10 (`--smoke`: 2).
+    #[arg(long, value_name = "SECS")]
+    window: Option<u64>,
 
     /// `backlog`: entries written before consolidation starts. Default 1000000 (`--smoke`: 200).
     #[arg(long)]
@@ -231,6 +254,12 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
         fresh_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
         faults_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
         read_rate: cli.read_rate.unwrap_or(if smoke { 10.0 } else { 50.0 }),
+        soak: soak::SoakPlan {
+            rate: cli.rate.unwrap_or(if smoke { 20.0 } else { SOAK_RATE }),
+            read_rate: cli.read_rate.unwrap_or(if smoke { 10.0 } else { 0.0 }),
+            duration_s: cli.duration.unwrap_or(if smoke { SOAK_SMOKE_SECS } else { SOAK_SECS }).max(1),
+            window_s: cli.window.unwrap_or(if smoke { SOAK_SMOKE_WINDOW_SECS } else { SOAK_WINDOW_SECS }).max(1),
+        },
         otel_sampling: cli.otel_sampling.clone(),
         backlog_entries: cli.entries.unwrap_or(if smoke { 200 } else { 1_000_000 }),
         seed_entries: cli.seed_entries.unwrap_or(if smoke { 3 } else { 20 }),
@@ -249,7 +278,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let provenance = report::Provenance::collect(&ctx.root, &ctx.bin, &ctx.oha.version, &ctx.nginx.version).await;
     let results_dir = cli.results_dir.clone().unwrap_or_else(|| ctx.root.join("bench/results"));
     let scenarios = match cli.scenario {
-        Scenario::All => vec![Scenario::Write, Scenario::Read, Scenario::Fresh, Scenario::Backlog, Scenario::Faults],
+        Scenario::All => {
+            vec![Scenario::Write, Scenario::Read, Scenario::Fresh, Scenario::Backlog, Scenario::Faults, Scenario::Soak]
+        }
         one => vec![one],
     };
     println!(
@@ -291,6 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Fresh => scenarios::fresh(&ctx).await,
             Scenario::Backlog => scenarios::backlog(&ctx).await,
             Scenario::Faults => faults::faults(&ctx).await,
+            Scenario::Soak => soak::soak(&ctx, &ctx.soak).await,
             Scenario::All => continue,
         };
         let outcome = match outcome {
@@ -334,6 +366,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         if scenario == Scenario::Write && cli.rate.is_none() && !ctx.smoke {
             if let Some(rate) = outcome.figures.get("sustainable rate").filter(|r| **r > 0.0) {
                 ctx.fresh_rate = *rate;
+                // A soak runs well below the edge: its question is drift, not capacity.
+                ctx.soak.rate = (*rate / 2.0).round();
             }
         }
     }

@@ -83,6 +83,42 @@ pub struct Outcome {
     pub checks: Vec<Check>,
     /// Everything else: raw oha reports, time series, settings.
     pub details: BTreeMap<String, serde_json::Value>,
+    /// Free-form tables printed after the runs (`soak`'s time series); the data is in `details`.
+    #[serde(skip)]
+    pub tables: Vec<Table>,
+}
+
+/// A table of text cells, printed right-aligned under its header.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn render(&self) -> String {
+        let columns = self.header.len();
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                std::iter::once(&self.header)
+                    .chain(&self.rows)
+                    .filter_map(|r| r.get(c))
+                    .map(|cell| cell.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let padded: Vec<String> =
+                cells.iter().zip(&widths).map(|(cell, w)| format!("{cell:>w$}", w = *w)).collect();
+            format!("{}\n", padded.join("  "))
+        };
+        let mut out = line(&self.header);
+        for row in &self.rows {
+            out.push_str(&line(row));
+        }
+        out
+    }
 }
 
 impl Outcome {
@@ -296,6 +332,10 @@ pub fn render(title: &str, outcome: &Outcome) -> String {
                 num(r.max_ms, 1),
             ));
         }
+    }
+    for table in &outcome.tables {
+        out.push('\n');
+        out.push_str(&table.render());
     }
     if !outcome.summary.is_empty() {
         out.push('\n');

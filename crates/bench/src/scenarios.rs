@@ -58,6 +58,8 @@ pub struct Ctx {
     pub faults_rate: f64,
     /// `faults`: the report reads per second.
     pub read_rate: f64,
+    /// `soak`: its rates, length and sampling window.
+    pub soak: crate::soak::SoakPlan,
     /// `--otel-sampling`: the sampling ratios of the traced runs (none: no traced runs).
     pub otel_sampling: Option<Vec<f64>>,
     pub backlog_entries: u64,
@@ -141,7 +143,7 @@ impl Ctx {
         .to_string()
     }
 
-    fn write_request(&self) -> Request {
+    pub fn write_request(&self) -> Request {
         Request {
             method: "POST",
             path: "/v1/entries".into(),
@@ -151,7 +153,7 @@ impl Ctx {
         }
     }
 
-    fn read_request(&self) -> Request {
+    pub fn read_request(&self) -> Request {
         Request {
             method: "GET",
             path: format!("/v1/balances/daily/{}", self.date),
@@ -273,7 +275,7 @@ pub async fn check_exact(
 }
 
 /// Creates the merchants and waits for consolidation to have registered them.
-async fn setup_merchants(ctx: &Ctx, sut: &Sut, issuer: &str, consolidation: &str) -> anyhow::Result<Vec<Merchant>> {
+pub async fn setup_merchants(ctx: &Ctx, sut: &Sut, issuer: &str, consolidation: &str) -> anyhow::Result<Vec<Merchant>> {
     let merchants = sut.merchants(ctx.merchants.max(1), issuer).await?;
     sut.wait_applied(consolidation, merchants.len() as u64, ctx.catch_up_timeout).await?;
     Ok(merchants)

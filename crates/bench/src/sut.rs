@@ -418,6 +418,11 @@ impl Sut {
         self.processes.iter().find(|p| p.role == role).and_then(|p| p.child.id())
     }
 
+    /// The pid of every running process of the run.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().filter_map(|p| p.child.id()).collect()
+    }
+
     /// Peak and current resident memory of a process, in MiB.
     pub fn rss(&self, role: Role) -> Option<(f64, f64)> {
         self.pid(role).and_then(procs::rss_mib)
