@@ -27,6 +27,8 @@ use cashflow_consolidation::dedup::Pruner;
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
+use cashflow_web::session::MIN_SECRET_LEN;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::backends::{BackendArgs, Queue};
 use crate::cli::AuthArgs;
@@ -47,6 +49,8 @@ pub struct AppConfig {
     pub trust_forwarded_for: bool,
     /// The external issuers trusted besides (or instead of) the built-in one.
     pub oidc: OidcConfig,
+    /// The web app's shared key material (`--web-secret`); `None`: keys of this process.
+    pub web_secret: Option<SecretString>,
 }
 
 impl AppConfig {
@@ -59,6 +63,14 @@ impl AppConfig {
             token_ttl: Duration::from_secs(auth.token_ttl_secs),
             trust_forwarded_for: auth.trust_forwarded_for,
             oidc: auth.oidc.config()?,
+            web_secret: match &auth.web_secret {
+                Some(secret) if secret.expose_secret().len() < MIN_SECRET_LEN => {
+                    anyhow::bail!(
+                        "--web-secret must be at least {MIN_SECRET_LEN} bytes (e.g. `openssl rand -base64 48`)"
+                    )
+                }
+                other => other.clone(),
+            },
         })
     }
 }
@@ -272,11 +284,15 @@ impl Parts {
                 Some(sign_in)
             }
         };
-        Ok(cashflow_web::WebState::in_process(api, self.live.clone(), public_url).with_sign_in(
+        let web = cashflow_web::WebState::in_process(api, self.live.clone(), public_url).with_sign_in(
             verifier,
             self.config.oidc.trust_builtin,
             oidc,
-        ))
+        );
+        Ok(match &self.config.web_secret {
+            Some(secret) => web.with_secret(secret.expose_secret().as_bytes()),
+            None => web,
+        })
     }
 
     /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
@@ -558,5 +574,29 @@ impl Gauges {
                 metrics::gauge!("cashflow_queue_dead_letter_messages").set(dead as f64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn config_of(args: &[&str]) -> anyhow::Result<AppConfig> {
+        let cli = Cli::try_parse_from([&["cashflow", "serve"], args].concat())?;
+        let Command::Serve(serve) = cli.command else { anyhow::bail!("not serve") };
+        AppConfig::from_args(&serve.auth, &BackendArgs::embedded("data"), "http://127.0.0.1:8080".into())
+    }
+
+    #[test]
+    fn a_web_secret_shorter_than_32_bytes_is_refused_and_a_long_one_is_kept() {
+        let refused = config_of(&["--web-secret", "too-short"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("--web-secret must be at least 32 bytes"), "{refused}");
+        let secret = "k".repeat(48);
+        let config = config_of(&["--web-secret", &secret]).expect("a 48-byte secret");
+        assert_eq!(config.web_secret.as_ref().map(|s| s.expose_secret().len()), Some(48));
+        assert!(config_of(&[]).expect("no secret").web_secret.is_none(), "keys of the process by default");
     }
 }

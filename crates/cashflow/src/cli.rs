@@ -41,6 +41,13 @@ pub struct AuthArgs {
     #[arg(long, env = "CASHFLOW_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// A secret of at least 32 bytes (e.g. `openssl rand -base64 48`) from which the web app
+    /// derives its CSRF and sign-in-flow keys, so that every process given it accepts the forms
+    /// another rendered: needed with more than one process serving the web app (the split
+    /// deployment scaled out, Lambda). Without it each process draws keys of its own.
+    #[arg(long, env = "CASHFLOW_WEB_SECRET", hide_env_values = true)]
+    pub web_secret: Option<SecretString>,
+
     /// The `aud` tokens are issued for and must carry.
     #[arg(long, env = "CASHFLOW_AUDIENCE", default_value = "cashflow")]
     pub audience: String,

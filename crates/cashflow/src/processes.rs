@@ -90,6 +90,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         audience: String::new(),
         token_ttl: std::time::Duration::ZERO,
         trust_forwarded_for: false,
+        web_secret: None,
         oidc: cashflow_auth::oidc::OidcConfig::default(),
     };
     let (process, _) = Process::assemble(Parts::new(config), &[Part::Relay]).await?;

@@ -112,6 +112,7 @@ impl Fixture {
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
             trust_forwarded_for: false,
+            web_secret: None,
             oidc: OidcConfig::default(),
         };
         let setup = Application::build(&config).await.unwrap();

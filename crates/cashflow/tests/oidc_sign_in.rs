@@ -177,6 +177,7 @@ impl Web {
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
             trust_forwarded_for: false,
+            web_secret: None,
             oidc: OidcConfig {
                 issuers: vec![(issuer.clone(), format!("{issuer}/jwks"))],
                 policy: OidcPolicy {

@@ -33,6 +33,7 @@ async fn serve(config: ServerConfig) -> Served {
         audience: "cashflow".into(),
         token_ttl: Duration::from_secs(600),
         trust_forwarded_for: false,
+        web_secret: None,
         oidc: Default::default(),
     })
     .await

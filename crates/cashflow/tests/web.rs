@@ -75,6 +75,7 @@ impl Web {
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
             trust_forwarded_for: false,
+            web_secret: None,
             oidc: Default::default(),
         };
         let app = Application::build(&config).await.unwrap();

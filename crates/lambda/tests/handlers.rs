@@ -26,6 +26,7 @@ fn parts(dir: &tempfile::TempDir) -> Parts {
         audience: "cashflow".into(),
         token_ttl: Duration::from_secs(600),
         trust_forwarded_for: false,
+        web_secret: None,
         oidc: Default::default(),
     })
 }

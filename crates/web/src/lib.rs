@@ -94,6 +94,14 @@ impl WebState {
         self
     }
 
+    /// Keys derived from `secret`, shared by every process given it (see [`session`]), instead
+    /// of this process's own.
+    #[must_use]
+    pub fn with_secret(mut self, secret: &[u8]) -> Self {
+        self.sessions = Arc::new(session::Sessions::from_secret(secret, self.sessions.secure()));
+        self
+    }
+
     /// The web app of `serve`: the API router in the same process, cookies `Secure` when the
     /// public URL is https.
     pub fn in_process(api_router: Router, live: Live, public_url: &str) -> Self {

@@ -5,8 +5,12 @@
 //! site; every flow of ours is same-site, so nothing needs `Lax`), `Secure` when the public URL
 //! is https, and expiring with the token. Every form carries a CSRF token, an HMAC of the
 //! session under a key of this process, checked on every POST; the sign-in form, before there
-//! is a session, is bound the same way to a random pre-session cookie (no login CSRF). A
-//! restart changes the key, so a form rendered before it is refused once and shown again.
+//! is a session, is bound the same way to a random pre-session cookie (no login CSRF). By
+//! default the keys are drawn at start, so a restart changes them and a form rendered before it
+//! is refused once and shown again. Several processes behind one front (the split deployment
+//! scaled out, Lambda's execution environments) must share them, or a form rendered by one is
+//! refused by the next: given one secret (`--web-secret`), every process derives the same keys
+//! from it ([`Sessions::from_secret`]).
 //!
 //! A sign-in through an OpenID Provider keeps its secrets (state, nonce, PKCE verifier) in one
 //! more cookie, sealed (AES-256-GCM under another key of this process, so the browser can
@@ -18,8 +22,8 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{hkdf, hmac};
 
 /// The cookie holding the access token.
 pub const SESSION: &str = "cf_session";
@@ -31,6 +35,8 @@ pub const LANG: &str = "cf_lang";
 pub const FLOW: &str = "cf_oidc";
 /// The only path the flow cookie is sent to.
 pub const FLOW_PATH: &str = "/auth/callback";
+/// The shortest secret the keys of several processes may be derived from, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
 /// How long a sign-in at the provider may take, in seconds.
 pub const FLOW_MAX_AGE_SECS: u64 = 600;
 
@@ -45,23 +51,38 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// A fresh random key; `secure` adds the `Secure` flag (public URL on https).
+    /// Fresh random keys, this process's own; `secure` adds the `Secure` flag (public URL on
+    /// https).
     pub fn new(secure: bool) -> Self {
-        let mut bytes = [0u8; 32];
-        // The system RNG failing is not recoverable in any useful way; a zero key would only
-        // weaken CSRF tokens, never the access token, and the failure is logged.
-        if SystemRandom::new().fill(&mut bytes).is_err() {
-            tracing::error!("no system randomness for the CSRF key");
+        let mut secret = [0u8; 32];
+        // The system RNG failing is not recoverable in any useful way; the failure is logged and
+        // the sign-in flow refuses to start (no sealing key) rather than use a guessable one.
+        if SystemRandom::new().fill(&mut secret).is_err() {
+            tracing::error!("no system randomness for the web app's keys");
+            return Self { key: hmac::Key::new(hmac::HMAC_SHA256, &secret), sealing: None, secure };
         }
-        let mut sealing = [0u8; 32];
-        let sealing = match SystemRandom::new().fill(&mut sealing) {
-            Ok(()) => UnboundKey::new(&AES_256_GCM, &sealing).ok().map(LessSafeKey::new),
-            Err(_) => {
-                tracing::error!("no system randomness for the sign-in flow's key");
-                None
-            }
+        Self::from_secret(&secret, secure)
+    }
+
+    /// The keys every process given `secret` derives alike (HKDF-SHA256, one label per use), so
+    /// that each accepts the forms and sign-in flows of the others. `secret` should be at least
+    /// [`MIN_SECRET_LEN`] random bytes (the caller checks; see `--web-secret`).
+    pub fn from_secret(secret: &[u8], secure: bool) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"cashflow-web/v1").extract(secret);
+        let derive = |label: &[u8]| {
+            let mut key = [0u8; 32];
+            let info = [label];
+            prk.expand(&info, hkdf::HKDF_SHA256).and_then(|okm| okm.fill(&mut key)).ok().map(|()| key)
         };
-        Self { key: hmac::Key::new(hmac::HMAC_SHA256, &bytes), sealing, secure }
+        let csrf = derive(b"csrf").unwrap_or_default();
+        let sealing =
+            derive(b"sign-in-flow").and_then(|key| UnboundKey::new(&AES_256_GCM, &key).ok()).map(LessSafeKey::new);
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, &csrf), sealing, secure }
+    }
+
+    /// Whether cookies carry the `Secure` flag.
+    pub fn secure(&self) -> bool {
+        self.secure
     }
 
     /// `plaintext` encrypted and authenticated for `purpose` (a value sealed for one purpose
@@ -255,6 +276,29 @@ mod tests {
         assert!(!sessions.csrf_ok("session-b", &token));
         assert!(!sessions.csrf_ok("session-a", "forged"));
         assert!(!Sessions::new(false).csrf_ok("session-a", &token), "another process key refuses it");
+    }
+
+    #[test]
+    fn processes_given_one_secret_accept_each_others_forms_and_flows_and_no_one_elses() {
+        // Given two processes (two Lambda environments) started with the same secret
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let (a, b) = (Sessions::from_secret(secret, true), Sessions::from_secret(secret, true));
+
+        // Then a form rendered by one is accepted by the other, and a flow sealed by one opens there
+        assert!(b.csrf_ok("session-a", &a.csrf("session-a")));
+        let sealed = a.seal("flow", b"state=s").unwrap();
+        assert_eq!(b.open("flow", &sealed).as_deref(), Some(&b"state=s"[..]));
+
+        // And a process with another secret, or with keys of its own, accepts neither
+        let other = Sessions::from_secret(b"fedcba9876543210fedcba9876543210", true);
+        assert!(!other.csrf_ok("session-a", &a.csrf("session-a")));
+        assert_eq!(other.open("flow", &sealed), None);
+        assert_eq!(Sessions::new(true).open("flow", &sealed), None);
+        // And the CSRF key is not the sealing key: a CSRF token reveals nothing of the flow key
+        assert_ne!(
+            a.csrf("x"),
+            URL_SAFE_NO_PAD.encode(hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), b"csrf|x"))
+        );
     }
 
     #[test]

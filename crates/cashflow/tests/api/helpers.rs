@@ -72,6 +72,7 @@ impl TestApp {
             audience: "cashflow".into(),
             token_ttl: Duration::from_secs(600),
             trust_forwarded_for: false,
+            web_secret: None,
             oidc: Default::default(),
         };
         let app = Application::build(&config).await.expect("build app");
