@@ -411,6 +411,71 @@ mod tests {
     }
 
     #[test]
+    fn the_sampler_variables_name_the_standard_samplers_and_a_bad_one_is_refused() {
+        let parent_based = |root| Sampling::ParentBased(Box::new(root));
+        assert_eq!(Sampling::parse(None, None), Ok(parent_based(Sampling::AlwaysOn)));
+        assert_eq!(
+            Sampling::parse(Some("parentbased_traceidratio"), Some("0.01")),
+            Ok(parent_based(Sampling::Ratio(0.01)))
+        );
+        assert_eq!(Sampling::parse(Some("traceidratio"), None), Ok(Sampling::Ratio(1.0)));
+        assert_eq!(Sampling::parse(Some("always_off"), None), Ok(Sampling::AlwaysOff));
+        assert_eq!(Sampling::parse(Some("parentbased_always_off"), None), Ok(parent_based(Sampling::AlwaysOff)));
+        assert!(Sampling::parse(Some("parentbased_traceidratio"), Some("1.5")).is_err());
+        assert!(Sampling::parse(Some("traceidratio"), Some("one percent")).is_err());
+        assert!(Sampling::parse(Some("sometimes"), None).is_err());
+    }
+
+    #[test]
+    fn a_ratio_samples_its_share_of_traces_started_from_random_uuid_request_ids() {
+        // Random UUIDs have fixed version and variant bits; the SDK's ratio, which reads the
+        // last 63 bits, sampled none of them below 50 %.
+        let ratio = Sampling::ParentBased(Box::new(Sampling::Ratio(0.01)));
+        let sampled = (0..20_000)
+            .filter(|_| {
+                let id = TraceId::from_bytes(*uuid::Uuid::new_v4().as_bytes());
+                ratio.sampled(None, id)
+            })
+            .count();
+        assert!((100..=300).contains(&sampled), "{sampled} of 20,000 sampled at 1 %");
+        let id = TraceId::from_hex("0a37b3206160403c8a00000000000001").unwrap();
+        assert!(Sampling::Ratio(0.0001).sampled(None, id));
+        assert!(!Sampling::Ratio(0.0).sampled(None, id));
+        assert!(!Sampling::Ratio(0.9999).sampled(None, TraceId::from_hex("0a37b3206160403c8affffffffffffff").unwrap()));
+    }
+
+    #[test]
+    fn a_parent_based_sampler_follows_the_callers_flag_and_the_sdk_decides_the_same() {
+        let sampling = Sampling::ParentBased(Box::new(Sampling::Ratio(0.5)));
+        let out_by_ratio = TraceId::from_hex("4bf92f3577b34da6a3ffffffffffffff").unwrap();
+        assert!(!sampling.sampled(None, out_by_ratio));
+        assert!(sampling.sampled(Some(true), out_by_ratio));
+        assert!(!sampling.sampled(Some(false), TraceId::from_hex("4bf92f3577b34da6a300000000000001").unwrap()));
+        let sampled_parent = remote("00-4bf92f3577b34da6a3ffffffffffffff-00f067aa0ba902b7-01").unwrap();
+        let cx = Context::new().with_remote_span_context(sampled_parent);
+        let decision = |cx: Option<&Context>| {
+            sampling.should_sample(cx, out_by_ratio, "http", &SpanKind::Server, &[], &[]).decision
+        };
+        assert_eq!(decision(Some(&cx)), SamplingDecision::RecordAndSample);
+        assert_eq!(decision(None), SamplingDecision::Drop);
+    }
+
+    #[test]
+    fn an_xray_id_for_a_new_request_trace_is_lowercase_hex_with_the_time_first() {
+        let export = Export { config: TraceConfig { format: TraceFormat::Xray, sampling: Sampling::default() } };
+        let from_request = *b"0a37b3206160403c8af4150f3ade4544";
+        use cashflow_http::context::SpanExport;
+        let hex = export.new_trace_id(from_request);
+        let id = TraceId::from_hex(std::str::from_utf8(&hex).unwrap()).unwrap();
+        assert_eq!(id.to_string().as_bytes(), hex);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let seconds = u64::from_str_radix(std::str::from_utf8(&hex[..8]).unwrap(), 16).unwrap();
+        assert!(seconds.abs_diff(now) <= 1, "{seconds} vs {now}");
+        let w3c = Export { config: TraceConfig::default() };
+        assert_eq!(w3c.new_trace_id(from_request), from_request);
+    }
+
+    #[test]
     fn a_traceparent_round_trips_through_a_remote_span_context() {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let context = remote(traceparent).unwrap();
