@@ -55,6 +55,9 @@ enum Scenario {
     Backlog,
     /// Writes and reads while the consolidator, the queue and the cache fail in turn; loss check.
     Faults,
+    /// The cost of exporting traces: `write` and `read` closed loops untraced and at each
+    /// `--otel-sampling` ratio (default 1,0.01), alternating, `--otel-rounds` times; not in `all`.
+    Tracing,
     /// Every scenario above.
     All,
 }
@@ -67,6 +70,7 @@ impl Scenario {
             Scenario::Fresh => "fresh",
             Scenario::Backlog => "backlog",
             Scenario::Faults => "faults",
+            Scenario::Tracing => "tracing",
             Scenario::All => "all",
         }
     }
@@ -181,6 +185,10 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "RATIOS")]
     otel_sampling: Option<Vec<f64>>,
 
+    /// `tracing`: how many rounds of every mode (each round runs untraced, then each ratio).
+    #[arg(long, default_value_t = 3)]
+    otel_rounds: usize,
+
     /// `production`: Postgres and Redis, but the embedded queue instead of SQS (moto), to
     /// take the emulator out of the measurement. Results are labelled
     /// `production-embedded-queue`.
@@ -291,6 +299,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Fresh => scenarios::fresh(&ctx).await,
             Scenario::Backlog => scenarios::backlog(&ctx).await,
             Scenario::Faults => faults::faults(&ctx).await,
+            Scenario::Tracing => scenarios::tracing(&ctx, cli.otel_rounds).await,
             Scenario::All => continue,
         };
         let outcome = match outcome {
