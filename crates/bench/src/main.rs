@@ -61,6 +61,9 @@ enum Scenario {
     /// Writes (and optionally reads) at a fixed rate for 10 minutes: RSS, p99 and bytes on disk
     /// per entry over time; fails if RSS or p99 trends upward.
     Soak,
+    /// The cost of exporting traces: `write` and `read` closed loops untraced and at each
+    /// `--otel-sampling` ratio (default 1,0.01), alternating, `--otel-rounds` times; not in `all`.
+    Tracing,
     /// Every scenario above.
     All,
 }
@@ -74,6 +77,7 @@ impl Scenario {
             Scenario::Backlog => "backlog",
             Scenario::Faults => "faults",
             Scenario::Soak => "soak",
+            Scenario::Tracing => "tracing",
             Scenario::All => "all",
         }
     }
@@ -204,6 +208,10 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "RATIOS")]
     otel_sampling: Option<Vec<f64>>,
 
+    /// `tracing`: how many rounds of every mode (each round runs untraced, then each ratio).
+    #[arg(long, default_value_t = 3)]
+    otel_rounds: usize,
+
     /// `production`: Postgres and Redis, but the embedded queue instead of SQS (moto), to
     /// take the emulator out of the measurement. Results are labelled
     /// `production-embedded-queue`.
@@ -323,6 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Backlog => scenarios::backlog(&ctx).await,
             Scenario::Faults => faults::faults(&ctx).await,
             Scenario::Soak => soak::soak(&ctx, &ctx.soak).await,
+            Scenario::Tracing => scenarios::tracing(&ctx, cli.otel_rounds).await,
             Scenario::All => continue,
         };
         let outcome = match outcome {

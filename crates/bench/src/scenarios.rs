@@ -644,7 +644,8 @@ pub async fn read(ctx: &Ctx) -> anyhow::Result<Outcome> {
 
 /// `--otel-sampling`: the closed-loop rate of `label`'s request untraced and then with traces
 /// exported at each sampling ratio, each on a fresh `serve` set up the same way (for `read`,
-/// entries recorded and the cache warmed first), so the ratios compare like with like.
+/// entries recorded and the cache warmed first), so the ratios compare like with like; with
+/// the server's CPU per request, which a busy machine disturbs less than the rate.
 async fn tracing_cost(
     ctx: &Ctx,
     out: &mut Outcome,
@@ -656,37 +657,22 @@ async fn tracing_cost(
     let sink = crate::otlp_sink::Sink::start().await?;
     let mut untraced = None;
     for sampling in std::iter::once(None).chain(ratios.iter().copied().map(Some)) {
-        let run = with_sut(ctx, label, async |sut: &mut Sut| {
-            if let Some(arg) = sampling {
-                sut.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.endpoint);
-                sut.set_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
-                sut.set_env("OTEL_TRACES_SAMPLER_ARG", &arg.to_string());
-            }
-            let base = sut.start(Role::Serve).await?;
-            let merchants = setup_merchants(ctx, sut, &base, &base).await?;
-            if label == "read" {
-                for m in &merchants {
-                    sut.post_entry(&base, &m.token, &ctx.entry_body()).await?;
-                }
-                sut.wait_applied(&base, 2 * merchants.len() as u64, ctx.catch_up_timeout).await?;
-                for m in &merchants {
-                    sut.balance(&base, &m.token, &ctx.date).await?;
-                }
-            }
-            let groups = ctx.groups(&merchants);
-            ctx.oha.run(&base, request, Load { rate: None, stop: Stop::After(duration) }, &groups).await
-        })
-        .await?;
-        if run.failures() > 0 {
+        let run = traced_run(ctx, label, request, ctx.connections, sampling, &sink.endpoint, duration).await?;
+        if run.failed > 0 {
             out.checks.push(Check::new(
                 "traced runs without errors",
                 false,
-                format!("{} failed at sampling {sampling:?}", run.failures()),
+                format!("{} failed at sampling {sampling:?}", run.failed),
             ));
         }
+        let cpu = run.cpu_us.map_or_else(|| "-".into(), |us| format!("{us:.1} µs"));
         match sampling {
             None => {
-                out.fact("untraced closed loop (beside the traced runs)", format!("{:.0}/s", run.ok_per_sec), None);
+                out.fact(
+                    "untraced closed loop (beside the traced runs)",
+                    format!("{:.0}/s, server CPU {cpu} per request", run.ok_per_sec),
+                    None,
+                );
                 untraced = Some(run.ok_per_sec);
             }
             Some(arg) => {
@@ -694,7 +680,11 @@ async fn tracing_cost(
                 let target = if arg >= 1.0 { "85%" } else { "97%" };
                 out.fact(
                     &format!("traced, sampling {arg}"),
-                    format!("{:.0}/s, {} of untraced (target >= {target})", run.ok_per_sec, pct(r)),
+                    format!(
+                        "{:.0}/s, {} of untraced (target >= {target}), server CPU {cpu} per request",
+                        run.ok_per_sec,
+                        pct(r)
+                    ),
                     r,
                 );
             }
@@ -703,6 +693,143 @@ async fn tracing_cost(
     let (requests, bytes) = sink.received();
     out.fact("spans exported to the sink", format!("{requests} OTLP requests, {} KiB", bytes / 1024), None);
     Ok(())
+}
+
+/// One closed-loop run of the tracing cost.
+#[derive(Debug, Clone, Serialize)]
+struct TracedRun {
+    label: String,
+    /// `None`: untraced (no exporter).
+    sampling: Option<f64>,
+    ok_per_sec: f64,
+    failed: u64,
+    /// The server's CPU (user + system) per successful request, from `/proc`.
+    cpu_us: Option<f64>,
+}
+
+/// A closed loop of `label`'s `request` for `duration` on a fresh `serve` (for `read`, entries
+/// recorded and the cache warmed first), exporting to `endpoint` at `sampling` unless `None`.
+async fn traced_run(
+    ctx: &Ctx,
+    label: &str,
+    request: &Request,
+    connections: usize,
+    sampling: Option<f64>,
+    endpoint: &str,
+    duration: Duration,
+) -> anyhow::Result<TracedRun> {
+    with_sut(ctx, label, async |sut: &mut Sut| {
+        if let Some(arg) = sampling {
+            sut.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+            sut.set_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");
+            sut.set_env("OTEL_TRACES_SAMPLER_ARG", &arg.to_string());
+        }
+        let base = sut.start(Role::Serve).await?;
+        let merchants = setup_merchants(ctx, sut, &base, &base).await?;
+        if label == "read" {
+            for m in &merchants {
+                sut.post_entry(&base, &m.token, &ctx.entry_body()).await?;
+            }
+            sut.wait_applied(&base, 2 * merchants.len() as u64, ctx.catch_up_timeout).await?;
+            for m in &merchants {
+                sut.balance(&base, &m.token, &ctx.date).await?;
+            }
+        }
+        let groups: Vec<Group> = oha::layout(ctx.merchants, connections, ctx.hot_share)
+            .into_iter()
+            .zip(&merchants)
+            .enumerate()
+            .map(|(merchant, ((connections, share), m))| Group { merchant, token: m.token.clone(), connections, share })
+            .collect();
+        let pid = sut.pid(Role::Serve);
+        let before = pid.and_then(cpu_seconds);
+        let run = ctx.oha.run(&base, request, Load { rate: None, stop: Stop::After(duration) }, &groups).await?;
+        let cpu = before.zip(pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+        Ok(TracedRun {
+            label: label.to_owned(),
+            sampling,
+            ok_per_sec: run.ok_per_sec,
+            failed: run.failures(),
+            cpu_us: cpu.filter(|_| run.ok > 0).map(|c| c / run.ok as f64 * 1e6),
+        })
+    })
+    .await
+}
+
+/// `tracing`: the cost of exporting traces alone, without the ramps of `write` and `read`:
+/// closed loops of each, untraced and at each `--otel-sampling` ratio (default 1 and 0.01),
+/// each on a fresh `serve`, in rounds (`--otel-rounds`) that alternate the modes so a machine
+/// growing busier weighs on all of them alike. Reports each mode's median rate, its share of
+/// the untraced median, and its median server CPU per request.
+pub async fn tracing(ctx: &Ctx, rounds: usize) -> anyhow::Result<Outcome> {
+    let duration = ctx.run_for(10);
+    let ratios = ctx.otel_sampling.clone().unwrap_or_else(|| vec![1.0, 0.01]);
+    let modes: Vec<Option<f64>> = std::iter::once(None).chain(ratios.iter().copied().map(Some)).collect();
+    let sink = crate::otlp_sink::Sink::start().await?;
+    let requests = [
+        ("write", ctx.write_request(), ctx.defaults.write_connections),
+        ("read", ctx.read_request(), ctx.defaults.connections),
+    ];
+    let mut out = Outcome::default();
+    let mut runs = Vec::new();
+    for round in 0..rounds.max(1) {
+        for (label, request, connections) in &requests {
+            for sampling in &modes {
+                let run = traced_run(ctx, label, request, *connections, *sampling, &sink.endpoint, duration).await?;
+                println!(
+                    "round {} {label} sampling {}: {:.0}/s, {} µs CPU per request",
+                    round + 1,
+                    sampling.map_or_else(|| "off".into(), |s| s.to_string()),
+                    run.ok_per_sec,
+                    run.cpu_us.map_or_else(|| "-".into(), |us| format!("{us:.1}"))
+                );
+                if run.failed > 0 {
+                    out.checks.push(Check::new(
+                        "traced runs without errors",
+                        false,
+                        format!("{label}: {} failed at sampling {sampling:?}", run.failed),
+                    ));
+                }
+                runs.push(run);
+            }
+        }
+    }
+    let median = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        (!xs.is_empty()).then(|| xs[xs.len() / 2])
+    };
+    for (label, _, _) in &requests {
+        let of = |sampling: Option<f64>| runs.iter().filter(move |r| r.label == *label && r.sampling == sampling);
+        let untraced = median(of(None).map(|r| r.ok_per_sec).collect());
+        for sampling in &modes {
+            let rate = median(of(*sampling).map(|r| r.ok_per_sec).collect());
+            let cpu = median(of(*sampling).filter_map(|r| r.cpu_us).collect());
+            let share = rate.zip(untraced).and_then(|(r, u)| ratio(r, u));
+            let (name, target) = match sampling {
+                None => (format!("{label} untraced"), String::new()),
+                Some(s) => {
+                    (format!("{label} sampling {s}"), format!(" (target >= {})", if *s >= 1.0 { "85%" } else { "97%" }))
+                }
+            };
+            out.fact(
+                &name,
+                format!(
+                    "{:.0}/s median, {} of untraced{target}; server CPU {} per request",
+                    rate.unwrap_or_default(),
+                    pct(share),
+                    cpu.map_or_else(|| "-".into(), |us| format!("{us:.1} µs"))
+                ),
+                share,
+            );
+            if let Some(cpu) = cpu {
+                out.figures.insert(format!("{name} cpu_us"), cpu);
+            }
+        }
+    }
+    let (exports, bytes) = sink.received();
+    out.fact("spans exported to the sink", format!("{exports} OTLP requests, {} KiB", bytes / 1024), None);
+    out.detail("runs", &runs);
+    Ok(out)
 }
 
 /// One sample of the time series `fresh` records.

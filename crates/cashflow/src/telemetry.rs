@@ -45,8 +45,8 @@ static TRACES: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Installs the global subscriber (once; later calls are ignored, which tests rely on), with
 /// the OpenTelemetry exporter when the environment configures one. A bad trace configuration
-/// (`CASHFLOW_TRACE_FORMAT`, an unusable endpoint) is reported and traces stay off: the
-/// process serves without them rather than not at all.
+/// (`CASHFLOW_TRACE_FORMAT`, `OTEL_TRACES_SAMPLER(_ARG)`, an unusable endpoint) is reported
+/// and traces stay off: the process serves without them rather than not at all.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let traces = match crate::otel::configured().then(traces).transpose() {
@@ -56,7 +56,7 @@ pub fn init(format: LogFormat) {
             None
         }
     };
-    let Some((provider, trace_format)) = traces else {
+    let Some((provider, trace_config)) = traces else {
         // Colours only on a terminal: escape codes in a log file or a collector are noise.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -68,15 +68,15 @@ pub fn init(format: LogFormat) {
         };
         return;
     };
-    if with_traces(filter, format, &provider, trace_format) {
+    if with_traces(filter, format, &provider, &trace_config) {
         let _ = TRACES.set(provider);
     }
 }
 
-/// The OTLP provider and the trace id format the environment asks for.
-fn traces() -> anyhow::Result<(SdkTracerProvider, crate::otel::TraceFormat)> {
-    let format = crate::otel::TraceFormat::from_env().map_err(anyhow::Error::msg)?;
-    Ok((crate::otel::otlp_provider(format)?, format))
+/// The OTLP provider, the trace id format and the sampling the environment asks for.
+fn traces() -> anyhow::Result<(SdkTracerProvider, crate::otel::TraceConfig)> {
+    let config = crate::otel::TraceConfig::from_env().map_err(anyhow::Error::msg)?;
+    Ok((crate::otel::otlp_provider(&config)?, config))
 }
 
 /// Installs logs and the span exporter of `provider` as the global subscriber; false if one
@@ -85,7 +85,7 @@ pub fn with_traces(
     filter: EnvFilter,
     format: LogFormat,
     provider: &SdkTracerProvider,
-    trace_format: crate::otel::TraceFormat,
+    trace_config: &crate::otel::TraceConfig,
 ) -> bool {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -95,7 +95,7 @@ pub fn with_traces(
         LogFormat::Text => logs.with_filter(filter).boxed(),
         LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    tracing_subscriber::registry().with(logs).with(crate::otel::layer(provider, trace_format)).try_init().is_ok()
+    tracing_subscriber::registry().with(logs).with(crate::otel::layer(provider, trace_config)).try_init().is_ok()
 }
 
 /// Exports the spans finished so far (blocking until sent, or the export timeout); a no-op

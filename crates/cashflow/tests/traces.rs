@@ -17,7 +17,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
-use cashflow::otel::{self, TraceFormat};
+use cashflow::otel::{self, TraceConfig};
 use cashflow::telemetry::{self, LogFormat};
 use helpers::TestApp;
 
@@ -26,8 +26,9 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
     EXPORTER.get_or_init(|| {
         let exporter = InMemorySpanExporter::default();
-        let provider = otel::provider(TraceFormat::W3c).with_simple_exporter(exporter.clone()).build();
-        assert!(telemetry::with_traces(EnvFilter::new("warn"), LogFormat::Text, &provider, TraceFormat::W3c));
+        let config = TraceConfig::default();
+        let provider = otel::provider(&config).with_simple_exporter(exporter.clone()).build();
+        assert!(telemetry::with_traces(EnvFilter::new("warn"), LogFormat::Text, &provider, &config));
         (exporter, provider)
     })
 }

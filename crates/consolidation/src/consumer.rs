@@ -58,8 +58,12 @@ fn record_applied(events: &[Event], summary: &crate::store::ApplySummary) {
 }
 
 /// The span of one event's consolidation: a child of the span that recorded it, following the
-/// current (batch) span.
+/// current (batch) span; none when that request's trace was sampled out (the decision it
+/// carries in its `traceparent`), so a sampled-out entry costs the consumer no span either.
 fn event_span(event: &Event) -> tracing::Span {
+    if cashflow_http::context::sampled_out(event.trace.as_deref()) {
+        return tracing::Span::none();
+    }
     let span = tracing::debug_span!("consolidation.apply", event_id = %event.event_id);
     cashflow_http::context::continue_trace(&span, event.trace.as_deref());
     span.follows_from(tracing::Span::current());

@@ -13,6 +13,13 @@
 //! [`continue_trace`]) hang under it. This crate owns the small trait and knows nothing of
 //! OpenTelemetry; with no exporter installed, each of these is one load of an empty cell.
 //!
+//! The sampling decision is made once, at the request's root and before any of its spans is
+//! built ([`SpanExport::sampled`]), and travels in the `traceparent`'s sampled flag: a request
+//! sampled out keeps its trace id (its log lines, the outbox row, the queue message carry it)
+//! but no exported span is made for it, here ([`in_unsampled_trace`], which the exporter's
+//! filter reads) or in the consumer ([`sampled_out`]). Building spans only to have the sampler
+//! drop them cost a third of a cached read at 1 % sampling (BENCHMARKS.md, session 21).
+//!
 //! An `X-Amzn-Trace-Id` header (API Gateway's, X-Ray's) is continued like a `traceparent`
 //! when no `traceparent` came: `Root=1-<8 hex>-<24 hex>` is the same 128-bit trace id.
 
@@ -27,11 +34,16 @@ pub trait SpanExport: Send + Sync + 'static {
     fn set_parent(&self, span: &tracing::Span, traceparent: &str);
     /// Links `span` to the span `traceparent` names (work done for it, not inside it).
     fn add_link(&self, span: &tracing::Span, traceparent: &str);
-    /// Starts `span` (not yet entered) as a child of the remote span `parent`, or else as the
-    /// root of a new trace, whose id is `new_trace` (32 hex digits) where the exporter's id
-    /// format allows; returns the `traceparent` of `span` itself (its trace id, its span id,
-    /// the sampling decision), or `None` if `span` is not exported.
-    fn start(&self, span: &tracing::Span, parent: Option<&str>, new_trace: &str) -> Option<String>;
+    /// The id (32 lowercase hex digits) of a trace started here, given the one derived from
+    /// the request id: that one, unless the exporter's id format requires another (X-Ray's
+    /// begin with the time).
+    fn new_trace_id(&self, from_request: [u8; 32]) -> [u8; 32];
+    /// Whether the trace of a request is sampled: the one of the remote span `parent` (a valid
+    /// `traceparent`) or else a new one with id `trace`. Decided before any span is built.
+    fn sampled(&self, parent: Option<&str>, trace: &str) -> bool;
+    /// Starts `span` (not yet entered, and sampled) as the span `traceparent` names (its trace
+    /// id and span id), a child of the remote span `parent` or else the root of a new trace.
+    fn start(&self, span: &tracing::Span, parent: Option<&str>, traceparent: &str);
 }
 
 static EXPORT: OnceLock<Box<dyn SpanExport>> = OnceLock::new();
@@ -54,11 +66,25 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
-/// Links `span` to the span of `traceparent` (a valid one) when spans are exported.
+/// Links `span` to the span of `traceparent` (a valid and sampled one: a link to a trace
+/// nobody exported leads nowhere) when spans are exported.
 pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
-    if let (Some(export), Some(other)) = (span_export(), traceparent.filter(|t| is_valid(t))) {
+    if let (Some(export), Some(other)) = (span_export(), traceparent.filter(|t| is_valid(t) && is_sampled(t))) {
         export.add_link(span, other);
     }
+}
+
+/// Whether spans are exported and `traceparent` is a valid context whose trace was sampled
+/// out: then work done for it makes no exported span (the consumer skips the event's span).
+pub fn sampled_out(traceparent: Option<&str>) -> bool {
+    span_export().is_some() && traceparent.is_some_and(|t| is_valid(t) && !is_sampled(t))
+}
+
+/// Whether the task is serving a trace that was sampled out (its [`traceparent`]'s flag is
+/// clear): the exporter's filter reads it for every span and event, so a sampled-out request
+/// builds none. One task-local look-up.
+pub fn in_unsampled_trace() -> bool {
+    TRACEPARENT.try_with(|t| !is_sampled(t)).unwrap_or(false)
 }
 
 tokio::task_local! {
@@ -96,6 +122,12 @@ pub fn span_id(traceparent: &str) -> Option<&str> {
     traceparent.split('-').nth(2)
 }
 
+/// Whether a `traceparent`'s sampled flag (the low bit of its last two hex digits) is set.
+pub fn is_sampled(traceparent: &str) -> bool {
+    let flags = traceparent.rsplit('-').next().unwrap_or_default();
+    u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)
+}
+
 /// A new span id: 16 hex digits from a fresh (random) UUID.
 fn new_span_id() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0
@@ -116,18 +148,28 @@ fn trace_of_request_id(request_id: &[u8]) -> Option<[u8; 32]> {
     (len == hex.len() && hex.iter().any(|b| *b != b'0')).then_some(hex)
 }
 
-/// A trace derived from the request id when it is (or contains) 32 hex digits; otherwise a
-/// fresh one.
-fn start_trace(request_id: Option<&HeaderValue>) -> String {
+/// The id of a trace started here: the request id's hex when it is (or contains) 32 hex
+/// digits; otherwise a fresh one.
+fn new_trace_id(request_id: Option<&HeaderValue>) -> [u8; 32] {
     let derived = request_id.and_then(|id| trace_of_request_id(id.as_bytes()));
-    let trace = derived.unwrap_or_else(|| {
+    derived.unwrap_or_else(|| {
         let mut hex = [0u8; 32];
         uuid::Uuid::new_v4().simple().encode_lower(&mut hex);
         hex
-    });
+    })
+}
+
+/// A trace started from the request id ([`new_trace_id`]), sampled as far as we know.
+#[cfg(test)]
+fn start_trace(request_id: Option<&HeaderValue>) -> String {
+    traceparent_of(&new_trace_id(request_id), true)
+}
+
+/// A `traceparent` in trace `trace` (32 hex digits) naming a new span of ours.
+fn traceparent_of(trace: &[u8], sampled: bool) -> String {
     // The hex digits are ASCII.
-    let trace = std::str::from_utf8(&trace).unwrap_or_default();
-    format!("00-{trace}-{:016x}-01", new_span_id())
+    let trace = std::str::from_utf8(trace).unwrap_or_default();
+    format!("00-{trace}-{:016x}-{}", new_span_id(), if sampled { "01" } else { "00" })
 }
 
 /// The caller's trace context: a valid `traceparent`, or else an `X-Amzn-Trace-Id` turned
@@ -167,15 +209,40 @@ pub fn to_xray(traceparent: &str) -> Option<String> {
     Some(format!("Root=1-{}-{};Parent={span};Sampled={sampled}", &trace[..8], &trace[8..]))
 }
 
-/// The trace context of a request: the caller's trace continued with a span of our own, or a
-/// trace started from the request id (called by the shared middleware, [`crate::layers`]).
-pub(crate) fn for_request(incoming: Option<&str>, request_id: &HeaderValue) -> String {
-    match incoming {
-        Some(parent) => {
-            format!("00-{}-{:016x}-{}", trace_id(parent).unwrap_or_default(), new_span_id(), &parent[53..55])
-        }
-        None => start_trace(Some(request_id)),
-    }
+/// The trace context of a request (called by the shared middleware, [`crate::layers`]).
+pub(crate) struct RequestTrace {
+    /// Its `traceparent`: the caller's trace (`incoming`) continued with a span of our own, or
+    /// a trace started from the request id.
+    pub(crate) traceparent: String,
+    /// Whether its spans are exported: an exporter is installed and sampled the trace in.
+    pub(crate) exported: bool,
+}
+
+/// The trace context of a request continuing `incoming` (a valid `traceparent`) or started
+/// here. With an exporter, the exporter decides whether it is sampled and the flag says so;
+/// without one, the caller's flag is passed on and a trace started here is flagged sampled
+/// (whoever exports downstream may sample it).
+pub(crate) fn for_request(
+    incoming: Option<&str>,
+    request_id: &HeaderValue,
+    export: Option<&dyn SpanExport>,
+) -> RequestTrace {
+    let Some(export) = export else {
+        let traceparent = match incoming {
+            Some(parent) => {
+                format!("00-{}-{:016x}-{}", trace_id(parent).unwrap_or_default(), new_span_id(), &parent[53..55])
+            }
+            None => traceparent_of(&new_trace_id(Some(request_id)), true),
+        };
+        return RequestTrace { traceparent, exported: false };
+    };
+    let trace = match incoming {
+        // A valid traceparent's trace id is 32 hex digits at 3..35.
+        Some(parent) => parent.as_bytes().get(3..35).and_then(|t| <[u8; 32]>::try_from(t).ok()).unwrap_or([b'0'; 32]),
+        None => export.new_trace_id(new_trace_id(Some(request_id))),
+    };
+    let sampled = export.sampled(incoming, std::str::from_utf8(&trace).unwrap_or_default());
+    RequestTrace { traceparent: traceparent_of(&trace, sampled), exported: sampled }
 }
 
 #[cfg(test)]

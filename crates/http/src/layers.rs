@@ -10,9 +10,11 @@
 //! the trace id come first), instead of formatting it and then recording the trace id into it.
 //! For the same reason the metric handles of each (route, method, status) are looked up once
 //! and kept ([`RouteMetrics`]), instead of building and hashing their label set twice per
-//! request. When spans are exported ([`crate::context::SpanExport`] installed) the span is
-//! another one, named after the route, whose OpenTelemetry ids become the request's trace
-//! context and which records the response status; without an exporter that costs one load.
+//! request. When spans are exported ([`crate::context::SpanExport`] installed) the exporter
+//! decides first whether the request's trace is sampled; a sampled request's span is another
+//! one, named after the route, which the exporter starts with the request's own trace and span
+//! ids and which records the response status. A request sampled out, or served without an
+//! exporter, gets the logs' span alone (and without an exporter that choice costs one load).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -80,24 +82,35 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         }
     };
     let incoming = crate::context::incoming(req.headers());
-    let traceparent = crate::context::for_request(incoming.as_deref(), &request_id);
+    let export = crate::context::span_export();
+    let trace = crate::context::for_request(incoming.as_deref(), &request_id, export);
+    let traceparent = trace.traceparent;
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let export = crate::context::span_export();
-    let (span, traceparent) = match export {
-        None => {
-            let span = tracing::info_span!(
-                "http",
-                method = %method,
-                route = %route,
-                request_id = %request_id.to_str().unwrap_or_default(),
-                trace_id = %crate::context::trace_id(&traceparent).unwrap_or_default(),
-                span_id = %crate::context::span_id(&traceparent).unwrap_or_default(),
-            );
-            (span, traceparent)
+    let request_id_str = request_id.to_str().unwrap_or_default();
+    let (trace_id, span_id) = (
+        crate::context::trace_id(&traceparent).unwrap_or_default(),
+        crate::context::span_id(&traceparent).unwrap_or_default(),
+    );
+    let exported = export.filter(|_| trace.exported);
+    let span = match exported {
+        // Not exported (no exporter, or sampled out): a span for the logs only, which the
+        // exporter's filter never takes (its target says so).
+        None => tracing::info_span!(
+            target: "cashflow_http::unexported",
+            "http",
+            method = %method,
+            route = %route,
+            request_id = %request_id_str,
+            trace_id = %trace_id,
+            span_id = %span_id,
+        ),
+        Some(export) => {
+            let span = exported_span(&method, route, request_id_str, trace_id, span_id);
+            export.start(&span, incoming.as_deref(), &traceparent);
+            span
         }
-        Some(export) => exported_span(export, &method, route, &request_id, incoming.as_deref(), traceparent),
     };
     let handled = crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
         .instrument(span.clone())
@@ -112,7 +125,7 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         headers.insert(TRACEPARENT, value);
     }
     let (status, elapsed) = (response.status(), started.elapsed());
-    if export.is_some() {
+    if exported.is_some() {
         span.record("http.response.status_code", i64::from(status.as_u16()));
         if status.is_server_error() {
             span.record("otel.status_code", "ERROR");
@@ -131,35 +144,26 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     response
 }
 
-/// The request's span when spans are exported: a server span named after the route (as
-/// OpenTelemetry's HTTP conventions name it), continuing the caller's trace, whose own ids
-/// become the request's `traceparent` (so the outbox event names this span as its parent).
-/// Its status is recorded once the response is known.
-fn exported_span(
-    export: &dyn crate::context::SpanExport,
-    method: &Method,
-    route: &str,
-    request_id: &HeaderValue,
-    incoming: Option<&str>,
-    started: String,
-) -> (tracing::Span, String) {
-    let span = tracing::info_span!(
+/// The request's span when it is exported: a server span named after the route (as
+/// OpenTelemetry's HTTP conventions name it), with the same fields as the logs' one. Its ids
+/// are the request's `traceparent`'s, handed to the exporter by [`SpanExport::start`]
+/// (so the outbox event names this span as its parent); its status is recorded once the
+/// response is known.
+///
+/// [`SpanExport::start`]: crate::context::SpanExport::start
+fn exported_span(method: &Method, route: &str, request_id: &str, trace_id: &str, span_id: &str) -> tracing::Span {
+    tracing::info_span!(
         "http",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         method = %method,
         route = %route,
-        request_id = %request_id.to_str().unwrap_or_default(),
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
+        request_id = %request_id,
+        trace_id = %trace_id,
+        span_id = %span_id,
         http.response.status_code = tracing::field::Empty,
-    );
-    let new_trace = crate::context::trace_id(&started).unwrap_or_default();
-    let traceparent = export.start(&span, incoming, new_trace).unwrap_or(started);
-    span.record("trace_id", crate::context::trace_id(&traceparent).unwrap_or_default());
-    span.record("span_id", crate::context::span_id(&traceparent).unwrap_or_default());
-    (span, traceparent)
+    )
 }
 
 /// A fresh request id: a random UUID, hyphenated.
