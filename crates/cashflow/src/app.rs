@@ -245,7 +245,18 @@ impl Parts {
         Ok(cashflow_auth::issuer::router(self.auth().await?.0))
     }
 
-    /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
+    /// The merchant's web app, a client of `api` (the API routers of the same process) in
+    /// process, hearing this process's consumer's commits; with `poll`, its live panel is
+    /// polled at that interval instead (a front that cannot stream events: Lambda).
+    pub fn web(&self, api: Router, poll: Option<Duration>) -> Router {
+        let web = cashflow_web::WebState::in_process(api, self.live.clone(), &self.config.public_url);
+        cashflow_web::router(match poll {
+            Some(every) => web.polling(every),
+            None => web,
+        })
+    }
+
+        /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
     /// process's ledger; in a process whose ledger takes no entries it polls.
     pub async fn relay(&self) -> anyhow::Result<Relay> {
         Ok(relay(self.ledger_store().await?, &self.queue().await?, &*self.ledger().await?))
@@ -327,8 +338,8 @@ impl Process {
         }
         let mut live = None;
         if has(Part::Web) {
-            let web = cashflow_web::WebState::in_process(api.clone(), parts.live.clone(), &parts.config.public_url);
-            api = api.merge(cashflow_web::router(web));
+            let web = parts.web(api.clone(), None);
+            api = api.merge(web);
             live = Some(parts.live.clone());
         }
         if has(Part::Relay) {

@@ -47,12 +47,27 @@ pub struct WebState {
     pub(crate) client: Client,
     pub(crate) sessions: Arc<session::Sessions>,
     pub(crate) live: Live,
+    /// Set where the front cannot stream server-sent events (API Gateway HTTP APIs): the
+    /// "today" panel is polled at this interval with `If-None-Match` instead ([`handlers::today_panel`]).
+    pub(crate) poll: Option<std::time::Duration>,
 }
 
 impl WebState {
     /// A web app calling `api`, hearing commits on `live`; `secure_cookies` when served on https.
     pub fn new(api: Arc<dyn Api>, live: Live, secure_cookies: bool) -> Self {
-        Self { client: Client::new(api), sessions: Arc::new(session::Sessions::new(secure_cookies)), live }
+        Self {
+            client: Client::new(api),
+            sessions: Arc::new(session::Sessions::new(secure_cookies)),
+            live,
+            poll: None,
+        }
+    }
+
+    /// The same, with the live panel polled every `every` (conditionally, by its `ETag`)
+    /// instead of listening to server-sent events: for a front that cannot stream them.
+    pub fn polling(mut self, every: std::time::Duration) -> Self {
+        self.poll = Some(every);
+        self
     }
 
     /// The web app of `serve`: the API router in the same process, cookies `Secure` when the
