@@ -256,7 +256,7 @@ impl Parts {
         })
     }
 
-        /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
+    /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
     /// process's ledger; in a process whose ledger takes no entries it polls.
     pub async fn relay(&self) -> anyhow::Result<Relay> {
         Ok(relay(self.ledger_store().await?, &self.queue().await?, &*self.ledger().await?))

@@ -60,6 +60,8 @@ pub const HANDLER_DURATION: &str = "HandlerDuration";
 /// One series' values since the last [`Recorder::take`].
 #[derive(Default)]
 struct Slot {
+    /// Registered by this process's code (a counter it never touches is not sent as zeros).
+    used: std::sync::atomic::AtomicBool,
     /// Counter increments (summed).
     count: AtomicU64,
     /// Histogram values, and gauge values (the last one is kept).
@@ -125,18 +127,23 @@ impl Default for Recorder {
 
 impl Recorder {
     fn slot(&self, key: &Key) -> Option<Arc<Slot>> {
-        self.slots.get(key.name()).map(|(_, slot)| slot.clone())
+        let (_, slot) = self.slots.get(key.name())?;
+        slot.used.store(true, Ordering::Relaxed);
+        Some(slot.clone())
     }
 
     /// What was recorded since the last call (counters that stayed at zero included, so a line
-    /// always names every counter its function has used), and starts again from nothing.
+    /// names every counter its function has used so far, and a quiet period reads 0, not
+    /// missing), and starts again from nothing.
     pub fn take(&self) -> Recorded {
         let mut recorded = Recorded::default();
         for (series, slot) in self.slots.values() {
             let count = slot.count.swap(0, Ordering::Relaxed);
             let values = slot.values.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
             if series.unit == "Count" {
-                recorded.counts.insert(series.name, count);
+                if slot.used.load(Ordering::Relaxed) {
+                    recorded.counts.insert(series.name, count);
+                }
             } else if !values.is_empty() {
                 recorded.values.insert(series.name, values);
             }
@@ -215,7 +222,8 @@ pub fn lines(invocation: &Invocation, recorded: &Recorded, handler: Duration, ti
             return lines;
         }
         first = false;
-        let definitions: Vec<Value> = metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
+        let definitions: Vec<Value> =
+            metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect();
         let mut line = Map::new();
         line.insert(
             "_aws".into(),

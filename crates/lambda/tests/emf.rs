@@ -60,7 +60,10 @@ fn parsed(lines: &[String]) -> Vec<(Value, Vec<(String, String)>)> {
                 .collect();
             for (name, _) in &metrics {
                 let value = &line[name.as_str()];
-                assert!(value.is_number() || value.as_array().is_some_and(|v| v.iter().all(Value::is_number)), "{name}: {line}");
+                assert!(
+                    value.is_number() || value.as_array().is_some_and(|v| v.iter().all(Value::is_number)),
+                    "{name}: {line}"
+                );
             }
             assert_eq!(line["requestId"], "8476a536-e9f4-11e8-9739-2dfe598c3fcd");
             assert!(line["xrayTraceId"].as_str().unwrap().starts_with("Root=1-674cf0a0"));
@@ -93,9 +96,13 @@ fn batch(bodies: &[String]) -> SqsEvent {
     let mut records: Vec<Value> = bodies
         .iter()
         .enumerate()
-        .map(|(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "attributes": {}, "messageAttributes": {}}))
+        .map(
+            |(i, body)| json!({"messageId": format!("m-{i}"), "body": body, "attributes": {}, "messageAttributes": {}}),
+        )
         .collect();
-    records.push(json!({"messageId": "poison", "body": "this is not an event", "attributes": {}, "messageAttributes": {}}));
+    records.push(
+        json!({"messageId": "poison", "body": "this is not an event", "attributes": {}, "messageAttributes": {}}),
+    );
     serde_json::from_value(json!({ "Records": records })).unwrap()
 }
 
@@ -126,7 +133,10 @@ async fn a_consumer_invocation_reports_what_it_applied_rejected_and_the_lag_of_e
         assert!(metrics.contains(&(name.into(), unit.into())), "{name} ({unit}) missing: {line}");
     }
     assert_eq!(line["HandlerDuration"], 2.5);
-    assert_eq!((&line["EventsApplied"], &line["EventsRejected"], &line["EventsPoison"]), (&json!(2), &json!(0), &json!(1)));
+    assert_eq!(
+        (&line["EventsApplied"], &line["EventsRejected"], &line["EventsPoison"]),
+        (&json!(2), &json!(0), &json!(1))
+    );
     let lags = line["ConsolidationLagSeconds"].as_array().unwrap();
     assert_eq!(lags.len(), 2, "one lag per applied event: {line}");
     assert!(lags.iter().all(|l| (0.0..60.0).contains(&l.as_f64().unwrap())), "{line}");
@@ -177,13 +187,16 @@ fn lag_values_beyond_emfs_hundred_per_metric_go_on_further_lines_and_counts_only
     let lines = emf::lines(&invocation("consumer"), &recorded, Duration::from_millis(40), 1_796_166_000_123);
 
     let parsed = parsed(&lines);
-    let sizes: Vec<usize> = parsed.iter().map(|(l, _)| l["ConsolidationLagSeconds"].as_array().unwrap().len()).collect();
+    let sizes: Vec<usize> =
+        parsed.iter().map(|(l, _)| l["ConsolidationLagSeconds"].as_array().unwrap().len()).collect();
     assert_eq!(sizes, [100, 100, 50]);
     assert_eq!(parsed[0].0["EventsApplied"], 250);
     assert!(parsed[1..].iter().all(|(l, m)| l.get("EventsApplied").is_none() && m.len() == 1), "{lines:?}");
     let all: Vec<f64> = parsed
         .iter()
-        .flat_map(|(l, _)| l["ConsolidationLagSeconds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>())
+        .flat_map(|(l, _)| {
+            l["ConsolidationLagSeconds"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>()
+        })
         .collect();
     assert_eq!(all, recorded.values["ConsolidationLagSeconds"]);
 }

@@ -375,7 +375,8 @@ async fn the_web_function_serves_the_app_and_its_live_panel_is_polled_with_etags
     let panel = web.handle(web_request("GET", "/today/panel", Some(&token), &[])).await.unwrap();
     assert_eq!(panel.status(), 200);
     let etag = panel.headers()["etag"].to_str().unwrap().to_owned();
-    let unchanged = web.handle(web_request("GET", "/today/panel", Some(&token), &[("if-none-match", &etag)])).await.unwrap();
+    let unchanged =
+        web.handle(web_request("GET", "/today/panel", Some(&token), &[("if-none-match", &etag)])).await.unwrap();
     assert_eq!(unchanged.status(), 304);
     assert!(matches!(unchanged.body(), lambda_http::Body::Empty), "{:?}", unchanged.body());
 
@@ -386,7 +387,8 @@ async fn the_web_function_serves_the_app_and_its_live_panel_is_polled_with_etags
     assert_eq!(tower::ServiceExt::oneshot(ledger, request).await.unwrap().status(), 201);
     sweep::handle(web.parts(), scheduled()).await.unwrap();
     consumer::handle(web.parts(), sqs_batch(&queued(web.parts()).await)).await;
-    let changed = web.handle(web_request("GET", "/today/panel", Some(&token), &[("if-none-match", &etag)])).await.unwrap();
+    let changed =
+        web.handle(web_request("GET", "/today/panel", Some(&token), &[("if-none-match", &etag)])).await.unwrap();
     assert_eq!(changed.status(), 200);
     assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
     assert!(text(&changed).contains("150,00"), "{}", text(&changed));

@@ -128,7 +128,8 @@ async fn an_event_without_its_trace_continues_the_messages_aws_trace_header() {
     exporter();
     let dir = tempfile::tempdir().unwrap();
     let function = HttpFunction::new(Api::Ledger, parts(&dir));
-    let bodies = entry_recorded(recorded_with(&function, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").await);
+    let bodies =
+        entry_recorded(recorded_with(&function, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").await);
     // A producer that writes no trace into the event, only X-Ray's header on the message.
     let stripped: Vec<String> = bodies
         .iter()

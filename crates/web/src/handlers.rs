@@ -801,7 +801,10 @@ mod tests {
         assert!(before.starts_with('"') && before.ends_with('"'), "{before}");
         let mut headers = HeaderMap::new();
         assert!(!if_none_match(&headers, &before));
-        headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(&format!("\"x\", W/{before}")).unwrap_or(HeaderValue::from_static("")));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{before}")).unwrap_or(HeaderValue::from_static("")),
+        );
         assert!(if_none_match(&headers, &before));
         assert!(!if_none_match(&headers, &after));
     }

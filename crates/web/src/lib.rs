@@ -55,12 +55,7 @@ pub struct WebState {
 impl WebState {
     /// A web app calling `api`, hearing commits on `live`; `secure_cookies` when served on https.
     pub fn new(api: Arc<dyn Api>, live: Live, secure_cookies: bool) -> Self {
-        Self {
-            client: Client::new(api),
-            sessions: Arc::new(session::Sessions::new(secure_cookies)),
-            live,
-            poll: None,
-        }
+        Self { client: Client::new(api), sessions: Arc::new(session::Sessions::new(secure_cookies)), live, poll: None }
     }
 
     /// The same, with the live panel polled every `every` (conditionally, by its `ETag`)

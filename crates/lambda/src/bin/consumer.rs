@@ -7,9 +7,12 @@ use lambda_runtime::{service_fn, LambdaEvent};
 async fn main() -> Result<(), lambda_runtime::Error> {
     let parts = &cashflow_lambda::env::parts().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        let response =
-            cashflow_lambda::invocation::serve("consumer", &event.context, cashflow_lambda::consumer::handle(parts, event.payload))
-                .await;
+        let response = cashflow_lambda::invocation::serve(
+            "consumer",
+            &event.context,
+            cashflow_lambda::consumer::handle(parts, event.payload),
+        )
+        .await;
         Ok::<_, std::convert::Infallible>(response)
     }))
     .await
