@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Reproduces the Lambda figures of docs/deploy-aws.md ("Figures"): each function's package size
-# (`cargo lambda build --release --output-format zip`), init time (process start to first
-# invocation served), first and warm invocation latency (p50/p99) and peak memory (RSS), with the
-# release binaries polling cargo-lambda's runtime API emulator over the local PostgreSQL, moto
-# (SQS and Cognito) and Redis (`scripts/services.sh start`).
+# (the `lambda` profile, zipped as `sam deploy` zips a CodeUri), init time (process start to
+# first invocation served), first and warm invocation latency through the runtime API emulator
+# (p50/p99), the function's own time (handler start to answer, from its EMF line's
+# `HandlerDuration`), the emulator's floor (an invocation whose handler does nothing) and peak
+# memory (RSS), with the binaries polling cargo-lambda's emulator over the local PostgreSQL,
+# moto (SQS and Cognito) and Redis (`scripts/services.sh start`). It also checks the functions'
+# logs: every stderr line JSON, every line logged in an invocation carrying its request id and
+# X-Ray trace id.
 #
 # Usage: scripts/lambda-figures.sh [--arm64] [WARM_INVOCATIONS]   (default 200)
 #   --arm64 builds for arm64 and reports the package sizes only (the binaries cannot run here).
 # Environment: CASHFLOW_FIGURES_POSTGRES_URL (an admin URL; default the local server),
-# CASHFLOW_FIGURES_REDIS_URL, CASHFLOW_FIGURES_SQS_ENDPOINT (moto).
+# CASHFLOW_FIGURES_REDIS_URL, CASHFLOW_FIGURES_SQS_ENDPOINT (moto);
+# CASHFLOW_FIGURES_BIN_DIR=DIR skips the build and times DIR/<function> instead (a dry run of
+# the script with debug binaries: `target/debug`; its sizes and timings mean nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,12 +24,11 @@ WARM=${1:-200}
 PG=${CASHFLOW_FIGURES_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 REDIS=${CASHFLOW_FIGURES_REDIS_URL:-redis://127.0.0.1:6379}
 MOTO=${CASHFLOW_FIGURES_SQS_ENDPOINT:-http://127.0.0.1:5000}
-FUNCTIONS=(admin ledger-api reports-api consumer outbox-sweep)
+FUNCTIONS=(admin ledger-api reports-api consumer outbox-sweep web)
 TARGET=${CARGO_TARGET_DIR:-target}
+BIN_DIR=${CASHFLOW_FIGURES_BIN_DIR:-}
 
 command -v cargo-lambda >/dev/null || { echo "cargo-lambda is missing: pip install cargo-lambda" >&2; exit 1; }
-cargo lambda build --release "$ARCH" -p cashflow-lambda --output-format zip >&2
-
 WORK=$(mktemp -d)
 DB="cashflow_figures_$(date +%s)"
 cleanup() {
@@ -32,27 +37,30 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The release profile keeps line tables; the `lambda` profile (Cargo.toml) strips them and the
-# symbols, which `strip` on a copy reproduces without a second build (x86_64 only: the host's strip).
-echo "| function | package (zip, release) | package (zip, stripped: profile lambda) |"
-echo "|---|---:|---:|"
-for f in "${FUNCTIONS[@]}"; do
-  zipped=$(stat -c %s "$TARGET/lambda/$f/bootstrap.zip")
-  mkdir -p "$WORK/$f" "$WORK/stripped/$f" && unzip -q -o "$TARGET/lambda/$f/bootstrap.zip" -d "$WORK/$f"
-  stripped=0
-  if [[ "$ARCH" == --x86-64 ]]; then
-    strip -o "$WORK/stripped/$f/bootstrap" "$WORK/$f/bootstrap"
-    (cd "$WORK/stripped/$f" && zip -q -9 bootstrap.zip bootstrap)
-    stripped=$(stat -c %s "$WORK/stripped/$f/bootstrap.zip")
-  fi
-  awk -v f="$f" -v z="$zipped" -v s="$stripped" \
-    'BEGIN { printf "| `%s` | %.1f MB | %s |\n", f, z / 1e6, s ? sprintf("%.1f MB", s / 1e6) : "-" }'
-done
-[[ "$ARCH" == --arm64 ]] && exit 0
+if [[ -z "$BIN_DIR" ]]; then
+  # What deploy/aws/build.sh builds: the `lambda` profile (Cargo.toml: no debug information,
+  # symbols stripped), one bootstrap per function under target/lambda/<function>/ (CodeUri).
+  cargo lambda build --profile lambda "$ARCH" -p cashflow-lambda >&2
+  # Zipped as `sam deploy` zips a CodeUri directory: Python's zipfile, deflate, default level.
+  echo "| function | bootstrap | package (zip, as sam deploy makes it) |"
+  echo "|---|---:|---:|"
+  for f in "${FUNCTIONS[@]}"; do
+    bin="$TARGET/lambda/$f/bootstrap"
+    python3 -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_DEFLATED) as z:
+    z.write(sys.argv[1], "bootstrap")' "$bin" "$WORK/$f.zip"
+    awk -v f="$f" -v b="$(stat -c %s "$bin")" -v z="$(stat -c %s "$WORK/$f.zip")" \
+      'BEGIN { printf "| `%s` | %.1f MB | %.1f MB |\n", f, b / 1e6, z / 1e6 }'
+    mkdir -p "$WORK/$f" && cp "$bin" "$WORK/$f/bootstrap"
+  done
+  [[ "$ARCH" == --arm64 ]] && exit 0
+else
+  for f in "${FUNCTIONS[@]}"; do mkdir -p "$WORK/$f" && cp "$BIN_DIR/$f" "$WORK/$f/bootstrap"; done
+fi
 psql -q "$PG" -c "CREATE DATABASE $DB" >/dev/null
 
 WORK="$WORK" WARM="$WARM" DATABASE_URL="${PG%/*}/$DB" REDIS="$REDIS" MOTO="$MOTO" python3 - <<'PY'
-"""Drives the functions through the emulator's invoke API and prints the figures as a table."""
+"""Drives the functions through the emulator's invoke API and prints the figures as tables."""
 import json, math, os, socket, subprocess, sys, time, urllib.request, uuid
 
 import boto3
@@ -78,15 +86,29 @@ for _ in range(300):
 
 env = dict(os.environ,
            CASHFLOW_DATABASE_URL=os.environ["DATABASE_URL"], CASHFLOW_QUEUE_URL=queue,
-           CASHFLOW_CACHE_URL=os.environ["REDIS"], CASHFLOW_LOG_FORMAT="json",
+           CASHFLOW_CACHE_URL=os.environ["REDIS"], CASHFLOW_LOG_FORMAT="json", CASHFLOW_STAGE="figures",
            AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
            AWS_LAMBDA_FUNCTION_VERSION="1", AWS_LAMBDA_FUNCTION_MEMORY_SIZE="256")
+runs = 0
 
 
 def start(name):
-    return subprocess.Popen([f"{work}/{name}/bootstrap"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(env, AWS_LAMBDA_FUNCTION_NAME=name,
-                                     AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{port}/.rt/{name}"))
+    """The function's process; its stdout (EMF lines) and stderr (logs) to files of its own."""
+    global runs
+    runs += 1
+    out = open(f"{work}/{name}.{runs}.out", "w")
+    err = open(f"{work}/{name}.{runs}.err", "w")
+    process = subprocess.Popen([f"{work}/{name}/bootstrap"], stdout=out, stderr=err,
+                               env=dict(env, AWS_LAMBDA_FUNCTION_NAME=name,
+                                        AWS_LAMBDA_RUNTIME_API=f"http://127.0.0.1:{port}/.rt/{name}"))
+    process.files = (out.name, err.name)
+    return process
+
+
+def stop(process):
+    process.kill()
+    process.wait()
+    return process.files
 
 
 def invoke(name, payload):
@@ -108,17 +130,53 @@ def peak_rss_mb(process):
 
 def percentile(values, p):
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+    return ordered[max(0, math.ceil(p * len(ordered)) - 1)] if ordered else float("nan")
+
+
+def handler_ms(stdout_file):
+    """The HandlerDuration of each invocation, in order, from the function's EMF lines."""
+    out = []
+    with open(stdout_file) as f:
+        for line in f:
+            line = json.loads(line)
+            if "HandlerDuration" in line:
+                out.append(line["HandlerDuration"])
+    return out
+
+
+logs = {"lines": 0, "json": 0, "in_invocation": 0, "with_ids": 0}
+
+
+def check_logs(stderr_file):
+    """Every line JSON; every line logged inside an invocation with its request and trace ids."""
+    with open(stderr_file) as f:
+        for line in f:
+            logs["lines"] += 1
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                print(f"not JSON: {line[:200]}", file=sys.stderr)
+                continue
+            logs["json"] += 1
+            spans = record.get("spans") or []
+            invoke_span = [s for s in spans if s.get("name") == "Lambda runtime invoke"]
+            if invoke_span:
+                logs["in_invocation"] += 1
+                if invoke_span[0].get("requestId") and invoke_span[0].get("xrayTraceId"):
+                    logs["with_ids"] += 1
 
 
 def measure(name, payload, check):
-    """Init (start to first answer), then a fresh process: first invocation, `warm` more, RSS."""
+    """Init (start to first answer), then a fresh process: first invocation, `warm` more,
+    the handler's own time of each, RSS."""
     t0 = time.perf_counter()
     process = start(name)
     _, body = invoke(name, payload())
     init = (time.perf_counter() - t0) * 1000
     check(body)
-    process.kill(); process.wait()
+    out, err = stop(process)
+    init_handler = (handler_ms(out) or [float("nan")])[0]
+    check_logs(err)
     process = start(name)
     time.sleep(1.0)  # initialised and polling: the next invocation is the first one it serves
     first, body = invoke(name, payload())
@@ -129,8 +187,17 @@ def measure(name, payload, check):
         check(body)
         times.append(elapsed)
     rss = peak_rss_mb(process)
-    process.kill(); process.wait()
-    return name, init, first, percentile(times, 0.5), percentile(times, 0.99), rss
+    out, err = stop(process)
+    check_logs(err)
+    handled = handler_ms(out)
+    if len(handled) != warm + 1:
+        sys.exit(f"{name}: {len(handled)} EMF lines for {warm + 1} invocations")
+    own = handled[1:]
+    gaps = [e - h for e, h in zip(times, own)]
+    return dict(name=name, init=init, init_handler=init_handler, first=first, first_handler=handled[0],
+                p50=percentile(times, 0.5), p99=percentile(times, 0.99),
+                own50=percentile(own, 0.5), own99=percentile(own, 0.99),
+                gap50=percentile(gaps, 0.5), gap99=percentile(gaps, 0.99), rss=rss)
 
 
 def expect(status):
@@ -144,7 +211,7 @@ rows = []
 rows.append(measure("admin", lambda: {"command": "migrate"}, expect(None)))
 admin = start("admin")
 merchants = [invoke("admin", {"command": "merchant-create", "name": n})[1]["merchant_id"] for n in ("Padaria", "Oficina")]
-admin.kill(); admin.wait()
+stop(admin)
 pool = json.loads(subprocess.run(["python3", "crates/cashflow/tests/cognito_pool.py", moto, *merchants],
                                  check=True, capture_output=True).stdout)
 env.update(CASHFLOW_OIDC_ISSUER=pool["issuer"], CASHFLOW_OIDC_JWKS_URL=pool["jwks_url"],
@@ -162,13 +229,26 @@ def post_entry():
     return event
 
 
-def get_report():
+def get(path, route_key):
     event = json.loads(template)
-    path = "/v1/balances/daily/" + time.strftime("%Y-%m-%d")
-    event["routeKey"] = event["requestContext"]["routeKey"] = f"GET {path}"
+    event["routeKey"] = event["requestContext"]["routeKey"] = route_key
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
     event["requestContext"]["http"]["method"] = "GET"
     del event["body"]
+    return event
+
+
+def get_report():
+    path = "/v1/balances/daily/" + time.strftime("%Y-%m-%d")
+    return get(path, f"GET {path}")
+
+
+def get_home():
+    """The web app's `/` as API Gateway sends it: no authorizer, the session in `cookies`."""
+    event = get("/", "GET /")
+    event["requestContext"].pop("authorizer", None)
+    event["headers"].pop("authorization", None)
+    event["cookies"] = [f"cf_session={pool['maria']['id']}"]
     return event
 
 
@@ -199,16 +279,39 @@ consumer = start("consumer")  # what is left (the merchants' registrations among
 while messages:
     batch = {"Records": [sqs_event()["Records"][0] for _ in range(min(10, len(messages)))]}
     applied(invoke("consumer", batch)[1])
-consumer.kill(); consumer.wait()
+stop(consumer)
 rows.append(measure("reports-api", get_report, expect(200)))
+rows.append(measure("web", get_home, expect(200)))
 with open("crates/lambda/tests/fixtures/eventbridge-scheduled.json") as f:
     scheduled = json.load(f)
 rows.append(measure("outbox-sweep", lambda: scheduled, expect(None)))
+
+# The emulator's floor: a warm consumer given an empty batch answers at once (its handler
+# opens nothing and applies nothing), so the round trip is the emulator's and the client's.
+consumer = start("consumer")
+invoke("consumer", {"Records": []})
+floor, floor_own = [], []
+for _ in range(warm):
+    elapsed, body = invoke("consumer", {"Records": []})
+    applied(body)
+    floor.append(elapsed)
+out, err = stop(consumer)
+check_logs(err)
+floor_own = handler_ms(out)[1:]
 emulator.kill()
 
-print(f"\n| function | init (start to first answer) | first invocation | warm p50 | warm p99 | peak RSS |")
-print("|---|---:|---:|---:|---:|---:|")
-for name, init, first, p50, p99, rss in rows:
-    print(f"| `{name}` | {init:.0f} ms | {first:.1f} ms | {p50:.1f} ms | {p99:.1f} ms | {rss:.0f} MB |")
-print(f"\n{warm} warm invocations per function; latencies include the emulator hop.")
+print("\n| function | init (start to first answer) | of which the handler | first invocation | of which the handler "
+      "| warm p50 | warm p99 | handler p50 | handler p99 | emulator p50 | emulator p99 | peak RSS |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    print(f"| `{r['name']}` | {r['init']:.0f} ms | {r['init_handler']:.1f} ms | {r['first']:.1f} ms | "
+          f"{r['first_handler']:.1f} ms | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {r['own50']:.2f} ms | "
+          f"{r['own99']:.2f} ms | {r['gap50']:.1f} ms | {r['gap99']:.1f} ms | {r['rss']:.0f} MB |")
+print(f"\nEmulator floor (warm `consumer`, empty batch, {warm} invocations): round trip p50 "
+      f"{percentile(floor, 0.5):.1f} ms, p99 {percentile(floor, 0.99):.1f} ms; its handler p50 "
+      f"{percentile(floor_own, 0.5):.3f} ms, p99 {percentile(floor_own, 0.99):.3f} ms.")
+print(f"{warm} warm invocations per function. Warm p50/p99: the round trip through the emulator; handler: "
+      "the function's own time (EMF HandlerDuration); emulator: round trip minus handler, per invocation.")
+print(f"Logs: {logs['lines']} stderr lines, {logs['json']} JSON; {logs['in_invocation']} logged in an "
+      f"invocation, {logs['with_ids']} of them with its requestId and xrayTraceId.")
 PY

@@ -26,6 +26,7 @@ APP_FUNCTIONS = {
     "Consumer": "consumer",
     "OutboxSweep": "outbox-sweep",
     "Admin": "admin",
+    "Web": "web",
 }
 # The process's configuration, as the functions read it (README, issues 12 and 13).
 REQUIRED_ENV = {
@@ -47,6 +48,12 @@ ROUTES = {
     ("/v1/balances/daily/{date}", "get"): "cashflow/reports:read",
     ("/v1/balances/daily", "get"): "cashflow/reports:read",
 }
+# The web app's routes (the `web` function): no JWT authorizer, the app has its own session.
+WEB_ROUTES = {("/", "get"), ("/{proxy+}", "x-amazon-apigateway-any-method")}
+# What the functions write as CloudWatch EMF (crates/lambda/src/emf.rs, read below), and the
+# metrics that must have an alarm.
+EMF_SOURCE = HERE.parent.parent / "crates" / "lambda" / "src" / "emf.rs"
+EMF_ALARMED = {"ConsolidationLagSeconds", "OutboxOldestAgeSeconds", "EventsRejected", "EventsPoison"}
 ENDPOINT_SERVICES = {"sqs", "secretsmanager", "kms", "logs", "xray"}
 DATA_PORTS = {5432, 6379}
 PUBLIC_CIDRS = {"0.0.0.0/0", "::/0"}
@@ -369,6 +376,14 @@ def check_every_route_has_the_authorizer_and_its_scope(t):
     seen = set()
     for path, methods in body.get("paths", {}).items():
         for method, op in methods.items():
+            if (path, method) in WEB_ROUTES:
+                if "Web.Arn" not in json.dumps(op.get("x-amazon-apigateway-integration", {})):
+                    out.append(f"{method} {path}: a web route not served by the web function")
+                if op.get("security") not in (None, [], [{"NONE": []}]) and any(
+                        n in jwt for req in op.get("security", []) for n in req):
+                    out.append(f"{method} {path}: the web app's route behind the JWT authorizer")
+                seen.add((path, method))
+                continue
             if method.startswith("x-"):
                 continue
             seen.add((path, method))
@@ -378,7 +393,7 @@ def check_every_route_has_the_authorizer_and_its_scope(t):
                 out.append(f"{method.upper()} {path}: no JWT authorizer with a scope")
             elif want is not None and scopes != [want]:
                 out.append(f"{method.upper()} {path}: scopes {scopes}, expected [{want}]")
-    out += [f"{m.upper()} {p}: route missing" for p, m in ROUTES.keys() - seen]
+    out += [f"{m.upper()} {p}: route missing" for p, m in (ROUTES.keys() | WEB_ROUTES) - seen]
     return out
 
 
@@ -583,6 +598,33 @@ def check_alarms(t):
     return out
 
 
+def emf_emitted():
+    """The namespace and metric names the functions write, read from the Rust source."""
+    import re
+    text = EMF_SOURCE.read_text()
+    namespace = re.search(r'pub const NAMESPACE: &str = "([^"]+)"', text).group(1)
+    names = set(re.findall(r'Series \{ source: "[a-z_]+", name: "([A-Za-z]+)"', text))
+    return namespace, names
+
+
+def check_emf_alarms_read_what_the_functions_emit(t):
+    namespace, emitted = emf_emitted()
+    out, alarmed = [], set()
+    for k, p in of_type(t, "AWS::CloudWatch::Alarm").items():
+        metrics = [p] + [m.get("MetricStat", {}).get("Metric", {}) for m in p.get("Metrics", [])]
+        for m in metrics:
+            if m.get("Namespace") in ("AWS/SQS", "AWS/Lambda", "AWS/ApiGateway", None):
+                continue
+            if m.get("Namespace") != namespace or m.get("MetricName") not in emitted:
+                out.append(f"{k}: {m.get('Namespace')}/{m.get('MetricName')} is not a metric the functions emit")
+                continue
+            if [d.get("Name") for d in m.get("Dimensions", [])] != ["Stage"]:
+                out.append(f"{k}: {m.get('MetricName')} must be read by the Stage dimension the EMF lines carry")
+            alarmed.add(m["MetricName"])
+    out += [f"no alarm on the EMF metric {namespace}/{m}" for m in sorted(EMF_ALARMED - alarmed)]
+    return out
+
+
 def check_outputs(t):
     want = {"ApiUrl", "UserPoolId", "WebClientId", "MachineClientId"}
     return [f"no output {o}" for o in sorted(want - set(t.get("Outputs", {})))]
@@ -663,6 +705,7 @@ BREAKS = {
     "check_app_clients": _set("WebClient", ["WriteAttributes"], ["email", "custom:merchant_id"]),
     "check_alarms": lambda t: t["Resources"].pop("DeadLetterQueueNotEmpty"),
     "check_outputs": lambda t: t["Outputs"].pop("MachineClientId"),
+    "check_emf_alarms_read_what_the_functions_emit": _set("OutboxOldestAge", ["MetricName"], "OutboxAgeSeconds"),
 }
 
 

@@ -265,8 +265,10 @@ impl Parts {
 
     /// The web app over `api` (the API routers of this process, called in process): pages show
     /// what the API's verifier grants; sign-in by password when the built-in issuer is trusted,
-    /// and through the OpenID Provider's hosted UI when its web app client is configured.
-    pub async fn web(&self, api: Router) -> anyhow::Result<cashflow_web::WebState> {
+    /// and through the OpenID Provider's hosted UI when its web app client is configured; its
+    /// live panel hears this process's consumer's commits, or with `poll` is polled at that
+    /// interval (a front that cannot stream events: Lambda).
+    pub async fn web(&self, api: Router, poll: Option<Duration>) -> anyhow::Result<Router> {
         let (_, verifier) = self.auth().await?;
         let public_url = &self.config.public_url;
         let oidc = match &self.config.oidc.web {
@@ -289,10 +291,14 @@ impl Parts {
             self.config.oidc.trust_builtin,
             oidc,
         );
-        Ok(match &self.config.web_secret {
+        let web = match &self.config.web_secret {
             Some(secret) => web.with_secret(secret.expose_secret().as_bytes()),
             None => web,
-        })
+        };
+        Ok(cashflow_web::router(match poll {
+            Some(every) => web.polling(every),
+            None => web,
+        }))
     }
 
     /// A relay from the ledger's outbox to the queue. It is woken by the commits of this
@@ -389,8 +395,8 @@ impl Process {
         }
         let mut live = None;
         if has(Part::Web) {
-            let web = parts.web(api.clone()).await?;
-            api = api.merge(cashflow_web::router(web));
+            let web = parts.web(api.clone(), None).await?;
+            api = api.merge(web);
             live = Some(parts.live.clone());
         }
         if has(Part::Relay) {

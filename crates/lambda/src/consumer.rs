@@ -8,17 +8,25 @@
 //! hands them back) is reported in `batchItemFailures`; Lambda deletes
 //! the others and SQS redelivers those, dead-lettering them after the queue's maximum
 //! receives. An invocation never fails as a whole because of one message.
+//!
+//! Each event gets the local consumer's `consolidation.apply` span, a child of the request
+//! that recorded it: its `traceparent` travels in the event, and, for a producer that only
+//! sets the message's `traceparent` attribute or SQS's `AWSTraceHeader`, is taken from those
+//! ([`LambdaBatch::new`]). The binary flushes the spans before it answers.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
 use cashflow::app::Parts;
 use cashflow_consolidation::{Consumer, ConsumerConfig};
-use cashflow_events::{Delivery, EventSource, QueueError};
+use cashflow_events::{Delivery, Event, EventSource, QueueError};
+
+/// The message attribute the queue adapter writes the producing request's `traceparent` in.
+const TRACEPARENT_ATTRIBUTE: &str = "traceparent";
 
 /// One Lambda batch as an [`EventSource`]: delivered once, acknowledgements recorded.
 #[derive(Default)]
@@ -38,10 +46,8 @@ impl LambdaBatch {
                 let receipt = message.message_id.clone()?;
                 let receive_count =
                     message.attributes.get("ApproximateReceiveCount").and_then(|n| n.parse().ok()).unwrap_or(1);
-                if let Some(trace) = message.attributes.get("AWSTraceHeader") {
-                    tracing::debug!(message_id = %receipt, aws_trace = %trace, "received");
-                }
-                Some(Delivery { receipt, body: message.body.clone().unwrap_or_default(), receive_count })
+                let body = with_trace(message.body.clone().unwrap_or_default(), message);
+                Some(Delivery { receipt, body, receive_count })
             })
             .collect();
         Self { deliveries: Mutex::new(deliveries), acked: Mutex::default() }
@@ -67,6 +73,34 @@ impl EventSource for LambdaBatch {
 
     async fn depth(&self) -> Result<Option<u64>, QueueError> {
         Ok(None)
+    }
+}
+
+/// The message's trace context: the event's own (`trace`, which the ledger writes), else the
+/// message's `traceparent` attribute, else its `AWSTraceHeader` system attribute (an event
+/// from a producer that sets only those, or one whose body lost it), written into the body
+/// so that the consumer's span of the event continues that trace. A body that is not a JSON
+/// object is left as it is (the consumer reports it as poison).
+fn with_trace(body: String, message: &SqsMessage) -> String {
+    if Event::trace_of(&body).is_some() {
+        return body;
+    }
+    let attribute = message
+        .message_attributes
+        .get(TRACEPARENT_ATTRIBUTE)
+        .and_then(|a| a.string_value.clone())
+        .filter(|t| cashflow_http::context::is_valid(t));
+    let Some(traceparent) = attribute.or_else(|| {
+        message.attributes.get("AWSTraceHeader").and_then(|header| cashflow_http::context::from_xray(header))
+    }) else {
+        return body;
+    };
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(mut event)) => {
+            event.insert("trace".into(), serde_json::Value::String(traceparent));
+            serde_json::Value::Object(event).to_string()
+        }
+        _ => body,
     }
 }
 

@@ -1,5 +1,11 @@
-//! `ledger-api` and `reports-api`: the processes' routers, behind the same common layers,
-//! driven by API Gateway HTTP API (v2) events through `lambda_http`.
+//! `ledger-api`, `reports-api` and `web`: the processes' routers, behind the same common
+//! layers, driven by API Gateway HTTP API (v2) events through `lambda_http`.
+//!
+//! `web` is the merchant's web app ([`cashflow::app::Parts::web`]) over the ledger and reports
+//! routers in the same function, as in `serve`. API Gateway's HTTP APIs cannot stream, so its
+//! live panel is polled every [`WEB_POLL_INTERVAL`] with `If-None-Match` instead of listening
+//! to server-sent events. Its routes have no JWT authorizer: the app has its own session
+//! cookie, checked by the same verifier on every call it makes to the routers.
 //!
 //! API Gateway's JWT authorizer has already checked the token when an event arrives; the
 //! routers check it again with the verifier the composition root builds, so the function is
@@ -31,11 +37,15 @@ use cashflow_ledger::Relay;
 /// Longest a `ledger-api` invocation waits for the inline publish of its entry's event.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// How often the web app's live panel is polled on Lambda (a `304` costs one invocation).
+pub const WEB_POLL_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Which router a function serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     Ledger,
     Reports,
+    Web,
 }
 
 /// An HTTP function: its router (and, for the ledger, the inline publish), built on the
@@ -73,6 +83,11 @@ impl HttpFunction {
                         (router, Some(self.parts.relay().await?))
                     }
                     Api::Reports => (cashflow_http::layers::common(self.parts.reports_api().await?), None),
+                    Api::Web => {
+                        let api = self.parts.ledger_api().await?.merge(self.parts.reports_api().await?);
+                        let router = cashflow_http::layers::common(self.parts.web(api, Some(WEB_POLL_INTERVAL)).await?);
+                        (router, Some(self.parts.relay().await?))
+                    }
                 })
             })
             .await
@@ -84,12 +99,19 @@ impl HttpFunction {
         let response = match self.built().await {
             Ok((router, relay)) => {
                 self.refresh_auth().await;
+                let writes = request.method() == http::Method::POST;
                 let request = request.map(|body| axum::body::Body::from(body.to_vec()));
                 let response = match router.clone().oneshot(request).await {
                     Ok(response) => response,
                     Err(never) => match never {},
                 };
-                if let (http::StatusCode::CREATED, Some(relay)) = (response.status(), relay) {
+                // The ledger API's commits answer 201; the web app's forms answer a redirect or
+                // a page, so after any of its POSTs (recording, reversing) the outbox is published.
+                let committed = match self.api {
+                    Api::Web => writes,
+                    _ => response.status() == http::StatusCode::CREATED,
+                };
+                if let (true, Some(relay)) = (committed, relay) {
                     self.publish(relay).await;
                 }
                 response

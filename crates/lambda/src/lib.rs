@@ -11,16 +11,21 @@
 //! # Layout
 //! - [`env`]: configuration from the processes' environment variables, plus the database
 //!   secret from Secrets Manager (read once per cold start).
-//! - [`http`]: `ledger-api` and `reports-api` (API Gateway HTTP API v2 through `lambda_http`).
+//! - [`http`]: `ledger-api`, `reports-api` and `web` (API Gateway HTTP API v2 through
+//!   `lambda_http`).
 //! - [`consumer`]: `consumer` (SQS batches, partial batch responses).
 //! - [`sweep`]: `outbox-sweep` (EventBridge schedule).
 //! - [`admin`]: `admin` (migrations and operator commands as JSON payloads).
+//! - [`invocation`]: around every handler: its time, its metrics line, its spans flushed.
+//! - [`emf`]: the key metrics as CloudWatch Embedded Metric Format lines.
 //!
 //! Each binary under `src/bin` only builds its handler from [`env::parts`] and hands it to
-//! the runtime; the tests call the handlers directly.
+//! the runtime through [`invocation::serve`]; the tests call the handlers directly.
 
 pub mod admin;
 pub mod consumer;
+pub mod emf;
 pub mod env;
 pub mod http;
+pub mod invocation;
 pub mod sweep;

@@ -320,3 +320,82 @@ async fn a_warm_ledger_api_refuses_a_disabled_users_token_within_the_refresh_int
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An API Gateway HTTP API (v2) request for the web app: `method path`, the session cookie (in
+/// the event's `cookies`, as API Gateway sends them) and `headers`, no authorizer context.
+fn web_request(method: &str, path: &str, session: Option<&str>, headers: &[(&str, &str)]) -> lambda_http::Request {
+    let mut event: Value =
+        serde_json::from_str(&include_str!("fixtures/http-api-v2-post-entry.json").replace("{{TOKEN}}", "unused"))
+            .unwrap();
+    event["routeKey"] = json!(if path == "/" { "GET /" } else { "ANY /{proxy+}" });
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["method"] = json!(method);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["requestContext"].as_object_mut().unwrap().remove("authorizer");
+    let map = event["headers"].as_object_mut().unwrap();
+    map.remove("authorization");
+    map.remove("content-type");
+    map.remove("idempotency-key");
+    for (name, value) in headers {
+        map.insert((*name).to_owned(), json!(value));
+    }
+    if let Some(token) = session {
+        event["cookies"] = json!([format!("cf_session={token}"), "cf_lang=pt-BR"]);
+    }
+    event.as_object_mut().unwrap().remove("body");
+    lambda_http::request::from_str(&event.to_string()).unwrap()
+}
+
+fn text(response: &lambda_http::Response<lambda_http::Body>) -> &str {
+    match response.body() {
+        lambda_http::Body::Text(text) => text,
+        other => panic!("a text body, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_web_function_serves_the_app_and_its_live_panel_is_polled_with_etags() {
+    // Given the web function and a signed-in merchant (the session cookie is the token)
+    let dir = tempfile::tempdir().unwrap();
+    let web = HttpFunction::new(Api::Web, parts(&dir));
+    let (merchant, token) = merchant_and_token(web.parts()).await;
+
+    // When `/` is requested through API Gateway with the session cookie
+    let page = web.handle(web_request("GET", "/", Some(&token), &[])).await.unwrap();
+
+    // Then it is the app's HTML page, its live panel polled (no event stream through API Gateway)
+    assert_eq!(page.status(), 200, "{:?}", page.body());
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.headers().contains_key("content-security-policy"));
+    let html = text(&page);
+    assert!(html.contains(r#"data-live="/today/panel""#), "{html}");
+    let poll_ms = cashflow_lambda::http::WEB_POLL_INTERVAL.as_millis().to_string();
+    assert!(html.contains(&format!(r#"data-poll="{poll_ms}""#)), "{html}");
+
+    // And the panel carries an ETag, and the same panel again is a 304 without a body
+    let panel = web.handle(web_request("GET", "/today/panel", Some(&token), &[])).await.unwrap();
+    assert_eq!(panel.status(), 200);
+    let etag = panel.headers()["etag"].to_str().unwrap().to_owned();
+    let unchanged =
+        web.handle(web_request("GET", "/today/panel", Some(&token), &[("if-none-match", &etag)])).await.unwrap();
+    assert_eq!(unchanged.status(), 304);
+    assert!(matches!(unchanged.body(), lambda_http::Body::Empty), "{:?}", unchanged.body());
+
+    // When an entry is recorded and consolidated, the panel changes: a new ETag, a full answer
+    // (through the same parts: the embedded cache is the function's own memory)
+    let ledger = web.parts().ledger_api().await.unwrap();
+    let request = post_entry(merchant, &token).map(|body| axum::body::Body::from(body.to_vec()));
+    assert_eq!(tower::ServiceExt::oneshot(ledger, request).await.unwrap().status(), 201);
+    sweep::handle(web.parts(), scheduled()).await.unwrap();
+    consumer::handle(web.parts(), sqs_batch(&queued(web.parts()).await)).await;
+    let changed =
+        web.handle(web_request("GET", "/today/panel", Some(&token), &[("if-none-match", &etag)])).await.unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_ne!(changed.headers()["etag"].to_str().unwrap(), etag);
+    assert!(text(&changed).contains("150,00"), "{}", text(&changed));
+
+    // And without a session, `/` sends the user to sign in
+    let anonymous = web.handle(web_request("GET", "/", None, &[])).await.unwrap();
+    assert!(anonymous.status().is_redirection(), "{}", anonymous.status());
+    assert!(anonymous.headers()["location"].to_str().unwrap().starts_with("/signin"));
+}

@@ -59,14 +59,27 @@ impl Emulator {
     /// Starts the function `name` (its binary) polling the emulator, with `env` on top of the
     /// stack's environment.
     fn function(&self, name: &str, binary: &str, env: &[(&str, String)]) -> Child {
+        self.function_writing(name, binary, env, Stdio::null(), Stdio::null())
+    }
+
+    /// [`Emulator::function`] with its stdout (the EMF lines) and stderr (the logs) to `stdout`
+    /// and `stderr`.
+    fn function_writing(
+        &self,
+        name: &str,
+        binary: &str,
+        env: &[(&str, String)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Child {
         Command::new(binary)
             .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt/{name}", self.port))
             .env("AWS_LAMBDA_FUNCTION_NAME", name)
             .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap()
@@ -246,7 +259,14 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
     ]);
     let _ledger_api = emulator.function("ledger-api", &bin("ledger-api"), &env);
     let _reports_api = emulator.function("reports-api", &bin("reports-api"), &env);
-    let _consumer = emulator.function("consumer", &bin("consumer"), &env);
+    let (emf_file, log_file) = (dir.path().join("consumer.out"), dir.path().join("consumer.err"));
+    let _consumer = emulator.function_writing(
+        "consumer",
+        &bin("consumer"),
+        &env,
+        std::fs::File::create(&emf_file).unwrap().into(),
+        std::fs::File::create(&log_file).unwrap().into(),
+    );
     let _sweep = emulator.function("outbox-sweep", &bin("outbox-sweep"), &env);
 
     // When ledger-api gets maria's entry with her moto token
@@ -267,6 +287,27 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
 
     // Then only the poison is handed back, and the day's report is exact
     assert_eq!(batch, json!({ "batchItemFailures": [{ "itemIdentifier": POISON_ID }] }));
+
+    // And its EMF line says so: three applied, one poison, a lag for each applied event; every
+    // log line it wrote is JSON, those of the invocation with its request and X-Ray trace ids
+    let emf: Vec<Value> =
+        std::fs::read_to_string(&emf_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(emf.len(), 1, "{emf:?}");
+    assert_eq!(emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], "cashflow", "{emf:?}");
+    assert_eq!((&emf[0]["EventsApplied"], &emf[0]["EventsPoison"]), (&json!(3), &json!(1)), "{emf:?}");
+    assert_eq!(emf[0]["ConsolidationLagSeconds"].as_array().map(Vec::len), Some(3), "{emf:?}");
+    let logs = std::fs::read_to_string(&log_file).unwrap();
+    let logs: Vec<Value> =
+        logs.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"))).collect();
+    let invoked: Vec<&Value> = logs.iter().filter_map(|l| l["spans"].as_array()?.first()).collect();
+    assert!(!invoked.is_empty(), "the poison message is logged: {logs:?}");
+    for span in invoked {
+        assert_eq!(span["name"], "Lambda runtime invoke", "{span}");
+        assert!(
+            span["requestId"].is_string() && span["xrayTraceId"].as_str().is_some_and(|t| t.starts_with("Root=1-")),
+            "{span}"
+        );
+    }
     let report_path = format!("/v1/balances/daily/{DAY}");
     let response = emulator.invoke("reports-api", &http_event("GET", &report_path, maria, None), dir.path()).await;
     let (status, report) = answer(&response);

@@ -218,9 +218,29 @@
     }
   });
 
-  // Live "today" panel.
+  // Live "today" panel, polled where the front cannot stream events (data-poll): a
+  // conditional GET every few seconds while the page is visible, 304 when nothing changed.
   const live = document.querySelector('[data-live]');
-  if (live && window.EventSource) {
+  if (live && live.dataset.poll) {
+    const every = Math.max(1000, Number(live.dataset.poll) || 5000);
+    let etag = '';
+    const poll = async () => {
+      const headers = etag ? { 'If-None-Match': etag } : {};
+      const response = await fetch(live.dataset.live, { credentials: 'same-origin', cache: 'no-store', headers });
+      if (response.status === 401) { location.href = '/signin?expired=1'; return; }
+      live.dataset.state = response.ok || response.status === 304 ? 'live' : 'offline';
+      if (response.status !== 200) return;
+      etag = response.headers.get('ETag') || '';
+      const panel = document.querySelector('[data-live]');
+      const fresh = parse(await response.text()).getElementById(panel.id);
+      if (fresh) panel.innerHTML = fresh.innerHTML;
+      panel.dataset.refreshed = String(Date.now());
+      outbox.render().catch(() => {});
+    };
+    refreshPanel = () => { etag = ''; return poll(); };
+    setInterval(() => { if (!document.hidden) poll().catch(() => { live.dataset.state = 'offline'; }); }, every);
+    document.addEventListener('visibilitychange', () => { if (!document.hidden) poll().catch(() => {}); });
+  } else if (live && window.EventSource) {
     let lastId = '';
     let delay = 1000;
     let source = null;

@@ -63,7 +63,14 @@ impl WebState {
             },
             (Some(token), None) => (session::Can::of_token(token), session::subject(token)),
         };
-        View { lang, csrf: token.map(|t| self.sessions.csrf(t)), path: path.to_owned(), can, user }
+        View {
+            lang,
+            csrf: token.map(|t| self.sessions.csrf(t)),
+            path: path.to_owned(),
+            can,
+            user,
+            poll_ms: self.poll.map(|every| every.as_millis()),
+        }
     }
 
     /// The page for an API failure: sign in again, not allowed, the API's problem, or
@@ -179,16 +186,47 @@ pub async fn today(State(state): State<WebState>, headers: HeaderMap, Query(noti
 }
 
 /// `GET /today/panel`: the panel alone, for the page script; 401 (not a redirect) when the
-/// session is over, so the script can send the user to sign in.
+/// session is over, so the script can send the user to sign in. It carries an `ETag` of its
+/// content, and answers `304 Not Modified` to an `If-None-Match` naming it: a polling page
+/// (where events cannot be streamed) transfers the panel only when a figure changed.
 pub async fn today_panel(State(state): State<WebState>, headers: HeaderMap) -> Response {
     let lang = lang_of(&headers);
     let Some(token) = session_token(&headers) else { return StatusCode::UNAUTHORIZED.into_response() };
     let view = state.view(lang, Some(token), "/");
     match panel(&state, &view, token).await {
-        Ok(panel) => html(StatusCode::OK, panel),
+        Ok(panel) => {
+            let body = panel.into_string();
+            let etag = etag(&body);
+            let mut response = if if_none_match(&headers, &etag) {
+                StatusCode::NOT_MODIFIED.into_response()
+            } else {
+                (StatusCode::OK, Html(body)).into_response()
+            };
+            if let Ok(value) = HeaderValue::from_str(&etag) {
+                response.headers_mut().insert(header::ETAG, value);
+            }
+            response
+        }
         Err(ApiError::Unauthorized) => StatusCode::UNAUTHORIZED.into_response(),
         Err(e) => state.failure(&view, e),
     }
+}
+
+/// A strong `ETag` of `body`: 64-bit FNV-1a, the same in every process and function instance.
+fn etag(body: &str) -> String {
+    let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("\"{hash:016x}\"")
+}
+
+/// Whether the request's `If-None-Match` names `etag` (or is `*`).
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
 }
 
 /// `?last_id=`: the id to resume after, for a script that reconnects by itself (a new
@@ -871,5 +909,21 @@ mod tests {
         assert_eq!(edge.dates(today), (NaiveDate::MIN, NaiveDate::MIN), "{:?}", NaiveDate::MIN.to_string());
         let unreadable = Period { from: Some("30/11/2026".into()), to: Some("x".into()) };
         assert_eq!(unreadable.dates(today), default);
+    }
+
+    #[test]
+    fn the_panels_etag_follows_its_content_and_if_none_match_names_it() {
+        let (before, after) = (etag("<dd>R$ 1,00</dd>"), etag("<dd>R$ 2,00</dd>"));
+        assert_ne!(before, after, "a changed figure is a new ETag");
+        assert_eq!(before, etag("<dd>R$ 1,00</dd>"), "the same content, the same ETag in any process");
+        assert!(before.starts_with('"') && before.ends_with('"'), "{before}");
+        let mut headers = HeaderMap::new();
+        assert!(!if_none_match(&headers, &before));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_str(&format!("\"x\", W/{before}")).unwrap_or(HeaderValue::from_static("")),
+        );
+        assert!(if_none_match(&headers, &before));
+        assert!(!if_none_match(&headers, &after));
     }
 }

@@ -55,6 +55,9 @@ pub struct WebState {
     pub(crate) client: Client,
     pub(crate) sessions: Arc<session::Sessions>,
     pub(crate) live: Live,
+    /// Set where the front cannot stream server-sent events (API Gateway HTTP APIs): the
+    /// "today" panel is polled at this interval with `If-None-Match` instead ([`handlers::today_panel`]).
+    pub(crate) poll: Option<std::time::Duration>,
     pub(crate) sign_in: Arc<SignIn>,
 }
 
@@ -77,6 +80,7 @@ impl WebState {
             sessions: Arc::new(session::Sessions::new(secure_cookies)),
             live,
             sign_in: Arc::new(SignIn { password: true, oidc: None, verifier: None }),
+            poll: None,
         }
     }
 
@@ -99,6 +103,14 @@ impl WebState {
     #[must_use]
     pub fn with_secret(mut self, secret: &[u8]) -> Self {
         self.sessions = Arc::new(session::Sessions::from_secret(secret, self.sessions.secure()));
+        self
+    }
+
+    /// The same, with the live panel polled every `every` (conditionally, by its `ETag`)
+    /// instead of listening to server-sent events: for a front that cannot stream them.
+    #[must_use]
+    pub fn polling(mut self, every: std::time::Duration) -> Self {
+        self.poll = Some(every);
         self
     }
 

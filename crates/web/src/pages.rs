@@ -23,6 +23,8 @@ pub struct View {
     pub can: Can,
     /// The signed-in user (the token's subject): whose offline entries this page may send.
     pub user: Option<String>,
+    /// The live panel's polling interval in milliseconds, where events cannot be streamed.
+    pub poll_ms: Option<u128>,
 }
 
 impl View {
@@ -190,7 +192,8 @@ pub fn moving_on(view: &View, title: &str, to: &str) -> Markup {
 }
 
 /// The day's figures and latest entries; refetched whole by the page script on each live
-/// event (`data-live` is the fragment's URL).
+/// event (`data-live` is the fragment's URL), or every `data-poll` milliseconds where events
+/// cannot be streamed.
 pub fn today_panel(
     view: &View,
     books: &Books,
@@ -201,7 +204,7 @@ pub fn today_panel(
     let m = view.m();
     let lang = view.lang;
     html! {
-        section #today aria-labelledby="today-title" data-live="/today/panel" {
+        section #today aria-labelledby="today-title" data-live="/today/panel" data-poll=[view.poll_ms] {
             h1 #today-title { (m.today) ", " (lang.date(date)) " " span.live-dot title=(m.live) aria-hidden="true" {} }
             @match balance {
                 Ok(b) => {

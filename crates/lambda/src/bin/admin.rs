@@ -4,12 +4,14 @@ use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let parts = cashflow_lambda::env::parts().await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async {
-        let outcome = cashflow_lambda::admin::handle(&parts, event.payload).await;
-        // The process may be frozen once the invocation answers: export its spans first.
-        cashflow::telemetry::flush_async().await;
-        outcome
+    let parts = &cashflow_lambda::env::parts().await?;
+    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| async move {
+        cashflow_lambda::invocation::serve(
+            "admin",
+            &event.context,
+            cashflow_lambda::admin::handle(parts, event.payload),
+        )
+        .await
     }))
     .await
 }
