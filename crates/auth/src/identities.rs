@@ -176,7 +176,7 @@ impl Identities {
     }
 
     /// Revokes a client: no new token from now on, and its outstanding tokens are refused by
-    /// every verifier at its next reload ([`crate::revocation`]). `false` if unknown.
+    /// every verifier at its next reload ([`crate::refresh`]). `false` if unknown.
     pub async fn revoke_client(&self, client_id: &str) -> Result<bool, StoreError> {
         let revoked = self.store.revoke_client(client_id, now_ms()).await?;
         if revoked {

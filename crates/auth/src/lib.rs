@@ -29,8 +29,9 @@
 //! - [`store`]: the rows of clients, users and signing keys, in SQLite or Postgres.
 //! - [`links`]: [`Links`], the merchant of an external subject or machine client whose tokens
 //!   carry no merchant claim (`cashflow identity link`).
-//! - [`revocation`]: revoked clients, disabled users and rotated keys reach every process's
-//!   verifier within [`REFRESH_INTERVAL`].
+//! - [`revocation`]: the check that refuses the tokens of revoked clients and disabled users.
+//! - [`refresh`]: revocations, rotated keys and identity links reach every process's verifier
+//!   within [`REFRESH_INTERVAL`].
 //! - [`throttle`]: failed token requests counted per account and address, and the delay
 //!   they earn.
 //! - [`key`]: [`SigningKey`], the Ed25519 key the issuer signs with and the store keeps.
@@ -47,6 +48,7 @@ pub mod key;
 pub mod links;
 pub mod oidc;
 pub mod principal;
+pub mod refresh;
 pub mod revocation;
 pub mod scope;
 pub mod store;
@@ -61,7 +63,8 @@ pub use key::{KeyError, SigningKey};
 pub use links::{IdentityLink, LinkKind, Links};
 pub use oidc::{IdToken, OidcPolicy, OidcVerifier, TrustedIssuers, WebClient, WebEndpoints};
 pub use principal::{bearer_token, Principal};
-pub use revocation::{Refresher, RevocationCheck, Revocations, REFRESH_INTERVAL};
+pub use refresh::{Refresher, REFRESH_INTERVAL};
+pub use revocation::{RevocationCheck, Revocations};
 pub use scope::{Scope, Scopes, UnknownScope};
 pub use store::{IdentityStore, PostgresIdentityStore, SqliteIdentityStore, StoreError};
 pub use throttle::{ThrottleConfig, ThrottlePolicy};

@@ -262,7 +262,7 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
         fresh_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
         faults_rate: cli.rate.unwrap_or(if smoke { 20.0 } else { 1000.0 }),
         read_rate: cli.read_rate.unwrap_or(if smoke { 10.0 } else { 50.0 }),
-        soak: soak::SoakPlan {
+        soak: scenarios::SoakPlan {
             rate: cli.rate.unwrap_or(if smoke { 20.0 } else { SOAK_RATE }),
             read_rate: cli.read_rate.unwrap_or(if smoke { 10.0 } else { 0.0 }),
             duration_s: cli.duration.unwrap_or(if smoke { SOAK_SMOKE_SECS } else { SOAK_SECS }).max(1),

@@ -59,7 +59,7 @@ pub struct Ctx {
     /// `faults`: the report reads per second.
     pub read_rate: f64,
     /// `soak`: its rates, length and sampling window.
-    pub soak: crate::soak::SoakPlan,
+    pub soak: SoakPlan,
     /// `--otel-sampling`: the sampling ratios of the traced runs (none: no traced runs).
     pub otel_sampling: Option<Vec<f64>>,
     pub backlog_entries: u64,
@@ -69,6 +69,17 @@ pub struct Ctx {
     /// never crossing midnight during a run).
     pub date: String,
     pub occurred_at: String,
+}
+
+/// How a soak runs (`crate::soak`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakPlan {
+    /// Writes per second.
+    pub rate: f64,
+    /// Report reads per second beside the writes (0: none).
+    pub read_rate: f64,
+    pub duration_s: u64,
+    pub window_s: u64,
 }
 
 /// What differs between scenarios by default.

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::oha::{Load, RunResult, Stop};
 use crate::report::{Check, Outcome, Table};
-use crate::scenarios::{check_exact, with_sut, Ctx};
+use crate::scenarios::{check_exact, with_sut, Ctx, SoakPlan};
 use crate::sut::{Role, Sut};
 use crate::trend::{self, Tolerance};
 
@@ -25,17 +25,6 @@ pub const RSS_TOLERANCE: Tolerance = Tolerance { relative: 0.10, absolute: 8.0 }
 pub const P99_TOLERANCE: Tolerance = Tolerance { relative: 0.5, absolute: 2.0 };
 /// The warm-up: this share of the run (at least one window) is left out of the trends.
 const WARMUP_SHARE: f64 = 0.1;
-
-/// How a soak runs.
-#[derive(Debug, Clone, Serialize)]
-pub struct SoakPlan {
-    /// Writes per second.
-    pub rate: f64,
-    /// Report reads per second beside the writes (0: none).
-    pub read_rate: f64,
-    pub duration_s: u64,
-    pub window_s: u64,
-}
 
 impl SoakPlan {
     /// The first [`WARMUP_SHARE`] of the run, and always the whole first window (whose sample

@@ -39,7 +39,7 @@ pub struct IssuerConfig {
     /// The `aud` of minted tokens: the API's identifier (`cashflow`).
     pub audience: String,
     /// How long a token is valid. Short: a rotated-out key stays published this long, and
-    /// revocation reaches verifiers only at their next reload ([`crate::revocation`]).
+    /// revocation reaches verifiers only at their next reload ([`crate::refresh`]).
     pub token_ttl: Duration,
     /// How failed token requests are slowed down.
     pub throttle: ThrottleConfig,
