@@ -557,6 +557,20 @@ def check_app_clients(t):
     return out
 
 
+def check_web_signs_in_through_the_hosted_ui_with_a_shared_key(t):
+    out = []
+    env = t["Resources"].get("Web", {}).get("Properties", {}).get("Environment", {}).get("Variables", {})
+    if ref(env.get("CASHFLOW_OIDC_WEB_CLIENT_ID")) != "WebClient":
+        out.append("Web: does not sign in with the web app client")
+    if "amazoncognito.com" not in json.dumps(env.get("CASHFLOW_OIDC_WEB_DOMAIN")):
+        out.append("Web: no hosted UI domain")
+    secret = json.dumps(env.get("CASHFLOW_WEB_SECRET"))
+    secrets = of_type(t, "AWS::SecretsManager::Secret")
+    if "{{resolve:secretsmanager:${WebSessionSecret}" not in secret or "WebSessionSecret" not in secrets:
+        out.append("Web: the session key is not one generated secret shared by every environment")
+    return out
+
+
 # ---------------------------------------------------------------- alarms and outputs
 
 
@@ -705,6 +719,8 @@ BREAKS = {
     "check_app_clients": _set("WebClient", ["WriteAttributes"], ["email", "custom:merchant_id"]),
     "check_alarms": lambda t: t["Resources"].pop("DeadLetterQueueNotEmpty"),
     "check_outputs": lambda t: t["Outputs"].pop("MachineClientId"),
+    "check_web_signs_in_through_the_hosted_ui_with_a_shared_key":
+        _set("Web", ["Environment", "Variables", "CASHFLOW_WEB_SECRET"], "a-literal-secret-in-the-template-0123456789"),
     "check_emf_alarms_read_what_the_functions_emit": _set("OutboxOldestAge", ["MetricName"], "OutboxAgeSeconds"),
 }
 
