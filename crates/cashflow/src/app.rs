@@ -54,6 +54,21 @@ pub struct AppConfig {
 }
 
 impl AppConfig {
+    /// The embedded backends under `data_dir`, the built-in issuer at `public_url` minting
+    /// tokens for the `cashflow` audience that live `token_ttl`, no external issuer: the
+    /// settings of a program that builds its own application (tests, tools).
+    pub fn embedded(data_dir: impl AsRef<std::path::Path>, public_url: impl Into<String>, token_ttl: Duration) -> Self {
+        Self {
+            backends: BackendArgs::embedded(data_dir.as_ref().to_path_buf()),
+            public_url: public_url.into(),
+            audience: "cashflow".to_owned(),
+            token_ttl,
+            trust_forwarded_for: false,
+            oidc: OidcConfig::default(),
+            web_secret: None,
+        }
+    }
+
     /// The settings given on the command line; `default_public_url` when none is given.
     pub fn from_args(auth: &AuthArgs, backends: &BackendArgs, default_public_url: String) -> anyhow::Result<Self> {
         Ok(Self {

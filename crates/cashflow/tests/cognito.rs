@@ -23,7 +23,6 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use cashflow::app::{AppConfig, Application};
-use cashflow::backends::BackendArgs;
 use cashflow::server::ServerConfig;
 use cashflow_auth::oidc::{parse_group_scopes, OidcConfig, OidcPolicy};
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
@@ -106,15 +105,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         // The merchants exist before the pool, whose users carry their ids: one application
         // for the merchants, another over the same directory trusting the pool.
-        let mut config = AppConfig {
-            backends: BackendArgs::embedded(dir.path()),
-            public_url: "http://cashflow.test".into(),
-            audience: "cashflow".into(),
-            token_ttl: Duration::from_secs(600),
-            trust_forwarded_for: false,
-            web_secret: None,
-            oidc: OidcConfig::default(),
-        };
+        let mut config = AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600));
         let setup = Application::build(&config).await.unwrap();
         let create = |name: &'static str| {
             let ledger = setup.ledger.clone();

@@ -12,7 +12,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use cashflow::app::{AppConfig, Application};
-use cashflow::backends::BackendArgs;
 use cashflow::server::{self, ServerConfig};
 use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
@@ -27,17 +26,9 @@ struct Served {
 
 async fn serve(config: ServerConfig) -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let app = Application::build(&AppConfig {
-        backends: BackendArgs::embedded(dir.path()),
-        public_url: "http://cashflow.test".into(),
-        audience: "cashflow".into(),
-        token_ttl: Duration::from_secs(600),
-        trust_forwarded_for: false,
-        web_secret: None,
-        oidc: Default::default(),
-    })
-    .await
-    .unwrap();
+    let app = Application::build(&AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600)))
+        .await
+        .unwrap();
     let merchant = app
         .ledger
         .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)

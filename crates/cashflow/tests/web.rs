@@ -16,7 +16,6 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use cashflow::app::{AppConfig, Application};
-use cashflow::backends::BackendArgs;
 use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 
@@ -69,15 +68,7 @@ const PASSWORD: &str = "correct horse battery";
 impl Web {
     async fn spawn(public_url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let config = AppConfig {
-            backends: BackendArgs::embedded(dir.path()),
-            public_url: public_url.into(),
-            audience: "cashflow".into(),
-            token_ttl: Duration::from_secs(600),
-            trust_forwarded_for: false,
-            web_secret: None,
-            oidc: Default::default(),
-        };
+        let config = AppConfig::embedded(dir.path(), public_url, Duration::from_secs(600));
         let app = Application::build(&config).await.unwrap();
         let merchant = app
             .ledger

@@ -10,7 +10,6 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{json, Value};
 
 use cashflow::app::{AppConfig, Parts};
-use cashflow::backends::BackendArgs;
 use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
 use cashflow_lambda::emf::{self, Invocation, Recorded};
@@ -20,15 +19,7 @@ use cashflow_lambda::{consumer, sweep};
 static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn parts(dir: &tempfile::TempDir) -> Parts {
-    Parts::new(AppConfig {
-        backends: BackendArgs::embedded(dir.path()),
-        public_url: "http://cashflow.test".into(),
-        audience: "cashflow".into(),
-        token_ttl: Duration::from_secs(600),
-        trust_forwarded_for: false,
-        web_secret: None,
-        oidc: Default::default(),
-    })
+    Parts::new(AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600)))
 }
 
 fn invocation(function: &str) -> Invocation {

@@ -9,7 +9,6 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::{json, Value};
 
 use cashflow::app::{AppConfig, Parts};
-use cashflow::backends::BackendArgs;
 use cashflow_auth::Scopes;
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use cashflow_events::{Event, EventBody};
@@ -20,15 +19,7 @@ const POISON_ID: &str = "2e1424d4-f796-459a-8184-9c92662be6da";
 const EVENT_ID: &str = "059f36b4-87a3-44ab-83d2-661975830a7d";
 
 fn parts(dir: &tempfile::TempDir) -> Parts {
-    Parts::new(AppConfig {
-        backends: BackendArgs::embedded(dir.path()),
-        public_url: "http://cashflow.test".into(),
-        audience: "cashflow".into(),
-        token_ttl: Duration::from_secs(600),
-        trust_forwarded_for: false,
-        web_secret: None,
-        oidc: Default::default(),
-    })
+    Parts::new(AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600)))
 }
 
 async fn merchant_and_token(parts: &Parts) -> (MerchantId, String) {

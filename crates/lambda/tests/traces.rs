@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use tracing_subscriber::EnvFilter;
 
 use cashflow::app::{AppConfig, Parts};
-use cashflow::backends::BackendArgs;
 use cashflow::otel::{self, TraceConfig};
 use cashflow::telemetry::{self, LogFormat};
 use cashflow_auth::Scopes;
@@ -41,15 +40,7 @@ fn spans_of(trace: TraceId) -> Vec<SpanData> {
 }
 
 fn parts(dir: &tempfile::TempDir) -> Parts {
-    Parts::new(AppConfig {
-        backends: BackendArgs::embedded(dir.path()),
-        public_url: "http://cashflow.test".into(),
-        audience: "cashflow".into(),
-        token_ttl: Duration::from_secs(600),
-        trust_forwarded_for: false,
-        web_secret: None,
-        oidc: Default::default(),
-    })
+    Parts::new(AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600)))
 }
 
 /// An entry recorded through `ledger-api` with the request's `traceparent`; the queued
