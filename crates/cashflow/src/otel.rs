@@ -22,12 +22,19 @@
 //!   `OTEL_TRACES_SAMPLER_ARG` (parent-based always-on by default), and decided once per
 //!   request, at its root, before any span is built ([`Sampling`], asked by the HTTP
 //!   middleware through [`cashflow_http::context::SpanExport::sampled`]): a request whose
-//!   caller sampled it out, or that the ratio leaves out, builds no exported span at all (the
-//!   filter of the exporting layer refuses every span and event of a sampled-out request), but
+//!   caller sampled it out, or that the ratio leaves out, builds no exported span at all, but
 //!   keeps its trace id in its log lines, its outbox row and its queue message, whose sampled
 //!   flag tells the consumer to skip it too. Letting the SDK's sampler drop spans the
 //!   `tracing` layer had already built cost a third of a cached read at 1 % (BENCHMARKS.md).
 //!   The SDK is given the same [`Sampling`], so the two never disagree.
+//! - A request sampled out is served under a subscriber of its own that has the logs alone
+//!   (the one given to [`layer`], which the middleware takes from
+//!   [`cashflow_http::context::SpanExport::unsampled`]), so it costs what it costs with no
+//!   exporter. Refusing its spans in the exporting layer's filter was not enough: every span
+//!   operation still went through both per-layer-filtered layers of the exporting subscriber,
+//!   each looking the span up in the registry, and a sampled-out cached read cost 6 µs more
+//!   than an untraced one (BENCHMARKS.md, session 23). The filter still refuses the spans of a
+//!   sampled-out trace, for code that serves one outside a request's subscriber.
 //! - The ratio reads the trace id's last 56 bits (the random part of W3C ids, as W3C Trace
 //!   Context level 2 and OpenTelemetry's newer samplers do), not the SDK's last 63: a trace
 //!   started here takes the request id's hex, a random UUID, whose 65th bit is always set,
@@ -251,14 +258,18 @@ impl<S> tracing_subscriber::layer::Filter<S> for Exported {
 /// The layer that turns our spans into OpenTelemetry spans of `provider`, and installs the
 /// [`cashflow_http::context::SpanExport`] that joins them across processes and samples each
 /// request as `config` says.
+///
+/// `unsampled` is the subscriber a request sampled out is served under: the process's logs
+/// alone, as they are when nothing is exported.
 pub fn layer<S>(
     provider: &SdkTracerProvider,
     config: &TraceConfig,
+    unsampled: tracing::Dispatch,
 ) -> Filtered<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>, Exported, S>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    cashflow_http::context::export_spans(Box::new(Export { config: config.clone() }));
+    cashflow_http::context::export_spans(Box::new(Export { config: config.clone(), unsampled }));
     // Only the spans' own fields: code locations, thread names and busy/idle times would
     // double what each span carries.
     tracing_opentelemetry::layer()
@@ -333,6 +344,7 @@ fn traceparent_of(context: &SpanContext) -> Option<String> {
 /// [`cashflow_http::context::SpanExport`] through `tracing-opentelemetry`.
 struct Export {
     config: TraceConfig,
+    unsampled: tracing::Dispatch,
 }
 
 impl cashflow_http::context::SpanExport for Export {
@@ -382,6 +394,10 @@ impl cashflow_http::context::SpanExport for Export {
         let _ = span.context();
         NEXT_TRACE.with(|next| next.set(None));
         NEXT_SPAN.with(|next| next.set(None));
+    }
+
+    fn unsampled(&self) -> &tracing::Dispatch {
+        &self.unsampled
     }
 }
 
@@ -462,7 +478,10 @@ mod tests {
 
     #[test]
     fn an_xray_id_for_a_new_request_trace_is_lowercase_hex_with_the_time_first() {
-        let export = Export { config: TraceConfig { format: TraceFormat::Xray, sampling: Sampling::default() } };
+        let export = Export {
+            config: TraceConfig { format: TraceFormat::Xray, sampling: Sampling::default() },
+            unsampled: tracing::Dispatch::none(),
+        };
         let from_request = *b"0a37b3206160403c8af4150f3ade4544";
         use cashflow_http::context::SpanExport;
         let hex = export.new_trace_id(from_request);
@@ -471,7 +490,7 @@ mod tests {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let seconds = u64::from_str_radix(std::str::from_utf8(&hex[..8]).unwrap(), 16).unwrap();
         assert!(seconds.abs_diff(now) <= 1, "{seconds} vs {now}");
-        let w3c = Export { config: TraceConfig::default() };
+        let w3c = Export { config: TraceConfig::default(), unsampled: tracing::Dispatch::none() };
         assert_eq!(w3c.new_trace_id(from_request), from_request);
     }
 

@@ -57,15 +57,7 @@ pub fn init(format: LogFormat) {
         }
     };
     let Some((provider, trace_config)) = traces else {
-        // Colours only on a terminal: escape codes in a log file or a collector are noise.
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr);
-        let _ = match format {
-            LogFormat::Text => builder.try_init(),
-            LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        };
+        let _ = tracing::dispatcher::set_global_default(logs(filter, format));
         return;
     };
     if with_traces(filter, format, &provider, &trace_config) {
@@ -79,6 +71,21 @@ fn traces() -> anyhow::Result<(SdkTracerProvider, crate::otel::TraceConfig)> {
     Ok((crate::otel::otlp_provider(&config)?, config))
 }
 
+/// The logs alone on stderr: the process's subscriber when nothing is exported, and the one a
+/// request sampled out is served under when spans are. The filter is global (it decides once
+/// per call site), which is what makes an untraced request cheap.
+fn logs(filter: EnvFilter, format: LogFormat) -> tracing::Dispatch {
+    // Colours only on a terminal: escape codes in a log file or a collector are noise.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.finish().into(),
+        LogFormat::Json => builder.json().flatten_event(true).finish().into(),
+    }
+}
+
 /// Installs logs and the span exporter of `provider` as the global subscriber; false if one
 /// was installed already. The log filter applies to the logs only: the exporter has its own.
 pub fn with_traces(
@@ -90,12 +97,18 @@ pub fn with_traces(
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
+    // The same filter twice: an `EnvFilter` is not `Clone`, its directives are.
+    let unsampled = logs(EnvFilter::new(filter.to_string()), format);
     let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Text => logs.with_filter(filter).boxed(),
         LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
     };
-    tracing_subscriber::registry().with(logs).with(crate::otel::layer(provider, trace_config)).try_init().is_ok()
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(crate::otel::layer(provider, trace_config, unsampled))
+        .try_init()
+        .is_ok()
 }
 
 /// Exports the spans finished so far (blocking until sent, or the export timeout); a no-op

@@ -30,6 +30,9 @@ const SAMPLED_IN: &str = "0a37b320-6160-403c-8a00-000000000001";
 /// A request id whose trace the 50 % ratio leaves out (its last 56 bits are all ones).
 const SAMPLED_OUT: &str = "0a37b320-6160-403c-8aff-ffffffffffff";
 
+/// The middleware's request lines (at debug) and every warning.
+const LOG_FILTER: &str = "warn,cashflow_http=debug";
+
 /// The log lines written so far (JSON, one per line).
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
@@ -53,7 +56,10 @@ impl Logs {
 struct Telemetry {
     exporter: InMemorySpanExporter,
     provider: SdkTracerProvider,
+    /// The lines of the exporting subscriber's log layer.
     logs: Logs,
+    /// The lines of the logs-only subscriber that requests sampled out are served under.
+    logs_alone: Logs,
 }
 
 /// The process's subscriber: JSON logs (the middleware's request lines at debug) into
@@ -71,9 +77,20 @@ fn telemetry() -> &'static Telemetry {
             .json()
             .flatten_event(true)
             .with_writer(move || writer.clone())
-            .with_filter(EnvFilter::new("warn,cashflow_http=debug"));
-        tracing_subscriber::registry().with(log_layer).with(otel::layer(&provider, &config)).try_init().unwrap();
-        Telemetry { exporter, provider, logs }
+            .with_filter(EnvFilter::new(LOG_FILTER));
+        // What a request sampled out is served under: the same logs, alone (written apart here,
+        // to tell which subscriber served a request).
+        let alone = Logs::default();
+        let writer = alone.clone();
+        let logs_alone = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .with_env_filter(EnvFilter::new(LOG_FILTER))
+            .finish();
+        let exporting = otel::layer(&provider, &config, logs_alone.into());
+        tracing_subscriber::registry().with(log_layer).with(exporting).try_init().unwrap();
+        Telemetry { exporter, provider, logs, logs_alone: alone }
     })
 }
 
@@ -143,12 +160,13 @@ async fn a_request_sampled_out_exports_no_span_while_its_log_lines_carry_its_tra
         .map(|s| s.name)
         .collect();
     assert!(orphans.is_empty(), "spans of a request exported without it: {orphans:?}");
-    // And the request's log line carries its request id, trace id and span id all the same
-    let lines = telemetry().logs.lines();
-    let served = lines
-        .iter()
-        .find(|l| l.contains("request served") && l.contains(SAMPLED_OUT))
-        .unwrap_or_else(|| panic!("no log line of the request in {lines:#?}"));
+    // And the request was served under the logs-only subscriber, whose log line carries its
+    // request id, trace id and span id all the same
+    let served_line =
+        |logs: &Logs| logs.lines().into_iter().find(|l| l.contains("request served") && l.contains(SAMPLED_OUT));
+    assert_eq!(served_line(&t.logs), None, "a request sampled out went through the exporting subscriber");
+    let served = served_line(&t.logs_alone)
+        .unwrap_or_else(|| panic!("no log line of the request in {:#?}", t.logs_alone.lines()));
     assert!(served.contains(&format!("\"trace_id\":\"{trace}\"")), "{served}");
     assert!(served.contains(&format!("\"span_id\":\"{}\"", traceparent.split('-').nth(2).unwrap())), "{served}");
 }
@@ -169,6 +187,11 @@ async fn a_request_the_ratio_samples_is_one_trace_from_the_request_to_the_consum
     for name in ["POST /v1/entries", "auth.verify_token", "ledger.record", "consolidation.apply"] {
         assert!(names.contains(&name), "{name} not among {names:?}");
     }
+    // And it was served under the exporting subscriber, whose log layer wrote its line
+    let t = telemetry();
+    let served = |logs: &Logs| logs.lines().iter().any(|l| l.contains("request served") && l.contains(SAMPLED_IN));
+    assert!(served(&t.logs), "{:#?}", t.logs.lines());
+    assert!(!served(&t.logs_alone), "a sampled request went to the logs-only subscriber");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry::trace::{SpanId, SpanKind, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
@@ -33,11 +33,23 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     })
 }
 
-/// The finished spans of one trace.
+/// The finished spans of one trace, once its request's span has ended (waiting up to 5 s).
+///
+/// A request's span can end a little after its response: sqlx's SQLite worker thread holds
+/// the span of the query it ran until it has handed over the result, and a parent ends only
+/// after its last child.
 fn spans_of(trace: TraceId) -> Vec<SpanData> {
     let (exporter, provider) = exporter();
-    provider.force_flush().unwrap();
-    exporter.get_finished_spans().unwrap().into_iter().filter(|s| s.span_context.trace_id() == trace).collect()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        provider.force_flush().unwrap();
+        let spans: Vec<SpanData> =
+            exporter.get_finished_spans().unwrap().into_iter().filter(|s| s.span_context.trace_id() == trace).collect();
+        if spans.iter().any(|s| s.span_kind == SpanKind::Server) || std::time::Instant::now() > deadline {
+            return spans;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// The one span named `name` in `spans`.

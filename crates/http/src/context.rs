@@ -18,7 +18,10 @@
 //! sampled out keeps its trace id (its log lines, the outbox row, the queue message carry it)
 //! but no exported span is made for it, here ([`in_unsampled_trace`], which the exporter's
 //! filter reads) or in the consumer ([`sampled_out`]). Building spans only to have the sampler
-//! drop them cost a third of a cached read at 1 % sampling (BENCHMARKS.md, session 21).
+//! drop them cost a third of a cached read at 1 % sampling (BENCHMARKS.md, session 21), and
+//! merely passing them through the exporting subscriber a quarter, so the middleware serves a
+//! request sampled out under the exporter's [`SpanExport::unsampled`] subscriber, which has the
+//! logs alone.
 //!
 //! An `X-Amzn-Trace-Id` header (API Gateway's, X-Ray's) is continued like a `traceparent`
 //! when no `traceparent` came: `Root=1-<8 hex>-<24 hex>` is the same 128-bit trace id.
@@ -44,6 +47,11 @@ pub trait SpanExport: Send + Sync + 'static {
     /// Starts `span` (not yet entered, and sampled) as the span `traceparent` names (its trace
     /// id and span id), a child of the remote span `parent` or else the root of a new trace.
     fn start(&self, span: &tracing::Span, parent: Option<&str>, traceparent: &str);
+    /// The subscriber a request sampled out is served under: the logs alone, as when nothing
+    /// is exported. Its spans then never reach the exporting subscriber, whose per-layer
+    /// bookkeeping (a registry look-up per layer at every enter, exit and close, even for a
+    /// span every filter refuses) cost a sampled-out read 6 µs (BENCHMARKS.md, session 23).
+    fn unsampled(&self) -> &tracing::Dispatch;
 }
 
 static EXPORT: OnceLock<Box<dyn SpanExport>> = OnceLock::new();

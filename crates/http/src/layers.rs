@@ -14,7 +14,9 @@
 //! decides first whether the request's trace is sampled; a sampled request's span is another
 //! one, named after the route, which the exporter starts with the request's own trace and span
 //! ids and which records the response status. A request sampled out, or served without an
-//! exporter, gets the logs' span alone (and without an exporter that choice costs one load).
+//! exporter, gets the logs' span alone (and without an exporter that choice costs one load);
+//! sampled out, it is also served under the exporter's logs-only subscriber
+//! ([`crate::context::SpanExport::unsampled`]), so none of its spans costs the exporting one.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ use axum::Router;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use metrics::{Counter, Histogram};
+use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
 use crate::problem::PROBLEM_JSON;
@@ -88,60 +91,72 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let request_id_str = request_id.to_str().unwrap_or_default();
-    let (trace_id, span_id) = (
-        crate::context::trace_id(&traceparent).unwrap_or_default(),
-        crate::context::span_id(&traceparent).unwrap_or_default(),
-    );
     let exported = export.filter(|_| trace.exported);
-    let span = match exported {
-        // Not exported (no exporter, or sampled out): a span for the logs only, which the
-        // exporter's filter never takes (its target says so).
-        None => tracing::info_span!(
-            target: "cashflow_http::unexported",
-            "http",
-            method = %method,
-            route = %route,
-            request_id = %request_id_str,
-            trace_id = %trace_id,
-            span_id = %span_id,
-        ),
-        Some(export) => {
-            let span = exported_span(&method, route, request_id_str, trace_id, span_id);
-            export.start(&span, incoming.as_deref(), &traceparent);
-            span
+    let serve = async {
+        let request_id_str = request_id.to_str().unwrap_or_default();
+        let (trace_id, span_id) = (
+            crate::context::trace_id(&traceparent).unwrap_or_default(),
+            crate::context::span_id(&traceparent).unwrap_or_default(),
+        );
+        let span = match exported {
+            // Not exported (no exporter, or sampled out): a span for the logs only, which the
+            // exporter's filter never takes (its target says so).
+            None => tracing::info_span!(
+                target: "cashflow_http::unexported",
+                "http",
+                method = %method,
+                route = %route,
+                request_id = %request_id_str,
+                trace_id = %trace_id,
+                span_id = %span_id,
+            ),
+            Some(export) => {
+                let span = exported_span(&method, route, request_id_str, trace_id, span_id);
+                export.start(&span, incoming.as_deref(), &traceparent);
+                span
+            }
+        };
+        let handled =
+            crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
+                .instrument(span.clone())
+                .await;
+        let mut response = handled.unwrap_or_else(|panic| span.in_scope(|| panic_problem(panic)));
+        if is_problem(&response) {
+            response = with_request_id(response, &request_id).await;
         }
-    };
-    let handled = crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
-        .instrument(span.clone())
-        .await;
-    let mut response = handled.unwrap_or_else(|panic| span.in_scope(|| panic_problem(panic)));
-    if is_problem(&response) {
-        response = with_request_id(response, &request_id).await;
-    }
-    let headers = response.headers_mut();
-    headers.insert(REQUEST_ID, request_id);
-    if let Ok(value) = HeaderValue::from_str(&traceparent) {
-        headers.insert(TRACEPARENT, value);
-    }
-    let (status, elapsed) = (response.status(), started.elapsed());
-    if exported.is_some() {
-        span.record("http.response.status_code", i64::from(status.as_u16()));
+        let headers = response.headers_mut();
+        headers.insert(REQUEST_ID, request_id);
+        if let Ok(value) = HeaderValue::from_str(&traceparent) {
+            headers.insert(TRACEPARENT, value);
+        }
+        let (status, elapsed) = (response.status(), started.elapsed());
+        if exported.is_some() {
+            span.record("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
         if status.is_server_error() {
-            span.record("otel.status_code", "ERROR");
+            span.in_scope(|| {
+                tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed")
+            });
+        } else {
+            // One line per request at debug, so a request with nothing else to say is still found
+            // by its ids.
+            span.in_scope(|| {
+                tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served")
+            });
         }
+        let (count, latency) = metrics.handles(route, &method, status);
+        count.increment(1);
+        latency.record(elapsed.as_secs_f64());
+        response
+    };
+    match export.filter(|_| !trace.exported) {
+        // Sampled out: every span and event of the request goes to the logs-only subscriber.
+        Some(export) => serve.with_subscriber(export.unsampled().clone()).await,
+        None => serve.await,
     }
-    if status.is_server_error() {
-        span.in_scope(|| tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed"));
-    } else {
-        // One line per request at debug, so a request with nothing else to say is still found
-        // by its ids.
-        span.in_scope(|| tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served"));
-    }
-    let (count, latency) = metrics.handles(route, &method, status);
-    count.increment(1);
-    latency.record(elapsed.as_secs_f64());
-    response
 }
 
 /// The request's span when it is exported: a server span named after the route (as
