@@ -95,16 +95,16 @@ pub(super) const fn migrations(sql: [&'static str; 4]) -> [MigrationSource; 4] {
     ]
 }
 
-/// `clients` as [`SqlIdentityStore::client`] and [`SqlIdentityStore::clients`] select it.
+/// A row of `clients` as `client` and `clients` select it.
 type ClientRow<M> = (String, String, M, String, Option<String>, Option<i64>);
 
-/// `users` as [`SqlIdentityStore::user`] and [`SqlIdentityStore::users`] select it.
+/// A row of `users` as `user` and `users` select it.
 type UserRow<M> = (String, String, M, String, Option<i64>);
 
-/// `identity_links` as [`SqlIdentityStore::links`] selects it.
+/// A row of `identity_links` as `links` selects it.
 type LinkRow<M> = (String, String, M, Option<String>, i64);
 
-/// `signing_keys` as [`SqlIdentityStore::signing_keys`] selects it.
+/// A row of `signing_keys` as `signing_keys` selects it.
 type KeyRow = (Vec<u8>, i64, Option<i64>);
 
 #[async_trait]
