@@ -147,6 +147,7 @@ contract! {
     ],
     harness: [
         only_hashes_of_secrets_and_passwords_are_stored,
+        merchant_ids_and_creation_times_are_stored_in_the_formats_of_the_schema,
         the_signing_key_survives_reopening_and_racing_processes,
         wrong_passwords_past_the_free_ones_are_answered_429_with_retry_after,
         after_the_delay_the_right_password_works_and_resets_the_count,
@@ -263,6 +264,38 @@ async fn only_hashes_of_secrets_and_passwords_are_stored(harness: &Harness) {
     let hashes = harness.strings("SELECT password_hash FROM users").await;
     assert_eq!(hashes.len(), 1);
     assert!(hashes[0].starts_with("$argon2id$") && !hashes[0].contains("correct horse"), "{}", hashes[0]);
+}
+
+async fn merchant_ids_and_creation_times_are_stored_in_the_formats_of_the_schema(harness: &Harness) {
+    // Given a client, a user and the signing key, written by the store
+    let store = harness.open().await;
+    let merchant = MerchantId::new();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    store.create_client(merchant, Scopes::all(), None).await.unwrap();
+    store.create_user("alice", &"correct horse".into(), merchant, Scopes::all()).await.unwrap();
+    store.signing_key().await.unwrap();
+    let after = chrono::Utc::now() + chrono::Duration::seconds(1);
+
+    for table in ["clients", "users", "signing_keys"] {
+        // Then each row's creation time is the time it was written: on SQLite RFC 3339 text in UTC
+        // with milliseconds (what earlier rows hold, so that old and new sort together)
+        let created = match harness.backend {
+            Backend::Sqlite => harness.strings(&format!("SELECT created_at FROM {table}")).await,
+            Backend::Postgres => {
+                let utc = r#"to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"#;
+                harness.strings(&format!("SELECT {utc} FROM {table}")).await
+            }
+        };
+        assert_eq!(created.len(), 1, "{table}");
+        let at = chrono::DateTime::parse_from_rfc3339(&created[0]).unwrap();
+        assert!(created[0].len() == 24 && created[0].ends_with('Z'), "{table}: {}", created[0]);
+        assert!(before <= at && at <= after, "{table}: {at} not between {before} and {after}");
+    }
+    // And the merchant id reads back as the hyphenated id it is
+    for table in ["clients", "users"] {
+        let merchants = harness.strings(&format!("SELECT CAST(merchant_id AS TEXT) FROM {table}")).await;
+        assert_eq!(merchants, [merchant.to_string()], "{table}");
+    }
 }
 
 async fn the_signing_key_survives_reopening_and_racing_processes(harness: &Harness) {

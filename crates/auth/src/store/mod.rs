@@ -6,7 +6,8 @@
 //! The trait is rows in, rows out. What a row means (is this the secret? may this user get
 //! that scope?) is decided once, above the backends, in [`crate::identities`]; a backend only
 //! stores and finds. Backends: SQLite ([`SqliteIdentityStore`]) and Postgres
-//! ([`PostgresIdentityStore`]), checked by one contract suite (`tests/store_contract.rs`).
+//! ([`PostgresIdentityStore`]), one [`SqlIdentityStore`] whose SQL serves both ([`sql`]),
+//! checked by one contract suite (`tests/store_contract.rs`).
 
 use async_trait::async_trait;
 use cashflow_domain::MerchantId;
@@ -16,9 +17,11 @@ use crate::links::{IdentityLink, LinkKind};
 use crate::Scopes;
 
 pub mod postgres;
+pub mod sql;
 mod sqlite;
 
 pub use postgres::PostgresIdentityStore;
+pub use sql::{Dialect, SqlIdentityStore};
 pub use sqlite::{SqliteIdentityStore, MIGRATIONS};
 
 /// Why the identity store failed.
