@@ -23,7 +23,7 @@ use cashflow_auth::{
     Identities, JwksCache, JwtVerifier, Links, OidcVerifier, Refresher, RevocationCheck, TokenVerifier, TrustedIssuers,
     REFRESH_INTERVAL,
 };
-use cashflow_consolidation::dedup::Pruner;
+use cashflow_consolidation::dedup::{DedupWindow, Pruner};
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
 use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
@@ -325,6 +325,11 @@ impl Parts {
     /// A consumer from the queue into the consolidation store.
     pub async fn consumer(&self) -> anyhow::Result<Consumer> {
         Ok(consumer(self.consolidation_store().await?, &self.queue().await?, self.live.wrap(self.cache().await?)))
+    }
+
+    /// How long consolidation keeps deduplication markers.
+    pub fn dedup_window(&self) -> anyhow::Result<DedupWindow> {
+        self.config.backends.dedup_window()
     }
 
     /// The pruner of consolidation's deduplication markers, run beside the consumer.

@@ -16,8 +16,14 @@
 //! the consumer's writes wait at most one batch. It first runs one interval after it starts,
 //! never at once: a consumer starting after a long stop receives what the queue kept for it
 //! first. `docs/architecture.md` ("Deduplication window") has the whole argument.
+//!
+//! A process that cannot keep a background task (a Lambda function, frozen between
+//! invocations) prunes from its own work instead, through a [`PruneSchedule`]: one batch after
+//! a piece of work when a pass is due, which is once per interval, or at once while the last
+//! pass found a full batch (a backlog, after a long stop, drains a batch per invocation).
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
@@ -131,9 +137,68 @@ impl Pruner {
     }
 }
 
+/// When a process without a background task prunes: [`PruneSchedule::prune_if_due`] after
+/// each piece of work (a Lambda invocation) deletes one batch when a pass is due. A pass is due
+/// at the first call, then `every` after a pass that found fewer than a full batch, and at once
+/// after one that found a full batch or failed to run (so a backlog drains a batch a call, and
+/// a failure is tried again by the next call).
+#[derive(Debug)]
+pub struct PruneSchedule {
+    every: Duration,
+    next: Mutex<Option<Instant>>,
+}
+
+impl PruneSchedule {
+    /// A schedule of one pass every `every`.
+    pub const fn new(every: Duration) -> Self {
+        Self { every, next: Mutex::new(None) }
+    }
+
+    /// Whether a pass is due at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.next.lock().map_or(true, |next| next.is_none_or(|at| now >= at))
+    }
+
+    /// Records a pass at `now` that removed `removed` markers.
+    fn passed(&self, now: Instant, removed: u64) {
+        let next = if removed >= u64::from(PRUNE_BATCH) { now } else { now + self.every };
+        if let Ok(mut at) = self.next.lock() {
+            *at = Some(next);
+        }
+    }
+
+    /// Deletes one batch of `store`'s markers older than `window` if a pass is due; how many
+    /// it removed (0 when none was due).
+    pub async fn prune_if_due(&self, store: &dyn ConsolidationStore, window: DedupWindow) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        if !self.due(started) {
+            return Ok(0);
+        }
+        let removed = store.prune_processed(window.cutoff(Utc::now()), PRUNE_BATCH).await?;
+        metrics::counter!("cashflow_dedup_markers_pruned_total").increment(removed);
+        self.passed(started, removed);
+        Ok(removed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pass_is_due_at_first_then_once_an_interval_unless_a_full_batch_says_more_are_left() {
+        let schedule = PruneSchedule::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert!(schedule.due(t0), "the first call prunes");
+
+        schedule.passed(t0, 3);
+        assert!(!schedule.due(t0 + Duration::from_secs(59)), "a pass that found few waits an interval");
+        assert!(schedule.due(t0 + Duration::from_secs(60)));
+
+        let t1 = t0 + Duration::from_secs(60);
+        schedule.passed(t1, u64::from(PRUNE_BATCH));
+        assert!(schedule.due(t1), "a full batch means a backlog: the next call prunes again");
+    }
 
     #[test]
     fn a_window_must_be_longer_than_the_queue_keeps_a_message() {

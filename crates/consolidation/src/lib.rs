@@ -11,7 +11,8 @@
 //!   and [`CachedReport`], a report's JSON as the caches keep it.
 //! - [`consumer`]: the queue consumer.
 //! - [`dedup`]: how long deduplication markers are kept ([`dedup::DedupWindow`]) and the
-//!   [`dedup::Pruner`] that forgets older ones.
+//!   [`dedup::Pruner`] that forgets older ones (or the [`dedup::PruneSchedule`] of a process
+//!   without background tasks).
 //! - [`store`]: the [`ConsolidationStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
 //!   implement it, chosen by URL.
 //! - [`cache`]: the [`ReportCache`] port; [`MemoryCache`]: the in-process implementation;

@@ -13,6 +13,13 @@
 //! that recorded it: its `traceparent` travels in the event, and, for a producer that only
 //! sets the message's `traceparent` attribute or SQS's `AWSTraceHeader`, is taken from those
 //! ([`LambdaBatch::new`]). The binary flushes the spans before it answers.
+//!
+//! The processes prune deduplication markers past their window with a background task, which
+//! a frozen function cannot keep: after its batch, an invocation deletes one batch of expired
+//! markers when a pass is due in its execution environment ([`PRUNING`]: once a minute, or at
+//! every invocation while a backlog lasts). Markers are written only by applying events, so
+//! pruning as events are applied keeps the table flat; a failed pass is logged and left to a
+//! later invocation, never failing this one.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,11 +29,15 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 
 use cashflow::app::Parts;
+use cashflow_consolidation::dedup::PruneSchedule;
 use cashflow_consolidation::{Consumer, ConsumerConfig};
 use cashflow_events::{Delivery, Event, EventSource, QueueError};
 
 /// The message attribute the queue adapter writes the producing request's `traceparent` in.
 const TRACEPARENT_ATTRIBUTE: &str = "traceparent";
+
+/// When this execution environment next prunes deduplication markers.
+static PRUNING: PruneSchedule = PruneSchedule::new(Duration::from_secs(60));
 
 /// One Lambda batch as an [`EventSource`]: delivered once, acknowledgements recorded.
 #[derive(Default)]
@@ -104,8 +115,28 @@ fn with_trace(body: String, message: &SqsMessage) -> String {
     }
 }
 
-/// Applies `event`'s batch; the ids of the messages not applied.
+/// One batch of expired deduplication markers, when `pruning` says a pass is due.
+async fn prune(parts: &Parts, pruning: &PruneSchedule) {
+    let pruned =
+        async { anyhow::Ok(pruning.prune_if_due(&*parts.consolidation_store().await?, parts.dedup_window()?).await?) };
+    match pruned.await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "deduplication markers past the window pruned"),
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "pruning deduplication markers failed; a later invocation tries again"
+        ),
+    }
+}
+
+/// Applies `event`'s batch, then prunes expired deduplication markers if due in this
+/// execution environment; the ids of the messages not applied.
 pub async fn handle(parts: &Parts, event: SqsEvent) -> SqsBatchResponse {
+    handle_with(parts, &PRUNING, event).await
+}
+
+/// [`handle`] with the pruning schedule `pruning` instead of the execution environment's.
+pub async fn handle_with(parts: &Parts, pruning: &PruneSchedule, event: SqsEvent) -> SqsBatchResponse {
     let ids: Vec<String> = event.records.iter().filter_map(|m| m.message_id.clone()).collect();
     let batch = Arc::new(LambdaBatch::new(&event));
     let applied = async {
@@ -122,6 +153,7 @@ pub async fn handle(parts: &Parts, event: SqsEvent) -> SqsBatchResponse {
     if let Err(e) = applied.await {
         tracing::warn!(error = format!("{e:#}"), messages = ids.len(), "batch not applied; every message is retried");
     }
+    prune(parts, pruning).await;
     let acked = batch.acked();
     let mut response = SqsBatchResponse::default();
     for id in ids.into_iter().filter(|id| !acked.contains(id)) {

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use cashflow::app::{AppConfig, Parts};
 use cashflow_auth::Scopes;
+use cashflow_consolidation::dedup::PruneSchedule;
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use cashflow_events::{Event, EventBody};
 use cashflow_lambda::http::{Api, HttpFunction};
@@ -123,6 +124,44 @@ async fn consumer_applies_the_batch_and_reports_only_the_poison_message() {
     let failed: Vec<_> = again.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, [POISON_ID], "a redelivered event is a duplicate, applied once, not a failure");
     assert!(!failed.contains(&EVENT_ID));
+}
+
+#[tokio::test]
+async fn consumer_prunes_deduplication_markers_past_the_window_after_its_batch() {
+    // Given markers of events applied 20 days ago (past the 15-day window) and one of 10 days ago
+    let dir = tempfile::tempdir().unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, token) = merchant_and_token(function.parts()).await;
+    assert_eq!(function.handle(post_entry(merchant, &token)).await.unwrap().status(), 201);
+    let events = queued(function.parts()).await;
+    function.parts().consolidation_store().await.unwrap();
+    let db = cashflow_db::open_sqlite(&format!("sqlite://{}", dir.path().join("consolidation.db").display()), 1)
+        .await
+        .unwrap();
+    let days_ago = |days: i64| (chrono::Utc::now() - chrono::Duration::days(days)).timestamp_micros();
+    for age in [20, 20, 20, 10] {
+        sqlx::query("INSERT INTO processed_events (event_id, applied_at) VALUES (?1, ?2)")
+            .bind(uuid::Uuid::new_v4().as_bytes().to_vec())
+            .bind(days_ago(age))
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    let markers = |older_than_days: i64| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM processed_events WHERE applied_at < ?1")
+            .bind(days_ago(older_than_days))
+            .fetch_one(&db)
+    };
+
+    // When the consumer function applies a batch, its first invocation in this environment
+    let pruning = PruneSchedule::new(Duration::from_secs(60));
+    let answer = consumer::handle_with(function.parts(), &pruning, sqs_batch(&events)).await;
+    assert_eq!(answer.batch_item_failures.len(), 1, "only the poison message fails");
+
+    // Then the markers past the window are gone, and those inside it (the batch's own) stay
+    assert_eq!(markers(15).await.unwrap(), 0);
+    assert_eq!(markers(5).await.unwrap(), 1, "the marker of 10 days ago is inside the window");
+    assert_eq!(markers(-1).await.unwrap(), 1 + events.len() as i64);
 }
 
 #[tokio::test]
