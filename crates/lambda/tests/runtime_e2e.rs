@@ -372,17 +372,17 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
     let stack = Stack::start().await;
     let Stack { dir, sqs, queue, emulator, env, merchants, tokens, .. } = &stack;
     let maria = tokens["maria"]["id"].as_str().unwrap();
-    let _ledger_api = emulator.function("ledger-api", &bin("ledger-api"), &env);
-    let _reports_api = emulator.function("reports-api", &bin("reports-api"), &env);
+    let _ledger_api = emulator.function("ledger-api", &bin("ledger-api"), env);
+    let _reports_api = emulator.function("reports-api", &bin("reports-api"), env);
     let (emf_file, log_file) = (dir.path().join("consumer.out"), dir.path().join("consumer.err"));
     let _consumer = emulator.function_writing(
         "consumer",
         &bin("consumer"),
-        &env,
+        env,
         std::fs::File::create(&emf_file).unwrap().into(),
         std::fs::File::create(&log_file).unwrap().into(),
     );
-    let _sweep = emulator.function("outbox-sweep", &bin("outbox-sweep"), &env);
+    let _sweep = emulator.function("outbox-sweep", &bin("outbox-sweep"), env);
 
     // When ledger-api gets maria's entry with her moto token
     let response =
@@ -392,7 +392,7 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
     let (status, recorded) = answer(&response);
     assert_eq!(status, 201, "{response}");
     let entry_id = recorded["id"].as_str().unwrap().to_owned();
-    let mut records = drain_queue(&sqs, &queue).await;
+    let mut records = drain_queue(sqs, queue).await;
     assert_eq!(records.len(), 3, "two merchants and one entry: {records:?}");
     assert_eq!(records.iter().filter(|r| r["body"].as_str().unwrap().contains(&entry_id)).count(), 1);
 
@@ -454,7 +454,7 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
         assert!(linked_at.elapsed() < Duration::from_secs(7), "still {status} {body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    drain_queue(&sqs, &queue).await;
+    drain_queue(sqs, queue).await;
 
     // When ledger-api runs where its queue is unreachable (another deployment of the function,
     // behind an emulator of its own)
@@ -469,13 +469,13 @@ async fn the_functions_record_consolidate_and_sweep_under_the_lambda_runtime_emu
     let (status, recorded) = answer(&response);
     assert_eq!(status, 201, "{response}");
     let second = recorded["id"].as_str().unwrap().to_owned();
-    assert!(drain_queue(&sqs, &queue).await.is_empty(), "the inline publish could not reach the queue");
+    assert!(drain_queue(sqs, queue).await.is_empty(), "the inline publish could not reach the queue");
 
     // And outbox-sweep publishes it
     let scheduled: Value = serde_json::from_str(include_str!("fixtures/eventbridge-scheduled.json")).unwrap();
     let swept = emulator.invoke("outbox-sweep", &scheduled, dir.path()).await;
     assert_eq!(swept, json!({ "published": 1 }));
-    let records = drain_queue(&sqs, &queue).await;
+    let records = drain_queue(sqs, queue).await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert!(records[0]["body"].as_str().unwrap().contains(&second), "{records:?}");
 }
@@ -556,8 +556,8 @@ async fn the_web_function_signs_in_through_the_hosted_ui_and_takes_forms_from_an
 
     // Given maria signed in (the session cookie holds her Cognito token), her form in one
     // environment
-    let session = format!("cf_session={}", stack.tokens["maria"]["id"].as_str().unwrap());
-    let form = Page::of(&first.invoke("web", &web_event("GET", "/record", "", &[session.clone()], None), dir).await);
+    let session = [format!("cf_session={}", stack.tokens["maria"]["id"].as_str().unwrap())];
+    let form = Page::of(&first.invoke("web", &web_event("GET", "/record", "", &session, None), dir).await);
     assert_eq!(form.status, 200, "{}", form.html);
     let (csrf, key) = (form.field("csrf"), form.field("idempotency_key"));
     let fields = |csrf: &str| {
@@ -572,7 +572,7 @@ async fn the_web_function_signs_in_through_the_hosted_ui_and_takes_forms_from_an
     let post = |csrf: &str| {
         let fields = fields(csrf);
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        web_event("POST", "/entries", "", &[session.clone()], Some(&fields))
+        web_event("POST", "/entries", "", &session, Some(&fields))
     };
 
     // When it is posted with a CSRF token that is not hers
