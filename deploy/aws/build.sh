@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 arch="${1:---x86-64}"
-# The `lambda` profile (Cargo.toml): release without debug information or symbols, so each zip
+# The `lambda` profile (Cargo.toml): release built for size (fat LTO, one codegen unit, opt-level "s", no debug information or symbols), so each zip
 # stays under 10 MB. Only the bare bootstraps: a bootstrap.zip left in a CodeUri directory (by
 # `--output-format zip`) would be zipped into the package too, doubling it.
 cargo lambda build --profile lambda "$arch" -p cashflow-lambda
