@@ -40,7 +40,10 @@ trap cleanup EXIT
 if [[ -z "$BIN_DIR" ]]; then
   # What deploy/aws/build.sh builds: the `lambda` profile (Cargo.toml: no debug information,
   # symbols stripped), one bootstrap per function under target/lambda/<function>/ (CodeUri).
+  # With fat LTO and one codegen unit the build takes tens of minutes on 2 cores: say how long.
+  BUILD_START=$SECONDS
   cargo lambda build --profile lambda "$ARCH" -p cashflow-lambda >&2
+  echo "Built in $((SECONDS - BUILD_START)) s (load average: $(cut -d' ' -f1-3 /proc/loadavg))."
   # Zipped as `sam deploy` zips a CodeUri directory: Python's zipfile, deflate, default level.
   echo "| function | bootstrap | package (zip, as sam deploy makes it) |"
   echo "|---|---:|---:|"

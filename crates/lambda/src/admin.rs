@@ -2,6 +2,8 @@
 //! invocation, answering what the CLI's `--json` prints (the contract is in
 //! `docs/deploy-aws.md`). A bad payload fails the invocation with `errorType`
 //! `invalid_payload` (so does an identity already linked), a backend failure with `database`. Secrets appear only in the answer.
+//! `merchant-create` publishes the merchant's registration before answering, as `ledger-api`
+//! publishes its entries' events.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -10,6 +12,7 @@ use cashflow::app::Parts;
 use cashflow::operator;
 use cashflow_auth::{LinkKind, Scopes, StoreError};
 use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+use cashflow_ledger::Committed;
 use secrecy::ExposeSecret;
 
 /// One operator command.
@@ -88,8 +91,16 @@ pub async fn handle(parts: &Parts, payload: Value) -> Result<Value, AdminError> 
             let currency = Currency::parse(&currency).map_err(invalid)?;
             let time_zone = MerchantTimeZone::parse(&timezone).map_err(invalid)?;
             let ledger = parts.ledger().await.map_err(AdminError::Database)?;
-            let merchant =
-                ledger.create_merchant(name, currency, time_zone).await.map_err(|e| AdminError::Database(e.into()))?;
+            let (created, committed) = Committed::collect(ledger.create_merchant(name, currency, time_zone)).await;
+            let merchant = created.map_err(|e| AdminError::Database(e.into()))?;
+            // Consolidation learns the merchant (currency, time zone) now rather than at the next
+            // sweep; a queue that cannot be reached leaves the event to the sweep.
+            match parts.relay().await {
+                Ok(relay) => crate::http::publish(&relay, &committed, crate::http::PUBLISH_TIMEOUT).await,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "queue unavailable; the sweep publishes the merchant")
+                }
+            }
             Ok(json!({ "merchant_id": merchant.id.to_string() }))
         }
         Command::ClientCreate { merchant, scopes } => {

@@ -13,10 +13,13 @@
 //! within [`REFRESH_INTERVAL`], as they reach a process: the first request after the interval
 //! reloads them.
 //!
-//! After `ledger-api` records an entry (`201`), it publishes the outbox, which holds that
-//! entry's event, before answering: Lambda may freeze the environment right after the answer,
-//! so a relay task would not run. The publish is bounded by [`PUBLISH_TIMEOUT`]; if it fails
-//! or is slow, the answer goes out anyway and the row stays in the outbox for `outbox-sweep`.
+//! When a request commits events to the ledger's outbox (`ledger-api` recording or reversing
+//! an entry, closing a day; a form of `web` doing the same), the function publishes those
+//! events, and only those, before answering: Lambda may freeze the environment right after the
+//! answer, so a relay task would not run, and publishing the whole outbox would have concurrent
+//! invocations each publish the others' events ([`cashflow_ledger::Committed`]). The publish
+//! is bounded by [`PUBLISH_TIMEOUT`]; if it fails or is slow, the answer goes out anyway and
+//! the rows stay in the outbox for `outbox-sweep`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -32,7 +35,7 @@ use cashflow_http::problem::Problem;
 
 use cashflow::app::Parts;
 use cashflow_auth::REFRESH_INTERVAL;
-use cashflow_ledger::Relay;
+use cashflow_ledger::{Committed, Relay};
 
 /// Longest a `ledger-api` invocation waits for the inline publish of its entry's event.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_millis(300);
@@ -99,20 +102,14 @@ impl HttpFunction {
         let response = match self.built().await {
             Ok((router, relay)) => {
                 self.refresh_auth().await;
-                let writes = request.method() == http::Method::POST;
                 let request = request.map(|body| axum::body::Body::from(body.to_vec()));
-                let response = match router.clone().oneshot(request).await {
+                let (response, committed) = Committed::collect(router.clone().oneshot(request)).await;
+                let response = match response {
                     Ok(response) => response,
                     Err(never) => match never {},
                 };
-                // The ledger API's commits answer 201; the web app's forms answer a redirect or
-                // a page, so after any of its POSTs (recording, reversing) the outbox is published.
-                let committed = match self.api {
-                    Api::Web => writes,
-                    _ => response.status() == http::StatusCode::CREATED,
-                };
-                if let (true, Some(relay)) = (committed, relay) {
-                    self.publish(relay).await;
+                if let (false, Some(relay)) = (committed.is_empty(), relay) {
+                    publish(relay, &committed, self.publish_timeout).await;
                 }
                 response
             }
@@ -135,15 +132,16 @@ impl HttpFunction {
             }
         }
     }
+}
 
-    async fn publish(&self, relay: &Relay) {
-        match tokio::time::timeout(self.publish_timeout, relay.publish_batch()).await {
-            Ok(Ok(published)) => tracing::debug!(published, "outbox published inline"),
-            Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "inline publish failed; the sweep publishes it"),
-            Err(_) => tracing::warn!(
-                timeout_ms = self.publish_timeout.as_millis() as u64,
-                "inline publish timed out; the sweep publishes it"
-            ),
+/// Publishes the events `committed` names, waiting at most `timeout`; a failure or a timeout
+/// is logged and leaves them in the outbox for `outbox-sweep`.
+pub async fn publish(relay: &Relay, committed: &Committed, timeout: Duration) {
+    match tokio::time::timeout(timeout, relay.publish_committed(committed)).await {
+        Ok(Ok(published)) => tracing::debug!(published, "outbox published inline"),
+        Ok(Err(e)) => tracing::warn!(error = format!("{e:#}"), "inline publish failed; the sweep publishes it"),
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "inline publish timed out; the sweep publishes it")
         }
     }
 }

@@ -11,10 +11,10 @@ use serde_json::{json, Value};
 
 use cashflow::app::{AppConfig, Parts};
 use cashflow_auth::Scopes;
-use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
+use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
 use cashflow_lambda::emf::{self, Invocation, Recorded};
 use cashflow_lambda::http::{Api, HttpFunction};
-use cashflow_lambda::{consumer, sweep};
+use cashflow_lambda::{admin, consumer, sweep};
 
 static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -64,16 +64,12 @@ fn parsed(lines: &[String]) -> Vec<(Value, Vec<(String, String)>)> {
         .collect()
 }
 
+/// A merchant created by `admin` (which publishes its registration) and an entry recorded by
+/// `ledger-api`: the events on the queue.
 async fn recorded_entry(function: &HttpFunction) -> Vec<String> {
     let parts = function.parts();
-    let merchant = parts
-        .ledger()
-        .await
-        .unwrap()
-        .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-        .await
-        .unwrap()
-        .id;
+    let created = admin::handle(parts, json!({"command": "merchant-create", "name": "Padaria"})).await.unwrap();
+    let merchant = MerchantId::parse(created["merchant_id"].as_str().unwrap()).unwrap();
     let token = parts.auth().await.unwrap().0.mint("maria", merchant, Scopes::all()).unwrap().0;
     let text = include_str!("fixtures/http-api-v2-post-entry.json")
         .replace("{{TOKEN}}", &token)

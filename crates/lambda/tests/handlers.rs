@@ -93,6 +93,65 @@ async fn ledger_api_records_an_entry_and_publishes_its_event_before_answering() 
 }
 
 #[tokio::test]
+async fn ledger_api_publishes_only_the_events_its_own_request_committed() {
+    // Given events other requests left in the outbox: the merchant's registration and an entry
+    // recorded without the inline publish (the bare ledger router)
+    let dir = tempfile::tempdir().unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, token) = merchant_and_token(function.parts()).await;
+    let ledger = function.parts().ledger_api().await.unwrap();
+    let other = post_entry(merchant, &token).map(|body| axum::body::Body::from(body.to_vec()));
+    assert_eq!(tower::ServiceExt::oneshot(ledger, other).await.unwrap().status(), 201);
+
+    // When ledger-api records another entry
+    let mut request = post_entry(merchant, &token);
+    request.headers_mut().insert("idempotency-key", http::HeaderValue::from_static("a-second-sale"));
+    let response = function.handle(request).await.unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.body());
+    let lambda_http::Body::Text(recorded) = response.body() else { panic!("a JSON body") };
+    let id = serde_json::from_str::<Value>(recorded).unwrap()["id"].as_str().unwrap().to_owned();
+
+    // Then the queue holds its event alone; the others are left to the sweep
+    let events = queued(function.parts()).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let EventBody::EntryRecorded(published) = Event::from_json(&events[0]).unwrap().body else {
+        panic!("an entry's event: {}", events[0])
+    };
+    assert_eq!(published.entry_id.to_string(), id);
+    assert_eq!(sweep::handle(function.parts(), scheduled()).await.unwrap(), sweep::Swept { published: 2 });
+}
+
+#[tokio::test]
+async fn ledger_api_publishes_a_days_close_whose_event_the_store_makes() {
+    // Given a merchant, and its owner's token, which may close days
+    let dir = tempfile::tempdir().unwrap();
+    let function = HttpFunction::new(Api::Ledger, parts(&dir));
+    let (merchant, _) = merchant_and_token(function.parts()).await;
+    let closing = Scopes::parse_list("days:close").unwrap();
+    let token = function.parts().auth().await.unwrap().0.mint("maria", merchant, closing).unwrap().0;
+
+    // When ledger-api closes one of its days
+    let mut event: Value = serde_json::from_str(
+        &include_str!("fixtures/http-api-v2-post-entry.json")
+            .replace("{{TOKEN}}", &token)
+            .replace("{{MERCHANT}}", &merchant.to_string()),
+    )
+    .unwrap();
+    let path = "/v1/days/2026-11-23/close";
+    event["routeKey"] = json!("POST /v1/days/{date}/close");
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["body"] = json!(r#"{"counted_cash":"0.00"}"#);
+    let response = function.handle(lambda_http::request::from_str(&event.to_string()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.body());
+
+    // Then its event is on the queue when the function answers, though the ledger cannot name
+    // it (the store makes it in the close's transaction): the function publishes the outbox
+    let events = queued(function.parts()).await;
+    assert!(events.iter().any(|e| matches!(Event::from_json(e).unwrap().body, EventBody::DayClosed(_))), "{events:?}");
+}
+
+#[tokio::test]
 async fn ledger_api_refuses_a_request_whose_token_it_cannot_verify() {
     let dir = tempfile::tempdir().unwrap();
     let function = HttpFunction::new(Api::Ledger, parts(&dir));

@@ -22,7 +22,7 @@ pub mod store;
 
 pub use api::{router, LedgerApi, LedgerState};
 pub use postgres::PostgresLedgerStore;
-pub use relay::{Relay, RelayConfig};
+pub use relay::{Committed, Relay, RelayConfig};
 pub use service::{ClosedDay, Ledger, LedgerError};
 pub use sqlite::SqliteLedgerStore;
 pub use store::{LedgerStore, StoreError};

@@ -88,7 +88,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use cashflow_domain::{
-    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, Merchant, MerchantId, MerchantName,
+    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EventId, Merchant, MerchantId, MerchantName,
     MerchantTimeZone,
 };
 use cashflow_events::Event;
@@ -1017,26 +1017,40 @@ impl LedgerStore for PostgresLedgerStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRecord {
-                    seq: r.try_get("seq").map_err(corrupt("seq"))?,
-                    event_id: r.try_get::<Uuid, _>("event_id").map_err(corrupt("event_id"))?.hyphenated().to_string(),
-                    body: r.try_get("body").map_err(corrupt("body"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_record).collect()
     }
 
+    async fn outbox_events(&self, events: &[EventId]) -> Result<Vec<OutboxRecord>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| *e.as_uuid()).collect();
+        let rows = sqlx::query("SELECT seq, event_id, body FROM outbox WHERE event_id = ANY($1) ORDER BY seq")
+            .bind(&ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(outbox_record).collect()
+    }
+
+    /// The delete is committed with `synchronous_commit = off` (for its own transaction only):
+    /// the server answers before the commit's WAL reaches the disk, sparing the request a
+    /// second fsync after the record's. A server crash may lose the delete; the rows then stay
+    /// in the outbox and are published again by the next relay or sweep, and the queue and
+    /// consolidation deduplicate the events by id. The entries and their events (the records'
+    /// commits) stay fully durable; only the forgetting of published events is not.
     async fn delete_outbox(&self, seqs: &[i64]) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());
         }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await.map_err(unavailable)?;
         sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
             .bind(seqs)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -1060,4 +1074,13 @@ impl LedgerStore for PostgresLedgerStore {
         let idle = |p: &PgPool| u32::try_from(p.num_idle()).unwrap_or(u32::MAX);
         vec![("ledger", self.pool.size(), idle(&self.pool)), ("ledger_writer", self.writer.size(), idle(&self.writer))]
     }
+}
+
+/// An outbox row as the relay reads it.
+fn outbox_record(row: &PgRow) -> Result<OutboxRecord, StoreError> {
+    Ok(OutboxRecord {
+        seq: row.try_get("seq").map_err(corrupt("seq"))?,
+        event_id: row.try_get::<Uuid, _>("event_id").map_err(corrupt("event_id"))?.hyphenated().to_string(),
+        body: row.try_get("body").map_err(corrupt("body"))?,
+    })
 }

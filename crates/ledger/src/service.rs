@@ -14,6 +14,7 @@ use cashflow_domain::{
 };
 use cashflow_events::{EntryRecorded, Event, EventBody, MerchantRegistered};
 
+use crate::relay;
 use crate::store::{
     CloseDay, DayAudit, DayClose, EntryQuery, Idempotency, LedgerStore, Recorded, ReopenDay, StoreError,
 };
@@ -91,6 +92,7 @@ impl Ledger {
             EventBody::MerchantRegistered(MerchantRegistered { merchant_id: merchant.id, currency, time_zone }),
         );
         self.store.create_merchant(&merchant, &event).await?;
+        relay::note_committed(event.event_id);
         self.outbox_written.notify_one();
         Ok(merchant)
     }
@@ -213,6 +215,7 @@ impl Ledger {
         .with_trace(traceparent);
         let recorded = self.store.record(&entry, idempotency, &event).await?;
         if matches!(recorded, Recorded::Created(_)) {
+            relay::note_committed(event.event_id);
             self.outbox_written.notify_one();
         }
         Ok(recorded)
@@ -235,6 +238,7 @@ impl Ledger {
         }
         let close = CloseDay { merchant_id, date, closed_at, closed_by, counted_cash_minor, note };
         let record = self.store.close_day(&close).await?;
+        relay::note_committed_unidentified();
         self.outbox_written.notify_one();
         Ok(record)
     }
@@ -251,6 +255,7 @@ impl Ledger {
         self.merchant(merchant_id).await?;
         let reopen = ReopenDay { merchant_id, date, reopened_at: now(), reopened_by, reason };
         let audit = self.store.reopen_day(&reopen).await?;
+        relay::note_committed_unidentified();
         self.outbox_written.notify_one();
         Ok(audit)
     }

@@ -48,7 +48,7 @@ use sqlx::Row;
 use cashflow_db::rusqlite::{self, params, Connection, TransactionBehavior};
 use cashflow_db::SqliteThread;
 use cashflow_domain::{
-    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, Merchant, MerchantId, MerchantName,
+    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EventId, Merchant, MerchantId, MerchantName,
     MerchantTimeZone,
 };
 use cashflow_events::Event;
@@ -861,6 +861,28 @@ impl LedgerStore for SqliteLedgerStore {
                 conn.prepare_cached("SELECT seq, event_id, body FROM outbox ORDER BY seq LIMIT ?1")?
                     .query_map([limit], |r| Ok(OutboxRecord { seq: r.get(0)?, event_id: r.get(1)?, body: r.get(2)? }))?
                     .collect::<Result<Vec<_>, rusqlite::Error>>()
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
+    }
+
+    async fn outbox_events(&self, events: &[EventId]) -> Result<Vec<OutboxRecord>, StoreError> {
+        let ids: Vec<String> = events.iter().map(ToString::to_string).collect();
+        self.outbox
+            .run(move |conn| {
+                let mut rows = Vec::with_capacity(ids.len());
+                let mut query = conn.prepare_cached("SELECT seq, event_id, body FROM outbox WHERE event_id = ?1")?;
+                for id in &ids {
+                    let found = query.query_map([id], |r| {
+                        Ok(OutboxRecord { seq: r.get(0)?, event_id: r.get(1)?, body: r.get(2)? })
+                    })?;
+                    for row in found {
+                        rows.push(row?);
+                    }
+                }
+                rows.sort_by_key(|r: &OutboxRecord| r.seq);
+                Ok::<_, rusqlite::Error>(rows)
             })
             .await
             .map_err(unavailable)?

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use cashflow_domain::{BusinessDate, DayTotals, Entry, EntryId, Merchant, MerchantId};
+use cashflow_domain::{BusinessDate, DayTotals, Entry, EntryId, EventId, Merchant, MerchantId};
 use cashflow_events::Event;
 
 /// A storage failure, already sorted by what the caller should do about it.
@@ -294,7 +294,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// The oldest unpublished events, in commit order.
     async fn outbox_batch(&self, limit: u32) -> Result<Vec<OutboxRecord>, StoreError>;
 
-    /// Forgets published events.
+    /// The outbox rows of `events` that are still unpublished, in commit order.
+    async fn outbox_events(&self, events: &[EventId]) -> Result<Vec<OutboxRecord>, StoreError>;
+
+    /// Forgets published events. Stores may make this delete non-durable: a delete lost in a
+    /// crash only republishes events, which the queue and consolidation deduplicate.
     async fn delete_outbox(&self, seqs: &[i64]) -> Result<(), StoreError>;
 
     /// Unpublished events and the age of the oldest.

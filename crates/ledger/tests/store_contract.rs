@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use cashflow_domain::EventId;
 use cashflow_domain::{
     Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, Merchant, MerchantId,
     MerchantName, MerchantTimeZone,
@@ -31,6 +32,7 @@ contract! {
         an_entry_can_be_reversed_only_once,
         pages_walk_a_range_in_business_date_then_id_order,
         the_outbox_hands_out_events_in_order_until_they_are_deleted,
+        the_outbox_hands_out_named_events_only_while_they_are_unpublished,
         a_merchant_is_created_once_and_read_back,
         concurrent_writes_with_one_idempotency_key_record_one_entry,
         concurrent_reversals_of_one_entry_record_one_reversal,
@@ -268,6 +270,35 @@ async fn the_outbox_hands_out_events_in_order_until_they_are_deleted(store: Arc<
 
     store.delete_outbox(&rest.iter().map(|r| r.seq).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(store.outbox_backlog().await.unwrap(), cashflow_ledger::store::OutboxBacklog { count: 0, oldest: None });
+}
+
+async fn the_outbox_hands_out_named_events_only_while_they_are_unpublished(store: Arc<dyn LedgerStore>) {
+    // Given a registration and three entries in the outbox
+    let m = new_merchant();
+    let mut events = vec![registration(&m)];
+    store.create_merchant(&m, &events[0]).await.unwrap();
+    for minor in [1, 2, 3] {
+        let e = entry_on(&m, "2026-11-23", EntryType::Credit, minor);
+        let event = recorded_event(&e);
+        store.record(&e, None, &event).await.unwrap();
+        events.push(event);
+    }
+
+    // When the third and first entries' events are asked for, with an id never written
+    let asked = [events[3].event_id, events[1].event_id, EventId::new()];
+    let found = store.outbox_events(&asked).await.unwrap();
+
+    // Then exactly those two come out, in commit order, as published JSON
+    let ids: Vec<String> = found.iter().map(|r| r.event_id.clone()).collect();
+    assert_eq!(ids, [events[1].event_id.to_string(), events[3].event_id.to_string()]);
+    assert_eq!(Event::from_json(&found[1].body).unwrap(), events[3]);
+    assert!(store.outbox_events(&[]).await.unwrap().is_empty());
+
+    // And once deleted (published), they are not handed out again; the others stay
+    store.delete_outbox(&found.iter().map(|r| r.seq).collect::<Vec<_>>()).await.unwrap();
+    assert!(store.outbox_events(&asked).await.unwrap().is_empty());
+    let rest: Vec<String> = store.outbox_batch(10).await.unwrap().iter().map(|r| r.event_id.clone()).collect();
+    assert_eq!(rest, [events[0].event_id.to_string(), events[2].event_id.to_string()]);
 }
 
 async fn a_merchant_is_created_once_and_read_back(store: Arc<dyn LedgerStore>) {
