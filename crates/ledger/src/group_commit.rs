@@ -60,6 +60,11 @@ pub(crate) struct Linger {
     pub(crate) up_to: Duration,
     /// The batch size past which the writer stops waiting.
     pub(crate) until: usize,
+    /// The longest pause between two arrivals the writer waits through. When nothing arrives
+    /// for this long, the callers that were coming have come (a closed loop's callers, answered
+    /// by the last commit, are back within a few hundred microseconds), and waiting out `up_to`
+    /// would only delay them. Tokio's timer rounds it up to its next millisecond tick.
+    pub(crate) gap: Duration,
 }
 
 /// The writer's side of the queue.
@@ -88,15 +93,16 @@ impl<J, R> Intake<J, R> {
     }
 
     /// Waits for jobs and fills `batch` with what is queued, up to its maximum; while it holds
-    /// fewer than `linger.until`, waits up to `linger.up_to` for more. `false` once the queue is
-    /// closed and empty.
+    /// fewer than `linger.until`, waits up to `linger.up_to` for more, as long as they keep
+    /// coming (no pause longer than `linger.gap`). `false` once the queue is closed and empty.
     pub(crate) async fn next(&mut self, batch: &mut Batch<J, R>, linger: Linger) -> bool {
         if !self.take(batch).await {
             return false;
         }
         let deadline = tokio::time::Instant::now() + linger.up_to;
         while batch.len() < linger.until && !batch.is_full() {
-            match tokio::time::timeout_at(deadline, self.take(batch)).await {
+            let pause_ends = (tokio::time::Instant::now() + linger.gap).min(deadline);
+            match tokio::time::timeout_at(pause_ends, self.take(batch)).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => break,
             }
@@ -199,7 +205,7 @@ mod tests {
 
         // When the writer forms batches of at most three and answers each job with its double
         let mut batch = Batch::with_max(3);
-        let linger = Linger { up_to: Duration::ZERO, until: 0 };
+        let linger = Linger { up_to: Duration::ZERO, until: 0, gap: Duration::ZERO };
         assert!(intake.next(&mut batch, linger).await);
         assert_eq!(batch.len(), 3);
         let mut seen: Vec<u32> = batch.jobs().to_vec();
@@ -227,12 +233,41 @@ mod tests {
             commit.submit(2).await
         });
 
-        // When the writer lingers up to a second while it holds fewer than 64
+        // When the writer lingers up to a second while it holds fewer than 64, through pauses
+        // of up to 100 ms
         let mut batch = Batch::with_max(256);
-        assert!(intake.next(&mut batch, Linger { up_to: Duration::from_secs(1), until: 64 }).await);
+        let linger = Linger { up_to: Duration::from_secs(1), until: 64, gap: Duration::from_millis(100) };
+        assert!(intake.next(&mut batch, linger).await);
 
         // Then both are in the batch
         assert_eq!(batch.jobs(), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn lingering_ends_when_arrivals_pause() {
+        // Given three jobs, and a fourth only 2 s later
+        let (commit, mut intake) = GroupCommit::<u32, u32>::new(16);
+        for job in 1..=3 {
+            let commit = commit.clone();
+            tokio::spawn(async move { commit.submit(job).await });
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            commit.submit(4).await
+        });
+        while intake.receiver.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+
+        // When the writer may linger up to 5 s for 64, but through pauses of 20 ms only
+        let started = std::time::Instant::now();
+        let mut batch = Batch::with_max(256);
+        let linger = Linger { up_to: Duration::from_secs(5), until: 64, gap: Duration::from_millis(20) };
+        assert!(intake.next(&mut batch, linger).await);
+
+        // Then it writes the three after the pause, without waiting for the fourth
+        assert_eq!(batch.jobs(), [1, 2, 3]);
+        assert!(started.elapsed() < Duration::from_secs(1), "lingered {:?}", started.elapsed());
     }
 
     #[tokio::test]
@@ -244,7 +279,7 @@ mod tests {
             async move { commit.submit(1).await }
         });
         let mut batch = Batch::with_max(1);
-        assert!(intake.next(&mut batch, Linger { up_to: Duration::ZERO, until: 0 }).await);
+        assert!(intake.next(&mut batch, Linger { up_to: Duration::ZERO, until: 0, gap: Duration::ZERO }).await);
         batch.answer(std::iter::empty());
         drop(intake);
 

@@ -158,6 +158,12 @@ pub const LINGER: Duration = Duration::from_millis(2);
 /// The batch size past which a writer stops lingering.
 pub const LINGER_UNTIL: usize = 64;
 
+/// The pause in arrivals that ends a writer's linger early. At 32 connections a batch never
+/// reaches [`LINGER_UNTIL`], so a fixed [`LINGER`] made every batch wait its full 2 ms after
+/// its callers had all arrived: the store's ceiling from 32 callers was 7.2k records/s
+/// (BENCHMARKS.md, session 23).
+pub const LINGER_GAP: Duration = Duration::from_micros(500);
+
 /// The Postgres implementation of [`LedgerStore`].
 #[derive(Clone)]
 pub struct PostgresLedgerStore {
@@ -455,7 +461,7 @@ WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::te
 /// Writers share the queue; whichever is free takes what has arrived.
 async fn run_writer(pool: PgPool, intake: Arc<Mutex<Intake<WriteRequest, Answer>>>) {
     let mut batch = Batch::with_max(MAX_BATCH);
-    let linger = Linger { up_to: LINGER, until: LINGER_UNTIL };
+    let linger = Linger { up_to: LINGER, until: LINGER_UNTIL, gap: LINGER_GAP };
     loop {
         // The lock is held only while gathering requests, never while writing them.
         if !intake.lock().await.next(&mut batch, linger).await {
