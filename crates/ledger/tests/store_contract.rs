@@ -232,12 +232,9 @@ async fn pages_walk_a_range_in_business_date_then_id_order(store: Arc<dyn Ledger
     assert_eq!(store.entries(m.id, &query).await.unwrap(), expected[..3]);
 }
 
-async fn the_outbox_hands_out_events_in_order_until_they_are_deleted(store: Arc<dyn LedgerStore>) {
-    // Given an empty outbox
-    assert_eq!(store.outbox_backlog().await.unwrap(), cashflow_ledger::store::OutboxBacklog { count: 0, oldest: None });
-    assert!(store.outbox_batch(10).await.unwrap().is_empty());
-
-    // When a merchant and three entries are written
+/// A new merchant and three credits on 2026-11-23, written to `store`: the merchant and the
+/// four events its outbox now holds, in write order (the registration first).
+async fn a_merchant_and_three_entries(store: &dyn LedgerStore) -> (Merchant, Vec<Event>) {
     let m = new_merchant();
     let mut events = vec![registration(&m)];
     store.create_merchant(&m, &events[0]).await.unwrap();
@@ -247,6 +244,16 @@ async fn the_outbox_hands_out_events_in_order_until_they_are_deleted(store: Arc<
         store.record(&e, None, &event).await.unwrap();
         events.push(event);
     }
+    (m, events)
+}
+
+async fn the_outbox_hands_out_events_in_order_until_they_are_deleted(store: Arc<dyn LedgerStore>) {
+    // Given an empty outbox
+    assert_eq!(store.outbox_backlog().await.unwrap(), cashflow_ledger::store::OutboxBacklog { count: 0, oldest: None });
+    assert!(store.outbox_batch(10).await.unwrap().is_empty());
+
+    // When a merchant and three entries are written
+    let (m, events) = a_merchant_and_three_entries(&*store).await;
 
     // Then their events come out in write order, as published JSON
     let backlog = store.outbox_backlog().await.unwrap();
@@ -274,15 +281,7 @@ async fn the_outbox_hands_out_events_in_order_until_they_are_deleted(store: Arc<
 
 async fn the_outbox_hands_out_named_events_only_while_they_are_unpublished(store: Arc<dyn LedgerStore>) {
     // Given a registration and three entries in the outbox
-    let m = new_merchant();
-    let mut events = vec![registration(&m)];
-    store.create_merchant(&m, &events[0]).await.unwrap();
-    for minor in [1, 2, 3] {
-        let e = entry_on(&m, "2026-11-23", EntryType::Credit, minor);
-        let event = recorded_event(&e);
-        store.record(&e, None, &event).await.unwrap();
-        events.push(event);
-    }
+    let (_, events) = a_merchant_and_three_entries(&*store).await;
 
     // When the third and first entries' events are asked for, with an id never written
     let asked = [events[3].event_id, events[1].event_id, EventId::new()];
