@@ -11,29 +11,19 @@ use serde_json::{json, Value};
 use cashflow::app::{AppConfig, Parts};
 use cashflow_auth::Scopes;
 use cashflow_consolidation::dedup::PruneSchedule;
-use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+use cashflow_domain::MerchantId;
 use cashflow_events::{Event, EventBody};
 use cashflow_lambda::http::{Api, HttpFunction};
 use cashflow_lambda::{admin, consumer, sweep};
+use common::merchant_and_token;
+
+mod common;
 
 const POISON_ID: &str = "2e1424d4-f796-459a-8184-9c92662be6da";
 const EVENT_ID: &str = "059f36b4-87a3-44ab-83d2-661975830a7d";
 
 fn parts(dir: &tempfile::TempDir) -> Parts {
     Parts::new(AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600)))
-}
-
-async fn merchant_and_token(parts: &Parts) -> (MerchantId, String) {
-    let merchant = parts
-        .ledger()
-        .await
-        .unwrap()
-        .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-        .await
-        .unwrap()
-        .id;
-    let token = parts.auth().await.unwrap().0.mint("maria", merchant, Scopes::all()).unwrap().0;
-    (merchant, token)
 }
 
 fn post_entry(merchant: MerchantId, token: &str) -> lambda_http::Request {

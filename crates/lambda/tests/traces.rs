@@ -17,10 +17,10 @@ use tracing_subscriber::EnvFilter;
 use cashflow::app::{AppConfig, Parts};
 use cashflow::otel::{self, TraceConfig};
 use cashflow::telemetry::{self, LogFormat};
-use cashflow_auth::Scopes;
-use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
 use cashflow_lambda::consumer;
 use cashflow_lambda::http::{Api, HttpFunction};
+
+mod common;
 
 fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
@@ -47,15 +47,7 @@ fn parts(dir: &tempfile::TempDir) -> Parts {
 /// message bodies.
 async fn recorded_with(function: &HttpFunction, traceparent: &str) -> Vec<String> {
     let parts = function.parts();
-    let merchant = parts
-        .ledger()
-        .await
-        .unwrap()
-        .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-        .await
-        .unwrap()
-        .id;
-    let token = parts.auth().await.unwrap().0.mint("maria", merchant, Scopes::all()).unwrap().0;
+    let (merchant, token) = common::merchant_and_token(parts).await;
     let mut event: Value = serde_json::from_str(
         &include_str!("fixtures/http-api-v2-post-entry.json")
             .replace("{{TOKEN}}", &token)
