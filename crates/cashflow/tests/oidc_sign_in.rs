@@ -15,17 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::Router;
-use http_body_util::BodyExt;
 use tempfile::TempDir;
-use tower::ServiceExt;
 
 use cashflow::app::{AppConfig, Application};
 use cashflow::backends::BackendArgs;
 use cashflow_auth::oidc::{default_discovery_url, parse_group_scopes, OidcConfig, OidcPolicy, WebClient, WebEndpoints};
-use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
+use common::{Page, Site};
+
+mod common;
 
 const PUBLIC_URL: &str = "http://cashflow.test";
 const CLIENT: &str = "cashflow-web";
@@ -129,34 +128,6 @@ impl Browser {
     }
 }
 
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Page {
-    fn set_cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with(&format!("{name}=")))
-            .map(str::to_owned)
-    }
-
-    /// The cookie's value as the browser would keep it (`None` when cleared or not set).
-    fn cookie(&self, name: &str) -> Option<String> {
-        let set = self.set_cookie(name)?;
-        let value = set.split(';').next()?.split_once('=')?.1.to_owned();
-        (!value.is_empty()).then_some(value)
-    }
-
-    fn location(&self) -> &str {
-        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default()
-    }
-}
-
 /// The application `serve` builds, trusting the provider and signing in through it.
 struct Web {
     /// Kept for its backends and workers' handles, as `serve` keeps them.
@@ -200,12 +171,7 @@ impl Web {
             },
         };
         let app = Application::build(&config).await.unwrap();
-        let merchant = app
-            .ledger
-            .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-            .await
-            .unwrap()
-            .id;
+        let merchant = common::create_merchant(&app).await;
         provider.accounts(serde_json::json!({
             "maria": {"custom:merchant_id": merchant.to_string(), "cognito:groups": ["owner"]},
             "joao": {"custom:merchant_id": merchant.to_string(), "cognito:groups": ["cashier"]},
@@ -214,34 +180,6 @@ impl Web {
         app.consumer().drain().await.unwrap();
         let router = app.router();
         Self { _app: app, router, provider, _dir: dir }
-    }
-
-    async fn send(&self, request: Request<Body>) -> Page {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Page { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
-    }
-
-    async fn get(&self, path: &str, cookies: &str) -> Page {
-        self.send(Request::get(path).header(header::COOKIE, cookies).body(Body::empty()).unwrap()).await
-    }
-
-    async fn post(&self, path: &str, cookies: &str, form: &[(&str, &str)]) -> Page {
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{}={}", cashflow_web::api::percent_encode(k), cashflow_web::api::percent_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(header::COOKIE, cookies)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(body))
-            .unwrap();
-        self.send(request).await
     }
 
     /// `GET /auth/start`: the flow cookie's value and the provider's authorization URL.
@@ -273,6 +211,12 @@ impl Web {
     }
 }
 
+impl Site for Web {
+    fn router(&self) -> &Router {
+        &self.router
+    }
+}
+
 /// `query` with parameter `name` set to `value`.
 fn with_param(path: &str, name: &str, value: &str) -> String {
     let (route, query) = path.split_once('?').unwrap();
@@ -285,12 +229,6 @@ fn with_param(path: &str, name: &str, value: &str) -> String {
 fn param(path: &str, name: &str) -> String {
     let query = path.split_once('?').unwrap().1;
     query.split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).unwrap().to_owned()
-}
-
-fn hidden_csrf(html: &str) -> String {
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("a csrf field") + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -338,7 +276,7 @@ async fn signing_in_through_the_provider_makes_a_session_whose_pages_show_what_t
     for nav in ["href=\"/reports\"", "href=\"/close\"", "href=\"/record\""] {
         assert!(today.text.contains(nav), "owner sees {nav}");
     }
-    let csrf = hidden_csrf(&today.text);
+    let csrf = today.csrf();
     let form = [
         ("csrf", csrf.as_str()),
         ("idempotency_key", "oidc-1"),
@@ -495,7 +433,7 @@ async fn signing_out_of_a_provider_session_clears_it_and_visits_the_providers_lo
     let signed = web.sign_in("maria").await;
     let cookie = format!("cf_session={}", signed.cookie("cf_session").unwrap());
     let today = web.get("/", &cookie).await;
-    let out = web.post("/signout", &cookie, &[("csrf", &hidden_csrf(&today.text))]).await;
+    let out = web.post("/signout", &cookie, &[("csrf", &today.csrf())]).await;
     assert_eq!(out.status, StatusCode::OK, "{}", out.text);
     assert!(out.set_cookie("cf_session").unwrap().contains("Max-Age=0"), "the session cookie is cleared");
     let logout = format!(

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use cashflow::app::{AppConfig, Application};
 use cashflow::server::{self, ServerConfig};
 use cashflow_auth::Scopes;
-use cashflow_domain::{Currency, MerchantName, MerchantTimeZone};
+
+mod common;
 
 /// The application the binary serves, behind the real server, on a port of its own.
 struct Served {
@@ -29,12 +30,7 @@ async fn serve(config: ServerConfig) -> Served {
     let app = Application::build(&AppConfig::embedded(dir.path(), "http://cashflow.test", Duration::from_secs(600)))
         .await
         .unwrap();
-    let merchant = app
-        .ledger
-        .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-        .await
-        .unwrap()
-        .id;
+    let merchant = common::create_merchant(&app).await;
     let token = app.issuer.mint("test-client", merchant, Scopes::all()).unwrap().0;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

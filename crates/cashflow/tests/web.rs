@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use secrecy::SecretString;
@@ -17,7 +17,10 @@ use tower::ServiceExt;
 
 use cashflow::app::{AppConfig, Application};
 use cashflow_auth::Scopes;
-use cashflow_domain::{Currency, MerchantId, MerchantName, MerchantTimeZone};
+use cashflow_domain::MerchantId;
+use common::{hidden, Site};
+
+mod common;
 
 struct Web {
     app: Application,
@@ -26,37 +29,10 @@ struct Web {
     _dir: TempDir,
 }
 
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default()
+impl Site for Web {
+    fn router(&self) -> &Router {
+        &self.router
     }
-
-    /// The value of `name`'s `Set-Cookie`, whole (with its attributes).
-    fn set_cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|c| c.starts_with(&format!("{name}=")))
-            .map(str::to_owned)
-    }
-
-    /// The first hidden `csrf` field of the page.
-    fn csrf(&self) -> String {
-        hidden(&self.text, "csrf")
-    }
-}
-
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} field in {html}")) + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
 }
 
 fn cookie_value(set_cookie: &str) -> String {
@@ -70,46 +46,12 @@ impl Web {
         let dir = tempfile::tempdir().unwrap();
         let config = AppConfig::embedded(dir.path(), public_url, Duration::from_secs(600));
         let app = Application::build(&config).await.unwrap();
-        let merchant = app
-            .ledger
-            .create_merchant(MerchantName::parse("Padaria").unwrap(), Currency::BRL, MerchantTimeZone::DEFAULT)
-            .await
-            .unwrap()
-            .id;
+        let merchant = common::create_merchant(&app).await;
         app.identity.create_user("maria", &SecretString::from(PASSWORD), merchant, Scopes::all()).await.unwrap();
         let router = app.router();
         let web = Self { app, router, merchant, _dir: dir };
         web.consolidate().await;
         web
-    }
-
-    async fn send(&self, request: Request<Body>) -> Page {
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        Page { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
-    }
-
-    async fn get(&self, path: &str, cookies: &str) -> Page {
-        let request = Request::get(path).header(header::COOKIE, cookies).body(Body::empty()).unwrap();
-        self.send(request).await
-    }
-
-    async fn post(&self, path: &str, cookies: &str, form: &[(&str, &str)]) -> Page {
-        let body = form
-            .iter()
-            .map(|(k, v)| format!("{}={}", cashflow_web::api::percent_encode(k), cashflow_web::api::percent_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(header::COOKIE, cookies)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(body))
-            .unwrap();
-        self.send(request).await
     }
 
     /// Signs in through the page; returns the session cookie's `Set-Cookie`.
