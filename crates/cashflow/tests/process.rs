@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cashflow");
 
-/// A `cashflow serve` child process, killed when dropped.
+/// A child process (`cashflow`, or the OTLP receiver) answering at `base`, killed when dropped.
 struct Server {
     child: Child,
     base: String,
@@ -113,6 +113,14 @@ async fn merchant_token(server: &Server, data_dir: &Path) -> String {
     token(&server.base, client["client_id"].as_str().unwrap(), client["client_secret"].as_str().unwrap()).await
 }
 
+/// Records the entry `body` through `base`'s API and returns the answer, a 201.
+async fn record(base: &str, token: &str, body: Value) -> reqwest::Response {
+    let r =
+        reqwest::Client::new().post(format!("{base}/v1/entries")).bearer_auth(token).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    r
+}
+
 async fn daily(base: &str, token: &str, date: &str) -> Value {
     let r =
         reqwest::Client::new().get(format!("{base}/v1/balances/daily/{date}")).bearer_auth(token).send().await.unwrap();
@@ -125,32 +133,10 @@ async fn operator_commands_work_while_serve_is_running() {
     let dir = tempfile::tempdir().unwrap();
     let server = serve(dir.path()).await;
     let token = merchant_token(&server, dir.path()).await;
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/entries", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"type": "credit", "amount": "12.34", "description": "via CLI-made client", "occurred_at": "2026-11-20T10:00:00-03:00"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let sale = json!({"type": "credit", "amount": "12.34", "description": "via CLI-made client", "occurred_at": "2026-11-20T10:00:00-03:00"});
+    record(&server.base, &token, sale).await;
     // The merchant, registered by another process, reaches consolidation through the relay.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = reqwest::Client::new()
-            .get(format!("{}/v1/balances/daily/2026-11-20", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            let day: Value = r.json().await.unwrap();
-            if day["total_credits"] == "12.34" {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the entry never reached the report");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daily_until(&server.base, &token, "2026-11-20", |day| day["total_credits"] == "12.34").await;
     let bad = Command::new(BIN)
         .args(["merchant", "create", "--name", "X", "--timezone", "Mars/Base", "--data-dir"])
         .arg(dir.path())
@@ -265,26 +251,9 @@ async fn acknowledged_entries_survive_sigkill_and_are_consolidated_exactly_once(
     }
 }
 
-/// Waits until the day's report on `base` counts `count` entries, and returns it (a 404
-/// while the merchant's registration is not consolidated yet counts as not yet).
+/// Waits until the day's report on `base` counts `count` entries, and returns it.
 async fn daily_when(base: &str, token: &str, date: &str, count: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = reqwest::Client::new()
-            .get(format!("{base}/v1/balances/daily/{date}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let day: Value = r.json().await.unwrap();
-        if status == 200 && day["entry_count"] == count {
-            return day;
-        }
-        assert!(status == 200 || status == 404, "{status}: {day}");
-        assert!(Instant::now() < deadline, "{date} never reached {count} entries: {day}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daily_until(base, token, date, |day| day["entry_count"] == count).await
 }
 
 #[tokio::test]
@@ -296,20 +265,10 @@ async fn a_reports_replica_stays_fresh_and_keeps_serving_while_the_consumer_is_d
     let consumer = start(&["consolidator"], dir.path(), consumer_port, Some(&issuer)).await;
     let replica = start(&["consolidator", "--no-consumer"], dir.path(), replica_port, Some(&issuer)).await;
     let token = merchant_token(&ledger, dir.path()).await;
-    let client = reqwest::Client::new();
     let write = |cents: u32| {
-        let (client, base, token) = (client.clone(), ledger.base.clone(), token.clone());
-        async move {
-            let r = client
-                .post(format!("{base}/v1/entries"))
-                .bearer_auth(&token)
-                .json(&json!({"type": "credit", "amount": format!("{cents}.00"), "description": "replica",
-                              "occurred_at": "2026-11-20T12:00:00-03:00"}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201);
-        }
+        let body = json!({"type": "credit", "amount": format!("{cents}.00"), "description": "replica",
+                          "occurred_at": "2026-11-20T12:00:00-03:00"});
+        record(&ledger.base, &token, body)
     };
 
     write(1).await;
@@ -430,14 +389,8 @@ async fn no_secret_token_password_or_description_reaches_a_log_line_even_at_trac
     let description = "gift for the surprise party 9931";
     let (mut request_ids, mut entry_ids) = (Vec::new(), Vec::new());
     for bearer in [&client_token, &user_token] {
-        let r = http
-            .post(format!("{}/v1/entries", server.base))
-            .bearer_auth(bearer)
-            .json(&json!({"type": "credit", "amount": "12.34", "description": description, "occurred_at": "2026-11-20T10:00:00-03:00"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
+        let body = json!({"type": "credit", "amount": "12.34", "description": description, "occurred_at": "2026-11-20T10:00:00-03:00"});
+        let r = record(&server.base, bearer, body).await;
         request_ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
         entry_ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
     }
@@ -514,14 +467,9 @@ async fn reconcile_over_grpc_lists_a_tampered_day_exits_1_and_repairs_it() {
     );
     let token =
         token(&server.base, writer["client_id"].as_str().unwrap(), writer["client_secret"].as_str().unwrap()).await;
-    let created = reqwest::Client::new()
-        .post(format!("{}/v1/entries", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"type": "credit", "amount": "150.00", "description": "Venda", "occurred_at": "2026-11-23T10:00:00Z"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    let sale =
+        json!({"type": "credit", "amount": "150.00", "description": "Venda", "occurred_at": "2026-11-23T10:00:00Z"});
+    record(&server.base, &token, sale).await;
     daily_when(&server.base, &token, "2026-11-23", 1).await;
     let service = cli(dir.path(), &["client", "create", "--merchant", &merchant, "--scopes", "ledger:read", "--json"]);
     let token_url = format!("{}/oauth2/token", server.base);
@@ -567,7 +515,6 @@ async fn reconcile_over_grpc_lists_a_tampered_day_exits_1_and_repairs_it() {
     assert!(ok && report["findings"] == json!([]), "{report}");
 }
 
-/// `scripts/otlp-receiver.py serve <spans>` on a free port, killed when dropped.
 /// Sends SIGTERM to `server` and waits for it to exit, failing with `hung` past `bound`;
 /// returns its exit status and how long it took.
 async fn terminate(server: &mut Server, bound: Duration, hung: &str) -> (std::process::ExitStatus, Duration) {
@@ -583,25 +530,14 @@ async fn terminate(server: &mut Server, bound: Duration, hung: &str) -> (std::pr
     }
 }
 
-struct Receiver {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn otlp_receiver(script: &str, spans: &Path) -> Receiver {
+/// `scripts/otlp-receiver.py serve <spans>` on a free port, killed when dropped.
+fn otlp_receiver(script: &str, spans: &Path) -> Server {
     use std::io::BufRead;
     let mut child = Command::new(script).arg("serve").arg(spans).stdout(Stdio::piped()).spawn().expect("receiver");
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let port = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("receiver said {line:?}"));
-    Receiver { child, endpoint: format!("http://127.0.0.1:{port}") }
+    Server { child, base: format!("http://127.0.0.1:{port}") }
 }
 
 #[tokio::test]
@@ -617,19 +553,13 @@ async fn serve_exports_an_entrys_trace_from_the_request_to_the_consumer_and_flus
     let receiver = otlp_receiver(&script, &spans);
     let port = free_port();
     let mut cmd = cashflow(&["serve"], data.path(), port);
-    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint).env("OTEL_SERVICE_NAME", "cashflow-process-test");
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.base).env("OTEL_SERVICE_NAME", "cashflow-process-test");
     let mut server = launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), &["serve"], port).await;
     let token = merchant_token(&server, data.path()).await;
 
     // When an entry is recorded and has reached the report
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/entries", server.base))
-        .bearer_auth(&token)
-        .json(&json!({"type": "credit", "amount": "3.00", "description": "traced", "occurred_at": "2026-11-20T10:00:00-03:00"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let sale = json!({"type": "credit", "amount": "3.00", "description": "traced", "occurred_at": "2026-11-20T10:00:00-03:00"});
+    let r = record(&server.base, &token, sale).await;
     let traceparent = r.headers()["traceparent"].to_str().unwrap().to_owned();
     // (until the consolidator has the merchant, made by another process, reports answer 404)
     daily_until(&server.base, &token, "2026-11-20", |day| day["entry_count"] == 1).await;
@@ -683,9 +613,10 @@ fn day_cli(data_dir: &Path, args: &[&str]) -> (bool, Value, String) {
     (out.status.success(), json, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// Polls the day's report until `pred` holds.
+/// Polls the day's report on `base` until `pred` holds, and returns it (a 404 while the
+/// merchant's registration is not consolidated yet counts as not yet; any other error fails).
 async fn daily_until(base: &str, token: &str, date: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = reqwest::Client::new()
             .get(format!("{base}/v1/balances/daily/{date}"))
@@ -693,13 +624,13 @@ async fn daily_until(base: &str, token: &str, date: &str, pred: impl Fn(&Value) 
             .send()
             .await
             .unwrap();
-        if r.status() == 200 {
-            let day: Value = r.json().await.unwrap();
-            if pred(&day) {
-                return day;
-            }
+        let status = r.status();
+        let day: Value = r.json().await.unwrap();
+        if status == 200 && pred(&day) {
+            return day;
         }
-        assert!(Instant::now() < deadline, "the report of {date} never got there");
+        assert!(status == 200 || status == 404, "{status}: {day}");
+        assert!(Instant::now() < deadline, "the report of {date} never got there: {day}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
