@@ -4,40 +4,16 @@
 // is at `localhost` and the app at `127.0.0.1`, so coming back from the provider is a
 // cross-site navigation, as it is from Cognito's domain.
 //
-// Env: CASHFLOW_WEB_URL, OIDC_ISSUER, CASHFLOW_SCREENSHOTS (a directory), CHROMIUM.
+// Env: CASHFLOW_WEB_URL, OIDC_ISSUER, and harness.mjs's.
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
+import { DESKTOP, axeViolations, launch, results, shots, test } from './harness.mjs';
 
-const require = createRequire(import.meta.url);
 const base = process.env.CASHFLOW_WEB_URL;
 const issuer = process.env.OIDC_ISSUER;
-const shots = process.env.CASHFLOW_SCREENSHOTS || 'screenshots';
 assert.ok(base && issuer, 'CASHFLOW_WEB_URL and OIDC_ISSUER are required');
-mkdirSync(shots, { recursive: true });
-const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-  headless: true,
-});
-
-const results = [];
-const test = async (name, fn) => {
-  const started = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true });
-    console.log(`ok - ${name} (${Date.now() - started} ms)`);
-  } catch (error) {
-    results.push({ name, ok: false });
-    console.log(`not ok - ${name}\n${error && error.stack ? error.stack : error}`);
-  }
-};
+const browser = await launch();
 
 // The provider's development login: any password.
 const signInAtProvider = async (page, login) => {
@@ -50,16 +26,14 @@ const signInAtProvider = async (page, login) => {
   await page.waitForURL(`${base}/`);
 };
 
-const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'pt-BR' });
+const desktop = await browser.newContext({ viewport: DESKTOP, locale: 'pt-BR' });
 const page = await desktop.newPage();
 
 await test('the sign-in page offers the provider and passes axe-core', async () => {
   await page.goto(`${base}/signin`);
   await page.getByRole('link', { name: 'Entrar com Cognito' }).waitFor();
   await page.screenshot({ path: join(shots, 'oidc-signin-desktop.png'), fullPage: true });
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
-  assert.deepEqual(result.violations.map((v) => v.id), []);
+  assert.deepEqual(await axeViolations(page), []);
 });
 
 await test('an owner signs in at the provider and sees every page of her role', async () => {

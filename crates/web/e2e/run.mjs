@@ -3,46 +3,19 @@
 // Debian's chromium, driven by playwright-core; no browser is downloaded.
 //
 // Env: CASHFLOW_WEB_URL, CASHFLOW_WEB_USER, CASHFLOW_WEB_PASSWORD, CASHFLOW_CLIENT_ID,
-// CASHFLOW_CLIENT_SECRET, CASHFLOW_SCREENSHOTS (a directory), CHROMIUM (default /usr/bin/chromium).
+// CASHFLOW_CLIENT_SECRET, and harness.mjs's.
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { chromium } from 'playwright-core';
+import { DESKTOP, PHONE, axeViolations, launch, results, shots, test } from './harness.mjs';
 
-const require = createRequire(import.meta.url);
 const base = process.env.CASHFLOW_WEB_URL;
 const user = process.env.CASHFLOW_WEB_USER;
 const password = process.env.CASHFLOW_WEB_PASSWORD;
-const shots = process.env.CASHFLOW_SCREENSHOTS || 'screenshots';
 const liveSamples = Number(process.env.CASHFLOW_LIVE_SAMPLES || 50);
 assert.ok(base && user && password, 'CASHFLOW_WEB_URL, CASHFLOW_WEB_USER and CASHFLOW_WEB_PASSWORD are required');
-mkdirSync(shots, { recursive: true });
 
-const PHONE = { width: 390, height: 844 };
-const DESKTOP = { width: 1280, height: 800 };
-const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-  // playwright starts chromium with a fresh temporary --user-data-dir of its own each run.
-  headless: true,
-});
-
-const results = [];
-const test = async (name, fn) => {
-  const started = Date.now();
-  try {
-    await fn();
-    results.push({ name, ok: true });
-    console.log(`ok - ${name} (${Date.now() - started} ms)`);
-  } catch (error) {
-    results.push({ name, ok: false });
-    console.log(`not ok - ${name}\n${error && error.stack ? error.stack : error}`);
-  }
-};
+const browser = await launch();
 
 const signIn = async (page, as = user, secret = password) => {
   await page.goto(`${base}/signin`);
@@ -53,12 +26,6 @@ const signIn = async (page, as = user, secret = password) => {
 };
 
 const closing = (page) => page.locator('#closing-balance');
-const axeViolations = async (page) => {
-  // Evaluated through the devtools protocol: the page's CSP (rightly) refuses an injected <script>.
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-};
 
 const phone = await browser.newContext({ viewport: PHONE, locale: 'pt-BR', deviceScaleFactor: 1, isMobile: true, hasTouch: true });
 const page = await phone.newPage();
