@@ -866,6 +866,7 @@ pub async fn fresh(ctx: &Ctx) -> anyhow::Result<Outcome> {
         let groups = ctx.groups(&merchants);
         let before = sut.scrape(&base).await?;
         let applied0 = before.total("cashflow_events_applied_total");
+        let cpu_before = sut.pid(Role::Serve).and_then(cpu_seconds);
         let start = Instant::now();
         let task = {
             let (oha, base, request, groups) = (ctx.oha.clone(), base.clone(), request.clone(), groups.clone());
@@ -891,6 +892,9 @@ pub async fn fresh(ctx: &Ctx) -> anyhow::Result<Outcome> {
         let written: Vec<u64> = (0..merchants.len()).map(|i| load.ok_of(i)).collect();
         let total: u64 = written.iter().sum();
         let catch_up = sut.wait_applied(&base, merchants.len() as u64 + total, ctx.catch_up_timeout).await?;
+        // Every write with its relay and consolidation, to the last one applied: what the lag
+        // bought or cost in CPU at this rate (the lingers trade one for the other).
+        let cpu = cpu_before.zip(sut.pid(Role::Serve).and_then(cpu_seconds)).map(|(a, b)| b - a);
         let after = sut.scrape(&base).await?;
         series.push(at_end.clone());
 
@@ -925,6 +929,7 @@ pub async fn fresh(ctx: &Ctx) -> anyhow::Result<Outcome> {
         if let Some(p50) = lag.quantile(0.5) {
             out.figures.insert("lag_p50_ms".into(), p50.seconds() * 1000.0);
         }
+        cpu_fact(&mut out, "server CPU per write (consolidation included)", cpu, total);
         out.fact(
             "caught up after the load ended",
             format!("{:.2} s", catch_up.as_secs_f64()),
