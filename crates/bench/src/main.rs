@@ -31,6 +31,7 @@ mod prom;
 mod report;
 mod scenarios;
 mod soak;
+mod span_floor;
 mod storage;
 mod sut;
 mod tls;

@@ -79,7 +79,7 @@ fn parent(path: &Path) -> Option<u32> {
     fields(path)?.get(1)?.parse().ok()
 }
 
-fn own_ticks_path(path: &Path) -> Option<u64> {
+pub(crate) fn own_ticks_path(path: &Path) -> Option<u64> {
     // After the name: state(0) ppid(1) … utime(11) stime(12).
     let f = fields(path)?;
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)

@@ -1,0 +1,164 @@
+//! The floor under issue 14's target for traces sampled at 100 % (a traced cached read at
+//! 85 % of the untraced rate): what three spans cost through the crates that export them
+//! (`tracing`, `tracing-opentelemetry`, the OpenTelemetry SDK's batch processor and its
+//! OTLP/HTTP exporter), measured in this process with nothing around them: no HTTP, no handler,
+//! no database. Two shapes, each with a provider of its own exporting to the run's sink:
+//! - *bare*: three spans with names only, under a subscriber with the exporting layer alone (set
+//!   up as `serve` sets it: no code locations, thread names, busy times or context activation);
+//! - *as served*: the three spans a cached read exports (the request's, with the fields the
+//!   middleware gives it and the ids it hands the exporter, the token check's, the report
+//!   read's with its `cache` field) and the request's debug line, under the subscriber `serve`
+//!   installs when it exports: the logs (to nowhere) beside [`cashflow::otel::layer`].
+//!
+//! The CPU counted is this thread's and the exporter's threads' (the batch processor's and the
+//! blocking HTTP client's), from `/proc`, until a flush has sent every span; the sink's is not.
+//! The batch queue is made large enough that no span is dropped, so every span is paid for.
+
+use std::io;
+use std::path::Path;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer as _;
+
+/// CPU per request of each shape, in µs.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Floor {
+    pub bare_us: f64,
+    pub served_us: f64,
+    pub requests: u64,
+}
+
+/// Measures both shapes over `requests` requests each, exporting to `endpoint` (an OTLP/HTTP
+/// base URL). Runs on a thread of its own: the SDK's blocking HTTP client must not be built or
+/// dropped on an async runtime.
+pub async fn measure(endpoint: &str, requests: u64) -> anyhow::Result<Floor> {
+    let endpoint = format!("{endpoint}/v1/traces");
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("span-floor".into()).spawn(move || {
+        let floor = (|| {
+            let bare_us = per_request(&endpoint, requests, Shape::Bare)?;
+            let served_us = per_request(&endpoint, requests, Shape::Served)?;
+            anyhow::Ok(Floor { bare_us, served_us, requests })
+        })();
+        let _ = done.send(floor);
+    })?;
+    result.await?
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shape {
+    Bare,
+    Served,
+}
+
+/// One shape's CPU per request, in µs.
+fn per_request(endpoint: &str, requests: u64, shape: Shape) -> anyhow::Result<f64> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .build()?;
+    // Room for every span of the run: a dropped span would cost nothing.
+    let batch = BatchConfigBuilder::default().with_max_queue_size((requests * 3 + 1024) as usize).build();
+    let config = cashflow::otel::TraceConfig::default();
+    let provider = cashflow::otel::provider(&config)
+        .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
+        .build();
+    let dispatch: tracing::Dispatch = match shape {
+        Shape::Bare => tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("cashflow"))
+                    .with_location(false)
+                    .with_threads(false)
+                    .with_target(false)
+                    .with_tracked_inactivity(false)
+                    .with_context_activation(false),
+            )
+            .into(),
+        Shape::Served => {
+            let filter = || tracing_subscriber::EnvFilter::new("info");
+            let unsampled = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(io::sink).finish();
+            let logs = tracing_subscriber::fmt::layer().with_ansi(false).with_writer(io::sink).with_filter(filter());
+            tracing_subscriber::registry()
+                .with(logs)
+                .with(cashflow::otel::layer(&provider, &config, unsampled.into()))
+                .into()
+        }
+    };
+    let before = exporting_cpu_ticks();
+    tracing::dispatcher::with_default(&dispatch, || {
+        for _ in 0..requests {
+            match shape {
+                Shape::Bare => bare_request(),
+                Shape::Served => served_request(),
+            }
+        }
+    });
+    provider.force_flush()?;
+    let ticks = exporting_cpu_ticks().saturating_sub(before);
+    provider.shutdown()?;
+    Ok(ticks as f64 * 10_000.0 / requests as f64)
+}
+
+/// Three spans, nothing else.
+fn bare_request() {
+    let request = tracing::debug_span!("request");
+    let _in = request.enter();
+    tracing::debug_span!("verify").in_scope(|| ());
+    tracing::debug_span!("read").in_scope(|| ());
+}
+
+/// The spans of a cached read, as `cashflow_http::layers` and the handlers make them.
+fn served_request() {
+    let id = uuid::Uuid::new_v4();
+    let request_id = id.hyphenated().to_string();
+    let trace_id = id.simple().to_string();
+    let span_id = &trace_id[..16];
+    let traceparent = format!("00-{trace_id}-{span_id}-01");
+    let (method, route) = ("GET", "/v1/balances/daily/{date}");
+    let request = tracing::info_span!(
+        target: "cashflow_http::layers",
+        "http",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        method = %method,
+        route = %route,
+        request_id = %request_id,
+        trace_id = %trace_id,
+        span_id = %span_id,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(export) = cashflow_http::context::span_export() {
+        export.start(&request, None, &traceparent);
+    }
+    request.in_scope(|| {
+        tracing::debug_span!(target: "cashflow_auth::principal", "auth.verify_token").in_scope(|| ());
+        let read =
+            tracing::debug_span!(target: "cashflow_consolidation::api", "report.read", cache = tracing::field::Empty);
+        read.in_scope(|| read.record("cache", "hit"));
+    });
+    request.record("http.response.status_code", 200_i64);
+    request.in_scope(
+        || tracing::debug!(target: "cashflow_http::layers", status = 200_u16, latency_ms = 0_u64, "request served"),
+    );
+}
+
+/// CPU ticks (1/100 s) of this thread and of the exporter's threads.
+fn exporting_cpu_ticks() -> u64 {
+    let mut ticks = crate::tls::own_ticks_path(Path::new("/proc/thread-self/stat")).unwrap_or(0);
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            // Truncated to 15 bytes: "OpenTelemetry.Traces.BatchProcessor", "reqwest-internal-sync-runtime".
+            if comm.starts_with("OpenTelemetry") || comm.starts_with("reqwest-interna") {
+                ticks += crate::tls::own_ticks_path(&task.path().join("stat")).unwrap_or(0);
+            }
+        }
+    }
+    ticks
+}
