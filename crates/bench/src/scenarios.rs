@@ -839,7 +839,7 @@ pub async fn tracing(ctx: &Ctx, rounds: usize) -> anyhow::Result<Outcome> {
     }
     // The floor under the 100 % target, in the same run (see `span_floor`): what the crates
     // that export spans charge for three of them, against what a traced read may add.
-    let floor = crate::span_floor::measure(&sink.endpoint, if ctx.smoke { 2_000 } else { 200_000 }).await?;
+    let floor = crate::span_floor::measure(&sink.endpoint, if ctx.smoke { 20_000 } else { 200_000 }).await?;
     let read_untraced =
         median(runs.iter().filter(|r| r.label == "read" && r.sampling.is_none()).map(|r| r.ok_per_sec).collect());
     // A closed loop bound by the machine's CPU (both cores busy here) keeps 85 % of its rate if

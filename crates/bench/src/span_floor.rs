@@ -17,7 +17,6 @@
 use std::io;
 use std::path::Path;
 
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::Layer as _;
@@ -68,17 +67,7 @@ fn per_request(endpoint: &str, requests: u64, shape: Shape) -> anyhow::Result<f6
         .with_span_processor(BatchSpanProcessor::builder(exporter).with_batch_config(batch).build())
         .build();
     let dispatch: tracing::Dispatch = match shape {
-        Shape::Bare => tracing_subscriber::registry()
-            .with(
-                tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("cashflow"))
-                    .with_location(false)
-                    .with_threads(false)
-                    .with_target(false)
-                    .with_tracked_inactivity(false)
-                    .with_context_activation(false),
-            )
-            .into(),
+        Shape::Bare => tracing_subscriber::registry().with(cashflow::otel::unfiltered_layer(&provider)).into(),
         Shape::Served => {
             let filter = || tracing_subscriber::EnvFilter::new("info");
             let unsampled = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(io::sink).finish();
@@ -112,26 +101,20 @@ fn bare_request() {
     tracing::debug_span!("read").in_scope(|| ());
 }
 
-/// The spans of a cached read, as `cashflow_http::layers` and the handlers make them.
+/// The spans of a cached read: the request's from the middleware's own constructor, and the
+/// token check's and the report read's as the handlers make them.
 fn served_request() {
     let id = uuid::Uuid::new_v4();
     let request_id = id.hyphenated().to_string();
     let trace_id = id.simple().to_string();
     let span_id = &trace_id[..16];
     let traceparent = format!("00-{trace_id}-{span_id}-01");
-    let (method, route) = ("GET", "/v1/balances/daily/{date}");
-    let request = tracing::info_span!(
-        target: "cashflow_http::layers",
-        "http",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        method = %method,
-        route = %route,
-        request_id = %request_id,
-        trace_id = %trace_id,
-        span_id = %span_id,
-        http.response.status_code = tracing::field::Empty,
+    let request = cashflow_http::layers::exported_span(
+        &reqwest::Method::GET,
+        "/v1/balances/daily/{date}",
+        &request_id,
+        &trace_id,
+        span_id,
     );
     if let Some(export) = cashflow_http::context::span_export() {
         export.start(&request, None, &traceparent);

@@ -270,8 +270,18 @@ where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
     cashflow_http::context::export_spans(Box::new(Export { config: config.clone(), unsampled }));
-    // Only the spans' own fields: code locations, thread names and busy/idle times would
-    // double what each span carries.
+    unfiltered_layer(provider).with_filter(Exported)
+}
+
+/// The layer [`layer`] filters: every span it sees becomes an OpenTelemetry span of `provider`,
+/// with only the spans' own fields (code locations, thread names and busy/idle times would
+/// double what each span carries).
+pub fn unfiltered_layer<S>(
+    provider: &SdkTracerProvider,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
     tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("cashflow"))
         .with_location(false)
@@ -279,7 +289,6 @@ where
         .with_target(false)
         .with_tracked_inactivity(false)
         .with_context_activation(false)
-        .with_filter(Exported)
 }
 
 thread_local! {

@@ -165,8 +165,10 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
 /// (so the outbox event names this span as its parent); its status is recorded once the
 /// response is known.
 ///
+/// Public for the benchmark that measures what exporting it costs (`cashflow-bench tracing`).
+///
 /// [`SpanExport::start`]: crate::context::SpanExport::start
-fn exported_span(method: &Method, route: &str, request_id: &str, trace_id: &str, span_id: &str) -> tracing::Span {
+pub fn exported_span(method: &Method, route: &str, request_id: &str, trace_id: &str, span_id: &str) -> tracing::Span {
     tracing::info_span!(
         "http",
         otel.name = %format_args!("{method} {route}"),
