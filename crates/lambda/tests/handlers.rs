@@ -65,6 +65,15 @@ async fn queued(parts: &Parts) -> Vec<String> {
     deliveries.into_iter().map(|d| d.body).collect()
 }
 
+/// A `ledger-api` over `dir` that recorded one entry, and the events it queued.
+async fn ledger_api_with_one_entry_queued(dir: &tempfile::TempDir) -> (HttpFunction, Vec<String>) {
+    let function = HttpFunction::new(Api::Ledger, parts(dir));
+    let (merchant, token) = merchant_and_token(function.parts()).await;
+    assert_eq!(function.handle(post_entry(merchant, &token)).await.unwrap().status(), 201);
+    let events = queued(function.parts()).await;
+    (function, events)
+}
+
 #[tokio::test]
 async fn ledger_api_records_an_entry_and_publishes_its_event_before_answering() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,10 +166,7 @@ async fn ledger_api_refuses_a_request_whose_token_it_cannot_verify() {
 #[tokio::test]
 async fn consumer_applies_the_batch_and_reports_only_the_poison_message() {
     let dir = tempfile::tempdir().unwrap();
-    let function = HttpFunction::new(Api::Ledger, parts(&dir));
-    let (merchant, token) = merchant_and_token(function.parts()).await;
-    assert_eq!(function.handle(post_entry(merchant, &token)).await.unwrap().status(), 201);
-    let events = queued(function.parts()).await;
+    let (function, events) = ledger_api_with_one_entry_queued(&dir).await;
 
     let answer = consumer::handle(function.parts(), sqs_batch(&events)).await;
 
@@ -179,10 +185,7 @@ async fn consumer_applies_the_batch_and_reports_only_the_poison_message() {
 async fn consumer_prunes_deduplication_markers_past_the_window_after_its_batch() {
     // Given markers of events applied 20 days ago (past the 15-day window) and one of 10 days ago
     let dir = tempfile::tempdir().unwrap();
-    let function = HttpFunction::new(Api::Ledger, parts(&dir));
-    let (merchant, token) = merchant_and_token(function.parts()).await;
-    assert_eq!(function.handle(post_entry(merchant, &token)).await.unwrap().status(), 201);
-    let events = queued(function.parts()).await;
+    let (function, events) = ledger_api_with_one_entry_queued(&dir).await;
     function.parts().consolidation_store().await.unwrap();
     let db = cashflow_db::open_sqlite(&format!("sqlite://{}", dir.path().join("consolidation.db").display()), 1)
         .await
