@@ -5,15 +5,17 @@
 //! no database. Two shapes, each with a provider of its own exporting to the run's sink:
 //! - *bare*: three spans with names only, under a subscriber with the exporting layer alone (set
 //!   up as `serve` sets it: no code locations, thread names, busy times or context activation);
-//! - *as served*: the three spans a cached read exports (the request's, with the fields the
-//!   middleware gives it and the ids it hands the exporter, the token check's, the report
-//!   read's with its `cache` field) and the request's debug line, under the subscriber `serve`
-//!   installs when it exports: the logs (to nowhere) beside [`cashflow::otel::layer`].
+//! - *as served*: the spans a cached read makes (the request's two, the logs' and the exported
+//!   one, made by the middleware's own [`cashflow_http::layers::RequestSpans`], the token
+//!   check's and the report read's with its `cache` field) and the request's debug line, under
+//!   the subscriber `serve` installs when it exports: the logs (to nowhere) beside
+//!   [`cashflow::otel::layer`].
 //!
 //! The CPU counted is this thread's and the exporter's threads' (the batch processor's and the
 //! blocking HTTP client's), from `/proc`, until a flush has sent every span; the sink's is not.
 //! The batch queue is made large enough that no span is dropped, so every span is paid for.
 
+use std::future::Future;
 use std::io;
 use std::path::Path;
 
@@ -101,32 +103,31 @@ fn bare_request() {
     tracing::debug_span!("read").in_scope(|| ());
 }
 
-/// The spans of a cached read: the request's from the middleware's own constructor, and the
-/// token check's and the report read's as the handlers make them.
+/// The spans of a cached read: the request's as the middleware makes them, and the token
+/// check's and the report read's as the handlers make them, inside it.
 fn served_request() {
     let id = uuid::Uuid::new_v4();
     let request_id = id.hyphenated().to_string();
     let trace_id = id.simple().to_string();
-    let span_id = &trace_id[..16];
-    let traceparent = format!("00-{trace_id}-{span_id}-01");
-    let request = cashflow_http::layers::exported_span(
+    let traceparent = format!("00-{trace_id}-{}-01", &trace_id[..16]);
+    let spans = cashflow_http::layers::RequestSpans::new(
         &reqwest::Method::GET,
         "/v1/balances/daily/{date}",
         &request_id,
-        &trace_id,
-        span_id,
+        &traceparent,
+        None,
+        cashflow_http::context::span_export(),
     );
-    if let Some(export) = cashflow_http::context::span_export() {
-        export.start(&request, None, &traceparent);
-    }
-    request.in_scope(|| {
+    let handler = std::pin::pin!(spans.serve(async {
         tracing::debug_span!(target: "cashflow_auth::principal", "auth.verify_token").in_scope(|| ());
         let read =
             tracing::debug_span!(target: "cashflow_consolidation::api", "report.read", cache = tracing::field::Empty);
         read.in_scope(|| read.record("cache", "hit"));
-    });
-    request.record("http.response.status_code", 200_i64);
-    request.in_scope(
+    }));
+    // Nothing in it waits: one poll runs it through.
+    let _ = handler.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    spans.finish(reqwest::StatusCode::OK);
+    spans.logs.in_scope(
         || tracing::debug!(target: "cashflow_http::layers", status = 200_u16, latency_ms = 0_u64, "request served"),
     );
 }

@@ -2,12 +2,15 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; with neither, no exporter is built and no
 //! span leaves the process (the logs still carry the trace ids).
 //!
-//! The spans are `tracing` spans (the request's `http` span, `ledger.record`, the group-commit
-//! wait, the relay's publish, the queue receive, the consumer's apply, the cache invalidation,
-//! the report read, token verification) turned into OpenTelemetry spans by
-//! `tracing-opentelemetry`. Their parents cross processes through W3C `traceparent`s: the
-//! request's (continued from the caller, [`cashflow_http::context`]) travels in the outbox
-//! event and the queue message, and the consumer makes each event's span its child.
+//! The spans are `tracing` spans (`ledger.record`, the group-commit wait, the relay's publish,
+//! the queue receive, the consumer's apply, the cache invalidation, the report read, token
+//! verification) turned into OpenTelemetry spans by `tracing-opentelemetry`, under each
+//! request's own span, which the SDK's tracer makes directly ([`Export::start_request`]): as a
+//! `tracing` span its fields went through the logs' formatter and the OpenTelemetry layer,
+//! each making a string of every one: 1.4 µs more per traced read (BENCHMARKS.md, session
+//! 25). Their parents cross processes through W3C `traceparent`s: the request's (continued
+//! from the caller, [`cashflow_http::context`]) travels in the outbox event and the queue
+//! message, and the consumer makes each event's span its child.
 //!
 //! Why these pieces:
 //! - The SDK's batch processor runs on its own thread, not on a runtime, and exports with a
@@ -52,12 +55,12 @@
 //!   parent is found through the `tracing` registry instead, and nothing here reads
 //!   `opentelemetry::Context::current()`).
 
-use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cashflow_http::context::{ExportedRequest, RequestSpan};
 use opentelemetry::trace::{
-    Link, SamplingDecision, SamplingResult, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId,
-    TraceState, TracerProvider,
+    Link, SamplingDecision, SamplingResult, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags,
+    TraceId, TraceState, Tracer as _, TracerProvider,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider, ShouldSample};
@@ -143,6 +146,16 @@ impl Sampling {
                 ))
             }
         })
+    }
+
+    /// The share of new traces sampled.
+    pub fn share(&self) -> f64 {
+        match self {
+            Self::AlwaysOn => 1.0,
+            Self::AlwaysOff => 0.0,
+            Self::Ratio(ratio) => *ratio,
+            Self::ParentBased(root) => root.share(),
+        }
     }
 
     /// Whether a trace is sampled: `parent` is the parent's sampled flag, `None` for a new trace.
@@ -269,7 +282,8 @@ pub fn layer<S>(
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    cashflow_http::context::export_spans(Box::new(Export { config: config.clone(), unsampled }));
+    let tracer = provider.tracer("cashflow");
+    cashflow_http::context::export_spans(Box::new(Export { config: config.clone(), unsampled, tracer }));
     unfiltered_layer(provider).with_filter(Exported)
 }
 
@@ -291,15 +305,8 @@ where
         .with_context_activation(false)
 }
 
-thread_local! {
-    /// The ids the next span started on this thread takes: its trace's (if it starts one) and
-    /// its own (set by [`Export::start`] around the one call that starts a request's span).
-    static NEXT_TRACE: Cell<Option<TraceId>> = const { Cell::new(None) };
-    static NEXT_SPAN: Cell<Option<SpanId>> = const { Cell::new(None) };
-}
-
-/// Trace and span ids: random, except ids handed over in [`NEXT_TRACE`] and [`NEXT_SPAN`],
-/// and the time prefix of X-Ray ids.
+/// Trace and span ids: random, with the time prefix of X-Ray ids. (A request's exported span
+/// takes its ids from the request's `traceparent` instead: [`Export::start_request`].)
 #[derive(Debug)]
 struct Ids {
     format: TraceFormat,
@@ -307,9 +314,6 @@ struct Ids {
 
 impl IdGenerator for Ids {
     fn new_trace_id(&self) -> TraceId {
-        if let Some(id) = NEXT_TRACE.with(Cell::take) {
-            return id;
-        }
         let random = RandomIdGenerator::default().new_trace_id();
         match self.format {
             TraceFormat::W3c => random,
@@ -318,9 +322,6 @@ impl IdGenerator for Ids {
     }
 
     fn new_span_id(&self) -> SpanId {
-        if let Some(id) = NEXT_SPAN.with(Cell::take) {
-            return id;
-        }
         RandomIdGenerator::default().new_span_id()
     }
 }
@@ -350,10 +351,36 @@ fn traceparent_of(context: &SpanContext) -> Option<String> {
         .then(|| format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), context.trace_flags().to_u8()))
 }
 
-/// [`cashflow_http::context::SpanExport`] through `tracing-opentelemetry`.
+/// [`cashflow_http::context::SpanExport`] through `tracing-opentelemetry`, and the SDK's
+/// tracer for the requests' own spans.
 struct Export {
     config: TraceConfig,
     unsampled: tracing::Dispatch,
+    tracer: opentelemetry_sdk::trace::Tracer,
+}
+
+/// A request's exported span, in the OpenTelemetry context its handler runs in: the spans
+/// `tracing-opentelemetry` starts meanwhile find no exported `tracing` span above them (the
+/// request's `tracing` span is the logs' alone), so they take this context's span as their
+/// parent.
+struct HttpSpan {
+    cx: Context,
+}
+
+impl ExportedRequest for HttpSpan {
+    fn in_scope(&self, f: &mut dyn FnMut()) {
+        let _current = self.cx.clone().attach();
+        f();
+    }
+
+    fn end(&self, status: u16) {
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        if status >= 500 {
+            span.set_status(Status::error(""));
+        }
+        span.end();
+    }
 }
 
 impl cashflow_http::context::SpanExport for Export {
@@ -389,24 +416,32 @@ impl cashflow_http::context::SpanExport for Export {
         self.config.sampling.sampled(parent.map(cashflow_http::context::is_sampled), trace)
     }
 
-    fn start(&self, span: &tracing::Span, parent: Option<&str>, traceparent: &str) {
-        match parent {
-            Some(parent) => self.set_parent(span, parent),
-            None => {
-                let trace = cashflow_http::context::trace_id(traceparent).and_then(|t| TraceId::from_hex(t).ok());
-                NEXT_TRACE.with(|next| next.set(trace));
-            }
+    fn start_request(&self, request: &RequestSpan<'_>) -> Box<dyn ExportedRequest> {
+        let parent =
+            request.parent.and_then(remote).map_or_else(Context::new, |p| Context::new().with_remote_span_context(p));
+        let mut builder = self
+            .tracer
+            .span_builder(format!("{} {}", request.method, request.route))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", request.method.to_owned()),
+                KeyValue::new("http.route", request.route.to_owned()),
+            ]);
+        // The request's own ids, which its `traceparent` already carries to the outbox event.
+        if let Some(own) = remote(request.traceparent) {
+            builder.trace_id = Some(own.trace_id());
+            builder.span_id = Some(own.span_id());
         }
-        let own = cashflow_http::context::span_id(traceparent).and_then(|s| SpanId::from_hex(s).ok());
-        NEXT_SPAN.with(|next| next.set(own));
-        // Starts the span: the SDK samples it (as `sampled` did) and takes the ids handed over.
-        let _ = span.context();
-        NEXT_TRACE.with(|next| next.set(None));
-        NEXT_SPAN.with(|next| next.set(None));
+        let span = self.tracer.build_with_context(builder, &parent);
+        Box::new(HttpSpan { cx: parent.with_span(span) })
     }
 
     fn unsampled(&self) -> &tracing::Dispatch {
         &self.unsampled
+    }
+
+    fn sampled_share(&self) -> f64 {
+        self.config.sampling.share()
     }
 }
 
@@ -422,13 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_trace_takes_the_id_handed_over_once_and_xray_ids_carry_the_time() {
-        let handed = TraceId::from_hex("0a37b3206160403c8af4150f3ade4544").unwrap();
-        let w3c = Ids { format: TraceFormat::W3c };
-        NEXT_TRACE.with(|next| next.set(Some(handed)));
-        assert_eq!(w3c.new_trace_id(), handed);
-        assert_ne!(w3c.new_trace_id(), handed, "taken once");
-
+    fn xray_trace_ids_carry_the_time_of_their_start() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let xray = Ids { format: TraceFormat::Xray }.new_trace_id().to_bytes();
         let seconds = u64::from(u32::from_be_bytes([xray[0], xray[1], xray[2], xray[3]]));
@@ -487,9 +516,11 @@ mod tests {
 
     #[test]
     fn an_xray_id_for_a_new_request_trace_is_lowercase_hex_with_the_time_first() {
+        let tracer = || SdkTracerProvider::builder().build().tracer("test");
         let export = Export {
             config: TraceConfig { format: TraceFormat::Xray, sampling: Sampling::default() },
             unsampled: tracing::Dispatch::none(),
+            tracer: tracer(),
         };
         let from_request = *b"0a37b3206160403c8af4150f3ade4544";
         use cashflow_http::context::SpanExport;
@@ -499,8 +530,51 @@ mod tests {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let seconds = u64::from_str_radix(std::str::from_utf8(&hex[..8]).unwrap(), 16).unwrap();
         assert!(seconds.abs_diff(now) <= 1, "{seconds} vs {now}");
-        let w3c = Export { config: TraceConfig::default(), unsampled: tracing::Dispatch::none() };
+        let w3c = Export { config: TraceConfig::default(), unsampled: tracing::Dispatch::none(), tracer: tracer() };
         assert_eq!(w3c.new_trace_id(from_request), from_request);
+    }
+
+    #[test]
+    fn a_requests_span_takes_its_ids_continues_its_caller_and_ends_with_its_status() {
+        use cashflow_http::context::SpanExport;
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+        let export = Export {
+            config: TraceConfig::default(),
+            unsampled: tracing::Dispatch::none(),
+            tracer: provider.tracer("t"),
+        };
+        let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let own = "00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-01";
+        let new = "00-0a37b3206160403c8af4150f3ade4544-0a37b3206160403c-01";
+        let served = |parent: Option<&str>, traceparent: &str, status: u16| {
+            let span = export.start_request(&RequestSpan { method: "POST", route: "/v1/entries", parent, traceparent });
+            // What starts inside it is its child.
+            span.in_scope(&mut || assert_eq!(Context::current().span().span_context().span_id(), ids(traceparent).1));
+            span.end(status);
+        };
+        served(Some(caller), own, 201);
+        served(None, new, 503);
+
+        let spans = exporter.get_finished_spans().unwrap();
+        let [continued, started] = spans.as_slice() else { panic!("{spans:?}") };
+        assert_eq!((continued.name.as_ref(), continued.span_kind.clone()), ("POST /v1/entries", SpanKind::Server));
+        assert_eq!((continued.span_context.trace_id(), continued.span_context.span_id()), ids(own));
+        assert_eq!(continued.parent_span_id, ids(caller).1);
+        assert_eq!(continued.status, Status::Unset);
+        assert_eq!((started.span_context.trace_id(), started.span_context.span_id()), ids(new));
+        assert_eq!(started.parent_span_id, SpanId::INVALID, "a trace started here");
+        assert!(matches!(started.status, Status::Error { .. }), "a 5xx is an error: {:?}", started.status);
+        let status_code = |span: &opentelemetry_sdk::trace::SpanData| {
+            span.attributes.iter().find(|kv| kv.key.as_str() == "http.response.status_code").map(|kv| kv.value.clone())
+        };
+        assert_eq!(status_code(continued), Some(opentelemetry::Value::I64(201)));
+        assert_eq!(status_code(started), Some(opentelemetry::Value::I64(503)));
+    }
+
+    fn ids(traceparent: &str) -> (TraceId, SpanId) {
+        let context = remote(traceparent).unwrap();
+        (context.trace_id(), context.span_id())
     }
 
     #[test]

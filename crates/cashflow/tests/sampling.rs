@@ -18,6 +18,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::json;
+use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -106,19 +107,24 @@ fn names(spans: &[SpanData]) -> Vec<&str> {
     spans.iter().map(|s| s.name.as_ref()).collect()
 }
 
-/// `POST /v1/entries` with `headers`, then consolidation; the response's `traceparent`.
-async fn record_entry(app: &TestApp, headers: &[(&str, &str)]) -> String {
+/// `POST /v1/entries` with `token` and `headers`.
+fn entry_request(token: &str, headers: &[(&str, &str)]) -> Request<Body> {
     let mut request = Request::builder()
         .method(Method::POST)
         .uri("/v1/entries")
-        .header(header::AUTHORIZATION, format!("Bearer {}", app.token))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header(header::CONTENT_TYPE, "application/json");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
     let body =
         json!({"type": "credit", "amount": "10.00", "description": "sampled?", "occurred_at": "2026-11-20T12:00:00Z"});
-    let response = app.send(request.body(Body::from(body.to_string())).unwrap()).await;
+    request.body(Body::from(body.to_string())).unwrap()
+}
+
+/// `POST /v1/entries` with `headers`, then consolidation; the response's `traceparent`.
+async fn record_entry(app: &TestApp, headers: &[(&str, &str)]) -> String {
+    let response = app.send(entry_request(&app.token, headers)).await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
     app.consolidate().await;
     response.headers["traceparent"].to_str().unwrap().to_owned()
@@ -231,4 +237,43 @@ async fn a_callers_decision_is_followed_whatever_the_ratio_would_say() {
     let traceparent = record_entry(&app, &[("x-amzn-trace-id", &xray(kept, 1))]).await;
     assert_eq!((trace_of(&traceparent), flags_of(&traceparent)), (kept, "01"));
     assert!(names(&spans_of(kept)).contains(&"POST /v1/entries"));
+}
+
+#[tokio::test]
+async fn a_lane_serving_sampled_out_requests_by_default_still_exports_the_sampled_ones() {
+    // Given spans exported at 50 %, and a thread whose default subscriber is the logs-only one,
+    // as an HTTP lane's is when at most half the new traces are sampled
+    telemetry();
+    let app = TestApp::spawn().await;
+    let (router, token) = (app.router.clone(), app.token.clone());
+    let (sampled_in, sampled_out) = ("0a37b320-6160-403c-8a00-000000000002", "0a37b320-6160-403c-8aff-fffffffffffe");
+
+    // When it serves a request the ratio samples and one it leaves out
+    let traceparents = std::thread::spawn(move || {
+        let _default = cashflow_http::context::serve_sampled_out_by_default().expect("the thread's default changed");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        [sampled_in, sampled_out].map(|id| {
+            let response = runtime.block_on(router.clone().oneshot(entry_request(&token, &[("x-request-id", id)])));
+            let response = response.unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            response.headers()["traceparent"].to_str().unwrap().to_owned()
+        })
+    })
+    .join()
+    .unwrap();
+    app.consolidate().await;
+
+    // Then the sampled one is exported from the request to the consumer, through the
+    // exporting subscriber, whose log layer wrote its line
+    let t = telemetry();
+    let served = |logs: &Logs, id: &str| logs.lines().iter().any(|l| l.contains("request served") && l.contains(id));
+    let spans = spans_of(trace_of(&traceparents[0]));
+    for name in ["POST /v1/entries", "auth.verify_token", "ledger.record", "consolidation.apply"] {
+        assert!(names(&spans).contains(&name), "{name} not among {:?}", names(&spans));
+    }
+    assert!(served(&t.logs, sampled_in) && !served(&t.logs_alone, sampled_in), "served under the wrong subscriber");
+    // And the other exported nothing, and was served under the thread's default, the logs alone
+    let spans = spans_of(trace_of(&traceparents[1]));
+    assert!(spans.is_empty(), "exported: {:?}", names(&spans));
+    assert!(served(&t.logs_alone, sampled_out) && !served(&t.logs, sampled_out), "served under the wrong subscriber");
 }

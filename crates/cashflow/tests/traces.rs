@@ -113,10 +113,10 @@ async fn a_recorded_entry_is_one_trace_from_the_request_to_the_consumers_apply()
     let http = one(&spans, "POST /v1/entries");
     assert_eq!(http.span_context.span_id(), request_span);
     assert_eq!(http.parent_span_id, SpanId::INVALID, "a trace started here");
-    assert!(http
-        .attributes
-        .iter()
-        .any(|kv| kv.key.as_str() == "http.response.status_code" && kv.value.as_str() == "201"));
+    let attribute = |key: &str| http.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str());
+    assert_eq!(attribute("http.response.status_code").as_deref(), Some("201"));
+    assert_eq!(attribute("http.route").as_deref(), Some("/v1/entries"));
+    assert_eq!(attribute("http.request.method").as_deref(), Some("POST"));
     // And the token check and the ledger's write are its children, the group-commit wait the write's
     assert_eq!(one(&spans, "auth.verify_token").parent_span_id, request_span);
     let record = one(&spans, "ledger.record");

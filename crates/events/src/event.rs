@@ -181,7 +181,21 @@ impl Event {
 
     /// The `trace` of an event's wire form without parsing the rest (for queue adapters that
     /// forward it as a message attribute).
+    ///
+    /// The relay asks it of every event it publishes, so our own wire form is read without a
+    /// parser: `"trace"` comes after three keys whose values hold no brace or bracket, and a
+    /// key found before any `{` but the first and any `[` is one of the top-level object's
+    /// (inside a string, the quotes around it would be escaped). Anything else is parsed.
     pub fn trace_of(json: &str) -> Option<String> {
+        const KEY: &str = "\"trace\":\"";
+        if let Some(at) = json.find(KEY) {
+            let (before, after) = json.split_at(at);
+            let value = after.get(KEY.len()..).and_then(|v| v.split_once('"')).map(|(value, _)| value);
+            let top_level = before.bytes().filter(|b| *b == b'{').count() == 1 && !before.contains('[');
+            if let Some(value) = value.filter(|v| top_level && !v.contains('\\')) {
+                return Some(value.to_owned());
+            }
+        }
         #[derive(Deserialize)]
         struct TraceOnly {
             trace: Option<String>,
@@ -265,6 +279,24 @@ mod tests {
         assert!(!untraced.contains("trace"), "{untraced}");
         assert_eq!(Event::trace_of(&untraced), None);
         assert!(Event::from_json(&untraced).is_ok(), "events of older producers still parse");
+    }
+
+    #[test]
+    fn the_trace_is_the_top_level_objects_whatever_the_key_order() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        // A `trace` nested in the body is not the event's.
+        let nested = r#"{"event_id":"e","version":9,"type":"future_kind","data":{"trace":"00-nested"}}"#;
+        assert_eq!(Event::trace_of(nested), None);
+        let both = format!(r#"{{"data":{{"trace":"00-nested"}},"trace":"{tp}"}}"#);
+        assert_eq!(Event::trace_of(&both).as_deref(), Some(tp));
+        // Written after the body, or with escapes, it is still found.
+        let last = format!(r#"{{"event_id":"e","data":{{"note":"[x]"}},"trace":"{tp}"}}"#);
+        assert_eq!(Event::trace_of(&last).as_deref(), Some(tp));
+        let escaped = r#"{"trace":"00-\u0034bf"}"#;
+        assert_eq!(Event::trace_of(escaped).as_deref(), Some("00-4bf"));
+        // And a quoted key inside a string is not a key.
+        let quoted = format!(r#"{{"note":"\"trace\":\"00-fake\"","trace":"{tp}"}}"#);
+        assert_eq!(Event::trace_of(&quoted).as_deref(), Some(tp));
     }
 
     /// The wire form of this schema version, as producers of earlier releases wrote it (the

@@ -44,14 +44,64 @@ pub trait SpanExport: Send + Sync + 'static {
     /// Whether the trace of a request is sampled: the one of the remote span `parent` (a valid
     /// `traceparent`) or else a new one with id `trace`. Decided before any span is built.
     fn sampled(&self, parent: Option<&str>, trace: &str) -> bool;
-    /// Starts `span` (not yet entered, and sampled) as the span `traceparent` names (its trace
-    /// id and span id), a child of the remote span `parent` or else the root of a new trace.
-    fn start(&self, span: &tracing::Span, parent: Option<&str>, traceparent: &str);
+    /// Starts the exported span of a sampled request: the span `request.traceparent` names
+    /// (its trace id and span id), a child of the remote span `request.parent` or else the root
+    /// of a new trace. The request is served inside it ([`ExportedRequest::in_scope`]), and it
+    /// ends with the response ([`ExportedRequest::end`]).
+    fn start_request(&self, request: &RequestSpan<'_>) -> Box<dyn ExportedRequest>;
     /// The subscriber a request sampled out is served under: the logs alone, as when nothing
     /// is exported. Its spans then never reach the exporting subscriber, whose per-layer
     /// bookkeeping (a registry look-up per layer at every enter, exit and close, even for a
     /// span every filter refuses) cost a sampled-out read 6 µs (BENCHMARKS.md, session 23).
     fn unsampled(&self) -> &tracing::Dispatch;
+    /// The share of new traces sampled (from 0 to 1), which [`serve_sampled_out_by_default`]
+    /// reads.
+    fn sampled_share(&self) -> f64;
+}
+
+thread_local! {
+    /// On a thread whose default subscriber [`serve_sampled_out_by_default`] made the
+    /// logs-only one: the exporting subscriber, which a sampled request is served under.
+    static EXPORTING: std::cell::RefCell<Option<tracing::Dispatch>> = const { std::cell::RefCell::new(None) };
+}
+
+/// For a thread that serves requests (an HTTP lane): when spans are exported and at most half
+/// the new traces are sampled, makes the exporter's logs-only subscriber ([`SpanExport::unsampled`]) the
+/// thread's default until the guard is dropped. The middleware then serves a request sampled
+/// out as it is, and one sampled in under the exporting subscriber, instead of the other way
+/// round: the switch costs a thread-local swap at every poll of the request, so it is paid by
+/// the fewer requests (at 1 % sampling it was ~0.5 µs of a write's CPU, BENCHMARKS.md,
+/// session 25). `None` (nothing changed) otherwise.
+pub fn serve_sampled_out_by_default() -> Option<tracing::dispatcher::DefaultGuard> {
+    let export = span_export().filter(|export| export.sampled_share() <= 0.5)?;
+    let exporting = tracing::dispatcher::get_default(Clone::clone);
+    EXPORTING.with(|e| *e.borrow_mut() = Some(exporting));
+    Some(tracing::dispatcher::set_default(export.unsampled()))
+}
+
+/// The exporting subscriber, on a thread whose default is the logs-only one.
+pub(crate) fn exporting_off_default() -> Option<tracing::Dispatch> {
+    EXPORTING.with(|e| e.borrow().clone())
+}
+
+/// What the exported span of a request is made of.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSpan<'a> {
+    pub method: &'a str,
+    /// The route's template (never the raw path).
+    pub route: &'a str,
+    /// The caller's `traceparent` (a valid one), if it sent one.
+    pub parent: Option<&'a str>,
+    /// The request's own: the ids the span takes.
+    pub traceparent: &'a str,
+}
+
+/// The exported span of a request being served.
+pub trait ExportedRequest: Send + Sync {
+    /// Runs `f` with this span current: the spans `f` starts are its children.
+    fn in_scope(&self, f: &mut dyn FnMut());
+    /// Ends the span with the response's status.
+    fn end(&self, status: u16);
 }
 
 static EXPORT: OnceLock<Box<dyn SpanExport>> = OnceLock::new();
@@ -77,7 +127,7 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
 /// Links `span` to the span of `traceparent` (a valid and sampled one: a link to a trace
 /// nobody exported leads nowhere) when spans are exported.
 pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
-    if let (Some(export), Some(other)) = (span_export(), traceparent.filter(|t| is_valid(t) && is_sampled(t))) {
+    if let (Some(export), Some(other)) = (span_export(), traceparent.filter(|t| is_sampled(t) && is_valid(t))) {
         export.add_link(span, other);
     }
 }
@@ -111,13 +161,17 @@ pub async fn with_traceparent<F: std::future::Future>(traceparent: String, f: F)
 
 /// A valid `traceparent` value: version 00, 32 hex trace id, 16 hex span id, 2 hex flags,
 /// neither id all zeros.
+/// (The relay and the consumer ask it of every event they move: it allocates nothing.)
 pub fn is_valid(value: &str) -> bool {
-    let parts: Vec<&str> = value.split('-').collect();
-    let hex =
-        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    matches!(parts.as_slice(), [v, t, s, f]
-        if *v == "00" && hex(t, 32) && hex(s, 16) && hex(f, 2)
-            && t.bytes().any(|b| b != b'0') && s.bytes().any(|b| b != b'0'))
+    let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let Ok(v) = <&[u8; 55]>::try_from(value.as_bytes()) else { return false };
+    v.starts_with(b"00-")
+        && (v[35], v[52]) == (b'-', b'-')
+        && hex(&v[3..35])
+        && hex(&v[36..52])
+        && hex(&v[53..55])
+        && v[3..35].iter().any(|b| *b != b'0')
+        && v[36..52].iter().any(|b| *b != b'0')
 }
 
 /// The trace id of a `traceparent`.

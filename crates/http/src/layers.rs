@@ -11,17 +11,19 @@
 //! For the same reason the metric handles of each (route, method, status) are looked up once
 //! and kept ([`RouteMetrics`]), instead of building and hashing their label set twice per
 //! request. When spans are exported ([`crate::context::SpanExport`] installed) the exporter
-//! decides first whether the request's trace is sampled; a sampled request's span is another
-//! one, named after the route, which the exporter starts with the request's own trace and span
-//! ids and which records the response status. A request sampled out, or served without an
-//! exporter, gets the logs' span alone (and without an exporter that choice costs one load);
-//! sampled out, it is also served under the exporter's logs-only subscriber
-//! ([`crate::context::SpanExport::unsampled`]), so none of its spans costs the exporting one.
+//! decides first whether the request's trace is sampled; a sampled request also gets the
+//! exporter's own span ([`RequestSpans`]), which records the response status. A request sampled
+//! out, or served without an exporter, gets the logs' span alone (and without an exporter that
+//! choice costs one load); sampled out, it is also served under the exporter's logs-only
+//! subscriber ([`crate::context::SpanExport::unsampled`]), so none of its spans costs the
+//! exporting one.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -36,6 +38,7 @@ use metrics::{Counter, Histogram};
 use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
+use crate::context::{ExportedRequest, RequestSpan, SpanExport};
 use crate::problem::PROBLEM_JSON;
 use crate::{Problem, ProblemType};
 
@@ -70,7 +73,8 @@ pub fn common(router: Router) -> Router {
 /// - continues the caller's trace or starts one ([`crate::context`]) for the handler, the
 ///   outbox and the response;
 /// - runs the handler inside an `http` span carrying the method, route, request id, trace id
-///   and span id, so every log line of the request can be found by any of them;
+///   and span id, so every log line of the request can be found by any of them, and inside
+///   the exported span when the request is sampled ([`RequestSpans`]);
 /// - logs its status and latency (an error for a 5xx, debug otherwise);
 /// - turns a panic into a 500 problem;
 /// - counts the request and records its latency.
@@ -94,33 +98,14 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     let exported = export.filter(|_| trace.exported);
     let serve = async {
         let request_id_str = request_id.to_str().unwrap_or_default();
-        let (trace_id, span_id) = (
-            crate::context::trace_id(&traceparent).unwrap_or_default(),
-            crate::context::span_id(&traceparent).unwrap_or_default(),
-        );
-        let span = match exported {
-            // Not exported (no exporter, or sampled out): a span for the logs only, which the
-            // exporter's filter never takes (its target says so).
-            None => tracing::info_span!(
-                target: "cashflow_http::unexported",
-                "http",
-                method = %method,
-                route = %route,
-                request_id = %request_id_str,
-                trace_id = %trace_id,
-                span_id = %span_id,
-            ),
-            Some(export) => {
-                let span = exported_span(&method, route, request_id_str, trace_id, span_id);
-                export.start(&span, incoming.as_deref(), &traceparent);
-                span
-            }
-        };
-        let handled =
-            crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind())
-                .instrument(span.clone())
-                .await;
-        let mut response = handled.unwrap_or_else(|panic| span.in_scope(|| panic_problem(panic)));
+        let spans = RequestSpans::new(&method, route, request_id_str, &traceparent, incoming.as_deref(), exported);
+        let handled = spans
+            .serve(crate::context::with_traceparent(
+                traceparent.clone(),
+                AssertUnwindSafe(next.run(req)).catch_unwind(),
+            ))
+            .await;
+        let mut response = handled.unwrap_or_else(|panic| spans.logs.in_scope(|| panic_problem(panic)));
         if is_problem(&response) {
             response = with_request_id(response, &request_id).await;
         }
@@ -130,20 +115,15 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
             headers.insert(TRACEPARENT, value);
         }
         let (status, elapsed) = (response.status(), started.elapsed());
-        if exported.is_some() {
-            span.record("http.response.status_code", i64::from(status.as_u16()));
-            if status.is_server_error() {
-                span.record("otel.status_code", "ERROR");
-            }
-        }
+        spans.finish(status);
         if status.is_server_error() {
-            span.in_scope(|| {
+            spans.logs.in_scope(|| {
                 tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed")
             });
         } else {
             // One line per request at debug, so a request with nothing else to say is still found
             // by its ids.
-            span.in_scope(|| {
+            spans.logs.in_scope(|| {
                 tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served")
             });
         }
@@ -152,35 +132,84 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         latency.record(elapsed.as_secs_f64());
         response
     };
-    match export.filter(|_| !trace.exported) {
-        // Sampled out: every span and event of the request goes to the logs-only subscriber.
-        Some(export) => serve.with_subscriber(export.unsampled().clone()).await,
-        None => serve.await,
+    let Some(export) = export else { return serve.await };
+    match (trace.exported, crate::context::exporting_off_default()) {
+        // Sampled out: every span and event of the request goes to the logs-only subscriber,
+        // unless it is already the thread's default (a lane's, when most traces are sampled
+        // out: `serve_sampled_out_by_default`), and then sampled in goes to the exporting one.
+        (false, None) => serve.with_subscriber(export.unsampled().clone()).await,
+        (true, Some(exporting)) => serve.with_subscriber(exporting).await,
+        _ => serve.await,
     }
 }
 
-/// The request's span when it is exported: a server span named after the route (as
-/// OpenTelemetry's HTTP conventions name it), with the same fields as the logs' one. Its ids
-/// are the request's `traceparent`'s, handed to the exporter by [`SpanExport::start`]
-/// (so the outbox event names this span as its parent); its status is recorded once the
-/// response is known.
+/// The spans of one request: the logs' span, and the exported one when the request is
+/// exported (an exporter is installed and the request's trace is sampled).
 ///
-/// Public for the benchmark that measures what exporting it costs (`cashflow-bench tracing`).
+/// The logs' span carries the method, route, request id, trace id and span id, so every log
+/// line of the request can be found by any of them; it is the same whether or not the request
+/// is exported, and the exporter's filter never takes it (its target says so). The exported
+/// span is the exporter's own ([`SpanExport::start_request`]): a server span named after the
+/// route, as OpenTelemetry's HTTP conventions name it, with the request's own trace and span
+/// ids (so the outbox event names it as its parent), its method and route, and the response
+/// status once known (the request id is in the logs, and a trace started here takes its hex as
+/// its id). It is not a `tracing` span: as one, its ten fields went through the logs' formatter
+/// and through the OpenTelemetry layer, each making a string of every one, and a traced read
+/// cost 1.4 µs more (`cashflow-bench tracing`'s span floor, BENCHMARKS.md, session 25). The
+/// spans the handler starts while it runs inside it ([`Self::serve`]) are its children.
 ///
-/// [`SpanExport::start`]: crate::context::SpanExport::start
-pub fn exported_span(method: &Method, route: &str, request_id: &str, trace_id: &str, span_id: &str) -> tracing::Span {
-    tracing::info_span!(
-        "http",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        method = %method,
-        route = %route,
-        request_id = %request_id,
-        trace_id = %trace_id,
-        span_id = %span_id,
-        http.response.status_code = tracing::field::Empty,
-    )
+/// Public for the benchmark that measures what exporting a request costs (`cashflow-bench
+/// tracing`).
+pub struct RequestSpans {
+    /// The logs' span.
+    pub logs: tracing::Span,
+    exported: Option<Box<dyn ExportedRequest>>,
+}
+
+impl RequestSpans {
+    /// The spans of a request; `traceparent` is its own, `parent` the caller's (a valid one),
+    /// and `export` the exporter when the request is exported.
+    pub fn new(
+        method: &Method,
+        route: &str,
+        request_id: &str,
+        traceparent: &str,
+        parent: Option<&str>,
+        export: Option<&dyn SpanExport>,
+    ) -> Self {
+        let logs = tracing::info_span!(
+            target: "cashflow_http::unexported",
+            "http",
+            method = %method,
+            route = %route,
+            request_id = %request_id,
+            trace_id = %crate::context::trace_id(traceparent).unwrap_or_default(),
+            span_id = %crate::context::span_id(traceparent).unwrap_or_default(),
+        );
+        let exported = export
+            .map(|export| export.start_request(&RequestSpan { method: method.as_str(), route, parent, traceparent }));
+        Self { logs, exported }
+    }
+
+    /// Runs `handler` inside the request's spans.
+    pub async fn serve<F: Future>(&self, handler: F) -> F::Output {
+        let handler = handler.instrument(self.logs.clone());
+        let Some(exported) = &self.exported else { return handler.await };
+        let mut handler = std::pin::pin!(handler);
+        std::future::poll_fn(|cx| {
+            let mut polled = Poll::Pending;
+            exported.in_scope(&mut || polled = handler.as_mut().poll(cx));
+            polled
+        })
+        .await
+    }
+
+    /// Ends the exported span with the response's `status`.
+    pub fn finish(&self, status: StatusCode) {
+        if let Some(exported) = &self.exported {
+            exported.end(status.as_u16());
+        }
+    }
 }
 
 /// A fresh request id: a random UUID, hyphenated.
