@@ -9,6 +9,12 @@
 //!   SQLite store's integers, so a round trip is exact), `date` business dates, CHECK
 //!   constraints mirroring the domain rules, and a trigger that refuses `UPDATE`, `DELETE` and
 //!   `TRUNCATE` on entries.
+//! - **Compact entries** (migration 6, issue 17). An entry holds its merchant as the merchant's
+//!   4-byte integer key (`merchants.seq`, an identity), not its uuid, and its type as a 1-byte
+//!   `"char"` (`'c'` credit, `'d'` debit), with the columns ordered so that none is padded for
+//!   alignment. Every statement on `entries` finds the key from the merchant's id (a sub-select
+//!   on `merchants`, or the batch's locked merchant rows); entries read back carry the id the
+//!   query was for, and their type as the domain's.
 //! - **Group commit.** A record (an entry and its outbox event) must be durable before its caller
 //!   hears back (`synchronous_commit = on`). Written as one transaction each (`BEGIN`, two
 //!   `INSERT`s, `COMMIT`), records cost four round trips apiece, and on a small machine the
@@ -25,7 +31,7 @@
 //!   that stops waiting does not cancel its record.
 //! - **Idempotency under concurrency.** Writes run concurrently here (other writers, other
 //!   processes), so two requests with the same key can race. The insert is `ON CONFLICT
-//!   (merchant_id, idempotency_key) DO NOTHING`: the loser waits for the winner's commit, inserts
+//!   (merchant, idempotency_key) DO NOTHING`: the loser waits for the winner's commit, inserts
 //!   nothing, and then reads the winner's row back (read committed: a new statement sees the
 //!   commit), which makes it a replay or a conflict, never an error. A racing second reversal
 //!   fails on the `entries_one_reversal_per_entry` constraint and becomes
@@ -88,8 +94,8 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use cashflow_domain::{
-    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EventId, Merchant, MerchantId, MerchantName,
-    MerchantTimeZone,
+    Amount, BusinessDate, Category, Currency, Description, Entry, EntryId, EntryType, EventId, Merchant, MerchantId,
+    MerchantName, MerchantTimeZone,
 };
 use cashflow_events::Event;
 
@@ -125,6 +131,11 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         version: 5,
         description: "partial unique indexes",
         sql: include_str!("../migrations/postgres/0005_partial_unique_indexes.sql"),
+    },
+    cashflow_db::MigrationSource {
+        version: 6,
+        description: "compact entries",
+        sql: include_str!("../migrations/postgres/0006_compact_entries.sql"),
     },
 ];
 
@@ -204,10 +215,42 @@ fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
-const ENTRY_COLUMNS: &str = "id, merchant_id, type, amount_minor, currency, description, category, occurred_at, \
-                             business_date, recorded_at, reversal_of, adjusts_date";
+/// The columns of an entry, as [`entry_from_row`] reads them, from `entries e`. The merchant is
+/// not among them (`entries` holds its integer key): every query is for known merchants, whose
+/// ids the caller already has.
+macro_rules! entry_columns {
+    () => {
+        "e.id, e.type, e.amount_minor, e.currency, e.description, e.category, e.occurred_at, e.business_date, \
+         e.recorded_at, e.reversal_of, e.adjusts_date"
+    };
+}
 
-fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
+/// A merchant's key in `entries` (`merchants.seq`), looked up once per statement: with the
+/// merchant fixed by equality, the by-date index returns a page in (business date, id) order.
+macro_rules! merchant_key {
+    ($param:literal) => {
+        concat!("(SELECT seq FROM merchants WHERE id = ", $param, ")")
+    };
+}
+
+/// `type` as stored: a one-byte "char".
+fn type_code(kind: EntryType) -> i8 {
+    match kind {
+        EntryType::Credit => b'c' as i8,
+        EntryType::Debit => b'd' as i8,
+    }
+}
+
+fn type_of_code(code: i8) -> Result<EntryType, StoreError> {
+    match u8::try_from(code) {
+        Ok(b'c') => Ok(EntryType::Credit),
+        Ok(b'd') => Ok(EntryType::Debit),
+        _ => Err(StoreError::Corrupt(format!("type: {code}"))),
+    }
+}
+
+/// The entry of `merchant_id` in `row` (read with [`entry_columns`]).
+fn entry_from_row(row: &PgRow, merchant_id: MerchantId) -> Result<Entry, StoreError> {
     let get_uuid = |column: &'static str| row.try_get::<Uuid, _>(column).map_err(corrupt(column));
     let category: Option<String> = row.try_get("category").map_err(corrupt("category"))?;
     let reversal_of: Option<Uuid> = row.try_get("reversal_of").map_err(corrupt("reversal_of"))?;
@@ -215,8 +258,8 @@ fn entry_from_row(row: &PgRow) -> Result<Entry, StoreError> {
     let adjusts_date: Option<NaiveDate> = row.try_get("adjusts_date").map_err(corrupt("adjusts_date"))?;
     Ok(Entry {
         id: EntryId::from_uuid(get_uuid("id")?),
-        merchant_id: MerchantId::from_uuid(get_uuid("merchant_id")?),
-        kind: row.try_get::<&str, _>("type").map_err(corrupt("type"))?.parse().map_err(corrupt("type"))?,
+        merchant_id,
+        kind: type_of_code(row.try_get("type").map_err(corrupt("type"))?)?,
         amount: Amount::from_minor(row.try_get("amount_minor").map_err(corrupt("amount"))?)
             .map_err(corrupt("amount"))?,
         currency: Currency::parse(row.try_get("currency").map_err(corrupt("currency"))?)
@@ -413,19 +456,21 @@ type Answer = Result<Recorded, StoreError>;
 // arrival order (their `seq` order). Entries are inserted in (merchant, key) order so
 // concurrent batches lock shared keys in one order; among rows with the same key, arrival
 // decides which is inserted. `watermark` locks the merchants' rows (see the module docs) and
-// `refused` is the entries dated on or before their merchant's watermark, which are not
-// inserted. The result is the ids of the inserted entries (with no date) and of the refused
-// ones (with the watermark that refused them).
+// gives their keys in `entries` (`seq`); `refused` is the entries dated on or before their
+// merchant's watermark, which are not inserted. An entry of an unknown merchant has no key: its
+// NULL `merchant` fails the statement (a database error, so the batch is replayed one by one),
+// as the foreign key did when `entries` held the merchant's uuid. The result is the ids of the
+// inserted entries (with no date) and of the refused ones (with the watermark that refused them).
 const INSERT_BATCH: &str = "
 WITH batch AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::\"char\"[], $4::bigint[], $5::text[], $6::text[], $7::text[],
                          $8::timestamptz[], $9::date[], $10::timestamptz[], $11::uuid[], $12::text[], $13::text[],
                          $14::uuid[], $15::text[], $16::timestamptz[], $17::date[])
         WITH ORDINALITY AS b (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash,
                               event_id, body, created_at, adjusts_date, arrival)
 ), watermark AS (
-    SELECT id AS merchant_id, closed_through FROM merchants
+    SELECT id AS merchant_id, seq, closed_through FROM merchants
     WHERE id IN (SELECT merchant_id FROM batch)
     ORDER BY id
     FOR SHARE
@@ -433,14 +478,14 @@ WITH batch AS (
     SELECT b.id, w.closed_through FROM batch b JOIN watermark w ON w.merchant_id = b.merchant_id
     WHERE b.business_date <= w.closed_through
 ), inserted AS (
-    INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-                         business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
-    SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
-           business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date
-    FROM batch
-    WHERE id NOT IN (SELECT id FROM refused)
-    ORDER BY merchant_id, idempotency_key, arrival
-    ON CONFLICT (merchant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    INSERT INTO entries (amount_minor, occurred_at, recorded_at, id, merchant, business_date, adjusts_date, type,
+                         currency, description, category, reversal_of, idempotency_key, request_hash)
+    SELECT b.amount_minor, b.occurred_at, b.recorded_at, b.id, w.seq, b.business_date, b.adjusts_date, b.type,
+           b.currency, b.description, b.category, b.reversal_of, b.idempotency_key, b.request_hash
+    FROM batch b LEFT JOIN watermark w ON w.merchant_id = b.merchant_id
+    WHERE b.id NOT IN (SELECT id FROM refused)
+    ORDER BY w.seq, b.idempotency_key, b.arrival
+    ON CONFLICT (merchant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 ), announced AS (
     INSERT INTO outbox (event_id, body, created_at)
@@ -450,12 +495,15 @@ SELECT id, NULL::date AS closed_through FROM inserted
 UNION ALL
 SELECT id, closed_through FROM refused";
 
-/// The rows stored under some (merchant, idempotency key) pairs.
-const SELECT_BY_IDEMPOTENCY_KEYS: &str = "
-SELECT id, merchant_id, type, amount_minor, currency, description, category, occurred_at, business_date,
-       recorded_at, reversal_of, adjusts_date, idempotency_key, request_hash
-FROM entries
-WHERE (merchant_id, idempotency_key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))";
+/// The rows stored under some (merchant, idempotency key) pairs, with the merchant's id.
+const SELECT_BY_IDEMPOTENCY_KEYS: &str = concat!(
+    "SELECT k.merchant_id, ",
+    entry_columns!(),
+    ", e.idempotency_key, e.request_hash
+     FROM (SELECT DISTINCT * FROM unnest($1::uuid[], $2::text[])) AS k (merchant_id, idempotency_key)
+     JOIN merchants m ON m.id = k.merchant_id
+     JOIN entries e ON e.merchant = m.seq AND e.idempotency_key = k.idempotency_key"
+);
 
 /// A writer task: writes pending records in batches until every store handle is dropped.
 /// Writers share the queue; whichever is free takes what has arrived.
@@ -522,7 +570,7 @@ struct BatchOutcome {
 async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result<BatchOutcome, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|r| *r.entry.id.as_uuid()).collect();
     let merchants: Vec<Uuid> = batch.iter().map(|r| *r.entry.merchant_id.as_uuid()).collect();
-    let kinds: Vec<&str> = batch.iter().map(|r| r.entry.kind.as_str()).collect();
+    let kinds: Vec<i8> = batch.iter().map(|r| type_code(r.entry.kind)).collect();
     let amounts: Vec<i64> = batch.iter().map(|r| r.entry.amount.minor()).collect();
     let currencies: Vec<&str> = batch.iter().map(|r| r.entry.currency.code()).collect();
     let descriptions: Vec<&str> = batch.iter().map(|r| r.entry.description.as_str()).collect();
@@ -615,7 +663,7 @@ async fn answer_batch(
             };
             let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
             if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
-                Ok(Recorded::Replayed(entry_from_row(row)?))
+                Ok(Recorded::Replayed(entry_from_row(row, request.entry.merchant_id)?))
             } else {
                 Err(StoreError::IdempotencyConflict)
             }
@@ -684,32 +732,35 @@ async fn record_alone(
     outbox: &OutboxRow,
 ) -> Result<Recorded, StoreError> {
     let mut tx = conn.begin().await.map_err(unavailable)?;
-    // The same lock and check as `INSERT_BATCH`'s (see the module docs).
-    let through: Option<Option<NaiveDate>> =
-        sqlx::query_scalar("SELECT closed_through FROM merchants WHERE id = $1 FOR SHARE")
+    // The same lock and check as `INSERT_BATCH`'s (see the module docs), and the merchant's key.
+    let merchant_row: Option<(i32, Option<NaiveDate>)> =
+        sqlx::query_as("SELECT seq, closed_through FROM merchants WHERE id = $1 FOR SHARE")
             .bind(entry.merchant_id.as_uuid())
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
-    if let Some(through) = through.flatten().filter(|through| entry.business_date.naive() <= *through) {
+    let Some((merchant_seq, through)) = merchant_row else {
+        return Err(StoreError::Unavailable(format!("unknown merchant {}", entry.merchant_id)));
+    };
+    if let Some(through) = through.filter(|through| entry.business_date.naive() <= *through) {
         // A retry of a request recorded before the day closed is answered as a replay: only a
         // new entry is refused.
         if let Some(idem) = idempotency {
-            if let Some(replayed) = replay_of(&mut tx, entry, idem).await? {
+            if let Some(replayed) = replay_of(&mut tx, merchant_seq, entry.merchant_id, idem).await? {
                 return Ok(replayed);
             }
         }
         return Err(day_closed(through));
     }
     let inserted = sqlx::query(
-        "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
+        "INSERT INTO entries (id, merchant, type, amount_minor, currency, description, category, occurred_at,
                               business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT (merchant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+         ON CONFLICT (merchant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
     )
     .bind(entry.id.as_uuid())
-    .bind(entry.merchant_id.as_uuid())
-    .bind(entry.kind.as_str())
+    .bind(merchant_seq)
+    .bind(type_code(entry.kind))
     .bind(entry.amount.minor())
     .bind(entry.currency.code())
     .bind(entry.description.as_str())
@@ -733,7 +784,7 @@ async fn record_alone(
         let Some(idem) = idempotency else {
             return Err(StoreError::Unavailable("entry insert was skipped without an idempotency key".into()));
         };
-        return replay_of(&mut tx, entry, idem)
+        return replay_of(&mut tx, merchant_seq, entry.merchant_id, idem)
             .await?
             .ok_or_else(|| StoreError::Unavailable("entry insert was skipped but no entry holds its key".into()));
     }
@@ -742,13 +793,21 @@ async fn record_alone(
     Ok(Recorded::Created(entry.clone()))
 }
 
-/// The entry stored under `idem`'s key, as a replay if it was recorded from the same request;
+/// The entry stored under `idem`'s key for the merchant `merchant_id`, whose key in `entries` is
+/// `merchant_seq`, as a replay if it was recorded from the same request;
 /// [`StoreError::IdempotencyConflict`] if from another; `None` if the key is unused.
-async fn replay_of(conn: &mut PgConnection, entry: &Entry, idem: &Idempotency) -> Result<Option<Recorded>, StoreError> {
-    let row = sqlx::query(&format!(
-        "SELECT {ENTRY_COLUMNS}, request_hash FROM entries WHERE merchant_id = $1 AND idempotency_key = $2"
+async fn replay_of(
+    conn: &mut PgConnection,
+    merchant_seq: i32,
+    merchant_id: MerchantId,
+    idem: &Idempotency,
+) -> Result<Option<Recorded>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        entry_columns!(),
+        ", e.request_hash FROM entries e WHERE e.merchant = $1 AND e.idempotency_key = $2"
     ))
-    .bind(entry.merchant_id.as_uuid())
+    .bind(merchant_seq)
     .bind(&idem.key)
     .fetch_optional(&mut *conn)
     .await
@@ -756,7 +815,7 @@ async fn replay_of(conn: &mut PgConnection, entry: &Entry, idem: &Idempotency) -
     let Some(row) = row else { return Ok(None) };
     let stored_hash: Option<String> = row.try_get("request_hash").map_err(corrupt("request_hash"))?;
     if stored_hash.as_deref() == Some(idem.request_hash.as_str()) {
-        Ok(Some(Recorded::Replayed(entry_from_row(&row)?)))
+        Ok(Some(Recorded::Replayed(entry_from_row(&row, merchant_id)?)))
     } else {
         Err(StoreError::IdempotencyConflict)
     }
@@ -826,13 +885,19 @@ impl LedgerStore for PostgresLedgerStore {
     }
 
     async fn entry(&self, merchant: MerchantId, id: EntryId) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1 AND merchant_id = $2"))
+        let sql = concat!(
+            "SELECT ",
+            entry_columns!(),
+            " FROM entries e WHERE e.id = $1 AND e.merchant = ",
+            merchant_key!("$2")
+        );
+        let row = sqlx::query(sql)
             .bind(id.as_uuid())
             .bind(merchant.as_uuid())
             .fetch_optional(&self.pool)
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(entry_from_row).transpose()
+        row.as_ref().map(|row| entry_from_row(row, merchant)).transpose()
     }
 
     async fn day_totals(
@@ -845,13 +910,15 @@ impl LedgerStore for PostgresLedgerStore {
     }
 
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError> {
-        // The row comparison matches the index order (merchant_id, business_date, id), and
-        // uuids compare bytewise in both Postgres and Rust.
-        let after = if query.after.is_some() { "AND (business_date, id) > ($4, $5)" } else { "" };
+        // The row comparison matches the index order (merchant, business_date, id), and uuids
+        // compare bytewise in both Postgres and Rust.
+        let after = if query.after.is_some() { "AND (e.business_date, e.id) > ($4, $5)" } else { "" };
         let sql = format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries
-             WHERE merchant_id = $1 AND business_date >= $2 AND business_date <= $3 {after}
-             ORDER BY business_date, id LIMIT $6"
+            "SELECT {} FROM entries e
+             WHERE e.merchant = {} AND e.business_date >= $2 AND e.business_date <= $3 {after}
+             ORDER BY e.business_date, e.id LIMIT $6",
+            entry_columns!(),
+            merchant_key!("$1"),
         );
         let (after_date, after_id) = match query.after {
             Some((d, id)) => (Some(d.naive()), Some(*id.as_uuid())),
@@ -867,7 +934,7 @@ impl LedgerStore for PostgresLedgerStore {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable)?;
-        rows.iter().map(entry_from_row).collect()
+        rows.iter().map(|row| entry_from_row(row, merchant)).collect()
     }
 
     #[tracing::instrument(skip_all, fields(merchant_id = %close.merchant_id, date = %close.date))]
@@ -878,13 +945,15 @@ impl LedgerStore for PostgresLedgerStore {
         if let Some(through) = previous.filter(|through| close.date <= *through) {
             return Err(StoreError::AlreadyClosed { through });
         }
-        let (credits, debits, count, expected): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(amount_minor) FILTER (WHERE business_date = $2 AND type = 'credit'), 0)::bigint,
-                    COALESCE(SUM(amount_minor) FILTER (WHERE business_date = $2 AND type = 'debit'), 0)::bigint,
+        let (credits, debits, count, expected): (i64, i64, i64, i64) = sqlx::query_as(concat!(
+            "SELECT COALESCE(SUM(amount_minor) FILTER (WHERE business_date = $2 AND type = 'c'), 0)::bigint,
+                    COALESCE(SUM(amount_minor) FILTER (WHERE business_date = $2 AND type = 'd'), 0)::bigint,
                     COUNT(*) FILTER (WHERE business_date = $2),
-                    COALESCE(SUM(CASE WHEN type = 'credit' THEN amount_minor ELSE -amount_minor END), 0)::bigint
-             FROM entries WHERE merchant_id = $1 AND business_date <= $2",
-        )
+                    COALESCE(SUM(CASE WHEN type = 'c' THEN amount_minor ELSE -amount_minor END), 0)::bigint
+             FROM entries WHERE merchant = ",
+            merchant_key!("$1"),
+            " AND business_date <= $2"
+        ))
         .bind(close.merchant_id.as_uuid())
         .bind(close.date.naive())
         .fetch_one(&mut *tx)

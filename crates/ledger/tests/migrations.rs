@@ -3,8 +3,9 @@
 //! adjustments and reopening (migrations 1 and 2), holding a merchant, an entry and a close,
 //! opens with the current store, keeps every row as it was, has its close in the audit trail
 //! and takes adjustments and reopens. SQLite always; Postgres when `CASHFLOW_TEST_POSTGRES_URL`
-//! is set. And a SQLite ledger made by the schema before compact entries (migrations 1 to 4)
-//! converts in place (migration 5) and answers every query the API serves as before.
+//! is set. And a ledger made by the schema before compact entries (SQLite: migrations 1 to 4,
+//! converted by 5; Postgres: migrations 1 to 5, converted by 6) converts in place and answers
+//! every query the API serves as before.
 
 mod fixtures;
 
@@ -137,7 +138,8 @@ async fn a_postgres_ledger_of_the_release_before_adjustments_and_reopening_migra
 }
 
 // ---------------------------------------------------------------------------------------------
-// Compact entries (migration 5): a ledger.db made by the schema before it converts in place.
+// Compact entries (SQLite's migration 5, Postgres's 6): a ledger made by the schema before it
+// converts in place.
 // ---------------------------------------------------------------------------------------------
 
 const SQLITE_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &[
@@ -158,6 +160,33 @@ const SQLITE_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &[
         sql: include_str!("../migrations/sqlite/0004_day_audit.sql"),
     },
 ];
+
+const POSTGRES_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &[
+    MigrationSource { version: 1, description: "ledger", sql: include_str!("../migrations/postgres/0001_ledger.sql") },
+    MigrationSource {
+        version: 2,
+        description: "day close",
+        sql: include_str!("../migrations/postgres/0002_day_close.sql"),
+    },
+    MigrationSource {
+        version: 3,
+        description: "adjusts date",
+        sql: include_str!("../migrations/postgres/0003_adjusts_date.sql"),
+    },
+    MigrationSource {
+        version: 4,
+        description: "day audit",
+        sql: include_str!("../migrations/postgres/0004_day_audit.sql"),
+    },
+    MigrationSource {
+        version: 5,
+        description: "partial unique indexes",
+        sql: include_str!("../migrations/postgres/0005_partial_unique_indexes.sql"),
+    },
+];
+
+/// The events the old ledger left in its outbox, unpublished.
+const PENDING_EVENTS: [&str; 2] = ["0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f71", "0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f72"];
 
 /// What the release before compact entries wrote, as the domain values it stored.
 struct OldLedger {
@@ -205,7 +234,7 @@ fn old_ledger() -> OldLedger {
     OldLedger { merchants, entries, keys }
 }
 
-async fn write_old_ledger(pool: &sqlx::SqlitePool, old: &OldLedger) {
+async fn write_old_sqlite_ledger(pool: &sqlx::SqlitePool, old: &OldLedger) {
     for m in &old.merchants {
         sqlx::query("INSERT INTO merchants (id, name, currency, time_zone, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
             .bind(m.id.to_string())
@@ -258,27 +287,94 @@ async fn write_old_ledger(pool: &sqlx::SqlitePool, old: &OldLedger) {
                     ('{m}', 'close', '2026-11-22', 3, 'gerente', NULL, '2026-11-20', '2026-11-22')"
         ),
         format!("UPDATE merchants SET closed_through = '2026-11-22' WHERE id = '{m}'"),
-        "INSERT INTO outbox (event_id, body, created_at) VALUES ('e1', '{}', 1), ('e2', '{}', 2)".to_owned(),
+        format!(
+            "INSERT INTO outbox (event_id, body, created_at) VALUES ('{}', '{{}}', 1), ('{}', '{{}}', 2)",
+            PENDING_EVENTS[0], PENDING_EVENTS[1]
+        ),
     ] {
         sqlx::query(&sql).execute(pool).await.unwrap();
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_sqlite_ledger_of_the_schema_before_compact_entries_converts_in_place_and_answers_every_query_alike() {
-    // Given a ledger.db made and written by the schema before compact entries
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-    let pool = cashflow_db::open_sqlite(&url, 1).await.unwrap();
-    cashflow_db::migrate_sqlite(&pool, SQLITE_BEFORE_COMPACT_ENTRIES).await.unwrap();
-    let old = old_ledger();
-    write_old_ledger(&pool, &old).await;
-    pool.close().await;
+/// The same ledger, as the Postgres schema before compact entries held it.
+async fn write_old_postgres_ledger(pool: &sqlx::PgPool, old: &OldLedger) {
+    for m in &old.merchants {
+        sqlx::query("INSERT INTO merchants (id, name, currency, time_zone, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(m.id.as_uuid())
+            .bind(m.name.as_str())
+            .bind(m.currency.code())
+            .bind(m.time_zone.name())
+            .bind(m.created_at)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    for e in &old.entries {
+        let key = old.keys.iter().find(|(_, _, _, k)| k.id == e.id);
+        sqlx::query(
+            "INSERT INTO entries (id, merchant_id, type, amount_minor, currency, description, category, occurred_at,
+                                  business_date, recorded_at, reversal_of, idempotency_key, request_hash, adjusts_date)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(e.id.as_uuid())
+        .bind(e.merchant_id.as_uuid())
+        .bind(e.kind.as_str())
+        .bind(e.amount.minor())
+        .bind(e.currency.code())
+        .bind(e.description.as_str())
+        .bind(e.category.as_ref().map(|c| c.as_str().to_owned()))
+        .bind(e.occurred_at)
+        .bind(e.business_date.naive())
+        .bind(e.recorded_at)
+        .bind(e.reversal_of.map(|id| *id.as_uuid()))
+        .bind(key.map(|(_, k, _, _)| k.clone()))
+        .bind(key.map(|(_, _, h, _)| h.clone()))
+        .bind(e.adjusts_date.map(|d| d.naive()))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let m = old.merchants[0].id;
+    let at = |s: u32| format!("'2026-11-2{s} 23:00:00+00'");
+    for sql in [
+        format!(
+            "INSERT INTO day_closes (merchant_id, business_date, closed_at, closed_by, credits_minor, debits_minor,
+                                     entry_count, expected_balance_minor, counted_cash_minor, note)
+             VALUES ('{m}', '2026-11-21', {}, 'gerente', 10, 20, 3, -10, 0, 'ok'),
+                    ('{m}', '2026-11-22', {}, 'gerente', 30, 40, 5, -20, NULL, NULL)",
+            at(1),
+            at(3)
+        ),
+        format!(
+            "INSERT INTO day_audit (merchant_id, action, business_date, at, by, reason, closed_through_before,
+                                    closed_through_after)
+             VALUES ('{m}', 'close', '2026-11-21', {}, 'gerente', 'ok', NULL, '2026-11-21'),
+                    ('{m}', 'reopen', '2026-11-21', {}, 'gerente', 'faltou', '2026-11-21', '2026-11-20'),
+                    ('{m}', 'close', '2026-11-22', {}, 'gerente', NULL, '2026-11-20', '2026-11-22')",
+            at(1),
+            at(2),
+            at(3)
+        ),
+        format!("UPDATE merchants SET closed_through = '2026-11-22' WHERE id = '{m}'"),
+        format!(
+            "INSERT INTO outbox (event_id, body, created_at) VALUES ('{}', '{{}}', now()), ('{}', '{{}}', now())",
+            PENDING_EVENTS[0], PENDING_EVENTS[1]
+        ),
+    ] {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    }
+}
 
-    // When the current store opens it
-    let store = SqliteLedgerStore::open(&url).await.unwrap();
+/// Every query the store serves, on the converted `old` ledger: what it wrote reads back alike,
+/// its keys, reversals, closes, audit trail and outbox work as before, and new writes work.
+async fn then_every_query_answers_as_before(store: &dyn LedgerStore, old: &OldLedger) {
+    // every merchant reads back as it was
+    for m in &old.merchants {
+        assert_eq!(store.merchant(m.id).await.unwrap().as_ref(), Some(m));
+    }
+    assert_eq!(store.merchant_count().await.unwrap(), 2);
 
-    // Then every entry reads back by id, for its merchant only
+    // every entry reads back by id, for its merchant only
     let (from, to) = (date("2026-11-01"), date("2026-11-30"));
     for e in &old.entries {
         assert_eq!(store.entry(e.merchant_id, e.id).await.unwrap().as_ref(), Some(e));
@@ -367,7 +463,7 @@ async fn an_sqlite_ledger_of_the_schema_before_compact_entries_converts_in_place
 
     // the events not yet published are still in the outbox
     let pending: Vec<String> = store.outbox_batch(10).await.unwrap().into_iter().map(|r| r.event_id).collect();
-    assert_eq!(&pending[..2], ["e1", "e2"]);
+    assert_eq!(&pending[..2], PENDING_EVENTS);
 
     // a new merchant and its entries work alongside the old ones
     let newcomer = new_merchant();
@@ -375,6 +471,24 @@ async fn an_sqlite_ledger_of_the_schema_before_compact_entries_converts_in_place
     let first = sale(&newcomer, 1234);
     store.record(&first, None, &recorded_event(&first)).await.unwrap();
     assert_eq!(store.entry(newcomer.id, first.id).await.unwrap(), Some(first));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_ledger_of_the_schema_before_compact_entries_converts_in_place_and_answers_every_query_alike() {
+    // Given a ledger.db made and written by the schema before compact entries
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let pool = cashflow_db::open_sqlite(&url, 1).await.unwrap();
+    cashflow_db::migrate_sqlite(&pool, SQLITE_BEFORE_COMPACT_ENTRIES).await.unwrap();
+    let old = old_ledger();
+    write_old_sqlite_ledger(&pool, &old).await;
+    pool.close().await;
+
+    // When the current store opens it
+    let store = SqliteLedgerStore::open(&url).await.unwrap();
+
+    // Then every query answers as before
+    then_every_query_answers_as_before(&store, &old).await;
 
     // and the database still refuses to edit or delete an entry
     let pool = cashflow_db::open_sqlite(&url, 1).await.unwrap();
@@ -387,4 +501,53 @@ async fn an_sqlite_ledger_of_the_schema_before_compact_entries_converts_in_place
         .await
         .unwrap();
     assert_eq!(copies, 0, "the old table is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
+async fn a_postgres_ledger_of_the_schema_before_compact_entries_converts_in_place_and_answers_every_query_alike() {
+    // Given a ledger schema made and written by the schema before compact entries
+    let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL").unwrap();
+    let db = cashflow_db::TestDatabase::create(&admin).await.unwrap();
+    let pool = cashflow_db::open_postgres(db.url(), 1, "ledger").await.unwrap();
+    cashflow_db::migrate_postgres(&pool, POSTGRES_BEFORE_COMPACT_ENTRIES).await.unwrap();
+    let old = old_ledger();
+    write_old_postgres_ledger(&pool, &old).await;
+    pool.close().await;
+
+    // When the current store opens it
+    let store = PostgresLedgerStore::open(db.url()).await.unwrap();
+
+    // Then every query answers as before
+    then_every_query_answers_as_before(&store, &old).await;
+
+    // and the entries are stored compact: the merchant's integer key, a one-byte type
+    let pool = cashflow_db::open_postgres(db.url(), 1, "ledger").await.unwrap();
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 'entries'::regclass AND attname IN ('merchant', 'merchant_id', 'type') AND NOT attisdropped
+         ORDER BY attname",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(columns, [("merchant".to_owned(), "integer".to_owned()), ("type".to_owned(), "\"char\"".to_owned())]);
+    let ids: Vec<uuid::Uuid> = old.entries.iter().map(|e| *e.id.as_uuid()).collect();
+    let copied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(copied as usize, old.entries.len(), "every old entry was copied, once");
+
+    // and the database still refuses to edit, delete or truncate an entry
+    for sql in ["UPDATE entries SET amount_minor = 1", "DELETE FROM entries", "TRUNCATE entries"] {
+        let err = sqlx::query(sql).execute(&pool).await.unwrap_err().to_string();
+        assert!(err.contains("ledger entries are immutable"), "{sql}: {err}");
+    }
+    let copies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_class WHERE relname LIKE 'entries_v5%'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(copies, 0, "the old table and its primary key are gone");
 }

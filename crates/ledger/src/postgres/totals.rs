@@ -14,12 +14,14 @@ pub(super) async fn day_totals(
     to: BusinessDate,
 ) -> Result<Vec<(BusinessDate, DayTotals)>, StoreError> {
     // SUM of bigint is numeric; the cast back to bigint fails on overflow instead of wrapping.
+    // `type` is 'c' (credit) or 'd' (debit); the merchant is its key in `entries`.
     let rows: Vec<(NaiveDate, i64, i64, i64)> = sqlx::query_as(
         "SELECT business_date,
-                COALESCE(SUM(amount_minor) FILTER (WHERE type = 'credit'), 0)::bigint AS credits,
-                COALESCE(SUM(amount_minor) FILTER (WHERE type = 'debit'), 0)::bigint AS debits,
+                COALESCE(SUM(amount_minor) FILTER (WHERE type = 'c'), 0)::bigint AS credits,
+                COALESCE(SUM(amount_minor) FILTER (WHERE type = 'd'), 0)::bigint AS debits,
                 COUNT(*) AS entry_count
-         FROM entries WHERE merchant_id = $1 AND business_date >= $2 AND business_date <= $3
+         FROM entries WHERE merchant = (SELECT seq FROM merchants WHERE id = $1)
+                        AND business_date >= $2 AND business_date <= $3
          GROUP BY business_date ORDER BY business_date",
     )
     .bind(merchant.as_uuid())
