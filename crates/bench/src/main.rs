@@ -209,7 +209,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',', value_name = "RATIOS")]
     otel_sampling: Option<Vec<f64>>,
 
-    /// `tracing`: how many rounds of every mode (each round runs untraced, then each ratio).
+    /// `tracing`: how many rounds of every mode (untraced and each ratio; each round starts one
+    /// mode later than the one before).
     #[arg(long, default_value_t = 3)]
     otel_rounds: usize,
 
