@@ -14,23 +14,36 @@ use cashflow_ledger::store::{DayAction, EntryQuery, Recorded, ReopenDay};
 use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore, StoreError};
 use fixtures::*;
 
-const SQLITE_BEFORE_ADJUSTMENTS: &[MigrationSource] = &[
-    MigrationSource { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
-    MigrationSource {
-        version: 2,
-        description: "day close",
-        sql: include_str!("../migrations/sqlite/0002_day_close.sql"),
-    },
+/// A migration of this crate's `dialect`, from its file.
+macro_rules! migration {
+    ($dialect:literal, $version:literal, $description:literal, $file:literal) => {
+        MigrationSource {
+            version: $version,
+            description: $description,
+            sql: include_str!(concat!("../migrations/", $dialect, "/", $file)),
+        }
+    };
+}
+
+/// The schema's migrations of earlier releases, in order: a database migrated through the
+/// first n of them is what the release of the n-th left.
+const SQLITE: [MigrationSource; 4] = [
+    migration!("sqlite", 1, "ledger", "0001_ledger.sql"),
+    migration!("sqlite", 2, "day close", "0002_day_close.sql"),
+    migration!("sqlite", 3, "adjusts date", "0003_adjusts_date.sql"),
+    migration!("sqlite", 4, "day audit", "0004_day_audit.sql"),
+];
+const POSTGRES: [MigrationSource; 5] = [
+    migration!("postgres", 1, "ledger", "0001_ledger.sql"),
+    migration!("postgres", 2, "day close", "0002_day_close.sql"),
+    migration!("postgres", 3, "adjusts date", "0003_adjusts_date.sql"),
+    migration!("postgres", 4, "day audit", "0004_day_audit.sql"),
+    migration!("postgres", 5, "partial unique indexes", "0005_partial_unique_indexes.sql"),
 ];
 
-const POSTGRES_BEFORE_ADJUSTMENTS: &[MigrationSource] = &[
-    MigrationSource { version: 1, description: "ledger", sql: include_str!("../migrations/postgres/0001_ledger.sql") },
-    MigrationSource {
-        version: 2,
-        description: "day close",
-        sql: include_str!("../migrations/postgres/0002_day_close.sql"),
-    },
-];
+/// Before adjustments and reopening: migrations 1 and 2.
+const SQLITE_BEFORE_ADJUSTMENTS: &[MigrationSource] = SQLITE.split_at(2).0;
+const POSTGRES_BEFORE_ADJUSTMENTS: &[MigrationSource] = POSTGRES.split_at(2).0;
 
 fn date(s: &str) -> BusinessDate {
     BusinessDate::parse(s).unwrap()
@@ -142,48 +155,9 @@ async fn a_postgres_ledger_of_the_release_before_adjustments_and_reopening_migra
 // converts in place.
 // ---------------------------------------------------------------------------------------------
 
-const SQLITE_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &[
-    MigrationSource { version: 1, description: "ledger", sql: include_str!("../migrations/sqlite/0001_ledger.sql") },
-    MigrationSource {
-        version: 2,
-        description: "day close",
-        sql: include_str!("../migrations/sqlite/0002_day_close.sql"),
-    },
-    MigrationSource {
-        version: 3,
-        description: "adjusts date",
-        sql: include_str!("../migrations/sqlite/0003_adjusts_date.sql"),
-    },
-    MigrationSource {
-        version: 4,
-        description: "day audit",
-        sql: include_str!("../migrations/sqlite/0004_day_audit.sql"),
-    },
-];
-
-const POSTGRES_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &[
-    MigrationSource { version: 1, description: "ledger", sql: include_str!("../migrations/postgres/0001_ledger.sql") },
-    MigrationSource {
-        version: 2,
-        description: "day close",
-        sql: include_str!("../migrations/postgres/0002_day_close.sql"),
-    },
-    MigrationSource {
-        version: 3,
-        description: "adjusts date",
-        sql: include_str!("../migrations/postgres/0003_adjusts_date.sql"),
-    },
-    MigrationSource {
-        version: 4,
-        description: "day audit",
-        sql: include_str!("../migrations/postgres/0004_day_audit.sql"),
-    },
-    MigrationSource {
-        version: 5,
-        description: "partial unique indexes",
-        sql: include_str!("../migrations/postgres/0005_partial_unique_indexes.sql"),
-    },
-];
+/// Before compact entries: SQLite's migrations 1 to 4, Postgres's 1 to 5.
+const SQLITE_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &SQLITE;
+const POSTGRES_BEFORE_COMPACT_ENTRIES: &[MigrationSource] = &POSTGRES;
 
 /// The events the old ledger left in its outbox, unpublished.
 const PENDING_EVENTS: [&str; 2] = ["0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f71", "0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f72"];
