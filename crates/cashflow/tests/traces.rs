@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use opentelemetry::trace::{SpanId, SpanKind, TraceId};
+use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
@@ -33,19 +33,21 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
     })
 }
 
-/// The finished spans of one trace, once its request's span has ended (waiting up to 5 s).
+/// The finished spans of one trace, once the spans named `expected` have all ended (waiting up
+/// to 5 s).
 ///
-/// A request's span can end a little after its response: sqlx's SQLite worker thread holds
-/// the span of the query it ran until it has handed over the result, and a parent ends only
-/// after its last child.
-fn spans_of(trace: TraceId) -> Vec<SpanData> {
+/// A span can end a little after its request's response: sqlx's SQLite worker thread holds
+/// the span of the query it ran until it has handed over the result, and the report read's
+/// span ends only after that query's. The request's own span does not wait for its children.
+fn spans_of(trace: TraceId, expected: &[&str]) -> Vec<SpanData> {
     let (exporter, provider) = exporter();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         provider.force_flush().unwrap();
         let spans: Vec<SpanData> =
             exporter.get_finished_spans().unwrap().into_iter().filter(|s| s.span_context.trace_id() == trace).collect();
-        if spans.iter().any(|s| s.span_kind == SpanKind::Server) || std::time::Instant::now() > deadline {
+        let ended = |name: &&str| spans.iter().any(|s| s.name == *name);
+        if expected.iter().all(ended) || std::time::Instant::now() > deadline {
             return spans;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -109,7 +111,10 @@ async fn a_recorded_entry_is_one_trace_from_the_request_to_the_consumers_apply()
     let (trace, request_span) = ids(traceparent);
     let request_id = response.headers["x-request-id"].to_str().unwrap().replace('-', "");
     assert_eq!(trace.to_string(), request_id);
-    let spans = spans_of(trace);
+    let spans = spans_of(
+        trace,
+        &["POST /v1/entries", "auth.verify_token", "ledger.record", "ledger.group_commit", "consolidation.apply"],
+    );
     let http = one(&spans, "POST /v1/entries");
     assert_eq!(http.span_context.span_id(), request_span);
     assert_eq!(http.parent_span_id, SpanId::INVALID, "a trace started here");
@@ -165,7 +170,7 @@ async fn a_request_continues_the_callers_traceparent_to_the_consumer() {
     let (answered_trace, request_span) = ids(response.headers["traceparent"].to_str().unwrap());
     assert_eq!(answered_trace, trace);
     assert_ne!(request_span, caller_span);
-    let spans = spans_of(trace);
+    let spans = spans_of(trace, &["POST /v1/entries", "consolidation.apply"]);
     let http = one(&spans, "POST /v1/entries");
     assert_eq!((http.span_context.span_id(), http.parent_span_id), (request_span, caller_span));
     // And the consumer's apply is the request span's child
@@ -185,7 +190,7 @@ async fn an_xray_trace_header_is_continued_when_no_traceparent_came() {
 
     // Then the request's span is in that trace, a child of that segment
     let trace = TraceId::from_hex("5759e988bd862e3fe1be46a994272793").unwrap();
-    let spans = spans_of(trace);
+    let spans = spans_of(trace, &["POST /v1/entries"]);
     assert_eq!(one(&spans, "POST /v1/entries").parent_span_id, SpanId::from_hex("53995c3f42cd8ad8").unwrap());
 }
 
@@ -207,7 +212,7 @@ async fn a_report_read_says_whether_the_cache_answered() {
 
     // Then the first read missed the cache and the second hit it
     let cache = |trace| {
-        let spans = spans_of(trace);
+        let spans = spans_of(trace, &["report.read"]);
         let read = one(&spans, "report.read");
         read.attributes.iter().find(|kv| kv.key.as_str() == "cache").map(|kv| kv.value.as_str().into_owned())
     };
