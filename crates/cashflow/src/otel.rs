@@ -334,6 +334,11 @@ fn xray_trace_id(random: TraceId, now: SystemTime) -> TraceId {
     TraceId::from_bytes(bytes)
 }
 
+/// A context whose span is the remote one a valid `traceparent` names.
+fn remote_context(traceparent: &str) -> Option<Context> {
+    remote(traceparent).map(|span| Context::new().with_remote_span_context(span))
+}
+
 /// The remote span a valid `traceparent` names.
 fn remote(traceparent: &str) -> Option<SpanContext> {
     let trace = TraceId::from_hex(cashflow_http::context::trace_id(traceparent)?).ok()?;
@@ -385,9 +390,9 @@ impl ExportedRequest for HttpSpan {
 
 impl cashflow_http::context::SpanExport for Export {
     fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
-        if let Some(parent) = remote(traceparent) {
+        if let Some(parent) = remote_context(traceparent) {
             // Fails only for a span already started or not exported: it keeps its own parent.
-            let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+            let _ = span.set_parent(parent);
         }
     }
 
@@ -417,8 +422,7 @@ impl cashflow_http::context::SpanExport for Export {
     }
 
     fn start_request(&self, request: &RequestSpan<'_>) -> Box<dyn ExportedRequest> {
-        let parent =
-            request.parent.and_then(remote).map_or_else(Context::new, |p| Context::new().with_remote_span_context(p));
+        let parent = request.parent.and_then(remote_context).unwrap_or_default();
         let mut builder = self
             .tracer
             .span_builder(format!("{} {}", request.method, request.route))

@@ -66,8 +66,8 @@ thread_local! {
 }
 
 /// For a thread that serves requests (an HTTP lane): when spans are exported and at most half
-/// the new traces are sampled, makes the exporter's logs-only subscriber ([`SpanExport::unsampled`]) the
-/// thread's default until the guard is dropped. The middleware then serves a request sampled
+/// the new traces are sampled, makes the exporter's logs-only subscriber
+/// ([`SpanExport::unsampled`]) the thread's default until the guard is dropped. The middleware then serves a request sampled
 /// out as it is, and one sampled in under the exporting subscriber, instead of the other way
 /// round: the switch costs a thread-local swap at every poll of the request, so it is paid by
 /// the fewer requests (at 1 % sampling it was ~0.5 µs of a write's CPU, BENCHMARKS.md,
@@ -77,6 +77,12 @@ pub fn serve_sampled_out_by_default() -> Option<tracing::dispatcher::DefaultGuar
     let exporting = tracing::dispatcher::get_default(Clone::clone);
     EXPORTING.with(|e| *e.borrow_mut() = Some(exporting));
     Some(tracing::dispatcher::set_default(export.unsampled()))
+}
+
+/// Whether this thread's default subscriber is the logs-only one
+/// ([`serve_sampled_out_by_default`]).
+pub(crate) fn defaults_to_unsampled() -> bool {
+    EXPORTING.with(|e| e.borrow().is_some())
 }
 
 /// The exporting subscriber, on a thread whose default is the logs-only one.
@@ -160,8 +166,8 @@ pub async fn with_traceparent<F: std::future::Future>(traceparent: String, f: F)
 }
 
 /// A valid `traceparent` value: version 00, 32 hex trace id, 16 hex span id, 2 hex flags,
-/// neither id all zeros.
-/// (The relay and the consumer ask it of every event they move: it allocates nothing.)
+/// neither id all zeros. The relay and the consumer ask it of every event they move, so it
+/// allocates nothing.
 pub fn is_valid(value: &str) -> bool {
     let hex = |s: &[u8]| s.iter().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     let Ok(v) = <&[u8; 55]>::try_from(value.as_bytes()) else { return false };

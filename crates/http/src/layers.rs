@@ -133,13 +133,18 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         response
     };
     let Some(export) = export else { return serve.await };
-    match (trace.exported, crate::context::exporting_off_default()) {
-        // Sampled out: every span and event of the request goes to the logs-only subscriber,
-        // unless it is already the thread's default (a lane's, when most traces are sampled
-        // out: `serve_sampled_out_by_default`), and then sampled in goes to the exporting one.
-        (false, None) => serve.with_subscriber(export.unsampled().clone()).await,
-        (true, Some(exporting)) => serve.with_subscriber(exporting).await,
-        _ => serve.await,
+    // Sampled out: every span and event of the request goes to the logs-only subscriber. Where
+    // that is already the thread's default (a lane's, when most traces are sampled out:
+    // `serve_sampled_out_by_default`), a sampled request goes to the exporting one instead.
+    if trace.exported {
+        match crate::context::exporting_off_default() {
+            Some(exporting) => serve.with_subscriber(exporting).await,
+            None => serve.await,
+        }
+    } else if crate::context::defaults_to_unsampled() {
+        serve.await
+    } else {
+        serve.with_subscriber(export.unsampled().clone()).await
     }
 }
 
