@@ -44,7 +44,18 @@ struct Emulator {
 
 impl Emulator {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // A free port, and never one another test of this binary was given: its listener is
+        // dropped before the emulator binds the port, so two tests could be handed the same
+        // one, and the second would then talk to the first's emulator until that one stopped.
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let port = loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut given = GIVEN.lock().unwrap();
+            if !given.contains(&port) {
+                given.push(port);
+                break port;
+            }
+        };
         let child = Command::new(var("CASHFLOW_TEST_CARGO_LAMBDA"))
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
