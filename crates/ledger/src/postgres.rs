@@ -137,6 +137,11 @@ const MIGRATIONS: &[cashflow_db::MigrationSource] = &[
         description: "compact entries",
         sql: include_str!("../migrations/postgres/0006_compact_entries.sql"),
     },
+    cashflow_db::MigrationSource {
+        version: 7,
+        description: "packed by-date index",
+        sql: include_str!("../migrations/postgres/0007_packed_by_date_index.sql"),
+    },
 ];
 
 /// The schema every connection of the store uses.
@@ -910,16 +915,7 @@ impl LedgerStore for PostgresLedgerStore {
     }
 
     async fn entries(&self, merchant: MerchantId, query: &EntryQuery) -> Result<Vec<Entry>, StoreError> {
-        // The row comparison matches the index order (merchant, business_date, id), and uuids
-        // compare bytewise in both Postgres and Rust.
-        let after = if query.after.is_some() { "AND (e.business_date, e.id) > ($4, $5)" } else { "" };
-        let sql = format!(
-            "SELECT {} FROM entries e
-             WHERE e.merchant = {} AND e.business_date >= $2 AND e.business_date <= $3 {after}
-             ORDER BY e.business_date, e.id LIMIT $6",
-            entry_columns!(),
-            merchant_key!("$1"),
-        );
+        let sql = page_query(query.after.is_some());
         let (after_date, after_id) = match query.after {
             Some((d, id)) => (Some(d.naive()), Some(*id.as_uuid())),
             None => (None, None),
@@ -1158,4 +1154,96 @@ fn outbox_record(row: &PgRow) -> Result<OutboxRecord, StoreError> {
         event_id: row.try_get::<Uuid, _>("event_id").map_err(corrupt("event_id"))?.hyphenated().to_string(),
         body: row.try_get("body").map_err(corrupt("body"))?,
     })
+}
+
+/// The page query: a merchant's entries of a date range in (business date, id) order, after a
+/// cursor when `after`. Binds: merchant id, from, to, cursor date, cursor id, limit.
+///
+/// Uuids compare bytewise in Postgres and Rust alike. `entry_order(id)` never decreases as the
+/// id grows (migration 7), so (business_date, entry_order(id), id) is the page order, and the
+/// index on (merchant, business_date, entry_order(id)) yields it but for ties of
+/// `entry_order`, which an incremental sort orders. The cursor is `>=` and `<>` rather than
+/// `>`: the planner estimates a row comparison by its first column alone, and
+/// `business_date > $4` holds for no row of the cursor's own day, so with `>` a full sort of
+/// every later entry looked cheaper than reading the index in order.
+fn page_query(after: bool) -> String {
+    let after = if after {
+        "AND (e.business_date, entry_order(e.id), e.id) >= ($4, entry_order($5), $5) AND e.id <> $5"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT {} FROM entries e
+         WHERE e.merchant = {} AND e.business_date >= $2 AND e.business_date <= $3 {after}
+         ORDER BY e.business_date, entry_order(e.id), e.id LIMIT $6",
+        entry_columns!(),
+        merchant_key!("$1"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A page of a merchant with thousands of entries on one day, from the first one and from a
+    /// cursor in the middle: the plan Postgres picks with the values bound, as the store runs it.
+    async fn plans_of_a_busy_days_pages() -> Vec<String> {
+        let admin = std::env::var("CASHFLOW_TEST_POSTGRES_URL").expect("CASHFLOW_TEST_POSTGRES_URL");
+        let db = cashflow_db::TestDatabase::create(&admin).await.unwrap();
+        let store = PostgresLedgerStore::open(db.url()).await.unwrap();
+        let merchant = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO merchants (id, name, currency, time_zone, created_at)
+             VALUES ($1, 'Padaria', 'BRL', 'America/Sao_Paulo', now())",
+        )
+        .bind(merchant)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO entries (amount_minor, occurred_at, recorded_at, id, merchant, business_date, type,
+                                  currency, description)
+             SELECT 100, now(), now(), gen_random_uuid(), (SELECT seq FROM merchants WHERE id = $1),
+                    '2026-12-07', 'c', 'BRL', 'Venda balcão'
+             FROM generate_series(1, 5000)",
+        )
+        .bind(merchant)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE entries").execute(&store.pool).await.unwrap();
+        let cursor: Uuid = sqlx::query_scalar("SELECT id FROM entries ORDER BY id OFFSET 2500 LIMIT 1")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let day = NaiveDate::from_ymd_opt(2026, 12, 7).unwrap();
+        let mut plans = Vec::new();
+        for after in [false, true] {
+            let lines: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", page_query(after)))
+                .bind(merchant)
+                .bind(day - chrono::Days::new(30))
+                .bind(day)
+                .bind(after.then_some(day))
+                .bind(after.then_some(cursor))
+                .bind(100_i64)
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            plans.push(lines.join("\n"));
+        }
+        plans
+    }
+
+    #[tokio::test]
+    #[cfg_attr(not(postgres_tests), ignore = "set CASHFLOW_TEST_POSTGRES_URL to run against Postgres")]
+    async fn a_page_reads_the_by_date_index_in_order_and_sorts_no_more_than_its_ties() {
+        for plan in plans_of_a_busy_days_pages().await {
+            assert!(plan.contains("Index Scan using entries_by_business_date"), "{plan}");
+            // A node line reads "Sort  (cost=…"; "Incremental Sort  (cost=…" and "Sort Key: …" do not.
+            let node = |line: &str| line.trim_start().trim_start_matches("->").trim_start().to_owned();
+            let full_sort = plan.lines().any(|line| node(line).starts_with("Sort  ("));
+            assert!(!full_sort, "a sort of every entry of the range:\n{plan}");
+        }
+    }
 }

@@ -31,6 +31,7 @@ contract! {
         reusing_an_idempotency_key_for_another_request_conflicts,
         an_entry_can_be_reversed_only_once,
         pages_walk_a_range_in_business_date_then_id_order,
+        pages_follow_the_ids_bytes_whatever_their_version,
         the_outbox_hands_out_events_in_order_until_they_are_deleted,
         the_outbox_hands_out_named_events_only_while_they_are_unpublished,
         a_merchant_is_created_once_and_read_back,
@@ -230,6 +231,44 @@ async fn pages_walk_a_range_in_business_date_then_id_order(store: Arc<dyn Ledger
     // And a cursor before the range starts at the range
     query.after = Some((date("2026-11-01"), EntryId::new()));
     assert_eq!(store.entries(m.id, &query).await.unwrap(), expected[..3]);
+}
+
+async fn pages_follow_the_ids_bytes_whatever_their_version(store: Arc<dyn LedgerStore>) {
+    // Given one day's entries whose ids share their first eight bytes (as UUIDv7s of one
+    // millisecond may), have their first bit set, or are all zeros or all ones, recorded in no
+    // particular order
+    let m = given_a_merchant(&store).await;
+    let ids = [
+        "0193a5b2-7c1e-7d4a-ffff-000000000001",
+        "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        "0193a5b2-7c1e-7d4a-0000-000000000002",
+        "80000000-0000-4000-8000-000000000000",
+        "00000000-0000-0000-0000-000000000000",
+        "0193a5b2-7c1e-7d4a-8000-000000000000",
+        "7fffffff-ffff-4fff-bfff-ffffffffffff",
+        "0193a5b2-7c1e-7d4a-0000-000000000001",
+    ];
+    let mut expected = Vec::new();
+    for id in ids {
+        let e = Entry { id: EntryId::parse(id).unwrap(), ..entry_on(&m, "2026-11-22", EntryType::Credit, 100) };
+        record(&store, &e, None).await.unwrap();
+        expected.push(e);
+    }
+    expected.sort_by_key(|e| e.id);
+
+    // When the day is read two at a time, cursors falling between ids that share their first
+    // eight bytes
+    let mut query = range("2026-11-22", "2026-11-22", 2);
+    let mut read = Vec::new();
+    loop {
+        let page = store.entries(m.id, &query).await.unwrap();
+        let Some(last) = page.last() else { break };
+        query.after = Some((last.business_date, last.id));
+        read.extend(page);
+    }
+
+    // Then every entry comes once, in the byte order of its id
+    assert_eq!(read, expected);
 }
 
 /// A new merchant and three credits on 2026-11-23, written to `store`: the merchant and the
