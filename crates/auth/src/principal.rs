@@ -49,7 +49,8 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Arc::<dyn TokenVerifier>::from_ref(state);
         let token = bearer_token(&parts.headers)?;
-        verifier.verify_async(token).instrument(tracing::debug_span!("auth.verify_token")).await
+        let span = cashflow_http::context::request_span(|| tracing::debug_span!("auth.verify_token"));
+        verifier.verify_async(token).instrument(span).await
     }
 }
 

@@ -160,15 +160,17 @@ impl Sampling {
 
     /// Whether a trace is sampled: `parent` is the parent's sampled flag, `None` for a new trace.
     pub fn sampled(&self, parent: Option<bool>, trace: TraceId) -> bool {
+        self.samples(parent, &|| trace.to_bytes()[9..].iter().fold(0u64, |n, b| n << 8 | u64::from(*b)))
+    }
+
+    /// [`Self::sampled`], given how to read the low 56 bits of the trace id (what the ratio
+    /// samples by), which only a new trace under a ratio needs.
+    fn samples(&self, parent: Option<bool>, low56: &dyn Fn() -> u64) -> bool {
         match self {
             Self::AlwaysOn => true,
             Self::AlwaysOff => false,
-            Self::Ratio(ratio) => {
-                let bytes = trace.to_bytes();
-                let low56 = bytes[9..].iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
-                (low56 as f64) < ratio * (1u64 << 56) as f64
-            }
-            Self::ParentBased(root) => parent.unwrap_or_else(|| root.sampled(None, trace)),
+            Self::Ratio(ratio) => (low56() as f64) < ratio * (1u64 << 56) as f64,
+            Self::ParentBased(root) => parent.unwrap_or_else(|| root.samples(None, low56)),
         }
     }
 }
@@ -334,6 +336,32 @@ fn xray_trace_id(random: TraceId, now: SystemTime) -> TraceId {
     TraceId::from_bytes(bytes)
 }
 
+/// The number a trace or span id of at most 32 hex digits writes.
+fn hex_id(hex: &str) -> Option<u128> {
+    if hex.is_empty() || hex.len() > 32 {
+        return None;
+    }
+    hex.bytes().try_fold(0u128, |id, digit| Some(id << 4 | u128::from(hex_digit(digit)?)))
+}
+
+/// The low 56 bits of a trace id of 32 hex digits, from its last 14 digits alone (0 when it
+/// is not one, as for `TraceId::INVALID`). Every new trace's sampling decision reads them:
+/// `TraceId::from_hex` parsed all 32 digits with `u128::from_str_radix`, ~600 instructions,
+/// 0.7 % of a cached read's at 1 % sampling (BENCHMARKS.md, session 26).
+fn low56_of_hex(hex: &str) -> u64 {
+    let digits = hex.as_bytes().get(18..).filter(|_| hex.len() == 32).unwrap_or_default();
+    digits.iter().try_fold(0u64, |n, digit| Some(n << 4 | u64::from(hex_digit(*digit)?))).unwrap_or(0)
+}
+
+fn hex_digit(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// A context whose span is the remote one a valid `traceparent` names.
 fn remote_context(traceparent: &str) -> Option<Context> {
     remote(traceparent).map(|span| Context::new().with_remote_span_context(span))
@@ -341,8 +369,8 @@ fn remote_context(traceparent: &str) -> Option<Context> {
 
 /// The remote span a valid `traceparent` names.
 fn remote(traceparent: &str) -> Option<SpanContext> {
-    let trace = TraceId::from_hex(cashflow_http::context::trace_id(traceparent)?).ok()?;
-    let span = SpanId::from_hex(cashflow_http::context::span_id(traceparent)?).ok()?;
+    let trace = TraceId::from(hex_id(cashflow_http::context::trace_id(traceparent)?)?);
+    let span = SpanId::from(u64::try_from(hex_id(cashflow_http::context::span_id(traceparent)?)?).ok()?);
     let flags = u8::from_str_radix(traceparent.rsplit('-').next()?, 16).ok()?;
     let context = SpanContext::new(trace, span, TraceFlags::new(flags), true, TraceState::default());
     context.is_valid().then_some(context)
@@ -417,8 +445,7 @@ impl cashflow_http::context::SpanExport for Export {
     }
 
     fn sampled(&self, parent: Option<&str>, trace: &str) -> bool {
-        let trace = TraceId::from_hex(trace).unwrap_or(TraceId::INVALID);
-        self.config.sampling.sampled(parent.map(cashflow_http::context::is_sampled), trace)
+        self.config.sampling.samples(parent.map(cashflow_http::context::is_sampled), &|| low56_of_hex(trace))
     }
 
     fn start_request(&self, request: &RequestSpan<'_>) -> Box<dyn ExportedRequest> {
@@ -452,6 +479,45 @@ impl cashflow_http::context::SpanExport for Export {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hex_id_reads_as_a_radix_parse_reads_it_and_anything_else_is_refused() {
+        let ids = [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "00000000000000000000000000000001",
+            "ffffffffffffffffffffffffffffffff",
+            "4BF92F3577B34DA6A3CE929D0E0E4736",
+            "00f067aa0ba902b7",
+        ];
+        for hex in ids {
+            assert_eq!(hex_id(hex), Some(u128::from_str_radix(hex, 16).unwrap()), "{hex}");
+        }
+        let not_ids =
+            ["", "4bf92f3577b34da6a3ce929d0e0e47361", "4bf92f3577b34da6a3ce929d0e0e473g", "+bf92f35", " 4bf9"];
+        for hex in not_ids {
+            assert_eq!(hex_id(hex), None, "{hex:?}");
+        }
+    }
+
+    #[test]
+    fn a_new_trace_is_sampled_by_the_low_56_bits_of_its_id_read_from_its_hex() {
+        let ids = [
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "0a37b3206160403c8a00000000000001",
+            "0a37b3206160403c8affffffffffffff",
+        ];
+        for hex in ids {
+            let id = TraceId::from_hex(hex).unwrap();
+            let low56 = u128::from_be_bytes(id.to_bytes()) as u64 & ((1 << 56) - 1);
+            assert_eq!(low56_of_hex(hex), low56, "{hex}");
+            for ratio in [0.0, 0.01, 0.5, 0.9999, 1.0] {
+                let sampling = Sampling::ParentBased(Box::new(Sampling::Ratio(ratio)));
+                assert_eq!(sampling.samples(None, &|| low56_of_hex(hex)), sampling.sampled(None, id), "{hex} {ratio}");
+            }
+        }
+        assert_eq!(low56_of_hex("4bf92f3577b34da6a3ce929d0e0e473"), 0);
+        assert_eq!(low56_of_hex("4bf92f3577b34da6a3ce929d0e0e473z"), 0);
+    }
 
     #[test]
     fn an_xray_trace_id_begins_with_the_unix_time_of_its_start() {

@@ -34,7 +34,9 @@
 //! rather than one batch span with links: the issue's question is "what happened to *this*
 //! entry", and a trace viewer answers it only for spans inside the request's trace; a batch
 //! span linked to hundreds of traces shows in none of them. The batch span is still there for
-//! the consumer's own view, and each event's span follows it.
+//! the consumer's own view, and each event's span follows it. A batch whose every event was
+//! sampled out makes neither: no event span, and no batch span, store, cache or
+//! acknowledgement span either (they would be traces of their own, linked to nothing exported).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,27 @@ fn record_applied(events: &[Event], summary: &crate::store::ApplySummary) {
     for event in events.iter().filter(|e| applied.contains(&e.event_id)) {
         let seconds = (now - event.occurred_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6;
         lag.record(seconds.max(0.0));
+    }
+}
+
+/// Whether a batch's own spans are made: unless spans are exported and every event in it
+/// belongs to a trace sampled out. Such a batch's spans would be roots of traces of their own
+/// (sampled by the ratio, linked to nothing exported), and making them for the exporting
+/// subscriber to drop was most of what 1 % sampling added to a write's instructions
+/// (BENCHMARKS.md, session 26). The batch is then applied as work of one of those traces, so
+/// that the spans of the code it calls are refused too.
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    traced: bool,
+}
+
+impl Spans {
+    fn make(self, span: impl FnOnce() -> tracing::Span) -> tracing::Span {
+        if self.traced {
+            span()
+        } else {
+            tracing::Span::none()
+        }
     }
 }
 
@@ -134,14 +157,23 @@ impl Consumer {
         }
         let received = Instant::now();
         receive.record("messages", deliveries.len());
-        let batch = tracing::debug_span!("consolidation.batch", messages = deliveries.len());
+        // A batch whose every event was sampled out is applied as work of one of their traces:
+        // no span of it is exported (see `Spans`).
+        let traces: Vec<Option<String>> = deliveries.iter().map(|d| Event::trace_of(&d.body)).collect();
+        let traced = !traces.iter().all(|trace| cashflow_http::context::sampled_out(trace.as_deref()));
+        let batch = Spans { traced }.make(|| tracing::debug_span!("consolidation.batch", messages = deliveries.len()));
         batch.follows_from(&receive);
         drop(receive);
-        Ok(Some((self.apply_batch(deliveries).instrument(batch).await?, received)))
+        let apply = self.apply_batch(deliveries, Spans { traced }).instrument(batch);
+        let acked = match traces.into_iter().flatten().next().filter(|_| !traced) {
+            Some(trace) => cashflow_http::context::with_traceparent(trace, apply).await?,
+            None => apply.await?,
+        };
+        Ok(Some((acked, received)))
     }
 
     /// Applies and acknowledges what one receive brought.
-    async fn apply_batch(&self, deliveries: Vec<cashflow_events::Delivery>) -> anyhow::Result<usize> {
+    async fn apply_batch(&self, deliveries: Vec<cashflow_events::Delivery>, spans: Spans) -> anyhow::Result<usize> {
         let mut events = Vec::with_capacity(deliveries.len());
         let mut receipts = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
@@ -159,7 +191,7 @@ impl Consumer {
         }
         // Each event's span, open until its batch is acknowledged (see the module docs).
         let _event_spans: Vec<tracing::Span> = events.iter().map(event_span).collect();
-        let apply = tracing::debug_span!("consolidation.store_apply", events = events.len());
+        let apply = spans.make(|| tracing::debug_span!("consolidation.store_apply", events = events.len()));
         let summary = match self.store.apply(&events).instrument(apply).await {
             Ok(summary) => summary,
             Err(e) => {
@@ -174,8 +206,11 @@ impl Consumer {
         record_applied(&events, &summary);
         for event in &events {
             // Joins the producing request's trace: the same trace id as the ledger's log line.
-            let trace_id = event.trace.as_deref().and_then(|t| t.split('-').nth(1)).unwrap_or("");
-            tracing::debug!(event_id = %event.event_id, trace_id, "event consolidated");
+            tracing::debug!(
+                event_id = %event.event_id,
+                trace_id = event.trace.as_deref().and_then(|t| t.split('-').nth(1)).unwrap_or(""),
+                "event consolidated"
+            );
         }
         let rejected: std::collections::HashSet<_> = summary.rejected.iter().collect();
         // Duplicates invalidate too: a redelivery after a crash between the commit and the
@@ -191,7 +226,7 @@ impl Consumer {
                 self.cache.invalidate(*merchant, *from).await;
             }
         }
-        .instrument(tracing::debug_span!("cache.invalidate", merchants = changed_from.len()))
+        .instrument(spans.make(|| tracing::debug_span!("cache.invalidate", merchants = changed_from.len())))
         .await;
         let mut ack = Vec::with_capacity(events.len());
         let mut parsed = events.iter();
@@ -202,7 +237,8 @@ impl Consumer {
                 ack.push(receipt);
             }
         }
-        self.source.ack(&ack).instrument(tracing::debug_span!("queue.ack", messages = ack.len())).await?;
+        let acknowledge = spans.make(|| tracing::debug_span!("queue.ack", messages = ack.len()));
+        self.source.ack(&ack).instrument(acknowledge).await?;
         tracing::debug!(
             applied = summary.applied.len(),
             duplicates = summary.duplicates.len(),

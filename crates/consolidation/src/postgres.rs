@@ -316,7 +316,6 @@ impl PostgresConsolidationStore {
 
 #[async_trait]
 impl ConsolidationStore for PostgresConsolidationStore {
-    #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
         let distinct = first_copies(events);
         if distinct.is_empty() {

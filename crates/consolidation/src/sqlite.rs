@@ -248,7 +248,6 @@ fn apply_batch(conn: &mut Connection, events: &[Event]) -> Result<Applied, rusql
 
 #[async_trait]
 impl ConsolidationStore for SqliteConsolidationStore {
-    #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn apply(&self, events: &[Event]) -> Result<ApplySummary, StoreError> {
         if events.is_empty() {
             return Ok(ApplySummary::default());

@@ -187,13 +187,20 @@ impl Event {
     /// key found before any `{` but the first and any `[` is one of the top-level object's
     /// (inside a string, the quotes around it would be escaped). Anything else is parsed.
     pub fn trace_of(json: &str) -> Option<String> {
-        const KEY: &str = "\"trace\":\"";
-        if let Some(at) = json.find(KEY) {
-            let (before, after) = json.split_at(at);
-            let value = after.get(KEY.len()..).and_then(|v| v.split_once('"')).map(|(value, _)| value);
-            let top_level = before.bytes().filter(|b| *b == b'{').count() == 1 && !before.contains('[');
-            if let Some(value) = value.filter(|v| top_level && !v.contains('\\')) {
-                return Some(value.to_owned());
+        // One searcher for every call: building it is most of a short search's cost.
+        static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"trace\":\""));
+        let bytes = json.as_bytes();
+        if let Some(at) = KEY.find(bytes) {
+            let (before, after) = bytes.split_at(at);
+            let top_level = before.first() == Some(&b'{')
+                && before.get(1..).is_some_and(|rest| memchr::memchr2(b'{', b'[', rest).is_none());
+            let value = after
+                .get(KEY.needle().len()..)
+                .and_then(|after| after.get(..memchr::memchr(b'"', after)?))
+                .filter(|value| top_level && memchr::memchr(b'\\', value).is_none());
+            if let Some(value) = value {
+                return std::str::from_utf8(value).ok().map(str::to_owned);
             }
         }
         #[derive(Deserialize)]

@@ -151,21 +151,36 @@ impl Relay {
             .iter()
             .map(|r| Ok(OutboundMessage { event_id: EventId::parse(&r.event_id)?, body: r.body.clone() }))
             .collect::<Result<Vec<_>, cashflow_domain::IdError>>()?;
-        // One span for the batch, linked to the trace of each event it carries.
-        let span = tracing::debug_span!("relay.publish", events = messages.len());
-        if cashflow_http::context::span_export().is_some() {
-            for message in &messages {
-                cashflow_http::context::link(&span, Event::trace_of(&message.body).as_deref());
+        // One span for the batch, linked to the trace of each event it carries. When every one
+        // of them was sampled out there is none, and the batch is published as work of one of
+        // their traces, so no span made inside it is exported either: each would be the root
+        // of a trace of its own, linked to nothing exported.
+        let (span, sampled_out) = match cashflow_http::context::span_export() {
+            Some(_) => {
+                let traces: Vec<Option<String>> = messages.iter().map(|m| Event::trace_of(&m.body)).collect();
+                if traces.iter().all(|trace| cashflow_http::context::sampled_out(trace.as_deref())) {
+                    (tracing::Span::none(), traces.into_iter().flatten().next())
+                } else {
+                    let span = tracing::debug_span!("relay.publish", events = messages.len());
+                    for trace in &traces {
+                        cashflow_http::context::link(&span, trace.as_deref());
+                    }
+                    (span, None)
+                }
             }
-        }
+            None => (tracing::debug_span!("relay.publish", events = messages.len()), None),
+        };
         let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();
-        async {
+        let publish = async {
             self.publisher.publish(&messages).await?;
             self.store.delete_outbox(&seqs).await?;
             anyhow::Ok(())
         }
-        .instrument(span)
-        .await?;
+        .instrument(span);
+        match sampled_out {
+            Some(trace) => cashflow_http::context::with_traceparent(trace, publish).await?,
+            None => publish.await?,
+        }
         metrics::counter!("cashflow_events_published_total").increment(batch.len() as u64);
         Ok(batch.len())
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use cashflow_domain::{
     BusinessDate, Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName,
@@ -126,7 +127,6 @@ impl Ledger {
     /// store's watermark check, in the insert's transaction, is the authority: an adjustment is
     /// first written as is, and re-dated onto the first open day the refusal names (again if a
     /// close slipped in between), so it never lands in a closed day.
-    #[tracing::instrument(name = "ledger.record", level = "debug", skip_all, fields(merchant_id = %merchant_id))]
     pub async fn record_with(
         &self,
         merchant_id: MerchantId,
@@ -135,23 +135,29 @@ impl Ledger {
         traceparent: Option<String>,
         closed_day: ClosedDay,
     ) -> Result<Recorded, LedgerError> {
-        let merchant = self.merchant(merchant_id).await?;
-        let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
-        let meant_for = entry.business_date;
-        let mut attempt = entry.clone();
-        for _ in 0..ADJUST_ATTEMPTS {
-            match self.write(attempt, idempotency.as_ref(), traceparent.clone()).await {
-                Err(LedgerError::Store(StoreError::DayClosed { first_open }))
-                    if closed_day == ClosedDay::AdjustIntoOpenDay =>
-                {
-                    attempt = entry.clone().adjusted_into(first_open, meant_for);
+        let span =
+            cashflow_http::context::request_span(|| tracing::debug_span!("ledger.record", merchant_id = %merchant_id));
+        async move {
+            let merchant = self.merchant(merchant_id).await?;
+            let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
+            let meant_for = entry.business_date;
+            let mut attempt = entry.clone();
+            for _ in 0..ADJUST_ATTEMPTS {
+                match self.write(attempt, idempotency.as_ref(), traceparent.clone()).await {
+                    Err(LedgerError::Store(StoreError::DayClosed { first_open }))
+                        if closed_day == ClosedDay::AdjustIntoOpenDay =>
+                    {
+                        attempt = entry.clone().adjusted_into(first_open, meant_for);
+                    }
+                    outcome => return outcome,
                 }
-                outcome => return outcome,
             }
+            Err(LedgerError::Store(StoreError::Unavailable(
+                "the books kept closing while an adjustment was written".into(),
+            )))
         }
-        Err(LedgerError::Store(StoreError::Unavailable(
-            "the books kept closing while an adjustment was written".into(),
-        )))
+        .instrument(span)
+        .await
     }
 
     /// Reverses an entry: a new entry of the opposite type and the same amount. `traceparent`

@@ -725,7 +725,6 @@ impl LedgerStore for SqliteLedgerStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    #[tracing::instrument(skip_all, fields(merchant_id = %entry.merchant_id, entry_id = %entry.id))]
     async fn record(
         &self,
         entry: &Entry,
