@@ -99,6 +99,18 @@ fn range(from: &str, to: &str, limit: u32) -> EntryQuery {
     EntryQuery { from: date(from), to: date(to), after: None, limit }
 }
 
+/// Every page of `query`, each resuming after the last entry of the one before, as a client
+/// walks them.
+async fn every_page(store: &Arc<dyn LedgerStore>, merchant: MerchantId, mut query: EntryQuery) -> Vec<Vec<Entry>> {
+    let mut pages = Vec::new();
+    loop {
+        let page = store.entries(merchant, &query).await.unwrap();
+        let Some(last) = page.last() else { return pages };
+        query.after = Some((last.business_date, last.id));
+        pages.push(page);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The contract
 // ---------------------------------------------------------------------------------------------
@@ -210,14 +222,7 @@ async fn pages_walk_a_range_in_business_date_then_id_order(store: Arc<dyn Ledger
     assert_eq!(expected.len(), 9);
 
     // When the middle three days are read two at a time, each page resuming after the last
-    let mut query = range("2026-11-21", "2026-11-23", 2);
-    let mut pages = Vec::new();
-    loop {
-        let page = store.entries(m.id, &query).await.unwrap();
-        let Some(last) = page.last() else { break };
-        query.after = Some((last.business_date, last.id));
-        pages.push(page);
-    }
+    let pages = every_page(&store, m.id, range("2026-11-21", "2026-11-23", 2)).await;
 
     // Then the pages are the range in (business date, id) order, without gaps or repeats
     let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
@@ -225,8 +230,8 @@ async fn pages_walk_a_range_in_business_date_then_id_order(store: Arc<dyn Ledger
     assert_eq!(pages.concat(), expected);
 
     // And a cursor in the middle of a day resumes strictly after it
+    let mut query = range("2026-11-21", "2026-11-23", 3);
     query.after = Some((expected[4].business_date, expected[4].id));
-    query.limit = 3;
     assert_eq!(store.entries(m.id, &query).await.unwrap(), expected[5..8]);
     // And a cursor before the range starts at the range
     query.after = Some((date("2026-11-01"), EntryId::new()));
@@ -258,17 +263,10 @@ async fn pages_follow_the_ids_bytes_whatever_their_version(store: Arc<dyn Ledger
 
     // When the day is read two at a time, cursors falling between ids that share their first
     // eight bytes
-    let mut query = range("2026-11-22", "2026-11-22", 2);
-    let mut read = Vec::new();
-    loop {
-        let page = store.entries(m.id, &query).await.unwrap();
-        let Some(last) = page.last() else { break };
-        query.after = Some((last.business_date, last.id));
-        read.extend(page);
-    }
+    let read = every_page(&store, m.id, range("2026-11-22", "2026-11-22", 2)).await;
 
     // Then every entry comes once, in the byte order of its id
-    assert_eq!(read, expected);
+    assert_eq!(read.concat(), expected);
 }
 
 /// A new merchant and three credits on 2026-11-23, written to `store`: the merchant and the
@@ -436,15 +434,8 @@ async fn many_concurrent_writes_are_all_recorded_exactly_once(store: Arc<dyn Led
 
     // Then every acknowledged entry reads back, exactly once, with exactly one event each
     expected.sort_by_key(|e| (e.business_date, e.id));
-    let mut stored = Vec::new();
-    let mut query = range("2026-11-23", "2026-11-23", 500);
-    loop {
-        let page = store.entries(m.id, &query).await.unwrap();
-        let Some(last) = page.last() else { break };
-        query.after = Some((last.business_date, last.id));
-        stored.extend(page);
-    }
-    assert_eq!(stored, expected);
+    let stored = every_page(&store, m.id, range("2026-11-23", "2026-11-23", 500)).await;
+    assert_eq!(stored.concat(), expected);
     assert_eq!(store.outbox_backlog().await.unwrap().count, 2_001, "the registration and one per entry");
 }
 
