@@ -625,4 +625,26 @@ mod tests {
         assert_eq!(config.web_secret.as_ref().map(|s| s.expose_secret().len()), Some(48));
         assert!(config_of(&[]).expect("no secret").web_secret.is_none(), "keys of the process by default");
     }
+
+    #[test]
+    fn a_secret_that_begins_with_a_dash_is_a_value_not_an_option() {
+        // Client secrets are base64url: one in 64 begins with `-` (a CI run met "-0…")
+        let cli = Cli::try_parse_from([
+            "cashflow",
+            "reconcile",
+            "--client-id",
+            "cf_abc",
+            "--client-secret",
+            "-0Jx8kq_secret",
+            "--json",
+        ])
+        .expect("parsed");
+        let Command::Reconcile(reconcile) = cli.command else { panic!("not reconcile") };
+        let secret = reconcile.ledger.client_secret.as_ref().map(|s| s.expose_secret().to_owned());
+        assert_eq!(secret.as_deref(), Some("-0Jx8kq_secret"));
+        assert!(reconcile.json, "the options after it are still read");
+        let secret = "-".repeat(40);
+        let config = config_of(&["--web-secret", &secret]).expect("a secret of dashes");
+        assert_eq!(config.web_secret.as_ref().map(|s| s.expose_secret().len()), Some(40));
+    }
 }

@@ -45,7 +45,7 @@ pub struct AuthArgs {
     /// derives its CSRF and sign-in-flow keys, so that every process given it accepts the forms
     /// another rendered: needed with more than one process serving the web app (the split
     /// deployment scaled out, Lambda). Without it each process draws keys of its own.
-    #[arg(long, env = "CASHFLOW_WEB_SECRET", hide_env_values = true)]
+    #[arg(long, env = "CASHFLOW_WEB_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     pub web_secret: Option<SecretString>,
 
     /// The `aud` tokens are issued for and must carry.
@@ -114,7 +114,13 @@ pub struct OidcArgs {
 
     /// The secret of `--oidc-web-client-id`, for an app client that has one (sent to the token
     /// endpoint with HTTP Basic).
-    #[arg(long, env = "CASHFLOW_OIDC_WEB_CLIENT_SECRET", hide_env_values = true, requires = "oidc_web_client_id")]
+    #[arg(
+        long,
+        env = "CASHFLOW_OIDC_WEB_CLIENT_SECRET",
+        hide_env_values = true,
+        requires = "oidc_web_client_id",
+        allow_hyphen_values = true
+    )]
     pub oidc_web_client_secret: Option<SecretString>,
 
     /// Which `--oidc-issuer` the web app signs in with; needed only when several are trusted.
@@ -588,7 +594,7 @@ pub enum UserCommand {
     SetPassword {
         username: String,
         /// The new password; prefer the environment variable, which stays out of the process list.
-        #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true)]
+        #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true, allow_hyphen_values = true)]
         password: String,
         #[arg(long)]
         json: bool,
@@ -604,7 +610,7 @@ pub enum UserCommand {
         #[arg(long)]
         username: String,
         /// The password; prefer the environment variable, which stays out of the process list.
-        #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true)]
+        #[arg(long, env = "CASHFLOW_USER_PASSWORD", hide_env_values = true, allow_hyphen_values = true)]
         password: String,
         /// Allowed scopes, comma- or space-separated.
         #[arg(long, default_value = "entries:write,entries:read,reports:read,days:close,days:reopen")]

@@ -67,12 +67,13 @@ pub struct LedgerGrpcArgs {
     #[arg(long, env = "CASHFLOW_LEDGER_CLIENT_ID")]
     pub client_id: Option<String>,
 
-    /// The secret of `--client-id`.
-    #[arg(long, env = "CASHFLOW_LEDGER_CLIENT_SECRET", hide_env_values = true)]
+    /// The secret of `--client-id`. Ours are base64url, so one in 64 begins with `-`: taken
+    /// as the value, not as an option.
+    #[arg(long, env = "CASHFLOW_LEDGER_CLIENT_SECRET", hide_env_values = true, allow_hyphen_values = true)]
     pub client_secret: Option<SecretString>,
 
     /// A service token given directly, instead of `--client-id`/`--client-secret`.
-    #[arg(long, env = "CASHFLOW_LEDGER_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "CASHFLOW_LEDGER_TOKEN", hide_env_values = true, allow_hyphen_values = true)]
     pub ledger_token: Option<SecretString>,
 
     /// The built-in issuer's token endpoint (`client_credentials`).
