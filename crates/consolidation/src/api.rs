@@ -198,56 +198,62 @@ async fn daily(
 ) -> Result<Response, ApiError> {
     let span =
         cashflow_http::context::request_span(|| tracing::debug_span!("report.read", cache = tracing::field::Empty));
-    async move {
-        principal.require(Scope::ReportsRead)?;
-        let date = parse_date("date", &date)?;
-        let merchant = principal.merchant_id;
-        let generation = match state.cache.get(merchant, date).await {
-            Lookup::Hit(report) => {
-                metrics::counter!("cashflow_report_cache_hits_total").increment(1);
-                tracing::Span::current().record("cache", "hit");
-                return Ok(answer(&headers, report));
-            }
-            Lookup::Miss(generation) => {
-                metrics::counter!("cashflow_report_cache_misses_total").increment(1);
-                tracing::Span::current().record("cache", "miss");
-                generation
-            }
-        };
-        let books = books(&state, merchant).await?;
-        let (opening, days) = state.store.days(merchant, date, date).await?;
-        let marks = state.store.day_marks(merchant, date, date).await?;
-        let adjustments = state.store.adjustments(merchant, date, date).await?;
-        let balances = daily_balances(opening, date, date, &days).map_err(report_problem)?;
-        let day = balances
-            .first()
-            .map(|d| day_balance(d, books.currency, closed_day(&marks, date), &adjustments))
-            .ok_or_else(|| ApiError::Problem(Problem::internal()))?;
-        let report = DailyBalanceResponse {
-            date: day.date,
-            currency: books.currency.code().to_owned(),
-            opening_balance: day.opening_balance,
-            total_credits: day.total_credits,
-            total_debits: day.total_debits,
-            net: day.net,
-            closing_balance: day.closing_balance,
-            entry_count: day.entry_count,
-            as_of: as_of(&books),
-            closed: day.closed,
-            closed_at: day.closed_at,
-            counted_cash: day.counted_cash,
-            difference: day.difference,
-            adjustments: day.adjustments,
-        };
-        let report = CachedReport::of(&report).map_err(|e| {
-            tracing::error!(error = %e, "report serialization failed");
-            ApiError::Problem(Problem::internal())
-        })?;
-        state.cache.put(merchant, date, generation, report.clone()).await;
-        Ok(answer(&headers, report))
-    }
-    .instrument(span)
-    .await
+    daily_report(state, principal, headers, date).instrument(span).await
+}
+
+/// [`daily`], inside its `report.read` span.
+async fn daily_report(
+    state: ConsolidationState,
+    principal: Principal,
+    headers: HeaderMap,
+    date: String,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::ReportsRead)?;
+    let date = parse_date("date", &date)?;
+    let merchant = principal.merchant_id;
+    let generation = match state.cache.get(merchant, date).await {
+        Lookup::Hit(report) => {
+            metrics::counter!("cashflow_report_cache_hits_total").increment(1);
+            tracing::Span::current().record("cache", "hit");
+            return Ok(answer(&headers, report));
+        }
+        Lookup::Miss(generation) => {
+            metrics::counter!("cashflow_report_cache_misses_total").increment(1);
+            tracing::Span::current().record("cache", "miss");
+            generation
+        }
+    };
+    let books = books(&state, merchant).await?;
+    let (opening, days) = state.store.days(merchant, date, date).await?;
+    let marks = state.store.day_marks(merchant, date, date).await?;
+    let adjustments = state.store.adjustments(merchant, date, date).await?;
+    let balances = daily_balances(opening, date, date, &days).map_err(report_problem)?;
+    let day = balances
+        .first()
+        .map(|d| day_balance(d, books.currency, closed_day(&marks, date), &adjustments))
+        .ok_or_else(|| ApiError::Problem(Problem::internal()))?;
+    let report = DailyBalanceResponse {
+        date: day.date,
+        currency: books.currency.code().to_owned(),
+        opening_balance: day.opening_balance,
+        total_credits: day.total_credits,
+        total_debits: day.total_debits,
+        net: day.net,
+        closing_balance: day.closing_balance,
+        entry_count: day.entry_count,
+        as_of: as_of(&books),
+        closed: day.closed,
+        closed_at: day.closed_at,
+        counted_cash: day.counted_cash,
+        difference: day.difference,
+        adjustments: day.adjustments,
+    };
+    let report = CachedReport::of(&report).map_err(|e| {
+        tracing::error!(error = %e, "report serialization failed");
+        ApiError::Problem(Problem::internal())
+    })?;
+    state.cache.put(merchant, date, generation, report.clone()).await;
+    Ok(answer(&headers, report))
 }
 
 /// Query of the range report.

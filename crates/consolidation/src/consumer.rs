@@ -86,22 +86,6 @@ impl Spans {
     }
 }
 
-/// When spans are exported and every message of `deliveries` belongs to a trace sampled out:
-/// the first of those traces. Read only with an exporter, and only until a message of a
-/// sampled trace (or of none) turns up.
-fn all_sampled_out(deliveries: &[cashflow_events::Delivery]) -> Option<String> {
-    cashflow_http::context::span_export()?;
-    let mut first = None;
-    for delivery in deliveries {
-        let trace = Event::trace_of(&delivery.body);
-        if !cashflow_http::context::sampled_out(trace.as_deref()) {
-            return None;
-        }
-        first = first.or(trace);
-    }
-    first
-}
-
 /// The span of one event's consolidation: a child of the span that recorded it, following the
 /// current (batch) span; none when that request's trace was sampled out (the decision it
 /// carries in its `traceparent`), so a sampled-out entry costs the consumer no span either.
@@ -175,17 +159,13 @@ impl Consumer {
         receive.record("messages", deliveries.len());
         // A batch whose every event was sampled out is applied as work of one of their traces:
         // no span of it is exported (see `Spans`).
-        let sampled_out = all_sampled_out(&deliveries);
+        let sampled_out = cashflow_http::context::all_sampled_out(deliveries.iter().map(|d| Event::trace_of(&d.body)));
         let spans = Spans { traced: sampled_out.is_none() };
         let batch = spans.make(|| tracing::debug_span!("consolidation.batch", messages = deliveries.len()));
         batch.follows_from(&receive);
         drop(receive);
         let apply = self.apply_batch(deliveries, spans).instrument(batch);
-        let acked = match sampled_out {
-            Some(trace) => cashflow_http::context::with_traceparent(trace, apply).await?,
-            None => apply.await?,
-        };
-        Ok(Some((acked, received)))
+        Ok(Some((cashflow_http::context::work_of(sampled_out, apply).await?, received)))
     }
 
     /// Applies and acknowledges what one receive brought.

@@ -170,6 +170,32 @@ pub fn request_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
     }
 }
 
+/// When spans are exported and every one of `traces` (a batch's events') was sampled out: the
+/// first of them, which the batch's work is then done for ([`work_of`]), so that none of its
+/// spans is exported (each would be the root of a trace of its own, linked to nothing
+/// exported). Reads `traces` only with an exporter, and only up to the first trace sampled in
+/// or absent.
+pub fn all_sampled_out<T: AsRef<str>>(traces: impl IntoIterator<Item = Option<T>>) -> Option<T> {
+    span_export()?;
+    let mut first = None;
+    for trace in traces {
+        if !sampled_out(trace.as_ref().map(AsRef::as_ref)) {
+            return None;
+        }
+        first = first.or(trace);
+    }
+    first
+}
+
+/// Runs `f` as work of the trace `traceparent` names ([`with_traceparent`]), or as it is
+/// when there is none.
+pub async fn work_of<F: std::future::Future>(traceparent: Option<String>, f: F) -> F::Output {
+    match traceparent {
+        Some(traceparent) => with_traceparent(traceparent, f).await,
+        None => f.await,
+    }
+}
+
 tokio::task_local! {
     static TRACEPARENT: String;
 }

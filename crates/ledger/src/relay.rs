@@ -151,24 +151,21 @@ impl Relay {
             .iter()
             .map(|r| Ok(OutboundMessage { event_id: EventId::parse(&r.event_id)?, body: r.body.clone() }))
             .collect::<Result<Vec<_>, cashflow_domain::IdError>>()?;
-        // One span for the batch, linked to the trace of each event it carries. When every one
-        // of them was sampled out there is none, and the batch is published as work of one of
-        // their traces, so no span made inside it is exported either: each would be the root
-        // of a trace of its own, linked to nothing exported.
-        let (span, sampled_out) = match cashflow_http::context::span_export() {
-            Some(_) => {
-                let traces: Vec<Option<String>> = messages.iter().map(|m| Event::trace_of(&m.body)).collect();
-                if traces.iter().all(|trace| cashflow_http::context::sampled_out(trace.as_deref())) {
-                    (tracing::Span::none(), traces.into_iter().flatten().next())
-                } else {
-                    let span = tracing::debug_span!("relay.publish", events = messages.len());
-                    for trace in &traces {
-                        cashflow_http::context::link(&span, trace.as_deref());
-                    }
-                    (span, None)
-                }
+        // One span for the batch, linked to the trace of each event it carries; none when every
+        // one of them was sampled out (see `all_sampled_out`).
+        let traces: Vec<Option<String>> = match cashflow_http::context::span_export() {
+            Some(_) => messages.iter().map(|m| Event::trace_of(&m.body)).collect(),
+            None => Vec::new(),
+        };
+        let sampled_out = cashflow_http::context::all_sampled_out(traces.iter().map(Option::as_deref));
+        let span = if sampled_out.is_some() {
+            tracing::Span::none()
+        } else {
+            let span = tracing::debug_span!("relay.publish", events = messages.len());
+            for trace in &traces {
+                cashflow_http::context::link(&span, trace.as_deref());
             }
-            None => (tracing::debug_span!("relay.publish", events = messages.len()), None),
+            span
         };
         let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();
         let publish = async {
@@ -177,10 +174,7 @@ impl Relay {
             anyhow::Ok(())
         }
         .instrument(span);
-        match sampled_out {
-            Some(trace) => cashflow_http::context::with_traceparent(trace, publish).await?,
-            None => publish.await?,
-        }
+        cashflow_http::context::work_of(sampled_out.map(str::to_owned), publish).await?;
         metrics::counter!("cashflow_events_published_total").increment(batch.len() as u64);
         Ok(batch.len())
     }

@@ -137,27 +137,35 @@ impl Ledger {
     ) -> Result<Recorded, LedgerError> {
         let span =
             cashflow_http::context::request_span(|| tracing::debug_span!("ledger.record", merchant_id = %merchant_id));
-        async move {
-            let merchant = self.merchant(merchant_id).await?;
-            let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
-            let meant_for = entry.business_date;
-            let mut attempt = entry.clone();
-            for _ in 0..ADJUST_ATTEMPTS {
-                match self.write(attempt, idempotency.as_ref(), traceparent.clone()).await {
-                    Err(LedgerError::Store(StoreError::DayClosed { first_open }))
-                        if closed_day == ClosedDay::AdjustIntoOpenDay =>
-                    {
-                        attempt = entry.clone().adjusted_into(first_open, meant_for);
-                    }
-                    outcome => return outcome,
+        self.record_attempts(merchant_id, new, idempotency, traceparent, closed_day).instrument(span).await
+    }
+
+    /// [`record_with`](Self::record_with), inside its `ledger.record` span.
+    async fn record_attempts(
+        &self,
+        merchant_id: MerchantId,
+        new: NewEntry,
+        idempotency: Option<Idempotency>,
+        traceparent: Option<String>,
+        closed_day: ClosedDay,
+    ) -> Result<Recorded, LedgerError> {
+        let merchant = self.merchant(merchant_id).await?;
+        let entry = Entry::record(new, &merchant, EntryId::new(), now())?;
+        let meant_for = entry.business_date;
+        let mut attempt = entry.clone();
+        for _ in 0..ADJUST_ATTEMPTS {
+            match self.write(attempt, idempotency.as_ref(), traceparent.clone()).await {
+                Err(LedgerError::Store(StoreError::DayClosed { first_open }))
+                    if closed_day == ClosedDay::AdjustIntoOpenDay =>
+                {
+                    attempt = entry.clone().adjusted_into(first_open, meant_for);
                 }
+                outcome => return outcome,
             }
-            Err(LedgerError::Store(StoreError::Unavailable(
-                "the books kept closing while an adjustment was written".into(),
-            )))
         }
-        .instrument(span)
-        .await
+        Err(LedgerError::Store(StoreError::Unavailable(
+            "the books kept closing while an adjustment was written".into(),
+        )))
     }
 
     /// Reverses an entry: a new entry of the opposite type and the same amount. `traceparent`
