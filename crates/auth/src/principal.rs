@@ -7,7 +7,6 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use cashflow_domain::MerchantId;
-use tracing::Instrument;
 
 use crate::{AuthError, Scope, Scopes, TokenVerifier};
 
@@ -49,8 +48,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Arc::<dyn TokenVerifier>::from_ref(state);
         let token = bearer_token(&parts.headers)?;
-        let span = cashflow_http::context::request_span(|| tracing::debug_span!("auth.verify_token"));
-        verifier.verify_async(token).instrument(span).await
+        let span =
+            cashflow_http::context::request_span("auth.verify_token", || tracing::debug_span!("auth.verify_token"));
+        span.run(verifier.verify_async(token)).await
     }
 }
 

@@ -135,7 +135,6 @@ pub async fn serve(
         std::thread::Builder::new()
             .name(format!("http-{i}"))
             .spawn(move || {
-                let _subscriber = cashflow_http::context::serve_sampled_out_by_default();
                 runtime.block_on(async move {
                     lane(incoming, router, config, tls, shutdown).await;
                     let _ = done.send(());

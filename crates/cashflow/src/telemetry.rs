@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the logs.
@@ -40,8 +39,11 @@ pub enum LogFormat {
 /// `info`, but not Postgres's notices ("relation already exists, skipping") that sqlx relays.
 const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
-/// The exporting tracer provider, when traces are exported (set once by [`init`]).
-static TRACES: OnceLock<SdkTracerProvider> = OnceLock::new();
+/// The span export pipeline, when traces are exported (set once by [`init`]).
+static TRACES: OnceLock<crate::otel::Pipeline> = OnceLock::new();
+
+/// The longest a flush or the shutdown waits for the exporter.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installs the global subscriber (once; later calls are ignored, which tests rely on), with
 /// the OpenTelemetry exporter when the environment configures one. A bad trace configuration
@@ -56,19 +58,19 @@ pub fn init(format: LogFormat) {
             None
         }
     };
-    let Some((provider, trace_config)) = traces else {
+    let Some((pipeline, trace_config)) = traces else {
         let _ = tracing::dispatcher::set_global_default(logs(filter, format));
         return;
     };
-    if with_traces(filter, format, &provider, &trace_config) {
-        let _ = TRACES.set(provider);
+    if with_traces(filter, format, &pipeline, &trace_config) {
+        let _ = TRACES.set(pipeline);
     }
 }
 
-/// The OTLP provider, the trace id format and the sampling the environment asks for.
-fn traces() -> anyhow::Result<(SdkTracerProvider, crate::otel::TraceConfig)> {
+/// The OTLP pipeline, the trace id format and the sampling the environment asks for.
+fn traces() -> anyhow::Result<(crate::otel::Pipeline, crate::otel::TraceConfig)> {
     let config = crate::otel::TraceConfig::from_env().map_err(anyhow::Error::msg)?;
-    Ok((crate::otel::otlp_provider(&config)?, config))
+    Ok((crate::otel::Pipeline::otlp_from_env()?, config))
 }
 
 /// The logs alone on stderr: the process's subscriber when nothing is exported, and the one a
@@ -86,27 +88,27 @@ fn logs(filter: EnvFilter, format: LogFormat) -> tracing::Dispatch {
     }
 }
 
-/// Installs logs and the span exporter of `provider` as the global subscriber; false if one
-/// was installed already. The log filter applies to the logs only: the exporter has its own.
+/// Installs logs and the span export to `pipeline` as the global subscriber; false if one
+/// was installed already. One filter decides what is made: what the logs' filter enables or
+/// the exporter wants ([`crate::otel::LogsOrExported`] says why one).
 pub fn with_traces(
     filter: EnvFilter,
     format: LogFormat,
-    provider: &SdkTracerProvider,
+    pipeline: &crate::otel::Pipeline,
     trace_config: &crate::otel::TraceConfig,
 ) -> bool {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    // The same filter twice: an `EnvFilter` is not `Clone`, its directives are.
-    let unsampled = logs(EnvFilter::new(filter.to_string()), format);
     let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
     let logs = match format {
-        LogFormat::Text => logs.with_filter(filter).boxed(),
-        LogFormat::Json => logs.json().flatten_event(true).with_filter(filter).boxed(),
+        LogFormat::Text => logs.boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
     };
     tracing_subscriber::registry()
+        .with(crate::otel::LogsOrExported::new(filter))
         .with(logs)
-        .with(crate::otel::layer(provider, trace_config, unsampled))
+        .with(crate::otel::layer(pipeline, trace_config))
         .try_init()
         .is_ok()
 }
@@ -115,9 +117,9 @@ pub fn with_traces(
 /// when traces are not exported. Lambda calls it at the end of each invocation, as the
 /// process may be frozen right after.
 pub fn flush() {
-    if let Some(provider) = TRACES.get() {
-        if let Err(e) = provider.force_flush() {
-            tracing::warn!(error = %e, "spans not exported");
+    if let Some(pipeline) = TRACES.get() {
+        if !pipeline.flush(FLUSH_TIMEOUT) {
+            tracing::warn!("spans not all exported: the exporter did not finish within 5 s");
         }
     }
 }
@@ -132,9 +134,9 @@ pub async fn flush_async() {
 
 /// Exports the spans still held and stops the exporter: the last thing before the process exits.
 pub fn shutdown() {
-    if let Some(provider) = TRACES.get() {
-        if let Err(e) = provider.shutdown() {
-            eprintln!("spans not exported at shutdown: {e}");
+    if let Some(pipeline) = TRACES.get() {
+        if !pipeline.shutdown(FLUSH_TIMEOUT) {
+            eprintln!("spans not all exported at shutdown: the exporter did not finish within 5 s");
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Exported traces, checked in memory: the application's spans go through the same layer and
-//! id generator as `serve`'s with OTLP, into the SDK's `InMemorySpanExporter`, and each test
+//! Exported traces, checked in memory: the application's spans go through the same layer, ids
+//! and batch as `serve`'s with OTLP, into an in-memory exporter ([`otel::InMemory`]), and each test
 //! follows the trace of its own request (the tests share the process's one subscriber).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
@@ -13,24 +13,30 @@ use std::sync::OnceLock;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
-use cashflow::otel::{self, TraceConfig};
+use cashflow::otel::{self, BatchSettings, InMemory, Pipeline, SpanRecord as SpanData, TraceConfig};
 use cashflow::telemetry::{self, LogFormat};
 use helpers::TestApp;
 
-/// The process's exporter and provider, installed once.
-fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
-    static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+/// The process's exporter and pipeline, installed once.
+fn exporter() -> &'static (InMemory, Pipeline) {
+    static EXPORTER: OnceLock<(InMemory, Pipeline)> = OnceLock::new();
     EXPORTER.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
+        let exporter = InMemory::default();
         let config = TraceConfig::default();
-        let provider = otel::provider(&config).with_simple_exporter(exporter.clone()).build();
-        assert!(telemetry::with_traces(EnvFilter::new("warn"), LogFormat::Text, &provider, &config));
-        (exporter, provider)
+        let pipeline = Pipeline::new(exporter.clone(), BatchSettings::default()).unwrap();
+        assert!(telemetry::with_traces(EnvFilter::new("warn"), LogFormat::Text, &pipeline, &config));
+        (exporter, pipeline)
     })
+}
+
+/// Every span exported so far.
+fn exported() -> Vec<SpanData> {
+    let (exporter, pipeline) = exporter();
+    assert!(pipeline.flush(std::time::Duration::from_secs(5)));
+    exporter.spans()
 }
 
 /// The finished spans of one trace, once the spans named `expected` have all ended (waiting up
@@ -40,13 +46,10 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
 /// the span of the query it ran until it has handed over the result, and the report read's
 /// span ends only after that query's. The request's own span does not wait for its children.
 fn spans_of(trace: TraceId, expected: &[&str]) -> Vec<SpanData> {
-    let (exporter, provider) = exporter();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        provider.force_flush().unwrap();
-        let spans: Vec<SpanData> =
-            exporter.get_finished_spans().unwrap().into_iter().filter(|s| s.span_context.trace_id() == trace).collect();
-        let ended = |name: &&str| spans.iter().any(|s| s.name == *name);
+        let spans: Vec<SpanData> = exported().into_iter().filter(|s| s.trace_id() == trace).collect();
+        let ended = |name: &&str| spans.iter().any(|s| s.name() == *name);
         if expected.iter().all(ended) || std::time::Instant::now() > deadline {
             return spans;
         }
@@ -56,21 +59,20 @@ fn spans_of(trace: TraceId, expected: &[&str]) -> Vec<SpanData> {
 
 /// The one span named `name` in `spans`.
 fn one<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-    let found: Vec<_> = spans.iter().filter(|s| s.name == name).collect();
-    let names: Vec<_> = spans.iter().map(|s| (s.name.as_ref(), s.span_context.span_id(), s.parent_span_id)).collect();
+    let found: Vec<_> = spans.iter().filter(|s| s.name() == name).collect();
+    let names: Vec<_> = spans.iter().map(|s| (s.name(), s.span_id(), s.parent_span_id())).collect();
     assert_eq!(found.len(), 1, "one {name} span expected among {names:?}");
     found[0]
 }
 
 /// Whether `span` is a descendant of the span `ancestor` in `spans`.
 fn descends(spans: &[SpanData], span: &SpanData, ancestor: SpanId) -> bool {
-    let mut parent = span.parent_span_id;
+    let mut parent = span.parent_span_id();
     while parent != SpanId::INVALID {
         if parent == ancestor {
             return true;
         }
-        parent =
-            spans.iter().find(|s| s.span_context.span_id() == parent).map_or(SpanId::INVALID, |s| s.parent_span_id);
+        parent = spans.iter().find(|s| s.span_id() == parent).map_or(SpanId::INVALID, |s| s.parent_span_id());
     }
     false
 }
@@ -116,41 +118,40 @@ async fn a_recorded_entry_is_one_trace_from_the_request_to_the_consumers_apply()
         &["POST /v1/entries", "auth.verify_token", "ledger.record", "ledger.group_commit", "consolidation.apply"],
     );
     let http = one(&spans, "POST /v1/entries");
-    assert_eq!(http.span_context.span_id(), request_span);
-    assert_eq!(http.parent_span_id, SpanId::INVALID, "a trace started here");
-    let attribute = |key: &str| http.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str());
+    assert_eq!(http.span_id(), request_span);
+    assert_eq!(http.parent_span_id(), SpanId::INVALID, "a trace started here");
+    assert_eq!(http.kind(), otel::Kind::Server);
+    let attribute = |key: &str| http.attribute(key);
     assert_eq!(attribute("http.response.status_code").as_deref(), Some("201"));
     assert_eq!(attribute("http.route").as_deref(), Some("/v1/entries"));
     assert_eq!(attribute("http.request.method").as_deref(), Some("POST"));
     // And the token check and the ledger's write are its children, the group-commit wait the write's
-    assert_eq!(one(&spans, "auth.verify_token").parent_span_id, request_span);
+    assert_eq!(one(&spans, "auth.verify_token").parent_span_id(), request_span);
     let record = one(&spans, "ledger.record");
-    assert_eq!(record.parent_span_id, request_span);
+    assert_eq!(record.parent_span_id(), request_span);
     let wait = one(&spans, "ledger.group_commit");
-    assert!(descends(&spans, wait, record.span_context.span_id()), "the wait is inside the write");
+    assert!(descends(&spans, wait, record.span_id()), "the wait is inside the write");
     // And the consumer's apply of that entry continues the trace, as a child of the request's span
     let apply = one(&spans, "consolidation.apply");
-    assert_eq!(apply.parent_span_id, request_span);
-    assert!(apply.parent_span_is_remote, "its parent came through the outbox and the queue");
+    assert_eq!(apply.parent_span_id(), request_span);
+    assert!(apply.parent_is_remote(), "its parent came through the outbox and the queue");
     // And the batch it belongs to is a span of the consumer's own, which the apply follows
-    let batch_link = &apply.links.links;
+    let batch_link = apply.links();
     assert_eq!(batch_link.len(), 1, "{batch_link:?}");
-    let (exporter, _) = exporter();
-    let all = exporter.get_finished_spans().unwrap();
-    let batch = all.iter().find(|s| s.span_context == batch_link[0].span_context).expect("the batch span");
-    assert_eq!(batch.name, "consolidation.batch");
-    let children: Vec<_> =
-        all.iter().filter(|s| s.parent_span_id == batch.span_context.span_id()).map(|s| s.name.as_ref()).collect();
+    let all = exported();
+    let batch = all.iter().find(|s| (s.trace_id(), s.span_id()) == batch_link[0]).expect("the batch span");
+    assert_eq!(batch.name(), "consolidation.batch");
+    let children: Vec<_> = all.iter().filter(|s| s.parent_span_id() == batch.span_id()).map(|s| s.name()).collect();
     for step in ["consolidation.store_apply", "cache.invalidate", "queue.ack"] {
         assert!(children.contains(&step), "{step} not in the batch: {children:?}");
     }
     // And the relay's publish links to the request's span
     let publish = all
         .iter()
-        .filter(|s| s.name == "relay.publish")
-        .find(|s| s.links.links.iter().any(|l| l.span_context.trace_id() == trace))
+        .filter(|s| s.name() == "relay.publish")
+        .find(|s| s.links().iter().any(|l| l.0 == trace))
         .expect("a publish linked to the request's trace");
-    assert!(publish.links.links.iter().any(|l| l.span_context.span_id() == request_span));
+    assert!(publish.links().iter().any(|l| l.1 == request_span));
 }
 
 #[tokio::test]
@@ -172,9 +173,10 @@ async fn a_request_continues_the_callers_traceparent_to_the_consumer() {
     assert_ne!(request_span, caller_span);
     let spans = spans_of(trace, &["POST /v1/entries", "consolidation.apply"]);
     let http = one(&spans, "POST /v1/entries");
-    assert_eq!((http.span_context.span_id(), http.parent_span_id), (request_span, caller_span));
+    assert_eq!((http.span_id(), http.parent_span_id()), (request_span, caller_span));
+    assert!(http.parent_is_remote());
     // And the consumer's apply is the request span's child
-    assert_eq!(one(&spans, "consolidation.apply").parent_span_id, request_span);
+    assert_eq!(one(&spans, "consolidation.apply").parent_span_id(), request_span);
 }
 
 #[tokio::test]
@@ -191,7 +193,7 @@ async fn an_xray_trace_header_is_continued_when_no_traceparent_came() {
     // Then the request's span is in that trace, a child of that segment
     let trace = TraceId::from_hex("5759e988bd862e3fe1be46a994272793").unwrap();
     let spans = spans_of(trace, &["POST /v1/entries"]);
-    assert_eq!(one(&spans, "POST /v1/entries").parent_span_id, SpanId::from_hex("53995c3f42cd8ad8").unwrap());
+    assert_eq!(one(&spans, "POST /v1/entries").parent_span_id(), SpanId::from_hex("53995c3f42cd8ad8").unwrap());
 }
 
 #[tokio::test]
@@ -214,7 +216,7 @@ async fn a_report_read_says_whether_the_cache_answered() {
     let cache = |trace| {
         let spans = spans_of(trace, &["report.read"]);
         let read = one(&spans, "report.read");
-        read.attributes.iter().find(|kv| kv.key.as_str() == "cache").map(|kv| kv.value.as_str().into_owned())
+        read.attribute("cache")
     };
     assert_eq!(cache(traces[0]).as_deref(), Some("miss"));
     assert_eq!(cache(traces[1]).as_deref(), Some("hit"));

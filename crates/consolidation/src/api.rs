@@ -10,7 +10,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::SecondsFormat;
 use serde::Deserialize;
-use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi};
 
 use cashflow_auth::{AuthError, Principal, Scope, TokenVerifier};
@@ -196,17 +195,19 @@ async fn daily(
     headers: HeaderMap,
     Path(date): Path<String>,
 ) -> Result<Response, ApiError> {
-    let span =
-        cashflow_http::context::request_span(|| tracing::debug_span!("report.read", cache = tracing::field::Empty));
-    daily_report(state, principal, headers, date).instrument(span).await
+    let span = cashflow_http::context::request_span("report.read", || {
+        tracing::debug_span!("report.read", cache = tracing::field::Empty)
+    });
+    span.clone().run(daily_report(state, principal, headers, date, span)).await
 }
 
-/// [`daily`], inside its `report.read` span.
+/// [`daily`], inside its `report.read` span (`span`, which it tells whether the cache answered).
 async fn daily_report(
     state: ConsolidationState,
     principal: Principal,
     headers: HeaderMap,
     date: String,
+    span: cashflow_http::context::RequestPathSpan,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::ReportsRead)?;
     let date = parse_date("date", &date)?;
@@ -214,12 +215,12 @@ async fn daily_report(
     let generation = match state.cache.get(merchant, date).await {
         Lookup::Hit(report) => {
             metrics::counter!("cashflow_report_cache_hits_total").increment(1);
-            tracing::Span::current().record("cache", "hit");
+            span.set("cache", "hit");
             return Ok(answer(&headers, report));
         }
         Lookup::Miss(generation) => {
             metrics::counter!("cashflow_report_cache_misses_total").increment(1);
-            tracing::Span::current().record("cache", "miss");
+            span.set("cache", "miss");
             generation
         }
     };

@@ -18,15 +18,16 @@
 //! sampled out keeps its trace id (its log lines, the outbox row, the queue message carry it)
 //! but no exported span is made for it, here ([`in_unsampled_trace`], which the exporter's
 //! filter reads) or in the consumer ([`sampled_out`]). Building spans only to have the sampler
-//! drop them cost a third of a cached read at 1 % sampling (BENCHMARKS.md, session 21), and
-//! merely passing them through the exporting subscriber a quarter, so the middleware serves a
-//! request sampled out under the exporter's [`SpanExport::unsampled`] subscriber, which has the
-//! logs alone.
+//! drop them cost a third of a cached read at 1 % sampling (BENCHMARKS.md, session 21). A
+//! sampled request's spans are made by the exporter directly ([`request_span`]), not as
+//! `tracing` spans.
 //!
 //! An `X-Amzn-Trace-Id` header (API Gateway's, X-Ray's) is continued like a `traceparent`
 //! when no `traceparent` came: `Root=1-<8 hex>-<24 hex>` is the same 128-bit trace id.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 
 use axum::http::{HeaderMap, HeaderValue};
 
@@ -49,45 +50,9 @@ pub trait SpanExport: Send + Sync + 'static {
     /// of a new trace. The request is served inside it ([`ExportedRequest::in_scope`]), and it
     /// ends with the response ([`ExportedRequest::end`]).
     fn start_request(&self, request: &RequestSpan<'_>) -> Box<dyn ExportedRequest>;
-    /// The subscriber a request sampled out is served under: the logs alone, as when nothing
-    /// is exported. Its spans then never reach the exporting subscriber, whose per-layer
-    /// bookkeeping (a registry look-up per layer at every enter, exit and close, even for a
-    /// span every filter refuses) cost a sampled-out read 6 µs (BENCHMARKS.md, session 23).
-    fn unsampled(&self) -> &tracing::Dispatch;
-    /// The share of new traces sampled (from 0 to 1), which [`serve_sampled_out_by_default`]
-    /// reads.
-    fn sampled_share(&self) -> f64;
-}
-
-thread_local! {
-    /// On a thread whose default subscriber [`serve_sampled_out_by_default`] made the
-    /// logs-only one: the exporting subscriber, which a sampled request is served under.
-    static EXPORTING: std::cell::RefCell<Option<tracing::Dispatch>> = const { std::cell::RefCell::new(None) };
-}
-
-/// For a thread that serves requests (an HTTP lane): when spans are exported and at most half
-/// the new traces are sampled, makes the exporter's logs-only subscriber
-/// ([`SpanExport::unsampled`]) the thread's default until the guard is dropped. The middleware then serves a request sampled
-/// out as it is, and one sampled in under the exporting subscriber, instead of the other way
-/// round: the switch costs a thread-local swap at every poll of the request, so it is paid by
-/// the fewer requests (at 1 % sampling it was ~0.5 µs of a write's CPU, BENCHMARKS.md,
-/// session 25). `None` (nothing changed) otherwise.
-pub fn serve_sampled_out_by_default() -> Option<tracing::dispatcher::DefaultGuard> {
-    let export = span_export().filter(|export| export.sampled_share() <= 0.5)?;
-    let exporting = tracing::dispatcher::get_default(Clone::clone);
-    EXPORTING.with(|e| *e.borrow_mut() = Some(exporting));
-    Some(tracing::dispatcher::set_default(export.unsampled()))
-}
-
-/// Whether this thread's default subscriber is the logs-only one
-/// ([`serve_sampled_out_by_default`]).
-pub(crate) fn defaults_to_unsampled() -> bool {
-    EXPORTING.with(|e| e.borrow().is_some())
-}
-
-/// The exporting subscriber, on a thread whose default is the logs-only one.
-pub(crate) fn exporting_off_default() -> Option<tracing::Dispatch> {
-    EXPORTING.with(|e| e.borrow().clone())
+    /// Starts an exported span named `name`, a child of the exported span being polled on
+    /// this thread (a request's, or another of these); `None` when none is.
+    fn start_child(&self, name: &'static str) -> Option<Arc<dyn ExportedSpan>>;
 }
 
 /// What the exported span of a request is made of.
@@ -108,6 +73,16 @@ pub trait ExportedRequest: Send + Sync {
     fn in_scope(&self, f: &mut dyn FnMut());
     /// Ends the span with the response's status.
     fn end(&self, status: u16);
+}
+
+/// An exported span of a request's trace made by the exporter directly ([`request_span`]).
+pub trait ExportedSpan: Send + Sync {
+    /// Runs `f` with this span current: the spans `f` starts are its children.
+    fn in_scope(&self, f: &mut dyn FnMut());
+    /// Sets the attribute `key`.
+    fn set(&self, key: &'static str, value: String);
+    /// Ends the span; later calls do nothing.
+    fn end(&self);
 }
 
 static EXPORT: OnceLock<Box<dyn SpanExport>> = OnceLock::new();
@@ -151,22 +126,81 @@ pub fn in_unsampled_trace() -> bool {
     TRACEPARENT.try_with(|t| !is_sampled(t)).unwrap_or(false)
 }
 
-/// A span of the request's trace for the exporter: `make`'s, unless spans are exported and
-/// the task serves a request sampled out, which gets a disabled span without asking the
-/// subscriber.
+/// A span of a request's path (the token check, the ledger's write and its group-commit
+/// wait, the report read), around the work [`RequestPathSpan::run`] is given.
 ///
-/// With an exporter installed, our crates' debug spans are wanted for some requests and not
-/// others, so `tracing` asks the current subscriber at each of them whether it is enabled
-/// (`Interest::sometimes`): about 200 instructions even when the answer is no, on every span
-/// of the request path, at 1 % sampling as at 100 %. This asks a task-local instead
-/// (BENCHMARKS.md, session 26). With nothing exported the span is made as before, so
-/// `RUST_LOG=debug` still shows it in the logs; with an exporter, a sampled-out request's logs
-/// lack it.
-pub fn request_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
-    if span_export().is_some() && in_unsampled_trace() {
-        tracing::Span::none()
-    } else {
-        make()
+/// - Nothing exported: `logs`'s span, as any `tracing` span (`RUST_LOG=debug` shows it).
+/// - Exported, the request sampled out: no span at all, without asking the subscriber (with an
+///   exporter installed, our crates' debug spans are wanted for some requests and not others,
+///   so `tracing` asks the current subscriber at each one whether it is enabled, about 200
+///   instructions even when the answer is no; BENCHMARKS.md, session 26).
+/// - Exported, the request sampled: a span the exporter makes directly
+///   ([`SpanExport::start_child`]), the child of the one being polled (the request's, or
+///   another of these), not a `tracing` span. As `tracing` spans, each cost a traced cached
+///   read ~4,000 instructions in the subscriber (a registry slot, a look-up per filtered
+///   layer at every enter, exit and close), more than the rest of exporting it
+///   (BENCHMARKS.md, session 27). The logs then lack it, as they lack every debug span at
+///   the default `info` level.
+/// - Outside a request being exported (a worker, a test): `logs`'s span, which the
+///   exporting layer takes like any of our spans.
+pub fn request_span(name: &'static str, logs: impl FnOnce() -> tracing::Span) -> RequestPathSpan {
+    let Some(export) = span_export() else { return RequestPathSpan { logs: logs(), exported: None } };
+    if in_unsampled_trace() {
+        return RequestPathSpan { logs: tracing::Span::none(), exported: None };
+    }
+    match export.start_child(name) {
+        Some(exported) => RequestPathSpan { logs: tracing::Span::none(), exported: Some(exported) },
+        None => RequestPathSpan { logs: logs(), exported: None },
+    }
+}
+
+/// A span of a request's path ([`request_span`]); clones are the same span.
+#[derive(Clone)]
+pub struct RequestPathSpan {
+    logs: tracing::Span,
+    exported: Option<Arc<dyn ExportedSpan>>,
+}
+
+impl RequestPathSpan {
+    /// Sets the attribute `key` (the `tracing` span's field of that name, which must have
+    /// been declared, `Empty` if need be).
+    pub fn set(&self, key: &'static str, value: &str) {
+        self.logs.record(key, value);
+        if let Some(exported) = &self.exported {
+            exported.set(key, value.to_owned());
+        }
+    }
+
+    /// Gives the exported span the attribute `key` (the `tracing` span has it from its
+    /// declaration); `value` is written out only for an exported span.
+    pub fn with(self, key: &'static str, value: impl std::fmt::Display) -> Self {
+        if let Some(exported) = &self.exported {
+            exported.set(key, value.to_string());
+        }
+        self
+    }
+
+    /// Runs `work` inside the span, which ends when `work` does (or is dropped).
+    pub async fn run<F: Future>(self, work: F) -> F::Output {
+        use tracing::Instrument;
+        let Some(exported) = self.exported else { return work.instrument(self.logs).await };
+        let _ends = Ends(exported.clone());
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            let mut polled = Poll::Pending;
+            exported.in_scope(&mut || polled = work.as_mut().poll(cx));
+            polled
+        })
+        .await
+    }
+}
+
+/// Ends an exported span when dropped.
+struct Ends(Arc<dyn ExportedSpan>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 

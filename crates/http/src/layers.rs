@@ -14,9 +14,7 @@
 //! decides first whether the request's trace is sampled; a sampled request also gets the
 //! exporter's own span ([`RequestSpans`]), which records the response status. A request sampled
 //! out, or served without an exporter, gets the logs' span alone (and without an exporter that
-//! choice costs one load); sampled out, it is also served under the exporter's logs-only
-//! subscriber ([`crate::context::SpanExport::unsampled`]), so none of its spans costs the
-//! exporting one.
+//! choice costs one load), which the exporting layer ignores.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -35,7 +33,6 @@ use axum::Router;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use metrics::{Counter, Histogram};
-use tracing::instrument::WithSubscriber;
 use tracing::Instrument;
 
 use crate::context::{ExportedRequest, RequestSpan, SpanExport};
@@ -132,20 +129,7 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
         latency.record(elapsed.as_secs_f64());
         response
     };
-    let Some(export) = export else { return serve.await };
-    // Sampled out: every span and event of the request goes to the logs-only subscriber. Where
-    // that is already the thread's default (a lane's, when most traces are sampled out:
-    // `serve_sampled_out_by_default`), a sampled request goes to the exporting one instead.
-    if trace.exported {
-        match crate::context::exporting_off_default() {
-            Some(exporting) => serve.with_subscriber(exporting).await,
-            None => serve.await,
-        }
-    } else if crate::context::defaults_to_unsampled() {
-        serve.await
-    } else {
-        serve.with_subscriber(export.unsampled().clone()).await
-    }
+    serve.await
 }
 
 /// The spans of one request: the logs' span, and the exported one when the request is

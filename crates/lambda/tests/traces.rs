@@ -2,41 +2,40 @@
 //! The consumer function's spans, checked in memory: each event's `consolidation.apply` span
 //! continues the trace of the request that recorded it, through the event (what the ledger
 //! writes) or, for a body without one, through the message's `AWSTraceHeader`. The spans go
-//! through the same layer and id generator as a function's with OTLP, into the SDK's
-//! `InMemorySpanExporter` (one subscriber for this test binary).
+//! through the same layer, ids and batch as a function's with OTLP, into an in-memory exporter
+//! (one subscriber for this test binary).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{json, Value};
 use tracing_subscriber::EnvFilter;
 
 use cashflow::app::{AppConfig, Parts};
-use cashflow::otel::{self, TraceConfig};
+use cashflow::otel::{BatchSettings, InMemory, Pipeline, SpanRecord as SpanData, TraceConfig};
 use cashflow::telemetry::{self, LogFormat};
 use cashflow_lambda::consumer;
 use cashflow_lambda::http::{Api, HttpFunction};
 
 mod common;
 
-fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
-    static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+fn exporter() -> &'static (InMemory, Pipeline) {
+    static EXPORTER: OnceLock<(InMemory, Pipeline)> = OnceLock::new();
     EXPORTER.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
+        let exporter = InMemory::default();
         let config = TraceConfig::default();
-        let provider = otel::provider(&config).with_simple_exporter(exporter.clone()).build();
-        assert!(telemetry::with_traces(EnvFilter::new("warn"), LogFormat::Json, &provider, &config));
-        (exporter, provider)
+        let pipeline = Pipeline::new(exporter.clone(), BatchSettings::default()).unwrap();
+        assert!(telemetry::with_traces(EnvFilter::new("warn"), LogFormat::Json, &pipeline, &config));
+        (exporter, pipeline)
     })
 }
 
 fn spans_of(trace: TraceId) -> Vec<SpanData> {
-    let (exporter, provider) = exporter();
-    provider.force_flush().unwrap();
-    exporter.get_finished_spans().unwrap().into_iter().filter(|s| s.span_context.trace_id() == trace).collect()
+    let (exporter, pipeline) = exporter();
+    assert!(pipeline.flush(Duration::from_secs(5)));
+    exporter.spans().into_iter().filter(|s| s.trace_id() == trace).collect()
 }
 
 fn parts(dir: &tempfile::TempDir) -> Parts {
@@ -97,15 +96,19 @@ async fn the_consumers_span_of_an_event_continues_the_trace_of_the_request_that_
 
     assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
     let spans = spans_of(TraceId::from_hex(trace).unwrap());
-    let names: Vec<_> = spans.iter().map(|s| s.name.as_ref()).collect();
-    let apply = spans.iter().find(|s| s.name == "consolidation.apply").unwrap_or_else(|| panic!("{names:?}"));
-    let http = spans.iter().find(|s| s.name == "POST /v1/entries").unwrap_or_else(|| panic!("{names:?}"));
-    assert_ne!(apply.parent_span_id, SpanId::INVALID);
+    let names: Vec<_> = spans.iter().map(|s| s.name()).collect();
+    let apply = spans.iter().find(|s| s.name() == "consolidation.apply").unwrap_or_else(|| panic!("{names:?}"));
+    let http = spans.iter().find(|s| s.name() == "POST /v1/entries").unwrap_or_else(|| panic!("{names:?}"));
+    assert_ne!(apply.parent_span_id(), SpanId::INVALID);
     assert!(
-        spans.iter().any(|s| s.span_context.span_id() == apply.parent_span_id),
+        spans.iter().any(|s| s.span_id() == apply.parent_span_id()),
         "the apply span's parent is a span of the request's trace: {names:?}"
     );
-    assert_eq!(http.parent_span_id, SpanId::from_hex("00f067aa0ba902b7").unwrap(), "the request continued the caller");
+    assert_eq!(
+        http.parent_span_id(),
+        SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        "the request continued the caller"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +133,7 @@ async fn an_event_without_its_trace_continues_the_messages_aws_trace_header() {
 
     assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
     let spans = spans_of(TraceId::from_hex("674cf0a06d7e0c3b2a1f4e5d6c7b8a90").unwrap());
-    let apply: Vec<_> = spans.iter().filter(|s| s.name == "consolidation.apply").collect();
+    let apply: Vec<_> = spans.iter().filter(|s| s.name() == "consolidation.apply").collect();
     assert_eq!(apply.len(), 1, "{spans:?}");
-    assert_eq!(apply[0].parent_span_id, SpanId::from_hex("53995c3f42cd8ad8").unwrap(), "X-Ray's Parent");
+    assert_eq!(apply[0].parent_span_id(), SpanId::from_hex("53995c3f42cd8ad8").unwrap(), "X-Ray's Parent");
 }

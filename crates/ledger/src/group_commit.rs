@@ -14,7 +14,6 @@
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::Instrument;
 
 /// A write waiting for a writer, and where its caller waits for the answer.
 type Pending<J, R> = (J, oneshot::Sender<R>);
@@ -47,13 +46,13 @@ impl<J, R> GroupCommit<J, R> {
     /// Queues `job` and waits for its answer, which comes once its batch is committed (the
     /// span is that wait: the queue, the linger and the shared transaction).
     pub(crate) async fn submit(&self, job: J) -> Result<R, WriterStopped> {
-        let span = cashflow_http::context::request_span(|| tracing::debug_span!("ledger.group_commit"));
-        async {
+        let span =
+            cashflow_http::context::request_span("ledger.group_commit", || tracing::debug_span!("ledger.group_commit"));
+        span.run(async {
             let (reply, answer) = oneshot::channel();
             self.queue.send((job, reply)).await.map_err(|_| WriterStopped)?;
             answer.await.map_err(|_| WriterStopped)
-        }
-        .instrument(span)
+        })
         .await
     }
 }

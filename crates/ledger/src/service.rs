@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 use cashflow_domain::{
     BusinessDate, Currency, Description, Entry, EntryError, EntryId, Merchant, MerchantId, MerchantName,
@@ -135,9 +134,12 @@ impl Ledger {
         traceparent: Option<String>,
         closed_day: ClosedDay,
     ) -> Result<Recorded, LedgerError> {
-        let span =
-            cashflow_http::context::request_span(|| tracing::debug_span!("ledger.record", merchant_id = %merchant_id));
-        self.record_attempts(merchant_id, new, idempotency, traceparent, closed_day).instrument(span).await
+        let span = cashflow_http::context::request_span(
+            "ledger.record",
+            || tracing::debug_span!("ledger.record", merchant_id = %merchant_id),
+        )
+        .with("merchant_id", merchant_id);
+        span.run(self.record_attempts(merchant_id, new, idempotency, traceparent, closed_day)).await
     }
 
     /// [`record_with`](Self::record_with), inside its `ledger.record` span.
