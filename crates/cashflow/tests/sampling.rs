@@ -234,10 +234,22 @@ fn a_span_that_ends_on_another_thread_closes_its_parent_in_the_one_subscriber() 
     // Given the process's subscriber, and a span with a child, as a request's span and the
     // span of a query that SQLite's worker thread holds until it has answered
     telemetry();
-    let parent = tracing::debug_span!(target: "cashflow_test", "outer");
-    // (in a trace its caller sampled, whatever the ratio says of a new one)
-    cashflow_http::context::continue_trace(&parent, Some("00-6bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-    let child = tracing::debug_span!(target: "cashflow_test", parent: &parent, "inner");
+    // (made while a sampled request's span is current, so whatever the ratio says of new traces)
+    let export = cashflow_http::context::span_export().unwrap();
+    let traceparent = "00-6bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = export.start_request(&cashflow_http::context::RequestSpan {
+        method: "GET",
+        route: "/test",
+        parent: None,
+        traceparent,
+    });
+    let mut spans = None;
+    request.in_scope(&mut || {
+        let parent = tracing::debug_span!(target: "cashflow_test", "outer");
+        let child = tracing::debug_span!(target: "cashflow_test", parent: &parent, "inner");
+        spans = Some((parent, child));
+    });
+    let (parent, child) = spans.unwrap();
 
     // When the parent's handle is dropped here and the child's last one on another thread
     drop(parent);

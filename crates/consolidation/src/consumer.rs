@@ -86,17 +86,12 @@ impl Spans {
     }
 }
 
-/// The span of one event's consolidation: a child of the span that recorded it, following the
-/// current (batch) span; none when that request's trace was sampled out (the decision it
+/// The span of one event's consolidation: a child of the span that recorded it, linked to its
+/// batch's span (`batch`); none when that request's trace was sampled out (the decision it
 /// carries in its `traceparent`), so a sampled-out entry costs the consumer no span either.
-fn event_span(event: &Event) -> tracing::Span {
-    if cashflow_http::context::sampled_out(event.trace.as_deref()) {
-        return tracing::Span::none();
-    }
-    let span = tracing::debug_span!("consolidation.apply", event_id = %event.event_id);
-    cashflow_http::context::continue_trace(&span, event.trace.as_deref());
-    span.follows_from(tracing::Span::current());
-    span
+fn event_span(event: &Event, batch: Option<&str>) -> cashflow_http::context::WorkSpan {
+    cashflow_http::context::work_span("consolidation.apply", event.trace.as_deref(), batch)
+        .with("event_id", &event.event_id)
 }
 
 /// Consumer settings.
@@ -186,7 +181,8 @@ impl Consumer {
             }
         }
         // Each event's span, open until its batch is acknowledged (see the module docs).
-        let _event_spans: Vec<tracing::Span> = events.iter().map(event_span).collect();
+        let batch = cashflow_http::context::traceparent_of_span(&tracing::Span::current());
+        let _event_spans: Vec<_> = events.iter().map(|event| event_span(event, batch.as_deref())).collect();
         let apply = spans.make(|| tracing::debug_span!("consolidation.store_apply", events = events.len()));
         let summary = match self.store.apply(&events).instrument(apply).await {
             Ok(summary) => summary,

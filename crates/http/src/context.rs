@@ -10,7 +10,7 @@
 //! [`SpanExport`] set with [`export_spans`]: the request's span then continues the caller's
 //! trace in the exported tree too, and the request's `traceparent` names that span, so the
 //! consumer's spans (which take the outbox's `traceparent` as their parent through
-//! [`continue_trace`]) hang under it. This crate owns the small trait and knows nothing of
+//! [`work_span`]) hang under it. This crate owns the small trait and knows nothing of
 //! OpenTelemetry; with no exporter installed, each of these is one load of an empty cell.
 //!
 //! The sampling decision is made once, at the request's root and before any of its spans is
@@ -34,10 +34,15 @@ use axum::http::{HeaderMap, HeaderValue};
 /// What a span exporter does with our spans: a seam owned by the code that makes the spans
 /// (this crate, the consumer), implemented by the binary's telemetry module.
 pub trait SpanExport: Send + Sync + 'static {
-    /// Makes `span` (not yet entered) a child of the remote span `traceparent` names.
-    fn set_parent(&self, span: &tracing::Span, traceparent: &str);
-    /// Links `span` to the span `traceparent` names (work done for it, not inside it).
-    fn add_link(&self, span: &tracing::Span, traceparent: &str);
+    /// Starts an exported span named `name` of work done for the remote span `parent` names (a
+    /// valid `traceparent`; `None`: the root of a new trace), linked to the span `follows`
+    /// names; `None` when its trace is not sampled.
+    fn start_for(&self, name: &'static str, parent: Option<&str>, follows: Option<&str>)
+        -> Option<Arc<dyn ExportedSpan>>;
+    /// The `traceparent` naming `span`, when it is an exported span of a sampled trace.
+    fn traceparent_of(&self, span: &tracing::Span) -> Option<String>;
+    /// Links `span` to each span `traceparents` name (work done for them, not inside them).
+    fn add_links(&self, span: &tracing::Span, traceparents: &[&str]);
     /// The id (32 lowercase hex digits) of a trace started here, given the one derived from
     /// the request id: that one, unless the exporter's id format requires another (X-Ray's
     /// begin with the time).
@@ -97,19 +102,55 @@ pub fn span_export() -> Option<&'static dyn SpanExport> {
     EXPORT.get().map(|e| &**e)
 }
 
-/// Makes `span` continue the trace of `traceparent` (a valid one; others are ignored) when
-/// spans are exported.
-pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    if let (Some(export), Some(parent)) = (span_export(), traceparent.filter(|t| is_valid(t))) {
-        export.set_parent(span, parent);
+/// The exported span of work done here for the span `traceparent` names (another process's,
+/// come through the outbox and the queue): its child when it is a valid `traceparent`, else the
+/// root of a trace of its own, linked to the span `follows` names (the batch it was done in).
+/// None when nothing is exported or its trace is sampled out. Made by the exporter directly,
+/// not as a `tracing` span, as [`request_span`]'s are: the consumer makes one per event. It
+/// ends when dropped.
+pub fn work_span(name: &'static str, traceparent: Option<&str>, follows: Option<&str>) -> WorkSpan {
+    let Some(export) = span_export() else { return WorkSpan(None) };
+    let parent = traceparent.filter(|t| is_valid(t));
+    if parent.is_some_and(|t| !is_sampled(t)) {
+        return WorkSpan(None);
+    }
+    WorkSpan(export.start_for(name, parent, follows))
+}
+
+/// An exported span of work done for another span ([`work_span`]); it ends when dropped.
+pub struct WorkSpan(Option<Arc<dyn ExportedSpan>>);
+
+impl WorkSpan {
+    /// Gives the span the attribute `key`; `value` is written out only for an exported span.
+    pub fn with(self, key: &'static str, value: impl std::fmt::Display) -> Self {
+        if let Some(exported) = &self.0 {
+            exported.set(key, value.to_string());
+        }
+        self
     }
 }
 
-/// Links `span` to the span of `traceparent` (a valid and sampled one: a link to a trace
-/// nobody exported leads nowhere) when spans are exported.
-pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
-    if let (Some(export), Some(other)) = (span_export(), traceparent.filter(|t| is_sampled(t) && is_valid(t))) {
-        export.add_link(span, other);
+impl Drop for WorkSpan {
+    fn drop(&mut self) {
+        if let Some(exported) = &self.0 {
+            exported.end();
+        }
+    }
+}
+
+/// The `traceparent` naming `span` when it is an exported span of a sampled trace (for the
+/// spans of work done inside it to link to it).
+pub fn traceparent_of_span(span: &tracing::Span) -> Option<String> {
+    span_export()?.traceparent_of(span)
+}
+
+/// Links `span` to the span of each of `traceparents` (the valid and sampled ones: a link to a
+/// trace nobody exported leads nowhere) when spans are exported, all at once.
+pub fn link_all<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = Option<&'a str>>) {
+    let Some(export) = span_export() else { return };
+    let others: Vec<&str> = traceparents.into_iter().flatten().filter(|t| is_sampled(t) && is_valid(t)).collect();
+    if !others.is_empty() {
+        export.add_links(span, &others);
     }
 }
 

@@ -162,9 +162,7 @@ impl Relay {
             tracing::Span::none()
         } else {
             let span = tracing::debug_span!("relay.publish", events = messages.len());
-            for trace in &traces {
-                cashflow_http::context::link(&span, trace.as_deref());
-            }
+            cashflow_http::context::link_all(&span, traces.iter().map(Option::as_deref));
             span
         };
         let seqs: Vec<i64> = batch.iter().map(|r| r.seq).collect();

@@ -376,12 +376,33 @@ fn hex_digit(digit: u8) -> Option<u8> {
     }
 }
 
-/// The remote span a valid `traceparent` names: (trace id, span id, sampled).
+/// The remote span a valid `traceparent` names: (trace id, span id, sampled). One of version
+/// 00's shape (every one this service writes) is read by position, two digits to a byte: the
+/// consumer reads one per event, the relay one per link, and each request its own (~700
+/// instructions each by a digit-at-a-time parse of the whole ids, BENCHMARKS.md, session 27).
 fn remote(traceparent: &str) -> Option<([u8; 16], [u8; 8], bool)> {
-    let trace = hex_id(cashflow_http::context::trace_id(traceparent)?)?;
-    let span = u64::try_from(hex_id(cashflow_http::context::span_id(traceparent)?)?).ok()?;
-    let flags = traceparent.rsplit('-').next().filter(|f| f.len() == 2).and_then(hex_id)?;
-    (trace != 0 && span != 0).then(|| (trace.to_be_bytes(), span.to_be_bytes(), flags & 1 == 1))
+    let b = traceparent.as_bytes();
+    let (trace, span, flags) = if b.len() == 55 && (b[2], b[35], b[52]) == (b'-', b'-', b'-') {
+        (hex_bytes::<16>(&b[3..35])?, hex_bytes::<8>(&b[36..52])?, hex_bytes::<1>(&b[53..55])?[0])
+    } else {
+        let trace = hex_id(cashflow_http::context::trace_id(traceparent)?)?.to_be_bytes();
+        let span = u64::try_from(hex_id(cashflow_http::context::span_id(traceparent)?)?).ok()?.to_be_bytes();
+        let flags = traceparent.rsplit('-').next().filter(|f| f.len() == 2).and_then(hex_id)?;
+        (trace, span, flags as u8)
+    };
+    (trace != [0; 16] && span != [0; 8]).then_some((trace, span, flags & 1 == 1))
+}
+
+/// The `N` bytes that `2 × N` hex digits write.
+fn hex_bytes<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    let mut bytes = [0u8; N];
+    if hex.len() != 2 * N {
+        return None;
+    }
+    for (byte, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = hex_digit(pair[0])? << 4 | hex_digit(pair[1])?;
+    }
+    Some(bytes)
 }
 
 /// [`cashflow_http::context::SpanExport`] through our [`SpanLayer`], and the requests' own
@@ -454,16 +475,43 @@ impl ExportedSpan for Direct {
 }
 
 impl cashflow_http::context::SpanExport for Export {
-    fn set_parent(&self, span: &tracing::Span, traceparent: &str) {
-        if let Some(parent) = remote(traceparent) {
-            span::reparent(span, &self.config.sampling, parent);
+    fn start_for(
+        &self,
+        name: &'static str,
+        parent: Option<&str>,
+        follows: Option<&str>,
+    ) -> Option<Arc<dyn ExportedSpan>> {
+        let ids = Ids { format: self.config.format };
+        let (trace, parent, sampled) = match parent.and_then(remote) {
+            Some((trace, span, flag)) => (trace, Some(span), self.config.sampling.sampled_bytes(Some(flag), &trace)),
+            None => {
+                let trace = ids.new_trace_id();
+                (trace, None, self.config.sampling.sampled_bytes(None, &trace))
+            }
+        };
+        if !sampled {
+            return None;
         }
+        let mut record =
+            SpanRecord::new(trace, ids.new_span_id(), parent.unwrap_or([0; 8]), Kind::Internal, name.into(), span::now());
+        record.parent_remote = parent.is_some();
+        if let Some((trace, span, _)) = follows.and_then(remote) {
+            record.links.push((trace, span));
+        }
+        Some(Arc::new(Direct::new(record, &self.pipeline.batch)))
     }
 
-    fn add_link(&self, span: &tracing::Span, traceparent: &str) {
-        if let Some((trace, other, _)) = remote(traceparent) {
-            span::with_record(span, |record| record.links.push((trace, other)));
-        }
+    fn traceparent_of(&self, span: &tracing::Span) -> Option<String> {
+        let mut ids = None;
+        span::with_record(span, |record| ids = record.sampled.then_some((record.trace, record.span)));
+        let (trace, span) = ids?;
+        Some(format!("00-{:032x}-{:016x}-01", u128::from_be_bytes(trace), u64::from_be_bytes(span)))
+    }
+
+    fn add_links(&self, span: &tracing::Span, traceparents: &[&str]) {
+        span::with_record(span, |record| {
+            record.links.extend(traceparents.iter().filter_map(|t| remote(t)).map(|(trace, span, _)| (trace, span)));
+        });
     }
 
     fn new_trace_id(&self, from_request: [u8; 32]) -> [u8; 32] {
@@ -671,6 +719,23 @@ mod tests {
     fn ids(traceparent: &str) -> ([u8; 16], [u8; 8]) {
         let (trace, span, _) = remote(traceparent).unwrap();
         (trace, span)
+    }
+
+    #[test]
+    fn a_traceparent_read_by_position_reads_as_one_split_at_its_dashes() {
+        for traceparent in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-00",
+            "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-ff",
+        ] {
+            let (trace, span, sampled) = remote(traceparent).unwrap();
+            let parts: Vec<&str> = traceparent.split('-').collect();
+            assert_eq!(u128::from_be_bytes(trace), u128::from_str_radix(parts[1], 16).unwrap());
+            assert_eq!(u64::from_be_bytes(span), u64::from_str_radix(parts[2], 16).unwrap());
+            assert_eq!(sampled, u8::from_str_radix(parts[3], 16).unwrap() & 1 == 1);
+        }
+        assert_eq!(remote("00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01"), None);
+        assert_eq!(remote("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x"), None);
     }
 
     #[test]

@@ -148,8 +148,20 @@ impl SpanExporter for OtlpExporter {
         self.client().map(|_| ())
     }
 
+    fn takes_written(&self) -> bool {
+        true
+    }
+
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
-        let body = super::protobuf::export_request(&self.resource, "cashflow", spans);
+        let mut written = Vec::new();
+        for span in spans {
+            super::protobuf::span_field(&mut written, span);
+        }
+        self.export_written(&written)
+    }
+
+    fn export_written(&mut self, spans: &[u8]) -> Result<(), String> {
+        let body = super::protobuf::around(&self.resource, "cashflow", spans);
         let endpoint = self.settings.endpoint.clone();
         let response = self
             .client()?

@@ -25,20 +25,32 @@ const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
 /// An `ExportTraceServiceRequest` of `spans`, all of one resource (whose encoded
-/// `Resource` message is `resource`) and one instrumentation scope named `scope`. The spans
-/// are written first, so the two messages around them get their lengths before they are
-/// written (sliding a batch's bytes behind a late prefix twice cost more than the spans).
+/// `Resource` message is `resource`) and one instrumentation scope named `scope`.
+#[cfg(test)]
 pub(crate) fn export_request(resource: &[u8], scope: &str, spans: &[SpanRecord]) -> Vec<u8> {
-    let lens: Vec<usize> = spans.iter().map(span_len).collect();
-    let mut written = Vec::with_capacity(lens.iter().map(|len| field_len(*len)).sum());
-    for (span, len) in spans.iter().zip(&lens) {
-        // ScopeSpans.spans
-        tag(&mut written, 2, LEN);
-        varint(&mut written, *len as u64);
-        let start = written.len();
-        write_span(&mut written, span);
-        debug_assert_eq!(written.len() - start, *len, "{}", span.name);
+    let mut written = Vec::new();
+    for span in spans {
+        span_field(&mut written, span);
     }
+    around(resource, scope, &written)
+}
+
+/// Appends `span` as a `ScopeSpans.spans` field: what [`around`] wraps. The batch writes each
+/// span so on the thread that ended it ([`super::batch`]).
+pub(crate) fn span_field(buf: &mut Vec<u8>, span: &SpanRecord) {
+    let len = span_len(span);
+    tag(buf, 2, LEN);
+    varint(buf, len as u64);
+    let start = buf.len();
+    write_span(buf, span);
+    debug_assert_eq!(buf.len() - start, len, "{}", span.name);
+}
+
+/// An `ExportTraceServiceRequest` of the spans `written` (each a [`span_field`]), all of one
+/// resource (whose encoded `Resource` message is `resource`) and one instrumentation scope
+/// named `scope`. The spans are written first, so the two messages around them get their
+/// lengths before they are written.
+pub(crate) fn around(resource: &[u8], scope: &str, written: &[u8]) -> Vec<u8> {
     let mut scope_field = Vec::with_capacity(scope.len() + 4);
     // ScopeSpans.scope: InstrumentationScope { name = 1 }
     tag(&mut scope_field, 1, LEN);
@@ -55,7 +67,7 @@ pub(crate) fn export_request(resource: &[u8], scope: &str, spans: &[SpanRecord])
     tag(&mut buf, 2, LEN);
     varint(&mut buf, scope_spans as u64);
     buf.extend_from_slice(&scope_field);
-    buf.extend_from_slice(&written);
+    buf.extend_from_slice(written);
     buf
 }
 

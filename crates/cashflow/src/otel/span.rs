@@ -13,10 +13,8 @@
 //! `tracing` registry's, seen through the exporting filter); a span with none, started while a
 //! span recorded directly is current ([`current`], set by a request's span or one of its
 //! path's around each poll of what it wraps, `super::Direct`), is that span's child; any other
-//! starts a trace, sampled as [`super::Sampling`] says. The consumer's per-event spans then
-//! take the remote parent of the event's `traceparent` ([`reparent`]). A span of a trace
-//! sampled out is still recorded (its children must know they are sampled out) but never
-//! handed to the batch.
+//! starts a trace, sampled as [`super::Sampling`] says. A span of a trace sampled out is still
+//! recorded (its children must know they are sampled out) but never handed to the batch.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -299,17 +297,6 @@ pub(crate) fn with_record(span: &tracing::Span, f: impl FnOnce(&mut SpanRecord))
         if let (Some(record), Some(f)) = (extensions.get_mut::<SpanRecord>(), f.take()) {
             f(record);
         }
-    });
-}
-
-/// Makes `span` (not yet entered, with no children) a child of the remote span
-/// (`trace`, `parent`), sampled as `sampling` says of a child of a parent flagged `sampled`.
-pub(crate) fn reparent(span: &tracing::Span, sampling: &Sampling, (trace, parent, sampled): ([u8; 16], [u8; 8], bool)) {
-    with_record(span, |record| {
-        record.trace = trace;
-        record.parent = parent;
-        record.parent_remote = true;
-        record.sampled = sampling.sampled_bytes(Some(sampled), &trace);
     });
 }
 
