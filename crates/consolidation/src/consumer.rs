@@ -91,7 +91,7 @@ impl Spans {
 /// carries in its `traceparent`), so a sampled-out entry costs the consumer no span either.
 fn event_span(event: &Event, batch: Option<&str>) -> cashflow_http::context::WorkSpan {
     cashflow_http::context::work_span("consolidation.apply", event.trace.as_deref(), batch)
-        .with("event_id", &event.event_id)
+        .with("event_id", event.event_id)
 }
 
 /// Consumer settings.

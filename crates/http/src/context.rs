@@ -37,8 +37,12 @@ pub trait SpanExport: Send + Sync + 'static {
     /// Starts an exported span named `name` of work done for the remote span `parent` names (a
     /// valid `traceparent`; `None`: the root of a new trace), linked to the span `follows`
     /// names; `None` when its trace is not sampled.
-    fn start_for(&self, name: &'static str, parent: Option<&str>, follows: Option<&str>)
-        -> Option<Arc<dyn ExportedSpan>>;
+    fn start_for(
+        &self,
+        name: &'static str,
+        parent: Option<&str>,
+        follows: Option<&str>,
+    ) -> Option<Arc<dyn ExportedSpan>>;
     /// The `traceparent` naming `span`, when it is an exported span of a sampled trace.
     fn traceparent_of(&self, span: &tracing::Span) -> Option<String>;
     /// Links `span` to each span `traceparents` name (work done for them, not inside them).
@@ -226,14 +230,21 @@ impl RequestPathSpan {
         use tracing::Instrument;
         let Some(exported) = self.exported else { return work.instrument(self.logs).await };
         let _ends = Ends(exported.clone());
-        let mut work = std::pin::pin!(work);
-        std::future::poll_fn(|cx| {
-            let mut polled = Poll::Pending;
-            exported.in_scope(&mut || polled = work.as_mut().poll(cx));
-            polled
-        })
-        .await
+        each_poll_in(|f| exported.in_scope(f), work).await
     }
+}
+
+/// Runs `work` with each of its polls inside `in_scope` (an exported span's, which makes the
+/// span current on the thread while `work` runs, and only then: a task's polls may run on any
+/// thread, between other tasks').
+pub(crate) async fn each_poll_in<F: Future>(in_scope: impl Fn(&mut dyn FnMut()), work: F) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        let mut polled = Poll::Pending;
+        in_scope(&mut || polled = work.as_mut().poll(cx));
+        polled
+    })
+    .await
 }
 
 /// Ends an exported span when dropped.

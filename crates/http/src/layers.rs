@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
-use std::task::Poll;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -93,43 +92,37 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     let route = req.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let exported = export.filter(|_| trace.exported);
-    let serve = async {
-        let request_id_str = request_id.to_str().unwrap_or_default();
-        let spans = RequestSpans::new(&method, route, request_id_str, &traceparent, incoming.as_deref(), exported);
-        let handled = spans
-            .serve(crate::context::with_traceparent(
-                traceparent.clone(),
-                AssertUnwindSafe(next.run(req)).catch_unwind(),
-            ))
-            .await;
-        let mut response = handled.unwrap_or_else(|panic| spans.logs.in_scope(|| panic_problem(panic)));
-        if is_problem(&response) {
-            response = with_request_id(response, &request_id).await;
-        }
-        let headers = response.headers_mut();
-        headers.insert(REQUEST_ID, request_id);
-        if let Ok(value) = HeaderValue::from_str(&traceparent) {
-            headers.insert(TRACEPARENT, value);
-        }
-        let (status, elapsed) = (response.status(), started.elapsed());
-        spans.finish(status);
-        if status.is_server_error() {
-            spans.logs.in_scope(|| {
-                tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed")
-            });
-        } else {
-            // One line per request at debug, so a request with nothing else to say is still found
-            // by its ids.
-            spans.logs.in_scope(|| {
-                tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served")
-            });
-        }
-        let (count, latency) = metrics.handles(route, &method, status);
-        count.increment(1);
-        latency.record(elapsed.as_secs_f64());
-        response
-    };
-    serve.await
+    let request_id_str = request_id.to_str().unwrap_or_default();
+    let spans = RequestSpans::new(&method, route, request_id_str, &traceparent, incoming.as_deref(), exported);
+    let handled = spans
+        .serve(crate::context::with_traceparent(traceparent.clone(), AssertUnwindSafe(next.run(req)).catch_unwind()))
+        .await;
+    let mut response = handled.unwrap_or_else(|panic| spans.logs.in_scope(|| panic_problem(panic)));
+    if is_problem(&response) {
+        response = with_request_id(response, &request_id).await;
+    }
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, request_id);
+    if let Ok(value) = HeaderValue::from_str(&traceparent) {
+        headers.insert(TRACEPARENT, value);
+    }
+    let (status, elapsed) = (response.status(), started.elapsed());
+    spans.finish(status);
+    if status.is_server_error() {
+        spans
+            .logs
+            .in_scope(|| tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed"));
+    } else {
+        // One line per request at debug, so a request with nothing else to say is still found
+        // by its ids.
+        spans
+            .logs
+            .in_scope(|| tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served"));
+    }
+    let (count, latency) = metrics.handles(route, &method, status);
+    count.increment(1);
+    latency.record(elapsed.as_secs_f64());
+    response
 }
 
 /// The spans of one request: the logs' span, and the exported one when the request is
@@ -184,13 +177,7 @@ impl RequestSpans {
     pub async fn serve<F: Future>(&self, handler: F) -> F::Output {
         let handler = handler.instrument(self.logs.clone());
         let Some(exported) = &self.exported else { return handler.await };
-        let mut handler = std::pin::pin!(handler);
-        std::future::poll_fn(|cx| {
-            let mut polled = Poll::Pending;
-            exported.in_scope(&mut || polled = handler.as_mut().poll(cx));
-            polled
-        })
-        .await
+        crate::context::each_poll_in(|f| exported.in_scope(f), handler).await
     }
 
     /// Ends the exported span with the response's `status`.

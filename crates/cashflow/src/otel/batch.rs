@@ -177,7 +177,7 @@ impl Batch {
         }
         queue.written.extend_from_slice(span);
         queue.written_count += 1;
-        if queue.written_count % self.settings.max_batch == 0 {
+        if queue.written_count.is_multiple_of(self.settings.max_batch) {
             let end = queue.written.len();
             queue.cuts.push(end);
         }
@@ -371,7 +371,11 @@ mod tests {
         // Every span, in order, written as the encoder writes it, at most two to a batch.
         assert_eq!(batches.concat(), (1..=5).flat_map(one).collect::<Vec<u8>>());
         let span_len = one(1).len();
-        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 2 * span_len), "{:?}", batches.iter().map(Vec::len).collect::<Vec<_>>());
+        assert!(
+            batches.iter().all(|b| !b.is_empty() && b.len() <= 2 * span_len),
+            "{:?}",
+            batches.iter().map(Vec::len).collect::<Vec<_>>()
+        );
     }
 
     #[test]

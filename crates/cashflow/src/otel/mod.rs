@@ -492,8 +492,14 @@ impl cashflow_http::context::SpanExport for Export {
         if !sampled {
             return None;
         }
-        let mut record =
-            SpanRecord::new(trace, ids.new_span_id(), parent.unwrap_or([0; 8]), Kind::Internal, name.into(), span::now());
+        let mut record = SpanRecord::new(
+            trace,
+            ids.new_span_id(),
+            parent.unwrap_or([0; 8]),
+            Kind::Internal,
+            name.into(),
+            span::now(),
+        );
         record.parent_remote = parent.is_some();
         if let Some((trace, span, _)) = follows.and_then(remote) {
             record.links.push((trace, span));
