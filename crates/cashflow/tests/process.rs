@@ -25,8 +25,19 @@ impl Drop for Server {
     }
 }
 
+/// A free port no other test of this process has been given: the tests run in parallel and
+/// some restart a server on its port, so a port the system handed out twice made a test's
+/// server fail to bind while the test talked to another test's server (CI, session 27).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 async fn serve(data_dir: &Path) -> Server {
@@ -58,10 +69,13 @@ fn cashflow(command: &[&str], data_dir: &Path, port: u16) -> Command {
 /// Spawns `cmd` and waits until it answers ready on `port`.
 async fn launch(cmd: &mut Command, command: &[&str], port: u16) -> Server {
     let child = cmd.spawn().expect("spawn cashflow");
-    let server = Server { child, base: format!("http://127.0.0.1:{port}") };
+    let mut server = Server { child, base: format!("http://127.0.0.1:{port}") };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("cashflow {command:?} exited ({status}) before it was ready on port {port}");
+        }
         if let Ok(r) = client.get(format!("{}/health/ready", server.base)).send().await {
             if r.status() == 200 {
                 return server;
