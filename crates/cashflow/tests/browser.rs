@@ -15,6 +15,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -31,10 +33,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 #[cfg_attr(not(browser_tests), ignore = "set CASHFLOW_TEST_BROWSER=1 (chromium and npm ci in crates/web/e2e) to run")]
 fn the_web_app_works_in_a_real_browser() {
@@ -42,7 +40,7 @@ fn the_web_app_works_in_a_real_browser() {
     let e2e = root.join("crates/web/e2e");
     assert!(e2e.join("node_modules/playwright-core").exists(), "run `npm ci` in {}", e2e.display());
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())
@@ -117,7 +115,7 @@ fn signing_in_through_an_openid_providers_hosted_ui_works_in_a_real_browser() {
     assert!(e2e.join("node_modules/playwright-core").exists(), "run `npm ci` in {}", e2e.display());
     assert!(provider_dir.join("node_modules/oidc-provider").exists(), "run `npm ci` in {}", provider_dir.display());
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let accounts = dir.path().join("accounts.json");
 

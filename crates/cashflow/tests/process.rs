@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,23 +27,8 @@ impl Drop for Server {
     }
 }
 
-/// A free port no other test of this process has been given: the tests run in parallel and
-/// some restart a server on its port, so a port the system handed out twice made a test's
-/// server fail to bind while the test talked to another test's server (CI, session 27).
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
-
 async fn serve(data_dir: &Path) -> Server {
-    serve_on(data_dir, free_port()).await
+    serve_on(data_dir, common::free_port()).await
 }
 
 async fn serve_on(data_dir: &Path, port: u16) -> Server {
@@ -273,7 +260,7 @@ async fn daily_when(base: &str, token: &str, date: &str, count: u64) -> Value {
 #[tokio::test]
 async fn a_reports_replica_stays_fresh_and_keeps_serving_while_the_consumer_is_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (ledger_port, consumer_port, replica_port) = (free_port(), free_port(), free_port());
+    let (ledger_port, consumer_port, replica_port) = (common::free_port(), common::free_port(), common::free_port());
     let issuer = format!("http://127.0.0.1:{ledger_port}");
     let ledger = start(&["ledger"], dir.path(), ledger_port, Some(&issuer)).await;
     let consumer = start(&["consolidator"], dir.path(), consumer_port, Some(&issuer)).await;
@@ -370,7 +357,7 @@ async fn no_secret_token_password_or_description_reaches_a_log_line_even_at_trac
     // Given `serve` logging JSON at the most verbose level into a file
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("serve.log");
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = cashflow(&["serve"], dir.path(), port);
     cmd.env("RUST_LOG", "trace").env("CASHFLOW_LOG_FORMAT", "json");
     let server = launch(cmd.stderr(std::fs::File::create(&log_path).unwrap()), &["serve"], port).await;
@@ -471,8 +458,8 @@ fn reconcile(data_dir: &Path, args: &[&str]) -> (bool, Value) {
 async fn reconcile_over_grpc_lists_a_tampered_day_exits_1_and_repairs_it() {
     // Given `serve` with its gRPC service, a merchant's consolidated sale, and a service client
     let dir = tempfile::tempdir().unwrap();
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let server = start(&["serve", "--no-demo", "--grpc-listen", &grpc], dir.path(), free_port(), None).await;
+    let grpc = format!("127.0.0.1:{}", common::free_port());
+    let server = start(&["serve", "--no-demo", "--grpc-listen", &grpc], dir.path(), common::free_port(), None).await;
     let merchant = cli(dir.path(), &["merchant", "create", "--name", "Mercado", "--timezone", "UTC", "--json"]);
     let merchant = merchant["merchant_id"].as_str().unwrap().to_owned();
     let writer = cli(
@@ -565,7 +552,7 @@ async fn serve_exports_an_entrys_trace_from_the_request_to_the_consumer_and_flus
     let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let spans = out.path().join("spans.jsonl");
     let receiver = otlp_receiver(&script, &spans);
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = cashflow(&["serve"], data.path(), port);
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.base).env("OTEL_SERVICE_NAME", "cashflow-process-test");
     let mut server = launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), &["serve"], port).await;
@@ -603,7 +590,7 @@ async fn serve_exits_within_seconds_on_sigterm_when_the_trace_collector_never_an
     let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", collector.local_addr().unwrap());
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut cmd = cashflow(&["serve"], data.path(), port);
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint).env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let mut server = launch(cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit()), &["serve"], port).await;

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,10 +37,6 @@ impl Drop for Nginx {
         let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn repo_root() -> PathBuf {
@@ -152,7 +150,7 @@ struct Server {
 
 impl Server {
     async fn start(argv: &[&str]) -> Server {
-        let port = free_port();
+        let port = common::free_port();
         let argv: Vec<String> = argv.iter().map(|a| a.replace("{port}", &port.to_string())).collect();
         let mut server = Server { proc: None, port, argv };
         server.restart().await;
@@ -224,7 +222,8 @@ async fn wait_ready(url: &str) {
 
 impl Split {
     async fn start(dir: TempDir, backends: Backends) -> Split {
-        let (front_port, ledger_port, consolidator_port) = (free_port(), free_port(), free_port());
+        let (front_port, ledger_port, consolidator_port) =
+            (common::free_port(), common::free_port(), common::free_port());
         let front = format!("http://127.0.0.1:{front_port}");
         let status = command(&backends, &front).arg("migrate").status().unwrap();
         assert!(status.success());

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly, by design
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -295,10 +297,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Retries `connect` until it succeeds or `within` passes.
 async fn connect_within(addr: SocketAddr, client: &TlsConnector, within: Duration) -> TlsStream<TcpStream> {
     let deadline = Instant::now() + within;
@@ -316,7 +314,7 @@ async fn serve_with_a_certificate_advertises_https_and_reloads_it_on_sighup() {
     // Given `cashflow serve --tls-cert … --tls-key …` (no public URL given)
     let (old, new, dir) = (Ca::new("old CA"), Ca::new("new CA"), tempfile::tempdir().unwrap());
     let (cert, key) = old.write_server_files(dir.path());
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(BIN)
         .args(["serve", "--no-demo", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path().join("data"))
@@ -404,7 +402,7 @@ impl Cluster {
             .unwrap();
         assert!(init.success(), "initdb failed");
         std::fs::write(data.join("pg_hba.conf"), "hostssl all all 127.0.0.1/32 trust\n").unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let d = dir.path().display();
         let options = format!(
             "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={d} -c ssl=on \
@@ -477,7 +475,7 @@ fn start_redis(ca: &Ca, dir: &Path) -> (Killed, u16) {
     let server = std::env::var("CASHFLOW_TEST_REDIS_SERVER").expect("CASHFLOW_TEST_REDIS_SERVER");
     let (cert, key) = ca.write_server_files(dir);
     let ca_file = write_ca(dir, "redis-ca.pem", ca);
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(server)
         .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1"])
         .arg("--tls-cert-file")

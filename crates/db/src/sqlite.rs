@@ -83,3 +83,33 @@ pub async fn migrate_sqlite(pool: &SqlitePool, migrations: &[MigrationSource]) -
 
 /// How many times opening or migrating is tried again when another process is doing the same.
 const RETRIES: u32 = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST: MigrationSource =
+        MigrationSource { version: 1, description: "first", sql: "CREATE TABLE a (x INTEGER);" };
+    const SECOND: MigrationSource =
+        MigrationSource { version: 2, description: "second", sql: "CREATE TABLE b (x INTEGER);" };
+
+    #[tokio::test]
+    async fn a_release_refuses_a_database_that_a_newer_release_migrated_further() {
+        // Given a database migrated by a release that knows two migrations
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let pool = open_sqlite(&url, 1).await.unwrap();
+        migrate_sqlite(&pool, &[FIRST, SECOND]).await.unwrap();
+
+        // When a release that knows only the first starts on it
+        let older = migrate_sqlite(&pool, &[FIRST]).await.unwrap_err();
+
+        // Then it refuses, naming the migration it does not know (docs/deploy-aws.md, "A bad
+        // release"), rather than run against a schema it was not written for
+        assert!(matches!(older, DbError::Migrate(sqlx::migrate::MigrateError::VersionMissing(2))), "{older:?}");
+        let reason = std::error::Error::source(&older).map(ToString::to_string).unwrap_or_default();
+        assert_eq!(reason, "migration 2 was previously applied but is missing in the resolved migrations");
+        // And the newer release still starts on it, with nothing left to apply
+        migrate_sqlite(&pool, &[FIRST, SECOND]).await.unwrap();
+    }
+}

@@ -1,6 +1,7 @@
-//! What several test binaries share: the merchant of their given, and the served router asked
-//! for pages as a browser asks for them (`oneshot`, no socket), so that each test file holds
-//! only its own set-up and specs. Each test binary uses its own subset.
+//! What several test binaries share: the merchant of their given, the served router asked
+//! for pages as a browser asks for them (`oneshot`, no socket), and the ports the tests that
+//! start processes listen on, so that each test file holds only its own set-up and specs. Each
+//! test binary uses its own subset.
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -95,5 +96,20 @@ pub trait Site {
             .body(Body::from(body))
             .unwrap();
         self.send(request).await
+    }
+}
+
+/// A free port no other test of this process has been given: the tests run in parallel and
+/// some restart a server on its port, so a port the system handed out twice made a test's
+/// server fail to bind while the test talked to another test's server (CI, session 27).
+pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
     }
 }
