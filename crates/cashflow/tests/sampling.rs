@@ -157,8 +157,7 @@ async fn a_request_sampled_out_exports_no_span_while_its_log_lines_carry_its_tra
         .map(|s| s.name().to_owned())
         .collect();
     assert!(orphans.is_empty(), "spans of a request exported without it: {orphans:?}");
-    // And the request was served under the logs-only subscriber, whose log line carries its
-    // request id, trace id and span id all the same
+    // And its log line carries its request id, trace id and span id all the same
     let served = t
         .logs
         .lines()

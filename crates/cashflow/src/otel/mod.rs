@@ -52,9 +52,11 @@
 //!   Lambda's; the `X-Amzn-Trace-Id` header is continued in either format. In the default
 //!   `w3c` format a trace started here takes the request id's hex as its id, as it does in the
 //!   logs when nothing is exported.
-//! - Only our crates' spans (debug and above) and warnings/errors (as span events; an error
-//!   makes its span's status an error) are exported: the per-layer filter leaves the log
-//!   filter (`RUST_LOG`) and so the cost of an untraced process as they were.
+//! - Only our crates' spans (debug and above) are exported, with the warnings and errors logged
+//!   inside the `tracing` ones (the relay's and the consumer's batch spans) as span events (an
+//!   error makes its span's status an error); a request's span is an error when it answers a
+//!   5xx. An untraced process builds none of this: its subscriber is the logs' alone, filtered
+//!   by `RUST_LOG` as before.
 
 mod batch;
 mod otlp;
