@@ -53,10 +53,9 @@
 //!   `w3c` format a trace started here takes the request id's hex as its id, as it does in the
 //!   logs when nothing is exported.
 //! - Only our crates' spans (debug and above) are exported, with the warnings and errors logged
-//!   inside the `tracing` ones (the relay's and the consumer's batch spans) as span events (an
-//!   error makes its span's status an error); a request's span is an error when it answers a
-//!   5xx. An untraced process builds none of this: its subscriber is the logs' alone, filtered
-//!   by `RUST_LOG` as before.
+//!   inside them as span events (an error makes its span's status an error; a request's span
+//!   is one too when it answers a 5xx). An untraced process builds none of this: its
+//!   subscriber is the logs' alone, filtered by `RUST_LOG` as before.
 
 mod batch;
 mod otlp;
@@ -422,13 +421,14 @@ struct Export {
 struct Direct {
     ids: ([u8; 16], [u8; 8]),
     /// Taken when the span ends.
-    record: std::sync::Mutex<Option<SpanRecord>>,
+    record: span::Held,
     batch: Arc<batch::Batch>,
 }
 
 impl Direct {
     fn new(record: SpanRecord, batch: &Arc<batch::Batch>) -> Self {
-        Self { ids: (record.trace, record.span), record: std::sync::Mutex::new(Some(record)), batch: batch.clone() }
+        let ids = (record.trace, record.span);
+        Self { ids, record: Arc::new(std::sync::Mutex::new(Some(record))), batch: batch.clone() }
     }
 
     /// Ends the span (once), after `last` has had the record.
@@ -443,7 +443,7 @@ impl Direct {
 
 impl ExportedRequest for Direct {
     fn in_scope(&self, f: &mut dyn FnMut()) {
-        span::in_request(self.ids, f);
+        span::in_request(self.ids, &self.record, f);
     }
 
     fn end(&self, status: u16) {
@@ -460,7 +460,7 @@ impl ExportedRequest for Direct {
 
 impl ExportedSpan for Direct {
     fn in_scope(&self, f: &mut dyn FnMut()) {
-        span::in_request(self.ids, f);
+        span::in_request(self.ids, &self.record, f);
     }
 
     fn set(&self, key: &'static str, value: String) {
@@ -722,6 +722,35 @@ mod tests {
         assert_eq!(continued.attribute("http.route").as_deref(), Some("/v1/entries"));
         assert_eq!(continued.attribute("http.request.method").as_deref(), Some("POST"));
         assert!(continued.end >= continued.start && continued.start > 0);
+    }
+
+    #[test]
+    fn warnings_and_errors_logged_inside_a_directly_recorded_span_are_its_events() {
+        use cashflow_http::context::SpanExport;
+        use tracing_subscriber::layer::SubscriberExt;
+        let memory = InMemory::default();
+        let export = export(TraceConfig::default(), &memory);
+        let subscriber = tracing_subscriber::registry().with(unfiltered_layer(&export.pipeline, &export.config));
+        tracing::subscriber::with_default(subscriber, || {
+            let traceparent = "00-0a37b3206160403c8af4150f3ade4544-0a37b3206160403c-01";
+            let span = export.start_request(&RequestSpan { method: "GET", route: "/r", parent: None, traceparent });
+            span.in_scope(&mut || {
+                tracing::warn!(target: "cashflow_test", retry_in_ms = 50_u64, "cache unavailable");
+                tracing::error!(target: "cashflow_test", "store failed");
+                tracing::warn!(target: "hyper", "not ours");
+            });
+            tracing::warn!(target: "cashflow_test", "outside the span");
+            span.end(200);
+        });
+        assert!(export.pipeline.flush(std::time::Duration::from_secs(5)));
+
+        let spans = memory.spans();
+        let [request] = spans.as_slice() else { panic!("{spans:?}") };
+        let names: Vec<&str> = request.events().iter().map(|e| e.name.as_ref()).collect();
+        assert_eq!(names, ["cache unavailable", "store failed"]);
+        let retry = request.events()[0].attributes.iter().find(|a| a.key == "retry_in_ms").map(|a| a.value.clone());
+        assert_eq!(retry, Some(Value::Int(50)));
+        assert!(request.is_error(), "an error inside makes the span an error, whatever the status");
     }
 
     fn ids(traceparent: &str) -> ([u8; 16], [u8; 8]) {

@@ -17,7 +17,7 @@
 //! recorded (its children must know they are sampled out) but never handed to the batch.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -164,6 +164,21 @@ impl SpanRecord {
         &self.events
     }
 
+    /// Adds a warning or error logged inside the span as its event; an error makes the span's
+    /// status an error.
+    fn add_event(&mut self, event: &Event<'_>) {
+        let meta = event.metadata();
+        let mut fields = EventFields { message: None, attributes: Vec::new() };
+        event.record(&mut fields);
+        let name: Cow<'static, str> = fields.message.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
+        if *meta.level() == tracing::Level::ERROR {
+            self.error = Some(name.to_string());
+        }
+        fields.attributes.push(Attribute { key: "level", value: Value::Str(meta.level().as_str().to_owned()) });
+        fields.attributes.push(Attribute { key: "target", value: Value::Str(meta.target().to_owned()) });
+        self.events.push(SpanEvent { time: now(), name, attributes: fields.attributes });
+    }
+
     pub(crate) fn set(&mut self, key: &'static str, value: Value) {
         match self.attributes.iter_mut().find(|a| a.key == key) {
             Some(attribute) => attribute.value = value,
@@ -177,22 +192,30 @@ pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A span recorded directly: its record, until it ends.
+pub(crate) type Held = Arc<std::sync::Mutex<Option<SpanRecord>>>;
+
+/// A span's (trace id, span id).
+pub(crate) type SpanIds = ([u8; 16], [u8; 8]);
+
 thread_local! {
     /// The span recorded directly (a request's, or one of its path's) being polled on this
-    /// thread: (trace id, span id).
-    static CURRENT: Cell<Option<([u8; 16], [u8; 8])>> = const { Cell::new(None) };
+    /// thread: (trace id, span id), and its record, which the warnings and errors logged
+    /// meanwhile join as events.
+    static CURRENT: RefCell<Option<(SpanIds, Held)>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with the directly recorded span `ids` current on this thread.
-pub(crate) fn in_request(ids: ([u8; 16], [u8; 8]), f: &mut dyn FnMut()) {
-    let previous = CURRENT.with(|c| c.replace(Some(ids)));
+/// Runs `f` with the directly recorded span `ids` (whose record is `held`) current on this
+/// thread.
+pub(crate) fn in_request(ids: SpanIds, held: &Held, f: &mut dyn FnMut()) {
+    let previous = CURRENT.with(|c| c.replace(Some((ids, held.clone()))));
     f();
-    CURRENT.with(|c| c.set(previous));
+    CURRENT.with(|c| *c.borrow_mut() = previous);
 }
 
 /// The directly recorded span being polled on this thread, if any.
-pub(crate) fn current() -> Option<([u8; 16], [u8; 8])> {
-    CURRENT.with(Cell::get)
+pub(crate) fn current() -> Option<SpanIds> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(ids, _)| *ids))
 }
 
 /// The layer that records our spans and hands the sampled ones to the batch when they close.
@@ -262,19 +285,20 @@ where
         if !super::Exported::wanted(event.metadata()) {
             return;
         }
-        let Some(span) = ctx.event_span(event) else { return };
-        let mut extensions = span.extensions_mut();
-        let Some(record) = extensions.get_mut::<SpanRecord>() else { return };
-        let meta = event.metadata();
-        let mut fields = EventFields { message: None, attributes: Vec::new() };
-        event.record(&mut fields);
-        let name: Cow<'static, str> = fields.message.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
-        if *meta.level() == tracing::Level::ERROR {
-            record.error = Some(name.to_string());
+        // The innermost `tracing` span of ours, else the directly recorded span being polled.
+        if let Some(span) = ctx.event_span(event) {
+            if let Some(record) = span.extensions_mut().get_mut::<SpanRecord>() {
+                record.add_event(event);
+                return;
+            }
         }
-        fields.attributes.push(Attribute { key: "level", value: Value::Str(meta.level().as_str().to_owned()) });
-        fields.attributes.push(Attribute { key: "target", value: Value::Str(meta.target().to_owned()) });
-        record.events.push(SpanEvent { time: now(), name, attributes: fields.attributes });
+        CURRENT.with(|c| {
+            if let Some((_, held)) = c.borrow().as_ref() {
+                if let Some(record) = held.lock().ok().as_deref_mut().and_then(Option::as_mut) {
+                    record.add_event(event);
+                }
+            }
+        });
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
