@@ -130,15 +130,16 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
 ///
 /// The logs' span carries the method, route, request id, trace id and span id, so every log
 /// line of the request can be found by any of them; it is the same whether or not the request
-/// is exported, and the exporter's filter never takes it (its target says so). The exported
+/// is exported, and the exporting layer never takes it (its target says so). The exported
 /// span is the exporter's own ([`SpanExport::start_request`]): a server span named after the
 /// route, as OpenTelemetry's HTTP conventions name it, with the request's own trace and span
 /// ids (so the outbox event names it as its parent), its method and route, and the response
 /// status once known (the request id is in the logs, and a trace started here takes its hex as
 /// its id). It is not a `tracing` span: as one, its ten fields went through the logs' formatter
-/// and through the OpenTelemetry layer, each making a string of every one, and a traced read
-/// cost 1.4 µs more (`cashflow-bench tracing`'s span floor, BENCHMARKS.md, session 25). The
-/// spans the handler starts while it runs inside it ([`Self::serve`]) are its children.
+/// and through `tracing-opentelemetry` (then the exporter), each making a string of every one,
+/// and a traced read cost 1.4 µs more (`cashflow-bench tracing`'s span floor, BENCHMARKS.md,
+/// session 25). The spans the handler starts while it runs inside it ([`Self::serve`]) are its
+/// children.
 ///
 /// Public for the benchmark that measures what exporting a request costs (`cashflow-bench
 /// tracing`).

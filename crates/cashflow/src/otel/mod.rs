@@ -222,23 +222,18 @@ impl Pipeline {
     }
 }
 
-/// Which spans and events the exporter takes: our crates' spans at debug and above, and their
-/// warnings and errors (as span events); none of a trace sampled out, and never the logs' own
-/// span of a request (target `cashflow_http::unexported`).
-#[derive(Debug, Clone, Copy)]
-pub struct Exported;
-
-impl Exported {
-    /// What the metadata alone decides (once per call site).
-    pub(crate) fn wanted(meta: &Metadata<'_>) -> bool {
-        let level = if meta.is_span() { Level::DEBUG } else { Level::WARN };
-        let target = meta.target();
-        target.starts_with("cashflow") && target != "cashflow_http::unexported" && *meta.level() <= level
-    }
+/// Whether the exporter takes what `meta` describes: our crates' spans at debug and above, and
+/// their warnings and errors (as span events), never the logs' own span of a request (target
+/// `cashflow_http::unexported`). Only the metadata decides; a trace sampled out is refused
+/// apart, at each span.
+pub(crate) fn exported(meta: &Metadata<'_>) -> bool {
+    let level = if meta.is_span() { Level::DEBUG } else { Level::WARN };
+    let target = meta.target();
+    target.starts_with("cashflow") && target != "cashflow_http::unexported" && *meta.level() <= level
 }
 
 /// The process's one filter when spans are exported: a span or event is made when the logs'
-/// filter (`RUST_LOG`) enables it or the exporter wants it ([`Exported`]). The logs and the
+/// filter (`RUST_LOG`) enables it or the exporter wants it ([`exported`]). The logs and the
 /// exporting layer then both see everything made, and each ignores what is not its own: the
 /// exporter every span but ours, the logs our debug spans (which show as the context of the
 /// lines logged inside them, as any span does).
@@ -267,7 +262,7 @@ where
 {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         let logs = Layer::<S>::register_callsite(&self.logs, meta);
-        match Exported::wanted(meta) {
+        match exported(meta) {
             // Whether its trace is sampled is known only at each call.
             true if !logs.is_always() => Interest::sometimes(),
             _ => logs,
@@ -275,8 +270,7 @@ where
     }
 
     fn enabled(&self, meta: &Metadata<'_>, cx: Context<'_, S>) -> bool {
-        Layer::<S>::enabled(&self.logs, meta, cx)
-            || (Exported::wanted(meta) && !cashflow_http::context::in_unsampled_trace())
+        Layer::<S>::enabled(&self.logs, meta, cx) || (exported(meta) && !cashflow_http::context::in_unsampled_trace())
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {

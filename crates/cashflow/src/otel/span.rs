@@ -168,15 +168,18 @@ impl SpanRecord {
     /// status an error.
     fn add_event(&mut self, event: &Event<'_>) {
         let meta = event.metadata();
-        let mut fields = EventFields { message: None, attributes: Vec::new() };
-        event.record(&mut fields);
-        let name: Cow<'static, str> = fields.message.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
+        let (mut message, mut attributes) = (None, Vec::new());
+        event.record(&mut Values(|key, value| match (key, value) {
+            ("message", Value::Str(text)) => message = Some(text),
+            (key, value) => attributes.push(Attribute { key, value }),
+        }));
+        let name: Cow<'static, str> = message.map_or(Cow::Borrowed(meta.name()), Cow::Owned);
         if *meta.level() == tracing::Level::ERROR {
             self.error = Some(name.to_string());
         }
-        fields.attributes.push(Attribute { key: "level", value: Value::Str(meta.level().as_str().to_owned()) });
-        fields.attributes.push(Attribute { key: "target", value: Value::Str(meta.target().to_owned()) });
-        self.events.push(SpanEvent { time: now(), name, attributes: fields.attributes });
+        attributes.push(Attribute { key: "level", value: Value::Str(meta.level().as_str().to_owned()) });
+        attributes.push(Attribute { key: "target", value: Value::Str(meta.target().to_owned()) });
+        self.events.push(SpanEvent { time: now(), name, attributes });
     }
 
     pub(crate) fn set(&mut self, key: &'static str, value: Value) {
@@ -248,7 +251,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         // The filter makes what the logs want too: only ours, and not of a trace sampled out.
-        if !super::Exported::wanted(attrs.metadata()) || cashflow_http::context::in_unsampled_trace() {
+        if !super::exported(attrs.metadata()) || cashflow_http::context::in_unsampled_trace() {
             return;
         }
         let Some(span) = ctx.span(id) else { return };
@@ -257,14 +260,14 @@ where
             .and_then(|p| p.extensions().get::<SpanRecord>().map(|r| (r.trace, r.span, r.sampled)))
             .or_else(|| current().map(|(trace, span)| (trace, span, true)));
         let mut record = self.start(attrs.metadata().name(), parent);
-        attrs.record(&mut Fields(&mut record));
+        attrs.record(&mut Values(|key, value| record.set(key, value)));
         span.extensions_mut().insert(record);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             if let Some(record) = span.extensions_mut().get_mut::<SpanRecord>() {
-                values.record(&mut Fields(record));
+                values.record(&mut Values(|key, value| record.set(key, value)));
             }
         }
     }
@@ -282,7 +285,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if !super::Exported::wanted(event.metadata()) {
+        if !super::exported(event.metadata()) {
             return;
         }
         // The innermost `tracing` span of ours, else the directly recorded span being polled.
@@ -324,64 +327,27 @@ pub(crate) fn with_record(span: &tracing::Span, f: impl FnOnce(&mut SpanRecord))
     });
 }
 
-/// Writes a span's fields as its attributes.
-struct Fields<'a>(&'a mut SpanRecord);
+/// Hands each field of a span or event to `F` as an attribute value.
+struct Values<F: FnMut(&'static str, Value)>(F);
 
-impl Visit for Fields<'_> {
+impl<F: FnMut(&'static str, Value)> Visit for Values<F> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.set(field.name(), Value::Str(value.to_owned()));
+        (self.0)(field.name(), Value::Str(value.to_owned()));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), Value::Bool(value));
+        (self.0)(field.name(), Value::Bool(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), Value::Int(value));
+        (self.0)(field.name(), Value::Int(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        let value = i64::try_from(value).map_or_else(|_| Value::Str(value.to_string()), Value::Int);
-        self.0.set(field.name(), value);
+        (self.0)(field.name(), i64::try_from(value).map_or_else(|_| Value::Str(value.to_string()), Value::Int));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.set(field.name(), Value::Float(value));
+        (self.0)(field.name(), Value::Float(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.set(field.name(), Value::Str(format!("{value:?}")));
-    }
-}
-
-/// An event's message (its name) and its other fields.
-struct EventFields {
-    message: Option<String>,
-    attributes: Vec<Attribute>,
-}
-
-impl Visit for EventFields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.record(field, Value::Str(value.to_owned()));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.record(field, Value::Bool(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.record(field, Value::Int(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.record(field, i64::try_from(value).map_or_else(|_| Value::Str(value.to_string()), Value::Int));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.record(field, Value::Float(value));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.record(field, Value::Str(format!("{value:?}")));
-    }
-}
-
-impl EventFields {
-    fn record(&mut self, field: &Field, value: Value) {
-        match (field.name(), value) {
-            ("message", Value::Str(message)) => self.message = Some(message),
-            (key, value) => self.attributes.push(Attribute { key, value }),
-        }
+        (self.0)(field.name(), Value::Str(format!("{value:?}")));
     }
 }
 
