@@ -83,7 +83,7 @@ fn logs(filter: EnvFilter, format: LogFormat) -> tracing::Dispatch {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.finish().into(),
+        LogFormat::Text => builder.fmt_fields(TextFields).finish().into(),
         LogFormat::Json => builder.json().flatten_event(true).finish().into(),
     }
 }
@@ -102,7 +102,7 @@ pub fn with_traces(
     use tracing_subscriber::Layer;
     let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
     let logs = match format {
-        LogFormat::Text => logs.boxed(),
+        LogFormat::Text => logs.fmt_fields(TextFields).boxed(),
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
     };
     tracing_subscriber::registry()
@@ -138,6 +138,85 @@ pub fn shutdown() {
         if !pipeline.shutdown(FLUSH_TIMEOUT) {
             eprintln!("spans not all exported at shutdown: the exporter did not finish within 5 s");
         }
+    }
+}
+
+/// The text logs' fields, written exactly as `tracing-subscriber`'s default format writes them
+/// (`name=value`, the message first), with the common case written directly: a field other
+/// than the message, on a writer without colours, is its name, `=` and its value's `Debug`.
+///
+/// Why: every request makes an `http` span whose five fields (method, route, request id, trace
+/// id, span id) the logs format when the span is made, logged or not. The default visitor
+/// paints each field's name and `=` (with an empty style when there are no colours) and
+/// writes the three through one formatting call: about 1,000 instructions a field, a tenth of
+/// a cached read's own instructions (BENCHMARKS.md, session 28). The message, raw
+/// identifiers (`r#type`), errors (their sources) and a terminal's colours are left to the
+/// default visitor, so a line reads the same either way (`text_fields_write_what_the_default_format_writes`).
+struct TextFields;
+
+impl<'writer> tracing_subscriber::fmt::FormatFields<'writer> for TextFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = TextVisitor { writer, is_empty: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// [`TextFields`]'s visitor: the default one's state (is this the first field, did a write fail).
+struct TextVisitor<'writer> {
+    writer: tracing_subscriber::fmt::format::Writer<'writer>,
+    is_empty: bool,
+    result: std::fmt::Result,
+}
+
+impl TextVisitor<'_> {
+    /// Hands one field to the default visitor, which writes it after what was written so far.
+    fn by_default(&mut self, record: impl FnOnce(&mut tracing_subscriber::fmt::format::DefaultVisitor<'_>)) {
+        use tracing_subscriber::field::VisitOutput;
+        let mut default = tracing_subscriber::fmt::format::DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut default);
+        self.result = default.finish();
+        self.is_empty = false;
+    }
+
+    /// Whether `field` is written here rather than by the default visitor.
+    fn plain(&self, field: &tracing::field::Field) -> bool {
+        let name = field.name();
+        !self.writer.has_ansi_escapes() && name != "message" && !name.starts_with("r#")
+    }
+}
+
+impl tracing::field::Visit for TextVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if self.plain(field) {
+            self.record_debug(field, &value);
+        } else {
+            self.by_default(|default| default.record_str(field, value));
+        }
+    }
+
+    fn record_error(&mut self, field: &tracing::field::Field, value: &(dyn std::error::Error + 'static)) {
+        self.by_default(|default| default.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        if !self.plain(field) {
+            return self.by_default(|default| default.record_debug(field, value));
+        }
+        let separator = if std::mem::take(&mut self.is_empty) { "" } else { " " };
+        self.result = self
+            .writer
+            .write_str(separator)
+            .and_then(|()| self.writer.write_str(field.name()))
+            .and_then(|()| self.writer.write_str("="))
+            .and_then(|()| write!(self.writer, "{value:?}"));
     }
 }
 
@@ -459,5 +538,82 @@ mod tests {
         let before = names.len();
         names.dedup();
         assert_eq!(names.len(), before);
+    }
+
+    /// Everything `f` logs, formatted by a text subscriber (no time, colours when `ansi`) whose
+    /// fields are written by `fields`.
+    fn logged<N>(fields: N, ansi: bool, f: impl FnOnce()) -> String
+    where
+        N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
+    {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .without_time()
+            .with_ansi(ansi)
+            .with_writer(move || writer.clone())
+            .fmt_fields(fields)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// Every kind of field a line of ours carries, in a span and in an event inside it.
+    fn a_request_with_a_failure() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("store unavailable")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("connection refused"));
+        let span = tracing::info_span!(
+            "http",
+            method = %"GET",
+            route = %"/v1/balances/daily/{date}",
+            request_id = %"7d0c8b1e-2f0a-4c52-9b3e-5a8f1d2c3b4a",
+            id = "a \"quoted\" str",
+            count = 3_i64,
+            ratio = 0.5_f64,
+            ok = true,
+            r#type = "credit",
+            shape = ?Some(1),
+        );
+        let _entered = span.enter();
+        tracing::warn!(
+            error = &error as &(dyn std::error::Error + 'static),
+            attempt = 2_u64,
+            "the write was refused: {}",
+            "retrying"
+        );
+        tracing::info!(message = "only a message");
+        tracing::debug!(status = 200_u16, latency_ms = 1_u128, "request served");
+    }
+
+    #[test]
+    fn text_fields_write_what_the_default_format_writes() {
+        for ansi in [false, true] {
+            let default = logged(tracing_subscriber::fmt::format::DefaultFields::new(), ansi, a_request_with_a_failure);
+            let ours = logged(TextFields, ansi, a_request_with_a_failure);
+            assert_eq!(ours, default, "ansi: {ansi}");
+            assert_eq!(ours.lines().count(), 3, "{ours}");
+        }
+        let plain = logged(TextFields, false, a_request_with_a_failure);
+        assert!(
+            plain.contains(r#"request_id=7d0c8b1e-2f0a-4c52-9b3e-5a8f1d2c3b4a id="a \"quoted\" str" count=3"#),
+            "{plain}"
+        );
+        assert!(plain.contains("error=store unavailable error.sources=[connection refused] attempt=2"), "{plain}");
     }
 }

@@ -12,7 +12,13 @@ use cashflow_domain::{
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One integration event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its wire form is one object: `event_id`, `version`, `occurred_at`, `trace` (when set),
+/// `type` (the body's kind) and `data` (the body). Both directions are written by hand around
+/// the bodies' derived forms: serde's `flatten` serializes through a buffering map, and an
+/// adjacently tagged body parsed as a `serde_json::Value` first costs a tree of owned strings;
+/// the two were a tenth of an embedded write's instructions (BENCHMARKS.md, session 28).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "WireEvent")]
 pub struct Event {
     /// Unique per event; consumers deduplicate on it.
@@ -24,15 +30,12 @@ pub struct Event {
     pub occurred_at: DateTime<Utc>,
     /// The W3C `traceparent` of the request that produced the event, so the consolidator's work
     /// joins the same trace (and queues can carry it as a message attribute).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
-    #[serde(flatten)]
     pub body: EventBody,
 }
 
-/// What happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+/// What happened: the wire form's `type` and `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBody {
     MerchantRegistered(MerchantRegistered),
     EntryRecorded(EntryRecorded),
@@ -42,12 +45,46 @@ pub enum EventBody {
     /// and skipped instead of dead-lettered. Consumers of releases before this variant existed
     /// treat such an event as poison (see `docs/architecture.md`, "Closing a day"). Never
     /// produced, so never serialized.
-    #[serde(skip)]
     Unknown,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeStruct};
+        let fields = if self.trace.is_some() { 6 } else { 5 };
+        let mut event = serializer.serialize_struct("Event", fields)?;
+        event.serialize_field("event_id", &self.event_id)?;
+        event.serialize_field("version", &self.version)?;
+        event.serialize_field("occurred_at", &self.occurred_at)?;
+        if let Some(trace) = &self.trace {
+            event.serialize_field("trace", trace)?;
+        }
+        match &self.body {
+            EventBody::MerchantRegistered(data) => {
+                event.serialize_field("type", "merchant_registered")?;
+                event.serialize_field("data", data)?;
+            }
+            EventBody::EntryRecorded(data) => {
+                event.serialize_field("type", "entry_recorded")?;
+                event.serialize_field("data", data)?;
+            }
+            EventBody::DayClosed(data) => {
+                event.serialize_field("type", "day_closed")?;
+                event.serialize_field("data", data)?;
+            }
+            EventBody::DayReopened(data) => {
+                event.serialize_field("type", "day_reopened")?;
+                event.serialize_field("data", data)?;
+            }
+            EventBody::Unknown => return Err(S::Error::custom("an event of an unknown kind is never written")),
+        }
+        event.end()
+    }
 }
 
 /// The wire form as read: the body's kind and data are parsed apart, so that an unknown kind
 /// becomes [`EventBody::Unknown`] while a known kind with bad data is still an error (poison).
+/// The data is kept as its text until the kind is known, then parsed once into its type.
 #[derive(Deserialize)]
 struct WireEvent {
     event_id: EventId,
@@ -57,18 +94,19 @@ struct WireEvent {
     trace: Option<String>,
     #[serde(rename = "type")]
     kind: String,
-    data: serde_json::Value,
+    data: Box<serde_json::value::RawValue>,
 }
 
 impl TryFrom<WireEvent> for Event {
     type Error = serde_json::Error;
 
     fn try_from(wire: WireEvent) -> Result<Self, Self::Error> {
+        let data = wire.data.get();
         let body = match wire.kind.as_str() {
-            "merchant_registered" => EventBody::MerchantRegistered(serde_json::from_value(wire.data)?),
-            "entry_recorded" => EventBody::EntryRecorded(serde_json::from_value(wire.data)?),
-            "day_closed" => EventBody::DayClosed(serde_json::from_value(wire.data)?),
-            "day_reopened" => EventBody::DayReopened(serde_json::from_value(wire.data)?),
+            "merchant_registered" => EventBody::MerchantRegistered(serde_json::from_str(data)?),
+            "entry_recorded" => EventBody::EntryRecorded(serde_json::from_str(data)?),
+            "day_closed" => EventBody::DayClosed(serde_json::from_str(data)?),
+            "day_reopened" => EventBody::DayReopened(serde_json::from_str(data)?),
             _ => EventBody::Unknown,
         };
         Ok(Event {
