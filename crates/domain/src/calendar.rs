@@ -18,9 +18,10 @@ pub enum CalendarError {
     UnknownTimeZone(String),
 }
 
-/// A calendar day in a merchant's time zone, the unit of the daily consolidation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// A calendar day in a merchant's time zone, the unit of the daily consolidation. Written and
+/// read as `YYYY-MM-DD` (always four digits of year: see [`BusinessDate::MIN`] and
+/// [`BusinessDate::MAX`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BusinessDate(NaiveDate);
 
 impl BusinessDate {
@@ -81,9 +82,57 @@ impl BusinessDate {
     }
 }
 
+impl BusinessDate {
+    /// `YYYY-MM-DD`, written by hand: every entry's event, row and response writes its date,
+    /// and chrono's `format` reads its format string again at every call (BENCHMARKS.md,
+    /// session 28).
+    fn text(&self) -> [u8; 10] {
+        use chrono::Datelike;
+        let digit = |n: u32| b'0' + (n % 10) as u8;
+        // Within MIN..=MAX the year has four digits.
+        let (year, month, day) = (self.0.year().unsigned_abs(), self.0.month(), self.0.day());
+        [
+            digit(year / 1000),
+            digit(year / 100),
+            digit(year / 10),
+            digit(year),
+            b'-',
+            digit(month / 10),
+            digit(month),
+            b'-',
+            digit(day / 10),
+            digit(day),
+        ]
+    }
+}
+
 impl fmt::Display for BusinessDate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%d"))
+        let text = self.text();
+        f.pad(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl Serialize for BusinessDate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.text();
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for BusinessDate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BusinessDate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a date as YYYY-MM-DD")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BusinessDate, E> {
+                BusinessDate::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -211,6 +260,28 @@ mod tests {
                 .filter(|_| !text.contains(' '));
             proptest::prop_assert_eq!(BusinessDate::parse(&text).ok(), chrono, "{}", text);
         }
+
+        /// Every supported day is written as chrono's `%Y-%m-%d` writes it, in JSON too, and
+        /// read back.
+        #[test]
+        fn dates_are_written_as_chrono_writes_them(days in 0u64..=2_932_896) {
+            let date = BusinessDate::MIN.naive().checked_add_days(Days::new(days)).and_then(BusinessDate::from_naive);
+            let date = date.ok_or_else(|| proptest::test_runner::TestCaseError::reject("past MAX"))?;
+            let expected = date.naive().format("%Y-%m-%d").to_string();
+            proptest::prop_assert_eq!(date.to_string(), expected.clone());
+            let json = serde_json::to_string(&date).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(&json, &format!("\"{expected}\""));
+            proptest::prop_assert_eq!(serde_json::from_str::<BusinessDate>(&json).ok(), Some(date));
+        }
+    }
+
+    #[test]
+    fn the_edges_of_the_supported_range_are_written_with_four_digits() {
+        assert_eq!(BusinessDate::MIN.to_string(), "1970-01-01");
+        assert_eq!(BusinessDate::MAX.to_string(), "9999-12-31");
+        assert_eq!(format!("[{:>12}]", BusinessDate::MIN), "[  1970-01-01]");
+        assert!(serde_json::from_str::<BusinessDate>("\"2026-13-01\"").is_err());
+        assert!(serde_json::from_str::<BusinessDate>("20261201").is_err());
     }
 
     #[test]

@@ -15,11 +15,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 ///
 /// Its wire form is one object: `event_id`, `version`, `occurred_at`, `trace` (when set),
 /// `type` (the body's kind) and `data` (the body). Both directions are written by hand around
-/// the bodies' derived forms: serde's `flatten` serializes through a buffering map, and an
-/// adjacently tagged body parsed as a `serde_json::Value` first costs a tree of owned strings;
-/// the two were a tenth of an embedded write's instructions (BENCHMARKS.md, session 28).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "WireEvent")]
+/// the bodies' derived forms, in one pass: serde's `flatten` serializes through a buffering
+/// map, and the adjacently tagged body used to be parsed into a `serde_json::Value` first (a
+/// tree of owned strings) so that an unknown kind could be told from bad data. With chrono's
+/// instants (see `instant`) they were about a tenth of an embedded write's instructions
+/// (BENCHMARKS.md, session 28).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Unique per event; consumers deduplicate on it.
     pub event_id: EventId,
@@ -55,7 +56,7 @@ impl Serialize for Event {
         let mut event = serializer.serialize_struct("Event", fields)?;
         event.serialize_field("event_id", &self.event_id)?;
         event.serialize_field("version", &self.version)?;
-        event.serialize_field("occurred_at", &self.occurred_at)?;
+        event.serialize_field("occurred_at", &crate::instant::Wire(&self.occurred_at))?;
         if let Some(trace) = &self.trace {
             event.serialize_field("trace", trace)?;
         }
@@ -82,38 +83,140 @@ impl Serialize for Event {
     }
 }
 
-/// The wire form as read: the body's kind and data are parsed apart, so that an unknown kind
-/// becomes [`EventBody::Unknown`] while a known kind with bad data is still an error (poison).
-/// The data is kept as its text until the kind is known, then parsed once into its type.
-#[derive(Deserialize)]
-struct WireEvent {
-    event_id: EventId,
-    version: u32,
-    occurred_at: DateTime<Utc>,
-    #[serde(default)]
-    trace: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
-    data: Box<serde_json::value::RawValue>,
+/// The wire form as read, in one pass. Our producers write `type` before `data`, so the data
+/// is parsed straight into its kind's type; from a producer that writes `data` first it is
+/// kept as its text until the kind is known. An unknown kind becomes [`EventBody::Unknown`]
+/// (its data skipped), while a known kind with bad data is still an error (poison). Unknown
+/// keys are ignored, a repeated one is an error, as in a derived `Deserialize`.
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(EventVisitor)
+    }
 }
 
-impl TryFrom<WireEvent> for Event {
-    type Error = serde_json::Error;
+/// The keys of an event's wire form.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Key {
+    EventId,
+    Version,
+    OccurredAt,
+    Trace,
+    Type,
+    Data,
+    #[serde(other)]
+    Other,
+}
 
-    fn try_from(wire: WireEvent) -> Result<Self, Self::Error> {
-        let data = wire.data.get();
-        let body = match wire.kind.as_str() {
-            "merchant_registered" => EventBody::MerchantRegistered(serde_json::from_str(data)?),
-            "entry_recorded" => EventBody::EntryRecorded(serde_json::from_str(data)?),
-            "day_closed" => EventBody::DayClosed(serde_json::from_str(data)?),
-            "day_reopened" => EventBody::DayReopened(serde_json::from_str(data)?),
-            _ => EventBody::Unknown,
+/// The kinds of body this release knows.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    MerchantRegistered,
+    EntryRecorded,
+    DayClosed,
+    DayReopened,
+    #[serde(other)]
+    Unknown,
+}
+
+/// A body's data, as parsed by the one [`Kind::read`] knows how.
+trait Data<'de>: Sized {
+    fn read<T: Deserialize<'de>>(self) -> Result<T, String>;
+    fn skip(self) -> Result<(), String>;
+}
+
+impl Kind {
+    fn read<'de>(self, data: impl Data<'de>) -> Result<EventBody, String> {
+        Ok(match self {
+            Kind::MerchantRegistered => EventBody::MerchantRegistered(data.read()?),
+            Kind::EntryRecorded => EventBody::EntryRecorded(data.read()?),
+            Kind::DayClosed => EventBody::DayClosed(data.read()?),
+            Kind::DayReopened => EventBody::DayReopened(data.read()?),
+            Kind::Unknown => {
+                data.skip()?;
+                EventBody::Unknown
+            }
+        })
+    }
+}
+
+/// The data as the next value of the event's map.
+struct NextValue<'a, A>(&'a mut A);
+
+impl<'de, A: serde::de::MapAccess<'de>> Data<'de> for NextValue<'_, A> {
+    fn read<T: Deserialize<'de>>(self) -> Result<T, String> {
+        self.0.next_value().map_err(|e| e.to_string())
+    }
+
+    fn skip(self) -> Result<(), String> {
+        self.0.next_value::<serde::de::IgnoredAny>().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// The data kept as its text (it came before the kind).
+struct Kept(Box<serde_json::value::RawValue>);
+
+impl<'de> Data<'de> for &'de Kept {
+    fn read<T: Deserialize<'de>>(self) -> Result<T, String> {
+        serde_json::from_str(self.0.get()).map_err(|e| e.to_string())
+    }
+
+    fn skip(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct EventVisitor;
+
+impl<'de> serde::de::Visitor<'de> for EventVisitor {
+    type Value = Event;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+        use serde::de::Error;
+        fn once<T, E: Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
+            match slot.replace(value) {
+                Some(_) => Err(E::duplicate_field(name)),
+                None => Ok(()),
+            }
+        }
+        let (mut event_id, mut version, mut occurred_at, mut trace) = (None, None, None, None::<Option<String>>);
+        let (mut kind, mut body, mut kept) = (None::<Kind>, None, None::<Kept>);
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::EventId => once(&mut event_id, "event_id", map.next_value()?)?,
+                Key::Version => once(&mut version, "version", map.next_value::<u32>()?)?,
+                Key::OccurredAt => {
+                    let at = map.next_value::<crate::instant::Value>()?;
+                    once(&mut occurred_at, "occurred_at", at.0)?;
+                }
+                Key::Trace => once(&mut trace, "trace", map.next_value()?)?,
+                Key::Type => once(&mut kind, "type", map.next_value()?)?,
+                Key::Data if body.is_some() || kept.is_some() => return Err(A::Error::duplicate_field("data")),
+                Key::Data => match kind {
+                    Some(kind) => body = Some(kind.read(NextValue(&mut map)).map_err(A::Error::custom)?),
+                    None => kept = Some(Kept(map.next_value()?)),
+                },
+                Key::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
+        let body = match (body, &kept) {
+            (Some(body), _) => body,
+            (None, Some(kept)) => kind.read(kept).map_err(A::Error::custom)?,
+            (None, None) => return Err(A::Error::missing_field("data")),
         };
         Ok(Event {
-            event_id: wire.event_id,
-            version: wire.version,
-            occurred_at: wire.occurred_at,
-            trace: wire.trace,
+            event_id: event_id.ok_or_else(|| A::Error::missing_field("event_id"))?,
+            version: version.ok_or_else(|| A::Error::missing_field("version"))?,
+            occurred_at: occurred_at.ok_or_else(|| A::Error::missing_field("occurred_at"))?,
+            trace: trace.flatten(),
             body,
         })
     }
@@ -130,6 +233,7 @@ pub struct DayClosed {
     /// (every day up to `date` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_closed_through: Option<BusinessDate>,
+    #[serde(with = "crate::instant")]
     pub closed_at: DateTime<Utc>,
     /// What was counted in the drawer, minor units (absent when not counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,6 +255,7 @@ pub struct DayReopened {
     /// The watermark after it (absent when no day stays closed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_through: Option<BusinessDate>,
+    #[serde(with = "crate::instant")]
     pub reopened_at: DateTime<Utc>,
     pub seq: i64,
 }
@@ -175,6 +280,7 @@ pub struct EntryRecorded {
     /// Minor units.
     pub amount: Amount,
     pub currency: Currency,
+    #[serde(with = "crate::instant")]
     pub recorded_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal_of: Option<EntryId>,
@@ -405,5 +511,32 @@ mod tests {
         assert!(Event::from_json("{}").is_err());
         assert!(Event::from_json(r#"{"event_id":"x"}"#).is_err());
         assert!(Event::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn the_body_is_read_whichever_of_type_and_data_comes_first() {
+        let event = Event::from_json(ENTRY_RECORDED_V1).unwrap();
+        // A producer that writes `data` before `type`, and keys this release does not know
+        let data = ENTRY_RECORDED_V1.split(r#""data":"#).nth(1).unwrap().strip_suffix('}').unwrap();
+        let reordered = format!(
+            r#"{{"data":{data},"note":{{"x":[1]}},"type":"entry_recorded","event_id":"0193a5b2-7c1e-7d4a-9f00-1b2c3d4e5f62","version":1,"occurred_at":"2026-11-23T13:15:00.123456Z","trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}"#
+        );
+        assert_eq!(Event::from_json(&reordered).unwrap(), event);
+        // An unknown kind is skipped whichever comes first; bad data of a known kind is poison either way
+        let unknown_first = reordered.replace(r#""type":"entry_recorded""#, r#""type":"till_counted""#);
+        assert_eq!(Event::from_json(&unknown_first).unwrap().body, EventBody::Unknown);
+        let bad = |json: &str| json.replace(r#""amount":15000"#, r#""amount":"lots""#);
+        assert!(Event::from_json(&bad(ENTRY_RECORDED_V1)).is_err());
+        assert!(Event::from_json(&bad(&reordered)).is_err());
+        // A key given twice, or a missing kind or body, is an error
+        let twice = ENTRY_RECORDED_V1.replacen(r#""version":1,"#, r#""version":1,"version":1,"#, 1);
+        assert!(Event::from_json(&twice).is_err());
+        assert!(Event::from_json(&ENTRY_RECORDED_V1.replace(r#""type":"entry_recorded","#, "")).is_err());
+        let no_data = format!("{}}}", ENTRY_RECORDED_V1.split(r#","data":"#).next().unwrap());
+        assert!(Event::from_json(&no_data).is_err(), "{no_data}");
+        // A null trace is no trace
+        let null_trace =
+            ENTRY_RECORDED_V1.replace(r#""00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01""#, "null");
+        assert_eq!(Event::from_json(&null_trace).unwrap().trace, None);
     }
 }

@@ -14,6 +14,7 @@
 //! - [`queue`]: the queue port ([`EventPublisher`], [`EventSource`]) any backend implements.
 
 pub mod event;
+mod instant;
 pub mod queue;
 
 pub use event::{DayClosed, DayReopened, EntryRecorded, Event, EventBody, MerchantRegistered};
