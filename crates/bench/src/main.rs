@@ -22,6 +22,7 @@
 //! - [`tls`]: `--tls`, the run's certificate and the CPU figures.
 //! - [`otlp_sink`]: `--otel-sampling`, where the traced runs of `write` and `read` export.
 
+mod compare;
 mod faults;
 mod nginx;
 mod oha;
@@ -65,6 +66,9 @@ enum Scenario {
     /// The cost of exporting traces: `write` and `read` closed loops untraced and at each
     /// `--otel-sampling` ratio (default 1,0.01), alternating, `--otel-rounds` times; not in `all`.
     Tracing,
+    /// This build against `--baseline PATH`: `write` and `read` closed loops of each build,
+    /// alternated, `--rounds` times, medians and the change; not in `all`.
+    Compare,
     /// Every scenario above.
     All,
 }
@@ -79,6 +83,7 @@ impl Scenario {
             Scenario::Faults => "faults",
             Scenario::Soak => "soak",
             Scenario::Tracing => "tracing",
+            Scenario::Compare => "compare",
             Scenario::All => "all",
         }
     }
@@ -214,6 +219,16 @@ struct Cli {
     #[arg(long, default_value_t = 3)]
     otel_rounds: usize,
 
+    /// `compare`: the other `cashflow` binary (release build), e.g. one built from an earlier
+    /// commit and copied aside.
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
+
+    /// `compare`: how many rounds (each runs `write` and `read` on both builds, the first build
+    /// of a round being the last of the one before).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+
     /// `production`: Postgres and Redis, but the embedded queue instead of SQS (moto), to
     /// take the emulator out of the measurement. Results are labelled
     /// `production-embedded-queue`.
@@ -283,6 +298,10 @@ async fn context(cli: &Cli) -> anyhow::Result<Ctx> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if cli.scenario == Scenario::Compare {
+        let baseline = cli.baseline.as_deref().ok_or_else(|| anyhow::anyhow!("compare needs --baseline PATH"))?;
+        anyhow::ensure!(baseline.is_file(), "--baseline {}: no such file", baseline.display());
+    }
     let mut ctx = context(&cli).await?;
     let machine = report::Machine::describe().await;
     let provenance = report::Provenance::collect(&ctx.root, &ctx.bin, &ctx.oha.version, &ctx.nginx.version).await;
@@ -334,6 +353,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             Scenario::Faults => faults::faults(&ctx).await,
             Scenario::Soak => soak::soak(&ctx, &ctx.soak).await,
             Scenario::Tracing => scenarios::tracing(&ctx, cli.otel_rounds).await,
+            Scenario::Compare => match &cli.baseline {
+                Some(baseline) => compare::compare(&ctx, baseline, cli.rounds).await,
+                None => Err(anyhow::anyhow!("compare needs --baseline PATH")),
+            },
             Scenario::All => continue,
         };
         let outcome = match outcome {

@@ -298,10 +298,20 @@ pub async fn with_sut<T>(
     label: &str,
     body: impl AsyncFnOnce(&mut Sut) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    with_sut_of(ctx, &ctx.bin, label, body).await
+}
+
+/// [`with_sut`] with the `cashflow` binary `bin` (`compare` runs two builds).
+pub async fn with_sut_of<T>(
+    ctx: &Ctx,
+    bin: &std::path::Path,
+    label: &str,
+    body: impl AsyncFnOnce(&mut Sut) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let backend = Backend::prepare(ctx.backend, &ctx.root, &ctx.services, label).await?;
     // `--tls` is for the HTTP figures of `read` and `write`.
     let tls = if matches!(label, "read" | "write") { ctx.tls.clone() } else { None };
-    let mut sut = Sut::new(&ctx.bin, backend, tls)?;
+    let mut sut = Sut::new(bin, backend, tls)?;
     let result = body(&mut sut).await;
     sut.shutdown().await;
     result
@@ -706,16 +716,16 @@ async fn tracing_cost(
     Ok(())
 }
 
-/// One closed-loop run of the tracing cost.
+/// One closed-loop run of the tracing cost (and of `compare`).
 #[derive(Debug, Clone, Serialize)]
-struct TracedRun {
-    label: String,
+pub struct TracedRun {
+    pub label: String,
     /// `None`: untraced (no exporter).
-    sampling: Option<f64>,
-    ok_per_sec: f64,
-    failed: u64,
+    pub sampling: Option<f64>,
+    pub ok_per_sec: f64,
+    pub failed: u64,
     /// The server's CPU (user + system) per successful request, from `/proc`.
-    cpu_us: Option<f64>,
+    pub cpu_us: Option<f64>,
 }
 
 /// A closed loop of `label`'s `request` for `duration` on a fresh `serve` (for `read`, entries
@@ -729,7 +739,22 @@ async fn traced_run(
     endpoint: &str,
     duration: Duration,
 ) -> anyhow::Result<TracedRun> {
-    with_sut(ctx, label, async |sut: &mut Sut| {
+    closed_loop(ctx, &ctx.bin, label, request, connections, sampling.map(|s| (s, endpoint)), duration).await
+}
+
+/// [`traced_run`] on the `cashflow` binary `bin`, untraced unless `traced` names a sampling
+/// ratio and an OTLP endpoint.
+pub async fn closed_loop(
+    ctx: &Ctx,
+    bin: &std::path::Path,
+    label: &str,
+    request: &Request,
+    connections: usize,
+    traced: Option<(f64, &str)>,
+    duration: Duration,
+) -> anyhow::Result<TracedRun> {
+    let (sampling, endpoint) = (traced.map(|(s, _)| s), traced.map_or("", |(_, e)| e));
+    with_sut_of(ctx, bin, label, async |sut: &mut Sut| {
         if let Some(arg) = sampling {
             sut.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
             sut.set_env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio");

@@ -123,7 +123,7 @@ fn median_abs_deviation(values: &mut [f64]) -> f64 {
     median(&mut deviations)
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => 0.0,
