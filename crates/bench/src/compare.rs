@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::report::{Check, Outcome};
-use crate::scenarios::{closed_loop, Ctx, TracedRun};
+use crate::scenarios::{alternated_requests, closed_loop, in_turn, Ctx, TracedRun};
 
 /// One closed loop of one build.
 #[derive(Debug, Clone, Serialize)]
@@ -34,15 +34,12 @@ struct Run {
 pub async fn compare(ctx: &Ctx, baseline: &Path, rounds: usize) -> anyhow::Result<Outcome> {
     let duration = ctx.run_for(10);
     let builds = [("baseline", baseline), ("current", ctx.bin.as_path())];
-    let requests = [
-        ("write", ctx.write_request(), ctx.defaults.write_connections),
-        ("read", ctx.read_request(), ctx.defaults.connections),
-    ];
+    let requests = alternated_requests(ctx);
     let mut out = Outcome::default();
     let mut runs = Vec::new();
     for round in 0..rounds.max(1) {
         for (label, request, connections) in &requests {
-            for &(build, bin) in builds.iter().cycle().skip(round % builds.len()).take(builds.len()) {
+            for &(build, bin) in in_turn(&builds, round) {
                 let run = closed_loop(ctx, bin, label, request, *connections, None, duration).await?;
                 println!(
                     "round {} {label} {build}: {:.0}/s, {} µs CPU per request",

@@ -792,6 +792,22 @@ pub async fn closed_loop(
     .await
 }
 
+/// The closed loops that `tracing` and `compare` alternate: `write` and `read`, each at its
+/// scenario's connections.
+pub fn alternated_requests(ctx: &Ctx) -> [(&'static str, Request, usize); 2] {
+    [
+        ("write", ctx.write_request(), ctx.defaults.write_connections),
+        ("read", ctx.read_request(), ctx.defaults.connections),
+    ]
+}
+
+/// `items` in the order of round `round`: each round starts one item later than the last, so
+/// that over the rounds every item runs first, in the middle and last alike (an item always
+/// run at the same place in the sequence, after the 100 % run say, carried that place's bias).
+pub fn in_turn<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
+    items.iter().cycle().skip(round % items.len().max(1)).take(items.len())
+}
+
 /// `tracing`: the cost of exporting traces alone, without the ramps of `write` and `read`:
 /// closed loops of each, untraced and at each `--otel-sampling` ratio (default 1 and 0.01),
 /// each on a fresh `serve`, in rounds (`--otel-rounds`) that alternate the modes so a machine
@@ -802,18 +818,12 @@ pub async fn tracing(ctx: &Ctx, rounds: usize) -> anyhow::Result<Outcome> {
     let ratios = ctx.otel_sampling.clone().unwrap_or_else(|| vec![1.0, 0.01]);
     let modes: Vec<Option<f64>> = std::iter::once(None).chain(ratios.iter().copied().map(Some)).collect();
     let sink = crate::otlp_sink::Sink::start().await?;
-    let requests = [
-        ("write", ctx.write_request(), ctx.defaults.write_connections),
-        ("read", ctx.read_request(), ctx.defaults.connections),
-    ];
+    let requests = alternated_requests(ctx);
     let mut out = Outcome::default();
     let mut runs = Vec::new();
     for round in 0..rounds.max(1) {
         for (label, request, connections) in &requests {
-            // Each round starts one mode later than the last, so that over the rounds every
-            // mode runs first, in the middle and last alike: a mode always run at the same
-            // place in the sequence (after the 100 % run, say) carried that place's bias.
-            for sampling in modes.iter().cycle().skip(round % modes.len()).take(modes.len()) {
+            for sampling in in_turn(&modes, round) {
                 let run = traced_run(ctx, label, request, *connections, *sampling, &sink.endpoint, duration).await?;
                 println!(
                     "round {} {label} sampling {}: {:.0}/s, {} µs CPU per request",
