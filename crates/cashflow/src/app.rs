@@ -26,7 +26,7 @@ use cashflow_auth::{
 use cashflow_consolidation::dedup::{DedupWindow, Pruner};
 use cashflow_consolidation::{ConsolidationState, ConsolidationStore, Consumer, ConsumerConfig, NoCache, ReportCache};
 use cashflow_events::EventSource;
-use cashflow_ledger::{Ledger, LedgerState, LedgerStore, Relay, RelayConfig};
+use cashflow_ledger::{Ledger, LedgerState, LedgerStore, OutboxSource, Relay, RelayConfig};
 use cashflow_web::session::MIN_SECRET_LEN;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -121,10 +121,15 @@ pub struct Parts {
     /// A process that serves reports but does not consume: no consumer would invalidate an
     /// in-process cache, so it gets none (a shared cache such as Redis is still used).
     reports_only: bool,
+    /// A process that relays and consumes over the embedded queue: its consumer reads the
+    /// ledger's outbox directly ([`OutboxSource`]) and it runs no relay.
+    direct: bool,
     ledger_store: OnceCell<Arc<dyn LedgerStore>>,
     consolidation_store: OnceCell<Arc<dyn ConsolidationStore>>,
     identity: OnceCell<Arc<Identities>>,
     queue: OnceCell<Queue>,
+    /// What the consumer receives from: the queue's source, or the [`OutboxSource`].
+    source: OnceCell<Arc<dyn EventSource>>,
     cache: OnceCell<Arc<dyn ReportCache>>,
     auth: OnceCell<(Arc<Issuer>, Arc<dyn TokenVerifier>)>,
     /// Reloads revocations and signing keys into `auth`'s issuer and verifier: a worker of the
@@ -148,6 +153,8 @@ impl Parts {
         Self {
             config,
             reports_only: false,
+            direct: false,
+            source: OnceCell::new(),
             ledger_store: OnceCell::new(),
             consolidation_store: OnceCell::new(),
             identity: OnceCell::new(),
@@ -322,9 +329,27 @@ impl Parts {
         Ok(relay(self.ledger_store().await?, &self.queue().await?, &*self.ledger().await?))
     }
 
-    /// A consumer from the queue into the consolidation store.
+    /// Where the consumer receives: the queue, or in a process that also relays over the
+    /// embedded queue, the ledger's outbox with the queue behind it ([`OutboxSource`]).
+    pub async fn source(&self) -> anyhow::Result<Arc<dyn EventSource>> {
+        self.source
+            .get_or_try_init(|| async {
+                let queue = self.queue().await?;
+                let Some(config) = queue.outbox.clone().filter(|_| self.direct) else {
+                    return Ok(queue.source);
+                };
+                let wake = self.ledger().await?.outbox_signal();
+                let outbox = OutboxSource::new(self.ledger_store().await?, queue.source, queue.publisher, wake, config);
+                anyhow::Ok(Arc::new(outbox) as Arc<dyn EventSource>)
+            })
+            .await
+            .cloned()
+    }
+
+    /// A consumer from the queue (or the outbox, see [`Self::source`]) into the consolidation
+    /// store.
     pub async fn consumer(&self) -> anyhow::Result<Consumer> {
-        Ok(consumer(self.consolidation_store().await?, &self.queue().await?, self.live.wrap(self.cache().await?)))
+        Ok(consumer(self.consolidation_store().await?, self.source().await?, self.live.wrap(self.cache().await?)))
     }
 
     /// How long consolidation keeps deduplication markers.
@@ -367,8 +392,8 @@ fn relay(store: Arc<dyn LedgerStore>, queue: &Queue, ledger: &Ledger) -> Relay {
     Relay::new(store, queue.publisher.clone(), ledger.outbox_signal(), RelayConfig::default())
 }
 
-fn consumer(store: Arc<dyn ConsolidationStore>, queue: &Queue, cache: Arc<dyn ReportCache>) -> Consumer {
-    Consumer::new(store, queue.source.clone(), cache, ConsumerConfig::default())
+fn consumer(store: Arc<dyn ConsolidationStore>, source: Arc<dyn EventSource>, cache: Arc<dyn ReportCache>) -> Consumer {
+    Consumer::new(store, source, cache, ConsumerConfig::default())
 }
 
 /// How often the consumer's process prunes deduplication markers past the window (and how long
@@ -402,6 +427,7 @@ impl Process {
         crate::telemetry::metrics();
         let has = |part| run.contains(&part);
         parts.reports_only = has(Part::ReportsApi) && !has(Part::Consumer);
+        parts.direct = has(Part::Relay) && has(Part::Consumer) && parts.queue().await?.outbox.is_some();
         let mut api = Router::new();
         let mut workers = Vec::new();
         if has(Part::LedgerApi) {
@@ -419,7 +445,7 @@ impl Process {
             api = api.merge(web);
             live = Some(parts.live.clone());
         }
-        if has(Part::Relay) {
+        if has(Part::Relay) && !parts.direct {
             workers.push(Worker::Relay(parts.relay().await?));
         }
         if has(Part::Consumer) {
@@ -432,7 +458,10 @@ impl Process {
         workers.push(Worker::Gauges(Gauges {
             ledger: parts.ledger_store.get().cloned(),
             consolidation: parts.consolidation_store.get().cloned(),
-            queue: if samples_queue { parts.queue.get().map(|q| q.source.clone()) } else { None },
+            queue: match parts.queue.get() {
+                Some(_) if samples_queue => Some(parts.source().await?),
+                _ => None,
+            },
         }));
         if let Some(refresher) = parts.refresher.get() {
             workers.push(Worker::Refresher(refresher.clone()));
@@ -545,7 +574,7 @@ impl Application {
 
     /// A consumer from the queue into the consolidation store.
     pub fn consumer(&self) -> Consumer {
-        consumer(self.consolidation_store.clone(), &self.queue, self.live.wrap(self.cache.clone()))
+        consumer(self.consolidation_store.clone(), self.queue.source.clone(), self.live.wrap(self.cache.clone()))
     }
 
     /// The process to run: every part ([`Process::run`]).

@@ -15,7 +15,7 @@ use cashflow_consolidation::{
 };
 use cashflow_db::Backend;
 use cashflow_events::{EventPublisher, EventSource};
-use cashflow_ledger::{LedgerStore, PostgresLedgerStore, SqliteLedgerStore};
+use cashflow_ledger::{LedgerStore, OutboxSourceConfig, PostgresLedgerStore, SqliteLedgerStore};
 use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig, SqsConfig, SqsQueue};
 
 /// Default of `--data-dir`.
@@ -179,19 +179,22 @@ impl BackendArgs {
     /// waiting receive in the same process at once).
     pub async fn queue(&self) -> anyhow::Result<Queue> {
         if self.queue_url == EMBEDDED_QUEUE {
+            let config = EmbeddedQueueConfig {
+                visibility_timeout: Duration::from_secs(self.queue_visibility_timeout_secs),
+                max_receives: self.queue_max_receives,
+                ..EmbeddedQueueConfig::default()
+            };
+            let outbox = OutboxSourceConfig {
+                visibility_timeout: config.visibility_timeout,
+                max_receives: config.max_receives,
+                ..OutboxSourceConfig::default()
+            };
             let queue = Arc::new(
-                EmbeddedQueue::open(
-                    &self.data_file("queue.db")?,
-                    EmbeddedQueueConfig {
-                        visibility_timeout: Duration::from_secs(self.queue_visibility_timeout_secs),
-                        max_receives: self.queue_max_receives,
-                        ..EmbeddedQueueConfig::default()
-                    },
-                )
-                .await
-                .context("opening the embedded queue")?,
+                EmbeddedQueue::open(&self.data_file("queue.db")?, config)
+                    .await
+                    .context("opening the embedded queue")?,
             );
-            return Ok(Queue { publisher: queue.clone(), source: queue });
+            return Ok(Queue { publisher: queue.clone(), source: queue, outbox: Some(outbox) });
         }
         if self.queue_url.starts_with("https://") || self.queue_url.starts_with("http://") {
             let queue = Arc::new(
@@ -203,7 +206,7 @@ impl BackendArgs {
                 .await
                 .context("configuring the SQS queue")?,
             );
-            return Ok(Queue { publisher: queue.clone(), source: queue });
+            return Ok(Queue { publisher: queue.clone(), source: queue, outbox: None });
         }
         bail!("unsupported queue URL `{}` (expected `embedded` or an SQS queue URL)", self.queue_url)
     }
@@ -238,6 +241,10 @@ impl BackendArgs {
 pub struct Queue {
     pub publisher: Arc<dyn EventPublisher>,
     pub source: Arc<dyn EventSource>,
+    /// The embedded queue's settings for an [`OutboxSource`](cashflow_ledger::OutboxSource), which
+    /// takes its place where one process both relays and consumes; `None` for SQS, whose queue
+    /// is the decoupling itself.
+    pub outbox: Option<OutboxSourceConfig>,
 }
 
 #[cfg(test)]

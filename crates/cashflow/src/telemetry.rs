@@ -351,7 +351,7 @@ pub const DESCRIPTIONS: &[Description] = &[
         &[],
         Kind::Counter,
         Unit::Count,
-        "Outbox events published to the queue by the relay (a republish counts again).",
+        "Outbox events published to the queue by the relay (a republish counts again); none in `serve`, whose consumer reads the outbox.",
     ),
     describe(
         "cashflow_relay_failures_total",

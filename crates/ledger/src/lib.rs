@@ -11,9 +11,11 @@
 //! - [`store`]: the [`LedgerStore`] port; [`sqlite`] (embedded) and [`postgres`] (RDS)
 //!   implement it, chosen by URL.
 //! - [`relay`]: the outbox relay.
+//! - [`outbox_source`]: the outbox read as the queue, where one process consumes beside the ledger.
 
 pub mod api;
 mod group_commit;
+pub mod outbox_source;
 pub mod postgres;
 pub mod relay;
 pub mod service;
@@ -21,6 +23,7 @@ pub mod sqlite;
 pub mod store;
 
 pub use api::{router, LedgerApi, LedgerState};
+pub use outbox_source::{OutboxSource, OutboxSourceConfig};
 pub use postgres::PostgresLedgerStore;
 pub use relay::{Committed, Relay, RelayConfig};
 pub use service::{ClosedDay, Ledger, LedgerError};

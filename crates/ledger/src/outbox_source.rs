@@ -1,0 +1,296 @@
+//! The outbox as the queue: where one process runs the consumer beside the ledger over the
+//! embedded queue (`cashflow serve`), the consumer receives the events straight from the
+//! ledger's outbox, and the relay and the queue's database are left out of the way.
+//!
+//! Why: the outbox is already a durable queue. An event is committed there with its entry, and
+//! the relay only copied it into the embedded queue's own SQLite file, one more database with
+//! its own commit and sync, where it was written, leased and deleted again. On a write that
+//! copy cost as much server CPU as the ledger's commit itself (`queue-writer`, BENCHMARKS.md,
+//! session 29). Over SQS, or between processes, the queue is the decoupling itself and stays.
+//!
+//! Why nothing changes for the books:
+//! - An event leaves the outbox only when the consumer acknowledges it, after consolidation
+//!   committed it; a crash before that delivers it again at the next start, and consolidation's
+//!   deduplication markers absorb it (as when the relay republished).
+//! - The consumer still never waits on the ledger's commits, nor the ledger on the consumer's:
+//!   while consolidation is down, entries wait in the outbox, as they waited there while the
+//!   queue was down.
+//! - A delivery is leased for the queue's visibility timeout and its receive counted, as the
+//!   embedded queue does, but in memory: the outbox belongs to this process's ledger, and this
+//!   source is its only reader. A lease lost with the process only delivers again.
+//! - A poison event (delivered the queue's `max_receives` times without being acknowledged) is
+//!   set aside into the queue, whose own receive count then dead-letters it: it ends in the
+//!   dead-letter table that operators and alerts read, as before.
+//! - What the queue still holds is delivered too (events published by a relay of an earlier
+//!   release or of the split deployment, and the poison set aside): asked at least once every
+//!   [`OutboxSourceConfig::queue_every`], and at once again while it returns full batches.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use cashflow_domain::EventId;
+use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
+
+use crate::store::{LedgerStore, OutboxRecord};
+
+/// Settings of an [`OutboxSource`]: the queue's, so a delivery behaves as the queue's would.
+#[derive(Debug, Clone)]
+pub struct OutboxSourceConfig {
+    /// How long a delivery stays invisible to other receives.
+    pub visibility_timeout: Duration,
+    /// Receives after which an event is set aside into the queue (which dead-letters it).
+    pub max_receives: u32,
+    /// How often an idle receive looks at the outbox when no commit of this process's ledger
+    /// woke it (commits of other processes: the CLI closing a day).
+    pub poll_interval: Duration,
+    /// Longest time between two looks at what the queue holds.
+    pub queue_every: Duration,
+}
+
+impl Default for OutboxSourceConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(30),
+            max_receives: 5,
+            poll_interval: Duration::from_millis(200),
+            queue_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A delivered, unacknowledged outbox event.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Deliveries so far, this one included.
+    receives: u32,
+    /// Until when it is not delivered again.
+    until: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Leases {
+    /// By outbox sequence number; an entry is removed when its event is acknowledged.
+    by_seq: BTreeMap<i64, Lease>,
+    /// When the queue was last asked (`None`: ask at the next receive).
+    queue_asked: Option<Instant>,
+}
+
+/// The receipt of an outbox delivery: `o<seq>:<receives>`; a queue's receipt is prefixed `q`.
+const OUTBOX: char = 'o';
+const QUEUE: char = 'q';
+
+/// An [`EventSource`] over the ledger's outbox, with the queue behind it (see the module docs).
+pub struct OutboxSource {
+    store: Arc<dyn LedgerStore>,
+    queue: Arc<dyn EventSource>,
+    /// Where a poison event is set aside: the same queue.
+    set_aside: Arc<dyn EventPublisher>,
+    /// Signalled by the ledger after every commit that wrote an outbox event.
+    wake: Arc<Notify>,
+    config: OutboxSourceConfig,
+    leases: Mutex<Leases>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Unavailable(e.to_string())
+}
+
+impl OutboxSource {
+    /// A source over `store`'s outbox, woken by `wake` (the ledger's
+    /// [`outbox_signal`](crate::Ledger::outbox_signal)), with `queue` behind it.
+    pub fn new(
+        store: Arc<dyn LedgerStore>,
+        queue: Arc<dyn EventSource>,
+        set_aside: Arc<dyn EventPublisher>,
+        wake: Arc<Notify>,
+        config: OutboxSourceConfig,
+    ) -> Self {
+        Self { store, queue, set_aside, wake, config, leases: Mutex::new(Leases::default()) }
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the queue holds, when it is due to be asked.
+    async fn receive_queued(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let now = Instant::now();
+        let due = self.leases().queue_asked.is_none_or(|asked| now.duration_since(asked) >= self.config.queue_every);
+        if !due {
+            return Ok(Vec::new());
+        }
+        let mut deliveries = self.queue.receive(max, Duration::ZERO).await?;
+        // A full batch: there may be more behind it, asked for at the next receive.
+        self.leases().queue_asked = if deliveries.len() >= max { None } else { Some(now) };
+        for delivery in &mut deliveries {
+            delivery.receipt.insert(0, QUEUE);
+        }
+        Ok(deliveries)
+    }
+
+    /// Up to `max` outbox events, oldest first, that are not leased.
+    async fn receive_outbox(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let leased = {
+            let now = Instant::now();
+            self.leases().by_seq.values().filter(|lease| lease.until > now).count()
+        };
+        // The oldest rows, enough of them that `max` remain once the leased ones are skipped.
+        let limit = u32::try_from(max.saturating_add(leased)).unwrap_or(u32::MAX);
+        let rows = self.store.outbox_batch(limit).await.map_err(unavailable)?;
+        let now = Instant::now();
+        let until = now + self.config.visibility_timeout;
+        let mut deliveries = Vec::with_capacity(rows.len().min(max));
+        let mut poison = Vec::new();
+        {
+            let mut leases = self.leases();
+            for row in rows {
+                if deliveries.len() == max {
+                    break;
+                }
+                let receives = match leases.by_seq.get_mut(&row.seq) {
+                    Some(lease) if lease.until > now => continue,
+                    Some(lease) if lease.receives >= self.config.max_receives => {
+                        poison.push(row);
+                        continue;
+                    }
+                    Some(lease) => {
+                        lease.receives += 1;
+                        lease.until = until;
+                        lease.receives
+                    }
+                    None => {
+                        leases.by_seq.insert(row.seq, Lease { receives: 1, until });
+                        1
+                    }
+                };
+                deliveries.push(Delivery {
+                    receipt: format!("{OUTBOX}{}:{receives}", row.seq),
+                    body: row.body,
+                    receive_count: receives,
+                });
+            }
+        }
+        if !poison.is_empty() {
+            self.set_aside(poison).await?;
+        }
+        Ok(deliveries)
+    }
+
+    /// Moves poison events from the outbox into the queue: published first, then deleted (a
+    /// crash in between leaves a copy in both, which consolidation's deduplication absorbs).
+    async fn set_aside(&self, rows: Vec<OutboxRecord>) -> Result<(), QueueError> {
+        let messages = rows
+            .iter()
+            .map(|row| Ok(OutboundMessage { event_id: EventId::parse(&row.event_id)?, body: row.body.clone() }))
+            .collect::<Result<Vec<_>, cashflow_domain::IdError>>()
+            .map_err(unavailable)?;
+        self.set_aside.publish(&messages).await?;
+        let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+        self.store.delete_outbox(&seqs).await.map_err(unavailable)?;
+        let mut leases = self.leases();
+        for seq in &seqs {
+            leases.by_seq.remove(seq);
+        }
+        // Delivered from the queue at the next receive.
+        leases.queue_asked = None;
+        drop(leases);
+        tracing::warn!(
+            count = seqs.len(),
+            receives = self.config.max_receives,
+            "events never acknowledged set aside into the queue, which dead-letters them"
+        );
+        Ok(())
+    }
+
+    /// Splits receipts into the outbox's `(seq, receives)` still current and the queue's.
+    fn split(&self, receipts: &[String]) -> (Vec<(i64, u32)>, Vec<String>) {
+        let mut outbox = Vec::new();
+        let mut queue = Vec::new();
+        for receipt in receipts {
+            if let Some(rest) = receipt.strip_prefix(OUTBOX) {
+                let parsed = rest.split_once(':').and_then(|(seq, n)| Some((seq.parse().ok()?, n.parse().ok()?)));
+                outbox.extend(parsed);
+            } else if let Some(rest) = receipt.strip_prefix(QUEUE) {
+                queue.push(rest.to_owned());
+            }
+        }
+        (outbox, queue)
+    }
+}
+
+#[async_trait]
+impl EventSource for OutboxSource {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Delivery>, QueueError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut deliveries = self.receive_queued(max).await?;
+            if deliveries.len() < max {
+                deliveries.extend(self.receive_outbox(max - deliveries.len()).await?);
+            }
+            let now = Instant::now();
+            if !deliveries.is_empty() || now >= deadline {
+                return Ok(deliveries);
+            }
+            let nap = (deadline - now).min(self.config.poll_interval);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
+        let (outbox, queue) = self.split(receipts);
+        if !queue.is_empty() {
+            self.queue.ack(&queue).await?;
+        }
+        // A stale receipt (its lease ran out and the event was delivered again) deletes nothing:
+        // the later delivery's receipt will.
+        let current: Vec<i64> = {
+            let leases = self.leases();
+            outbox
+                .iter()
+                .filter(|(seq, receives)| leases.by_seq.get(seq).is_some_and(|lease| lease.receives == *receives))
+                .map(|(seq, _)| *seq)
+                .collect()
+        };
+        if current.is_empty() {
+            return Ok(());
+        }
+        self.store.delete_outbox(&current).await.map_err(unavailable)?;
+        let mut leases = self.leases();
+        for seq in &current {
+            leases.by_seq.remove(seq);
+        }
+        Ok(())
+    }
+
+    async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
+        let (outbox, queue) = self.split(receipts);
+        if !queue.is_empty() {
+            self.queue.release(&queue).await?;
+        }
+        let now = Instant::now();
+        let mut leases = self.leases();
+        for (seq, receives) in outbox {
+            if let Some(lease) = leases.by_seq.get_mut(&seq).filter(|lease| lease.receives == receives) {
+                lease.until = now;
+            }
+        }
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<Option<u64>, QueueError> {
+        let outbox = self.store.outbox_backlog().await.map_err(unavailable)?.count;
+        Ok(Some(outbox + self.queue.depth().await?.unwrap_or(0)))
+    }
+
+    async fn dead_letter_depth(&self) -> Result<Option<u64>, QueueError> {
+        self.queue.dead_letter_depth().await
+    }
+}
