@@ -39,6 +39,15 @@
 //! lock, which `BEGIN IMMEDIATE` holds for the whole transaction: the same argument holds.
 //! A reopen moves the watermark back the same way (one more request of the writer), and a
 //! close's or reopen's audit row and event are written in its transaction.
+//!
+//! # Why deleting outbox rows does not wait for the disk
+//! A batch of nothing but outbox deletes (the relay's, or the acknowledgements of the consumer
+//! that reads the outbox, [`crate::outbox_source`]) commits without a sync (WAL with
+//! `synchronous = NORMAL`, [`CommitSync`]); the next batch that records anything syncs the WAL, and
+//! the deletes with it. A delete lost to a power cut only delivers its events again, which the
+//! queue and consolidation deduplicate ([`LedgerStore::delete_outbox`]); a process crash loses
+//! nothing (the WAL is written before the commit returns). Where writes come one at a time,
+//! each entry's delete was a second sync of the ledger's file.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -377,14 +386,47 @@ enum BatchFailure {
 /// The writer thread: commits pending writes in groups until every store handle is dropped.
 fn run_writer(mut conn: Connection, mut intake: Intake<WriteOp, Result<Written, StoreError>>) {
     let mut batch = Batch::with_max(MAX_BATCH);
+    let mut sync = CommitSync { full: true };
     while intake.next_blocking(&mut batch) {
-        write_batch(&mut conn, &mut batch);
+        write_batch(&mut conn, &mut sync, &mut batch);
+    }
+}
+
+/// Whether the writer's commits wait for the disk (`synchronous = FULL`, as the connection is
+/// opened) or leave the WAL's sync to the next commit that does (`NORMAL`): see the module docs.
+#[derive(Debug)]
+struct CommitSync {
+    full: bool,
+}
+
+impl CommitSync {
+    /// Only a batch of nothing but outbox deletes may commit without a sync.
+    fn needed_by(ops: &[WriteOp]) -> bool {
+        !ops.iter().all(|op| matches!(op, WriteOp::DeleteOutbox { .. }))
+    }
+
+    /// Sets the connection for `ops`. On an error the setting is unchanged or unknown, and
+    /// `full` says so conservatively: a batch that needs the sync is then refused, not
+    /// committed without it.
+    fn set_for(&mut self, conn: &Connection, ops: &[WriteOp]) -> rusqlite::Result<()> {
+        let full = Self::needed_by(ops);
+        if self.full != full {
+            self.full = false;
+            conn.execute_batch(if full { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" })?;
+            self.full = full;
+        }
+        Ok(())
     }
 }
 
 /// Commits `batch` in one transaction and answers every request once the commit returned,
 /// leaving `batch` empty.
-fn write_batch(conn: &mut Connection, batch: &mut Batch<WriteOp, Result<Written, StoreError>>) {
+fn write_batch(conn: &mut Connection, sync: &mut CommitSync, batch: &mut Batch<WriteOp, Result<Written, StoreError>>) {
+    if let Err(e) = sync.set_for(conn, batch.jobs()) {
+        let message = e.to_string();
+        batch.answer_each(|_| Err(StoreError::Unavailable(message.clone())));
+        return;
+    }
     match commit(conn, batch.jobs().iter()) {
         Ok(results) => batch.answer(results),
         Err(BatchFailure::Request(e)) if batch.len() > 1 => {
@@ -954,6 +996,38 @@ impl LedgerStore for SqliteLedgerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+    }
+
+    /// Outbox deletes alone commit without a sync; anything else, after them too, with one.
+    #[test]
+    fn only_a_batch_of_outbox_deletes_commits_without_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = cashflow_db::open_sqlite_sync(&format!("sqlite://{}", dir.path().join("l.db").display())).unwrap();
+        let (full, normal) = (2, 1);
+        assert_eq!(synchronous(&conn), full, "opened durable");
+        let mut sync = CommitSync { full: true };
+        let delete = || WriteOp::DeleteOutbox { seqs: vec![1] };
+        let reopen = || {
+            WriteOp::ReopenDay(ReopenDay {
+                merchant_id: MerchantId::new(),
+                date: BusinessDate::parse("2026-11-23").unwrap(),
+                reopened_at: Utc::now(),
+                reopened_by: "test".into(),
+                reason: "test".into(),
+            })
+        };
+
+        sync.set_for(&conn, &[delete(), delete()]).unwrap();
+        assert_eq!(synchronous(&conn), normal);
+        sync.set_for(&conn, &[delete(), reopen()]).unwrap();
+        assert_eq!(synchronous(&conn), full, "a batch with any other write syncs");
+        sync.set_for(&conn, &[delete()]).unwrap();
+        sync.set_for(&conn, &[reopen()]).unwrap();
+        assert_eq!(synchronous(&conn), full);
+    }
 
     /// Every query of entries the API serves (by id, a page by cursor and the gRPC stream's
     /// pages, day and range totals, a close's totals, an idempotency replay, a reversal's
