@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::report::{Check, Outcome};
-use crate::scenarios::{alternated_requests, closed_loop, in_turn, Ctx, TracedRun};
+use crate::scenarios::{alternated_requests, closed_loop, in_turn, report_round, Ctx, TracedRun};
 
 /// One closed loop of one build.
 #[derive(Debug, Clone, Serialize)]
@@ -41,19 +41,9 @@ pub async fn compare(ctx: &Ctx, baseline: &Path, rounds: usize) -> anyhow::Resul
         for (label, request, connections) in &requests {
             for &(build, bin) in in_turn(&builds, round) {
                 let run = closed_loop(ctx, bin, label, request, *connections, None, duration).await?;
-                println!(
-                    "round {} {label} {build}: {:.0}/s, {} µs CPU per request",
-                    round + 1,
-                    run.ok_per_sec,
-                    run.cpu_us.map_or_else(|| "-".into(), |us| format!("{us:.1}"))
-                );
-                if run.failed > 0 {
-                    out.checks.push(Check::new(
-                        "runs without errors",
-                        false,
-                        format!("{label} on the {build} build: {} failed", run.failed),
-                    ));
-                }
+                report_round(&mut out, round, &format!("{label} {build}"), &run, "runs without errors", || {
+                    format!("{label} on the {build} build: {} failed", run.failed)
+                });
                 runs.push(Run { round: round + 1, build, run });
             }
         }

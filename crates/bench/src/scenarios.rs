@@ -808,6 +808,27 @@ pub fn in_turn<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
     items.iter().cycle().skip(round % items.len().max(1)).take(items.len())
 }
 
+/// Prints one closed loop of round `round` (`what`: what ran) and, if any of its requests
+/// failed, records the failed `check` with `failure`'s message.
+pub fn report_round(
+    out: &mut Outcome,
+    round: usize,
+    what: &str,
+    run: &TracedRun,
+    check: &'static str,
+    failure: impl FnOnce() -> String,
+) {
+    println!(
+        "round {} {what}: {:.0}/s, {} µs CPU per request",
+        round + 1,
+        run.ok_per_sec,
+        run.cpu_us.map_or_else(|| "-".into(), |us| format!("{us:.1}"))
+    );
+    if run.failed > 0 {
+        out.checks.push(Check::new(check, false, failure()));
+    }
+}
+
 /// `tracing`: the cost of exporting traces alone, without the ramps of `write` and `read`:
 /// closed loops of each, untraced and at each `--otel-sampling` ratio (default 1 and 0.01),
 /// each on a fresh `serve`, in rounds (`--otel-rounds`) that alternate the modes so a machine
@@ -825,20 +846,15 @@ pub async fn tracing(ctx: &Ctx, rounds: usize) -> anyhow::Result<Outcome> {
         for (label, request, connections) in &requests {
             for sampling in in_turn(&modes, round) {
                 let run = traced_run(ctx, label, request, *connections, *sampling, &sink.endpoint, duration).await?;
-                println!(
-                    "round {} {label} sampling {}: {:.0}/s, {} µs CPU per request",
-                    round + 1,
-                    sampling.map_or_else(|| "off".into(), |s| s.to_string()),
-                    run.ok_per_sec,
-                    run.cpu_us.map_or_else(|| "-".into(), |us| format!("{us:.1}"))
+                let mode = sampling.map_or_else(|| "off".into(), |s| s.to_string());
+                report_round(
+                    &mut out,
+                    round,
+                    &format!("{label} sampling {mode}"),
+                    &run,
+                    "traced runs without errors",
+                    || format!("{label}: {} failed at sampling {sampling:?}", run.failed),
                 );
-                if run.failed > 0 {
-                    out.checks.push(Check::new(
-                        "traced runs without errors",
-                        false,
-                        format!("{label}: {} failed at sampling {sampling:?}", run.failed),
-                    ));
-                }
                 runs.push(run);
             }
         }

@@ -122,17 +122,7 @@ impl Serialize for BusinessDate {
 
 impl<'de> Deserialize<'de> for BusinessDate {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = BusinessDate;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a date as YYYY-MM-DD")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BusinessDate, E> {
-                BusinessDate::parse(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        crate::text::deserialize(deserializer, "a date as YYYY-MM-DD", BusinessDate::parse)
     }
 }
 

@@ -28,6 +28,7 @@ pub mod entry;
 pub mod ids;
 pub mod merchant;
 pub mod money;
+mod text;
 
 pub use calendar::{BusinessDate, CalendarError, MerchantTimeZone};
 pub use consolidation::{

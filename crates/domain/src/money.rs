@@ -145,17 +145,7 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Currency;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an ISO 4217 currency code")
-            }
-            fn visit_str<E: serde::de::Error>(self, code: &str) -> Result<Currency, E> {
-                Currency::parse(code).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Visitor)
+        crate::text::deserialize(d, "an ISO 4217 currency code", Currency::parse)
     }
 }
 

@@ -60,23 +60,16 @@ impl Serialize for Event {
         if let Some(trace) = &self.trace {
             event.serialize_field("trace", trace)?;
         }
+        /// The body's two fields: its kind and its data.
+        fn body<E: SerializeStruct, T: Serialize>(event: &mut E, kind: &'static str, data: &T) -> Result<(), E::Error> {
+            event.serialize_field("type", kind)?;
+            event.serialize_field("data", data)
+        }
         match &self.body {
-            EventBody::MerchantRegistered(data) => {
-                event.serialize_field("type", "merchant_registered")?;
-                event.serialize_field("data", data)?;
-            }
-            EventBody::EntryRecorded(data) => {
-                event.serialize_field("type", "entry_recorded")?;
-                event.serialize_field("data", data)?;
-            }
-            EventBody::DayClosed(data) => {
-                event.serialize_field("type", "day_closed")?;
-                event.serialize_field("data", data)?;
-            }
-            EventBody::DayReopened(data) => {
-                event.serialize_field("type", "day_reopened")?;
-                event.serialize_field("data", data)?;
-            }
+            EventBody::MerchantRegistered(data) => body(&mut event, "merchant_registered", data)?,
+            EventBody::EntryRecorded(data) => body(&mut event, "entry_recorded", data)?,
+            EventBody::DayClosed(data) => body(&mut event, "day_closed", data)?,
+            EventBody::DayReopened(data) => body(&mut event, "day_reopened", data)?,
             EventBody::Unknown => return Err(S::Error::custom("an event of an unknown kind is never written")),
         }
         event.end()

@@ -206,21 +206,21 @@ impl OutboxSource {
         );
         Ok(())
     }
+}
 
-    /// Splits receipts into the outbox's `(seq, receives)` still current and the queue's.
-    fn split(&self, receipts: &[String]) -> (Vec<(i64, u32)>, Vec<String>) {
-        let mut outbox = Vec::new();
-        let mut queue = Vec::new();
-        for receipt in receipts {
-            if let Some(rest) = receipt.strip_prefix(OUTBOX) {
-                let parsed = rest.split_once(':').and_then(|(seq, n)| Some((seq.parse().ok()?, n.parse().ok()?)));
-                outbox.extend(parsed);
-            } else if let Some(rest) = receipt.strip_prefix(QUEUE) {
-                queue.push(rest.to_owned());
-            }
+/// Splits receipts into the outbox's `(seq, receives)` and the queue's own receipts.
+fn split(receipts: &[String]) -> (Vec<(i64, u32)>, Vec<String>) {
+    let mut outbox = Vec::new();
+    let mut queue = Vec::new();
+    for receipt in receipts {
+        if let Some(rest) = receipt.strip_prefix(OUTBOX) {
+            let parsed = rest.split_once(':').and_then(|(seq, n)| Some((seq.parse().ok()?, n.parse().ok()?)));
+            outbox.extend(parsed);
+        } else if let Some(rest) = receipt.strip_prefix(QUEUE) {
+            queue.push(rest.to_owned());
         }
-        (outbox, queue)
     }
+    (outbox, queue)
 }
 
 #[async_trait]
@@ -245,7 +245,7 @@ impl EventSource for OutboxSource {
     }
 
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let (outbox, queue) = self.split(receipts);
+        let (outbox, queue) = split(receipts);
         if !queue.is_empty() {
             self.queue.ack(&queue).await?;
         }
@@ -271,7 +271,7 @@ impl EventSource for OutboxSource {
     }
 
     async fn release(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let (outbox, queue) = self.split(receipts);
+        let (outbox, queue) = split(receipts);
         if !queue.is_empty() {
             self.queue.release(&queue).await?;
         }

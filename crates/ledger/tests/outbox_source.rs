@@ -24,7 +24,7 @@ contract! {
         a_stale_receipt_acknowledges_nothing,
         an_event_never_acknowledged_is_set_aside_into_the_queue_which_dead_letters_it,
         what_the_queue_already_holds_is_delivered_and_acknowledged_there,
-        a_waiting_receive_is_woken_by_the_ledgers_commit,
+        a_waiting_receive_is_woken_by_the_commit_signal,
     ],
     harness: [],
 }
@@ -205,7 +205,7 @@ async fn what_the_queue_already_holds_is_delivered_and_acknowledged_there(store:
     assert_eq!(outbox_len(&store).await, 0);
 }
 
-async fn a_waiting_receive_is_woken_by_the_ledgers_commit(store: Arc<dyn LedgerStore>) {
+async fn a_waiting_receive_is_woken_by_the_commit_signal(store: Arc<dyn LedgerStore>) {
     // Given a source that looks at the outbox by itself only every 10 s, and a receive waiting
     let s = Arc::new(setup(&store, OutboxSourceConfig { poll_interval: Duration::from_secs(10), ..config() }).await);
     s.source.receive(10, Duration::ZERO).await.unwrap(); // the queue asked: not due for a second
