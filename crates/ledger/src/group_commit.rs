@@ -11,9 +11,10 @@
 //! ([`Intake::next_blocking`]), the Postgres writers are tokio tasks ([`Intake::next`]). Each
 //! backend drives its own loop around this module.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A write waiting for a writer, and where its caller waits for the answer.
 type Pending<J, R> = (J, oneshot::Sender<R>);
@@ -69,6 +70,37 @@ pub(crate) struct Linger {
     /// by the last commit, are back within a few hundred microseconds), and waiting out `up_to`
     /// would only delay them. Tokio's timer rounds it up to its next millisecond tick.
     pub(crate) gap: Duration,
+    /// The batch size past which the writer stops waiting when no other batch is being
+    /// written ([`InFlight`]). While one is, it waits for that batch to land (within the
+    /// limits above), however many it holds: what arrives meanwhile would wait for that
+    /// commit anyway.
+    pub(crate) at_least: usize,
+}
+
+/// How many batches a backend's writers are writing, and a signal when one lands: what a
+/// lingering writer waits on (see [`Linger::at_least`]).
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    batches: AtomicUsize,
+    landed: Notify,
+}
+
+impl InFlight {
+    /// Counts a batch as being written until the returned guard is dropped.
+    pub(crate) fn start(&self) -> Flight<'_> {
+        self.batches.fetch_add(1, Ordering::AcqRel);
+        Flight(self)
+    }
+}
+
+/// A batch being written (see [`InFlight::start`]).
+pub(crate) struct Flight<'a>(&'a InFlight);
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.batches.fetch_sub(1, Ordering::AcqRel);
+        self.0.landed.notify_waiters();
+    }
 }
 
 /// The writer's side of the queue.
@@ -98,17 +130,31 @@ impl<J, R> Intake<J, R> {
 
     /// Waits for jobs and fills `batch` with what is queued, up to its maximum; while it holds
     /// fewer than `linger.until`, waits up to `linger.up_to` for more, as long as they keep
-    /// coming (no pause longer than `linger.gap`). `false` once the queue is closed and empty.
-    pub(crate) async fn next(&mut self, batch: &mut Batch<J, R>, linger: Linger) -> bool {
+    /// coming (no pause longer than `linger.gap`) and either another batch is being written
+    /// (`others`) or it holds fewer than `linger.at_least`; the landing of the batches being
+    /// written ends the wait for a batch that big. `false` once the queue is closed and empty.
+    pub(crate) async fn next(&mut self, batch: &mut Batch<J, R>, linger: Linger, others: &InFlight) -> bool {
+        // `landed` is registered before the count is read, so a landing between the two is
+        // not missed.
         if !self.take(batch).await {
             return false;
         }
         let deadline = tokio::time::Instant::now() + linger.up_to;
         while batch.len() < linger.until && !batch.is_full() {
+            let landed = others.landed.notified();
+            tokio::pin!(landed);
+            landed.as_mut().enable();
+            let flying = others.batches.load(Ordering::Acquire) > 0;
+            if !flying && batch.len() >= linger.at_least {
+                break;
+            }
             let pause_ends = (tokio::time::Instant::now() + linger.gap).min(deadline);
-            match tokio::time::timeout_at(pause_ends, self.take(batch)).await {
-                Ok(true) => {}
-                Ok(false) | Err(_) => break,
+            tokio::select! {
+                took = tokio::time::timeout_at(pause_ends, self.take(batch)) => match took {
+                    Ok(true) => {}
+                    Ok(false) | Err(_) => break,
+                },
+                () = &mut landed, if flying => {}
             }
         }
         batch.formed();
@@ -191,6 +237,8 @@ impl<J, R> Batch<J, R> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
     use super::*;
 
     #[tokio::test]
@@ -209,12 +257,12 @@ mod tests {
 
         // When the writer forms batches of at most three and answers each job with its double
         let mut batch = Batch::with_max(3);
-        let linger = Linger { up_to: Duration::ZERO, until: 0, gap: Duration::ZERO };
-        assert!(intake.next(&mut batch, linger).await);
+        let linger = Linger { up_to: Duration::ZERO, until: 0, gap: Duration::ZERO, at_least: 0 };
+        assert!(intake.next(&mut batch, linger, &InFlight::default()).await);
         assert_eq!(batch.len(), 3);
         let mut seen: Vec<u32> = batch.jobs().to_vec();
         batch.answer(seen.clone().into_iter().map(|j| j * 2));
-        assert!(intake.next(&mut batch, linger).await);
+        assert!(intake.next(&mut batch, linger, &InFlight::default()).await);
         seen.extend(batch.jobs());
         batch.answer_each(|j| j * 2);
 
@@ -240,8 +288,8 @@ mod tests {
         // When the writer lingers up to a second while it holds fewer than 64, through pauses
         // of up to 100 ms
         let mut batch = Batch::with_max(256);
-        let linger = Linger { up_to: Duration::from_secs(1), until: 64, gap: Duration::from_millis(100) };
-        assert!(intake.next(&mut batch, linger).await);
+        let linger = Linger { up_to: Duration::from_secs(1), until: 64, gap: Duration::from_millis(100), at_least: 64 };
+        assert!(intake.next(&mut batch, linger, &InFlight::default()).await);
 
         // Then both are in the batch
         assert_eq!(batch.jobs(), [1, 2]);
@@ -266,12 +314,77 @@ mod tests {
         // When the writer may linger up to 5 s for 64, but through pauses of 20 ms only
         let started = std::time::Instant::now();
         let mut batch = Batch::with_max(256);
-        let linger = Linger { up_to: Duration::from_secs(5), until: 64, gap: Duration::from_millis(20) };
-        assert!(intake.next(&mut batch, linger).await);
+        let linger = Linger { up_to: Duration::from_secs(5), until: 64, gap: Duration::from_millis(20), at_least: 64 };
+        assert!(intake.next(&mut batch, linger, &InFlight::default()).await);
 
         // Then it writes the three after the pause, without waiting for the fourth
         assert_eq!(batch.jobs(), [1, 2, 3]);
         assert!(started.elapsed() < Duration::from_secs(1), "lingered {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn with_no_other_batch_being_written_a_batch_big_enough_goes_at_once() {
+        // Given three jobs queued and no other batch being written
+        let others = Arc::new(InFlight::default());
+        let (commit, mut intake) = GroupCommit::<u32, u32>::new(16);
+        for job in 1..=3 {
+            let commit = commit.clone();
+            tokio::spawn(async move { commit.submit(job).await });
+        }
+        while intake.receiver.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+
+        // When the writer would linger up to 5 s for 64, but stops at 2 with nothing in flight
+        let started = std::time::Instant::now();
+        let mut batch = Batch::with_max(256);
+        let linger = Linger { up_to: Duration::from_secs(5), until: 64, gap: Duration::from_secs(1), at_least: 2 };
+        assert!(intake.next(&mut batch, linger, &others).await);
+
+        // Then it takes the three and does not wait
+        assert_eq!(batch.jobs(), [1, 2, 3]);
+        assert!(started.elapsed() < Duration::from_millis(500), "lingered {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn while_another_batch_is_written_a_writer_lingers_until_it_lands() {
+        // Given three jobs queued, a fourth 30 ms later, and another writer's batch being
+        // written, which lands after 200 ms
+        let others = Arc::new(InFlight::default());
+        let (commit, mut intake) = GroupCommit::<u32, u32>::new(16);
+        for job in 1..=3 {
+            let commit = commit.clone();
+            tokio::spawn(async move { commit.submit(job).await });
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            commit.submit(4).await
+        });
+        while intake.receiver.len() < 3 {
+            tokio::task::yield_now().await;
+        }
+        let (on_its_way, started_writing) = oneshot::channel();
+        let writing = others.clone();
+        tokio::spawn(async move {
+            let _flight = writing.start();
+            let _ = on_its_way.send(());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        });
+        started_writing.await.unwrap();
+
+        // When the writer would linger up to 5 s for 64, through pauses of up to a second, and
+        // stop at 2 with nothing in flight
+        let started = std::time::Instant::now();
+        let mut batch = Batch::with_max(256);
+        let linger = Linger { up_to: Duration::from_secs(5), until: 64, gap: Duration::from_secs(1), at_least: 2 };
+        assert!(intake.next(&mut batch, linger, &others).await);
+        let took = started.elapsed();
+
+        // Then it waited for the other batch (past the 2 it needed alone), took the fourth,
+        // and went when that batch landed, not at its 5 s deadline
+        assert_eq!(batch.jobs(), [1, 2, 3, 4]);
+        assert!(took >= Duration::from_millis(150), "went before the other batch landed: {took:?}");
+        assert!(took < Duration::from_secs(2), "lingered past the landing: {took:?}");
     }
 
     #[tokio::test]
@@ -283,7 +396,8 @@ mod tests {
             async move { commit.submit(1).await }
         });
         let mut batch = Batch::with_max(1);
-        assert!(intake.next(&mut batch, Linger { up_to: Duration::ZERO, until: 0, gap: Duration::ZERO }).await);
+        let linger = Linger { up_to: Duration::ZERO, until: 0, gap: Duration::ZERO, at_least: 0 };
+        assert!(intake.next(&mut batch, linger, &InFlight::default()).await);
         batch.answer(std::iter::empty());
         drop(intake);
 

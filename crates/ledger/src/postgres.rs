@@ -20,7 +20,8 @@
 //!   `INSERT`s, `COMMIT`), records cost four round trips apiece, and on a small machine the
 //!   server's per-statement CPU, not the disk, is what limits them. So records go to
 //!   [`WRITERS`] writer tasks draining one bounded queue: a writer takes up to [`MAX_BATCH`]
-//!   pending records (lingering up to [`LINGER`] for more when it has few) and writes them all
+//!   pending records (lingering up to [`LINGER`] for more while the other writer's batch is on
+//!   its way or it has fewer than [`LINGER_AT_LEAST`]) and writes them all
 //!   with *one* statement (`INSERT_BATCH`: the entries and, for exactly the entries inserted,
 //!   their events) in autocommit, i.e. one round trip, one
 //!   implicit transaction and one WAL flush for the whole batch. Callers are answered once that
@@ -99,7 +100,7 @@ use cashflow_domain::{
 };
 use cashflow_events::Event;
 
-use crate::group_commit::{Batch, GroupCommit, Intake, Linger};
+use crate::group_commit::{Batch, GroupCommit, InFlight, Intake, Linger};
 use crate::store::{
     day_closed_event, day_reopened_event, CloseDay, DayAction, DayAudit, DayClose, EntryQuery, Idempotency,
     LedgerStore, OutboxBacklog, OutboxRecord, Recorded, ReopenDay, StoreError,
@@ -179,6 +180,16 @@ pub const LINGER_UNTIL: usize = 64;
 /// its callers had all arrived: the store's ceiling from 32 callers was 7.2k records/s
 /// (BENCHMARKS.md, session 23).
 pub const LINGER_GAP: Duration = Duration::from_micros(500);
+
+/// The batch size past which a writer stops lingering when no other batch is being written.
+/// While one is, whatever arrives would wait for that commit anyway, so the writer lingers
+/// until it lands (within [`LINGER`], [`LINGER_UNTIL`] and [`LINGER_GAP`]); when none is, a
+/// batch this big goes at once. At 32 connections a closed loop's batches are about this size
+/// and lingering on to [`LINGER`] only delayed them: 8.4k records/s end to end, 11.3k with
+/// this rule. A smaller size would also shorten the linger at moderate rates, for more
+/// Postgres CPU per record: at 5,000 records/s, 8 took 1.2 ms off the median write and cost
+/// 15–25 % more of it (BENCHMARKS.md, session 30).
+pub const LINGER_AT_LEAST: usize = 16;
 
 /// The Postgres implementation of [`LedgerStore`].
 #[derive(Clone)]
@@ -407,8 +418,9 @@ impl PostgresLedgerStore {
             .map_err(cashflow_db::DbError::Connect)?;
         let (writes, intake) = GroupCommit::new(QUEUE_CAPACITY);
         let intake = Arc::new(Mutex::new(intake));
+        let in_flight = Arc::new(InFlight::default());
         for _ in 0..WRITERS {
-            tokio::spawn(run_writer(writer.clone(), intake.clone()));
+            tokio::spawn(run_writer(writer.clone(), intake.clone(), in_flight.clone()));
         }
         Ok(Self { pool, writer, writes })
     }
@@ -511,16 +523,19 @@ const SELECT_BY_IDEMPOTENCY_KEYS: &str = concat!(
 );
 
 /// A writer task: writes pending records in batches until every store handle is dropped.
-/// Writers share the queue; whichever is free takes what has arrived.
-async fn run_writer(pool: PgPool, intake: Arc<Mutex<Intake<WriteRequest, Answer>>>) {
+/// Writers share the queue; whichever is free takes what has arrived, and counts its batch
+/// in `in_flight` while writing it (the others linger on it).
+async fn run_writer(pool: PgPool, intake: Arc<Mutex<Intake<WriteRequest, Answer>>>, in_flight: Arc<InFlight>) {
     let mut batch = Batch::with_max(MAX_BATCH);
-    let linger = Linger { up_to: LINGER, until: LINGER_UNTIL, gap: LINGER_GAP };
+    let linger = Linger { up_to: LINGER, until: LINGER_UNTIL, gap: LINGER_GAP, at_least: LINGER_AT_LEAST };
     loop {
         // The lock is held only while gathering requests, never while writing them.
-        if !intake.lock().await.next(&mut batch, linger).await {
+        if !intake.lock().await.next(&mut batch, linger, &in_flight).await {
             return;
         }
+        let flight = in_flight.start();
         let answers = write_batch(&pool, batch.jobs()).await;
+        drop(flight);
         batch.answer(answers);
     }
 }
