@@ -17,7 +17,9 @@
 //!   queue was down.
 //! - A delivery is leased for the queue's visibility timeout and its receive counted, as the
 //!   embedded queue does, but in memory: the outbox belongs to this process's ledger, and this
-//!   source is its only reader. A lease lost with the process only delivers again.
+//!   source is its only reader. A lease lost with the process only delivers again; the lease
+//!   of an event that another process deleted (a relay run against the same ledger) is
+//!   forgotten once it has run out (`forget_deleted`).
 //! - A poison event (delivered the queue's `max_receives` times without being acknowledged) is
 //!   set aside into the queue, whose own receive count then dead-letters it: it ends in the
 //!   dead-letter table that operators and alerts read, as before.
@@ -141,6 +143,7 @@ impl OutboxSource {
         };
         // The oldest rows, enough of them that `max` remain once the leased ones are skipped.
         let limit = u32::try_from(max.saturating_add(leased)).unwrap_or(u32::MAX);
+        let read_at = Instant::now();
         let rows = self.store.outbox_batch(limit).await.map_err(unavailable)?;
         let now = Instant::now();
         let until = now + self.config.visibility_timeout;
@@ -148,6 +151,9 @@ impl OutboxSource {
         let mut poison = Vec::new();
         {
             let mut leases = self.leases();
+            if rows.len() < limit as usize {
+                forget_deleted(&mut leases, &rows, read_at);
+            }
             for row in rows {
                 if deliveries.len() == max {
                     break;
@@ -206,6 +212,17 @@ impl OutboxSource {
         );
         Ok(())
     }
+}
+
+/// Drops the leases of events no longer in the outbox: deleted by another process (a relay of
+/// the split deployment run against the same ledger, say), which no acknowledgement of this
+/// source would ever remove. `rows` is a read of the whole outbox, in `seq` order, started at
+/// `read_at`. A lease that had run out by then was made more than a visibility timeout
+/// earlier, by a read that saw its event committed; events leave the outbox only by deletion;
+/// so if its event is not in `rows`, it was deleted. (A lease that had not run out may be of
+/// an event committed after this read started, and is kept.)
+fn forget_deleted(leases: &mut Leases, rows: &[OutboxRecord], read_at: Instant) {
+    leases.by_seq.retain(|seq, lease| lease.until > read_at || rows.binary_search_by_key(seq, |row| row.seq).is_ok());
 }
 
 /// Splits receipts into the outbox's `(seq, receives)` and the queue's own receipts.
@@ -292,5 +309,65 @@ impl EventSource for OutboxSource {
 
     async fn dead_letter_depth(&self) -> Result<Option<u64>, QueueError> {
         self.queue.dead_letter_depth().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use chrono::{SubsecRound, Utc};
+
+    use cashflow_domain::{Currency, Merchant, MerchantId, MerchantName, MerchantTimeZone};
+    use cashflow_events::{Event, EventBody, MerchantRegistered};
+    use cashflow_queue::{EmbeddedQueue, EmbeddedQueueConfig};
+
+    use super::*;
+    use crate::sqlite::SqliteLedgerStore;
+
+    /// Registers a merchant, which commits its `MerchantRegistered` event to the outbox.
+    async fn an_event(store: &Arc<dyn LedgerStore>) {
+        let merchant = Merchant {
+            id: MerchantId::new(),
+            name: MerchantName::parse("Padaria").unwrap(),
+            currency: Currency::BRL,
+            time_zone: MerchantTimeZone::parse("America/Sao_Paulo").unwrap(),
+            created_at: Utc::now().trunc_subsecs(6),
+        };
+        let event = Event::new(
+            merchant.created_at,
+            EventBody::MerchantRegistered(MerchantRegistered {
+                merchant_id: merchant.id,
+                currency: merchant.currency,
+                time_zone: merchant.time_zone,
+            }),
+        );
+        store.create_merchant(&merchant, &event).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_lease_of_an_event_deleted_by_another_process_is_forgotten() {
+        // Given a source whose leases last 50 ms, and two events it delivered
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let store: Arc<dyn LedgerStore> = Arc::new(SqliteLedgerStore::open(&ledger).await.unwrap());
+        let queue_url = format!("sqlite://{}", dir.path().join("queue.db").display());
+        let queue = Arc::new(EmbeddedQueue::open(&queue_url, EmbeddedQueueConfig::default()).await.unwrap());
+        let config =
+            OutboxSourceConfig { visibility_timeout: Duration::from_millis(50), ..OutboxSourceConfig::default() };
+        let source = OutboxSource::new(store.clone(), queue.clone(), queue, Arc::new(Notify::new()), config);
+        an_event(&store).await;
+        an_event(&store).await;
+        let delivered = source.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(delivered.len(), 2);
+
+        // When another process deletes the first from the outbox, and the leases run out
+        let first = store.outbox_batch(1).await.unwrap()[0].seq;
+        store.delete_outbox(&[first]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // Then the next receive delivers the second again and keeps no lease of the first
+        let again = source.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(source.leases().by_seq.keys().copied().collect::<Vec<_>>(), [first + 1]);
     }
 }
