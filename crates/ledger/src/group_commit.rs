@@ -295,21 +295,30 @@ mod tests {
         assert_eq!(batch.jobs(), [1, 2]);
     }
 
-    #[tokio::test]
-    async fn lingering_ends_when_arrivals_pause() {
-        // Given three jobs, and a fourth only 2 s later
-        let (commit, mut intake) = GroupCommit::<u32, u32>::new(16);
-        for job in 1..=3 {
+    /// Jobs 1 to `queued` queued before the writer looks, and job `queued + 1` submitted
+    /// `later` after that; `None`: no later job.
+    async fn jobs(queued: u32, later: Option<Duration>) -> Intake<u32, u32> {
+        let (commit, intake) = GroupCommit::<u32, u32>::new(16);
+        for job in 1..=queued {
             let commit = commit.clone();
             tokio::spawn(async move { commit.submit(job).await });
         }
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            commit.submit(4).await
-        });
-        while intake.receiver.len() < 3 {
+        if let Some(later) = later {
+            tokio::spawn(async move {
+                tokio::time::sleep(later).await;
+                commit.submit(queued + 1).await
+            });
+        }
+        while intake.receiver.len() < queued as usize {
             tokio::task::yield_now().await;
         }
+        intake
+    }
+
+    #[tokio::test]
+    async fn lingering_ends_when_arrivals_pause() {
+        // Given three jobs, and a fourth only 2 s later
+        let mut intake = jobs(3, Some(Duration::from_secs(2))).await;
 
         // When the writer may linger up to 5 s for 64, but through pauses of 20 ms only
         let started = std::time::Instant::now();
@@ -325,15 +334,8 @@ mod tests {
     #[tokio::test]
     async fn with_no_other_batch_being_written_a_batch_big_enough_goes_at_once() {
         // Given three jobs queued and no other batch being written
-        let others = Arc::new(InFlight::default());
-        let (commit, mut intake) = GroupCommit::<u32, u32>::new(16);
-        for job in 1..=3 {
-            let commit = commit.clone();
-            tokio::spawn(async move { commit.submit(job).await });
-        }
-        while intake.receiver.len() < 3 {
-            tokio::task::yield_now().await;
-        }
+        let others = InFlight::default();
+        let mut intake = jobs(3, None).await;
 
         // When the writer would linger up to 5 s for 64, but stops at 2 with nothing in flight
         let started = std::time::Instant::now();
@@ -351,18 +353,7 @@ mod tests {
         // Given three jobs queued, a fourth 30 ms later, and another writer's batch being
         // written, which lands after 200 ms
         let others = Arc::new(InFlight::default());
-        let (commit, mut intake) = GroupCommit::<u32, u32>::new(16);
-        for job in 1..=3 {
-            let commit = commit.clone();
-            tokio::spawn(async move { commit.submit(job).await });
-        }
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            commit.submit(4).await
-        });
-        while intake.receiver.len() < 3 {
-            tokio::task::yield_now().await;
-        }
+        let mut intake = jobs(3, Some(Duration::from_millis(30))).await;
         let (on_its_way, started_writing) = oneshot::channel();
         let writing = others.clone();
         tokio::spawn(async move {
