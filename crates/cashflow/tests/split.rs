@@ -678,7 +678,10 @@ print(copies)
         assert_converges(&split, &token, "2026-11-16", acked.len() as u64, acked.iter().sum()).await;
         let took = started.elapsed();
         eprintln!("converged {:.2} s after the load ended", took.as_secs_f64());
-        assert!(took < Duration::from_secs(15), "converged only after {took:?}: a failed batch waited out its lease");
+        // A batch that failed during the outage (1 to 4 s into the load) and was not handed back
+        // would reappear 30 s after its receive: 25 s or more after the load's end. Alone this
+        // converges in 5-6 s, beside the other tests of this file in 11-16 s (two cores).
+        assert!(took < Duration::from_secs(20), "converged only after {took:?}: a failed batch waited out its lease");
     }
 
     /// Turns the test's database away from its clients, or lets them back.
