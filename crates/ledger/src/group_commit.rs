@@ -134,13 +134,12 @@ impl<J, R> Intake<J, R> {
     /// (`others`) or it holds fewer than `linger.at_least`; the landing of the batches being
     /// written ends the wait for a batch that big. `false` once the queue is closed and empty.
     pub(crate) async fn next(&mut self, batch: &mut Batch<J, R>, linger: Linger, others: &InFlight) -> bool {
-        // `landed` is registered before the count is read, so a landing between the two is
-        // not missed.
         if !self.take(batch).await {
             return false;
         }
         let deadline = tokio::time::Instant::now() + linger.up_to;
         while batch.len() < linger.until && !batch.is_full() {
+            // Registered before the count is read, so a landing between the two is not missed.
             let landed = others.landed.notified();
             tokio::pin!(landed);
             landed.as_mut().enable();

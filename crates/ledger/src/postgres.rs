@@ -185,7 +185,7 @@ pub const LINGER_GAP: Duration = Duration::from_micros(500);
 /// While one is, whatever arrives would wait for that commit anyway, so the writer lingers
 /// until it lands (within [`LINGER`], [`LINGER_UNTIL`] and [`LINGER_GAP`]); when none is, a
 /// batch this big goes at once. At 32 connections a closed loop's batches are about this size
-/// and lingering on to [`LINGER`] only delayed them: 8.4k records/s end to end, 11.3k with
+/// and lingering on to [`LINGER`] only delayed them: 7.8k writes/s end to end, 10.4k with
 /// this rule. A smaller size would also shorten the linger at moderate rates, for more
 /// Postgres CPU per record: at 5,000 records/s, 8 took 1.2 ms off the median write and cost
 /// 15–25 % more of it (BENCHMARKS.md, session 30).
