@@ -458,10 +458,8 @@ impl Process {
         workers.push(Worker::Gauges(Gauges {
             ledger: parts.ledger_store.get().cloned(),
             consolidation: parts.consolidation_store.get().cloned(),
-            queue: match parts.queue.get() {
-                Some(_) if samples_queue => Some(parts.source().await?),
-                _ => None,
-            },
+            queue: parts.queue.get().filter(|_| samples_queue).map(|q| q.source.clone()),
+            outbox_queued: parts.direct,
         }));
         if let Some(refresher) = parts.refresher.get() {
             workers.push(Worker::Refresher(refresher.clone()));
@@ -587,7 +585,12 @@ impl Application {
 pub struct Gauges {
     pub ledger: Option<Arc<dyn LedgerStore>>,
     pub consolidation: Option<Arc<dyn ConsolidationStore>>,
+    /// The queue's own source (not the [`OutboxSource`] in front of it).
     pub queue: Option<Arc<dyn EventSource>>,
+    /// Whether the ledger's outbox is part of the queue's messages: where the consumer reads
+    /// the outbox ([`Parts::source`]), the backlog sampled for the outbox gauges is added to
+    /// the queue's depth, as [`OutboxSource`]'s own depth does, rather than read again.
+    pub outbox_queued: bool,
 }
 
 impl Gauges {
@@ -604,8 +607,10 @@ impl Gauges {
 
     async fn sample(&self) {
         let mut pools = Vec::new();
+        let mut outbox = None;
         if let Some(ledger) = &self.ledger {
             if let Ok(backlog) = ledger.outbox_backlog().await {
+                outbox = Some(backlog.count);
                 metrics::gauge!("cashflow_outbox_backlog_events").set(backlog.count as f64);
                 let age =
                     backlog.oldest.map_or(0.0, |t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
@@ -622,8 +627,9 @@ impl Gauges {
                 .set(f64::from(open.saturating_sub(idle)));
         }
         if let Some(queue) = &self.queue {
-            if let Ok(Some(depth)) = queue.depth().await {
-                metrics::gauge!("cashflow_queue_messages").set(depth as f64);
+            let queued = if self.outbox_queued { outbox } else { Some(0) };
+            if let (Ok(Some(depth)), Some(queued)) = (queue.depth().await, queued) {
+                metrics::gauge!("cashflow_queue_messages").set((depth + queued) as f64);
             }
             if let Ok(Some(dead)) = queue.dead_letter_depth().await {
                 metrics::gauge!("cashflow_queue_dead_letter_messages").set(dead as f64);
