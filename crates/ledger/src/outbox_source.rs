@@ -23,11 +23,23 @@
 //! - A poison event (delivered the queue's `max_receives` times without being acknowledged) is
 //!   set aside into the queue, whose own receive count then dead-letters it: it ends in the
 //!   dead-letter table that operators and alerts read, as before.
+//! - Events committed by this process's ledger are not even read back: its writers hand each
+//!   committed outbox row over ([`OutboxTap`]) and it is delivered from memory, leased like
+//!   the rows read. The outbox is read only when nothing was handed over, when a lease was
+//!   given back, and at least every [`OutboxSourceConfig::poll_interval`]: that read delivers
+//!   what no hand-over brings (rows committed before this source existed or by other processes,
+//!   rows the writers did not hand over, the hand-over's overflow, leases run out), skipping
+//!   the rows still waiting in the hand-over. Under load that takes the outbox read, a query
+//!   and the decoding of every row, off almost every delivery (BENCHMARKS.md, session 31).
+//!   A row is delivered from memory only if no lease of it exists, so the two paths never
+//!   deliver one event twice at once; a row acknowledged from a read before its hand-over is
+//!   delivered once more, which consolidation's deduplication absorbs.
 //! - What the queue still holds is delivered too (events published by a relay of an earlier
 //!   release or of the split deployment, and the poison set aside): asked at least once every
 //!   [`OutboxSourceConfig::queue_every`], and at once again while it returns full batches.
 
-use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,7 +50,11 @@ use tokio::time::Instant;
 use cashflow_domain::EventId;
 use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, QueueError};
 
-use crate::store::{LedgerStore, OutboxRecord};
+use crate::store::{LedgerStore, OutboxRecord, OutboxTap};
+
+/// Most committed rows waiting in the hand-over; beyond, they wait in the outbox for a read.
+/// Eight of the consumer's batches of 500: more than it receives between two reads.
+pub const HANDED_CAPACITY: usize = 4096;
 
 /// Settings of an [`OutboxSource`]: the queue's, so a delivery behaves as the queue's would.
 #[derive(Debug, Clone)]
@@ -80,6 +96,28 @@ struct Leases {
     by_seq: BTreeMap<i64, Lease>,
     /// When the queue was last asked (`None`: ask at the next receive).
     queue_asked: Option<Instant>,
+    /// When the outbox was last read (`None`: read it at the next receive).
+    outbox_read: Option<Instant>,
+}
+
+/// Rows the ledger's writers committed, waiting to be delivered from memory.
+#[derive(Debug, Default)]
+struct Handed(Mutex<VecDeque<OutboxRecord>>);
+
+impl Handed {
+    fn rows(&self) -> std::sync::MutexGuard<'_, VecDeque<OutboxRecord>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl OutboxTap for Handed {
+    fn committed(&self, rows: Vec<OutboxRecord>) {
+        let mut handed = self.rows();
+        // A commit that does not fit is left whole to the outbox reads.
+        if handed.len() + rows.len() <= HANDED_CAPACITY {
+            handed.extend(rows);
+        }
+    }
 }
 
 /// The receipt of an outbox delivery: `o<seq>:<receives>`; a queue's receipt is prefixed `q`.
@@ -96,6 +134,8 @@ pub struct OutboxSource {
     wake: Arc<Notify>,
     config: OutboxSourceConfig,
     leases: Mutex<Leases>,
+    /// What `store`'s writers handed over.
+    handed: Arc<Handed>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> QueueError {
@@ -104,7 +144,8 @@ fn unavailable(e: impl std::fmt::Display) -> QueueError {
 
 impl OutboxSource {
     /// A source over `store`'s outbox, woken by `wake` (the ledger's
-    /// [`outbox_signal`](crate::Ledger::outbox_signal)), with `queue` behind it.
+    /// [`outbox_signal`](crate::Ledger::outbox_signal)), with `queue` behind it. It taps
+    /// `store`'s commits ([`LedgerStore::tap_outbox`]).
     pub fn new(
         store: Arc<dyn LedgerStore>,
         queue: Arc<dyn EventSource>,
@@ -112,7 +153,9 @@ impl OutboxSource {
         wake: Arc<Notify>,
         config: OutboxSourceConfig,
     ) -> Self {
-        Self { store, queue, set_aside, wake, config, leases: Mutex::new(Leases::default()) }
+        let handed = Arc::new(Handed::default());
+        store.tap_outbox(handed.clone());
+        Self { store, queue, set_aside, wake, config, leases: Mutex::new(Leases::default()), handed }
     }
 
     fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
@@ -135,15 +178,48 @@ impl OutboxSource {
         Ok(deliveries)
     }
 
-    /// Up to `max` outbox events, oldest first, that are not leased.
+    /// Up to `max` rows handed over by the ledger's writers, in commit order, that no read of
+    /// the outbox delivered meanwhile.
+    fn receive_handed(&self, max: usize) -> Vec<Delivery> {
+        let rows: Vec<OutboxRecord> = {
+            let mut handed = self.handed.rows();
+            let n = handed.len().min(max);
+            handed.drain(..n).collect()
+        };
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let until = Instant::now() + self.config.visibility_timeout;
+        let mut leases = self.leases();
+        rows.into_iter()
+            .filter_map(|row| match leases.by_seq.entry(row.seq) {
+                Entry::Occupied(_) => None,
+                Entry::Vacant(vacant) => {
+                    vacant.insert(Lease { receives: 1, until });
+                    Some(Delivery { receipt: format!("{OUTBOX}{}:1", row.seq), body: row.body, receive_count: 1 })
+                }
+            })
+            .collect()
+    }
+
+    /// Whether the outbox is due to be read although rows were handed over (see the module
+    /// docs).
+    fn outbox_due(&self) -> bool {
+        self.leases().outbox_read.is_none_or(|read| read.elapsed() >= self.config.poll_interval)
+    }
+
+    /// Up to `max` outbox events, oldest first, that are neither leased nor waiting in the
+    /// hand-over.
     async fn receive_outbox(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
         let leased = {
             let now = Instant::now();
             self.leases().by_seq.values().filter(|lease| lease.until > now).count()
         };
-        // The oldest rows, enough of them that `max` remain once the leased ones are skipped.
-        let limit = u32::try_from(max.saturating_add(leased)).unwrap_or(u32::MAX);
+        let waiting: HashSet<i64> = self.handed.rows().iter().map(|row| row.seq).collect();
+        // The oldest rows, enough of them that `max` remain once those are skipped.
+        let limit = u32::try_from(max.saturating_add(leased).saturating_add(waiting.len())).unwrap_or(u32::MAX);
         let read_at = Instant::now();
+        self.leases().outbox_read = Some(read_at);
         let rows = self.store.outbox_batch(limit).await.map_err(unavailable)?;
         let now = Instant::now();
         let until = now + self.config.visibility_timeout;
@@ -157,6 +233,9 @@ impl OutboxSource {
             for row in rows {
                 if deliveries.len() == max {
                     break;
+                }
+                if waiting.contains(&row.seq) {
+                    continue;
                 }
                 let receives = match leases.by_seq.get_mut(&row.seq) {
                     Some(lease) if lease.until > now => continue,
@@ -246,7 +325,10 @@ impl EventSource for OutboxSource {
         let deadline = Instant::now() + wait;
         loop {
             let mut deliveries = self.receive_queued(max).await?;
-            if deliveries.len() < max {
+            let handed = self.receive_handed(max - deliveries.len().min(max));
+            let read = deliveries.len() + handed.len() < max && (handed.is_empty() || self.outbox_due());
+            deliveries.extend(handed);
+            if read {
                 deliveries.extend(self.receive_outbox(max - deliveries.len()).await?);
             }
             let now = Instant::now();
@@ -299,6 +381,8 @@ impl EventSource for OutboxSource {
                 lease.until = now;
             }
         }
+        // Given back rows are delivered again only by a read.
+        leases.outbox_read = None;
         Ok(())
     }
 
@@ -369,5 +453,38 @@ mod tests {
         let again = source.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(source.leases().by_seq.keys().copied().collect::<Vec<_>>(), [first + 1]);
+    }
+
+    #[tokio::test]
+    async fn a_row_still_in_the_hand_over_is_not_delivered_by_a_read_of_the_outbox() {
+        // Given a source over a SQLite ledger, whose writer hands every committed row over
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        let store: Arc<dyn LedgerStore> = Arc::new(SqliteLedgerStore::open(&ledger).await.unwrap());
+        let queue_url = format!("sqlite://{}", dir.path().join("queue.db").display());
+        let queue = Arc::new(EmbeddedQueue::open(&queue_url, EmbeddedQueueConfig::default()).await.unwrap());
+        let source =
+            OutboxSource::new(store.clone(), queue.clone(), queue, Arc::new(Notify::new()), OutboxSourceConfig::default());
+
+        // When an event is committed and the outbox is read before the hand-over is taken
+        an_event(&store).await;
+        assert_eq!(source.handed.rows().len(), 1);
+        let read = source.receive_outbox(10).await.unwrap();
+
+        // Then the read skips it, and it is delivered once, from the hand-over
+        assert!(read.is_empty());
+        assert_eq!(source.receive(10, Duration::ZERO).await.unwrap().len(), 1);
+        assert!(source.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_commit_that_does_not_fit_the_hand_over_is_left_whole_to_the_reads() {
+        let row = |seq| OutboxRecord { seq, event_id: format!("e{seq}"), body: String::new() };
+        let handed = Handed::default();
+        handed.committed((0..HANDED_CAPACITY as i64 - 1).map(row).collect());
+        handed.committed(vec![row(10_000), row(10_001)]);
+        assert_eq!(handed.rows().len(), HANDED_CAPACITY - 1);
+        handed.committed(vec![row(10_002)]);
+        assert_eq!(handed.rows().back().map(|row| row.seq), Some(10_002));
     }
 }

@@ -103,7 +103,7 @@ use cashflow_events::Event;
 use crate::group_commit::{Batch, GroupCommit, InFlight, Intake, Linger};
 use crate::store::{
     day_closed_event, day_reopened_event, CloseDay, DayAction, DayAudit, DayClose, EntryQuery, Idempotency,
-    LedgerStore, OutboxBacklog, OutboxRecord, Recorded, ReopenDay, StoreError,
+    LedgerStore, OutboxBacklog, OutboxRecord, OutboxTap, Recorded, ReopenDay, StoreError, TapSlot,
 };
 
 /// The ledger's schema, embedded in the binary.
@@ -202,6 +202,8 @@ pub struct PostgresLedgerStore {
     /// Pending records for the writer tasks; when the last clone of the store is dropped the
     /// channel closes and the tasks end.
     writes: GroupCommit<WriteRequest, Answer>,
+    /// Where the writers hand the outbox rows they committed, once someone listens.
+    tap: TapSlot,
 }
 
 impl std::fmt::Debug for PostgresLedgerStore {
@@ -419,10 +421,11 @@ impl PostgresLedgerStore {
         let (writes, intake) = GroupCommit::new(QUEUE_CAPACITY);
         let intake = Arc::new(Mutex::new(intake));
         let in_flight = Arc::new(InFlight::default());
+        let tap = TapSlot::default();
         for _ in 0..WRITERS {
-            tokio::spawn(run_writer(writer.clone(), intake.clone(), in_flight.clone()));
+            tokio::spawn(run_writer(writer.clone(), intake.clone(), in_flight.clone(), tap.clone()));
         }
-        Ok(Self { pool, writer, writes })
+        Ok(Self { pool, writer, writes, tap })
     }
 }
 
@@ -477,7 +480,8 @@ type Answer = Result<Recorded, StoreError>;
 // merchant's watermark, which are not inserted. An entry of an unknown merchant has no key: its
 // NULL `merchant` fails the statement (a database error, so the batch is replayed one by one),
 // as the foreign key did when `entries` held the merchant's uuid. The result is the ids of the
-// inserted entries (with no date) and of the refused ones (with the watermark that refused them).
+// inserted entries (with no date, and their event's `seq` for the store's tap) and of the
+// refused ones (with the watermark that refused them).
 const INSERT_BATCH: &str = "
 WITH batch AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::\"char\"[], $4::bigint[], $5::text[], $6::text[], $7::text[],
@@ -507,10 +511,11 @@ WITH batch AS (
 ), announced AS (
     INSERT INTO outbox (event_id, body, created_at)
     SELECT event_id, body, created_at FROM batch WHERE id IN (SELECT id FROM inserted) ORDER BY arrival
+    RETURNING seq, event_id
 )
-SELECT id, NULL::date AS closed_through FROM inserted
+SELECT b.id, NULL::date AS closed_through, a.seq FROM announced a JOIN batch b ON b.event_id = a.event_id
 UNION ALL
-SELECT id, closed_through FROM refused";
+SELECT id, closed_through, NULL::bigint FROM refused";
 
 /// The rows stored under some (merchant, idempotency key) pairs, with the merchant's id.
 const SELECT_BY_IDEMPOTENCY_KEYS: &str = concat!(
@@ -525,7 +530,12 @@ const SELECT_BY_IDEMPOTENCY_KEYS: &str = concat!(
 /// A writer task: writes pending records in batches until every store handle is dropped.
 /// Writers share the queue; whichever is free takes what has arrived, and counts its batch
 /// in `in_flight` while writing it (the others linger on it).
-async fn run_writer(pool: PgPool, intake: Arc<Mutex<Intake<WriteRequest, Answer>>>, in_flight: Arc<InFlight>) {
+async fn run_writer(
+    pool: PgPool,
+    intake: Arc<Mutex<Intake<WriteRequest, Answer>>>,
+    in_flight: Arc<InFlight>,
+    tap: TapSlot,
+) {
     let mut batch = Batch::with_max(MAX_BATCH);
     let linger = Linger { up_to: LINGER, until: LINGER_UNTIL, gap: LINGER_GAP, at_least: LINGER_AT_LEAST };
     loop {
@@ -534,16 +544,18 @@ async fn run_writer(pool: PgPool, intake: Arc<Mutex<Intake<WriteRequest, Answer>
             return;
         }
         let flight = in_flight.start();
-        let answers = write_batch(&pool, batch.jobs()).await;
+        let answers = write_batch(&pool, batch.jobs(), tap.get().as_deref()).await;
         drop(flight);
         batch.answer(answers);
     }
 }
 
 /// Writes `batch`; each request's answer, in `batch` order, once its outcome is committed.
-async fn write_batch(pool: &PgPool, batch: &[WriteRequest]) -> Vec<Answer> {
+/// The events of a batch written by the one statement are handed to `tap` before anyone is
+/// answered (those of the one-by-one path are left to reads of the outbox).
+async fn write_batch(pool: &PgPool, batch: &[WriteRequest], tap: Option<&dyn OutboxTap>) -> Vec<Answer> {
     match pool.acquire().await {
-        Ok(mut conn) => write_on(&mut conn, batch).await,
+        Ok(mut conn) => write_on(&mut conn, batch, tap).await,
         Err(e) => {
             let message = e.to_string();
             batch.iter().map(|_| Err(StoreError::Unavailable(message.clone()))).collect()
@@ -552,7 +564,11 @@ async fn write_batch(pool: &PgPool, batch: &[WriteRequest]) -> Vec<Answer> {
 }
 
 /// Each request's answer, in `batch` order.
-async fn write_on(conn: &mut PoolConnection<Postgres>, batch: &[WriteRequest]) -> Vec<Result<Recorded, StoreError>> {
+async fn write_on(
+    conn: &mut PoolConnection<Postgres>,
+    batch: &[WriteRequest],
+    tap: Option<&dyn OutboxTap>,
+) -> Vec<Result<Recorded, StoreError>> {
     // Inserted entries are recognized by id: two requests with one id (never minted twice by
     // the service) are left to the one-by-one path, which refuses the second.
     let mut ids = HashSet::with_capacity(batch.len());
@@ -560,7 +576,12 @@ async fn write_on(conn: &mut PoolConnection<Postgres>, batch: &[WriteRequest]) -
         return one_by_one(conn, batch).await;
     }
     match insert_batch(conn, batch).await {
-        Ok(outcome) => answer_batch(conn, batch, &outcome).await,
+        Ok(outcome) => {
+            if let Some(tap) = tap {
+                hand_over(tap, batch, &outcome);
+            }
+            answer_batch(conn, batch, &outcome).await
+        }
         Err(e @ sqlx::Error::Database(_)) => {
             // The statement wrote nothing: replay the batch one request per transaction, so that
             // each request gets the answer it would have had alone.
@@ -579,9 +600,25 @@ async fn write_on(conn: &mut PoolConnection<Postgres>, batch: &[WriteRequest]) -
     }
 }
 
+/// Hands the events `INSERT_BATCH` committed to `tap`, in arrival order.
+fn hand_over(tap: &dyn OutboxTap, batch: &[WriteRequest], outcome: &BatchOutcome) {
+    let rows: Vec<OutboxRecord> = batch
+        .iter()
+        .filter_map(|request| {
+            let seq = (*outcome.inserted.get(request.entry.id.as_uuid())?)?;
+            Some(OutboxRecord { seq, event_id: request.outbox.event_id.to_string(), body: request.outbox.body.clone() })
+        })
+        .collect();
+    if !rows.is_empty() {
+        tap.committed(rows);
+    }
+}
+
 /// What `INSERT_BATCH` did with each entry it did not skip.
 struct BatchOutcome {
-    inserted: HashSet<Uuid>,
+    /// Inserted entries, and the `seq` of their event in the outbox (always there: a row
+    /// without one is only not handed to the tap).
+    inserted: HashMap<Uuid, Option<i64>>,
     /// Refused entries and the watermark that refused them.
     refused: HashMap<Uuid, NaiveDate>,
 }
@@ -606,7 +643,7 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
     let bodies: Vec<&str> = batch.iter().map(|r| r.outbox.body.as_str()).collect();
     let created: Vec<DateTime<Utc>> = batch.iter().map(|r| r.outbox.created_at).collect();
     let adjusts: Vec<Option<NaiveDate>> = batch.iter().map(|r| r.entry.adjusts_date.map(|d| d.naive())).collect();
-    let rows = sqlx::query_as::<_, (Uuid, Option<NaiveDate>)>(INSERT_BATCH)
+    let rows = sqlx::query_as::<_, (Uuid, Option<NaiveDate>, Option<i64>)>(INSERT_BATCH)
         .bind(ids)
         .bind(merchants)
         .bind(kinds)
@@ -626,10 +663,10 @@ async fn insert_batch(conn: &mut PgConnection, batch: &[WriteRequest]) -> Result
         .bind(adjusts)
         .fetch_all(&mut *conn)
         .await?;
-    let mut outcome = BatchOutcome { inserted: HashSet::with_capacity(rows.len()), refused: HashMap::new() };
-    for (id, closed_through) in rows {
+    let mut outcome = BatchOutcome { inserted: HashMap::with_capacity(rows.len()), refused: HashMap::new() };
+    for (id, closed_through, seq) in rows {
         match closed_through {
-            None => outcome.inserted.insert(id),
+            None => outcome.inserted.insert(id, seq).is_none(),
             Some(through) => outcome.refused.insert(id, through).is_none(),
         };
     }
@@ -656,14 +693,14 @@ async fn answer_batch(
     // day closed is answered as a replay, only a new entry is refused.
     let skipped: Vec<&WriteRequest> = batch
         .iter()
-        .filter(|r| !inserted.contains(r.entry.id.as_uuid()))
+        .filter(|r| !inserted.contains_key(r.entry.id.as_uuid()))
         .filter(|r| !refused.contains_key(r.entry.id.as_uuid()) || r.idempotency.is_some())
         .collect();
     let stored = if skipped.is_empty() { Ok(HashMap::new()) } else { stored_under_keys(conn, &skipped).await };
     batch
         .iter()
         .map(|request| {
-            if inserted.contains(request.entry.id.as_uuid()) {
+            if inserted.contains_key(request.entry.id.as_uuid()) {
                 return Ok(Recorded::Created(Entry::clone(&request.entry)));
             }
             let refused_through = refused.get(request.entry.id.as_uuid());
@@ -1137,6 +1174,10 @@ impl LedgerStore for PostgresLedgerStore {
             .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)?;
         Ok(())
+    }
+
+    fn tap_outbox(&self, tap: Arc<dyn OutboxTap>) {
+        self.tap.set(tap);
     }
 
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {

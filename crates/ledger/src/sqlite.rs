@@ -49,6 +49,8 @@
 //! nothing (the WAL is written before the commit returns). Where writes come one at a time,
 //! each entry's delete was a second sync of the ledger's file.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -66,7 +68,7 @@ use crate::group_commit::{Batch, GroupCommit, Intake};
 
 use crate::store::{
     day_closed_event, day_reopened_event, CloseDay, DayAction, DayAudit, DayClose, EntryQuery, Idempotency,
-    LedgerStore, OutboxBacklog, OutboxRecord, Recorded, ReopenDay, StoreError,
+    LedgerStore, OutboxBacklog, OutboxRecord, OutboxTap, Recorded, ReopenDay, StoreError, TapSlot,
 };
 
 /// The most requests one transaction commits. Large enough that one fsync serves every request
@@ -116,6 +118,8 @@ pub struct SqliteLedgerStore {
     /// The relay's reads of the outbox: hundreds of rows at a time, which sqlx would hand over
     /// from its worker thread one row at a time.
     outbox: SqliteThread,
+    /// Where the writer hands the outbox rows it committed, once someone listens.
+    tap: TapSlot,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -304,11 +308,13 @@ impl SqliteLedgerStore {
         let outbox = SqliteThread::spawn("ledger-outbox", cashflow_db::open_sqlite_sync(url)?)?;
         let conn = cashflow_db::open_sqlite_sync(url)?;
         let (writes, intake) = GroupCommit::new(QUEUE_CAPACITY);
+        let tap = TapSlot::default();
+        let writer_tap = tap.clone();
         std::thread::Builder::new()
             .name("ledger-writer".to_owned())
-            .spawn(move || run_writer(conn, intake))
+            .spawn(move || run_writer(conn, intake, &writer_tap))
             .map_err(|e| cashflow_db::DbError::Thread(e.to_string()))?;
-        Ok(Self { writes, reader, outbox })
+        Ok(Self { writes, reader, outbox, tap })
     }
 
     /// Hands a write to the writer thread and waits until it is committed (or refused).
@@ -384,11 +390,35 @@ enum BatchFailure {
 }
 
 /// The writer thread: commits pending writes in groups until every store handle is dropped.
-fn run_writer(mut conn: Connection, mut intake: Intake<WriteOp, Result<Written, StoreError>>) {
+fn run_writer(mut conn: Connection, mut intake: Intake<WriteOp, Result<Written, StoreError>>, tap: &TapSlot) {
     let mut batch = Batch::with_max(MAX_BATCH);
     let mut sync = CommitSync { full: true };
     while intake.next_blocking(&mut batch) {
-        write_batch(&mut conn, &mut sync, &mut batch);
+        write_batch(&mut conn, &mut sync, &mut batch, tap.get().as_deref());
+    }
+}
+
+/// The outbox rows a transaction wrote, collected for the store's tap when one is set.
+struct Announced(Option<Vec<OutboxRecord>>);
+
+impl Announced {
+    fn for_tap(tap: Option<&dyn OutboxTap>) -> Self {
+        Self(tap.map(|_| Vec::new()))
+    }
+
+    fn note(&mut self, seq: i64, row: &OutboxRow) {
+        if let Some(rows) = &mut self.0 {
+            rows.push(OutboxRecord { seq, event_id: row.event_id.clone(), body: row.body.clone() });
+        }
+    }
+
+    /// Hands the rows over: only once their transaction has committed.
+    fn hand_to(self, tap: Option<&dyn OutboxTap>) {
+        if let (Some(tap), Some(rows)) = (tap, self.0) {
+            if !rows.is_empty() {
+                tap.committed(rows);
+            }
+        }
     }
 }
 
@@ -420,21 +450,33 @@ impl CommitSync {
 }
 
 /// Commits `batch` in one transaction and answers every request once the commit returned,
-/// leaving `batch` empty.
-fn write_batch(conn: &mut Connection, sync: &mut CommitSync, batch: &mut Batch<WriteOp, Result<Written, StoreError>>) {
+/// leaving `batch` empty. The outbox rows committed are handed to `tap` before anyone is
+/// answered.
+fn write_batch(
+    conn: &mut Connection,
+    sync: &mut CommitSync,
+    batch: &mut Batch<WriteOp, Result<Written, StoreError>>,
+    tap: Option<&dyn OutboxTap>,
+) {
     if let Err(e) = sync.set_for(conn, batch.jobs()) {
         let message = e.to_string();
         batch.answer_each(|_| Err(StoreError::Unavailable(message.clone())));
         return;
     }
-    match commit(conn, batch.jobs().iter()) {
-        Ok(results) => batch.answer(results),
+    match commit(conn, batch.jobs().iter(), Announced::for_tap(tap)) {
+        Ok((results, announced)) => {
+            announced.hand_to(tap);
+            batch.answer(results);
+        }
         Err(BatchFailure::Request(e)) if batch.len() > 1 => {
             // Rolled back: replay the batch one request per transaction, so that only the
             // request at fault fails, exactly as it would have alone.
             tracing::warn!(error = %e, requests = batch.len(), "a ledger write failed; retrying its batch one by one");
-            batch.answer_each(|op| match commit(conn, std::iter::once(op)) {
-                Ok(mut results) => results.pop().unwrap_or_else(|| Err(writer_stopped())),
+            batch.answer_each(|op| match commit(conn, std::iter::once(op), Announced::for_tap(tap)) {
+                Ok((mut results, announced)) => {
+                    announced.hand_to(tap);
+                    results.pop().unwrap_or_else(|| Err(writer_stopped()))
+                }
                 Err(BatchFailure::Request(e) | BatchFailure::Transaction(e)) => Err(unavailable(e)),
             });
         }
@@ -446,12 +488,13 @@ fn write_batch(conn: &mut Connection, sync: &mut CommitSync, batch: &mut Batch<W
     }
 }
 
-/// Applies `ops` in order in one transaction and commits it. Returns each request's answer:
-/// written, or refused without having written anything.
+/// Applies `ops` in order in one transaction and commits it. Returns each request's answer
+/// (written, or refused without having written anything) and the outbox rows it wrote.
 fn commit<'a>(
     conn: &mut Connection,
     ops: impl Iterator<Item = &'a WriteOp>,
-) -> Result<Vec<Result<Written, StoreError>>, BatchFailure> {
+    mut announced: Announced,
+) -> Result<(Vec<Result<Written, StoreError>>, Announced), BatchFailure> {
     // IMMEDIATE takes the write lock up front (waiting for the busy timeout if another process
     // holds it) instead of upgrading a read lock later, which SQLite may refuse outright.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(BatchFailure::Transaction)?;
@@ -459,10 +502,10 @@ fn commit<'a>(
     let mut merchants = MerchantKeys::default();
     for op in ops {
         // On an error, dropping `tx` rolls the transaction back.
-        results.push(apply(&tx, &mut merchants, op).map_err(BatchFailure::Request)?);
+        results.push(apply(&tx, &mut merchants, &mut announced, op).map_err(BatchFailure::Request)?);
     }
     tx.commit().map_err(BatchFailure::Transaction)?;
-    Ok(results)
+    Ok((results, announced))
 }
 
 /// The answer to a record that was written.
@@ -482,6 +525,7 @@ fn created(op: &WriteOp) -> Written {
 fn apply(
     conn: &Connection,
     merchants: &mut MerchantKeys,
+    announced: &mut Announced,
     op: &WriteOp,
 ) -> Result<Result<Written, StoreError>, rusqlite::Error> {
     if !matches!(op, WriteOp::Record { .. } | WriteOp::DeleteOutbox { .. }) {
@@ -503,7 +547,7 @@ fn apply(
                 }
                 Err(e) => return Err(e),
             }
-            insert_outbox(conn, outbox)?;
+            insert_outbox(conn, outbox, announced)?;
             Ok(Ok(Written::Done))
         }
         WriteOp::Record { entry, merchant_id, idempotency, outbox } => {
@@ -554,11 +598,11 @@ fn apply(
                 }
                 Err(e) => return Err(e),
             }
-            insert_outbox(conn, outbox)?;
+            insert_outbox(conn, outbox, announced)?;
             Ok(Ok(created(op)))
         }
-        WriteOp::CloseDay(close) => close_day(conn, close),
-        WriteOp::ReopenDay(reopen) => reopen_day(conn, reopen),
+        WriteOp::CloseDay(close) => close_day(conn, close, announced),
+        WriteOp::ReopenDay(reopen) => reopen_day(conn, reopen, announced),
         WriteOp::DeleteOutbox { seqs } => {
             let mut delete = conn.prepare_cached(DELETE_OUTBOX)?;
             for seq in seqs {
@@ -640,7 +684,11 @@ fn first_open_after(through: &str) -> Result<BusinessDate, StoreError> {
 }
 
 /// Takes the totals and moves the watermark in the batch's transaction.
-fn close_day(conn: &Connection, close: &CloseDay) -> Result<Result<Written, StoreError>, rusqlite::Error> {
+fn close_day(
+    conn: &Connection,
+    close: &CloseDay,
+    announced: &mut Announced,
+) -> Result<Result<Written, StoreError>, rusqlite::Error> {
     let merchant_id = close.merchant_id.to_string();
     let date = close.date.to_string();
     let previous = match closed_through(conn, &merchant_id)?.map(|through| BusinessDate::parse(&through)) {
@@ -690,12 +738,16 @@ fn close_day(conn: &Connection, close: &CloseDay) -> Result<Result<Written, Stor
         date,
     ])?;
     let event = day_closed_event(&record, previous, conn.last_insert_rowid());
-    insert_outbox(conn, &OutboxRow::of(&event))?;
+    insert_outbox(conn, &OutboxRow::of(&event), announced)?;
     Ok(Ok(Written::Closed(record)))
 }
 
 /// Moves the watermark back, with its audit row and event, in the batch's transaction.
-fn reopen_day(conn: &Connection, reopen: &ReopenDay) -> Result<Result<Written, StoreError>, rusqlite::Error> {
+fn reopen_day(
+    conn: &Connection,
+    reopen: &ReopenDay,
+    announced: &mut Announced,
+) -> Result<Result<Written, StoreError>, rusqlite::Error> {
     let merchant_id = reopen.merchant_id.to_string();
     let previous = match closed_through(conn, &merchant_id)?.map(|through| BusinessDate::parse(&through)) {
         Some(Ok(through)) if reopen.date <= through => through,
@@ -726,7 +778,7 @@ fn reopen_day(conn: &Connection, reopen: &ReopenDay) -> Result<Result<Written, S
         closed_through_before: Some(previous),
         closed_through_after: after,
     };
-    insert_outbox(conn, &OutboxRow::of(&day_reopened_event(&audit, previous)))?;
+    insert_outbox(conn, &OutboxRow::of(&day_reopened_event(&audit, previous)), announced)?;
     Ok(Ok(Written::Reopened(audit)))
 }
 
@@ -763,8 +815,10 @@ fn day_close_from_row(row: &SqliteRow) -> Result<DayClose, StoreError> {
     })
 }
 
-fn insert_outbox(conn: &Connection, row: &OutboxRow) -> Result<(), rusqlite::Error> {
+fn insert_outbox(conn: &Connection, row: &OutboxRow, announced: &mut Announced) -> Result<(), rusqlite::Error> {
     conn.prepare_cached(INSERT_OUTBOX)?.execute(params![row.event_id, row.body, row.created_at])?;
+    // `seq` is the rowid.
+    announced.note(conn.last_insert_rowid(), row);
     Ok(())
 }
 
@@ -970,6 +1024,10 @@ impl LedgerStore for SqliteLedgerStore {
         self.write(WriteOp::DeleteOutbox { seqs: seqs.to_vec() }).await.map(|_| ())
     }
 
+    fn tap_outbox(&self, tap: Arc<dyn OutboxTap>) {
+        self.tap.set(tap);
+    }
+
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox")
             .fetch_one(&self.reader)
@@ -1128,8 +1186,9 @@ mod tests {
         // Given a batch that records for a merchant created in it, closes its day, records,
         // reopens it and records again
         let ops = [record(), create, record(), close, record(), reopen, record()];
-        let answers: Vec<&str> = commit(&mut conn, ops.iter())
-            .unwrap_or_else(|_| panic!("the batch commits"))
+        let (answers, announced) = commit(&mut conn, ops.iter(), Announced(Some(Vec::new())))
+            .unwrap_or_else(|_| panic!("the batch commits"));
+        let answers: Vec<&str> = answers
             .iter()
             .map(|answer| match answer {
                 Ok(Written::Done) => "done",
@@ -1146,5 +1205,15 @@ mod tests {
         assert_eq!(answers, ["unknown merchant", "done", "recorded", "closed", "day closed", "reopened", "recorded"]);
         let stored: i64 = conn.query_row("SELECT count(*) FROM entries", [], |r| r.get(0)).unwrap();
         assert_eq!(stored, 2);
+
+        // And every event it committed (the merchant's, two entries', the close's and the
+        // reopen's) is announced for the tap with its outbox seq, in the order written
+        let mut query = conn.prepare("SELECT seq, event_id FROM outbox ORDER BY seq").unwrap();
+        let outbox: Vec<(i64, String)> =
+            query.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap();
+        let announced: Vec<(i64, String)> =
+            announced.0.unwrap().into_iter().map(|row| (row.seq, row.event_id)).collect();
+        assert_eq!(outbox.len(), 5);
+        assert_eq!(announced, outbox);
     }
 }

@@ -1,6 +1,8 @@
 //! The ledger's storage port, owned by the use cases ([`crate::service`]). [`crate::sqlite`]
 //! (embedded) and [`crate::postgres`] (RDS) implement it, chosen by URL.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -74,6 +76,30 @@ pub struct OutboxRecord {
     pub seq: i64,
     pub event_id: String,
     pub body: String,
+}
+
+/// Where a store hands the outbox rows it has just committed, for a reader in the same process
+/// to deliver without reading them back ([`crate::outbox_source`]). Called by the store's
+/// writer after the commit returned, never before; a row that is never handed over is still
+/// in the outbox, where a read finds it.
+pub trait OutboxTap: Send + Sync + 'static {
+    /// Rows of one commit, in the order they were written.
+    fn committed(&self, rows: Vec<OutboxRecord>);
+}
+
+/// A store's [`OutboxTap`], once one is set; shared with its writers.
+#[derive(Clone, Default)]
+pub(crate) struct TapSlot(Arc<RwLock<Option<Arc<dyn OutboxTap>>>>);
+
+impl TapSlot {
+    pub(crate) fn set(&self, tap: Arc<dyn OutboxTap>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(tap);
+    }
+
+    /// The tap, if any: a writer collects its rows only when someone listens.
+    pub(crate) fn get(&self) -> Option<Arc<dyn OutboxTap>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 /// How much the relay has left to publish.
@@ -300,6 +326,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Forgets published events. Stores may make this delete non-durable: a delete lost in a
     /// crash only republishes events, which the queue and consolidation deduplicate.
     async fn delete_outbox(&self, seqs: &[i64]) -> Result<(), StoreError>;
+
+    /// Hands every outbox row this store's writers commit from now on to `tap` as well (they
+    /// stay in the outbox until deleted). Replaces an earlier tap. The default hands nothing
+    /// over: the rows are found by reading the outbox.
+    fn tap_outbox(&self, tap: Arc<dyn OutboxTap>) {
+        let _ = tap;
+    }
 
     /// Unpublished events and the age of the oldest.
     async fn outbox_backlog(&self) -> Result<OutboxBacklog, StoreError>;

@@ -25,6 +25,7 @@ contract! {
         an_event_never_acknowledged_is_set_aside_into_the_queue_which_dead_letters_it,
         what_the_queue_already_holds_is_delivered_and_acknowledged_there,
         a_waiting_receive_is_woken_by_the_commit_signal,
+        an_entry_committed_after_the_source_started_is_delivered_without_reading_it_back,
     ],
     harness: [],
 }
@@ -226,4 +227,33 @@ async fn a_waiting_receive_is_woken_by_the_commit_signal(store: Arc<dyn LedgerSt
     let (delivered, after) = waiting.await.unwrap();
     assert_eq!(ids(&delivered), vec![event.event_id]);
     assert!(after < Duration::from_secs(5), "{after:?}");
+}
+
+async fn an_entry_committed_after_the_source_started_is_delivered_without_reading_it_back(store: Arc<dyn LedgerStore>) {
+    // Given a source that has read the outbox once and reads it by itself only every hour
+    let merchant = given_a_merchant(&store).await;
+    let s = setup(&store, OutboxSourceConfig { poll_interval: Duration::from_secs(3600), ..config() }).await;
+    let registered = s.source.receive(10, Duration::ZERO).await.unwrap();
+    s.source.ack(&receipts(&registered)).await.unwrap();
+
+    // When an entry is recorded, and its outbox row deleted behind the source's back
+    let entry = sale(&merchant, 1_250);
+    let event = recorded_event(&entry);
+    store.record(&entry, None, &event).await.unwrap();
+    let seqs: Vec<i64> = store.outbox_batch(10).await.unwrap().iter().map(|row| row.seq).collect();
+    store.delete_outbox(&seqs).await.unwrap();
+
+    // Then its event is still delivered, once: the ledger's writer handed it over on commit
+    let delivered = s.source.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(ids(&delivered), vec![event.event_id]);
+    assert_eq!(delivered[0].receive_count, 1);
+    assert!(s.source.receive(10, Duration::ZERO).await.unwrap().is_empty());
+
+    // And the receipt of a handed-over event names its outbox row: acknowledging it deletes it
+    let next = sale(&merchant, 990);
+    store.record(&next, None, &recorded_event(&next)).await.unwrap();
+    assert_eq!(outbox_len(&store).await, 1);
+    let delivered = s.source.receive(10, Duration::ZERO).await.unwrap();
+    s.source.ack(&receipts(&delivered)).await.unwrap();
+    assert_eq!(outbox_len(&store).await, 0);
 }
