@@ -26,7 +26,8 @@
 //! - Events committed by this process's ledger are not even read back: its writers hand each
 //!   committed outbox row over ([`OutboxTap`]) and it is delivered from memory, leased like
 //!   the rows read. The outbox is read only when nothing was handed over, when a lease was
-//!   given back, and at least every [`OutboxSourceConfig::poll_interval`]: that read delivers
+//!   given back, and, while the hand-over does not fill a whole receive, at least every
+//!   [`OutboxSourceConfig::poll_interval`]: that read delivers
 //!   what no hand-over brings (rows committed before this source existed or by other processes,
 //!   rows the writers did not hand over, the hand-over's overflow, leases run out), skipping
 //!   the rows still waiting in the hand-over. Under load that takes the outbox read, a query
@@ -53,7 +54,8 @@ use cashflow_events::{Delivery, EventPublisher, EventSource, OutboundMessage, Qu
 use crate::store::{LedgerStore, OutboxRecord, OutboxTap};
 
 /// Most committed rows waiting in the hand-over; beyond, they wait in the outbox for a read.
-/// Eight of the consumer's batches of 500: more than it receives between two reads.
+/// Eight of the consumer's batches of 500 (at 30,000 writes/s, 136 ms of commits, about 2 MiB):
+/// a consumer further behind than that takes its backlog from the outbox, as before.
 pub const HANDED_CAPACITY: usize = 4096;
 
 /// Settings of an [`OutboxSource`]: the queue's, so a delivery behaves as the queue's would.
@@ -463,8 +465,13 @@ mod tests {
         let store: Arc<dyn LedgerStore> = Arc::new(SqliteLedgerStore::open(&ledger).await.unwrap());
         let queue_url = format!("sqlite://{}", dir.path().join("queue.db").display());
         let queue = Arc::new(EmbeddedQueue::open(&queue_url, EmbeddedQueueConfig::default()).await.unwrap());
-        let source =
-            OutboxSource::new(store.clone(), queue.clone(), queue, Arc::new(Notify::new()), OutboxSourceConfig::default());
+        let source = OutboxSource::new(
+            store.clone(),
+            queue.clone(),
+            queue,
+            Arc::new(Notify::new()),
+            OutboxSourceConfig::default(),
+        );
 
         // When an event is committed and the outbox is read before the hand-over is taken
         an_event(&store).await;

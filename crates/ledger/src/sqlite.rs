@@ -1186,8 +1186,8 @@ mod tests {
         // Given a batch that records for a merchant created in it, closes its day, records,
         // reopens it and records again
         let ops = [record(), create, record(), close, record(), reopen, record()];
-        let (answers, announced) = commit(&mut conn, ops.iter(), Announced(Some(Vec::new())))
-            .unwrap_or_else(|_| panic!("the batch commits"));
+        let (answers, announced) =
+            commit(&mut conn, ops.iter(), Announced(Some(Vec::new()))).unwrap_or_else(|_| panic!("the batch commits"));
         let answers: Vec<&str> = answers
             .iter()
             .map(|answer| match answer {
