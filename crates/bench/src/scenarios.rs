@@ -997,7 +997,7 @@ pub async fn fresh(ctx: &Ctx) -> anyhow::Result<Outcome> {
             Some(applied_rate),
         );
         out.fact(
-            "consolidation lag (commit → applied)",
+            "consolidation lag (recorded → applied)",
             format!(
                 "p50 {} · p99 {} · max ≤ {} ({:.0} events)",
                 q(0.5),

@@ -400,7 +400,7 @@ pub const DESCRIPTIONS: &[Description] = &[
         &[],
         Kind::Histogram,
         Unit::Seconds,
-        "Time from the ledger's commit of an entry to its effect committed in the daily totals.",
+        "Time from the ledger's recording of an entry (before its commit) to its effect committed in the daily totals.",
     ),
     describe(
         "cashflow_report_cache_hits_total",

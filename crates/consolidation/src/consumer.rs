@@ -50,8 +50,10 @@ use cashflow_events::{Event, EventSource};
 use crate::cache::ReportCache;
 use crate::store::{ConsolidationStore, StoreError};
 
-/// Counters of what a batch did, and the consolidation lag: from the ledger's commit of an
-/// event to its effect being committed here (what "how stale is the report" means).
+/// Counters of what a batch did, and the consolidation lag: from the event's `occurred_at` (for
+/// an entry, its `recorded_at`, taken when the ledger took the request, before its commit) to
+/// its effect being committed here. That is what a merchant waits from recording a sale to
+/// seeing it in the balance, the write's own commit included.
 fn record_applied(events: &[Event], summary: &crate::store::ApplySummary) {
     metrics::counter!("cashflow_events_applied_total").increment(summary.applied.len() as u64);
     metrics::counter!("cashflow_events_duplicate_total").increment(summary.duplicates.len() as u64);
