@@ -430,17 +430,23 @@ mod tests {
         store.create_merchant(&merchant, &event).await.unwrap();
     }
 
+    /// A source over a SQLite ledger in `dir`, with an embedded queue behind it.
+    async fn a_source(dir: &std::path::Path, config: OutboxSourceConfig) -> (Arc<dyn LedgerStore>, OutboxSource) {
+        let ledger = format!("sqlite://{}", dir.join("ledger.db").display());
+        let store: Arc<dyn LedgerStore> = Arc::new(SqliteLedgerStore::open(&ledger).await.unwrap());
+        let queue_url = format!("sqlite://{}", dir.join("queue.db").display());
+        let queue = Arc::new(EmbeddedQueue::open(&queue_url, EmbeddedQueueConfig::default()).await.unwrap());
+        let source = OutboxSource::new(store.clone(), queue.clone(), queue, Arc::new(Notify::new()), config);
+        (store, source)
+    }
+
     #[tokio::test]
     async fn the_lease_of_an_event_deleted_by_another_process_is_forgotten() {
         // Given a source whose leases last 50 ms, and two events it delivered
         let dir = tempfile::tempdir().unwrap();
-        let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        let store: Arc<dyn LedgerStore> = Arc::new(SqliteLedgerStore::open(&ledger).await.unwrap());
-        let queue_url = format!("sqlite://{}", dir.path().join("queue.db").display());
-        let queue = Arc::new(EmbeddedQueue::open(&queue_url, EmbeddedQueueConfig::default()).await.unwrap());
         let config =
             OutboxSourceConfig { visibility_timeout: Duration::from_millis(50), ..OutboxSourceConfig::default() };
-        let source = OutboxSource::new(store.clone(), queue.clone(), queue, Arc::new(Notify::new()), config);
+        let (store, source) = a_source(dir.path(), config).await;
         an_event(&store).await;
         an_event(&store).await;
         let delivered = source.receive(10, Duration::ZERO).await.unwrap();
@@ -461,17 +467,7 @@ mod tests {
     async fn a_row_still_in_the_hand_over_is_not_delivered_by_a_read_of_the_outbox() {
         // Given a source over a SQLite ledger, whose writer hands every committed row over
         let dir = tempfile::tempdir().unwrap();
-        let ledger = format!("sqlite://{}", dir.path().join("ledger.db").display());
-        let store: Arc<dyn LedgerStore> = Arc::new(SqliteLedgerStore::open(&ledger).await.unwrap());
-        let queue_url = format!("sqlite://{}", dir.path().join("queue.db").display());
-        let queue = Arc::new(EmbeddedQueue::open(&queue_url, EmbeddedQueueConfig::default()).await.unwrap());
-        let source = OutboxSource::new(
-            store.clone(),
-            queue.clone(),
-            queue,
-            Arc::new(Notify::new()),
-            OutboxSourceConfig::default(),
-        );
+        let (store, source) = a_source(dir.path(), OutboxSourceConfig::default()).await;
 
         // When an event is committed and the outbox is read before the hand-over is taken
         an_event(&store).await;
