@@ -27,6 +27,9 @@
 //! - Nothing is answered before the `COMMIT` returned; if it fails, every request of the batch
 //!   gets the error, including those whose answer was a replay or a refusal (it may rest on a
 //!   write of the same batch that is now gone).
+//! - The outbox rows a transaction wrote are handed to the store's tap
+//!   ([`LedgerStore::tap_outbox`]) after its `COMMIT` returned and before anyone is answered;
+//!   a transaction rolled back hands nothing over.
 //!
 //! # Why no entry slips past a close
 //! A close is a write like the others: it goes through the same writer thread and is applied in
