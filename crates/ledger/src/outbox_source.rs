@@ -213,15 +213,15 @@ impl OutboxSource {
     /// Up to `max` outbox events, oldest first, that are neither leased nor waiting in the
     /// hand-over.
     async fn receive_outbox(&self, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let read_at = Instant::now();
         let leased = {
-            let now = Instant::now();
-            self.leases().by_seq.values().filter(|lease| lease.until > now).count()
+            let mut leases = self.leases();
+            leases.outbox_read = Some(read_at);
+            leases.by_seq.values().filter(|lease| lease.until > read_at).count()
         };
         let waiting: HashSet<i64> = self.handed.rows().iter().map(|row| row.seq).collect();
         // The oldest rows, enough of them that `max` remain once those are skipped.
         let limit = u32::try_from(max.saturating_add(leased).saturating_add(waiting.len())).unwrap_or(u32::MAX);
-        let read_at = Instant::now();
-        self.leases().outbox_read = Some(read_at);
         let rows = self.store.outbox_batch(limit).await.map_err(unavailable)?;
         let now = Instant::now();
         let until = now + self.config.visibility_timeout;
@@ -327,7 +327,7 @@ impl EventSource for OutboxSource {
         let deadline = Instant::now() + wait;
         loop {
             let mut deliveries = self.receive_queued(max).await?;
-            let handed = self.receive_handed(max - deliveries.len().min(max));
+            let handed = self.receive_handed(max.saturating_sub(deliveries.len()));
             let read = deliveries.len() + handed.len() < max && (handed.is_empty() || self.outbox_due());
             deliveries.extend(handed);
             if read {
