@@ -59,7 +59,11 @@ pub fn init(format: LogFormat) {
         }
     };
     let Some((pipeline, trace_config)) = traces else {
-        let _ = tracing::dispatcher::set_global_default(logs(filter, format));
+        let logs = match plain_filter(std::env::var("RUST_LOG").ok().as_deref()) {
+            Some(targets) => logs_by_target(targets, format),
+            None => logs(filter, format),
+        };
+        let _ = tracing::dispatcher::set_global_default(logs);
         return;
     };
     if with_traces(filter, format, &pipeline, &trace_config) {
@@ -86,6 +90,34 @@ fn logs(filter: EnvFilter, format: LogFormat) -> tracing::Dispatch {
         LogFormat::Text => builder.fmt_fields(TextFields).finish().into(),
         LogFormat::Json => builder.json().flatten_event(true).finish().into(),
     }
+}
+
+/// `RUST_LOG` (or [`DEFAULT_FILTER`] when unset) as a filter by target and level alone, when
+/// that is all it says (`info`, `warn,cashflow=debug`, …); `None` when it names spans or
+/// fields (`[http{route=…}]=debug`), which only [`EnvFilter`] understands, or does not parse.
+///
+/// The two filters enable the same lines for such a setting, but `EnvFilter` also keeps a
+/// book of every span, under a lock the HTTP lanes share, for directives that might name one:
+/// each request's `http` span costs it a lookup at creation and at every entry, exit and
+/// close. A filter by target decides once per call site and keeps nothing per span.
+fn plain_filter(rust_log: Option<&str>) -> Option<tracing_subscriber::filter::Targets> {
+    let directives = rust_log.unwrap_or(DEFAULT_FILTER);
+    if directives.trim().is_empty() || directives.contains(['[', '{', '}', ']']) {
+        return None;
+    }
+    directives.parse().ok()
+}
+
+/// [`logs`], filtered by target and level alone (see [`plain_filter`]).
+fn logs_by_target(filter: tracing_subscriber::filter::Targets, format: LogFormat) -> tracing::Dispatch {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer;
+    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Text => logs.fmt_fields(TextFields).boxed(),
+        LogFormat::Json => logs.json().flatten_event(true).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(logs).into()
 }
 
 /// Installs logs and the span export to `pipeline` as the global subscriber; false if one
@@ -528,6 +560,27 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_rust_log_of_targets_and_levels_is_read_as_such_and_anything_more_is_left_to_env_filter() {
+        use tracing::Level;
+        // The default: info, but not sqlx's Postgres notices
+        let default = plain_filter(None).expect("the default is targets and levels");
+        assert!(default.would_enable("cashflow_http::layers", &Level::INFO));
+        assert!(!default.would_enable("cashflow_http::layers", &Level::DEBUG));
+        assert!(!default.would_enable("sqlx::postgres::notice", &Level::INFO));
+        assert!(default.would_enable("sqlx::postgres::notice", &Level::WARN));
+        // A level for everything and one for a module tree
+        let chosen = plain_filter(Some("warn,cashflow_ledger=debug")).expect("targets and levels");
+        assert!(chosen.would_enable("cashflow_ledger::sqlite", &Level::DEBUG));
+        assert!(!chosen.would_enable("cashflow_ledger::sqlite", &Level::TRACE));
+        assert!(!chosen.would_enable("hyper::proto", &Level::INFO));
+        assert!(chosen.would_enable("hyper::proto", &Level::WARN));
+        // Spans, fields, nothing at all or nonsense: EnvFilter's to read (or refuse)
+        for setting in ["[http{route=/v1/entries}]=debug", "cashflow[ledger.record]=trace", "", "  ", "info,x=loud"] {
+            assert!(plain_filter(Some(setting)).is_none(), "{setting:?}");
         }
     }
 
