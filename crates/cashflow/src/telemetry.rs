@@ -77,9 +77,9 @@ fn traces() -> anyhow::Result<(crate::otel::Pipeline, crate::otel::TraceConfig)>
     Ok((crate::otel::Pipeline::otlp_from_env()?, config))
 }
 
-/// The logs alone on stderr: the process's subscriber when nothing is exported, and the one a
-/// request sampled out is served under when spans are. The filter is global (it decides once
-/// per call site), which is what makes an untraced request cheap.
+/// The logs alone on stderr, the process's subscriber when nothing is exported, filtered by
+/// `EnvFilter`: for a `RUST_LOG` that names spans or fields (otherwise [`logs_by_target`]).
+/// The filter is global (it decides once per call site), which is what makes a request cheap.
 fn logs(filter: EnvFilter, format: LogFormat) -> tracing::Dispatch {
     // Colours only on a terminal: escape codes in a log file or a collector are noise.
     let builder = tracing_subscriber::fmt()
