@@ -198,7 +198,7 @@ impl OutboxSource {
                 Entry::Occupied(_) => None,
                 Entry::Vacant(vacant) => {
                     vacant.insert(Lease { receives: 1, until });
-                    Some(Delivery { receipt: format!("{OUTBOX}{}:1", row.seq), body: row.body, receive_count: 1 })
+                    Some(outbox_delivery(row, 1))
                 }
             })
             .collect()
@@ -255,11 +255,7 @@ impl OutboxSource {
                         1
                     }
                 };
-                deliveries.push(Delivery {
-                    receipt: format!("{OUTBOX}{}:{receives}", row.seq),
-                    body: row.body,
-                    receive_count: receives,
-                });
+                deliveries.push(outbox_delivery(row, receives));
             }
         }
         if !poison.is_empty() {
@@ -304,6 +300,12 @@ impl OutboxSource {
 /// an event committed after this read started, and is kept.)
 fn forget_deleted(leases: &mut Leases, rows: &[OutboxRecord], read_at: Instant) {
     leases.by_seq.retain(|seq, lease| lease.until > read_at || rows.binary_search_by_key(seq, |row| row.seq).is_ok());
+}
+
+/// The delivery of an outbox row, received for the `receives`th time; [`split`] reads its
+/// receipt back.
+fn outbox_delivery(row: OutboxRecord, receives: u32) -> Delivery {
+    Delivery { receipt: format!("{OUTBOX}{}:{receives}", row.seq), body: row.body, receive_count: receives }
 }
 
 /// Splits receipts into the outbox's `(seq, receives)` and the queue's own receipts.
