@@ -111,13 +111,21 @@ fn plain_filter(rust_log: Option<&str>) -> Option<tracing_subscriber::filter::Ta
 /// [`logs`], filtered by target and level alone (see [`plain_filter`]).
 fn logs_by_target(filter: tracing_subscriber::filter::Targets, format: LogFormat) -> tracing::Dispatch {
     use tracing_subscriber::layer::SubscriberExt;
+    tracing_subscriber::registry().with(filter).with(log_layer(format)).into()
+}
+
+/// The log lines on stderr in `format`, as a layer of a registry-based subscriber.
+fn log_layer<S>(format: LogFormat) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
     use tracing_subscriber::Layer;
+    // Colours only on a terminal: escape codes in a log file or a collector are noise.
     let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
-    let logs = match format {
+    match format {
         LogFormat::Text => logs.fmt_fields(TextFields).boxed(),
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
-    };
-    tracing_subscriber::registry().with(filter).with(logs).into()
+    }
 }
 
 /// Installs logs and the span export to `pipeline` as the global subscriber; false if one
@@ -131,15 +139,9 @@ pub fn with_traces(
 ) -> bool {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
-    let logs = match format {
-        LogFormat::Text => logs.fmt_fields(TextFields).boxed(),
-        LogFormat::Json => logs.json().flatten_event(true).boxed(),
-    };
     tracing_subscriber::registry()
         .with(crate::otel::LogsOrExported::new(filter))
-        .with(logs)
+        .with(log_layer(format))
         .with(crate::otel::layer(pipeline, trace_config))
         .try_init()
         .is_ok()
