@@ -17,13 +17,15 @@
 //!   judged by the rule of [`trend`].
 //! - [`sut`]: the system under test (the `cashflow` binary on the chosen backend).
 //! - [`oha`]: running oha and reading its JSON reports.
-//! - [`nginx`]: the HTTP ceiling. [`storage`]: the storage ceilings.
+//! - [`nginx`]: the HTTP ceiling; [`hyper_floor`]: the HTTP library's floor. [`storage`]: the
+//!   storage ceilings.
 //! - [`prom`]: reading `/metrics`. [`report`]: tables and result files. [`procs`]: processes.
 //! - [`tls`]: `--tls`, the run's certificate and the CPU figures.
 //! - [`otlp_sink`]: `--otel-sampling`, where the traced runs of `write` and `read` export.
 
 mod compare;
 mod faults;
+mod hyper_floor;
 mod nginx;
 mod oha;
 mod otlp_sink;

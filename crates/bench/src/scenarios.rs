@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::hyper_floor::HyperFloor;
 use crate::nginx::{Nginx, NginxBin};
 use crate::oha::{self, Group, Load, Oha, Request, RunResult, Stop};
 use crate::report::{Check, Outcome, Row};
@@ -398,7 +399,36 @@ async fn http_ceiling(
         max.failures() == 0 && max.ok > 0,
         format!("{} ok, {} failed", max.ok, max.failures()),
     ));
+    if ctx.tls.is_none() {
+        http_floor(ctx, out, request, groups, body, duration).await?;
+    }
     Ok(max)
+}
+
+/// The HTTP library's floor ([`crate::hyper_floor`]) with the same requests, closed loop: its
+/// CPU per request beside nginx's and ours.
+async fn http_floor(
+    ctx: &Ctx,
+    out: &mut Outcome,
+    request: &Request,
+    groups: &[Group],
+    body: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let floor = HyperFloor::start(request.expect, body)?;
+    let cpu_before = floor.cpu_seconds();
+    let run = ctx.oha.run(&floor.base, request, Load { rate: None, stop: Stop::After(duration) }, groups).await?;
+    let cpu = cpu_before.zip(floor.cpu_seconds()).map(|(a, b)| b - a);
+    drop(floor);
+    cpu_fact(out, "hyper alone: CPU per request (http, closed loop)", cpu, run.ok);
+    out.rows.push(Row::run("hyper alone closed loop (HTTP library floor)", &run, None));
+    out.detail("hyper_floor_closed_loop", &run);
+    out.checks.push(Check::new(
+        "HTTP library floor answered",
+        run.failures() == 0 && run.ok > 0,
+        format!("{} ok, {} failed", run.ok, run.failures()),
+    ));
+    Ok(())
 }
 
 /// What the ramp found.
