@@ -421,6 +421,20 @@ async fn http_floor(
     let cpu = cpu_before.zip(floor.cpu_seconds()).map(|(a, b)| b - a);
     drop(floor);
     cpu_fact(out, "hyper alone: CPU per request (http, closed loop)", cpu, run.ok);
+    // Ours against the library's, where the request is the same: the measure that carries
+    // over between machines (BENCHMARKS.md, session 33).
+    if let Some(floor_us) = cpu.filter(|_| run.ok > 0).map(|cpu| cpu / run.ok as f64 * 1e6) {
+        let ours = [
+            ("server CPU per request (http, closed loop)", "  the request's CPU over hyper alone's"),
+            ("server CPU per GET /health/live (http, keep-alive)", "  the liveness probe's CPU over hyper alone's"),
+        ];
+        for (figure, name) in ours {
+            if let Some(us) = out.figures.get(figure).copied() {
+                let times = us / floor_us;
+                out.fact(name, format!("{times:.2}× ({us:.1} µs / {floor_us:.1} µs)"), Some(times));
+            }
+        }
+    }
     out.rows.push(Row::run("hyper alone closed loop (HTTP library floor)", &run, None));
     out.detail("hyper_floor_closed_loop", &run);
     out.checks.push(Check::new(
