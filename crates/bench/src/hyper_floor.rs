@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_floor_answers_every_request_with_its_fixed_response_and_counts_its_cpu() {
+    async fn the_floor_answers_every_request_with_its_fixed_response_and_stops_when_dropped() {
         // Given a floor answering 201 with a JSON body
         let floor = HyperFloor::start(201, r#"{"id":"x"}"#).unwrap();
 

@@ -60,7 +60,7 @@ pub fn init(format: LogFormat) {
     };
     let Some((pipeline, trace_config)) = traces else {
         let logs = match plain_filter(std::env::var("RUST_LOG").ok().as_deref()) {
-            Some(targets) => logs_by_target(targets, format),
+            Some(targets) => logs(targets, format),
             None => logs(filter, format),
         };
         let _ = tracing::dispatcher::set_global_default(logs);
@@ -77,19 +77,16 @@ fn traces() -> anyhow::Result<(crate::otel::Pipeline, crate::otel::TraceConfig)>
     Ok((crate::otel::Pipeline::otlp_from_env()?, config))
 }
 
-/// The logs alone on stderr, the process's subscriber when nothing is exported, filtered by
-/// `EnvFilter`: for a `RUST_LOG` that names spans or fields (otherwise [`logs_by_target`]).
-/// The filter is global (it decides once per call site), which is what makes a request cheap.
-fn logs(filter: EnvFilter, format: LogFormat) -> tracing::Dispatch {
-    // Colours only on a terminal: escape codes in a log file or a collector are noise.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.fmt_fields(TextFields).finish().into(),
-        LogFormat::Json => builder.json().flatten_event(true).finish().into(),
-    }
+/// The logs alone on stderr, the process's subscriber when nothing is exported: filtered by
+/// target and level alone when `RUST_LOG` says no more ([`plain_filter`]), by `EnvFilter`
+/// when it names spans or fields. The filter is global (it decides once per call site), which
+/// is what makes a request cheap.
+fn logs<F>(filter: F, format: LogFormat) -> tracing::Dispatch
+where
+    F: tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing_subscriber::registry().with(filter).with(log_layer(format)).into()
 }
 
 /// `RUST_LOG` (or [`DEFAULT_FILTER`] when unset) as a filter by target and level alone, when
@@ -106,12 +103,6 @@ fn plain_filter(rust_log: Option<&str>) -> Option<tracing_subscriber::filter::Ta
         return None;
     }
     directives.parse().ok()
-}
-
-/// [`logs`], filtered by target and level alone (see [`plain_filter`]).
-fn logs_by_target(filter: tracing_subscriber::filter::Targets, format: LogFormat) -> tracing::Dispatch {
-    use tracing_subscriber::layer::SubscriberExt;
-    tracing_subscriber::registry().with(filter).with(log_layer(format)).into()
 }
 
 /// The log lines on stderr in `format`, as a layer of a registry-based subscriber.
