@@ -108,15 +108,21 @@ async fn around(State(metrics): State<Arc<RouteMetrics>>, mut req: Request, next
     }
     let (status, elapsed) = (response.status(), started.elapsed());
     spans.finish(status);
-    // Logged in the request's span by naming it (`parent:`), not by entering it: a line the
-    // level filters out then costs nothing, where entering and leaving the span cost every
-    // request the subscriber's bookkeeping.
+    // The span is entered for the closing line only when the line may be logged: entering and
+    // leaving it cost every request the subscriber's bookkeeping, and a line the level filters
+    // out would pay it for nothing. Entered, not named as the line's parent: a filter that
+    // names the request's span (`[http{route=…}]=debug`, `EnvFilter`) judges a line by the
+    // spans it was logged in.
     if status.is_server_error() {
-        tracing::error!(parent: &spans.logs, status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed");
-    } else {
+        spans.logs.in_scope(|| {
+            tracing::error!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request failed");
+        });
+    } else if tracing::level_enabled!(tracing::Level::DEBUG) {
         // One line per request at debug, so a request with nothing else to say is still found
         // by its ids.
-        tracing::debug!(parent: &spans.logs, status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served");
+        spans.logs.in_scope(|| {
+            tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_millis(), "request served");
+        });
     }
     let (count, latency) = metrics.handles(route, &method, status);
     count.increment(1);
@@ -323,6 +329,43 @@ mod tests {
         assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(body["request_id"], headers[&REQUEST_ID].to_str().unwrap());
         assert_eq!(call("/ok", &[]).await.0, StatusCode::OK);
+    }
+
+    /// What a subscriber writes, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Written(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filter_that_names_the_request_span_gets_its_closing_line() {
+        // Given logs filtered by the request's span alone, as docs/observability.md shows
+        let written = Written::default();
+        let writer = written.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("warn,[http{route=/ok}]=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _logs = tracing::subscriber::set_default(subscriber);
+
+        // When a request of that route and one of another are served
+        assert_eq!(call("/ok", &[("x-request-id", "named-route-1")]).await.0, StatusCode::OK);
+        assert_eq!(call("/conflict", &[("x-request-id", "other-route-2")]).await.0, StatusCode::CONFLICT);
+
+        // Then the first one's closing line is logged in its span, and the other's is not
+        let logs = String::from_utf8(written.0.lock().unwrap().clone()).unwrap();
+        let served: Vec<&str> = logs.lines().filter(|l| l.contains("request served")).collect();
+        assert_eq!(served.len(), 1, "{logs}");
+        assert!(served[0].contains("http{") && served[0].contains("request_id=named-route-1"), "{logs}");
     }
 
     #[tokio::test]
